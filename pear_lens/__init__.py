@@ -1,0 +1,38 @@
+"""pear_lens: find the attention heads that make a language model ignore its
+context, and fix them at zero inference cost (PEAR, arXiv 2409.19745).
+
+The pipeline reads top to bottom in the package layout: ``task`` (the copy
+proxy task), ``mediation`` (per-head Δπ scores), ``reweight`` (learn one scalar
+per suppression head), ``convert`` (fold the scalars into a Hugging Face model),
+``evaluation`` and ``plots``.
+
+Public names are imported lazily so that ``import pear_lens.convert`` works
+without TransformerLens installed.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": "pear_lens.models",
+    "list_models": "pear_lens.models",
+    "LoadedModel": "pear_lens.models",
+    "ProxyTask": "pear_lens.task",
+    "Metric": "pear_lens.metrics",
+    "Difference": "pear_lens.metrics",
+    "HeadScores": "pear_lens.results",
+    "score_heads": "pear_lens.mediation",
+    "METHODS": "pear_lens.mediation",
+    "PearLensError": "pear_lens.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pear_lens' has no attribute {name!r}")

@@ -1,0 +1,76 @@
+"""The ``pear-lens`` command line, built from the same config dataclasses as the API."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from pear_lens.config import add_dataclass_args, from_namespace
+from pear_lens.errors import PearLensError
+
+
+def _models(_: argparse.Namespace) -> int:
+    from pear_lens.models import list_models
+
+    rows = list_models()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        state = "installed" if r["installed"] else "not installed"
+        print(f"{r['name']:<{width}}  {state:<13}  {r['description']}")
+        if not r["installed"]:
+            print(f"{'':<{width}}  install with: {r['install']}")
+    return 0
+
+
+def _discover(ns: argparse.Namespace) -> int:
+    from pear_lens.discover import DiscoverConfig, discover
+
+    config = from_namespace(DiscoverConfig, ns)
+    scores = discover(config)
+    top = ", ".join(f"L{l}.H{h}" for l, h in scores.top_k(min(5, scores.scores.numel())))
+    print(f"scored {scores.scores.numel()} heads of {scores.model} in {scores.extra['seconds']:.1f} s; top: {top}")
+    print(f"wrote {config.out}")
+    return 0
+
+
+def _config_command(cls_path: str) -> Callable[[], type]:
+    def load() -> type:
+        module, name = cls_path.rsplit(":", 1)
+        return getattr(__import__(module, fromlist=[name]), name)
+    return load
+
+
+# name -> (help, config class loader or None, handler)
+COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Namespace], int]]] = {
+    "models": ("list the models pear_lens knows and whether each is installed", None, _models),
+    "discover": ("score every attention head on the copy proxy task and write a run folder",
+                 _config_command("pear_lens.discover:DiscoverConfig"), _discover),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pear-lens", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, config, handler) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if config is not None:
+            add_dataclass_args(p, config())
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.handler(ns)
+    except PearLensError as e:
+        print(f"pear-lens {ns.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was left half-written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""File names of every artifact pear_lens writes, in one place."""
+from __future__ import annotations
+
+# discovery run folder
+HEAD_SCORES_CSV = "head_scores.csv"
+HEATMAP_HTML = "heatmap.html"
+HEATMAP_PNG = "heatmap.png"
+DISCOVERY_JSON = "discovery.json"
+
+# re-weighting artifact (same run folder)
+PEAR_JSON = "pear.json"
+COEFFICIENTS_SAFETENSORS = "coefficients.safetensors"
+TRAINING_CSV = "training_log.csv"
+
+# converted Hugging Face model folder
+PEAR_NOTE_JSON = "pear_applied.json"
+
+# format version of pear.json and discovery.json
+FORMAT_VERSION = 1

@@ -1,0 +1,144 @@
+"""Forward passes that start in the middle of the model.
+
+The fast scans rely on one trick: to recompute the model from block ``layer``
+on, the blocks below are swapped for pass-throughs and the residual stream
+entering block ``layer`` is injected with a hook. Everything the Hugging Face
+model computes outside its blocks (attention masks, rotary tables, ALiBi
+slopes) is still computed from the real tokens, so the trick is exact for every
+family, and it costs nothing below ``layer``.
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from pear_lens import hooks
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+HookFn = Callable[[Tensor, object], Tensor | None]
+_RETURNS_TUPLE: "weakref.WeakKeyDictionary[TransformerBridge, bool]" = weakref.WeakKeyDictionary()
+
+
+def _blocks_return_tuple(bridge: "TransformerBridge") -> bool:
+    """Whether the model's block loop expects ``(hidden,)`` or a bare tensor (probed once)."""
+    if bridge not in _RETURNS_TUPLE:
+        seen: list[bool] = []
+        handle = bridge.blocks[0].register_forward_hook(lambda m, a, out: seen.append(isinstance(out, tuple)))
+        try:
+            with torch.no_grad():
+                bridge(torch.zeros(1, 1, dtype=torch.long, device=bridge.cfg.device))
+        finally:
+            handle.remove()
+        _RETURNS_TUPLE[bridge] = seen[0]
+    return _RETURNS_TUPLE[bridge]
+
+
+@contextlib.contextmanager
+def skipping_blocks(bridge: "TransformerBridge", below: int) -> Iterator[None]:
+    """Make blocks ``0 .. below-1`` return their input unchanged."""
+    if below <= 0:
+        yield
+        return
+    as_tuple = _blocks_return_tuple(bridge)
+
+    def passthrough(*args, **kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return (hidden,) if as_tuple else hidden
+
+    skipped = list(bridge.blocks)[:below]
+    try:
+        for block in skipped:
+            object.__setattr__(block, "forward", passthrough)
+        yield
+    finally:
+        for block in skipped:
+            block.__dict__.pop("forward", None)
+
+
+def run_from(
+    bridge: "TransformerBridge",
+    tokens: Tensor,
+    layer: int,
+    resid: Tensor,
+    fwd_hooks: Sequence[tuple[str, HookFn]] = (),
+    **kwargs,
+) -> Tensor:
+    """Logits of a forward that starts at block ``layer`` with residual ``resid``.
+
+    ``tokens`` only set the shape, the masks and the position tables; their
+    embeddings never reach block ``layer``.
+    """
+    def inject(_resid: Tensor, hook) -> Tensor:
+        return resid
+
+    with skipping_blocks(bridge, layer):
+        return bridge.run_with_hooks(tokens, fwd_hooks=[(hooks.resid_pre(layer), inject), *fwd_hooks], **kwargs)
+
+
+def capture(
+    bridge: "TransformerBridge",
+    tokens: Tensor,
+    names: Sequence[str],
+    pos: int | slice | None = None,
+    **kwargs,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run clean and keep the named activations (optionally only at ``pos``)."""
+    store: dict[str, Tensor] = {}
+    index = (slice(None), pos) if pos is not None else (slice(None),)
+
+    def saver(name: str) -> HookFn:
+        # keyed by the requested name: the bridge reports aliases (hook_z) under
+        # their canonical names (attn.o.hook_in)
+        def save(t: Tensor, hook) -> None:
+            store[name] = t[index].detach().clone()
+        return save
+
+    logits = bridge.run_with_hooks(tokens, fwd_hooks=[(n, saver(n)) for n in names], **kwargs)
+    return logits, store
+
+
+class LogitMinusMeanReadout:
+    """``logit[target] − mean(logits)`` straight from the final hidden state.
+
+    Both terms are linear in the hidden state, so neither needs the full
+    ``[rows, vocab]`` logits: the unembedding is skipped (it is a third of the
+    path scan's cost on a 49k vocabulary). Only valid for a plain linear
+    unembedding, so :meth:`for_model` returns ``None`` when logits are soft-capped.
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None):
+        self.weight = weight  # [vocab, d_model]
+        self.bias = bias if bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        self.weight_mean = weight.mean(0)
+        self.bias_mean = self.bias.mean()
+
+    @classmethod
+    def for_model(cls, bridge: "TransformerBridge") -> "LogitMinusMeanReadout | None":
+        config = bridge.original_model.config
+        config = getattr(config, "text_config", None) or config
+        if getattr(config, "final_logit_softcapping", None):
+            return None
+        head = bridge.unembed.original_component
+        if not isinstance(head, torch.nn.Linear):
+            return None
+        return cls(head.weight, head.bias)
+
+    def __call__(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        hidden = hidden.to(self.weight.dtype)
+        target_logit = (hidden * self.weight[targets]).sum(-1) + self.bias[targets]
+        return (target_logit - (hidden @ self.weight_mean + self.bias_mean)).float()
+
+    @contextlib.contextmanager
+    def hidden_states(self, bridge: "TransformerBridge") -> Iterator[None]:
+        """Make the model return its final (normalised) hidden state instead of logits."""
+        object.__setattr__(bridge.unembed, "forward", lambda x, *args, **kwargs: x)
+        try:
+            yield
+        finally:
+            bridge.unembed.__dict__.pop("forward", None)

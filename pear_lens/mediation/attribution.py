@@ -1,0 +1,89 @@
+"""Attribution patching: a first-order estimate of activation patching.
+
+One forward and one backward pass give ∂π/∂z for every head at every
+position; the effect of replacing ``z`` by ``z̃`` is estimated as
+``Σ (z̃ − z) · ∂π/∂z``. It is a linear approximation: compare it with the exact
+``activation`` scores (``pear_lens.compare`` or ``benchmarks/discovery.py``
+report the rank correlation) before trusting it on a new model.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from pear_lens import hooks
+from pear_lens.mediation.activation import _where
+from pear_lens.mediation.base import (
+    Ablation,
+    Positions,
+    ablate,
+    check_batch,
+    derangement,
+    register,
+    run_settings,
+)
+from pear_lens.metrics import Difference, Metric, per_example
+
+if TYPE_CHECKING:
+    from pear_lens.models import LoadedModel
+    from pear_lens.task import ProxyTask, TaskBatch
+
+
+def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+             positions: Positions, seed: int, bar) -> tuple[Tensor, float]:
+    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
+    end = batch.end
+    tokens = batch.tokens[:, : end + 1]
+    names = [hooks.z(l) for l in range(n_layers)]
+    clean_z: dict[str, Tensor] = {}
+    leaves: dict[str, Tensor] = {}
+
+    def attach(name: str):
+        # z + 0 with a leaf 0: the gradient on the leaf is the *total* derivative
+        # of π with respect to z, through every later layer (detaching z would cut it)
+        def hook_fn(z: Tensor, hook) -> Tensor:
+            clean_z[name] = z.detach()
+            leaves[name] = torch.zeros_like(z, requires_grad=True)
+            return z + leaves[name]
+        return hook_fn
+
+    with torch.enable_grad():
+        logits = bridge.run_with_hooks(tokens, fwd_hooks=[(n, attach(n)) for n in names], logits_to_keep=1)
+        pi = per_example(logits[:, -1], batch.targets, metric).mean()
+        grads = torch.autograd.grad(pi, [leaves[n] for n in names])
+    clean = pi.item()
+    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
+    where = _where(positions, end)
+
+    estimate = torch.empty(n_layers, n_heads)
+    for layer, (name, grad) in enumerate(zip(names, grads)):
+        z = clean_z[name]
+        for head in range(n_heads):
+            z_h = z[:, where, head]
+            estimate[layer, head] = ((ablate(z_h, ablation, perm) - z_h) * grad[:, where, head]).sum().float()
+    bar.update(n_layers)
+    return clean + estimate, clean
+
+
+@register("attribution", "AtP", "attribution patching: linear estimate of activation patching (1 fwd + 1 bwd)")
+def attribution_patching(
+    model: "LoadedModel",
+    task: "ProxyTask",
+    metric: Metric = Metric.LOGIT_MINUS_MEAN,
+    *,
+    difference: Difference = Difference.RELATIVE,
+    ablation: Ablation = Ablation.MEAN,
+    positions: Positions = Positions.ALL,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Estimate every head's activation-patching score from one forward and one backward pass."""
+    check_batch(task, ablation)
+    return run_settings(
+        model, task, metric, difference, "attribution",
+        lambda batch, bar: _setting(model, batch, metric, ablation, positions, seed, bar),
+        options={"ablation": ablation.value, "positions": positions.value, "seed": seed},
+        progress=progress, steps_per_setting=model.n_layers,
+    )

@@ -1,0 +1,139 @@
+"""What every scoring method shares: the registry, the ablations and the loop over settings.
+
+A scoring method is a function ``(model, task, metric, *, difference, progress,
+**opts) -> HeadScores`` registered under a key. Each computes, for every
+(batch, n) setting of the task, the clean π and the patched π̃ of every head;
+the shared code turns those into Δπ and averages over settings.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from pear_lens.errors import PearLensError
+from pear_lens.metrics import Difference, Metric, delta
+from pear_lens.results import HeadScores
+
+if TYPE_CHECKING:
+    from pear_lens.models import LoadedModel
+    from pear_lens.task import ProxyTask, TaskBatch
+
+
+class Ablation(str, Enum):
+    """What replaces a head's output."""
+
+    MEAN = "mean"
+    """Its mean over the batch, position by position (the reference)."""
+    ZERO = "zero"
+    """Zeros."""
+    RESAMPLE = "resample"
+    """The same head's output on another sequence of the batch (a seeded derangement)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Positions(str, Enum):
+    """Where a head's output is replaced."""
+
+    ALL = "all"
+    """Every position up to the scored one."""
+    END = "end"
+    """Only the scored position ``end``."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def derangement(n: int, seed: int) -> Tensor:
+    """A seeded permutation of ``range(n)`` with no fixed point (n >= 2)."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        if n < 2 or not bool((perm == torch.arange(n)).any()):
+            return perm
+
+
+def ablate(z: Tensor, ablation: Ablation, perm: Tensor | None = None) -> Tensor:
+    """Replacement for one head's clean output ``z`` of shape ``[batch, ...]``."""
+    if ablation is Ablation.MEAN:
+        return z.mean(0, keepdim=True).expand_as(z)
+    if ablation is Ablation.ZERO:
+        return torch.zeros_like(z)
+    if ablation is Ablation.RESAMPLE:
+        assert perm is not None
+        return z[perm]
+    raise PearLensError(f"unknown ablation {ablation!r}")
+
+
+def check_batch(task: "ProxyTask", ablation: Ablation) -> None:
+    if ablation in (Ablation.MEAN, Ablation.RESAMPLE):
+        small = [b for b, _ in task.settings if b < 2]
+        if small:
+            raise PearLensError(
+                f"{ablation.value} ablation needs a batch of at least 2 sequences (got {small[0]}); "
+                "increase the batch or use ablation='zero'"
+            )
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered scoring method."""
+
+    name: str
+    short: str
+    """Short label for legends."""
+    description: str
+    fn: Callable[..., HeadScores]
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, short: str, description: str):
+    def wrap(fn: Callable[..., HeadScores]) -> Callable[..., HeadScores]:
+        METHODS[name] = Method(name, short, description, fn)
+        return fn
+    return wrap
+
+
+SettingFn = Callable[["TaskBatch", "tqdm"], tuple[Tensor, float]]
+
+
+def run_settings(
+    model: "LoadedModel",
+    task: "ProxyTask",
+    metric: Metric,
+    difference: Difference,
+    method: str,
+    per_setting: SettingFn,
+    *,
+    options: dict,
+    progress: bool,
+    steps_per_setting: int,
+) -> HeadScores:
+    """Loop over the task's settings, collect π̃ and π, and build the :class:`HeadScores`."""
+    batches = task.batches(model)
+    deltas, cleans, seconds = [], [], []
+    bar = tqdm(total=steps_per_setting * len(batches), desc=f"{method} scan", unit="layer",
+               disable=not progress, leave=False)
+    with bar:
+        for batch in batches:
+            bar.set_postfix_str(f"N={batch.batch_size} n={batch.n}")
+            t0 = time.perf_counter()
+            patched, clean = per_setting(batch, bar)
+            seconds.append(time.perf_counter() - t0)
+            deltas.append(delta(patched.double(), clean, difference).float())
+            cleans.append(float(clean))
+    per = torch.stack(deltas)
+    return HeadScores(
+        scores=per.mean(0), per_setting=per, clean_metric=cleans, model=model.name, method=method,
+        metric=metric.value, difference=difference.value, task=task.to_dict(), options=options,
+        fingerprint=model.fingerprint, extra={"seconds_per_setting": seconds, "seconds": sum(seconds)},
+    )

@@ -1,0 +1,145 @@
+"""Reference path patching (PEAR_SPEC §2): the default scoring method.
+
+Sender: one head's output at the scored position ``end``, replaced by its mean
+over the batch. Frozen: q, k and v of every head in every layer keep their
+clean values, so every other head's output is clean too; MLPs are recomputed.
+Receiver: the final residual stream at ``end``. The effect is the head's direct
+effect plus its effect through later MLPs.
+
+Because attention is frozen and the patch sits at one position, only position
+``end`` changes, and only through MLPs and norms. The fast scan therefore
+recomputes blocks ``layer …`` on a *one-token* sequence per example, with every
+head's output pinned to its clean value at ``end`` (the patched one excepted),
+for all heads of a layer at once. ``plain`` keeps the obvious implementation —
+one full hooked forward per head — as the reference the tests compare against.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from pear_lens import hooks
+from pear_lens.mediation._forward import LogitMinusMeanReadout, capture, run_from
+from pear_lens.mediation.base import Ablation, ablate, check_batch, derangement, register, run_settings
+from pear_lens.metrics import Difference, Metric, per_example
+
+if TYPE_CHECKING:
+    from pear_lens.models import LoadedModel
+    from pear_lens.task import ProxyTask, TaskBatch
+
+MAX_LOGIT_FLOATS = 2**26
+"""Cap on rows × vocab of one logits tensor in the fast scan (256 MB in fp32)."""
+
+
+def _patch_values(z_end: Tensor, ablation: Ablation, perm: Tensor | None) -> Tensor:
+    """``[batch, n_heads, d_head]`` replacement of every head's output at ``end``."""
+    return torch.stack([ablate(z_end[:, h], ablation, perm) for h in range(z_end.shape[1])], dim=1)
+
+
+def _pinning_hooks(acts: dict[str, Tensor], layer: int, heads: list[int], patch: Tensor, n_layers: int):
+    """hook_z overrides for blocks ``layer…``: clean outputs at ``end``, one patched head per group.
+
+    Row group ``i`` (``batch`` rows each) patches head ``heads[i]`` of ``layer``.
+    """
+    N = patch.shape[0]
+
+    def pinned(j: int):
+        def hook_fn(z: Tensor, hook) -> Tensor:
+            out = acts[hooks.z(j)][:, None].repeat(len(heads), 1, 1, 1)  # [g*N, 1, H, d_head]
+            if j == layer:
+                for i, h in enumerate(heads):
+                    out[i * N:(i + 1) * N, 0, h] = patch[:, h]
+            return out
+        return hook_fn
+
+    return [(hooks.z(j), pinned(j)) for j in range(layer, n_layers)]
+
+
+@torch.no_grad()
+def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+                  seed: int, bar) -> tuple[Tensor, float]:
+    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
+    end, N = batch.end, batch.batch_size
+    tokens = batch.tokens[:, : end + 1]  # later positions cannot influence `end`
+    names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
+    logits, acts = capture(bridge, tokens, names, pos=end, logits_to_keep=1)
+    clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
+    perm = derangement(N, seed) if ablation is Ablation.RESAMPLE else None
+
+    readout = LogitMinusMeanReadout.for_model(bridge) if metric is Metric.LOGIT_MINUS_MEAN else None
+    chunk = n_heads if readout else max(1, min(n_heads, MAX_LOGIT_FLOATS // (N * model.d_vocab)))
+    patched = torch.empty(n_layers, n_heads)
+    for layer in range(n_layers):
+        patch = _patch_values(acts[hooks.z(layer)], ablation, perm)
+        for start in range(0, n_heads, chunk):
+            heads = list(range(start, min(start + chunk, n_heads)))
+            g = len(heads)
+
+            with readout.hidden_states(bridge) if readout else contextlib.nullcontext():
+                out = run_from(
+                    bridge, tokens[:, end:end + 1].repeat(g, 1), layer,
+                    acts[hooks.resid_pre(layer)][:, None].repeat(g, 1, 1),
+                    _pinning_hooks(acts, layer, heads, patch, n_layers),
+                )
+            targets = batch.targets.repeat(g)
+            m = readout(out[:, -1], targets) if readout else per_example(out[:, -1], targets, metric)
+            patched[layer, heads] = m.view(g, N).mean(1).float()
+        bar.update(1)
+    return patched, clean
+
+
+@torch.no_grad()
+def _setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+                   seed: int, bar, heads: list[tuple[int, int]] | None = None) -> tuple[Tensor, float]:
+    """One full hooked forward per head on the whole sequence: the reference implementation."""
+    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
+    end, N = batch.end, batch.batch_size
+    frozen = [f(l) for l in range(n_layers) for f in (hooks.q, hooks.k, hooks.v)]
+    logits, acts = capture(bridge, batch.tokens, frozen + [hooks.z(l) for l in range(n_layers)])
+    clean = per_example(logits[:, end], batch.targets, metric).mean().item()
+    perm = derangement(N, seed) if ablation is Ablation.RESAMPLE else None
+
+    def freeze(name: str):
+        return lambda t, hook: acts[name]
+
+    patched = torch.full((n_layers, n_heads), float("nan"))
+    todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
+    for layer, head in todo:
+        value = ablate(acts[hooks.z(layer)][:, end, head], ablation, perm)
+
+        def patch(z: Tensor, hook, _head=head, _value=value) -> Tensor:
+            z = z.clone()
+            z[:, end, _head] = _value
+            return z
+
+        out = bridge.run_with_hooks(batch.tokens, fwd_hooks=[(n, freeze(n)) for n in frozen] + [(hooks.z(layer), patch)])
+        patched[layer, head] = per_example(out[:, end], batch.targets, metric).mean().float()
+        if head == n_heads - 1 or heads is not None:
+            bar.update(1)
+    return patched, clean
+
+
+@register("path", "PP", "reference path patching: batch-mean of one head at `end`, q/k/v frozen, MLPs free")
+def path_patching(
+    model: "LoadedModel",
+    task: "ProxyTask",
+    metric: Metric = Metric.LOGIT_MINUS_MEAN,
+    *,
+    difference: Difference = Difference.RELATIVE,
+    ablation: Ablation = Ablation.MEAN,
+    implementation: str = "fast",
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Score every head by reference path patching. ``implementation='plain'`` is the slow reference."""
+    check_batch(task, ablation)
+    fn = {"fast": _setting_fast, "plain": _setting_plain}[implementation]
+    return run_settings(
+        model, task, metric, difference, "path",
+        lambda batch, bar: fn(model, batch, metric, ablation, seed, bar),
+        options={"ablation": ablation.value, "positions": "end", "implementation": implementation, "seed": seed},
+        progress=progress, steps_per_setting=model.n_layers,
+    )

