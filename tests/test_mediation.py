@@ -1,0 +1,161 @@
+"""Scoring methods checked against each other: fast against plain, path against
+activation where they must coincide, attribution against exact activation."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from pear_lens.errors import PearLensError
+from pear_lens.mediation import METHODS, score_heads
+from pear_lens.mediation.base import derangement
+from pear_lens.models import TINY_FAMILIES, build_tiny, boot_bridge
+from pear_lens.task import ProxyTask
+
+from .conftest import tiny
+
+TASK = ProxyTask(settings=((6, 8), (4, 5)), seed=1)
+
+
+def assert_same_scores(a, b, rtol=1e-4, atol=1e-6):
+    scale = b.scores.abs().max().item()
+    diff = (a.scores - b.scores).abs().max().item()
+    assert diff <= rtol * scale + atol, f"max diff {diff:.3g} vs scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("metric", ["logit_minus_mean", "prob"])
+def test_fast_path_scan_equals_plain_loop(tiny_model, metric):
+    fast = score_heads(tiny_model, TASK, metric, "path", difference="absolute", progress=False)
+    plain = score_heads(tiny_model, TASK, metric, "path", difference="absolute", progress=False,
+                        implementation="plain")
+    assert_same_scores(fast, plain)
+    assert fast.clean_metric == pytest.approx(plain.clean_metric, rel=1e-5, abs=1e-7)
+
+
+def _activation_fast_vs_plain(model, **opts):
+    fast = score_heads(model, TASK, "logit_minus_mean", "activation", difference="absolute",
+                       progress=False, **opts)
+    plain = score_heads(model, TASK, "logit_minus_mean", "activation", difference="absolute",
+                        progress=False, implementation="plain", **opts)
+    assert_same_scores(fast, plain)
+
+
+def test_fast_activation_equals_plain_loop(tiny_model):
+    _activation_fast_vs_plain(tiny_model)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "bloom"])
+@pytest.mark.parametrize("opts", [{"positions": "end"}, {"ablation": "zero"}, {"ablation": "resample"}])
+def test_fast_activation_equals_plain_loop_for_every_ablation(family, opts):
+    _activation_fast_vs_plain(tiny(family), **opts)
+
+
+def test_path_and_activation_agree_on_the_last_layer_only():
+    # In the last layer there is no later attention to freeze, so path patching
+    # (q/k/v frozen) and activation patching at `end` must coincide there, and
+    # only there: earlier layers act through later attention, which path blocks.
+    m = tiny("llama")
+    path = score_heads(m, TASK, method="path", difference="absolute", progress=False)
+    act = score_heads(m, TASK, method="activation", positions="end", difference="absolute", progress=False)
+    torch.testing.assert_close(path.scores[-1], act.scores[-1], rtol=1e-4, atol=1e-6)
+    assert (path.scores[:-1] - act.scores[:-1]).abs().max() > 1e-4
+
+
+def test_a_head_without_output_scores_exactly_zero():
+    hf, tok = build_tiny("llama")
+    with torch.no_grad():
+        hf.model.layers[1].self_attn.o_proj.weight[:, 16:32] = 0.0  # head 1 of layer 1 writes nothing
+    from pear_lens.convert import fingerprint
+    from pear_lens.models import LoadedModel
+
+    m = LoadedModel("tiny-llama-ablated", boot_bridge(hf, tok, "x"), tok, fingerprint(hf), "test", "x", "llama",
+                    lambda: None)
+    for method in ("path", "activation", "attribution"):
+        s = score_heads(m, TASK, method=method, difference="absolute", progress=False)
+        assert s.scores[1, 1].item() == pytest.approx(0.0, abs=1e-6), method
+        assert s.scores.abs().max() > 1e-4, method
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2"])
+def test_attribution_tracks_exact_activation(family):
+    m = tiny(family)
+    task = ProxyTask(settings=((8, 8),), seed=2)
+    exact = score_heads(m, task, method="activation", difference="absolute", progress=False)
+    approx = score_heads(m, task, method="attribution", difference="absolute", progress=False)
+    rho = pd.Series(exact.scores.flatten()).corr(pd.Series(approx.scores.flatten()), method="spearman")
+    assert rho > 0.6, f"Spearman {rho:.2f}"
+
+
+def test_relative_is_absolute_over_clean():
+    m = tiny("qwen2")
+    rel = score_heads(m, TASK, difference="relative", progress=False)
+    ab = score_heads(m, TASK, difference="absolute", progress=False)
+    clean = torch.tensor(ab.clean_metric)[:, None, None]
+    torch.testing.assert_close(rel.per_setting, ab.per_setting / clean, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(rel.scores, rel.per_setting.mean(0))
+
+
+def test_methods_share_one_signature_and_result_type():
+    m = tiny("gpt2")
+    for name, method in METHODS.items():
+        s = method.fn(m, TASK, progress=False)
+        assert s.method == name and s.scores.shape == (m.n_layers, m.n_heads)
+        assert s.per_setting.shape == (2, m.n_layers, m.n_heads)
+        assert method.short and method.description
+
+
+def test_gqa_is_scored_per_query_head():
+    m = tiny("gemma3")  # 4 query heads share 1 key/value head
+    s = score_heads(m, TASK, progress=False)
+    assert s.scores.shape == (3, 4)
+    assert len(set(s.scores[1].tolist())) == 4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "nope"}, "unknown method"),
+    ({"metric": "accuracy"}, "unknown metric"),
+    ({"difference": "ratio"}, "unknown difference"),
+    ({"ablation": "noise"}, "unknown ablation"),
+    ({"positions": "first"}, "unknown positions"),
+])
+def test_closed_vocabularies_are_validated(kwargs, message):
+    with pytest.raises(PearLensError, match=message):
+        score_heads(tiny("llama"), TASK, progress=False, **kwargs)
+
+
+def test_batch_mean_needs_two_sequences():
+    with pytest.raises(PearLensError, match="at least 2"):
+        score_heads(tiny("llama"), ProxyTask(settings=((1, 8),)), progress=False)
+    s = score_heads(tiny("llama"), ProxyTask(settings=((1, 8),)), ablation="zero", progress=False)
+    assert torch.isfinite(s.scores).all()
+
+
+def test_derangement_moves_every_sequence():
+    for n in (2, 3, 10):
+        perm = derangement(n, seed=n)
+        assert sorted(perm.tolist()) == list(range(n))
+        assert not (perm == torch.arange(n)).any()
+
+
+def test_head_scores_table_and_heatmap():
+    s = score_heads(tiny("opt"), TASK, progress=False)
+    df = s.to_dataframe()
+    assert list(df.columns[:4]) == ["layer", "head", "score", "rank"]
+    assert len(df) == 12 and sorted(df["rank"]) == list(range(1, 13))
+    best = df.sort_values("rank").iloc[0]
+    assert (int(best["layer"]), int(best["head"])) == s.top_k(1)[0]
+    assert best.score == pytest.approx(s.scores.max().item())
+    assert set(df["method"]) == {"path"} and "ablation" in df.columns
+    fig = s.heatmap(top_k=3)
+    assert isinstance(fig, go.Figure) and fig.data[0].zmid == 0
+    with pytest.raises(PearLensError):
+        s.top_k(0)
+    long = s.per_setting_dataframe()
+    assert len(long) == 2 * 12 and set(long["n"]) == {8, 5}
+
+
+def test_scores_are_reproducible():
+    a = score_heads(tiny("bloom"), TASK, ablation="resample", progress=False)
+    b = score_heads(tiny("bloom"), TASK, ablation="resample", progress=False)
+    assert torch.equal(a.scores, b.scores)
