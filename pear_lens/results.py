@@ -128,8 +128,9 @@ class HeadScores:
     def from_dataframe(cls, df: pd.DataFrame, meta: dict[str, Any]) -> "HeadScores":
         n_layers, n_heads = int(df["layer"].max()) + 1, int(df["head"].max()) + 1
         scores = torch.zeros(n_layers, n_heads)
-        scores[torch.as_tensor(df["layer"].to_numpy()), torch.as_tensor(df["head"].to_numpy())] = torch.as_tensor(
-            df["score"].to_numpy(), dtype=torch.float32)
+        layers = torch.tensor(df["layer"].to_numpy(copy=True), dtype=torch.long)
+        heads = torch.tensor(df["head"].to_numpy(copy=True), dtype=torch.long)
+        scores[layers, heads] = torch.tensor(df["score"].to_numpy(copy=True), dtype=torch.float32)
         return cls(scores=scores, per_setting=torch.tensor(meta["per_setting"]), clean_metric=meta["clean_metric"],
                    model=meta["model"], method=meta["method"], metric=meta["metric"],
                    difference=meta["difference"], task=meta["task"], options=meta.get("options", {}),
