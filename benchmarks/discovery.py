@@ -16,7 +16,8 @@ fast cost does, which is why the fast side always runs on every head).
    ``spearman_attr`` its rank correlation with exact activation over all heads.
 
 Run: ``python benchmarks/discovery.py`` (about 15 minutes on 2 cores). The
-last line is machine-readable.
+last line is machine-readable; the output is also kept in
+``figures/benchmarks/discovery.txt`` for the README.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import time
 
 import pandas as pd
 import torch
+
+from _report import Report
 
 from pear_lens.mediation import activation, path
 from pear_lens.mediation.base import Ablation, Positions
@@ -69,10 +72,11 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--plain-heads", type=int, default=8, help="heads timed with the plain loops")
     args = ap.parse_args(argv)
+    report = Report("discovery", "python benchmarks/discovery.py" + (f" --model {args.model}" if args.model != "smollm2-135m-instruct" else ""))
 
     model = load_model(args.model)
     L, H = model.n_layers, model.n_heads
-    print(f"model {model.name}: {L} layers x {H} heads = {L * H}; torch threads {torch.get_num_threads()}")
+    report(f"model {model.name}: {L} layers x {H} heads = {L * H}; torch threads {torch.get_num_threads()}")
 
     # 1. path patching, reference task
     task = ProxyTask()
@@ -83,7 +87,7 @@ def main(argv=None) -> None:
     idx = tuple(torch.tensor(subset).T)
     diff = (fast.scores[idx] - plain_scores[idx]).abs().max() / plain_scores[idx].abs().max()
     path_speedup = (t_plain / len(subset)) / (t_fast / (L * H))
-    print(f"path: fast {t_fast:.1f} s for {L * H} heads ({1e3 * t_fast / (L * H):.0f} ms/head); "
+    report(f"path: fast {t_fast:.1f} s for {L * H} heads ({1e3 * t_fast / (L * H):.0f} ms/head); "
           f"plain {t_plain:.1f} s for {len(subset)} heads ({t_plain / len(subset):.1f} s/head) "
           f"-> {path_speedup:.1f}x; max |fast-plain|/max|plain| = {diff:.2e} over {subset}")
 
@@ -97,7 +101,7 @@ def main(argv=None) -> None:
     idx = tuple(torch.tensor(a_subset).T)
     a_diff = (act.scores[idx] - a_plain[idx]).abs().max() / a_plain[idx].abs().max()
     act_speedup = (t_act_plain / len(a_subset)) / (t_act / (L * H))
-    print(f"activation (N={task1.settings[0][0]}, n={task1.settings[0][1]}, mean, all positions): fast {t_act:.1f} s "
+    report(f"activation (N={task1.settings[0][0]}, n={task1.settings[0][1]}, mean, all positions): fast {t_act:.1f} s "
           f"for {L * H} heads; plain {t_act_plain:.1f} s for {len(a_subset)} heads -> {act_speedup:.2f}x; "
           f"max |fast-plain|/max|plain| = {a_diff:.2e}")
 
@@ -107,12 +111,13 @@ def main(argv=None) -> None:
     attr, t_attr = timed(lambda: attribution.attribution_patching(model, task1, progress=False))
     rho = pd.Series(attr.scores.flatten()).corr(pd.Series(act.scores.flatten()), method="spearman")
     attr_speedup = t_act / t_attr
-    print(f"attribution: {t_attr:.1f} s vs exact fast activation {t_act:.1f} s -> {attr_speedup:.1f}x; "
+    report(f"attribution: {t_attr:.1f} s vs exact fast activation {t_act:.1f} s -> {attr_speedup:.1f}x; "
           f"Spearman with exact = {rho:.3f}")
 
     max_rel = max(float(diff), float(a_diff))
-    print(f"path_speedup={path_speedup:.1f} activation_speedup={act_speedup:.2f} "
+    report(f"path_speedup={path_speedup:.1f} activation_speedup={act_speedup:.2f} "
           f"attribution_speedup={attr_speedup:.1f} max_rel_diff={max_rel:.2e} spearman_attr={rho:.3f}")
+    report.save()
 
 
 if __name__ == "__main__":

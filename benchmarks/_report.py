@@ -1,0 +1,34 @@
+"""Print benchmark lines and keep them in ``figures/benchmarks/NAME.txt``.
+
+The README quotes benchmark results only through these files (see
+``scripts/update_readme.py``), so every number there comes from a rerunnable script.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from pear_lens.io import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Report:
+    def __init__(self, name: str, command: str):
+        self.path = ROOT / "figures" / "benchmarks" / f"{name}.txt"
+        self.lines = [
+            f"# command: {command}",
+            f"# date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads",
+        ]
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def save(self) -> Path:
+        return atomic_write_text(self.path, "\n".join(self.lines) + "\n")
