@@ -1,0 +1,47 @@
+"""Shared fixtures. Importing this module switches on jaxtyping + beartype runtime
+checks for every pear_lens function, so shape mistakes fail the tests."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail fast instead of retrying
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import jaxtyping  # noqa: E402
+
+_hook = jaxtyping.install_import_hook("pear_lens", "beartype.beartype")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from pear_lens.models import TINY_FAMILIES, load_model  # noqa: E402
+
+SEED = 0
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    """One seed for every test: torch's global RNG starts from the same state."""
+    torch.manual_seed(SEED)
+    return SEED
+
+
+_TINY_CACHE: dict = {}
+
+
+def tiny(family: str):
+    """A tiny model, loaded once per test session (read-only: tests must not modify it)."""
+    if family not in _TINY_CACHE:
+        _TINY_CACHE[family] = load_model(f"tiny-{family}")
+    return _TINY_CACHE[family]
+
+
+@pytest.fixture(params=TINY_FAMILIES)
+def tiny_model(request):
+    return tiny(request.param)
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """SmolLM2-135M-Instruct, the real default model (acceptance tests only)."""
+    return load_model("smollm2-135m-instruct")
