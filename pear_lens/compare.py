@@ -98,9 +98,12 @@ def _jaccard(a: set, b: set) -> float:
 
 
 def same_model(a: HeadScores, b: HeadScores) -> bool:
-    """Heads can be matched one to one: same model name and shape (and weights, when both are known)."""
-    same_weights = not (a.fingerprint and b.fingerprint) or a.fingerprint == b.fingerprint
-    return a.model == b.model and a.scores.shape == b.scores.shape and same_weights
+    """Heads can be matched one to one: same model name and shape.
+
+    The weights may differ (bf16 against fp32, a re-weighted copy): head ``(l, h)``
+    is still the same head.
+    """
+    return a.model == b.model and a.scores.shape == b.scores.shape
 
 
 def head_label(head: Head) -> str:

@@ -80,3 +80,16 @@ def test_bad_device_options_are_refused_with_the_fix(folders):
         load_model("tiny-llama", dtype="fp8")
     with pytest.raises(PearLensError, match="meta/disk"):
         load_model(folders["llama"], device_map={"": "meta"})
+
+
+def test_discover_command_takes_dtype_and_device_map(folders, tmp_path):
+    from pear_lens.cli import main
+    from pear_lens.results import HeadScores
+
+    common = ["discover", "--model", folders["gpt2"], "--settings", "4x6", "--no-png", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--out", str(tmp_path / "b"), "--device-map", "auto"]) == 0
+    assert main([*common, "--out", str(tmp_path / "c"), "--dtype", "bfloat16"]) == 0
+    a, b, c = (HeadScores.load(tmp_path / x) for x in "abc")
+    torch.testing.assert_close(b.scores, a.scores, rtol=1e-5, atol=1e-7)
+    assert c.fingerprint != a.fingerprint  # bf16 weights are other weights, and the run says so
