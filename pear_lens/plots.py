@@ -93,12 +93,15 @@ def coefficient_bars(coefficients: pd.DataFrame | Any, title: str | None = None)
 
     ``coefficients`` is a table with columns ``layer, head, tau`` (and optionally
     ``score``, then heads are ordered by it, strongest first), or any object with
-    a ``.to_dataframe()`` returning one (a re-weighting artifact).
+    a ``.to_dataframe()`` returning one (a re-weighting artifact). A training log
+    with a ``step`` column shows τ after the last step.
     """
     df = coefficients.to_dataframe() if hasattr(coefficients, "to_dataframe") else coefficients
     if not isinstance(df, pd.DataFrame):
         raise PearLensError(f"coefficient_bars needs a DataFrame or an artifact, got {type(coefficients).__name__}")
     _require_columns(df, ["layer", "head", "tau"], "coefficient_bars")
+    if "step" in df.columns:  # a training log: τ after the last step
+        df = df[df["step"] == df["step"].max()]
     df = df.sort_values("score", ascending=False) if "score" in df.columns else df.sort_values(["layer", "head"])
     labels = [f"L{int(l)}.H{int(h)}" for l, h in zip(df["layer"], df["head"])]
     df = df.assign(label=labels)

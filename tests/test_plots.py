@@ -64,6 +64,8 @@ def test_coefficient_bars_order_heads_by_score_and_draw_tau_one():
     assert list(by_layer.layout.xaxis.categoryarray) == ["L1.H1", "L2.H0", "L3.H0"]
     with pytest.raises(PearLensError, match="tau"):
         plots.coefficient_bars(df.drop(columns="tau"))
+    log = pd.concat([df.assign(step=0, tau=1.0), df.assign(step=1)])  # a training log: τ per step
+    assert {x: y for t in plots.coefficient_bars(log).data for x, y in zip(t.x, t.y)} == bars
 
 
 def test_relative_depth_draws_one_legend_entry_per_run_and_k_large_markers():
