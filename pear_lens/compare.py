@@ -52,9 +52,9 @@ def spearman(a: Values, b: Values) -> float:
     return float(sa[keep].rank().corr(sb[keep].rank()))
 
 
-def relative_depth(layer: int | Tensor, n_layers: int) -> float | Tensor:
-    """``layer / (n_layers - 1)``: 0 for the first block, 1 for the last (0 for a one-block model)."""
-    return layer / (n_layers - 1) if n_layers > 1 else layer * 0.0
+def layer_depth(layer: int, n_layers: int) -> float:
+    """Relative depth ``layer / (n_layers - 1)``: 0 for the first block, 1 for the last (0 for a one-block model)."""
+    return layer / (n_layers - 1) if n_layers > 1 else 0.0
 
 
 def depth_bin(depth: float, n_bins: int) -> int:
@@ -76,7 +76,7 @@ def bin_maxima(scores: HeadScores, n_bins: int) -> Float[Tensor, " n_bins"]:
     out = torch.full((n_bins,), -math.inf)
     layer_max = scores.scores.max(dim=1).values
     for layer in range(scores.n_layers):
-        b = depth_bin(float(relative_depth(layer, scores.n_layers)), n_bins)
+        b = depth_bin(layer_depth(layer, scores.n_layers), n_bins)
         out[b] = torch.maximum(out[b], layer_max[layer])
     out[out == -math.inf] = math.nan
     return out
@@ -90,7 +90,7 @@ def _k(scores: HeadScores, k: int) -> int:
 
 def top_depth_bins(scores: HeadScores, k: int, n_bins: int) -> set[int]:
     """The relative-depth bins that hold at least one of the top-``k`` heads."""
-    return {depth_bin(float(relative_depth(l, scores.n_layers)), n_bins) for l, _ in scores.top_k(_k(scores, k))}
+    return {depth_bin(layer_depth(l, scores.n_layers), n_bins) for l, _ in scores.top_k(_k(scores, k))}
 
 
 def _jaccard(a: set, b: set) -> float:
@@ -189,7 +189,7 @@ def heads_by_depth(runs: Runs, k: int = 10) -> pd.DataFrame:
         df.insert(1, "model", scores.model)
         df.insert(2, "method", scores.method)
         df["n_layers"] = scores.n_layers
-        df["relative_depth"] = [float(relative_depth(int(l), scores.n_layers)) for l in df["layer"]]
+        df["relative_depth"] = [layer_depth(int(l), scores.n_layers) for l in df["layer"]]
         df["top"] = df["rank"] <= _k(scores, k)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
@@ -206,7 +206,7 @@ def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
             "settings": ",".join(f"{b}x{n}" for b, n in s.task.get("settings", [])),
             "n_layers": s.n_layers, "n_heads": s.n_heads, "k": len(top),
             "top_heads": " ".join(head_label(h) for h in top),
-            "top_relative_depths": " ".join(f"{float(relative_depth(l, s.n_layers)):.2f}" for l, _ in top),
+            "top_relative_depths": " ".join(f"{layer_depth(l, s.n_layers):.2f}" for l, _ in top),
             "top_scores": " ".join(f"{float(s.scores[h]):.4g}" for h in top),
             "max_score": float(s.scores.max()), "clean_metric": sum(s.clean_metric) / len(s.clean_metric),
         })
