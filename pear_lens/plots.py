@@ -36,7 +36,7 @@ def template() -> str:
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22"]
-"""One colour per run/model, in the order runs are given (colour-blind-safe first pair)."""
+"""One colour per run/model, in the order runs are given (matplotlib's tab10 order)."""
 
 
 def _colour(i: int) -> str:
@@ -45,11 +45,12 @@ def _colour(i: int) -> str:
 
 def _finish(fig: go.Figure, title: str, subtitle: str | None = None, **layout) -> go.Figure:
     """Apply the template and the layout every figure shares (title left, legend below the plot area)."""
-    text = title + (f"<br><sup>{subtitle}</sup>" if subtitle else "")
+    lines = subtitle.split("\n") if subtitle else []  # one <sup> line each: narrow figures must not clip
+    text = "".join([title, *(f"<br><sup>{line}</sup>" for line in lines)])
     layout = {"legend": dict(orientation="h", yanchor="top", y=-0.15, x=0, xanchor="left"), **layout}
     fig.update_layout(template=template(), title=dict(text=text, x=0.02, xanchor="left"), **layout)
-    if subtitle:
-        fig.update_layout(margin=dict(t=90))
+    if lines:
+        fig.update_layout(margin=dict(t=70 + 20 * len(lines)))
     return fig
 
 
@@ -79,11 +80,12 @@ def head_heatmap(scores: "HeadScores", top_k: int | None = 10, title: str | None
         ))
     return _finish(
         fig, title or f"{scores.model}: Δπ per head",
-        f"method {scores.method}, metric {scores.metric}, {scores.difference} Δπ; positive = the head suppresses copying",
+        f"{scores.method} patching, {scores.metric}, {scores.difference} Δπ\n"
+        "red (Δπ > 0): removing the head helps copying",
         xaxis=dict(title="head", dtick=1, range=[-0.5, scores.n_heads - 0.5]),
         yaxis=dict(title="layer", range=[scores.n_layers - 0.5, -0.5],
                    dtick=1 if scores.n_layers <= 12 else 2 if scores.n_layers <= 24 else 5),
-        showlegend=bool(top_k), width=max(460, 60 * scores.n_heads + 220),
+        showlegend=bool(top_k), width=max(520, 60 * scores.n_heads + 220),
         height=max(380, 18 * scores.n_layers + 180),
     )
 
@@ -148,12 +150,6 @@ def relative_depth(df: pd.DataFrame, title: str | None = None) -> go.Figure:
                    yaxis=dict(title="Δπ"), width=760, height=480)
 
 
-def _labelled(runs: "Mapping[str, HeadScores] | Sequence[HeadScores]") -> dict[str, "HeadScores"]:
-    from pear_lens.compare import load_runs
-
-    return load_runs(runs)
-
-
 def score_distributions(runs: "Mapping[str, HeadScores] | Sequence[HeadScores] | pd.DataFrame",
                         title: str | None = None) -> go.Figure:
     """Distribution of Δπ over all heads, one box (with every head as a point) per run.
@@ -166,7 +162,9 @@ def score_distributions(runs: "Mapping[str, HeadScores] | Sequence[HeadScores] |
         _require_columns(runs, ["run", "score"], "score_distributions")
         groups = [(str(r), g["score"]) for r, g in runs.groupby("run", sort=False)]
     else:
-        groups = [(label, s.to_dataframe()["score"]) for label, s in _labelled(runs).items()]
+        from pear_lens.compare import load_runs
+
+        groups = [(label, s.to_dataframe()["score"]) for label, s in load_runs(runs).items()]
     fig = go.Figure()
     for i, (label, values) in enumerate(groups):
         fig.add_trace(go.Box(

@@ -157,9 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.agreement_model:
             folders += [discover_cached(args.cache, args.agreement_model, method, reduced, args.refresh)
                         for method in AGREEMENT_METHODS]
-    discovery = sorted({p.parent for folder in folders for p in [folder / constants.DISCOVERY_JSON,
-                                                                 *folder.rglob(constants.DISCOVERY_JSON)]
-                        if p.exists()})
+    found = [p.parent for folder in folders for p in sorted(folder.rglob(constants.DISCOVERY_JSON))]
+    discovery = list(dict.fromkeys(found))  # in the order given, each once
     if not discovery:
         raise SystemExit(f"no discovery run (a folder with {constants.DISCOVERY_JSON}) under {', '.join(map(str, folders))}")
     write = Writer(args.out, ["html"] + ([] if args.no_png else ["png"]))
