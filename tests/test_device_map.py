@@ -93,3 +93,14 @@ def test_discover_command_takes_dtype_and_device_map(folders, tmp_path):
     a, b, c = (HeadScores.load(tmp_path / x) for x in "abc")
     torch.testing.assert_close(b.scores, a.scores, rtol=1e-5, atol=1e-7)
     assert c.fingerprint != a.fingerprint  # bf16 weights are other weights, and the run says so
+
+
+@pytest.mark.slow
+def test_registry_model_takes_a_device_map(smol):
+    # the GGUF registry models load through their cached Hugging Face folder, so the map applies there too
+    mapped = load_model("smollm2-135m-instruct", device_map={"": "cpu"})
+    assert mapped.fingerprint == smol.fingerprint
+    task = ProxyTask(settings=((4, 8),), seed=0)
+    a = score_heads(smol, task, difference="absolute", progress=False)
+    b = score_heads(mapped, task, difference="absolute", progress=False)
+    torch.testing.assert_close(b.scores, a.scores, rtol=1e-5, atol=1e-6)
