@@ -113,10 +113,6 @@ def head_label(head: Head) -> str:
 # --------------------------------------------------------------------------- loading runs
 
 
-def _base_label(scores: HeadScores) -> str:
-    return f"{scores.model}:{scores.method}"
-
-
 def load_runs(runs: Runs) -> dict[str, HeadScores]:
     """Labelled :class:`HeadScores` from scores, discovery run folders, or a ``{label: run}`` mapping.
 
@@ -131,7 +127,7 @@ def load_runs(runs: Runs) -> dict[str, HeadScores]:
     loaded: list[tuple[str | None, HeadScores, str]] = []
     for label, run in items:
         if isinstance(run, HeadScores):
-            loaded.append((label, run, _base_label(run)))
+            loaded.append((label, run, f"{run.model}:{run.method}"))
         elif isinstance(run, (str, os.PathLike)):
             loaded.append((label, HeadScores.load(run), Path(run).resolve().name))
         else:
@@ -142,7 +138,7 @@ def load_runs(runs: Runs) -> dict[str, HeadScores]:
     for label, scores, default in loaded:
         if label is None:
             label = default
-            if label in out or sum(d == default for _, _, d in loaded) > 1:
+            if sum(d == default for _, _, d in loaded) > 1:
                 label = f"{default}:seed{scores.task.get('seed', '?')}"
             base, i = label, 2
             while label in out:
