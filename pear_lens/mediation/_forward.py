@@ -130,7 +130,8 @@ class LogitMinusMeanReadout:
         return cls(head.weight, head.bias)
 
     def __call__(self, hidden: Tensor, targets: Tensor) -> Tensor:
-        hidden = hidden.to(self.weight.dtype)
+        hidden = hidden.to(self.weight.device, self.weight.dtype)  # under a device map the final norm
+        targets = targets.to(self.weight.device)  # and the unembedding may sit on different devices
         target_logit = (hidden * self.weight[targets]).sum(-1) + self.bias[targets]
         return (target_logit - (hidden @ self.weight_mean + self.bias_mean)).float()
 

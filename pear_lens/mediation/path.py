@@ -86,7 +86,7 @@ def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abla
                 )
             targets = batch.targets.repeat(g)
             m = readout(out[:, -1], targets) if readout else per_example(out[:, -1], targets, metric)
-            patched[layer, heads] = m.view(g, N).mean(1).float()
+            patched[layer, heads] = m.view(g, N).mean(1).float().cpu()  # index_put_ wants one device
         bar.update(1)
     return patched, clean
 

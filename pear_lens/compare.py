@@ -1,0 +1,280 @@
+"""Compare head scores across runs: models, methods, seeds and proxy settings.
+
+Heads of different models cannot be matched one to one, so every head is placed
+at its *relative depth* ``layer / (n_layers - 1)`` (0 = first block, 1 = last).
+Runs of the same model are compared head by head (top-K overlap, Spearman over
+all heads); runs of different models are compared through relative-depth bins
+(overlap of the bins holding each run's top-K heads, Spearman of the per-bin
+maximum Δπ). Column names say which of the two a number is.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from pear_lens import constants
+from pear_lens.config import option
+from pear_lens.errors import PearLensError
+from pear_lens.results import Head, HeadScores
+
+Run = Union[HeadScores, str, os.PathLike]
+Runs = Union[Sequence[Run], Mapping[str, Run]]
+Values = Union[Sequence[float], Sequence[int], np.ndarray, Tensor]
+
+MIN_RANK_POINTS = 3
+"""Fewer paired values than this make a rank correlation meaningless (two points always give ±1)."""
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+def spearman(a: Values, b: Values) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN below 3 pairs or for a constant input."""
+    sa = pd.Series(torch.as_tensor(a, dtype=torch.float64).flatten().numpy())
+    sb = pd.Series(torch.as_tensor(b, dtype=torch.float64).flatten().numpy())
+    if len(sa) != len(sb):
+        raise PearLensError(f"spearman needs two equally long inputs, got {len(sa)} and {len(sb)}")
+    keep = sa.notna() & sb.notna()
+    if int(keep.sum()) < MIN_RANK_POINTS:
+        return math.nan
+    # Pearson of the ranks is Spearman's ρ; it needs no scipy.
+    return float(sa[keep].rank().corr(sb[keep].rank()))
+
+
+def layer_depth(layer: int, n_layers: int) -> float:
+    """Relative depth ``layer / (n_layers - 1)``: 0 for the first block, 1 for the last (0 for a one-block model)."""
+    return layer / (n_layers - 1) if n_layers > 1 else 0.0
+
+
+def depth_bin(depth: float, n_bins: int) -> int:
+    """Index of the equal-width bin of [0, 1] that holds ``depth`` (1.0 falls in the last bin)."""
+    return min(int(depth * n_bins), n_bins - 1)
+
+
+def pair_bins(n_layers_a: int, n_layers_b: int, bins: int) -> int:
+    """How many depth bins two models can share without leaving a bin empty in either.
+
+    Layer depths are ``1 / (L - 1)`` apart, so bins of width ``1 / B`` with
+    ``B <= L - 1`` each hold at least one layer of an ``L``-layer model.
+    """
+    return max(1, min(bins, n_layers_a - 1, n_layers_b - 1))
+
+
+def bin_maxima(scores: HeadScores, n_bins: int) -> Float[Tensor, " n_bins"]:
+    """The largest Δπ among the heads of each relative-depth bin (NaN for an empty bin)."""
+    out = torch.full((n_bins,), -math.inf)
+    layer_max = scores.scores.max(dim=1).values
+    for layer in range(scores.n_layers):
+        b = depth_bin(layer_depth(layer, scores.n_layers), n_bins)
+        out[b] = torch.maximum(out[b], layer_max[layer])
+    out[out == -math.inf] = math.nan
+    return out
+
+
+def _k(scores: HeadScores, k: int) -> int:
+    if k < 1:
+        raise PearLensError(f"k must be at least 1, got {k}")
+    return min(k, scores.scores.numel())
+
+
+def top_depth_bins(scores: HeadScores, k: int, n_bins: int) -> set[int]:
+    """The relative-depth bins that hold at least one of the top-``k`` heads."""
+    return {depth_bin(layer_depth(l, scores.n_layers), n_bins) for l, _ in scores.top_k(_k(scores, k))}
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else math.nan
+
+
+def same_model(a: HeadScores, b: HeadScores) -> bool:
+    """Heads can be matched one to one: same model name and shape.
+
+    The weights may differ (bf16 against fp32, a re-weighted copy): head ``(l, h)``
+    is still the same head.
+    """
+    return a.model == b.model and a.scores.shape == b.scores.shape
+
+
+def head_label(head: Head) -> str:
+    return f"L{head[0]}.H{head[1]}"
+
+
+# --------------------------------------------------------------------------- loading runs
+
+
+def load_runs(runs: Runs) -> dict[str, HeadScores]:
+    """Labelled :class:`HeadScores` from scores, discovery run folders, or a ``{label: run}`` mapping.
+
+    A folder is labelled by its name; scores by ``model:method``, with the seed
+    and then a counter appended where two labels would collide.
+    """
+    if isinstance(runs, (str, os.PathLike, HeadScores)):
+        raise PearLensError("pass the runs as a list (or a {label: run} mapping), not a single run")
+    items = list(runs.items()) if isinstance(runs, Mapping) else [(None, r) for r in runs]
+    if not items:
+        raise PearLensError("compare needs at least one run (HeadScores or a `pear-lens discover` folder)")
+    loaded: list[tuple[str | None, HeadScores, str]] = []
+    for label, run in items:
+        if isinstance(run, HeadScores):
+            loaded.append((label, run, f"{run.model}:{run.method}"))
+        elif isinstance(run, (str, os.PathLike)):
+            loaded.append((label, HeadScores.load(run), Path(run).resolve().name))
+        else:
+            raise PearLensError(
+                f"a run must be HeadScores or a discovery run folder, got {type(run).__name__}"
+            )
+    out: dict[str, HeadScores] = {}
+    for label, scores, default in loaded:
+        if label is None:
+            label = default
+            if sum(d == default for _, _, d in loaded) > 1:
+                label = f"{default}:seed{scores.task.get('seed', '?')}"
+            base, i = label, 2
+            while label in out:
+                label, i = f"{base}#{i}", i + 1
+        elif label in out:
+            raise PearLensError(f"two runs are labelled {label!r}; give each a unique label")
+        out[str(label)] = scores
+    return out
+
+
+def by_setting(scores: HeadScores) -> dict[str, HeadScores]:
+    """One :class:`HeadScores` per proxy (batch, n) setting of a run, from its stored per-setting scores.
+
+    Comparing them shows how much the head ranking depends on the setting,
+    without scoring anything again.
+    """
+    settings = scores.task.get("settings") or [None] * scores.per_setting.shape[0]
+    out = {}
+    for i, setting in enumerate(settings):
+        name = f"{scores.model}:{scores.method}:" + (f"{setting[0]}x{setting[1]}" if setting else f"setting{i}")
+        task = dict(scores.task, settings=[list(setting)] if setting else [])
+        out[name] = HeadScores(
+            scores=scores.per_setting[i], per_setting=scores.per_setting[i:i + 1],
+            clean_metric=[scores.clean_metric[i]], model=scores.model, method=scores.method,
+            metric=scores.metric, difference=scores.difference, task=task, options=scores.options,
+            fingerprint=scores.fingerprint,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def heads_by_depth(runs: Runs, k: int = 10) -> pd.DataFrame:
+    """Tidy table of every head of every run at its relative depth (input of :func:`pear_lens.plots.relative_depth`).
+
+    Columns: ``run, model, method, layer, head, n_layers, relative_depth, score, rank, top``
+    (``top`` marks the run's top-``k`` heads).
+    """
+    frames = []
+    for label, scores in load_runs(runs).items():
+        df = scores.to_dataframe()[["layer", "head", "score", "rank"]]
+        df.insert(0, "run", label)
+        df.insert(1, "model", scores.model)
+        df.insert(2, "method", scores.method)
+        df["n_layers"] = scores.n_layers
+        df["relative_depth"] = [layer_depth(int(l), scores.n_layers) for l in df["layer"]]
+        df["top"] = df["rank"] <= _k(scores, k)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
+    """One row per run: what produced it and its top-``k`` heads with their relative depths."""
+    rows = []
+    for label, s in load_runs(runs).items():
+        top = s.top_k(_k(s, k))
+        rows.append({
+            "run": label, "model": s.model, "method": s.method, "metric": s.metric,
+            "difference": s.difference, "seed": s.task.get("seed"),
+            "settings": ",".join(f"{b}x{n}" for b, n in s.task.get("settings", [])),
+            "n_layers": s.n_layers, "n_heads": s.n_heads, "k": len(top),
+            "top_heads": " ".join(head_label(h) for h in top),
+            "top_relative_depths": " ".join(f"{layer_depth(l, s.n_layers):.2f}" for l, _ in top),
+            "top_scores": " ".join(f"{float(s.scores[h]):.4g}" for h in top),
+            "max_score": float(s.scores.max()), "clean_metric": sum(s.clean_metric) / len(s.clean_metric),
+        })
+    return pd.DataFrame(rows)
+
+
+def compare(runs: Runs, k: int = 10, bins: int = 10) -> pd.DataFrame:
+    """Pairwise agreement of runs (one row per unordered pair).
+
+    Head-level columns (``top_k_overlap``, ``top_k_jaccard``, ``spearman_heads``)
+    are filled only when both runs score the same model (NaN otherwise): head
+    identities do not carry across models. Depth-bin columns compare any two
+    runs: ``n_bins`` equal-width relative-depth bins (at most ``bins``, fewer when
+    a model has too few layers to fill them), the overlap of the bins holding
+    each run's top-``k`` heads, and Spearman of the per-bin maximum Δπ (NaN
+    below 3 bins).
+    """
+    loaded = load_runs(runs)
+    if bins < 1:
+        raise PearLensError(f"bins must be at least 1, got {bins}")
+    rows = []
+    for (la, a), (lb, b) in itertools.combinations(loaded.items(), 2):
+        row = {"run_a": la, "run_b": lb, "model_a": a.model, "model_b": b.model,
+               "method_a": a.method, "method_b": b.method, "same_model": same_model(a, b), "k": k}
+        if row["same_model"]:
+            ta, tb = set(a.top_k(_k(a, k))), set(b.top_k(_k(b, k)))
+            row.update(top_k_overlap=len(ta & tb), top_k_jaccard=_jaccard(ta, tb),
+                       spearman_heads=spearman(a.scores, b.scores))
+        else:
+            row.update(top_k_overlap=math.nan, top_k_jaccard=math.nan, spearman_heads=math.nan)
+        n_bins = pair_bins(a.n_layers, b.n_layers, bins)
+        ba, bb = top_depth_bins(a, k, n_bins), top_depth_bins(b, k, n_bins)
+        row.update(n_bins=n_bins, top_depth_bins_overlap=len(ba & bb), top_depth_bins_jaccard=_jaccard(ba, bb),
+                   spearman_depth_bin_max=spearman(bin_maxima(a, n_bins), bin_maxima(b, n_bins)))
+        rows.append(row)
+    columns = ["run_a", "run_b", "model_a", "model_b", "method_a", "method_b", "same_model", "k",
+               "top_k_overlap", "top_k_jaccard", "spearman_heads", "n_bins", "top_depth_bins_overlap",
+               "top_depth_bins_jaccard", "spearman_depth_bin_max"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@dataclass
+class CompareConfig:
+    """Settings of ``pear-lens compare``."""
+
+    run_dirs: tuple[Path, ...] = option(help="discovery run folders to compare", positional=True)
+    out: Path = option(help="folder to create with compare.csv, summary.csv and the relative-depth figure")
+    k: int = option(10, help="top-K heads per run")
+    bins: int = option(10, help="relative-depth bins for comparing different models")
+    overwrite: bool = option(False, help="replace OUT if it already exists")
+    no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
+
+    def __post_init__(self) -> None:
+        self.run_dirs = tuple(Path(p) for p in self.run_dirs)
+        self.out = Path(self.out)
+
+
+def compare_runs(config: CompareConfig) -> pd.DataFrame:
+    """Compare the run folders of ``config`` and write the output folder atomically."""
+    from pear_lens.io import check_new_run_dir, staged_dir
+    from pear_lens.plots import relative_depth as depth_figure
+    from pear_lens.plots import save_figure
+
+    check_new_run_dir(config.out, config.overwrite)
+    runs = load_runs([str(p) for p in config.run_dirs])
+    pairs = compare(runs, k=config.k, bins=config.bins)
+    with staged_dir(config.out, overwrite=config.overwrite) as stage:
+        pairs.to_csv(stage / constants.COMPARE_CSV, index=False)
+        run_summary(runs, k=config.k).to_csv(stage / constants.COMPARE_SUMMARY_CSV, index=False)
+        save_figure(depth_figure(heads_by_depth(runs, k=config.k)), stage / constants.RELATIVE_DEPTH_HTML,
+                    formats=["html"] + ([] if config.no_png else ["png"]))
+    return pairs
