@@ -85,6 +85,7 @@ def staged_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path
     out = check_new_run_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(stage, 0o777 & ~_UMASK)  # mkdtemp creates 0700
     try:
         yield stage
         if out.exists():
