@@ -17,3 +17,11 @@ PEAR_NOTE_JSON = "pear_applied.json"
 
 # format version of pear.json and discovery.json
 FORMAT_VERSION = 1
+
+# evaluation folder (pear-lens eval) and report folder (pear-lens eval-report)
+EVAL_ITEMS_CSV = "items.csv"
+EVAL_SUMMARY_CSV = "summary.csv"
+EVAL_ITEMS_JSONL = "items.jsonl"
+EVAL_JSON = "eval.json"
+REPORT_TABLE_MD = "summary.md"
+REPORT_TABLE_HTML = "summary.html"
