@@ -72,14 +72,16 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         if typ is bool:
             parser.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", **kwargs)
             continue
-        if type_key in PARSERS:
+        if type_key == "tuple[Path, ...]":  # several paths: `pear-lens eval-report DIR DIR ...`
+            kwargs.update(type=Path, nargs="+")
+        elif type_key in PARSERS:
             kwargs["type"] = PARSERS[type_key]
         elif typ in (int, float, str, Path) or _optional_of(typ) in (int, float, str, Path):
             kwargs["type"] = _optional_of(typ) or typ
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
         if meta.get("positional"):
-            if not required:
+            if not required and "nargs" not in kwargs:
                 kwargs["nargs"] = "?"
             parser.add_argument(f.name, metavar=f.name.upper(), **kwargs)
         else:

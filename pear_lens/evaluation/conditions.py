@@ -97,9 +97,13 @@ def random_heads(n_layers: int, n_heads: int, k: int, seed: int, exclude: Sequen
     return sorted(random.Random(seed).sample(pool, k))
 
 
-def random_k(model: "LoadedModel", coefficients: Mapping[Head, float], seed: int, **metadata: Any) -> Condition:
-    """The random-K control for one seed, from coefficients trained on :func:`random_heads`."""
-    return folded(model, coefficients, f"random-K seed {seed}", ConditionKind.RANDOM_K, seed=seed, **metadata)
+def random_k(model: "LoadedModel", coefficients: Mapping[Head, float], seed: int, label: str | None = None,
+             **metadata: Any) -> Condition:
+    """The random-K control for one seed, from coefficients trained on :func:`random_heads`.
+
+    Put a reduced training budget in ``label`` (e.g. ``"random-K seed 0 (20 steps)"``) so tables state it.
+    """
+    return folded(model, coefficients, label or f"random-K seed {seed}", ConditionKind.RANDOM_K, seed=seed, **metadata)
 
 
 def from_artifact(model: "LoadedModel", run_dir: str | Path, label: str = "PEAR") -> Condition:
