@@ -118,7 +118,8 @@ def accuracy_by_position(summary: "pd.DataFrame", title: str | None = None) -> g
     conditions = list(dict.fromkeys(df["condition"]))
     colours = {c: qualitative.D3[i % len(qualitative.D3)] for i, c in enumerate(conditions)}
     fig = make_subplots(rows=len(models), cols=len(tasks), shared_yaxes=True,
-                        subplot_titles=[f"{m} · {t}" for m in models for t in tasks])
+                        subplot_titles=([f"{m} · {t}" for m in models for t in tasks]
+                                        if len(models) * len(tasks) > 1 else None))
     for r, model in enumerate(models, start=1):
         for c, task in enumerate(tasks, start=1):
             for cond in conditions:
@@ -142,6 +143,6 @@ def accuracy_by_position(summary: "pd.DataFrame", title: str | None = None) -> g
     fig.update_xaxes(title_text="position of the gold evidence (0 = first)", dtick=1)
     fig.update_yaxes(title_text="accuracy", range=[0, 1], tickformat=".0%", col=1)
     fig.update_layout(template=template(), title=title or "Accuracy by gold position (95% bootstrap CI)",
-                      width=max(520, 420 * len(tasks)), height=max(380, 320 * len(models)),
-                      legend=dict(orientation="h", yanchor="top", y=-0.15, x=0))
+                      width=max(700, 420 * len(tasks) + 260), height=max(400, 320 * len(models)),
+                      legend=dict(x=1.02, xanchor="left", y=1, yanchor="top"))
     return fig

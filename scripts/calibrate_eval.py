@@ -39,6 +39,7 @@ def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log) -> 
     model = load_model(name)
     hf, tok = model.fresh_hf(), model.tokenizer
     speed = {"items": 0, "seconds": 0.0, "prompt_tokens": 0}
+    measurements: list[dict] = []  # every timed generation, for throughput per task and size
 
     def run(items, settings):
         prompts = encode_items(items, PromptStyle.parse(settings.prompt_style), tok, n_ctx=model.n_ctx,
@@ -46,10 +47,15 @@ def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log) -> 
         start = time.perf_counter()
         outputs = generate_outputs(hf, tok, prompts, settings, batch_size=batch_size, progress=progress,
                                    desc=f"{name} {settings.prompt_style} n_context={settings.n_context}")
-        speed["seconds"] += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        speed["seconds"] += seconds
         speed["items"] += len(items)
         speed["prompt_tokens"] += sum(map(len, prompts))
         correct = score_items(items, outputs)
+        measurements.append({"prompt_style": settings.prompt_style, "n_context": settings.n_context,
+                             "items": len(items), "seconds": seconds, "seconds_per_item": seconds / len(items),
+                             "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts),
+                             "accuracy": sum(correct) / len(correct)})
         return sum(correct) / len(correct), len(correct)
 
     tasks: dict[str, dict] = {}
@@ -85,7 +91,7 @@ def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log) -> 
                              "in_range": cal.in_range(acc), "style_trials": style_trials, "size_trials": size_trials}
         log(f"{name} {task.value}: style {chosen.prompt_style}, n_context {chosen.n_context}, "
             f"baseline {acc:.3f} (n={used}){'' if cal.in_range(acc) else '  OUTSIDE 20-80%'}")
-    return {"fingerprint": model.fingerprint, "revision": model.revision, "tasks": tasks,
+    return {"fingerprint": model.fingerprint, "revision": model.revision, "tasks": tasks, "measurements": measurements,
             "throughput": {**speed, "items_per_second": speed["items"] / max(speed["seconds"], 1e-9),
                            "batch_size": batch_size, "torch_threads": torch.get_num_threads(),
                            "load_average_at_end": os.getloadavg()}}
