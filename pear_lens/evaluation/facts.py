@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation.items import PromptText, check_answers, check_gold_position, read_jsonl, spread_positions
+from pear_lens.evaluation.items import PromptText, check_answers, check_gold_position, gold_positions, read_jsonl
 from pear_lens.evaluation.scoring import normalize_answer
 
 FACTS_FILE = "facts.json"
@@ -169,11 +169,7 @@ def generate_counterfactual(facts: Sequence[Fact], n: int, *, n_context: int = 1
     counterfactual answers; ``n_context - 1`` true statements about other facts
     surround the counterfactual one, which cycles through ``positions``.
     """
-    if n < 1 or n_context < 1:
-        raise PearLensError(f"need n ≥ 1 and n_context ≥ 1, got n={n}, n_context={n_context}")
-    positions = list(range(n_context)) if not positions else list(positions)
-    for p in positions:
-        check_gold_position(p, n_context, "generate_counterfactual")
+    gold_positions(n, n_context, positions, "generate_counterfactual")  # validate before drawing anything
     rng = random.Random(seed)
     pool: dict[str, list[tuple[str, ...]]] = {}
     for f in facts:
@@ -194,7 +190,7 @@ def generate_counterfactual(facts: Sequence[Fact], n: int, *, n_context: int = 1
     rng.shuffle(pairs)
     pairs = pairs[:n]
     items = []
-    for i, ((f, alt), pos) in enumerate(zip(pairs, spread_positions(len(pairs), positions))):
+    for i, ((f, alt), pos) in enumerate(zip(pairs, gold_positions(len(pairs), n_context, positions, "generate_counterfactual"))):
         others = [g for g in facts if g.subject != f.subject and not _overlaps(g.answers, alt + f.answers)]
         fillers = [g.state(g.answers[0]) for g in rng.sample(others, n_context - 1)]
         context = tuple(fillers[:pos] + [f.state(alt[0])] + fillers[pos:])

@@ -100,8 +100,14 @@ def check_gold_position(position: int | None, n_context: int, where: str) -> Non
         )
 
 
-def spread_positions(n: int, positions: Sequence[int]) -> list[int]:
-    """Gold positions for ``n`` items, cycling through ``positions`` so each gets ⌊n/len⌋ or more."""
-    if not positions:
-        raise PearLensError("no gold positions to place items at")
+def gold_positions(n: int, n_context: int, positions: Sequence[int] | None, where: str) -> list[int]:
+    """Gold positions for ``n`` generated items, cycling through ``positions`` (default: every position).
+
+    Each position gets ⌊n/len⌋ or ⌈n/len⌉ items; impossible requests are errors naming ``where``.
+    """
+    if n < 1 or n_context < 1:
+        raise PearLensError(f"{where}: need n ≥ 1 items and at least 1 context unit, got n={n}, n_context={n_context}")
+    positions = list(positions) if positions else list(range(n_context))
+    for p in positions:
+        check_gold_position(p, n_context, where)
     return [positions[i % len(positions)] for i in range(n)]

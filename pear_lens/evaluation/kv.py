@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation.items import PromptText, check_answers, check_gold_position, read_jsonl, spread_positions
+from pear_lens.evaluation.items import PromptText, check_answers, check_gold_position, gold_positions, read_jsonl
 
 INSTRUCTION = "Extract the value corresponding to the specified key in the JSON object below."
 _FORMAT = re.compile(r"^(hex|digits|alpha)(\d+)$|^uuid$")
@@ -106,14 +106,9 @@ def generate_kv(n: int, n_pairs: int, *, key_format: str = "digits3", value_form
     >>> [it.gold_position for it in generate_kv(4, 3, seed=1)]
     [0, 1, 2, 0]
     """
-    if n_pairs < 1 or n < 1:
-        raise PearLensError(f"need n ≥ 1 items and n_pairs ≥ 1, got n={n}, n_pairs={n_pairs}")
-    positions = list(range(n_pairs)) if not positions else list(positions)
-    for p in positions:
-        check_gold_position(p, n_pairs, "generate_kv")
     rng = random.Random(seed)
     items = []
-    for i, pos in enumerate(spread_positions(n, positions)):
+    for i, pos in enumerate(gold_positions(n, n_pairs, positions, "generate_kv")):
         keys = _unique(key_format, n_pairs, rng)
         values = _unique(value_format, n_pairs, rng)
         records = tuple(zip(keys, values))

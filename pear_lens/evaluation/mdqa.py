@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from pear_lens.errors import PearLensError
-from pear_lens.evaluation.items import PromptText, check_answers, check_gold_position, read_jsonl, spread_positions
+from pear_lens.evaluation.items import PromptText, check_answers, check_gold_position, gold_positions, read_jsonl
 
 INSTRUCTION = ("Write a high-quality answer for the given question using only the provided search results "
                "(some of which might be irrelevant).")
@@ -180,14 +179,9 @@ def generate_mdqa(n: int, n_docs: int, *, positions: Sequence[int] | None = None
     >>> [it.gold_position for it in generate_mdqa(3, 2, seed=0)]
     [0, 1, 0]
     """
-    if n < 1 or n_docs < 1:
-        raise PearLensError(f"need n ≥ 1 items and n_docs ≥ 1, got n={n}, n_docs={n_docs}")
-    positions = list(range(n_docs)) if not positions else list(positions)
-    for p in positions:
-        check_gold_position(p, n_docs, "generate_mdqa")
     rng = random.Random(seed)
     items = []
-    for i, pos in enumerate(spread_positions(n, positions)):
+    for i, pos in enumerate(gold_positions(n, n_docs, positions, "generate_mdqa")):
         kind = rng.choice(_KINDS)
         attr = rng.choice(sorted(kind.questions))
         used: set[str] = set()
