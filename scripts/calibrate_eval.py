@@ -106,13 +106,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="calibration file to update (default: the one evaluation reads)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    data = cal.load_calibration(args.out)
-    data.setdefault("models", {})
     for name in args.models:
         start = time.perf_counter()
         entry = calibrate_model(name, args.n, args.batch_size, not args.quiet, lambda m: print(m, flush=True))
         entry["seconds"] = time.perf_counter() - start
-        data["models"][name] = entry
+        # re-read just before writing: one process per model may update the same file
+        data = cal.load_calibration(args.out)
+        data.setdefault("models", {})[name] = entry
         data.update(format_version=1, created_by="scripts/calibrate_eval.py", target=list(cal.TARGET),
                     n_per_setting=args.n, calibration_seed=cal.CALIBRATION_SEED, environment=environment())
         atomic_write_json(args.out, data)  # after each model, so a long run keeps what it measured
