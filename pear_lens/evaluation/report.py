@@ -41,19 +41,24 @@ def load_summaries(eval_dirs: Sequence[Path]) -> pd.DataFrame:
             raise PearLensError(f"{d} has no {constants.EVAL_SUMMARY_CSV}/{constants.EVAL_JSON}; "
                                 "is it a `pear-lens eval` folder?")
         frame = pd.read_csv(path, dtype={"gold_position": str})
-        settings = json.loads(meta.read_text()).get("settings", {})
-        frame["setup"] = describe_setup(frame["task"].iloc[0] if len(frame) else "", settings)
+        info = json.loads(meta.read_text())
+        frame["setup"] = describe_setup(frame["task"].iloc[0] if len(frame) else "", info.get("settings", {}),
+                                        info.get("items", {}))
         frames.append(frame)
     if not frames:
         raise PearLensError("give at least one eval folder")
     return pd.concat(frames, ignore_index=True)
 
 
-def describe_setup(task: str, settings: dict) -> str:
+def describe_setup(task: str, settings: dict, items: dict | None = None) -> str:
+    """One phrase for the table: task size, prompt style and, for counterfactual QA, how many facts were known."""
     size = settings.get("n_context")
     unit = {"kv": f"{size} pairs ({settings.get('key_format')}→{settings.get('value_format')})",
             "mdqa": f"{size} documents", "counterfactual": f"{size} sentences"}.get(task, "no context")
-    return f"{unit}, {settings.get('prompt_style', '?')} prompt"
+    known = ""
+    if items and "known_facts" in items:
+        known = f", on the {items['known_facts']} of {items['facts']} facts known closed-book"
+    return f"{unit}, {settings.get('prompt_style', '?')} prompt{known}"
 
 
 def results_table(summary: pd.DataFrame) -> pd.DataFrame:
