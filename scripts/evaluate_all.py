@@ -10,7 +10,7 @@ under ``--runs``, then ``--report`` (``summary.md`` for the README, ``summary.ht
 ``figures/``) and ``timing.json``; the total time is printed and recorded.
 
     .venv/bin/python scripts/evaluate_all.py                    # everything (see --estimate first)
-    .venv/bin/python scripts/evaluate_all.py --estimate         # time 32 items per task, predict the full run
+    .venv/bin/python scripts/evaluate_all.py --estimate         # predict the run time from calibration timings
 """
 from __future__ import annotations
 
@@ -76,22 +76,48 @@ def conditions_for(model, runs: Path, args, timing: dict) -> list[C.Condition]:
     return conds
 
 
+def _calibrated_speed(name: str, task: TaskName) -> tuple[float, float] | None:
+    """Seconds per item and mean prompt tokens that calibration measured at the chosen settings, if any."""
+    from pear_lens.evaluation.calibration import load_calibration
+
+    entry = load_calibration().get("models", {}).get(name, {})
+    chosen = entry.get("tasks", {}).get(task.value, {}).get("chosen")
+    for m in entry.get("measurements", []):
+        if chosen and (m["prompt_style"], m["n_context"]) == (chosen["prompt_style"], chosen["n_context"]):
+            return m["seconds_per_item"], m["prompt_tokens_mean"]
+    return None
+
+
 def estimate(args) -> int:
-    """Time a short batch per task with the baseline and predict the full run's generation time."""
+    """Predict the full run's generation time from measured seconds per item.
+
+    Uses the timings ``scripts/calibrate_eval.py`` recorded at the chosen settings;
+    with ``--estimate-items N`` (or without calibration timings) it times N items
+    per task anew with the baseline.
+    """
+    from pear_lens.evaluation.facts import load_facts
     from pear_lens.models import load_model
 
     n_conditions = 3 + len(args.control_seeds)  # baseline, PEAR, random-K seeds, uniform
+    n_facts = len(load_facts())
     total = 0.0
     for name in args.models:
+        speeds = {t: _calibrated_speed(name, t) for t in TASK_ORDER}
+        if not args.estimate_items and all(speeds.values()):
+            for task, (per_item, tokens) in speeds.items():
+                n_items = args.n * n_conditions + (n_facts if task is TaskName.COUNTERFACTUAL else 0)
+                total += per_item * n_items
+                print(f"{name} {task.value}: {per_item:.3f} s/item measured by calibration (mean prompt {tokens:.0f} "
+                      f"tokens) -> {per_item * n_items / 60:.1f} min for {n_items} generations", flush=True)
+            continue
         model = load_model(name)
         hf = model.fresh_hf()
         for task in TASK_ORDER:
             settings = settings_for(model.name, task, model.tokenizer)
             known = None
             if task is TaskName.COUNTERFACTUAL:
-                from pear_lens.evaluation.facts import load_facts
                 known = load_facts()  # timing only: which facts are known does not change prompt lengths much
-            items = generate_items(task, settings, args.estimate_items, seed=7, known_facts=known)
+            items = generate_items(task, settings, args.estimate_items or 32, seed=7, known_facts=known)
             prompts = encode_items(items, PromptStyle.parse(settings.prompt_style), model.tokenizer,
                                    n_ctx=model.n_ctx, max_new_tokens=settings.max_new_tokens)
             start = time.perf_counter()
@@ -99,7 +125,7 @@ def estimate(args) -> int:
                              progress=not args.quiet, desc=f"{name} {task.value} timing")
             per_item = (time.perf_counter() - start) / len(items)
             # the counterfactual task first checks every fact closed-book on the baseline
-            n_items = args.n * n_conditions + (len(known) if known else 0)
+            n_items = args.n * n_conditions + (n_facts if task is TaskName.COUNTERFACTUAL else 0)
             total += per_item * n_items
             print(f"{name} {task.value}: {per_item:.3f} s/item (mean prompt {sum(map(len, prompts)) / len(prompts):.0f} "
                   f"tokens, batch {args.batch_size}) -> {per_item * n_items / 60:.1f} min for {n_items} generations",
@@ -120,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--runs", type=Path, default=Path("runs/evaluate_all"))
     parser.add_argument("--report", type=Path, default=Path("results"))
-    parser.add_argument("--estimate", action="store_true", help="only time a few items per task and predict")
-    parser.add_argument("--estimate-items", type=int, default=32)
+    parser.add_argument("--estimate", action="store_true",
+                        help="only predict the generation time (from calibration timings, or timing a few items)")
+    parser.add_argument("--estimate-items", type=int, default=0, help="with --estimate: time this many items anew")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.estimate:
