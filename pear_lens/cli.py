@@ -42,6 +42,28 @@ def _compare(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(ns: argparse.Namespace) -> int:
+    from pear_lens.evaluation.pipeline import EvalConfig, run_eval
+
+    config = from_namespace(EvalConfig, ns)
+    result = run_eval(config)
+    for row in result.summary[result.summary["gold_position"] == "all"].itertuples():
+        p = "" if row.p_vs_baseline != row.p_vs_baseline else f", McNemar p = {row.p_vs_baseline:.3g} vs baseline"
+        print(f"{row.task} · {row.condition}: {row.accuracy:.1%} [{row.ci_low:.1%}, {row.ci_high:.1%}] "
+              f"on {row.n} items{p}")
+    print(f"wrote {config.out}")
+    return 0
+
+
+def _eval_report(ns: argparse.Namespace) -> int:
+    from pear_lens.evaluation.report import EvalReportConfig, write_report
+
+    config = from_namespace(EvalReportConfig, ns)
+    write_report(config)
+    print(f"wrote {config.out}")
+    return 0
+
+
 def _config_command(cls_path: str) -> Callable[[], type]:
     def load() -> type:
         module, name = cls_path.rsplit(":", 1)
@@ -57,6 +79,10 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Nam
     "compare": ("compare discovery runs (models, methods, seeds, proxy settings) by top-K overlap, "
                 "rank correlation and relative depth", _config_command("pear_lens.compare:CompareConfig"),
                 _compare),
+    "eval": ("evaluate baseline (and a trained artifact) on a RAG task; write per-item and summary CSVs",
+             _config_command("pear_lens.evaluation.pipeline:EvalConfig"), _eval),
+    "eval-report": ("draw accuracy-by-position curves and a results table from eval folders",
+                    _config_command("pear_lens.evaluation.report:EvalReportConfig"), _eval_report),
 }
 
 

@@ -22,3 +22,11 @@ FORMAT_VERSION = 1
 COMPARE_CSV = "compare.csv"
 COMPARE_SUMMARY_CSV = "summary.csv"
 RELATIVE_DEPTH_HTML = "relative_depth.html"
+
+# evaluation folder (pear-lens eval) and report folder (pear-lens eval-report)
+EVAL_ITEMS_CSV = "items.csv"
+EVAL_SUMMARY_CSV = "summary.csv"
+EVAL_ITEMS_JSONL = "items.jsonl"
+EVAL_JSON = "eval.json"
+REPORT_TABLE_MD = "summary.md"
+REPORT_TABLE_HTML = "summary.html"

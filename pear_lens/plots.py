@@ -18,6 +18,8 @@ from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_path
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pear_lens.results import HeadScores
 
 TEMPLATE_NAME = "pear"
@@ -260,3 +262,52 @@ def save_figure(fig: go.Figure, path: str | os.PathLike, formats: Iterable[str] 
                 raise PearLensError(f"unknown figure format {fmt!r}; use html, png, svg or pdf")
         written.append(target)
     return written
+
+
+def accuracy_by_position(summary: "pd.DataFrame", title: str | None = None) -> go.Figure:
+    """Accuracy against the gold evidence's position, one line per condition with its 95% CI band.
+
+    ``summary`` is an evaluation summary (``summary.csv``): rows with a numeric
+    ``gold_position`` are drawn; several models or tasks become a grid of panels
+    (rows: models, columns: tasks).
+    """
+    import pandas as pd
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    df = summary[summary["gold_position"].astype(str) != "all"].copy()
+    if df.empty:
+        raise PearLensError("the summary has no per-position rows (closed-book has no gold position to plot)")
+    df["gold_position"] = pd.to_numeric(df["gold_position"])
+    models, tasks = list(dict.fromkeys(df["model"])), list(dict.fromkeys(df["task"]))
+    conditions = list(dict.fromkeys(df["condition"]))
+    colours = {c: qualitative.D3[i % len(qualitative.D3)] for i, c in enumerate(conditions)}
+    fig = make_subplots(rows=len(models), cols=len(tasks), shared_yaxes=True,
+                        subplot_titles=([f"{m} · {t}" for m in models for t in tasks]
+                                        if len(models) * len(tasks) > 1 else None))
+    for r, model in enumerate(models, start=1):
+        for c, task in enumerate(tasks, start=1):
+            for cond in conditions:
+                sub = df[(df["model"] == model) & (df["task"] == task) & (df["condition"] == cond)]
+                if sub.empty:
+                    continue
+                sub = sub.sort_values("gold_position")
+                x = sub["gold_position"].tolist()
+                colour = colours[cond]
+                fig.add_trace(go.Scatter(  # CI band: upper edge forward, lower edge back, filled
+                    x=x + x[::-1], y=sub["ci_high"].tolist() + sub["ci_low"].tolist()[::-1], fill="toself",
+                    fillcolor=colour, opacity=0.15, line=dict(width=0), hoverinfo="skip", showlegend=False,
+                    legendgroup=cond), row=r, col=c)
+                fig.add_trace(go.Scatter(
+                    x=x, y=sub["accuracy"], mode="lines+markers", name=cond, legendgroup=cond,
+                    line=dict(color=colour), showlegend=(r == 1 and c == 1),
+                    customdata=sub[["ci_low", "ci_high", "n"]].to_numpy(),
+                    hovertemplate=(f"{cond}<br>gold at %{{x}}: %{{y:.1%}} "
+                                   "[%{customdata[0]:.1%}, %{customdata[1]:.1%}], n=%{customdata[2]}<extra></extra>"),
+                ), row=r, col=c)
+    fig.update_xaxes(title_text="position of the gold evidence (0 = first)", dtick=1)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1], tickformat=".0%", col=1)
+    fig.update_layout(template=template(), title=title or "Accuracy by gold position (95% bootstrap CI)",
+                      width=max(700, 420 * len(tasks) + 260), height=max(400, 320 * len(models)),
+                      legend=dict(x=1.02, xanchor="left", y=1, yanchor="top"))
+    return fig

@@ -1,0 +1,144 @@
+"""Evaluate conditions side by side on identical items and summarise with intervals and paired tests.
+
+Items are encoded once (every condition sees the same token ids, in the same
+batches) and checked against the model's context length before any model
+runs. Each condition's model is built fresh, used for greedy generation and
+dropped. The summary has one row per condition and gold position plus an
+overall row (``gold_position = "all"``) carrying the exact McNemar p-value
+against the baseline on the same items.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pear_lens.errors import PearLensError
+from pear_lens.evaluation.conditions import BASELINE, Condition
+from pear_lens.evaluation.generate import greedy_generate
+from pear_lens.evaluation.items import Item
+from pear_lens.evaluation.prompts import PromptStyle, encode
+from pear_lens.evaluation.scoring import best_subspan_em
+from pear_lens.evaluation.stats import bootstrap_ci, mcnemar_exact
+from pear_lens.evaluation.tasks import TaskSettings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+ITEM_COLUMNS = ["model", "task", "condition", "item_id", "gold_position", "n_context", "correct", "output",
+                "answers", "prompt_style"]
+SUMMARY_COLUMNS = ["model", "task", "condition", "gold_position", "n", "accuracy", "ci_low", "ci_high",
+                   "delta_vs_baseline", "p_vs_baseline"]
+ALL = "all"
+
+
+@dataclass
+class EvalResult:
+    """Per-item outcomes and their summary for one model and task."""
+
+    items: pd.DataFrame
+    """Tidy: one row per (condition, item), columns :data:`ITEM_COLUMNS`."""
+    summary: pd.DataFrame
+    """One row per (condition, gold position) plus overall rows, columns :data:`SUMMARY_COLUMNS`."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Settings, conditions and timings, for ``eval.json``."""
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return self.summary
+
+
+def encode_items(items: Sequence[Item], style: PromptStyle, tokenizer: "PreTrainedTokenizerBase", *,
+                 n_ctx: int, max_new_tokens: int) -> list[list[int]]:
+    """Token ids of every prompt; a prompt that leaves no room for the answer is an error naming the item."""
+    if not items:
+        raise PearLensError("no items to evaluate")
+    seen: set[str] = set()
+    prompts = []
+    for it in items:
+        if it.item_id in seen:
+            raise PearLensError(f"item id {it.item_id!r} occurs twice; item ids must be unique")
+        seen.add(it.item_id)
+        ids = encode(it.prompt(), style, tokenizer)
+        if len(ids) + max_new_tokens > n_ctx:
+            raise PearLensError(
+                f"item {it.item_id}: the prompt has {len(ids)} tokens, and with {max_new_tokens} new tokens it "
+                f"exceeds the model's context of {n_ctx}; shorten the item or use fewer documents/pairs"
+            )
+        prompts.append(ids)
+    return prompts
+
+
+def score_items(items: Sequence[Item], outputs: Sequence[str]) -> list[bool]:
+    return [best_subspan_em(out, it.answers) for it, out in zip(items, outputs, strict=True)]
+
+
+def generate_outputs(hf: "PreTrainedModel", tokenizer, prompts: list[list[int]], settings: TaskSettings, *,
+                     batch_size: int, progress: bool, desc: str) -> list[str]:
+    return greedy_generate(hf, tokenizer, prompts, max_new_tokens=settings.max_new_tokens, batch_size=batch_size,
+                           progress=progress, desc=desc)
+
+
+def evaluate(model_name: str, task: str, items: Sequence[Item], conditions: Sequence[Condition], tokenizer,
+             settings: TaskSettings, *, n_ctx: int, batch_size: int = 16, progress: bool = True,
+             seed: int = 0) -> EvalResult:
+    """Run every condition on ``items`` and summarise; the first condition labelled ``baseline`` is the reference."""
+    labels = [c.label for c in conditions]
+    if len(set(labels)) != len(labels):
+        raise PearLensError(f"condition labels must be unique, got {labels}")
+    style = PromptStyle.parse(settings.prompt_style)
+    prompts = encode_items(items, style, tokenizer, n_ctx=n_ctx, max_new_tokens=settings.max_new_tokens)
+    rows, timings = [], {}
+    for cond in conditions:
+        start = time.perf_counter()
+        hf = cond.build()
+        outputs = generate_outputs(hf, tokenizer, prompts, settings, batch_size=batch_size, progress=progress,
+                                   desc=f"{task} · {cond.label}")
+        del hf
+        timings[cond.label] = time.perf_counter() - start
+        for it, out, ok in zip(items, outputs, score_items(items, outputs)):
+            rows.append({"model": model_name, "task": task, "condition": cond.label, "item_id": it.item_id,
+                         "gold_position": it.gold_position, "n_context": it.n_context, "correct": bool(ok),
+                         "output": out, "answers": " | ".join(it.answers), "prompt_style": style.value})
+    frame = pd.DataFrame(rows, columns=ITEM_COLUMNS)
+    frame["gold_position"] = frame["gold_position"].astype("Int64")
+    info = {"n_items": len(items), "settings": settings.to_dict(), "conditions": [c.describe() for c in conditions],
+            "seconds_per_condition": timings, "prompt_tokens_mean": float(np.mean([len(p) for p in prompts])),
+            "seed": seed, "batch_size": batch_size}
+    return EvalResult(items=frame, summary=summarize(frame, seed=seed), info=info)
+
+
+def _row(keys: dict[str, Any], correct: np.ndarray, seed: int) -> dict[str, Any]:
+    low, high = bootstrap_ci(correct, seed=seed)
+    return {**keys, "n": int(correct.size), "accuracy": float(correct.mean()), "ci_low": low, "ci_high": high,
+            "delta_vs_baseline": np.nan, "p_vs_baseline": np.nan}
+
+
+def summarize(items: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """Accuracy with a 95% bootstrap CI per (model, task, condition, gold position) and overall.
+
+    Overall rows of non-baseline conditions also carry the accuracy difference
+    and the exact McNemar p-value against ``baseline`` on the same item ids.
+    """
+    out = []
+    for (model, task), frame in items.groupby(["model", "task"], sort=False):
+        base = frame[frame["condition"] == BASELINE].set_index("item_id")["correct"]
+        for cond, sub in frame.groupby("condition", sort=False):
+            keys = {"model": model, "task": task, "condition": cond}
+            overall = _row({**keys, "gold_position": ALL}, sub["correct"].to_numpy(bool), seed)
+            if cond != BASELINE and len(base):
+                mine = sub.set_index("item_id")["correct"]
+                if set(mine.index) != set(base.index):
+                    raise PearLensError(f"condition {cond!r} was scored on other items than the baseline; "
+                                        "paired tests need identical items")
+                paired = base.loc[mine.index].to_numpy(bool)
+                overall["delta_vs_baseline"] = float(mine.mean() - paired.mean())
+                overall["p_vs_baseline"] = mcnemar_exact(mine.to_numpy(bool), paired).p_value
+            out.append(overall)
+            positions = sub["gold_position"].dropna()
+            for pos in sorted(positions.unique()):
+                at = sub[sub["gold_position"] == pos]["correct"].to_numpy(bool)
+                out.append(_row({**keys, "gold_position": str(int(pos))}, at, seed))
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
