@@ -70,7 +70,8 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _load_hf_folder(folder: Path, **hf_kwargs):
+def _load_hf_folder(folder: Path | str, **hf_kwargs):
+    """Load a local Hugging Face folder, or a hub id where a hub is reachable."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()

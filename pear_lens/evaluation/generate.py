@@ -37,7 +37,7 @@ class _FirstLineStop:
     def __init__(self, prompt_len: int, newline: torch.Tensor, content: torch.Tensor):
         self.prompt_len, self.newline, self.content = prompt_len, newline, content
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor | None, **kwargs) -> torch.Tensor:
         new = input_ids[:, self.prompt_len:].cpu()
         new = new.clamp(max=self.newline.numel() - 1)  # ids past the tokenizer (padded embeddings) count as plain text
         last = new[:, -1]

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar, runtime_checkable
 
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_text
@@ -28,6 +28,7 @@ class PromptText:
     """Optional opening of the answer (the KV value's quote) that some styles append."""
 
 
+@runtime_checkable
 class Item(Protocol):
     item_id: str
     gold_position: int | None
