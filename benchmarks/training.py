@@ -1,0 +1,119 @@
+"""One τ-training step of pear_lens against plain training steps, side by side.
+
+All variants run the same batch (``--batch`` sequences of the reference proxy
+task, n = 50, split into micro-batches of ``--micro-batch``) with the same τ
+hooks on the same heads, in interleaved rounds, and compute the same loss
+(cross-entropy on the copy half). What differs:
+
+- ``pear_lens``: :func:`pear_lens.reweight.copy_loss` — the residual entering
+  the lowest chosen layer is computed without gradients, the model runs from
+  there, the last token (only ever a target) is dropped and logits are
+  computed for the copy half only; model parameters frozen.
+- ``plain`` (the headline): a standard training step as ordinary fine-tuning
+  code writes it — full forward of the bridge with the τ hooks, full logits,
+  the copy half sliced out for the loss, ``loss.backward()`` with the model's
+  parameters left trainable (so their gradients are computed too).
+- ``plain_frozen``: the same full forward and full logits, but with the model's
+  parameters frozen, so the backward pass only computes what τ needs. This
+  isolates what the layer skip and the logits cut save on their own.
+
+Heads: the top ``--top-k`` of a discovery run (``--run-dir``, default
+``runs/demo`` from ``make demo``) or ``--heads``. The saving grows with the
+lowest chosen layer, which is printed. The last line is
+``train_step_speedup=X`` = median plain time / median pear_lens time.
+
+    python benchmarks/training.py [--run-dir runs/demo] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pear_lens.config import _parse_heads
+from pear_lens.models import load_model
+from pear_lens.results import HeadScores
+from pear_lens.reweight import TrainConfig, check_heads, copy_inputs, copy_loss, frozen, scaling_hooks
+from pear_lens.task import TaskBatch, sample_batch
+
+
+def plain_loss(model, batch: TaskBatch, heads, tau) -> torch.Tensor:
+    logits = model.bridge.run_with_hooks(batch.tokens, fwd_hooks=scaling_hooks(heads, tau, model.n_heads))
+    _, targets, _ = copy_inputs(batch)
+    return F.cross_entropy(logits[:, batch.copy_slice].flatten(0, 1).float(), targets.flatten())
+
+
+def step(model, batch: TaskBatch, heads, micro: int, variant: str) -> tuple[float, float]:
+    """One optimizer step's forward+backward over the whole batch; returns (seconds, loss)."""
+    tau = torch.nn.Parameter(torch.ones(len(heads)))
+    params = list(model.bridge.parameters())
+    trainable = variant == "plain"
+    for p in params:
+        p.requires_grad_(trainable)
+        p.grad = None
+    fn = copy_loss if variant == "pear_lens" else plain_loss
+    t0 = time.perf_counter()
+    total = 0.0
+    for rows in torch.split(batch.tokens, micro):
+        loss = fn(model, TaskBatch(rows, batch.n, batch.offset), heads, tau) * (len(rows) / batch.batch_size)
+        loss.backward()
+        total += float(loss.detach())
+    seconds = time.perf_counter() - t0
+    for p in params:
+        p.grad = None
+        p.requires_grad_(False)
+    return seconds, total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    ap.add_argument("--heads", type=_parse_heads, default=None, help="LAYER.HEAD,... instead of a run's top-k")
+    ap.add_argument("--top-k", type=int, default=TrainConfig.top_k)
+    ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
+    ap.add_argument("--micro-batch", type=int, default=TrainConfig.micro_batch)
+    ap.add_argument("--n", type=int, default=TrainConfig.n)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+
+    model = load_model(args.model)
+    if args.heads:
+        heads = check_heads(args.heads, model.n_layers, model.n_heads)
+    elif (args.run_dir / "head_scores.csv").exists():
+        heads = HeadScores.load(args.run_dir).top_k(args.top_k)
+    else:
+        raise SystemExit(f"no discovery run at {args.run_dir}: run `make demo` first or pass --heads L.H,...")
+    ids = TrainConfig().task().candidate_ids(model)
+    batch = sample_batch(ids, args.batch, args.n, torch.Generator().manual_seed(0))
+    print(f"model {model.name}, {len(heads)} heads, lowest layer {min(l for l, _ in heads)} of {model.n_layers}; "
+          f"batch {args.batch} × {batch.seq_len} tokens in micro-batches of {args.micro_batch}; "
+          f"{torch.get_num_threads()} threads")
+
+    variants = ("pear_lens", "plain", "plain_frozen")
+    with frozen(model.bridge):
+        step(model, batch, heads, args.micro_batch, "pear_lens")  # warm-up (allocator, lazy init)
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        losses: dict[str, float] = {}
+        for r in range(args.rounds):
+            order = variants if r % 2 == 0 else variants[::-1]  # alternate the order against drift
+            for v in order:
+                seconds, losses[v] = step(model, batch, heads, args.micro_batch, v)
+                times[v].append(seconds)
+            print(f"round {r + 1}: " + "  ".join(f"{v} {times[v][-1]:.2f} s" for v in variants))
+        for p in model.bridge.parameters():
+            p.requires_grad_(False)
+    med = {v: statistics.median(times[v]) for v in variants}
+    same = max(abs(losses[v] - losses["pear_lens"]) for v in variants)
+    print(f"median step: " + ", ".join(f"{v} {med[v]:.2f} s" for v in variants)
+          + f"; loss {losses['pear_lens']:.5f} (max difference between variants {same:.1e})")
+    print(f"train_step_speedup_vs_plain_frozen={med['plain_frozen'] / med['pear_lens']:.2f}")
+    print(f"train_step_speedup={med['plain'] / med['pear_lens']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
