@@ -14,15 +14,21 @@ hooks on the same heads, in interleaved rounds, and compute the same loss
   the copy half sliced out for the loss, ``loss.backward()`` with the model's
   parameters left trainable (so their gradients are computed too).
 - ``plain_frozen``: the same full forward and full logits, but with the model's
-  parameters frozen, so the backward pass only computes what τ needs. This
-  isolates what the layer skip and the logits cut save on their own.
+  parameters frozen. Autograd then records nothing below the first τ either, so
+  this variant already gets the layer skip's saving for free (no graph, no
+  stored activations below it); what is left to pear_lens is the logits cut
+  (half the positions through the unembedding and the softmax). Expect a small
+  ratio here; it is printed so that nobody mistakes the headline for a saving
+  over frozen-parameter code.
 
 Heads: the top ``--top-k`` of a discovery run (``--run-dir``, default
 ``runs/demo`` from ``make demo``) or ``--heads``. The saving grows with the
 lowest chosen layer, which is printed. The last line is
 ``train_step_speedup=X`` = median plain time / median pear_lens time.
 
-    python benchmarks/training.py [--run-dir runs/demo] [--rounds 3]
+``--precision bf16`` runs every variant under ``torch.autocast`` in bfloat16.
+
+    python benchmarks/training.py [--run-dir runs/demo] [--rounds 3] [--precision fp32]
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ def plain_loss(model, batch: TaskBatch, heads, tau) -> torch.Tensor:
     return F.cross_entropy(logits[:, batch.copy_slice].flatten(0, 1).float(), targets.flatten())
 
 
-def step(model, batch: TaskBatch, heads, micro: int, variant: str) -> tuple[float, float]:
+def step(model, batch: TaskBatch, heads, micro: int, variant: str, bf16: bool) -> tuple[float, float]:
     """One optimizer step's forward+backward over the whole batch; returns (seconds, loss)."""
     tau = torch.nn.Parameter(torch.ones(len(heads)))
     params = list(model.bridge.parameters())
@@ -59,7 +65,9 @@ def step(model, batch: TaskBatch, heads, micro: int, variant: str) -> tuple[floa
     t0 = time.perf_counter()
     total = 0.0
     for rows in torch.split(batch.tokens, micro):
-        loss = fn(model, TaskBatch(rows, batch.n, batch.offset), heads, tau) * (len(rows) / batch.batch_size)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = fn(model, TaskBatch(rows, batch.n, batch.offset), heads, tau)
+        loss = loss * (len(rows) / batch.batch_size)
         loss.backward()
         total += float(loss.detach())
     seconds = time.perf_counter() - t0
@@ -79,6 +87,7 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=TrainConfig.micro_batch)
     ap.add_argument("--n", type=int, default=TrainConfig.n)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="for every variant alike")
     args = ap.parse_args()
 
     model = load_model(args.model)
@@ -92,17 +101,18 @@ def main() -> None:
     batch = sample_batch(ids, args.batch, args.n, torch.Generator().manual_seed(0))
     print(f"model {model.name}, {len(heads)} heads, lowest layer {min(l for l, _ in heads)} of {model.n_layers}; "
           f"batch {args.batch} × {batch.seq_len} tokens in micro-batches of {args.micro_batch}; "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads; {args.precision}")
 
     variants = ("pear_lens", "plain", "plain_frozen")
+    bf16 = args.precision == "bf16"
     with frozen(model.bridge):
-        step(model, batch, heads, args.micro_batch, "pear_lens")  # warm-up (allocator, lazy init)
+        step(model, batch, heads, args.micro_batch, "pear_lens", bf16)  # warm-up (allocator, lazy init)
         times: dict[str, list[float]] = {v: [] for v in variants}
         losses: dict[str, float] = {}
         for r in range(args.rounds):
             order = variants if r % 2 == 0 else variants[::-1]  # alternate the order against drift
             for v in order:
-                seconds, losses[v] = step(model, batch, heads, args.micro_batch, v)
+                seconds, losses[v] = step(model, batch, heads, args.micro_batch, v, bf16)
                 times[v].append(seconds)
             print(f"round {r + 1}: " + "  ".join(f"{v} {times[v][-1]:.2f} s" for v in variants))
         for p in model.bridge.parameters():

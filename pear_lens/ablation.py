@@ -65,7 +65,7 @@ def ablation_curve(
 
     Returns one row per trained τ plus a ``none`` row (k = 0, the original
     model), with the columns of :data:`COLUMNS` and ``heads``, ``lowest_layer``,
-    ``seconds``, ``train_seed``, ``eval_seed``. ``seed`` is the random draw of
+    ``seconds``, ``train_seed``, ``eval_seed``, ``batch_size``, ``precision``. ``seed`` is the random draw of
     the heads (``random`` rows; 0 otherwise). ``control_steps`` trains the
     random controls for fewer steps to save time; the ``steps`` column records it.
     """
@@ -88,7 +88,8 @@ def ablation_curve(
                 "copy_loss": result.loss, "n_eval": result.n_sequences,
                 "heads": " ".join(f"{l}.{h}" for l, h in heads),
                 "lowest_layer": min((l for l, _ in heads), default=None), "seconds": round(seconds, 2),
-                "train_seed": train.seed, "eval_seed": eval_seed}
+                "train_seed": train.seed, "eval_seed": eval_seed, "batch_size": train.batch_size,
+                "precision": train.precision}
 
     jobs = [(k, "top", 0) for k in ks] + [(k, "random", s) for k in ks for s in range(seeds)]
     rows = [row(0, "none", 0, 0, [], evaluate_copy(model, batches), 0.0)]
@@ -118,6 +119,8 @@ class AblateConfig:
     micro_batch: int = option(TrainConfig.micro_batch, help="sequences per forward/backward (and per eval batch)")
     n: int = option(TrainConfig.n, help="half-length of the training and evaluation sequences")
     seed: int = option(0, help="seed of the training sequences (the same for every run)")
+    precision: str = option("bf16", choices=["fp32", "bf16"],
+                            help="training precision (see `pear-lens train --help`); evaluation is always fp32")
     n_eval: int = option(100, help="held-out proxy sequences for the evaluation")
     eval_seed: int = option(EVAL_SEED, help="seed of the held-out sequences (must differ from --seed)")
     no_png: bool = option(False, help="skip the static PNG")
@@ -134,7 +137,7 @@ def ablate(config: AblateConfig) -> pd.DataFrame:
     scores, info = read_discovery(run_dir)
     model = run_model(scores, info)
     train = TrainConfig(steps=config.steps, batch_size=config.batch_size, micro_batch=config.micro_batch,
-                        n=config.n, seed=config.seed)
+                        n=config.n, seed=config.seed, precision=config.precision)
     df = ablation_curve(model, scores, config.k, train=train, control_steps=config.control_steps,
                         seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed,
                         progress=not config.quiet)

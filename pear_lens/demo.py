@@ -35,6 +35,8 @@ class DemoConfig:
     model: str = option(DEFAULT_MODEL, help="registry name, local Hugging Face folder or hub id")
     top_k: int = option(10, help="heads to re-weight")
     steps: int = option(60, help="training steps (the reference recipe uses 60)")
+    precision: str = option("bf16", choices=["fp32", "bf16"],
+                            help="training precision; bf16 (autocast, as the reference) keeps the demo short on CPU")
     n_eval: int = option(40, help="held-out copy-task sequences for the before/after check")
     kv_prompts: int = option(10, help="key-value retrieval prompts for the before/after check")
     kv_pairs: int = option(6, help="key-value pairs per prompt (3-digit numbers; about 40%% correct on SmolLM2)")
@@ -104,9 +106,10 @@ def demo(config: DemoConfig) -> dict[str, Any]:
     discover(DiscoverConfig(out=run, model=config.model, overwrite=True, no_png=config.no_png, quiet=config.quiet))
     lap("discover")
     model = load_model(config.model)
-    print(f"2/4 train: τ for the top {config.top_k} heads, {config.steps} steps", flush=True)
+    print(f"2/4 train: τ for the top {config.top_k} heads, {config.steps} steps, {config.precision}", flush=True)
     artifact, result = train_run(TrainRunConfig(run_dir=run, top_k=config.top_k, steps=config.steps,
-                                                overwrite=True, no_png=config.no_png, quiet=config.quiet), model)
+                                                precision=config.precision, overwrite=True, no_png=config.no_png,
+                                                quiet=config.quiet), model)
     lap("train")
     print(f"3/4 apply: folding τ into a Hugging Face copy -> {hf_dir}", flush=True)
     note = apply(ApplyConfig(run_dir=run, out=hf_dir, overwrite=True), model)

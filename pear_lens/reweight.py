@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence
 
 import pandas as pd
 import torch
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 Head = tuple[int, int]
 Heads = tuple[tuple[int, int], ...]
 """``(layer, head)`` pairs; the CLI parses them from ``L.H,L.H``."""
+Precision = Literal["fp32", "bf16"]
 
 DEFAULT_TOP_K = 10
 """Heads trained when neither ``heads`` nor ``top_k`` is given. The reference scripts use
@@ -62,9 +63,14 @@ class TrainConfig:
     vocab: str = option("all", help="token ids to sample", choices=["all", "no_special"])
     prepend_bos: bool = option(False, help="prepend BOS to every sequence (the reference does not)")
     seed: int = option(0, help="seed of the training sequences; same seed, same τ")
+    precision: Precision = option("fp32", choices=["fp32", "bf16"],
+                                  help="bf16: forward under torch.autocast in bfloat16, as the reference trained "
+                                       "on GPU; 2-3x faster on CPUs with AMX (evaluation and folding stay fp32)")
 
     def __post_init__(self) -> None:
         self.heads = tuple((int(l), int(h)) for l, h in self.heads)
+        if self.precision not in ("fp32", "bf16"):
+            raise PearLensError(f"unknown precision {self.precision!r}; choose 'fp32' or 'bf16'")
         for name in ("steps", "batch_size", "micro_batch", "schedule_steps"):
             if getattr(self, name) < 1:
                 raise PearLensError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -341,6 +347,9 @@ def train_coefficients(model: "LoadedModel", heads: Sequence[Head], config: Trai
     tau = torch.nn.Parameter(torch.ones(len(heads)))
     opt = torch.optim.AdamW([tau], lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(config.warmup_steps, config.schedule_steps))
+    def autocast() -> torch.autocast:
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
     losses, lrs, trajectory = [], [], [tau.detach().clone()]
     t0 = time.perf_counter()
     bar = tqdm(range(config.steps), desc=f"training τ ({len(heads)} heads)", unit="step",
@@ -352,8 +361,10 @@ def train_coefficients(model: "LoadedModel", heads: Sequence[Head], config: Trai
             step_loss = 0.0
             for rows in torch.split(batch.tokens, config.micro_batch):
                 micro = TaskBatch(rows.to(device), batch.n, batch.offset)
+                with autocast():
+                    loss = copy_loss(model, micro, heads, tau)
                 # weight each micro-batch by its share so the gradient is that of the whole batch's mean
-                loss = copy_loss(model, micro, heads, tau) * (len(rows) / config.batch_size)
+                loss = loss * (len(rows) / config.batch_size)
                 loss.backward()
                 step_loss += float(loss.detach())
             lrs.append(opt.param_groups[0]["lr"])

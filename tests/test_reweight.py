@@ -178,3 +178,16 @@ def test_bad_heads_and_settings_are_refused(tiny):
             pass
     with pytest.raises(PearLensError):
         TrainConfig(micro_batch=0)
+
+
+def test_bf16_training_is_deterministic_and_close_to_fp32(tiny):
+    model = tiny("llama")
+    heads = [(1, 1), (2, 3)]
+    cfg = dict(steps=6, batch_size=4, micro_batch=4, n=8, lr=0.05)
+    a = train_coefficients(model, heads, TrainConfig(precision="bf16", **cfg), progress=False)
+    b = train_coefficients(model, heads, TrainConfig(precision="bf16", **cfg), progress=False)
+    full = train_coefficients(model, heads, TrainConfig(precision="fp32", **cfg), progress=False)
+    assert torch.equal(a.tau, b.tau)
+    assert (a.tau - full.tau).abs().max() < 0.05 and not torch.equal(a.tau, torch.ones(2))
+    with pytest.raises(PearLensError, match="precision"):
+        TrainConfig(precision="fp16")
