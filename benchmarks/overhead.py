@@ -6,8 +6,9 @@ every round: the original Hugging Face model, the folded one (loaded from the
 folder ``pear-lens apply`` wrote, as a user would), the hooked unfolded
 re-weighting (the TransformerLens bridge with τ hooks,
 :func:`pear_lens.reweight.reweighted`), and, for reference, the original
-Hugging Face model with a plain PyTorch pre-hook scaling the heads at
-``o_proj`` (unfolded re-weighting without TransformerLens). A ratio is the
+Hugging Face model with forward pre-hooks scaling the heads at the output
+projection (:func:`pear_lens.convert.reweighted_hf`, unfolded re-weighting
+without TransformerLens). A ratio is the
 median over rounds of (model time / original time) measured in the same
 round, then the geometric mean over sequence lengths.
 
@@ -27,7 +28,6 @@ hooked bridge/original).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import statistics
@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from pear_lens.artifact import load_artifact
-from pear_lens.convert import drop_gguf_quantizer, fold_into_hf, n_layers_heads, output_projection
+from pear_lens.convert import drop_gguf_quantizer, fold_into_hf, reweighted_hf
 from pear_lens.models import load_model
 from pear_lens.reweight import reweighted
 
@@ -59,32 +59,6 @@ MEMORY_SCRIPT = textwrap.dedent("""
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"kib": after - before}))
 """)
-
-
-@contextlib.contextmanager
-def prehook_reweighting(hf, coefficients):
-    """τ applied to ``o_proj``'s input by a forward pre-hook (unfolded, no TransformerLens)."""
-    _, n_heads = n_layers_heads(hf)
-    by_layer: dict[int, dict[int, float]] = {}
-    for (layer, head), tau in coefficients.items():
-        by_layer.setdefault(layer, {})[head] = tau
-    handles = []
-    for layer, taus in by_layer.items():
-        weight, family = output_projection(hf, layer)
-        module = hf.get_submodule(family.o_proj.format(layer=layer))
-        scale = torch.ones(n_heads)
-        for head, tau in taus.items():
-            scale[head] = tau
-
-        def pre(mod, args, scale=scale):
-            x = args[0]
-            return (x.unflatten(-1, (n_heads, -1)).mul(scale[:, None]).flatten(-2),) + args[1:]
-        handles.append(module.register_forward_pre_hook(pre))
-    try:
-        yield hf
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def peak_rss(folder: Path, lengths: list[int], threads: int) -> float:
@@ -135,7 +109,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     inputs = {n: torch.randint(2, model.d_vocab, (1, n), generator=gen) for n in lengths}
     with torch.no_grad(), reweighted(model, artifact.heads, artifact.tau) as bridge, \
-            prehook_reweighting(pre_hooked, artifact.coefficients()):
+            reweighted_hf(pre_hooked, artifact.coefficients()):
         variants["hooked_bridge"] = lambda x: bridge(x)
         variants["hf_prehook"] = lambda x: pre_hooked(x).logits
         ref = {n: variants["hooked_bridge"](inputs[n]) for n in lengths}  # warm-up + a correctness check

@@ -51,8 +51,9 @@ def _apply(ns: argparse.Namespace) -> int:
 
     config = from_namespace(ApplyConfig, ns)
     note = apply(config)
-    print(f"folded τ of {len(note['changed'])} heads into {note['base_model']['name']}; folded logits match the "
-          f"hooked model to {note['verified_max_abs_logit_diff']:.2g}")
+    v = note["verification"]
+    print(f"folded τ of {len(note['changed'])} heads into {note['base_model']['name']}; largest logit difference "
+          f"to the hooked bridge {v['vs_hooked_bridge']:.2g}, to the unfolded model {v['vs_unfolded_hf']:.2g}")
     print(f"wrote {config.out} (load it with AutoModelForCausalLM.from_pretrained({str(config.out)!r}))")
     return 0
 

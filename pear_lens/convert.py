@@ -15,9 +15,10 @@ TransformerLens blocked.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import torch
 
@@ -97,6 +98,39 @@ def fold_coefficients(model: "PreTrainedModel", coefficients: Mapping[Head, floa
         weight, family = output_projection(model, layer)
         head_slice(weight, family, head, n_heads).mul_(tau)
     return model
+
+
+@contextlib.contextmanager
+def reweighted_hf(model: "PreTrainedModel", coefficients: Mapping[Head, float]) -> Iterator["PreTrainedModel"]:
+    """Apply τ to a plain Hugging Face model without changing its weights (forward pre-hooks).
+
+    Each output projection's input is scaled head by head on the fly: the
+    unfolded equivalent of :func:`fold_into_hf`, with its overhead. Useful to
+    try coefficients without TransformerLens, and as an independent check of
+    the fold (same model, same attention kernels, only the fold differs).
+    """
+    n_layers, n_heads = n_layers_heads(model)
+    family = family_for(model.config.model_type)
+    scales: dict[int, torch.Tensor] = {}
+    for (layer, head), tau in coefficients.items():
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise PearLensError(f"head ({layer}, {head}) is outside this model ({n_layers} layers × {n_heads} heads)")
+        scales.setdefault(layer, torch.ones(n_heads))[head] = float(tau)
+
+    def pre_hook(scale: torch.Tensor):
+        def hook(module, args):
+            x = args[0]  # [..., n_heads * d_head], head-major, for every family's projection
+            x = (x.unflatten(-1, (n_heads, -1)) * scale.to(x.device, x.dtype)[:, None]).flatten(-2)
+            return (x, *args[1:])
+        return hook
+
+    handles = [_get_module(model, family.o_proj.format(layer=layer)).register_forward_pre_hook(pre_hook(scale))
+               for layer, scale in scales.items()]
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def drop_gguf_quantizer(model: "PreTrainedModel") -> "PreTrainedModel":

@@ -57,6 +57,7 @@ def test_apply_writes_a_folder_plain_transformers_loads(run_dir, tiny, tmp_path)
     assert main(["apply", str(run_dir), "--out", str(out)]) == 0
     note = json.loads((out / constants.PEAR_NOTE_JSON).read_text())
     assert note["verified_max_abs_logit_diff"] <= 1e-4 and note["base_model"]["name"] == "tiny-llama"
+    assert note["verification"]["vs_unfolded_hf"] <= 1e-5
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
 
     tokens = torch.randint(4, 512, (2, 20), generator=torch.Generator().manual_seed(5))

@@ -12,7 +12,7 @@ import torch
 
 from pear_lens import constants
 from pear_lens.artifact import Artifact
-from pear_lens.convert import fold_into_hf, n_layers_heads
+from pear_lens.convert import fold_into_hf, n_layers_heads, reweighted_hf
 from pear_lens.errors import PearLensError
 from pear_lens.families import FAMILIES, family_for
 from pear_lens.models import TINY_FAMILIES
@@ -39,6 +39,23 @@ def test_folded_logits_equal_the_hooked_bridge(tiny, family):
         original = model.bridge(tokens)
     assert (folded - hooked).abs().max() <= 1e-4
     assert (original - hooked).abs().max() > 1e-2  # τ really changed the model
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_fold_equals_the_unfolded_prehooked_hf_model(tiny, family):
+    """Same model, same kernels, τ by pre-hooks vs τ in the weights: only the fold can differ."""
+    model = tiny(family)
+    coefficients = dict(zip(HEADS, TAU))
+    tokens = torch.randint(4, model.d_vocab, (2, 16), generator=torch.Generator().manual_seed(2))
+    unfolded = model.fresh_hf()
+    with torch.no_grad():
+        plain = unfolded(tokens).logits
+        with reweighted_hf(unfolded, coefficients):
+            hooked = unfolded(tokens).logits
+        after = unfolded(tokens).logits  # the hooks are gone
+        folded = fold_into_hf(model.fresh_hf(), artifact_for(model))(tokens).logits
+    assert (folded - hooked).abs().max() <= 1e-5
+    assert torch.equal(after, plain) and (plain - hooked).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
