@@ -160,8 +160,12 @@ def _warn_unknown(keys: Sequence[str], known: set[str], where: str) -> None:
         warnings.warn(f"{where} has keys this pear_lens does not know, ignored: {extra}", UserWarning, stacklevel=3)
 
 
-def load_artifact(run_dir: str | Path) -> Artifact:
-    """Read and check the artifact in ``run_dir`` (written by ``pear-lens train``)."""
+def load_artifact(run_dir: str | Path, model: Any = None) -> Artifact:
+    """Read and check the artifact in ``run_dir`` (written by ``pear-lens train``).
+
+    With ``model`` (a :class:`~pear_lens.models.LoadedModel` or a Hugging Face
+    model), also refuse it unless its weights are those the artifact was trained on.
+    """
     run_dir = Path(run_dir)
     meta_path, coef_path = run_dir / constants.PEAR_JSON, run_dir / constants.COEFFICIENTS_SAFETENSORS
     if not meta_path.exists():
@@ -209,9 +213,17 @@ def load_artifact(run_dir: str | Path) -> Artifact:
         raise _corrupt(coef_path, f"its heads differ from those listed in {constants.PEAR_JSON}")
     if not torch.allclose(tau, torch.tensor(json_tau), equal_nan=True):
         raise _corrupt(coef_path, f"its τ differ from those listed in {constants.PEAR_JSON}")
-    return Artifact(
+    artifact = Artifact(
         heads=json_heads, tau=tau, base_model=base, scores=[e.get("score") for e in entries],
         ranks=[e.get("rank") for e in entries], training=meta.get("training", {}),
         discovery=meta.get("discovery", {}), pear_lens_version=meta.get("pear_lens_version", "unknown"),
         path=run_dir,
     )
+    if model is not None:
+        if isinstance(getattr(model, "fingerprint", None), str):
+            artifact.check_fingerprint(model.fingerprint, what=f"the weights of {getattr(model, 'name', 'this model')}")
+        else:
+            from pear_lens.convert import fingerprint
+
+            artifact.check_fingerprint(fingerprint(model), what=f"the weights of this {type(model).__name__}")
+    return artifact

@@ -165,7 +165,8 @@ def copy_logits(
     """Logits at the copy-half positions (``batch.copy_slice``) and their targets, with τ applied.
 
     Blocks below the lowest chosen layer run without gradients (τ cannot reach
-    them) and only the copy half goes through the unembedding.
+    them) and only the copy half goes through the unembedding. It adds its own
+    τ hooks: call it outside :func:`reweighted`, or τ is applied twice.
     """
     tokens, targets, keep = copy_inputs(batch)
     bridge = model.bridge

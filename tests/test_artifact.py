@@ -65,8 +65,12 @@ def test_weights_of_another_model_are_refused(tiny, saved):
     other = tiny("qwen2").fresh_hf()
     with pytest.raises(PearLensError, match="not the weights this artifact was trained on.*load_model"):
         fold_into_hf(other, saved)
-    with pytest.raises(PearLensError, match="not the weights"):
-        load_artifact(saved).check_fingerprint(tiny("qwen2").fingerprint)
+    with pytest.raises(PearLensError, match="the weights of tiny-qwen2 are not the weights"):
+        load_artifact(saved, model=tiny("qwen2"))
+    with pytest.raises(PearLensError, match="Qwen2ForCausalLM are not the weights"):
+        load_artifact(saved, model=tiny("qwen2").fresh_hf())
+    assert load_artifact(saved, model=tiny("llama")).heads == [(2, 1), (0, 3)]
+    load_artifact(saved, model=tiny("llama").fresh_hf())
 
 
 def test_non_finite_tau_is_refused(saved):
