@@ -110,22 +110,28 @@ def ablation_curve(df, title: str | None = None) -> go.Figure:
     top = df[df["selection"] == "top"].sort_values("k")
     rand = df[df["selection"] == "random"]
     base = df[df["selection"] == "none"]
+    ks = sorted(int(k) for k in df.loc[df["k"] > 0, "k"].unique())
 
     def steps(part) -> str:
         return "/".join(str(s) for s in sorted(part["steps"].unique()))
 
     for col, (metric, _) in enumerate(metrics, start=1):
         first = col == 1
+        if not base.empty and ks:
+            fig.add_trace(go.Scatter(
+                x=[ks[0], ks[-1]], y=[float(base[metric].iloc[0])] * 2, mode="lines",
+                line=dict(color="black", dash="dot"), name="original model", showlegend=first,
+            ), row=1, col=col)
         if not rand.empty:
             g = rand.groupby("k")[metric]
             mean, sd = g.mean(), g.std(ddof=1).fillna(0.0)
-            ks = list(mean.index)
+            rk = list(mean.index)
             fig.add_trace(go.Scatter(
-                x=ks + ks[::-1], y=list(mean + sd) + list((mean - sd)[::-1]), fill="toself",
+                x=rk + rk[::-1], y=list(mean + sd) + list((mean - sd)[::-1]), mode="lines", fill="toself",
                 fillcolor="rgba(120,120,120,0.2)", line=dict(width=0), hoverinfo="skip", showlegend=False,
             ), row=1, col=col)
             fig.add_trace(go.Scatter(
-                x=ks, y=list(mean), mode="lines+markers", line=dict(color="grey", dash="dash"),
+                x=rk, y=list(mean), mode="lines+markers", line=dict(color="grey", dash="dash"),
                 name=f"random K heads ({rand['seed'].nunique()} draws, mean ± 1 s.d., {steps(rand)} steps)",
                 showlegend=first,
             ), row=1, col=col)
@@ -134,14 +140,11 @@ def ablation_curve(df, title: str | None = None) -> go.Figure:
                 x=top["k"], y=top[metric], mode="lines+markers", line=dict(color="#b2182b", width=2),
                 name=f"top-K by Δπ ({steps(top)} steps)", showlegend=first,
             ), row=1, col=col)
-        if not base.empty:
-            fig.add_hline(y=float(base[metric].iloc[0]), line=dict(color="black", dash="dot"), row=1, col=col)
     n_eval = int(df["n_eval"].iloc[0]) if len(df) else 0
-    fig.update_xaxes(title_text="K (heads re-weighted)", type="log")
+    fig.update_xaxes(title_text="K (heads re-weighted)", type="log", tickvals=ks, ticktext=[str(k) for k in ks])
     fig.update_layout(
-        template=template(), width=950, height=420,
-        title=f"{title or 'Re-weighting K heads'}<br><sup>held-out copy task, {n_eval} sequences; "
-              "dotted line: original model</sup>",
+        template=template(), width=950, height=460, margin=dict(t=110),
+        title=f"{title or 'Re-weighting K heads'}<br><sup>held-out copy task, {n_eval} sequences</sup>",
         legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
     )
     return fig
