@@ -3,9 +3,8 @@
 τ multiplies a head's output (its ``hook_z`` slice) before the heads are summed,
 and starts at 1.0, so training starts from the unmodified model. Only the K
 scalars train, on the cross-entropy of the copy half of fresh proxy sequences.
-τ cannot change anything below the lowest chosen layer, so each step computes
-the residual entering that layer without gradients, runs the rest of the model
-from there, and computes logits only where the loss reads them.
+With the model frozen, autograd keeps no graph below the lowest chosen layer,
+and logits are computed only where the loss reads them (the copy half).
 """
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ from tqdm.auto import tqdm
 from pear_lens import hooks
 from pear_lens.config import option
 from pear_lens.errors import PearLensError
-from pear_lens.mediation._forward import run_from
 from pear_lens.task import ProxyTask, TaskBatch, sample_batch
 
 if TYPE_CHECKING:
@@ -164,22 +162,18 @@ def copy_logits(
 ) -> tuple[Float[Tensor, "batch n vocab"], Int[Tensor, "batch n"]]:
     """Logits at the copy-half positions (``batch.copy_slice``) and their targets, with τ applied.
 
-    Blocks below the lowest chosen layer run without gradients (τ cannot reach
-    them) and only the copy half goes through the unembedding. It adds its own
-    τ hooks: call it outside :func:`reweighted`, or τ is applied twice.
+    Only the copy half goes through the unembedding, and the last token (only
+    ever a target) is dropped. The model's parameters are frozen for the pass,
+    so autograd records nothing before the first τ scales a head's output: no
+    gradients and no stored activations below the lowest chosen layer. It adds
+    its own τ hooks: call it outside :func:`reweighted`, or τ is applied twice.
     """
     tokens, targets, keep = copy_inputs(batch)
-    bridge = model.bridge
-    if not heads:
-        with torch.no_grad():
-            return bridge(tokens, logits_to_keep=keep), targets
-    fwd = scaling_hooks(heads, tau, model.n_heads)
-    low = min(layer for layer, _ in heads)
-    if low == 0:
-        return bridge.run_with_hooks(tokens, fwd_hooks=fwd, logits_to_keep=keep), targets
-    with torch.no_grad():
-        resid = bridge(tokens, stop_at_layer=low)
-    return run_from(bridge, tokens, low, resid, fwd, logits_to_keep=keep), targets
+    fwd = scaling_hooks(heads, tau, model.n_heads) if heads else []
+    # Running the blocks below under no_grad and restarting there (mediation._forward.run_from)
+    # saves nothing more and measured ~7% slower on SmolLM2: one more bridge call per pass.
+    with frozen(model.bridge):
+        return model.bridge.run_with_hooks(tokens, fwd_hooks=fwd, logits_to_keep=keep), targets
 
 
 def copy_loss(model: "LoadedModel", batch: TaskBatch, heads: Sequence[Head], tau: Tensor | None) -> Tensor:

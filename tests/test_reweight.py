@@ -191,3 +191,19 @@ def test_bf16_training_is_deterministic_and_close_to_fp32(tiny):
     assert (a.tau - full.tau).abs().max() < 0.05 and not torch.equal(a.tau, torch.ones(2))
     with pytest.raises(PearLensError, match="precision"):
         TrainConfig(precision="fp16")
+
+
+def test_no_graph_below_the_lowest_chosen_layer(tiny):
+    """Blocks below the first τ produce tensors outside the autograd graph (nothing stored for backward)."""
+    model = tiny("llama")
+    b = batch_for(model)
+    seen: dict[int, bool] = {}
+    handles = [block.register_forward_hook(
+        lambda mod, args, out, i=i: seen.__setitem__(i, (out[0] if isinstance(out, tuple) else out).requires_grad))
+        for i, block in enumerate(model.bridge.blocks)]
+    try:
+        copy_loss(model, b, [(2, 1)], torch.ones(1, requires_grad=True)).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == {0: False, 1: False, 2: True}
