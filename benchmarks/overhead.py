@@ -13,9 +13,11 @@ median over rounds of (model time / original time) measured in the same
 round, then the geometric mean over sequence lengths.
 
 Memory: each of the original and the folded folder is loaded in its own fresh
-Python process, which runs the same forwards; the process's peak resident set
-size (``ru_maxrss``) after loading and running minus its resident size just
-before loading is that model's memory. Both folders are written by ``save_pretrained`` (the
+Python process, which runs the same forwards. The resident set size after
+loading (minus that before loading) is the loaded model; the peak is then reset
+(``/proc/self/clear_refs``) so that it measures inference rather than the
+loader's own transient copies, and the peak during the forwards (minus the RSS
+before loading) is that model's memory. Both folders are written by ``save_pretrained`` (the
 original is saved by this script), so file format does not differ. Each
 process runs ``--memory-repeats`` times, alternating; medians are compared.
 
@@ -46,25 +48,35 @@ from pear_lens.models import load_model
 from pear_lens.reweight import reweighted
 
 MEMORY_SCRIPT = textwrap.dedent("""
-    import json, resource, sys, torch
+    import gc, json, sys, torch
     from transformers import AutoModelForCausalLM
+
+    def status(key):  # kiB, from /proc/self/status
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
     folder, lengths = sys.argv[1], [int(v) for v in sys.argv[2].split(",")]
     torch.set_num_threads(int(sys.argv[3]))
-    with open("/proc/self/statm") as f:  # resident pages now (the import peak is not the model's)
-        before = int(f.read().split()[1]) * resource.getpagesize() // 1024
+    before = status("VmRSS")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    gc.collect()
+    loaded = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
+        f.write("5")
     with torch.no_grad():
         for n in lengths:
             model(torch.randint(2, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(n)))
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"kib": after - before}))
+    print(json.dumps({"kib": status("VmHWM") - before, "load_kib": loaded - before}))
 """)
 
 
-def peak_rss(folder: Path, lengths: list[int], threads: int) -> float:
+
+def peak_rss(folder: Path, lengths: list[int], threads: int) -> tuple[float, float]:
+    """(peak RSS during the forwards, RSS after loading), both minus the RSS before loading, in MiB."""
     out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(folder), ",".join(map(str, lengths)), str(threads)],
                          capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["kib"] / 1024
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return r["kib"] / 1024, r["load_kib"] / 1024
 
 
 def main() -> None:
@@ -72,7 +84,7 @@ def main() -> None:
     ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run folder with the artifact")
     ap.add_argument("--hf-dir", type=Path, default=None, help="folded folder (default: RUN_DIR/folded_hf if present)")
     ap.add_argument("--lengths", default="128,512,1024")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--memory-repeats", type=int, default=2)
     args = ap.parse_args()
     lengths = [int(v) for v in args.lengths.split(",")]
@@ -132,15 +144,23 @@ def main() -> None:
             print(f"  {v:<14} n={n:<5} median {statistics.median(times[n][v]) * 1e3:8.1f} ms  "
                   f"ratio to original {per_len[-1]:.3f}")
         ratios[v] = math.exp(statistics.fmean(math.log(x) for x in per_len))
-    print(f"largest |logit difference| folded and pre-hook vs hooked bridge: {worst:.2g}")
+    print(f"largest |logit difference| of folded and pre-hook vs the hooked bridge: {worst:.2g} "
+          "(SDPA vs the bridge's eager attention accounts for ~1e-4)")
 
-    mem = {"original": [], "folded": []}
+    mem: dict[str, list[float]] = {"original": [], "folded": []}
+    load: dict[str, list[float]] = {"original": [], "folded": []}
     for _ in range(args.memory_repeats):
         for name, folder in (("original", tmp / "original"), ("folded", hf_dir)):
-            mem[name].append(peak_rss(folder, lengths, torch.get_num_threads()))
+            total, loaded = peak_rss(folder, lengths, torch.get_num_threads())
+            mem[name].append(total)
+            load[name].append(loaded)
     m0, m1 = statistics.median(mem["original"]), statistics.median(mem["folded"])
-    print(f"peak RSS growth in a fresh process (load + forwards): original {m0:.1f} MiB, folded {m1:.1f} MiB "
-          f"(runs: {mem})")
+    weights = {name: sum(t.numel() * t.element_size() for t in sd.values()) / 2**20
+               for name, sd in (("original", sd0), ("folded", sd1))}
+    print(f"parameter+buffer bytes: original {weights['original']:.1f} MiB, folded {weights['folded']:.1f} MiB")
+    print(f"RSS growth in a fresh process: loaded original {statistics.median(load['original']):.1f} MiB, "
+          f"folded {statistics.median(load['folded']):.1f} MiB; peak during the forwards original {m0:.1f} MiB, "
+          f"folded {m1:.1f} MiB (runs: {mem})")
     print(f"pre-hook (unfolded, plain PyTorch) latency ratio: {ratios['hf_prehook']:.3f}")
     memory_ratio = m1 / m0 if m0 > 0 else float("nan")
     print(f"latency_ratio={ratios['folded']:.3f} memory_ratio={memory_ratio:.3f} params_equal={params_equal} "
