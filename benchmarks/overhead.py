@@ -8,18 +8,22 @@ re-weighting (the TransformerLens bridge with τ hooks,
 :func:`pear_lens.reweight.reweighted`), and, for reference, the original
 Hugging Face model with forward pre-hooks scaling the heads at the output
 projection (:func:`pear_lens.convert.reweighted_hf`, unfolded re-weighting
-without TransformerLens). A ratio is the
-median over rounds of (model time / original time) measured in the same
-round, then the geometric mean over sequence lengths.
+without TransformerLens). A ratio is the median, over all rounds and sequence
+lengths, of (model time / original time) measured in the same round; the
+ratio of the fastest runs (as ``timeit`` advises) is printed beside it. One
+thread by default: on a machine shared with other jobs a single thread is
+disturbed far less than two that must wait for each other (``--threads``).
 
 Memory: each of the original and the folded folder is loaded in its own fresh
-Python process, which runs the same forwards. The resident set size after
-loading (minus that before loading) is the loaded model; the peak is then reset
-(``/proc/self/clear_refs``) so that it measures inference rather than the
-loader's own transient copies, and the peak during the forwards (minus the RSS
-before loading) is that model's memory. Both folders are written by ``save_pretrained`` (the
+Python process (glibc's mmap threshold fixed, so that freed buffers do not
+linger at random), which runs the same forwards. The resident set size after
+loading (minus that before loading) is the loaded model; before each forward
+the peak is reset (``/proc/self/clear_refs``), and the largest peak during a
+forward (minus the RSS before loading) is that model's memory. Both folders are written by ``save_pretrained`` (the
 original is saved by this script), so file format does not differ. Each
-process runs ``--memory-repeats`` times, alternating; medians are compared.
+process runs ``--memory-repeats`` times, alternating, and the medians are
+compared (the spread between repeats of the same program, ~30 MiB of page
+and allocator noise here, is printed).
 
 Last line: ``latency_ratio=X memory_ratio=Y params_equal=True hooked_ratio=Z``
 (folded/original, folded/original, same parameter names, shapes and dtypes,
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -55,26 +60,35 @@ MEMORY_SCRIPT = textwrap.dedent("""
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
 
+    def reset_peak():  # VmHWM := VmRSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
     folder, lengths = sys.argv[1], [int(v) for v in sys.argv[2].split(",")]
     torch.set_num_threads(int(sys.argv[3]))
     before = status("VmRSS")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     gc.collect()
     loaded = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
-        f.write("5")
+    peaks = {}
     with torch.no_grad():
         for n in lengths:
+            reset_peak()
             model(torch.randint(2, model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(n)))
-    print(json.dumps({"kib": status("VmHWM") - before, "load_kib": loaded - before}))
+            peaks[n] = status("VmHWM") - before
+            gc.collect()
+    print(json.dumps({"kib": max(peaks.values()), "load_kib": loaded - before}))
 """)
+
 
 
 
 def peak_rss(folder: Path, lengths: list[int], threads: int) -> tuple[float, float]:
     """(peak RSS during the forwards, RSS after loading), both minus the RSS before loading, in MiB."""
+    # a fixed mmap threshold: glibc's adaptive one makes freed logits buffers linger at random
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
     out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(folder), ",".join(map(str, lengths)), str(threads)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=env)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     return r["kib"] / 1024, r["load_kib"] / 1024
 
@@ -84,10 +98,12 @@ def main() -> None:
     ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run folder with the artifact")
     ap.add_argument("--hf-dir", type=Path, default=None, help="folded folder (default: RUN_DIR/folded_hf if present)")
     ap.add_argument("--lengths", default="128,512,1024")
-    ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--memory-repeats", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for every model (and the memory runs)")
+    ap.add_argument("--memory-repeats", type=int, default=5)
     args = ap.parse_args()
     lengths = [int(v) for v in args.lengths.split(",")]
+    torch.set_num_threads(args.threads)
 
     artifact = load_artifact(args.run_dir)
     model = load_model(artifact.base_model["name"])
@@ -135,15 +151,20 @@ def main() -> None:
                     t0 = time.perf_counter()
                     variants[v](inputs[n])
                     times[n][v].append(time.perf_counter() - t0)
-    ratios = {}
+    def geomean(values: list[float]) -> float:
+        return math.exp(statistics.fmean(math.log(x) for x in values))
+
+    ratios, min_ratios = {}, {}
     for v in variants:
-        per_len = []
+        best, pooled = [], []
         for n in lengths:
+            best.append(min(times[n][v]) / min(times[n]["original"]))
             per_round = [t / o for t, o in zip(times[n][v], times[n]["original"])]
-            per_len.append(statistics.median(per_round))
-            print(f"  {v:<14} n={n:<5} median {statistics.median(times[n][v]) * 1e3:8.1f} ms  "
-                  f"ratio to original {per_len[-1]:.3f}")
-        ratios[v] = math.exp(statistics.fmean(math.log(x) for x in per_len))
+            pooled += per_round
+            print(f"  {v:<14} n={n:<5} min {min(times[n][v]) * 1e3:8.1f} ms  median "
+                  f"{statistics.median(times[n][v]) * 1e3:8.1f} ms  ratio to original: median per round "
+                  f"{statistics.median(per_round):.3f}, of minima {best[-1]:.3f}")
+        ratios[v], min_ratios[v] = statistics.median(pooled), geomean(best)
     print(f"largest |logit difference| of folded and pre-hook vs the hooked bridge: {worst:.2g} "
           "(SDPA vs the bridge's eager attention accounts for ~1e-4)")
 
@@ -159,8 +180,11 @@ def main() -> None:
                for name, sd in (("original", sd0), ("folded", sd1))}
     print(f"parameter+buffer bytes: original {weights['original']:.1f} MiB, folded {weights['folded']:.1f} MiB")
     print(f"RSS growth in a fresh process: loaded original {statistics.median(load['original']):.1f} MiB, "
-          f"folded {statistics.median(load['folded']):.1f} MiB; peak during the forwards original {m0:.1f} MiB, "
-          f"folded {m1:.1f} MiB (runs: {mem})")
+          f"folded {statistics.median(load['folded']):.1f} MiB; peak during the forwards (median of "
+          f"{args.memory_repeats}) original {m0:.1f} MiB, folded {m1:.1f} MiB (all runs: "
+          + ", ".join(f"{k} {[round(x, 1) for x in v]}" for k, v in mem.items()) + ")")
+    print(f"latency ratios of the fastest runs (geometric mean over lengths): folded {min_ratios['folded']:.3f}, "
+          f"hooked bridge {min_ratios['hooked_bridge']:.3f}, pre-hook {min_ratios['hf_prehook']:.3f}")
     print(f"pre-hook (unfolded, plain PyTorch) latency ratio: {ratios['hf_prehook']:.3f}")
     memory_ratio = m1 / m0 if m0 > 0 else float("nan")
     print(f"latency_ratio={ratios['folded']:.3f} memory_ratio={memory_ratio:.3f} params_equal={params_equal} "
