@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml constraints.txt
 	  || echo "warning: no Chromium; static figures (PNG) will be skipped with a clear error"
 	touch $(STAMP)
 
+# OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning; on a shared machine
+# spinning threads of several torch processes slow each other down many times over.
 demo: setup
-	$(BIN)/pear-lens discover --model smollm2-135m-instruct --out $(RUN) --overwrite
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pear-lens demo --out $(RUN)
 
 test: setup
 	$(BIN)/python -m pytest -m "" tests

@@ -27,6 +27,12 @@ _LAZY = {
     "score_heads": "pear_lens.mediation",
     "METHODS": "pear_lens.mediation",
     "PearLensError": "pear_lens.errors",
+    "TrainConfig": "pear_lens.reweight",
+    "train_coefficients": "pear_lens.reweight",
+    "reweighted": "pear_lens.reweight",
+    "Artifact": "pear_lens.artifact",
+    "load_artifact": "pear_lens.artifact",
+    "fold_into_hf": "pear_lens.convert",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -64,6 +64,49 @@ def _eval_report(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _train(ns: argparse.Namespace) -> int:
+    from pear_lens.train import TrainRunConfig, train_run
+
+    config = from_namespace(TrainRunConfig, ns)
+    artifact, result = train_run(config)
+    taus = ", ".join(f"L{l}.H{h}={t:.3f}" for (l, h), t in artifact.coefficients().items())
+    print(f"trained τ for {len(artifact.heads)} heads of {result.model} in {result.seconds:.1f} s; "
+          f"copy loss {result.loss_curve[0]:.4f} -> {result.loss_curve[-1]:.4f}")
+    print(f"τ: {taus}")
+    print(f"wrote {config.run_dir}/{{pear.json, coefficients.safetensors, training_log.csv, training.html}}")
+    return 0
+
+
+def _apply(ns: argparse.Namespace) -> int:
+    from pear_lens.apply import ApplyConfig, apply
+
+    config = from_namespace(ApplyConfig, ns)
+    note = apply(config)
+    v = note["verification"]
+    print(f"folded τ of {len(note['changed'])} heads into {note['base_model']['name']}; largest logit difference "
+          f"to the hooked bridge {v['vs_hooked_bridge']:.2g}, to the unfolded model {v['vs_unfolded_hf']:.2g}")
+    print(f"wrote {config.out} (load it with AutoModelForCausalLM.from_pretrained({str(config.out)!r}))")
+    return 0
+
+
+def _ablate(ns: argparse.Namespace) -> int:
+    from pear_lens.ablation import AblateConfig, ablate
+
+    config = from_namespace(AblateConfig, ns)
+    df = ablate(config)
+    summary = df.groupby(["selection", "k"])[["copy_accuracy", "copy_loss"]].mean()
+    print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {config.run_dir}/{{ablation.csv, ablation.html, ablation.png}} ({df['seconds'].sum():.0f} s of training)")
+    return 0
+
+
+def _demo(ns: argparse.Namespace) -> int:
+    from pear_lens.demo import DemoConfig, demo
+
+    demo(from_namespace(DemoConfig, ns))
+    return 0
+
+
 def _config_command(cls_path: str) -> Callable[[], type]:
     def load() -> type:
         module, name = cls_path.rsplit(":", 1)
@@ -76,6 +119,14 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Nam
     "models": ("list the models pear_lens knows and whether each is installed", None, _models),
     "discover": ("score every attention head on the copy proxy task and write a run folder",
                  _config_command("pear_lens.discover:DiscoverConfig"), _discover),
+    "train": ("learn one coefficient τ per top head of a discovery run and save the artifact in it",
+              _config_command("pear_lens.train:TrainRunConfig"), _train),
+    "apply": ("fold a run's coefficients into a plain Hugging Face model folder (verified before saving)",
+              _config_command("pear_lens.apply:ApplyConfig"), _apply),
+    "ablate": ("retrain for several K (top-K vs random heads) and plot held-out copy accuracy and loss",
+               _config_command("pear_lens.ablation:AblateConfig"), _ablate),
+    "demo": ("the whole pipeline on one model: discover, train, apply, before/after check",
+             _config_command("pear_lens.demo:DemoConfig"), _demo),
     "compare": ("compare discovery runs (models, methods, seeds, proxy settings) by top-K overlap, "
                 "rank correlation and relative depth", _config_command("pear_lens.compare:CompareConfig"),
                 _compare),

@@ -11,9 +11,14 @@ DISCOVERY_JSON = "discovery.json"
 PEAR_JSON = "pear.json"
 COEFFICIENTS_SAFETENSORS = "coefficients.safetensors"
 TRAINING_CSV = "training_log.csv"
+TRAINING_HTML = "training.html"
+ABLATION_CSV = "ablation.csv"
+ABLATION_HTML = "ablation.html"
 
 # converted Hugging Face model folder
 PEAR_NOTE_JSON = "pear_applied.json"
+PEAR_CONFIG_KEY = "pear_lens_folded"
+"""Key in a folded model's ``config.json`` recording what was folded (so it is never folded twice)."""
 
 # format version of pear.json and discovery.json
 FORMAT_VERSION = 1

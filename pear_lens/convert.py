@@ -8,20 +8,28 @@ the ``h``-th ``d_head``-wide slice of the projection's input dimension by
 as the original.
 
 This module depends only on torch, transformers, safetensors and the standard
-library; it is importable without TransformerLens.
+library, plus pear_lens's own pure-Python modules (the family table, the
+artifact reader, the error type), which keep one definition of each rule rather
+than a second copy here; ``tests/test_convert.py`` imports it with
+TransformerLens blocked.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from typing import TYPE_CHECKING, Mapping
+import os
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import torch
 
+from pear_lens import __version__, constants
 from pear_lens.errors import PearLensError
 from pear_lens.families import Family, family_for
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+    from pear_lens.artifact import Artifact
 
 Head = tuple[int, int]
 
@@ -89,4 +97,101 @@ def fold_coefficients(model: "PreTrainedModel", coefficients: Mapping[Head, floa
             raise PearLensError(f"coefficient of head ({layer}, {head}) is not finite: {tau}")
         weight, family = output_projection(model, layer)
         head_slice(weight, family, head, n_heads).mul_(tau)
+    return model
+
+
+@contextlib.contextmanager
+def reweighted_hf(model: "PreTrainedModel", coefficients: Mapping[Head, float]) -> Iterator["PreTrainedModel"]:
+    """Apply τ to a plain Hugging Face model without changing its weights (forward pre-hooks).
+
+    Each output projection's input is scaled head by head on the fly: the
+    unfolded equivalent of :func:`fold_into_hf`, with its overhead. Useful to
+    try coefficients without TransformerLens, and as an independent check of
+    the fold (same model, same attention kernels, only the fold differs).
+    """
+    n_layers, n_heads = n_layers_heads(model)
+    family = family_for(model.config.model_type)
+    scales: dict[int, torch.Tensor] = {}
+    for (layer, head), tau in coefficients.items():
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise PearLensError(f"head ({layer}, {head}) is outside this model ({n_layers} layers × {n_heads} heads)")
+        scales.setdefault(layer, torch.ones(n_heads))[head] = float(tau)
+
+    def pre_hook(scale: torch.Tensor):
+        def hook(module, args):
+            x = args[0]  # [..., n_heads * d_head], head-major, for every family's projection
+            x = (x.unflatten(-1, (n_heads, -1)) * scale.to(x.device, x.dtype)[:, None]).flatten(-2)
+            return (x, *args[1:])
+        return hook
+
+    handles = [_get_module(model, family.o_proj.format(layer=layer)).register_forward_pre_hook(pre_hook(scale))
+               for layer, scale in scales.items()]
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def drop_gguf_quantizer(model: "PreTrainedModel") -> "PreTrainedModel":
+    """Forget that the weights came from a GGUF file (they are plain floats once loaded).
+
+    Otherwise ``save_pretrained`` writes a GGUF ``quantization_config`` that
+    ``from_pretrained`` cannot honour for a safetensors folder.
+    """
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    return model
+
+
+def _as_artifact(artifact: "Artifact | str | os.PathLike | Mapping[Head, float]") -> tuple[dict[Head, float], Any]:
+    """``(coefficients, Artifact or None)`` from a run folder, a loaded artifact or ``{(layer, head): τ}``."""
+    from pear_lens.artifact import Artifact, load_artifact
+
+    if isinstance(artifact, (str, os.PathLike)):
+        artifact = load_artifact(artifact)
+    if isinstance(artifact, Artifact):
+        return artifact.coefficients(), artifact
+    if isinstance(artifact, Mapping):
+        return {(int(l), int(h)): float(t) for (l, h), t in artifact.items()}, None
+    raise PearLensError(
+        f"expected a run folder, a pear_lens Artifact or a {{(layer, head): tau}} mapping, got {type(artifact).__name__}"
+    )
+
+
+def fold_into_hf(
+    model: "PreTrainedModel",
+    artifact: "Artifact | str | os.PathLike | Mapping[Head, float]",
+    *,
+    check_fingerprint: bool = True,
+) -> "PreTrainedModel":
+    """Fold learned τ into ``model``'s output projections, in place, and return it.
+
+    ``artifact`` is a run folder written by ``pear-lens train``, a loaded
+    :class:`~pear_lens.artifact.Artifact`, or a plain ``{(layer, head): τ}``
+    mapping (which carries no fingerprint, so only the already-folded check
+    applies). The weights must be those the coefficients were trained on: a
+    foreign or already folded model is refused. The folded model records what
+    was folded in ``model.config.pear_lens_folded`` (saved in ``config.json``).
+    """
+    coefficients, art = _as_artifact(artifact)
+    family_for(model.config.model_type)  # an unsupported family fails before the fingerprint is hashed
+    previous = getattr(model.config, constants.PEAR_CONFIG_KEY, None)
+    if previous:
+        raise PearLensError(
+            f"this model already has PEAR coefficients folded in ({previous.get('heads')}); folding twice "
+            "would apply τ twice. Fold into the original weights instead (for a registry model: "
+            "`pear_lens.load_model(name).fresh_hf()`)."
+        )
+    if art is not None and check_fingerprint:
+        art.check_fingerprint(fingerprint(model), what=f"the weights of this {type(model).__name__}")
+    fold_coefficients(model, coefficients)
+    setattr(model.config, constants.PEAR_CONFIG_KEY, {
+        "pear_lens_version": __version__,
+        "heads": [[l, h] for l, h in coefficients],
+        "tau": list(coefficients.values()),
+        "base_fingerprint": art.fingerprint if art is not None else None,
+    })
     return model

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from pear_lens.convert import fingerprint
+from pear_lens.convert import drop_gguf_quantizer, fingerprint
 from pear_lens.errors import ModelNotAvailable, PearLensError
 
 if TYPE_CHECKING:
@@ -101,10 +101,7 @@ def _load_gguf_cached(key: str, locate: Callable[[], tuple[Path, str]], **hf_kwa
     with contextlib.redirect_stderr(io.StringIO()):  # transformers' GGUF progress bar
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=filename, dtype=torch.float32)
     # the weights are now plain fp32: drop the GGUF quantizer so the copy loads as an ordinary model
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
+    drop_gguf_quantizer(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     try:

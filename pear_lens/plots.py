@@ -311,3 +311,56 @@ def accuracy_by_position(summary: "pd.DataFrame", title: str | None = None) -> g
                       width=max(700, 420 * len(tasks) + 260), height=max(400, 320 * len(models)),
                       legend=dict(x=1.02, xanchor="left", y=1, yanchor="top"))
     return fig
+
+
+def ablation_curve(df, title: str | None = None) -> go.Figure:
+    """Copy accuracy and copy loss against K: top-K heads, random K heads (mean ± 1 s.d.), baseline.
+
+    ``df`` is the table of :func:`pear_lens.ablation.ablation_curve` (columns
+    ``k, selection, seed, steps, copy_accuracy, copy_loss, n_eval``).
+    """
+    from plotly.subplots import make_subplots
+
+    metrics = [("copy_accuracy", "copy accuracy"), ("copy_loss", "copy loss (nats)")]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[label for _, label in metrics])
+    top = df[df["selection"] == "top"].sort_values("k")
+    rand = df[df["selection"] == "random"]
+    base = df[df["selection"] == "none"]
+    ks = sorted(int(k) for k in df.loc[df["k"] > 0, "k"].unique())
+
+    def steps(part) -> str:
+        return "/".join(str(s) for s in sorted(part["steps"].unique()))
+
+    for col, (metric, _) in enumerate(metrics, start=1):
+        first = col == 1
+        if not base.empty and ks:
+            fig.add_trace(go.Scatter(
+                x=[ks[0], ks[-1]], y=[float(base[metric].iloc[0])] * 2, mode="lines",
+                line=dict(color="black", dash="dot"), name="original model", showlegend=first,
+            ), row=1, col=col)
+        if not rand.empty:
+            g = rand.groupby("k")[metric]
+            mean, sd = g.mean(), g.std(ddof=1).fillna(0.0)
+            rk = list(mean.index)
+            fig.add_trace(go.Scatter(
+                x=rk + rk[::-1], y=list(mean + sd) + list((mean - sd)[::-1]), mode="lines", fill="toself",
+                fillcolor="rgba(120,120,120,0.2)", line=dict(width=0), hoverinfo="skip", showlegend=False,
+            ), row=1, col=col)
+            fig.add_trace(go.Scatter(
+                x=rk, y=list(mean), mode="lines+markers", line=dict(color="grey", dash="dash"),
+                name=f"random K heads ({rand['seed'].nunique()} draws, mean ± 1 s.d., {steps(rand)} steps)",
+                showlegend=first,
+            ), row=1, col=col)
+        if not top.empty:
+            fig.add_trace(go.Scatter(
+                x=top["k"], y=top[metric], mode="lines+markers", line=dict(color="#b2182b", width=2),
+                name=f"top-K by Δπ ({steps(top)} steps)", showlegend=first,
+            ), row=1, col=col)
+    n_eval = int(df["n_eval"].iloc[0]) if len(df) else 0
+    fig.update_xaxes(title_text="K (heads re-weighted)", type="log", tickvals=ks, ticktext=[str(k) for k in ks])
+    fig.update_layout(
+        template=template(), width=950, height=460, margin=dict(t=110),
+        title=f"{title or 'Re-weighting K heads'}<br><sup>held-out copy task, {n_eval} sequences</sup>",
+        legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
+    )
+    return fig

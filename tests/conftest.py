@@ -32,7 +32,9 @@ _TINY_CACHE: dict = {}
 def tiny(family: str):
     """A tiny model, loaded once per test session (read-only: tests must not modify it)."""
     if family not in _TINY_CACHE:
-        _TINY_CACHE[family] = load_model(f"tiny-{family}")
+        model = load_model(f"tiny-{family}")
+        assert sum(p.numel() for p in model.bridge.parameters()) < 500_000, "tiny models must stay tiny"
+        _TINY_CACHE[family] = model
     return _TINY_CACHE[family]
 
 

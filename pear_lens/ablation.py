@@ -1,0 +1,158 @@
+"""``pear-lens ablate RUN_DIR``: how many heads to re-weight (the curve over K).
+
+For each K the top-K heads by Δπ are retrained, and so are K heads drawn at
+random (several draws) as a control; each τ is then scored on held-out proxy
+sequences (a fixed evaluation seed distinct from the training seed): copy
+accuracy and copy loss. Every run uses the same training sequences, so rows
+differ only in which heads were re-weighted (and, where stated in the
+``steps`` column, in the training budget).
+
+A full curve is 1 + len(K) × (1 + seeds) trainings. The command's defaults
+(30 steps at batch 10 in bf16, 2 random draws) halve the reference budget on
+both sides: the six default K values on SmolLM2 took 37 minutes on a shared
+2-core CPU; ``--steps 60 --control-steps 60 --batch-size 20 --seeds 3 --precision
+fp32`` is the full reference budget. With Adam, τ moves about ``lr`` per step,
+so fewer steps also bound how far τ can go: compare top-K and random heads at
+equal steps.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from pear_lens import constants
+from pear_lens.config import option
+from pear_lens.errors import PearLensError
+from pear_lens.io import atomic_path
+from pear_lens.reweight import CopyEval, Head, TrainConfig, evaluate_copy, train_coefficients
+from pear_lens.task import ProxyTask, TaskBatch
+
+if TYPE_CHECKING:
+    from pear_lens.models import LoadedModel
+    from pear_lens.results import HeadScores
+
+COLUMNS = ["k", "selection", "seed", "steps", "copy_accuracy", "copy_loss", "n_eval"]
+EVAL_SEED = 104_729
+"""Default seed of the held-out evaluation sequences (training seeds are small integers)."""
+
+
+def random_heads(n_layers: int, n_heads: int, k: int, seed: int) -> list[Head]:
+    """``k`` distinct heads drawn uniformly from the whole model (seeded)."""
+    order = torch.randperm(n_layers * n_heads, generator=torch.Generator().manual_seed(seed))[:k]
+    return [(int(i) // n_heads, int(i) % n_heads) for i in order]
+
+
+def eval_batches(model: "LoadedModel", n_eval: int, n: int, seed: int, batch: int, prepend_bos: bool = False,
+                 min_token_id: int = 2) -> list[TaskBatch]:
+    """``n_eval`` held-out proxy sequences in batches of ``batch``."""
+    sizes = [min(batch, n_eval - i) for i in range(0, n_eval, batch)]
+    task = ProxyTask(settings=tuple((b, n) for b in sizes), min_token_id=min_token_id,
+                     prepend_bos=prepend_bos, seed=seed)
+    return task.batches(model)
+
+
+def ablation_curve(
+    model: "LoadedModel",
+    scores: "HeadScores",
+    ks: Sequence[int],
+    *,
+    train: TrainConfig | None = None,
+    control_steps: int | None = None,
+    seeds: int = 3,
+    n_eval: int = 100,
+    eval_seed: int = EVAL_SEED,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Retrain for every K (top-K and ``seeds`` random draws) and score on held-out sequences.
+
+    Returns one row per trained τ plus a ``none`` row (k = 0, the original
+    model), with the columns of :data:`COLUMNS` and ``heads``, ``lowest_layer``,
+    ``seconds``, ``train_seed``, ``eval_seed``, ``batch_size``, ``precision``. ``seed`` is the random draw of
+    the heads (``random`` rows; 0 otherwise). ``control_steps`` trains the
+    random controls for fewer steps to save time; the ``steps`` column records it.
+    """
+    train = train or TrainConfig()
+    if eval_seed == train.seed:
+        raise PearLensError(f"eval_seed {eval_seed} equals the training seed; held-out sequences need another seed")
+    total = scores.n_layers * scores.n_heads
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1 or ks[-1] > total:
+        raise PearLensError(f"every K must be between 1 and {total} (the number of heads), got {ks}")
+    if seeds < 0 or n_eval < 1:
+        raise PearLensError("seeds must be >= 0 and n_eval >= 1")
+    control = replace(train, steps=control_steps) if control_steps else train
+    batches = eval_batches(model, n_eval, train.n, eval_seed, train.micro_batch, train.prepend_bos,
+                           train.min_token_id)
+
+    def row(k: int, selection: str, seed: int, steps: int, heads: list[Head], result: CopyEval,
+            seconds: float) -> dict:
+        return {"k": k, "selection": selection, "seed": seed, "steps": steps, "copy_accuracy": result.accuracy,
+                "copy_loss": result.loss, "n_eval": result.n_sequences,
+                "heads": " ".join(f"{l}.{h}" for l, h in heads),
+                "lowest_layer": min((l for l, _ in heads), default=None), "seconds": round(seconds, 2),
+                "train_seed": train.seed, "eval_seed": eval_seed, "batch_size": train.batch_size,
+                "precision": train.precision}
+
+    jobs = [(k, "top", 0) for k in ks] + [(k, "random", s) for k in ks for s in range(seeds)]
+    rows = [row(0, "none", 0, 0, [], evaluate_copy(model, batches), 0.0)]
+    bar = tqdm(jobs, desc="ablation", unit="run", disable=not progress)
+    for k, selection, seed in bar:
+        bar.set_postfix_str(f"K={k} {selection}{'' if selection == 'top' else f' seed {seed}'}")
+        heads = scores.top_k(k) if selection == "top" else random_heads(scores.n_layers, scores.n_heads, k, seed)
+        cfg = train if selection == "top" else control
+        t0 = time.perf_counter()
+        result = train_coefficients(model, heads, cfg, progress=False)
+        rows.append(row(k, selection, seed, cfg.steps, heads, evaluate_copy(model, batches, heads, result.tau),
+                        time.perf_counter() - t0))
+    df = pd.DataFrame(rows)
+    df["lowest_layer"] = df["lowest_layer"].astype("Int64")  # empty for the baseline row
+    return df
+
+
+@dataclass
+class AblateConfig:
+    """``pear-lens ablate``: the curve of copy accuracy and loss against K."""
+
+    run_dir: Path = option(help="discovery run folder (from `pear-lens discover`)", positional=True)
+    k: tuple[int, ...] = option((1, 2, 5, 10, 20, 40), help="numbers of heads to re-weight")
+    seeds: int = option(2, help="random-head draws per K (the control)")
+    steps: int = option(30, help="training steps for the top-K heads (reference: 60; see the module docstring)")
+    control_steps: int = option(30, help="training steps for the random controls (fewer saves time; the CSV and "
+                                         "figure state it, but τ then moves less, so equal steps are the fair control)")
+    batch_size: int = option(10, help="effective training batch (reference: 20)")
+    micro_batch: int = option(TrainConfig.micro_batch, help="sequences per forward/backward (and per eval batch)")
+    n: int = option(TrainConfig.n, help="half-length of the training and evaluation sequences")
+    seed: int = option(0, help="seed of the training sequences (the same for every run)")
+    precision: str = option("bf16", choices=["fp32", "bf16"],
+                            help="training precision (see `pear-lens train --help`); evaluation is always fp32")
+    n_eval: int = option(50, help="held-out proxy sequences for the evaluation (n predictions each)")
+    eval_seed: int = option(EVAL_SEED, help="seed of the held-out sequences (must differ from --seed)")
+    no_png: bool = option(False, help="skip the static PNG")
+    quiet: bool = option(False, help="no progress bar")
+
+
+def ablate(config: AblateConfig) -> pd.DataFrame:
+    """Run the ablation on a discovery run and write ``ablation.csv``, ``.html`` and ``.png`` into it."""
+    from pear_lens.plots import ablation_curve as figure
+    from pear_lens.plots import save_figure
+    from pear_lens.train import read_discovery, run_model
+
+    run_dir = Path(config.run_dir)
+    scores, info = read_discovery(run_dir)
+    model = run_model(scores, info)
+    train = TrainConfig(steps=config.steps, batch_size=config.batch_size, micro_batch=config.micro_batch,
+                        n=config.n, seed=config.seed, precision=config.precision)
+    df = ablation_curve(model, scores, config.k, train=train, control_steps=config.control_steps,
+                        seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed,
+                        progress=not config.quiet)
+    with atomic_path(run_dir / constants.ABLATION_CSV) as tmp:
+        df.to_csv(tmp, index=False)
+    save_figure(figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),
+                run_dir / constants.ABLATION_HTML, formats=["html"] + ([] if config.no_png else ["png"]))
+    return df

@@ -1,0 +1,147 @@
+"""``pear-lens apply RUN_DIR --out HF_DIR``: fold an artifact into a plain Hugging Face model folder.
+
+The artifact's base model is loaded as the hooked bridge (τ applied by hooks,
+:func:`pear_lens.reweight.reweighted`) and as separate Hugging Face copies,
+one of which :func:`pear_lens.convert.fold_into_hf` folds. The folded copy is
+saved only if its logits equal the hooked bridge's (and an unfolded, pre-hooked
+Hugging Face copy's) on held-out proxy sequences, so the folder
+``from_pretrained`` loads is the model that was trained.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+
+from pear_lens import __version__, constants
+from pear_lens.artifact import Artifact, load_artifact
+from pear_lens.config import option
+from pear_lens.convert import (
+    drop_gguf_quantizer,
+    fingerprint,
+    fold_into_hf,
+    head_slice,
+    output_projection,
+    reweighted_hf,
+)
+from pear_lens.errors import PearLensError
+from pear_lens.io import atomic_write_json, staged_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from pear_lens.models import LoadedModel
+
+VERIFY_SEED = 7_919
+"""Seed of the proxy sequences the fold is verified on (distinct from training seeds)."""
+
+
+@dataclass
+class ApplyConfig:
+    """``pear-lens apply``: fold the artifact of RUN_DIR into a Hugging Face model folder."""
+
+    run_dir: Path = option(help="run folder holding the artifact (from `pear-lens train`)", positional=True)
+    out: Path = option(help="Hugging Face model folder to write (loadable with AutoModelForCausalLM.from_pretrained)")
+    tolerance: float = option(1e-4, help="largest allowed |logit difference| between folded and hooked model")
+    overwrite: bool = option(False, help="replace OUT if it already exists")
+
+
+@contextlib.contextmanager
+def attention_kernel(hf: "PreTrainedModel", implementation: str) -> Iterator[None]:
+    """Run ``hf`` with another attention implementation (``eager``, ``sdpa``) for a while."""
+    before = hf.config._attn_implementation
+    hf.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        hf.set_attn_implementation(before)
+
+
+@torch.no_grad()
+def verify_fold(model: "LoadedModel", folded: "PreTrainedModel", artifact: Artifact,
+                tokens: torch.Tensor | None = None) -> dict[str, float]:
+    """Max |logit difference| of ``folded`` against two unfolded references, on proxy sequences.
+
+    ``vs_hooked_bridge``: the TransformerLens bridge with τ hooked (what was
+    trained). The folded model runs with the bridge's attention kernel for the
+    comparison, because eager and SDPA attention alone differ by ~1e-4 on
+    SmolLM2's logits. ``vs_unfolded_hf``: an unfolded Hugging Face copy with τ
+    applied by pre-hooks (:func:`pear_lens.convert.reweighted_hf`): the same
+    kernels, so only the fold itself can differ.
+    """
+    from pear_lens.reweight import reweighted
+    from pear_lens.task import ProxyTask
+
+    if tokens is None:
+        task = ProxyTask(settings=((4, 32),), min_token_id=2, seed=VERIFY_SEED)
+        tokens = task.batches(model)[0].tokens
+    with reweighted(model, artifact.heads, artifact.tau) as bridge:
+        hooked = bridge(tokens).float()
+    device_tokens = tokens.to(folded.device)
+    with attention_kernel(folded, model.bridge.original_model.config._attn_implementation):
+        as_bridge = folded(device_tokens).logits.float()
+    unfolded = model.fresh_hf()
+    with reweighted_hf(unfolded, artifact.coefficients()):
+        reference = unfolded(device_tokens).logits.float()
+    return {"vs_hooked_bridge": float((hooked - as_bridge.to(hooked.device)).abs().max()),
+            "vs_unfolded_hf": float((reference - folded(device_tokens).logits.float()).abs().max())}
+
+
+def changed_slices(model: "PreTrainedModel", artifact: Artifact) -> list[dict[str, Any]]:
+    """Which parameter slice was multiplied by which τ (for the note beside the folded model)."""
+    from pear_lens.convert import n_layers_heads
+
+    _, n_heads = n_layers_heads(model)
+    rows = []
+    for (layer, head), tau in artifact.coefficients().items():
+        weight, family = output_projection(model, layer)
+        view = head_slice(weight, family, head, n_heads)
+        d = view.shape[1] if family.layout == "linear" else view.shape[0]
+        span = f"{head * d}:{(head + 1) * d}"
+        rows.append({"layer": layer, "head": head, "tau": tau,
+                     "parameter": family.o_proj.format(layer=layer) + ".weight",
+                     "slice": f"[:, {span}]" if family.layout == "linear" else f"[{span}, :]"})
+    return rows
+
+
+def apply(config: ApplyConfig, model: "LoadedModel | None" = None) -> dict[str, Any]:
+    """Fold, verify and write the model folder; return the note written beside it."""
+    from pear_lens.io import check_new_run_dir
+    from pear_lens.models import load_model
+
+    artifact = load_artifact(config.run_dir)
+    check_new_run_dir(config.out, config.overwrite)  # fail before the slow part
+    model = model or load_model(artifact.base_model["name"])
+    artifact.check_fingerprint(model.fingerprint, what=f"the weights of {model.name}")
+    hf = model.fresh_hf()
+    fold_into_hf(hf, artifact)
+    diffs = verify_fold(model, hf, artifact)
+    worst = max(diffs.values())
+    if not worst <= config.tolerance:
+        raise PearLensError(
+            f"the folded model's logits differ from the unfolded re-weighting by {diffs} > {config.tolerance:g}; "
+            f"nothing was written. Is {model.model_type} laid out as pear_lens.families says?"
+        )
+    note = {
+        "kind": "pear_lens folded model",
+        "pear_lens_version": __version__,
+        "what": "each listed head's output is multiplied by τ, folded into its output-projection slice; "
+                "nothing else changed (same architecture, parameter count and speed)",
+        "base_model": artifact.base_model,
+        "folded_fingerprint": fingerprint(hf),
+        "artifact": str(Path(config.run_dir).resolve()),
+        "changed": changed_slices(hf, artifact),
+        "verified_max_abs_logit_diff": worst,
+        "verification": {**diffs, "tokens": "4 proxy sequences of 64 tokens, fp32",
+                         "tolerance": config.tolerance},
+        "load_with": "transformers.AutoModelForCausalLM.from_pretrained(<this folder>)",
+    }
+    drop_gguf_quantizer(hf)
+    with staged_dir(config.out, overwrite=config.overwrite) as stage:
+        hf.save_pretrained(stage)
+        model.tokenizer.save_pretrained(stage)
+        atomic_write_json(stage / constants.PEAR_NOTE_JSON, note)
+    return note

@@ -1,0 +1,374 @@
+"""Stage 2 of PEAR: learn one scalar τ per chosen head with the model frozen (PEAR_SPEC §3).
+
+τ multiplies a head's output (its ``hook_z`` slice) before the heads are summed,
+and starts at 1.0, so training starts from the unmodified model. Only the K
+scalars train, on the cross-entropy of the copy half of fresh proxy sequences.
+With the model frozen, autograd keeps no graph below the lowest chosen layer,
+and logits are computed only where the loss reads them (the copy half).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from pear_lens import hooks
+from pear_lens.config import option
+from pear_lens.errors import PearLensError
+from pear_lens.task import ProxyTask, TaskBatch, sample_batch
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from pear_lens.models import LoadedModel
+    from pear_lens.results import HeadScores
+
+Head = tuple[int, int]
+Heads = tuple[tuple[int, int], ...]
+"""``(layer, head)`` pairs; the CLI parses them from ``L.H,L.H``."""
+
+DEFAULT_TOP_K = 10
+"""Heads trained when neither ``heads`` nor ``top_k`` is given. The reference scripts use
+5-40; ``pear-lens ablate`` measures the curve over K that should choose it for a model."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of coefficient learning. Defaults are the PEAR reference recipe (PEAR_SPEC §3)."""
+
+    top_k: int = option(DEFAULT_TOP_K, help="train the K heads with the largest Δπ (ignored when --heads is given)")
+    heads: Heads = option((), help="explicit heads to train, LAYER.HEAD pairs like 24.4,29.0 (overrides --top-k)")
+    steps: int = option(60, help="optimizer steps (the reference evaluated the checkpoint after 60)")
+    lr: float = option(0.005, help="AdamW learning rate")
+    weight_decay: float = option(0.0, help="AdamW weight decay")
+    warmup_steps: int = option(2, help="linear warm-up steps (as in Hugging Face's schedule, step 0 has lr 0)")
+    schedule_steps: int = option(2500, help="steps the linear decay is planned over (the reference planned one "
+                                            "epoch of 50,000 samples / batch 20 = 2,500 steps and stopped at 60)")
+    batch_size: int = option(20, help="effective batch (sequences per optimizer step)")
+    micro_batch: int = option(10, help="sequences per forward/backward; gradients accumulate up to --batch-size")
+    n: int = option(50, help="half-length of a proxy sequence (the copy half has n tokens)")
+    min_token_id: int = option(2, help="smallest token id sampled (the reference draws from [2, vocab))")
+    vocab: str = option("all", help="token ids to sample", choices=["all", "no_special"])
+    prepend_bos: bool = option(False, help="prepend BOS to every sequence (the reference does not)")
+    seed: int = option(0, help="seed of the training sequences; same seed, same τ")
+    precision: str = option("fp32", choices=["fp32", "bf16"],
+                                  help="bf16: forward under torch.autocast in bfloat16, as the reference trained "
+                                       "on GPU; 2-3x faster on CPUs with AMX (evaluation and folding stay fp32)")
+
+    def __post_init__(self) -> None:
+        self.heads = tuple((int(l), int(h)) for l, h in self.heads)
+        if self.precision not in ("fp32", "bf16"):
+            raise PearLensError(f"unknown precision {self.precision!r}; choose 'fp32' or 'bf16'")
+        for name in ("steps", "batch_size", "micro_batch", "schedule_steps"):
+            if getattr(self, name) < 1:
+                raise PearLensError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.lr <= 0 or self.top_k < 1:
+            raise PearLensError("warmup_steps must be >= 0, lr > 0 and top_k >= 1")
+        if self.n < 2:
+            raise PearLensError(f"n={self.n} is too short: the copy task needs n >= 2")
+
+    def task(self) -> ProxyTask:
+        """The proxy task the training sequences are drawn from."""
+        return ProxyTask(settings=((self.batch_size, self.n),), vocab=self.vocab,
+                         min_token_id=self.min_token_id, prepend_bos=self.prepend_bos, seed=self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["heads"] = [list(h) for h in self.heads]
+        return d
+
+
+# --------------------------------------------------------------------------- heads
+
+
+def check_heads(heads: Sequence[Head], n_layers: int, n_heads: int) -> list[Head]:
+    """Validate a head list: non-empty, in range, no duplicates."""
+    out = [(int(l), int(h)) for l, h in heads]
+    if not out:
+        raise PearLensError("no heads to re-weight; give --heads LAYER.HEAD,... or --top-k K")
+    bad = [lh for lh in out if not (0 <= lh[0] < n_layers and 0 <= lh[1] < n_heads)]
+    if bad:
+        raise PearLensError(f"heads {bad} are outside the model ({n_layers} layers × {n_heads} heads)")
+    if len(set(out)) != len(out):
+        raise PearLensError(f"duplicate heads in {out}; list each head once")
+    return out
+
+
+def select_heads(scores: "HeadScores", config: TrainConfig) -> list[Head]:
+    """``config.heads`` if given, else the ``config.top_k`` heads with the largest Δπ."""
+    if config.heads:
+        return check_heads(config.heads, scores.n_layers, scores.n_heads)
+    return scores.top_k(config.top_k)
+
+
+# --------------------------------------------------------------------------- the re-weighted forward
+
+
+def scaling_hooks(heads: Sequence[Head], tau: Float[Tensor, " k"], n_heads: int) -> list[tuple[str, Any]]:
+    """``hook_z`` hooks multiplying head ``heads[i]``'s output by ``tau[i]`` (differentiable in τ)."""
+    by_layer: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for i, (layer, head) in enumerate(heads):
+        by_layer[layer].append((i, head))
+
+    def scale(entries: list[tuple[int, int]]):
+        idx = torch.tensor([i for i, _ in entries])
+        cols = torch.tensor([h for _, h in entries])
+
+        def hook_fn(z: Tensor, hook) -> Tensor:  # z: [batch, pos, head, d_head]
+            factors = torch.ones(n_heads, dtype=z.dtype, device=z.device)
+            factors = factors.index_put((cols.to(z.device),), tau[idx].to(z.device, z.dtype))
+            return z * factors[:, None]
+        return hook_fn
+
+    return [(hooks.z(layer), scale(entries)) for layer, entries in sorted(by_layer.items())]
+
+
+@contextlib.contextmanager
+def reweighted(model: "LoadedModel", heads: Sequence[Head], tau: Tensor | Sequence[float]) -> Iterator[Any]:
+    """Run ``model.bridge`` with head ``heads[i]`` scaled by ``tau[i]`` (hooked, not folded).
+
+    >>> from pear_lens import load_model
+    >>> m = load_model("tiny-llama")
+    >>> with reweighted(m, [(1, 2)], [0.5]) as bridge:
+    ...     logits = bridge(torch.tensor([[5, 6, 7]]))
+    """
+    heads = check_heads(heads, model.n_layers, model.n_heads)
+    tau = torch.as_tensor(tau, dtype=torch.float32).detach()
+    if tau.shape != (len(heads),):
+        raise PearLensError(f"need one τ per head: {len(heads)} heads, τ of shape {tuple(tau.shape)}")
+    with model.bridge.hooks(fwd_hooks=scaling_hooks(heads, tau, model.n_heads)):
+        yield model.bridge
+
+
+def copy_inputs(batch: TaskBatch) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch n"], int]:
+    """``(tokens, targets, keep)``: the tokens a forward needs, the copy-half targets, and how many
+    final positions' logits predict them (the last token is only ever a target, so it is dropped)."""
+    copy = batch.copy_slice
+    return batch.tokens[:, : copy.stop], batch.tokens[:, copy.start + 1: copy.stop + 1], copy.stop - copy.start
+
+
+def copy_logits(
+    model: "LoadedModel", batch: TaskBatch, heads: Sequence[Head], tau: Tensor | None,
+) -> tuple[Float[Tensor, "batch n vocab"], Int[Tensor, "batch n"]]:
+    """Logits at the copy-half positions (``batch.copy_slice``) and their targets, with τ applied.
+
+    Only the copy half goes through the unembedding, and the last token (only
+    ever a target) is dropped. The model's parameters are frozen for the pass,
+    so autograd records nothing before the first τ scales a head's output: no
+    gradients and no stored activations below the lowest chosen layer. It adds
+    its own τ hooks: call it outside :func:`reweighted`, or τ is applied twice.
+    """
+    tokens, targets, keep = copy_inputs(batch)
+    fwd = scaling_hooks(heads, tau, model.n_heads) if heads else []
+    # Running the blocks below under no_grad and restarting there (mediation._forward.run_from)
+    # saves nothing more and measured ~7% slower on SmolLM2: one more bridge call per pass.
+    with frozen(model.bridge):
+        return model.bridge.run_with_hooks(tokens, fwd_hooks=fwd, logits_to_keep=keep), targets
+
+
+def copy_loss(model: "LoadedModel", batch: TaskBatch, heads: Sequence[Head], tau: Tensor | None) -> Tensor:
+    """Mean cross-entropy of the copy-half targets (the training loss)."""
+    logits, targets = copy_logits(model, batch, heads, tau)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+@dataclass(frozen=True)
+class CopyEval:
+    """Copy-half accuracy (greedy prediction = target) and mean cross-entropy.
+
+    The positions are those of the training loss. The first of them predicts
+    the start of the repeat, which the context cannot reveal, so accuracy is at
+    most ``(n-1)/n``.
+    """
+
+    accuracy: float
+    loss: float
+    n_sequences: int
+    n_predictions: int
+
+    @classmethod
+    def of(cls, outputs: Iterable[tuple[Tensor, Tensor]]) -> "CopyEval":
+        """Pool ``(logits [batch, n, vocab], targets [batch, n])`` pairs."""
+        correct = total = sequences = 0
+        loss_sum = 0.0
+        for logits, targets in outputs:
+            logits = logits.float()
+            correct += int((logits.argmax(-1) == targets).sum())
+            loss_sum += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"))
+            total += targets.numel()
+            sequences += targets.shape[0]
+        return cls(accuracy=correct / total, loss=loss_sum / total, n_sequences=sequences, n_predictions=total)
+
+
+@torch.no_grad()
+def evaluate_copy(model: "LoadedModel", batches: Sequence[TaskBatch], heads: Sequence[Head] = (),
+                  tau: Tensor | Sequence[float] | None = None) -> CopyEval:
+    """Copy accuracy and loss of the bridge on ``batches`` with τ applied (no heads: the original model)."""
+    tau_t = None if tau is None else torch.as_tensor(tau, dtype=torch.float32)
+    return CopyEval.of(copy_logits(model, b, list(heads), tau_t) for b in batches)
+
+
+@torch.no_grad()
+def evaluate_copy_hf(hf_model: Any, batches: Sequence[TaskBatch]) -> CopyEval:
+    """The same for a plain Hugging Face model (an original or a folded one)."""
+    def outputs():
+        for batch in batches:
+            tokens, targets, keep = copy_inputs(batch)
+            yield hf_model(tokens.to(hf_model.device), logits_to_keep=keep).logits, targets.to(hf_model.device)
+    return CopyEval.of(outputs())
+
+
+# --------------------------------------------------------------------------- training
+
+
+def linear_warmup(warmup: int, total: int):
+    """The learning-rate factor of Hugging Face's ``get_linear_schedule_with_warmup``."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return factor
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Switch off gradients of every parameter, restoring the flags afterwards."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@dataclass
+class TrainResult:
+    """Learned coefficients and how they got there."""
+
+    heads: list[Head]
+    tau: Float[Tensor, " k"]
+    loss_curve: list[float]
+    """Training loss of the batch drawn at each step, measured before that step's update."""
+    lr_curve: list[float]
+    tau_trajectory: Float[Tensor, "steps_plus_1 k"]
+    """τ before the first step (all 1.0) and after every step."""
+    config: dict[str, Any]
+    model: str
+    fingerprint: str
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.heads = [(int(l), int(h)) for l, h in self.heads]
+        k, steps = len(self.heads), len(self.loss_curve)
+        if self.tau.shape != (k,) or self.tau_trajectory.shape != (steps + 1, k):
+            raise PearLensError(
+                f"inconsistent TrainResult: {k} heads, {steps} steps, τ {tuple(self.tau.shape)}, "
+                f"trajectory {tuple(self.tau_trajectory.shape)}"
+            )
+
+    def coefficients(self) -> dict[Head, float]:
+        return {h: float(t) for h, t in zip(self.heads, self.tau)}
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Tidy log: one row per (step, head) with τ at that step, the loss and lr of that step.
+
+        Step ``s`` holds τ before update ``s``; the last step holds the final τ
+        and has no loss (NaN).
+        """
+        steps = len(self.loss_curve)
+        rows = []
+        for s in range(steps + 1):
+            loss = self.loss_curve[s] if s < steps else float("nan")
+            lr = self.lr_curve[s] if s < steps else float("nan")
+            for i, (layer, head) in enumerate(self.heads):
+                rows.append({"step": s, "layer": layer, "head": head,
+                             "tau": float(self.tau_trajectory[s, i]), "loss": loss, "lr": lr})
+        return pd.DataFrame(rows)
+
+    def figure(self) -> "go.Figure":
+        """Loss and τ of every head against the step (plotly ``go.Figure``)."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        from pear_lens.plots import template
+
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("copy-half loss", "τ per head"))
+        fig.add_trace(go.Scatter(x=list(range(len(self.loss_curve))), y=self.loss_curve, mode="lines",
+                                 name="loss", line=dict(color="black")), row=1, col=1)
+        steps = list(range(self.tau_trajectory.shape[0]))
+        for i, (layer, head) in enumerate(self.heads):
+            fig.add_trace(go.Scatter(x=steps, y=self.tau_trajectory[:, i].tolist(), mode="lines",
+                                     name=f"L{layer}.H{head}"), row=1, col=2)
+        fig.add_hline(y=1.0, line=dict(color="grey", dash="dot"), row=1, col=2)
+        fig.update_xaxes(title_text="optimizer step")
+        fig.update_layout(template=template(), title=f"{self.model}: learning τ for {len(self.heads)} heads",
+                          width=900, height=380)
+        return fig
+
+
+def train_coefficients(model: "LoadedModel", heads: Sequence[Head], config: TrainConfig | None = None,
+                       progress: bool = True) -> TrainResult:
+    """Learn one τ per head of ``heads`` on the copy proxy task, the model frozen.
+
+    >>> from pear_lens import load_model
+    >>> m = load_model("tiny-llama")
+    >>> r = train_coefficients(m, [(2, 1)], TrainConfig(steps=2, batch_size=2, micro_batch=2, n=8), progress=False)
+    >>> r.tau_trajectory.shape
+    torch.Size([3, 1])
+    """
+    config = config or TrainConfig()
+    heads = check_heads(heads, model.n_layers, model.n_heads)
+    task = config.task()
+    task.check_fits(model)
+    ids = task.candidate_ids(model)
+    bos = model.tokenizer.bos_token_id if config.prepend_bos else None
+    gen = torch.Generator().manual_seed(config.seed)
+    device = model.cfg.device
+
+    # identity start: τ = 1 leaves every head's output unchanged, so step 0 is the original model
+    tau = torch.nn.Parameter(torch.ones(len(heads)))
+    opt = torch.optim.AdamW([tau], lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(config.warmup_steps, config.schedule_steps))
+    def autocast() -> torch.autocast:
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
+    losses, lrs, trajectory = [], [], [tau.detach().clone()]
+    t0 = time.perf_counter()
+    bar = tqdm(range(config.steps), desc=f"training τ ({len(heads)} heads)", unit="step",
+               disable=not progress, leave=False)
+    with frozen(model.bridge):
+        for _ in bar:
+            batch = sample_batch(ids, config.batch_size, config.n, gen, bos)
+            opt.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for rows in torch.split(batch.tokens, config.micro_batch):
+                micro = TaskBatch(rows.to(device), batch.n, batch.offset)
+                with autocast():
+                    loss = copy_loss(model, micro, heads, tau)
+                # weight each micro-batch by its share so the gradient is that of the whole batch's mean
+                loss = loss * (len(rows) / config.batch_size)
+                loss.backward()
+                step_loss += float(loss.detach())
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+            losses.append(step_loss)
+            trajectory.append(tau.detach().clone())
+            bar.set_postfix(loss=f"{step_loss:.4f}")
+    return TrainResult(
+        heads=heads, tau=tau.detach().clone(), loss_curve=losses, lr_curve=lrs,
+        tau_trajectory=torch.stack(trajectory), config=config.to_dict(), model=model.name,
+        fingerprint=model.fingerprint, seconds=time.perf_counter() - t0,
+    )

