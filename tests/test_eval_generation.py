@@ -1,5 +1,4 @@
 """Batched greedy generation, conditions and calibration logic on a tiny model."""
-import json
 from dataclasses import replace
 
 import pytest
@@ -81,24 +80,22 @@ def test_random_k_condition_records_its_seed_and_budget(tiny):
     assert [tuple(h[:2]) for h in info["heads"]] == heads and cond.label == "random-K seed 7"
 
 
-def _artifact(tmp_path, heads, taus, fingerprint):
-    from safetensors.torch import save_file
+def _artifact(run, model, heads, taus):
+    from pear_lens.artifact import Artifact
 
-    run = tmp_path / "run"
-    run.mkdir(parents=True)
-    (run / "pear.json").write_text(json.dumps({"heads": heads, "model": {"fingerprint": fingerprint}}))
-    save_file({"tau": torch.tensor(taus)}, str(run / "coefficients.safetensors"))
+    Artifact(heads=heads, tau=torch.tensor(taus), base_model=model.describe(), training={"steps": 60}).save(run)
     return run
 
 
-def test_artifact_adapter_reads_coefficients_and_checks_the_fingerprint(tiny, tmp_path):
-    run = _artifact(tmp_path, [[0, 1], [2, 3]], [0.5, 0.25], tiny.fingerprint)
+def test_pear_condition_reads_a_saved_artifact_and_checks_the_fingerprint(tiny, tmp_path):
+    run = _artifact(tmp_path / "run", tiny, [(0, 1), (2, 3)], [0.5, 0.25])
     cond = C.from_artifact(tiny, run)
     assert cond.kind is C.ConditionKind.PEAR and dict(cond.coefficients) == {(0, 1): 0.5, (2, 3): 0.25}
-    other = _artifact(tmp_path / "x", [[0, 1]], [0.5], "blake2b:other")
+    assert cond.describe()["training_steps"] == 60
+    other = load_model("tiny-qwen2")
     with pytest.raises(PearLensError, match="fingerprint"):
-        C.from_artifact(tiny, other)
-    with pytest.raises(PearLensError, match="missing"):
+        C.from_artifact(other, run)
+    with pytest.raises(PearLensError, match="pear-lens train"):
         C.from_artifact(tiny, tmp_path / "nowhere")
 
 

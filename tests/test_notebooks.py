@@ -5,7 +5,6 @@ name in a temporary Jupyter path, so a notebook can never pick up another Python
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -57,8 +56,6 @@ def test_notebook_runs_top_to_bottom(path, kernel_env, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    if path.name.startswith("02") and importlib.util.find_spec("pear_lens.reweight") is None:
-        pytest.skip("02 needs pear_lens.reweight (the re-weighting branch); remove this skip once it is merged")
     for key, value in {**kernel_env, "PEAR_NOTEBOOK_FAST": "1"}.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(path, as_version=4)
@@ -72,7 +69,7 @@ def test_notebook_runs_top_to_bottom(path, kernel_env, tmp_path, monkeypatch):
 
 
 def test_strip_script_removes_outputs_and_check_mode_reports_them(tmp_path):
-    import importlib.util as iu
+    import importlib.util as iu  # noqa: I001
 
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook, new_output

@@ -10,14 +10,12 @@ results.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from pear_lens import constants
 from pear_lens.convert import fold_coefficients
 from pear_lens.errors import PearLensError
 
@@ -107,56 +105,10 @@ def random_k(model: "LoadedModel", coefficients: Mapping[Head, float], seed: int
 
 
 def from_artifact(model: "LoadedModel", run_dir: str | Path, label: str = "PEAR") -> Condition:
-    """The PEAR condition from a trained run folder; refuses an artifact made for other weights."""
-    coefficients, info = _load_coefficients(run_dir)
-    expected = info.get("fingerprint")
-    if expected and expected != model.fingerprint:
-        raise PearLensError(
-            f"{run_dir} was trained on weights with fingerprint {expected}, but {model.name} has "
-            f"{model.fingerprint}; evaluate it with the model it was trained on"
-        )
-    return folded(model, coefficients, label, ConditionKind.PEAR, artifact=str(run_dir), **{
-        k: v for k, v in info.items() if k != "fingerprint"})
+    """The PEAR condition from a trained run folder (:func:`pear_lens.artifact.load_artifact` checks it,
+    including that it was trained on ``model``'s weights)."""
+    from pear_lens.artifact import load_artifact
 
-
-def _load_coefficients(run_dir: str | Path) -> tuple[dict[Head, float], dict[str, Any]]:
-    """Read ``{(layer, head): τ}`` and the base-weight fingerprint from a re-weighting run folder.
-
-    INTEGRATION POINT: this is the only place that knows the artifact format.
-    When ``pear_lens.artifact`` lands, replace the body with::
-
-        art = load_artifact(run_dir)
-        return art.coefficients(), {"fingerprint": art.<base fingerprint>, "base_model": art.<base model name>}
-
-    Until then it reads ``pear.json`` (``heads`` as ``[[layer, head], ...]`` or
-    ``[{"layer", "head", ...}, ...]``; fingerprint under ``fingerprint``,
-    ``base_fingerprint`` or ``model.fingerprint``) and ``coefficients.safetensors``
-    (a 1-D tensor ``tau``, or ``coefficients``, in the order of ``heads``; a
-    ``heads`` tensor ``[K, 2]`` there wins over pear.json).
-    """
-    run_dir = Path(run_dir)
-    meta_path, tensor_path = run_dir / constants.PEAR_JSON, run_dir / constants.COEFFICIENTS_SAFETENSORS
-    for p in (meta_path, tensor_path):
-        if not p.exists():
-            raise PearLensError(f"{p} is missing; is {run_dir} a trained pear_lens run folder (`pear-lens train`)?")
-    from safetensors.torch import load_file
-
-    try:
-        meta = json.loads(meta_path.read_text())
-        tensors = load_file(str(tensor_path))
-        tau = tensors.get("tau", tensors.get("coefficients"))
-        if tau is None:
-            raise KeyError("tau")
-        if "heads" in tensors:
-            heads = [tuple(int(v) for v in row) for row in tensors["heads"].tolist()]
-        else:
-            heads = [(int(h["layer"]), int(h["head"])) if isinstance(h, dict) else (int(h[0]), int(h[1]))
-                     for h in meta["heads"]]
-        if len(heads) != tau.numel():
-            raise ValueError(f"{len(heads)} heads but {tau.numel()} coefficients")
-        model_info = meta.get("model") if isinstance(meta.get("model"), dict) else {}
-        info = {"fingerprint": meta.get("fingerprint") or meta.get("base_fingerprint") or model_info.get("fingerprint"),
-                "base_model": meta.get("base_model") or model_info.get("name")}
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
-        raise PearLensError(f"{run_dir} holds a corrupt re-weighting artifact ({e!r}); retrain it") from None
-    return dict(zip(heads, (float(t) for t in tau.flatten().tolist()))), {k: v for k, v in info.items() if v}
+    art = load_artifact(run_dir, model=model)
+    return folded(model, art.coefficients(), label, ConditionKind.PEAR, artifact=str(run_dir),
+                  base_model=art.base_model.get("name"), training_steps=art.training.get("steps"))
