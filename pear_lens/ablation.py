@@ -42,10 +42,28 @@ EVAL_SEED = 104_729
 """Default seed of the held-out evaluation sequences (training seeds are small integers)."""
 
 
-def random_heads(n_layers: int, n_heads: int, k: int, seed: int) -> list[Head]:
-    """``k`` distinct heads drawn uniformly from the whole model (seeded)."""
-    order = torch.randperm(n_layers * n_heads, generator=torch.Generator().manual_seed(seed))[:k]
-    return [(int(i) // n_heads, int(i) % n_heads) for i in order]
+def random_heads(n_layers: int, n_heads: int, k: int, seed: int, exclude: Sequence[Head] = ()) -> list[Head]:
+    """``k`` distinct heads drawn uniformly (seeded), optionally avoiding ``exclude`` (e.g. the top heads)."""
+    banned = {(int(l), int(h)) for l, h in exclude}
+    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in banned]
+    if not 1 <= k <= len(pool):
+        raise PearLensError(f"cannot draw {k} random heads from {len(pool)} available")
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:k]
+    return sorted(pool[int(i)] for i in order)
+
+
+def choose_k(df: pd.DataFrame, fraction: float = 0.9) -> int:
+    """The K an ablation table recommends: the smallest K whose top-K heads reach ``fraction`` of the
+    largest reduction of held-out copy loss over the original model (the ``none`` row)."""
+    if not 0 < fraction <= 1:
+        raise PearLensError(f"fraction must be in (0, 1], got {fraction}")
+    base, top = df[df["selection"] == "none"], df[df["selection"] == "top"].sort_values("k")
+    if base.empty or top.empty:
+        raise PearLensError("the ablation table needs the original model's row and top-K rows; rerun `pear-lens ablate`")
+    gain = float(base["copy_loss"].iloc[0]) - top["copy_loss"]
+    if gain.max() <= 0:
+        raise PearLensError("re-weighting lowered the held-out copy loss for no K; there is no K to recommend")
+    return int(top.loc[gain >= fraction * gain.max(), "k"].iloc[0])
 
 
 def eval_batches(model: "LoadedModel", n_eval: int, n: int, seed: int, batch: int, prepend_bos: bool = False,

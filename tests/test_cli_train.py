@@ -17,6 +17,7 @@ from pear_lens import constants
 from pear_lens.ablation import COLUMNS
 from pear_lens.artifact import load_artifact
 from pear_lens.cli import main
+from pear_lens.errors import PearLensError
 from pear_lens.reweight import reweighted
 from tests.conftest import tiny
 
@@ -101,3 +102,15 @@ def test_ablate_writes_the_curve(run_dir):
     assert set(df.loc[df["selection"] == "top", "steps"]) == {2}
     assert (df["n_eval"] == 6).all() and df["copy_accuracy"].between(0, 1).all()
     assert (run_dir / constants.ABLATION_HTML).exists()
+
+
+def test_choose_k_takes_the_smallest_k_near_the_best_gain():
+    from pear_lens.ablation import choose_k
+
+    rows = [("none", 0, 2.0), ("top", 1, 1.9), ("top", 5, 1.2), ("top", 10, 1.05), ("top", 20, 1.0), ("random", 5, 1.9)]
+    df = pd.DataFrame([{"selection": s, "k": k, "copy_loss": loss} for s, k, loss in rows])
+    assert choose_k(df) == 10  # gains 0.1, 0.8, 0.95, 1.0: the first at >= 0.9 of the best
+    assert choose_k(df, fraction=0.8) == 5
+    worse = df.assign(copy_loss=[2.0, 2.1, 2.2, 2.3, 2.4, 2.0])
+    with pytest.raises(PearLensError, match="no K"):
+        choose_k(worse)

@@ -10,12 +10,12 @@ results.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from pear_lens.ablation import random_heads  # noqa: F401  (the controls draw heads the same way)
 from pear_lens.convert import fold_coefficients
 from pear_lens.errors import PearLensError
 
@@ -85,14 +85,6 @@ def uniform(model: "LoadedModel", tau: float, label: str | None = None) -> Condi
     """Every head of every layer scaled by the same ``tau``."""
     heads = {(l, h): tau for l in range(model.n_layers) for h in range(model.n_heads)}
     return folded(model, heads, label or f"uniform τ={tau:g}", ConditionKind.UNIFORM, tau=tau)
-
-
-def random_heads(n_layers: int, n_heads: int, k: int, seed: int, exclude: Sequence[Head] = ()) -> list[Head]:
-    """``k`` distinct heads drawn uniformly (seeded), optionally avoiding ``exclude`` (e.g. the PEAR heads)."""
-    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in set(map(tuple, exclude))]
-    if not 1 <= k <= len(pool):
-        raise PearLensError(f"cannot draw {k} random heads from {len(pool)} available")
-    return sorted(random.Random(seed).sample(pool, k))
 
 
 def random_k(model: "LoadedModel", coefficients: Mapping[Head, float], seed: int, label: str | None = None,
