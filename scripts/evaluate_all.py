@@ -1,15 +1,17 @@
 """The README's results: discovery, training, and every evaluation task on both real models.
 
-For each model: discover the heads (``pear_lens.discover``), learn τ on the
-top-K heads (``pear_lens.reweight.train_coefficients``), learn τ on K random
-heads for each control seed (reduced budget, stated in the table), and
-evaluate baseline, PEAR, the random-K controls and uniform scaling (every head
-times the mean PEAR τ) on identical items of every task (n items each, task
+For each model: discover the heads (``pear_lens.discover``), choose K from the
+ablation curve (``pear_lens.ablation.choose_k``), learn τ on the top-K heads
+(``pear_lens.train``, the artifact), learn τ on K random heads for each control
+seed, and evaluate baseline, PEAR, the random-K controls (and with ``--uniform``
+every head times the mean PEAR τ) on identical items of every task (n items each, task
 sizes and prompt styles from ``data/calibration.json``). Writes eval folders
 under ``--runs``, then ``--report`` (``summary.md`` for the README, ``summary.html``,
-``figures/``) and ``timing.json``; the total time is printed and recorded.
+``figures/``) and ``run.json`` (K, how it was chosen, heads, τ, seconds per stage),
+rewritten after every task. Each model's artifact is copied to ``--publish``.
 
     .venv/bin/python scripts/evaluate_all.py                    # everything (see --estimate first)
+    .venv/bin/python scripts/evaluate_all.py --models smollm2-135m-instruct --tasks kv closed-book
     .venv/bin/python scripts/evaluate_all.py --estimate         # predict the run time from calibration timings
 """
 from __future__ import annotations
@@ -33,47 +35,84 @@ MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 TASK_ORDER = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL, TaskName.CLOSED_BOOK)
 
 
-def train_config(**overrides):
-    """``pear_lens.reweight.TrainConfig`` with the given fields changed (each must exist)."""
-    from pear_lens.reweight import TrainConfig
-
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise PearLensError(f"TrainConfig has no field(s) {unknown}; adapt scripts/evaluate_all.py")
-    return dataclasses.replace(TrainConfig(), **overrides)
-
-
 def train(model, heads, **overrides) -> dict[tuple[int, int], float]:
-    """Learn τ for ``heads`` on the copy proxy task (the model stays frozen)."""
-    from pear_lens.reweight import train_coefficients
+    """Learn τ for ``heads`` on the copy proxy task (the model stays frozen): the random-K controls."""
+    from pear_lens.reweight import TrainConfig, train_coefficients
 
-    result = train_coefficients(model, list(heads), train_config(**overrides))
-    return {(int(l), int(h)): float(t) for (l, h), t in zip(result.heads, result.tau)}
+    result = train_coefficients(model, list(heads), dataclasses.replace(TrainConfig(), **overrides), progress=False)
+    return result.coefficients()
 
 
-def conditions_for(model, runs: Path, args, timing: dict) -> list[C.Condition]:
+def pick_k(model, run_dir: Path, args, timing: dict) -> tuple[int, str]:
+    """K as given, or (``--k auto``) from the ablation curve in ``run_dir`` (run with ``--ablation-steps`` if absent)."""
+    import pandas as pd
+
+    from pear_lens import constants
+    from pear_lens.ablation import AblateConfig, ablate, choose_k
+
+    if args.k != "auto":
+        return int(args.k), "given with --k"
+    csv = run_dir / constants.ABLATION_CSV
+    if csv.exists():
+        df = pd.read_csv(csv)
+    else:
+        start = time.perf_counter()
+        df = ablate(AblateConfig(run_dir=run_dir, steps=args.ablation_steps, control_steps=args.ablation_steps,
+                                 seeds=1, quiet=args.quiet))
+        timing["ablation"] = time.perf_counter() - start
+    k = choose_k(df, fraction=args.k_fraction)
+    steps = "/".join(str(v) for v in sorted(df.loc[df["selection"] == "top", "steps"].unique()))
+    return k, (f"smallest K of the ablation curve ({', '.join(str(v) for v in sorted(df['k'].unique()) if v)}; "
+               f"{steps} steps) whose top-K heads reach {args.k_fraction:.0%} of its largest held-out copy-loss gain")
+
+
+def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condition], dict]:
+    """Discover, choose K, train the PEAR artifact into the discovery run, train the random-K controls."""
     from pear_lens.discover import DiscoverConfig, discover
+    from pear_lens.train import TrainRunConfig, train_run
 
+    run_dir = runs / "discovery"
+    if not (run_dir / "head_scores.csv").exists():
+        start = time.perf_counter()
+        discover(DiscoverConfig(out=run_dir, model=model.name, overwrite=True, quiet=args.quiet))
+        timing["discovery"] = time.perf_counter() - start
+    k, how = pick_k(model, run_dir, args, timing)
     start = time.perf_counter()
-    scores = discover(DiscoverConfig(out=runs / "discovery", model=model.name, overwrite=True, quiet=args.quiet))
-    timing["discovery"] = time.perf_counter() - start
-    top = scores.top_k(args.k)
-    start = time.perf_counter()
-    pear = train(model, top)
+    artifact, _ = train_run(TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, quiet=args.quiet), model=model)
     timing["train_pear"] = time.perf_counter() - start
-    conds = [C.baseline(model), C.folded(model, pear, "PEAR", C.ConditionKind.PEAR, k=args.k)]
+    if args.publish:
+        publish(run_dir, args.publish / model.name)
+    conds = [C.baseline(model), C.from_artifact(model, run_dir)]
     for seed in args.control_seeds:
-        heads = C.random_heads(model.n_layers, model.n_heads, args.k, seed, exclude=top)
+        heads = C.random_heads(model.n_layers, model.n_heads, k, seed, exclude=artifact.heads)
         start = time.perf_counter()
         budget = {"steps": args.control_steps} if args.control_steps else {}
         taus = train(model, heads, seed=seed, **budget)
         timing[f"train_random_{seed}"] = time.perf_counter() - start
         label = f"random-K seed {seed}" + (f" ({args.control_steps} steps)" if args.control_steps else "")
         conds.append(C.random_k(model, taus, seed, label=label, training_budget=args.control_steps or "same as PEAR"))
-    mean_tau = sum(pear.values()) / len(pear)
-    conds.append(C.uniform(model, round(mean_tau, 3), label=f"uniform (all heads × mean PEAR τ = {mean_tau:.2f})"))
-    return conds
+    if args.uniform:
+        mean_tau = float(artifact.tau.mean())
+        conds.append(C.uniform(model, round(mean_tau, 3), label=f"uniform (all heads × mean PEAR τ = {mean_tau:.2f})"))
+    return conds, {"k": k, "k_chosen": how, "heads": [f"L{l}.H{h}" for l, h in artifact.heads],
+                   "tau": [round(float(t), 4) for t in artifact.tau]}
+
+
+PUBLISHED = ("pear.json", "coefficients.safetensors", "head_scores.csv", "discovery.json", "ablation.csv",
+             "training_log.csv")
+
+
+def publish(run_dir: Path, dest: Path) -> None:
+    """Copy the artifact (and what produced it) to ``dest``: a folder ``pear-lens eval --artifact`` and
+    ``pear-lens apply`` accept."""
+    import shutil
+
+    from pear_lens.io import staged_dir
+
+    with staged_dir(dest, overwrite=True) as tmp:
+        for name in PUBLISHED:
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, tmp / name)
 
 
 def _calibrated_speed(name: str, task: TaskName) -> tuple[float, float] | None:
@@ -98,11 +137,12 @@ def estimate(args) -> int:
     from pear_lens.evaluation.facts import load_facts
     from pear_lens.models import load_model
 
-    n_conditions = 3 + len(args.control_seeds)  # baseline, PEAR, random-K seeds, uniform
+    n_conditions = 2 + len(args.control_seeds) + args.uniform  # baseline, PEAR, random-K seeds, uniform
     n_facts = len(load_facts())
     total = 0.0
+    tasks = [t for t in TASK_ORDER if t.value in args.tasks]
     for name in args.models:
-        speeds = {t: _calibrated_speed(name, t) for t in TASK_ORDER}
+        speeds = {t: _calibrated_speed(name, t) for t in tasks}
         if not args.estimate_items and all(speeds.values()):
             for task, (per_item, tokens) in speeds.items():
                 n_items = args.n * n_conditions + (n_facts if task is TaskName.COUNTERFACTUAL else 0)
@@ -112,7 +152,7 @@ def estimate(args) -> int:
             continue
         model = load_model(name)
         hf = model.fresh_hf()
-        for task in TASK_ORDER:
+        for task in tasks:
             settings = settings_for(model.name, task, model.tokenizer)
             known = None
             if task is TaskName.COUNTERFACTUAL:
@@ -138,48 +178,57 @@ def estimate(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--tasks", nargs="+", default=[t.value for t in TASK_ORDER], choices=[t.value for t in TASK_ORDER])
     parser.add_argument("--n", type=int, default=300, help="items per task and condition")
-    parser.add_argument("--k", type=int, default=10, help="number of PEAR heads (state how it was chosen)")
+    parser.add_argument("--k", default="auto", help="number of PEAR heads, or 'auto': chosen from the ablation curve")
+    parser.add_argument("--k-fraction", type=float, default=0.9,
+                        help="with --k auto: the smallest K reaching this fraction of the best copy-loss gain")
+    parser.add_argument("--ablation-steps", type=int, default=20,
+                        help="with --k auto and no ablation.csv in the discovery run: training steps per ablation run")
     parser.add_argument("--control-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--control-steps", type=int, default=None,
                         help="training steps of each random-K control (default: the same budget as PEAR)")
+    parser.add_argument("--uniform", action="store_true", help="also evaluate every head scaled by the mean PEAR τ")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--runs", type=Path, default=Path("runs/evaluate_all"))
-    parser.add_argument("--report", type=Path, default=Path("results"))
+    parser.add_argument("--publish", type=Path, default=Path("artifacts"),
+                        help="copy each model's trained artifact here (ARTIFACT_DIR/MODEL)")
+    parser.add_argument("--report", type=Path, default=Path("figures/results"))
     parser.add_argument("--estimate", action="store_true",
                         help="only predict the generation time (from calibration timings, or timing a few items)")
     parser.add_argument("--estimate-items", type=int, default=0, help="with --estimate: time this many items anew")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.k != "auto" and not args.k.isdigit():
+        parser.error(f"--k must be a positive integer or 'auto', got {args.k!r}")
     if args.estimate:
         return estimate(args)
-    import pear_lens.reweight  # noqa: F401  fail before an hour of work if training is not available
 
     from pear_lens.evaluation.report import EvalReportConfig, write_report
     from pear_lens.models import load_model
 
     start_all = time.perf_counter()
-    timing: dict[str, dict[str, float]] = {}
+    record: dict = {"n": args.n, "control_seeds": args.control_seeds, "control_steps": args.control_steps,
+                    "batch_size": args.batch_size, "models": {}}
     eval_dirs = []
     for name in args.models:
         model = load_model(name)
-        timing[name] = {}
-        conds = conditions_for(model, args.runs / name, args, timing[name])
-        for task in TASK_ORDER:
+        timing: dict[str, float] = {}
+        conds, chosen = conditions_for(model, args.runs / name, args, timing)
+        record["models"][name] = {**chosen, "seconds": timing}
+        for task in [t for t in TASK_ORDER if t.value in args.tasks]:
             start = time.perf_counter()
             out = args.runs / name / task.value
             run_eval(EvalConfig(out=out, task=task.value, model=name, n=args.n, batch_size=args.batch_size,
                                 seed=0, overwrite=True, quiet=args.quiet), model=model, conditions=conds)
-            timing[name][f"eval_{task.value}"] = time.perf_counter() - start
+            timing[f"eval_{task.value}"] = time.perf_counter() - start
             eval_dirs.append(out)
-            print(f"{name} {task.value}: {timing[name][f'eval_{task.value}'] / 60:.1f} min", flush=True)
-    write_report(EvalReportConfig(eval_dirs=tuple(eval_dirs), out=args.report, overwrite=True))
-    total = time.perf_counter() - start_all
-    atomic_write_json(args.report / "timing.json", {"total_seconds": total, "stages": timing, "n": args.n,
-                                                    "k": args.k, "control_seeds": args.control_seeds,
-                                                    "control_steps": args.control_steps,
-                                                    "batch_size": args.batch_size})
-    print(f"total {total / 60:.1f} min; wrote {args.report}")
+            print(f"{name} {task.value}: {timing[f'eval_{task.value}'] / 60:.1f} min", flush=True)
+            # the report so far: an interrupted run still leaves every finished task reported
+            write_report(EvalReportConfig(eval_dirs=tuple(eval_dirs), out=args.report, overwrite=True))
+            record["total_seconds"] = time.perf_counter() - start_all
+            atomic_write_json(args.report / "run.json", record)
+    print(f"total {record.get('total_seconds', 0) / 60:.1f} min; wrote {args.report}")
     return 0
 
 
