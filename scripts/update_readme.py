@@ -1,0 +1,113 @@
+"""Fill the README's generated blocks from files that scripts wrote; never from typed numbers.
+
+Blocks (``<!-- BEGIN GENERATED: NAME -->`` ... ``<!-- END GENERATED: NAME -->``):
+
+- ``quickstart``: ``examples/quickstart.py`` (tests run it, on a tiny model, so it cannot rot);
+- ``results``: ``figures/results/`` from ``scripts/evaluate_all.py`` (table, K and how it was chosen,
+  accuracy-by-position figures), the benchmark lines in ``figures/benchmarks/`` and the paper figures of
+  ``scripts/make_figures.py``.
+
+    python scripts/update_readme.py          # rewrite README.md
+    python scripts/update_readme.py --check  # exit 1 if README.md is not what the files say (a test runs this)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "figures" / "results"
+BENCHMARKS = ROOT / "figures" / "benchmarks"
+BLOCK = re.compile(r"(<!-- BEGIN GENERATED: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=name) -->)",
+                   re.S)
+
+
+def quickstart() -> str:
+    code = (ROOT / "examples" / "quickstart.py").read_text().rstrip("\n")
+    return f"```python\n{code}\n```\n\n(`examples/quickstart.py`; the tests run it.)\n"
+
+
+def _benchmarks() -> list[str]:
+    lines = []
+    for path in sorted(BENCHMARKS.glob("*.txt")):
+        text = path.read_text().strip().splitlines()
+        if text:
+            lines.append(f"| `benchmarks/{path.stem}.py` | `{text[-1]}` | [{path.name}](figures/benchmarks/{path.name}) |")
+    if not lines:
+        return ["No benchmark output yet: run `make bench`."]
+    return ["| benchmark | last line (ratios measured side by side in one run) | full output |",
+            "| --- | --- | --- |", *lines]
+
+
+def _evaluation() -> list[str]:
+    table, record = RESULTS / "summary.md", RESULTS / "run.json"
+    if not table.exists() or not record.exists():
+        return ["No evaluation results yet: run `.venv/bin/python scripts/evaluate_all.py`."]
+    run = json.loads(record.read_text())
+    out = [f"`scripts/evaluate_all.py` ({run['total_seconds'] / 60:.0f} min on this machine's 2 CPU cores), "
+           f"n = {run['n']} items per task and condition, greedy decoding, 95% bootstrap CIs, exact McNemar "
+           "test against the baseline on the same items. Random-K controls: "
+           f"{len(run['control_seeds'])} seeds, "
+           + (f"{run['control_steps']} training steps each." if run["control_steps"] else "the same training budget as PEAR."),
+           ""]
+    for name, info in run["models"].items():
+        out.append(f"- **{name}**: K = {info['k']} ({info['k_chosen']}); heads {', '.join(info['heads'])}; "
+                   f"τ {', '.join(f'{t:.3f}' for t in info['tau'])}. Artifact: [`artifacts/{name}`](artifacts/{name}).")
+    missing = sorted({"smollm2-135m-instruct", "gemma-3-270m"} - set(run["models"]))
+    if missing:
+        out.append(f"- Not evaluated in this run: {', '.join(missing)}.")
+    out += ["", table.read_text().strip(), ""]
+    for png in sorted((RESULTS / "figures").glob("*.png")):
+        out.append(f"![{png.stem}](figures/results/figures/{png.name})")
+    return out
+
+
+def results() -> str:
+    lines = ["## Results", "", "### Evaluation on retrieval tasks", "", *_evaluation(), "",
+             "### Speed", "", *_benchmarks(), "",
+             "### Suppression heads", "",
+             "Δπ of every head (`scripts/make_figures.py`; top heads marked):", ""]
+    for name in ("smollm2-135m-instruct", "gemma-3-270m"):
+        if (ROOT / "figures" / f"heatmap_{name}.png").exists():
+            lines.append(f"![heatmap {name}](figures/heatmap_{name}.png)")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+GENERATORS = {"quickstart": quickstart, "results": results}
+
+
+def render(text: str) -> str:
+    def fill(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in GENERATORS:
+            raise SystemExit(f"README block {name!r} has no generator in {Path(__file__).name}")
+        return m.group(1) + GENERATORS[name]() + m.group(4)
+
+    return BLOCK.sub(fill, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    args = parser.parse_args(argv)
+    current = README.read_text()
+    new = render(current)
+    if args.check:
+        if new != current:
+            print("README.md is out of date: run `python scripts/update_readme.py`", file=sys.stderr)
+            return 1
+        return 0
+    if new != current:
+        tmp = README.with_suffix(".md.tmp")
+        tmp.write_text(new)
+        tmp.replace(README)
+    print(f"wrote {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
