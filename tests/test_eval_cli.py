@@ -82,15 +82,12 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
 
 
 def test_eval_with_an_artifact_and_the_report(tmp_path):
-    from safetensors.torch import save_file
-
+    from pear_lens.artifact import Artifact
     from pear_lens.models import load_model
 
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    fp = load_model("tiny-llama").fingerprint
-    (run_dir / "pear.json").write_text(json.dumps({"heads": [[0, 0], [1, 2]], "model": {"fingerprint": fp}}))
-    save_file({"tau": torch.tensor([0.0, 0.0])}, str(run_dir / "coefficients.safetensors"))
+    Artifact(heads=[(0, 0), (1, 2)], tau=torch.tensor([0.0, 0.0]), base_model=load_model("tiny-llama").describe()
+             ).save(run_dir)
     e1, e2, rep = tmp_path / "e1", tmp_path / "e2", tmp_path / "report"
     assert run("eval", "--task", "mdqa", "--n", 4, "--n-context", 2, "--artifact", run_dir, "--out", e1, *FAST) == 0
     assert set(pd.read_csv(e1 / "items.csv")["condition"]) == {"baseline", "PEAR"}
