@@ -140,7 +140,7 @@ def estimate(args) -> int:
     n_conditions = 2 + len(args.control_seeds) + args.uniform  # baseline, PEAR, random-K seeds, uniform
     n_facts = len(load_facts())
     total = 0.0
-    tasks = [t for t in TASK_ORDER if t.value in args.tasks]
+    tasks = [TaskName(t) for t in dict.fromkeys(args.tasks)]
     for name in args.models:
         speeds = {t: _calibrated_speed(name, t) for t in tasks}
         if not args.estimate_items and all(speeds.values()):
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         timing: dict[str, float] = {}
         conds, chosen = conditions_for(model, args.runs / name, args, timing)
         record["models"][name] = {**chosen, "seconds": timing}
-        for task in [t for t in TASK_ORDER if t.value in args.tasks]:
+        for task in [TaskName(t) for t in dict.fromkeys(args.tasks)]:  # in the order given
             start = time.perf_counter()
             out = args.runs / name / task.value
             run_eval(EvalConfig(out=out, task=task.value, model=name, n=args.n, batch_size=args.batch_size,
