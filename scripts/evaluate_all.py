@@ -204,32 +204,47 @@ def main(argv: list[str] | None = None) -> int:
     if args.estimate:
         return estimate(args)
 
-    from pear_lens.evaluation.report import EvalReportConfig, write_report
     from pear_lens.models import load_model
 
-    start_all = time.perf_counter()
-    record: dict = {"n": args.n, "control_seeds": args.control_seeds, "control_steps": args.control_steps,
-                    "batch_size": args.batch_size, "models": {}}
-    eval_dirs = []
     for name in args.models:
+        start_model = time.perf_counter()
         model = load_model(name)
         timing: dict[str, float] = {}
         conds, chosen = conditions_for(model, args.runs / name, args, timing)
-        record["models"][name] = {**chosen, "seconds": timing}
+        record = {**chosen, "n": args.n, "control_seeds": args.control_seeds, "control_steps": args.control_steps,
+                  "batch_size": args.batch_size, "tasks": [], "seconds": timing}
         for task in [TaskName(t) for t in dict.fromkeys(args.tasks)]:  # in the order given
             start = time.perf_counter()
-            out = args.runs / name / task.value
-            run_eval(EvalConfig(out=out, task=task.value, model=name, n=args.n, batch_size=args.batch_size,
-                                seed=0, overwrite=True, quiet=args.quiet), model=model, conditions=conds)
+            run_eval(EvalConfig(out=args.runs / name / task.value, task=task.value, model=name, n=args.n,
+                                batch_size=args.batch_size, seed=0, overwrite=True, quiet=args.quiet),
+                     model=model, conditions=conds)
             timing[f"eval_{task.value}"] = time.perf_counter() - start
-            eval_dirs.append(out)
+            record["tasks"].append(task.value)
+            record["total_seconds"] = time.perf_counter() - start_model
+            atomic_write_json(args.runs / name / RECORD, record)
             print(f"{name} {task.value}: {timing[f'eval_{task.value}'] / 60:.1f} min", flush=True)
             # the report so far: an interrupted run still leaves every finished task reported
-            write_report(EvalReportConfig(eval_dirs=tuple(eval_dirs), out=args.report, overwrite=True))
-            record["total_seconds"] = time.perf_counter() - start_all
-            atomic_write_json(args.report / "run.json", record)
-    print(f"total {record.get('total_seconds', 0) / 60:.1f} min; wrote {args.report}")
+            report(args.runs, args.report)
+    print(f"wrote {args.report}")
     return 0
+
+
+RECORD = "evaluate_all.json"
+
+
+def report(runs: Path, out: Path) -> None:
+    """The report of every model evaluated under ``runs`` (models in :data:`MODELS` order), and ``run.json``."""
+    import json
+
+    from pear_lens.evaluation.report import EvalReportConfig, write_report
+
+    records, eval_dirs = {}, []
+    for name in sorted((p.parent.name for p in runs.glob(f"*/{RECORD}")),
+                       key=lambda m: MODELS.index(m) if m in MODELS else len(MODELS)):
+        records[name] = json.loads((runs / name / RECORD).read_text())
+        eval_dirs += [runs / name / task for task in records[name]["tasks"]]
+    write_report(EvalReportConfig(eval_dirs=tuple(eval_dirs), out=out, overwrite=True))
+    atomic_write_json(out / "run.json", {"models": records})
 
 
 if __name__ == "__main__":

@@ -47,19 +47,19 @@ def _evaluation() -> list[str]:
     table, record = RESULTS / "summary.md", RESULTS / "run.json"
     if not table.exists() or not record.exists():
         return ["No evaluation results yet: run `.venv/bin/python scripts/evaluate_all.py`."]
-    run = json.loads(record.read_text())
-    out = [f"`scripts/evaluate_all.py` ({run['total_seconds'] / 60:.0f} min on this machine's 2 CPU cores), "
-           f"n = {run['n']} items per task and condition, greedy decoding, 95% bootstrap CIs, exact McNemar "
-           "test against the baseline on the same items. Random-K controls: "
-           f"{len(run['control_seeds'])} seeds, "
-           + (f"{run['control_steps']} training steps each." if run["control_steps"] else "the same training budget as PEAR."),
-           ""]
-    for name, info in run["models"].items():
-        out.append(f"- **{name}**: K = {info['k']} ({info['k_chosen']}); heads {', '.join(info['heads'])}; "
-                   f"τ {', '.join(f'{t:.3f}' for t in info['tau'])}. Artifact: [`artifacts/{name}`](artifacts/{name}).")
-    missing = sorted({"smollm2-135m-instruct", "gemma-3-270m"} - set(run["models"]))
+    models = json.loads(record.read_text())["models"]
+    out = ["`scripts/evaluate_all.py` on this machine's 2 CPU cores: greedy decoding, 95% bootstrap CIs, exact "
+           "McNemar test against the baseline on the same items; task sizes and prompt styles from the calibration "
+           "(`pear_lens/evaluation/data/calibration.json`).", ""]
+    for name, r in models.items():
+        control = (f"{r['control_steps']} training steps each" if r["control_steps"] else "the same training budget as PEAR")
+        out.append(f"- **{name}** ({r['total_seconds'] / 60:.0f} min; tasks: {', '.join(r['tasks'])}; n = {r['n']} "
+                   f"items per task and condition): K = {r['k']} ({r['k_chosen']}); heads {', '.join(r['heads'])}; "
+                   f"τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Random-K controls: {len(r['control_seeds'])} seeds, "
+                   f"{control}. Artifact: [`artifacts/{name}`](artifacts/{name}).")
+    missing = [m for m in ("smollm2-135m-instruct", "gemma-3-270m") if m not in models]
     if missing:
-        out.append(f"- Not evaluated in this run: {', '.join(missing)}.")
+        out.append(f"- Not evaluated yet: {', '.join(missing)}.")
     out += ["", table.read_text().strip(), ""]
     for png in sorted((RESULTS / "figures").glob("*.png")):
         out.append(f"![{png.stem}](figures/results/figures/{png.name})")
