@@ -37,8 +37,11 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not notebook" tests
 
-bench: setup
+bench: setup  # discovery, then training and overhead on the artifact `make demo` wrote
 	$(BIN)/python benchmarks/discovery.py
+	test -f $(RUN)/pear.json || $(MAKE) demo
+	$(BIN)/python benchmarks/training.py --run-dir $(RUN)
+	$(BIN)/python benchmarks/overhead.py --run-dir $(RUN)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
