@@ -32,7 +32,7 @@ demo: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pear-lens demo --out $(RUN)
 
 test: setup
-	$(BIN)/python -m pytest -m "" tests
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "" tests
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not notebook" tests
