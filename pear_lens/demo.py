@@ -2,14 +2,13 @@
 
 discover → train → apply, each writing into one run folder, then the original
 and the folded Hugging Face models, loaded separately, are compared on
-held-out copy-task sequences and on a few key-value retrieval prompts
-(greedy). The check is a smoke test that the folded folder is a working,
-changed model — twenty prompts are not an evaluation.
+held-out copy-task sequences and on key-value retrieval items of the evaluation
+package (task size and prompt style from the calibration, greedy, 95% CI). The
+check is a smoke test that the folded folder is a working, changed model; the
+evaluation proper is ``pear-lens eval`` (random-head controls, n ≥ 300).
 """
 from __future__ import annotations
 
-import json
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,6 @@ from pear_lens.config import option
 from pear_lens.io import atomic_write_json
 from pear_lens.models import DEFAULT_MODEL
 
-KV_PROMPT = ('Extract the value corresponding to the specified key in the JSON object below.\n\n'
-             'JSON data:\n{data}\n\nKey: "{key}"\nCorresponding value: "')
-"""The KV-retrieval prompt of PEAR_SPEC §6, ending with the answer's opening quote, no chat template."""
 DEMO_CHECK_JSON = "demo_check.json"
 
 
@@ -38,57 +34,44 @@ class DemoConfig:
     precision: str = option("bf16", choices=["fp32", "bf16"],
                             help="training precision; bf16 (autocast, as the reference) keeps the demo short on CPU")
     n_eval: int = option(40, help="held-out copy-task sequences for the before/after check")
-    kv_prompts: int = option(20, help="key-value retrieval prompts for the before/after check")
-    kv_pairs: int = option(4, help="key-value pairs per prompt (3-digit numbers; 4 pairs: about 50%% correct for "
-                                   "the original SmolLM2, chosen on the original model alone)")
+    kv_items: int = option(60, help="key-value retrieval items for the before/after check (calibrated size and style)")
     no_png: bool = option(False, help="skip static PNG figures")
     quiet: bool = option(False, help="no progress bars")
 
 
-def kv_retrieval_prompts(n_prompts: int, n_pairs: int, seed: int = 0) -> list[tuple[str, str]]:
-    """``(prompt, value)`` pairs: a JSON object of ``n_pairs`` 3-digit keys and values, one key asked."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n_prompts):
-        numbers = rng.sample(range(100, 1000), 2 * n_pairs)
-        pairs = {str(k): str(v) for k, v in zip(numbers[:n_pairs], numbers[n_pairs:])}
-        key = rng.choice(list(pairs))
-        out.append((KV_PROMPT.format(data=json.dumps(pairs), key=key), pairs[key]))
-    return out
+def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) -> dict[str, Any]:
+    """Copy-task and KV-retrieval results of the original and the folded model (loaded from ``hf_dir``)."""
+    from transformers import AutoModelForCausalLM
 
-
-@torch.no_grad()
-def greedy(hf_model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 6) -> str:
-    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(hf_model.device)
-    out = hf_model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-
-
-def before_after(original: Any, folded: Any, tokenizer: Any, batches: list, config: DemoConfig) -> dict[str, Any]:
-    """Copy-task and KV-retrieval results of the original and the folded model."""
+    from pear_lens.evaluation import conditions as C
+    from pear_lens.evaluation.calibration import settings_for
+    from pear_lens.evaluation.runner import evaluate
+    from pear_lens.evaluation.tasks import TaskName, generate_items
     from pear_lens.reweight import evaluate_copy_hf
 
-    copy = {name: evaluate_copy_hf(m, batches) for name, m in (("original", original), ("folded", folded))}
-    kv = []
-    for prompt, value in kv_retrieval_prompts(config.kv_prompts, config.kv_pairs):
-        answers = {name: greedy(m, tokenizer, prompt) for name, m in (("original", original), ("folded", folded))}
-        kv.append({"value": value, **answers, **{f"{k}_correct": a.strip().startswith(value) for k, a in answers.items()}})
+    def load_folded() -> Any:
+        return AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+
+    conds = [C.baseline(model), C.Condition("folded", C.ConditionKind.PEAR, load_folded)]
+    copy = {c.label: evaluate_copy_hf(c.build(), batches) for c in conds}
+    settings = settings_for(model.name, TaskName.KV, model.tokenizer)
+    items = generate_items(TaskName.KV, settings, config.kv_items, seed=0)
+    kv = evaluate(model.name, TaskName.KV.value, items, conds, model.tokenizer, settings, n_ctx=model.n_ctx,
+                  progress=not config.quiet)
+    overall = kv.summary[kv.summary["gold_position"].astype(str) == "all"].set_index("condition")
     return {
         "copy_task": {name: {"accuracy": c.accuracy, "loss": c.loss, "n_sequences": c.n_sequences}
                       for name, c in copy.items()},
         "kv_retrieval": {
-            "prompt_style": "PEAR_SPEC §6 prompt, no chat template, ends with the answer's opening quote; greedy",
-            "pairs_per_prompt": config.kv_pairs,
-            "accuracy": {name: sum(r[f"{name}_correct"] for r in kv) / len(kv) for name in ("original", "folded")},
-            "prompts": kv,
+            "settings": settings.to_dict(), "n_items": len(items),
+            "accuracy": {name: {k: float(overall.loc[name, k]) for k in ("accuracy", "ci_low", "ci_high")}
+                         for name in overall.index},
+            "examples": kv.items.head(6)[["condition", "answers", "output", "correct"]].to_dict("records"),
         },
     }
 
 
 def demo(config: DemoConfig) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM
-
     from pear_lens.ablation import EVAL_SEED, eval_batches
     from pear_lens.apply import ApplyConfig, apply
     from pear_lens.discover import DiscoverConfig, discover
@@ -118,10 +101,7 @@ def demo(config: DemoConfig) -> dict[str, Any]:
 
     print("4/4 check: original vs folded Hugging Face model, loaded separately", flush=True)
     batches = eval_batches(model, config.n_eval, n=50, seed=EVAL_SEED, batch=10)
-    original, tokenizer = model.fresh_hf(), model.tokenizer
-    del model  # the bridge is no longer needed
-    folded = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
-    check = before_after(original, folded, tokenizer, batches, config)
+    check = before_after(model, hf_dir, batches, config)
     lap("check")
     check.update({"heads": artifact.to_dataframe().to_dict("records"),
                   "verification": note["verification"],
@@ -133,14 +113,13 @@ def demo(config: DemoConfig) -> dict[str, Any]:
 
 def _report(run: Path, hf_dir: Path, check: dict[str, Any]) -> None:
     ct, kv = check["copy_task"], check["kv_retrieval"]
-    print("\nbefore/after (original -> folded):")
-    print(f"  copy task, {ct['original']['n_sequences']} held-out sequences: accuracy "
-          f"{ct['original']['accuracy']:.3f} -> {ct['folded']['accuracy']:.3f}, loss "
-          f"{ct['original']['loss']:.4f} -> {ct['folded']['loss']:.4f}")
-    print(f"  KV retrieval, {len(kv['prompts'])} prompts of {kv['pairs_per_prompt']} pairs: "
-          f"{kv['accuracy']['original']:.0%} -> {kv['accuracy']['folded']:.0%} correct")
-    for r in kv["prompts"][:3]:
-        print(f"    value {r['value']}: original {r['original']!r}, folded {r['folded']!r}")
+    print("\nbefore/after (baseline -> folded):")
+    print(f"  copy task, {ct['baseline']['n_sequences']} held-out sequences: accuracy "
+          f"{ct['baseline']['accuracy']:.3f} -> {ct['folded']['accuracy']:.3f}, loss "
+          f"{ct['baseline']['loss']:.4f} -> {ct['folded']['loss']:.4f}")
+    acc = {k: f"{v['accuracy']:.0%} [{v['ci_low']:.0%}, {v['ci_high']:.0%}]" for k, v in kv["accuracy"].items()}
+    print(f"  KV retrieval, {kv['n_items']} items of {kv['settings']['n_context']} pairs "
+          f"({kv['settings']['prompt_style']} prompt): {acc['baseline']} -> {acc['folded']} correct (95% CI)")
     v = check["verification"]
     print(f"  largest logit difference of the folded model: {v['vs_hooked_bridge']:.2g} to the hooked bridge, "
           f"{v['vs_unfolded_hf']:.2g} to the unfolded model; stage times (s): {check['seconds']}")

@@ -114,3 +114,14 @@ def test_choose_k_takes_the_smallest_k_near_the_best_gain():
     worse = df.assign(copy_loss=[2.0, 2.1, 2.2, 2.3, 2.4, 2.0])
     with pytest.raises(PearLensError, match="no K"):
         choose_k(worse)
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "tiny-llama", "--out", str(out), "--steps", "3", "--n-eval", "4",
+                 "--kv-items", "4", "--no-png", "--quiet"]) == 0
+    check = json.loads((out / "demo_check.json").read_text())
+    assert set(check["copy_task"]) == set(check["kv_retrieval"]["accuracy"]) == {"baseline", "folded"}
+    assert check["kv_retrieval"]["n_items"] == 4 and check["verification"]["vs_unfolded_hf"] <= 1e-4
+    assert len(check["heads"]) == 10 and (out / "folded_hf" / "config.json").exists()
+    assert load_artifact(out).heads == [(h["layer"], h["head"]) for h in check["heads"]]
