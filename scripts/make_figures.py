@@ -15,7 +15,7 @@ From the runs it writes, into ``--out``:
   (the one with the most proxy settings), the models side by side;
 - ``method_agreement_<a>_vs_<b>``: every pair of runs of one model and task that differ in method;
 - ``compare.csv``, ``compare_summary.csv``: :func:`pear_lens.compare.compare` and ``run_summary`` of all runs;
-- from any folder under the given ones that holds them, when the branch providing the plot is installed:
+- from any folder under the given ones (and, with no RUN_DIR, under ``artifacts/``) that holds them:
   ``ablation_curve`` (``ablation.csv``), ``accuracy_by_position`` (evaluation ``summary.csv``) and
   ``coefficients_<run>`` (a re-weighting artifact, ``pear.json``).
 Figures are PNG plus HTML (plotly.js from its CDN, so the files stay small).
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no discovery run (a folder with {constants.DISCOVERY_JSON}) under {', '.join(map(str, folders))}")
     write = Writer(args.out, ["html"] + ([] if args.no_png else ["png"]))
     discovery_figures(load_runs([str(p) for p in discovery]), write, args.k)
-    other_branch_figures(folders, write)
+    published = ROOT / "artifacts"  # the artifacts of scripts/evaluate_all.py: ablation curve, coefficients
+    other_branch_figures(folders + ([published] if not args.runs and published.is_dir() else []), write)
     for path in write.written:
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0
