@@ -57,12 +57,24 @@ def _evaluation() -> list[str]:
                    f"items per task and condition): K = {r['k']} ({r['k_chosen']}); heads {', '.join(r['heads'])}; "
                    f"τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Random-K controls: {len(r['control_seeds'])} seeds, "
                    f"{control}. Artifact: [`artifacts/{name}`](artifacts/{name}).")
+        ablation = ROOT / "artifacts" / name / "ablation.csv"
+        if ablation.exists():
+            import pandas as pd
+
+            grid = pd.read_csv(ablation)["k"]
+            if r["k"] == grid.max():
+                out[-1] += (f" K is the largest value the ablation tried ({grid.max()}): the copy-loss gain had not "
+                            "levelled off, so more heads might help further on the proxy task.")
     missing = [m for m in ("smollm2-135m-instruct", "gemma-3-270m") if m not in models]
     if missing:
         out.append(f"- Not evaluated yet: {', '.join(missing)}.")
     out += ["", table.read_text().strip(), ""]
     for png in sorted((RESULTS / "figures").glob("*.png")):
         out.append(f"![{png.stem}](figures/results/figures/{png.name})")
+    for name in models:
+        for stem in (f"ablation_curve_{name}", f"coefficients_{name}"):
+            if (ROOT / "figures" / f"{stem}.png").exists():
+                out.append(f"![{stem}](figures/{stem}.png)")
     return out
 
 
