@@ -197,8 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--estimate", action="store_true",
                         help="only predict the generation time (from calibration timings, or timing a few items)")
     parser.add_argument("--estimate-items", type=int, default=0, help="with --estimate: time this many items anew")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rebuild --report from the models already evaluated under --runs")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.report_only:
+        report(args.runs, args.report)
+        print(f"wrote {args.report}")
+        return 0
     if args.k != "auto" and not args.k.isdigit():
         parser.error(f"--k must be a positive integer or 'auto', got {args.k!r}")
     if args.estimate:

@@ -69,7 +69,7 @@ def results_table(summary: pd.DataFrame) -> pd.DataFrame:
         "n": rows["n"],
         "accuracy (95% CI)": [f"{a:.1%} [{lo:.1%}, {hi:.1%}]" for a, lo, hi in
                               zip(rows["accuracy"], rows["ci_low"], rows["ci_high"])],
-        "Δ vs baseline": ["" if pd.isna(d) else f"{d:+.1%}" for d in rows["delta_vs_baseline"]],
+        "Δ vs baseline (points)": ["" if pd.isna(d) else f"{100 * d:+.1f}" for d in rows["delta_vs_baseline"]],
         "p (McNemar)": ["" if pd.isna(p) else (f"{p:.3g}") for p in rows["p_vs_baseline"]],
     })
     return out.reset_index(drop=True)
