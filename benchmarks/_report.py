@@ -5,10 +5,14 @@ The README quotes benchmark results only through these files (see
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import os
 import platform
+import sys
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -32,3 +36,23 @@ class Report:
 
     def save(self) -> Path:
         return atomic_write_text(self.path, "\n".join(self.lines) + "\n")
+
+
+@contextlib.contextmanager
+def kept_output(name: str, command: str) -> Iterator[None]:
+    """Print as usual and also keep everything printed in ``figures/benchmarks/NAME.txt`` (on success)."""
+    report = Report(name, command)
+    buffer = io.StringIO()
+
+    class Tee(io.TextIOBase):
+        def write(self, s: str) -> int:
+            buffer.write(s)
+            return sys.__stdout__.write(s)
+
+        def flush(self) -> None:
+            sys.__stdout__.flush()
+
+    with contextlib.redirect_stdout(Tee()):
+        yield
+    report.lines += buffer.getvalue().rstrip("\n").splitlines()
+    report.save()

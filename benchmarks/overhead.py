@@ -53,6 +53,8 @@ from pear_lens.convert import drop_gguf_quantizer, fold_into_hf, reweighted_hf
 from pear_lens.models import load_model
 from pear_lens.reweight import reweighted
 
+from _report import kept_output
+
 MEMORY_SCRIPT = textwrap.dedent("""
     import gc, json, sys, torch
     from transformers import AutoModelForCausalLM
@@ -192,4 +194,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with kept_output("overhead", "python " + " ".join(["benchmarks/overhead.py", *sys.argv[1:]])):
+        main()

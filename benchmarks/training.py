@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -45,6 +46,8 @@ from pear_lens.models import load_model
 from pear_lens.results import HeadScores
 from pear_lens.reweight import TrainConfig, check_heads, copy_inputs, copy_loss, frozen, scaling_hooks
 from pear_lens.task import TaskBatch, sample_batch
+
+from _report import kept_output
 
 
 def plain_loss(model, batch: TaskBatch, heads, tau) -> torch.Tensor:
@@ -127,4 +130,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with kept_output("training", "python " + " ".join(["benchmarks/training.py", *sys.argv[1:]])):
+        main()
