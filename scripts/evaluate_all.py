@@ -77,14 +77,19 @@ def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condit
         discover(DiscoverConfig(out=run_dir, model=model.name, overwrite=True, quiet=args.quiet))
         timing["discovery"] = time.perf_counter() - start
     k, how = pick_k(model, run_dir, args, timing)
-    start = time.perf_counter()
-    artifact, _ = train_run(TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, quiet=args.quiet), model=model)
-    timing["train_pear"] = time.perf_counter() - start
+    config = TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, quiet=args.quiet)
+    artifact = _trained_before(run_dir, config, model)
+    if artifact is None:  # training is seeded: an artifact of the same heads and recipe would come out the same
+        start = time.perf_counter()
+        artifact, _ = train_run(config, model=model)
+        timing["train_pear"] = time.perf_counter() - start
     if args.publish:
         publish(run_dir, args.publish / model.name)
     conds = [C.baseline(model), C.from_artifact(model, run_dir)]
     for seed in args.control_seeds:
-        heads = C.random_heads(model.n_layers, model.n_heads, k, seed, exclude=artifact.heads)
+        # avoid the PEAR heads where enough others are left (K above half the heads cannot)
+        exclude = artifact.heads if model.n_layers * model.n_heads >= 2 * k else ()
+        heads = C.random_heads(model.n_layers, model.n_heads, k, seed, exclude=exclude)
         start = time.perf_counter()
         budget = {"steps": args.control_steps} if args.control_steps else {}
         taus = train(model, heads, seed=seed, **budget)
@@ -94,8 +99,24 @@ def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condit
     if args.uniform:
         mean_tau = float(artifact.tau.mean())
         conds.append(C.uniform(model, round(mean_tau, 3), label=f"uniform (all heads × mean PEAR τ = {mean_tau:.2f})"))
-    return conds, {"k": k, "k_chosen": how, "heads": [f"L{l}.H{h}" for l, h in artifact.heads],
+    return conds, {"k": k, "k_chosen": how, "controls_avoid_pear_heads": model.n_layers * model.n_heads >= 2 * k, "heads": [f"L{l}.H{h}" for l, h in artifact.heads],
                    "tau": [round(float(t), 4) for t in artifact.tau]}
+
+
+def _trained_before(run_dir: Path, config, model):
+    """The artifact already in ``run_dir`` if it was trained on the same heads with the same recipe, else None."""
+    from pear_lens import constants
+    from pear_lens.artifact import load_artifact
+    from pear_lens.reweight import select_heads
+    from pear_lens.train import read_discovery
+
+    if not (run_dir / constants.PEAR_JSON).exists():
+        return None
+    artifact = load_artifact(run_dir, model=model)
+    scores, _ = read_discovery(run_dir)
+    recipe = dataclasses.asdict(config.train_config())
+    same = all(artifact.training.get(key) == value for key, value in recipe.items() if key != "heads")
+    return artifact if same and artifact.heads == select_heads(scores, config.train_config()) else None
 
 
 PUBLISHED = ("pear.json", "coefficients.safetensors", "head_scores.csv", "discovery.json", "ablation.csv",
