@@ -57,7 +57,8 @@ def pick_k(model, run_dir: Path, args, timing: dict) -> tuple[int, str]:
         df = pd.read_csv(csv)
     else:
         start = time.perf_counter()
-        df = ablate(AblateConfig(run_dir=run_dir, steps=args.ablation_steps, control_steps=args.ablation_steps,
+        grid = tuple(k for k in AblateConfig.k if k <= model.n_layers * model.n_heads)  # a tiny model has few heads
+        df = ablate(AblateConfig(run_dir=run_dir, k=grid, steps=args.ablation_steps, control_steps=args.ablation_steps,
                                  seeds=1, quiet=args.quiet))
         timing["ablation"] = time.perf_counter() - start
     k = choose_k(df, fraction=args.k_fraction)

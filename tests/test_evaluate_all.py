@@ -1,0 +1,38 @@
+"""scripts/evaluate_all.py end to end on a tiny model: K from the ablation, artifact published, report."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pear_lens.artifact import load_artifact
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_all.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("evaluate_all", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_all_on_a_tiny_model(tmp_path):
+    runs, report, published = tmp_path / "runs", tmp_path / "report", tmp_path / "artifacts"
+    args = ["--models", "tiny-llama", "--tasks", "kv", "--n", "4", "--control-seeds", "0", "1",
+            "--control-steps", "1", "--ablation-steps", "6", "--batch-size", "4", "--runs", str(runs),
+            "--report", str(report), "--publish", str(published), "--quiet"]
+    assert _script().main(args) == 0
+    record = json.loads((report / "run.json").read_text())["models"]["tiny-llama"]
+    ablation = pd.read_csv(published / "tiny-llama" / "ablation.csv")
+    assert record["k"] in set(ablation["k"]) and "ablation" in record["k_chosen"]
+    artifact = load_artifact(published / "tiny-llama")
+    assert len(artifact.heads) == record["k"] and record["tasks"] == ["kv"]
+    items = pd.read_csv(runs / "tiny-llama" / "kv" / "items.csv")
+    assert set(items["condition"]) == {"baseline", "PEAR", "random-K seed 0 (1 steps)", "random-K seed 1 (1 steps)"}
+    assert items.groupby("condition")["item_id"].apply(list).map(tuple).nunique() == 1  # identical items
+    assert "| tiny-llama | kv |" in (report / "summary.md").read_text()
+    (report / "summary.md").unlink()
+    assert _script().main([*args, "--report-only"]) == 0 and (report / "summary.md").exists()
