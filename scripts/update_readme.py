@@ -78,8 +78,33 @@ def _evaluation() -> list[str]:
     return out
 
 
+def _ablations() -> list[str]:
+    """Per published artifact: held-out copy loss of the top-K heads beside K random heads (ablation.csv)."""
+    import pandas as pd
+
+    out = []
+    order = ["smollm2-135m-instruct", "gemma-3-270m"]
+    for csv in sorted((ROOT / "artifacts").glob("*/ablation.csv"),
+                      key=lambda p: (order.index(p.parent.name) if p.parent.name in order else len(order), p)):
+        df = pd.read_csv(csv)
+        base = float(df.loc[df["selection"] == "none", "copy_loss"].iloc[0])
+        top = df[df["selection"] == "top"].set_index("k")["copy_loss"]
+        rand = df[df["selection"] == "random"].groupby("k")["copy_loss"].mean()
+        steps = "/".join(str(v) for v in sorted(df.loc[df["k"] > 0, "steps"].unique()))
+        out += [f"**{csv.parent.name}** (`pear-lens ablate`, {steps} training steps per run, "
+                f"{df['n_eval'].iloc[0]} held-out sequences; original model: {base:.3f}):", "",
+                "| K | " + " | ".join(str(k) for k in top.index) + " |",
+                "|---|" + "---|" * len(top),
+                "| top-K heads | " + " | ".join(f"{v:.3f}" for v in top) + " |",
+                f"| random K heads (mean of {df.loc[df['selection'] == 'random', 'seed'].nunique()}) | " + " | ".join(f"{rand.get(k, float('nan')):.3f}" for k in top.index) + " |", ""]
+    return out or ["No ablation yet."]
+
+
 def results() -> str:
     lines = ["## Results", "", "### Evaluation on retrieval tasks", "", *_evaluation(), "",
+             "### How many heads: the ablation curve", "",
+             "Held-out copy loss (nats, lower is better) after re-weighting K heads; K for the evaluation is chosen "
+             "from this curve (`pear_lens.ablation.choose_k`).", "", *_ablations(), "",
              "### Speed", "", *_benchmarks(), "",
              "### Suppression heads", "",
              "Δπ of every head (`scripts/make_figures.py`; top heads marked):", ""]
