@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", type=Path, help="run folders (default: score the --models into --cache)")
     parser.add_argument("--out", type=Path, default=ROOT / "figures", help="where figures go (default: figures/)")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "figures", help="discovery runs made here")
+    parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts",
+                        help="published artifacts drawn with no RUN_DIR (default: artifacts/)")
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "gemma-3-270m"])
     parser.add_argument("--agreement-model", default="smollm2-135m-instruct",
                         help="model scored by every method on a reduced task ('' to skip)")
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no discovery run (a folder with {constants.DISCOVERY_JSON}) under {', '.join(map(str, folders))}")
     write = Writer(args.out, ["html"] + ([] if args.no_png else ["png"]))
     discovery_figures(load_runs([str(p) for p in discovery]), write, args.k)
-    published = ROOT / "artifacts"  # the artifacts of scripts/evaluate_all.py: ablation curve, coefficients
+    published = args.artifacts  # the artifacts of scripts/evaluate_all.py: ablation curve, coefficients
     other_branch_figures(folders + ([published] if not args.runs and published.is_dir() else []), write)
     for path in write.written:
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")

@@ -56,7 +56,9 @@ def _evaluation() -> list[str]:
         out.append(f"- **{name}** ({r['total_seconds'] / 60:.0f} min; tasks: {', '.join(r['tasks'])}; n = {r['n']} "
                    f"items per task and condition): K = {r['k']} ({r['k_chosen']}); heads {', '.join(r['heads'])}; "
                    f"τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Random-K controls: {len(r['control_seeds'])} seeds, "
-                   f"{control}. Artifact: [`artifacts/{name}`](artifacts/{name}).")
+                   f"{control}" + (", drawn from all heads (K is more than half of them, so they may share PEAR heads)"
+                   if r.get("controls_avoid_pear_heads") is False else ", none of them a PEAR head")
+                   + f". Artifact: [`artifacts/{name}`](artifacts/{name}).")
         ablation = ROOT / "artifacts" / name / "ablation.csv"
         if ablation.exists():
             import pandas as pd
