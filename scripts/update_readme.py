@@ -53,7 +53,7 @@ def _evaluation() -> list[str]:
            "(`pear_lens/evaluation/data/calibration.json`).", ""]
     for name, r in models.items():
         control = (f"{r['control_steps']} training steps each" if r["control_steps"] else "the same training budget as PEAR")
-        out.append(f"- **{name}** ({r['total_seconds'] / 60:.0f} min; tasks: {', '.join(r['tasks'])}; n = {r['n']} "
+        out.append(f"- **{name}** ({r['total_seconds'] / 60:.0f} min in its last evaluate_all run; tasks: {', '.join(r['tasks'])}; n = {r['n']} "
                    f"items per task and condition): K = {r['k']} ({r['k_chosen']}); heads {', '.join(r['heads'])}; "
                    f"τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Random-K controls: {len(r['control_seeds'])} seeds, "
                    f"{control}" + (", drawn from all heads (K is more than half of them, so they may share PEAR heads)"
