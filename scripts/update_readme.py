@@ -44,6 +44,8 @@ def _benchmarks() -> list[str]:
 
 
 def _evaluation() -> list[str]:
+    import pandas as pd
+
     table, record = RESULTS / "summary.md", RESULTS / "run.json"
     if not table.exists() or not record.exists():
         return ["No evaluation results yet: run `.venv/bin/python scripts/evaluate_all.py`."]
@@ -61,8 +63,6 @@ def _evaluation() -> list[str]:
                    + f". Artifact: [`artifacts/{name}`](artifacts/{name}).")
         ablation = ROOT / "artifacts" / name / "ablation.csv"
         if ablation.exists():
-            import pandas as pd
-
             grid = pd.read_csv(ablation)["k"]
             if r["k"] == grid.max():
                 out[-1] += (f" K is the largest value the ablation tried ({grid.max()}): the copy-loss gain had not "

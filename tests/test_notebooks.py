@@ -69,7 +69,7 @@ def test_notebook_runs_top_to_bottom(path, kernel_env, tmp_path, monkeypatch):
 
 
 def test_strip_script_removes_outputs_and_check_mode_reports_them(tmp_path):
-    import importlib.util as iu  # noqa: I001
+    import importlib.util as iu
 
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook, new_output
