@@ -35,12 +35,28 @@ MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 TASK_ORDER = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL, TaskName.CLOSED_BOOK)
 
 
-def train(model, heads, **overrides) -> dict[tuple[int, int], float]:
-    """Learn τ for ``heads`` on the copy proxy task (the model stays frozen): the random-K controls."""
+def train(model, heads, cache: Path | None = None, **overrides) -> tuple[dict[tuple[int, int], float], bool]:
+    """Learn τ for ``heads`` on the copy proxy task (the model stays frozen): the random-K controls.
+
+    Training is seeded, so with ``cache`` (a JSON file) τ trained before on the same weights, heads
+    and recipe is read back instead of trained again; anything else is trained and written there.
+    Returns τ per head, and whether it was trained now.
+    """
+    import json
+
     from pear_lens.reweight import TrainConfig, train_coefficients
 
-    result = train_coefficients(model, list(heads), dataclasses.replace(TrainConfig(), **overrides), progress=False)
-    return result.coefficients()
+    config = dataclasses.replace(TrainConfig(), **overrides)
+    key = {"fingerprint": model.fingerprint, "heads": [list(h) for h in heads],
+           "recipe": {k: v for k, v in dataclasses.asdict(config).items() if k != "heads"}}
+    if cache is not None and cache.exists():
+        saved = json.loads(cache.read_text())
+        if json.loads(json.dumps(key)) == saved["key"]:
+            return {tuple(h): float(t) for h, t in zip(saved["key"]["heads"], saved["tau"])}, False
+    result = train_coefficients(model, list(heads), config, progress=False)
+    if cache is not None:
+        atomic_write_json(cache, {"key": key, "tau": [float(t) for t in result.tau]})
+    return result.coefficients(), True
 
 
 def pick_k(model, run_dir: Path, args, timing: dict) -> tuple[int, str]:
@@ -93,8 +109,9 @@ def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condit
         heads = C.random_heads(model.n_layers, model.n_heads, k, seed, exclude=exclude)
         start = time.perf_counter()
         budget = {"steps": args.control_steps} if args.control_steps else {}
-        taus = train(model, heads, seed=seed, **budget)
-        timing[f"train_random_{seed}"] = time.perf_counter() - start
+        taus, trained = train(model, heads, cache=runs / "controls" / f"seed{seed}.json", seed=seed, **budget)
+        if trained:
+            timing[f"train_random_{seed}"] = time.perf_counter() - start
         label = f"random-K seed {seed}" + (f" ({args.control_steps} steps)" if args.control_steps else "")
         conds.append(C.random_k(model, taus, seed, label=label, training_budget=args.control_steps or "same as PEAR"))
     if args.uniform:
@@ -241,13 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         conds, chosen = conditions_for(model, args.runs / name, args, timing)
         record = {**chosen, "n": args.n, "control_seeds": args.control_seeds, "control_steps": args.control_steps,
                   "batch_size": args.batch_size, "tasks": [], "seconds": timing}
+        record = _carry_over(args.runs / name / RECORD, record, args.tasks)
+        timing, start_model = record["seconds"], start_model - record.get("total_seconds", 0.0)
         for task in [TaskName(t) for t in dict.fromkeys(args.tasks)]:  # in the order given
             start = time.perf_counter()
             run_eval(EvalConfig(out=args.runs / name / task.value, task=task.value, model=name, n=args.n,
                                 batch_size=args.batch_size, seed=0, overwrite=True, quiet=args.quiet),
                      model=model, conditions=conds)
             timing[f"eval_{task.value}"] = time.perf_counter() - start
-            record["tasks"].append(task.value)
+            record["tasks"] = [t for t in record["tasks"] if t != task.value] + [task.value]
             record["total_seconds"] = time.perf_counter() - start_model
             atomic_write_json(args.runs / name / RECORD, record)
             print(f"{name} {task.value}: {timing[f'eval_{task.value}'] / 60:.1f} min", flush=True)
@@ -258,6 +277,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 RECORD = "evaluate_all.json"
+
+
+def _carry_over(path: Path, record: dict, tasks: list[str]) -> dict:
+    """``record``, keeping the tasks (and their seconds) of an earlier run of the same conditions.
+
+    Same conditions means the same K, heads, τ, n, control seeds, control budget and batch size: then
+    the earlier eval folders of the tasks not run again belong to this run, and the time they took
+    counts in its total. Otherwise the earlier record is dropped.
+    """
+    import json
+
+    if not path.exists():
+        return record
+    old = json.loads(path.read_text())
+    if any(old.get(key) != value for key, value in record.items() if key not in ("tasks", "seconds")):
+        return record
+    kept = [t for t in old["tasks"] if t not in tasks]
+    seconds = {k: v for k, v in old["seconds"].items() if not k.startswith("eval_") or k[5:] in kept}
+    seconds.update(record["seconds"])  # the stages run again now
+    total = sum(v for k, v in old["seconds"].items() if k in seconds and k not in record["seconds"])
+    return {**record, "tasks": kept, "seconds": seconds, "total_seconds": total}
 
 
 def report(runs: Path, out: Path) -> None:

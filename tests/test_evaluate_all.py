@@ -36,3 +36,31 @@ def test_evaluate_all_on_a_tiny_model(tmp_path):
     assert "| tiny-llama | kv |" in (report / "summary.md").read_text()
     (report / "summary.md").unlink()
     assert _script().main([*args, "--report-only"]) == 0 and (report / "summary.md").exists()
+
+
+def test_evaluate_all_adds_tasks_and_reuses_controls(tmp_path, monkeypatch):
+    runs, report = tmp_path / "runs", tmp_path / "report"
+    args = ["--models", "tiny-llama", "--n", "4", "--control-seeds", "0", "--control-steps", "1", "--k", "2",
+            "--batch-size", "4", "--runs", str(runs), "--report", str(report), "--publish", str(tmp_path / "artifacts"), "--quiet"]
+    script = _script()
+    assert script.main([*args, "--tasks", "kv"]) == 0
+    first = json.loads((runs / "tiny-llama" / "evaluate_all.json").read_text())
+    assert (runs / "tiny-llama" / "controls" / "seed0.json").exists()
+
+    import pear_lens.reweight
+
+    def no_training(*a, **k):
+        raise AssertionError("the control was trained again although its cached τ matches")
+
+    monkeypatch.setattr(pear_lens.reweight, "train_coefficients", no_training)
+    assert script.main([*args, "--tasks", "closed-book"]) == 0
+    record = json.loads((report / "run.json").read_text())["models"]["tiny-llama"]
+    assert record["tasks"] == ["kv", "closed-book"]  # the earlier task is kept, not dropped
+    assert record["seconds"]["eval_kv"] == first["seconds"]["eval_kv"] and "eval_closed-book" in record["seconds"]
+    assert record["total_seconds"] > first["total_seconds"]
+    assert "| tiny-llama | kv |" in (report / "summary.md").read_text()
+    # another recipe (more control steps) starts a new record
+    monkeypatch.undo()
+    args[args.index("--control-steps") + 1] = "2"
+    assert script.main([*args, "--tasks", "closed-book"]) == 0
+    assert json.loads((runs / "tiny-llama" / "evaluate_all.json").read_text())["tasks"] == ["closed-book"]
