@@ -34,12 +34,13 @@ def quickstart() -> str:
 def _benchmarks() -> list[str]:
     lines = []
     for path in sorted(BENCHMARKS.glob("*.txt")):
-        text = path.read_text().strip().splitlines()
-        if text:
-            lines.append(f"| `benchmarks/{path.stem}.py` | `{text[-1]}` | [{path.name}](figures/benchmarks/{path.name}) |")
+        # the machine-readable lines (only key=value pairs): the last line, and any other result line
+        results = [f"`{line}`" for line in path.read_text().splitlines() if re.fullmatch(r"\S+=\S+( \S+=\S+)*", line)]
+        if results:
+            lines.append(f"| `benchmarks/{path.stem}.py` | {'<br>'.join(results)} | [{path.name}](figures/benchmarks/{path.name}) |")
     if not lines:
         return ["No benchmark output yet: run `make bench`."]
-    return ["| benchmark | last line (ratios measured side by side in one run) | full output |",
+    return ["| benchmark | results (ratios measured side by side in one run) | full output |",
             "| --- | --- | --- |", *lines]
 
 

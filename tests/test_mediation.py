@@ -45,8 +45,14 @@ def test_fast_activation_equals_plain_loop(tiny_model):
     _activation_fast_vs_plain(tiny_model)
 
 
+def test_cached_end_activation_equals_plain_loop(tiny_model):
+    # the one-token steps on the clean key-value cache, on every family's cache and position scheme
+    _activation_fast_vs_plain(tiny_model, positions="end")
+
+
 @pytest.mark.parametrize("family", ["gemma3", "bloom"])
-@pytest.mark.parametrize("opts", [{"positions": "end"}, {"ablation": "zero"}, {"ablation": "resample"}])
+@pytest.mark.parametrize("opts", [{"positions": "end", "ablation": "zero"}, {"positions": "end", "ablation": "resample"},
+                                  {"ablation": "zero"}, {"ablation": "resample"}])
 def test_fast_activation_equals_plain_loop_for_every_ablation(family, opts):
     _activation_fast_vs_plain(tiny(family), **opts)
 

@@ -2,19 +2,32 @@
 
 The head's ``hook_z`` is replaced (zero, batch-mean or resample) at every
 position or only at the scored one, and everything downstream is recomputed,
-later attention included. The fast implementation starts each patched forward
-at the head's own block (the blocks below cannot change) and computes logits
-only at the scored position; ``plain`` runs one full hooked forward per head.
+later attention included. ``plain`` runs one full hooked forward per head.
+
+The fast implementations are exact and differ by what the patch can reach:
+
+- all positions: every position changes from the head's block upwards, so each
+  patched forward starts at that block (the blocks below cannot change) and
+  computes logits only at the scored position. This costs (n_layers − layer)
+  blocks at every position per head: about half a forward on average, which
+  bounds the speed-up over the plain loop near 2.5×.
+- ``end`` only: the positions before ``end`` cannot change (attention is
+  causal), so their keys and values are those of the clean run. Each patched
+  forward is a *one-token* step at ``end`` from the head's block upwards on a
+  copy of the clean key-value cache: every later attention layer still
+  recomputes its query, key and value at ``end``, nothing else.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import copy
+
 import torch
 from torch import Tensor
 
 from pear_lens import hooks
-from pear_lens.mediation._forward import capture, run_from
+from pear_lens.mediation._forward import capture, passing_kv_cache, run_from
 from pear_lens.mediation.base import (
     Ablation,
     Positions,
@@ -48,6 +61,8 @@ def _patch_hook(head: int, where: int | slice, value: Tensor):
 @torch.no_grad()
 def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                   positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
+    if positions is Positions.END:
+        return _setting_fast_end(model, batch, metric, ablation, seed, bar, heads)
     bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
     end = batch.end
     tokens = batch.tokens[:, : end + 1]
@@ -63,6 +78,37 @@ def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abla
         value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
         out = run_from(bridge, tokens, layer, acts[hooks.resid_pre(layer)],
                        [(hooks.z(layer), _patch_hook(head, where, value))], logits_to_keep=1)
+        patched[layer, head] = per_example(out[:, -1], batch.targets, metric).mean().float()
+        if head == n_heads - 1 or heads is not None:
+            bar.update(1)
+    return patched, clean
+
+
+@torch.no_grad()
+def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+                      seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
+    """Patch at ``end`` only: one-token steps on the clean key-value cache of the positions before it."""
+    with passing_kv_cache(model.bridge):
+        return _cached_end_scan(model, batch, metric, ablation, seed, bar, heads)
+
+
+def _cached_end_scan(model, batch, metric, ablation, seed, bar, heads) -> tuple[Tensor, float]:
+    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
+    end = batch.end
+    _, prefix_cache = bridge(batch.tokens[:, :end], return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
+    step = batch.tokens[:, end:end + 1]
+    names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
+    logits, acts = capture(bridge, step, names, past_key_values=copy.deepcopy(prefix_cache))
+    clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
+    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
+
+    patched = torch.full((n_layers, n_heads), float("nan"))
+    todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
+    for layer, head in todo:
+        value = ablate(acts[hooks.z(layer)][:, 0, head], ablation, perm)
+        # the step appends its key and value to the cache it is given: each head gets a fresh copy
+        out = run_from(bridge, step, layer, acts[hooks.resid_pre(layer)], [(hooks.z(layer), _patch_hook(head, 0, value))],
+                       past_key_values=copy.deepcopy(prefix_cache))
         patched[layer, head] = per_example(out[:, -1], batch.targets, metric).mean().float()
         if head == n_heads - 1 or heads is not None:
             bar.update(1)
