@@ -9,6 +9,7 @@ evaluation proper is ``pear-lens eval`` (random-head controls, n ≥ 300).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,9 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
         return AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
 
     conds = [C.baseline(model), C.Condition("folded", C.ConditionKind.PEAR, load_folded)]
-    copy = {c.label: evaluate_copy_hf(c.build(), batches) for c in conds}
+    built = {c.label: c.build() for c in conds}  # each model loaded once, for both checks (neither changes it)
+    copy = {label: evaluate_copy_hf(hf, batches) for label, hf in built.items()}
+    conds = [dataclasses.replace(c, build=lambda hf=built[c.label]: hf) for c in conds]
     settings = settings_for(model.name, TaskName.KV, model.tokenizer)
     items = generate_items(TaskName.KV, settings, config.kv_items, seed=0)
     kv = evaluate(model.name, TaskName.KV.value, items, conds, model.tokenizer, settings, n_ctx=model.n_ctx,
