@@ -56,7 +56,7 @@ def _evaluation() -> list[str]:
            "(`pear_lens/evaluation/data/calibration.json`).", ""]
     for name, r in models.items():
         control = (f"{r['control_steps']} training steps each" if r["control_steps"] else "the same training budget as PEAR")
-        out.append(f"- **{name}** ({r['total_seconds'] / 60:.0f} min in its last evaluate_all run; tasks: {', '.join(r['tasks'])}; n = {r['n']} "
+        out.append(f"- **{name}** ({_timing(r)}; tasks: {', '.join(r['tasks'])}; n = {r['n']} "
                    f"items per task and condition): K = {r['k']} ({r['k_chosen']}); heads {', '.join(r['heads'])}; "
                    f"τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Random-K controls: {len(r['control_seeds'])} seeds, "
                    f"{control}" + (", drawn from all heads (K is more than half of them, so they may share PEAR heads)"
@@ -71,13 +71,58 @@ def _evaluation() -> list[str]:
     missing = [m for m in ("smollm2-135m-instruct", "gemma-3-270m") if m not in models]
     if missing:
         out.append(f"- Not evaluated yet: {', '.join(missing)}.")
-    out += ["", table.read_text().strip(), ""]
+    out += ["", table.read_text().strip(), "", *_verdicts(RESULTS / "summary.csv"), ""]
     for png in sorted((RESULTS / "figures").glob("*.png")):
         out.append(f"![{png.stem}](figures/results/figures/{png.name})")
     for name in models:
         for stem in (f"ablation_curve_{name}", f"coefficients_{name}"):
             if (ROOT / "figures" / f"{stem}.png").exists():
                 out.append(f"![{stem}](figures/{stem}.png)")
+    return out
+
+
+def _timing(record: dict) -> str:
+    """The measured minutes of each evaluate_all stage; stages reused from an earlier run are named as such."""
+    seconds = record["seconds"]
+    stages = {"discovery": seconds.get("discovery"), "ablation": seconds.get("ablation"),
+              "PEAR training": seconds.get("train_pear"),
+              "random-K training": sum(v for k, v in seconds.items() if k.startswith("train_random_")) or None,
+              **{f"{task} evaluation": seconds.get(f"eval_{task}") for task in record["tasks"]}}
+    timed = [f"{stage} {v / 60:.0f}" for stage, v in stages.items() if v is not None]
+    reused = [stage for stage, v in stages.items() if v is None]
+    return (f"{record['total_seconds'] / 60:.0f} min measured: " + ", ".join(timed)
+            + (f"; {', '.join(reused)} reused from an earlier run, not timed" if reused else ""))
+
+
+def _verdicts(summary_csv: Path, alpha: float = 0.05) -> list[str]:
+    """One sentence per model and task, read off the summary table: PEAR against the baseline (McNemar),
+    and against the spread of the random-K controls (does re-weighting *these* heads matter?)."""
+    import pandas as pd
+
+    if not summary_csv.exists():
+        return []
+    df = pd.read_csv(summary_csv)
+    df = df[df["gold_position"].astype(str) == "all"]
+    out = [f"What the table says (PEAR against the baseline at p < {alpha}, and against the random-K controls):", ""]
+    for (model, task), g in df.groupby(["model", "task"], sort=False):
+        pear = g[g["condition"] == "PEAR"]
+        controls = g[g["condition"].str.startswith("random-K")]["delta_vs_baseline"] * 100
+        if pear.empty:
+            continue
+        delta, p = float(pear["delta_vs_baseline"].iloc[0]) * 100, float(pear["p_vs_baseline"].iloc[0])
+        if p >= alpha:
+            effect = "no significant change" + (" (knowledge kept)" if task == "closed-book" else "")
+        elif task == "closed-book":
+            effect = "knowledge lost" if delta < 0 else "closed-book accuracy up"
+        else:
+            effect = "PEAR helps" if delta > 0 else "PEAR hurts"
+        sentence = f"- {model}, {task}: {effect}, {delta:+.1f} points (p = {p:.2g})"
+        if len(controls):
+            lo, hi = controls.min(), controls.max()
+            where = ("above every random-K control" if delta > hi else "below every random-K control" if delta < lo
+                     else "within the random-K controls' range")
+            sentence += f"; {where} ({lo:+.1f} to {hi:+.1f})"
+        out.append(sentence + ".")
     return out
 
 
