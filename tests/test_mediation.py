@@ -50,6 +50,18 @@ def test_cached_end_activation_equals_plain_loop(tiny_model):
     _activation_fast_vs_plain(tiny_model, positions="end")
 
 
+def test_cached_end_activation_falls_back_when_the_cache_stays_empty(monkeypatch):
+    # without the cache alias, Llama's attention bridges ignore the cache: the scan must notice, warn, and
+    # rerun whole sequences instead of scoring one-token steps that saw only themselves
+    import contextlib
+
+    from pear_lens.mediation import activation
+
+    monkeypatch.setattr(activation, "passing_kv_cache", lambda bridge: contextlib.nullcontext())
+    with pytest.warns(UserWarning, match="key-value cache"):
+        _activation_fast_vs_plain(tiny("llama"), positions="end")
+
+
 @pytest.mark.parametrize("family", ["gemma3", "bloom"])
 @pytest.mark.parametrize("opts", [{"positions": "end", "ablation": "zero"}, {"positions": "end", "ablation": "resample"},
                                   {"ablation": "zero"}, {"ablation": "resample"}])

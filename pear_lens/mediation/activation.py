@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import copy
+import warnings
 
 import torch
 from torch import Tensor
@@ -62,7 +63,12 @@ def _patch_hook(head: int, where: int | slice, value: Tensor):
 def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                   positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
     if positions is Positions.END:
-        return _setting_fast_end(model, batch, metric, ablation, seed, bar, heads)
+        result = _setting_fast_end(model, batch, metric, ablation, seed, bar, heads)
+        if result is not None:
+            return result
+        warnings.warn(f"{model.name}: the bridge did not fill the key-value cache of every layer, so activation "
+                      "patching at `end` reruns whole sequences from each head's block instead (exact, slower)",
+                      stacklevel=2)
     bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
     end = batch.end
     tokens = batch.tokens[:, : end + 1]
@@ -86,16 +92,26 @@ def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abla
 
 @torch.no_grad()
 def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                      seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
-    """Patch at ``end`` only: one-token steps on the clean key-value cache of the positions before it."""
+                      seed: int, bar, heads: Heads = None) -> tuple[Tensor, float] | None:
+    """Patch at ``end`` only: one-token steps on the clean key-value cache of the positions before it.
+
+    ``None`` when the cache does not hold every layer's keys for all ``end`` earlier positions (an
+    architecture whose attention bridge ignores the cache): the steps would silently see one token.
+    """
     with passing_kv_cache(model.bridge):
         return _cached_end_scan(model, batch, metric, ablation, seed, bar, heads)
 
 
-def _cached_end_scan(model, batch, metric, ablation, seed, bar, heads) -> tuple[Tensor, float]:
+def _cached_end_scan(model, batch, metric, ablation, seed, bar, heads) -> tuple[Tensor, float] | None:
     bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
     end = batch.end
     _, prefix_cache = bridge(batch.tokens[:, :end], return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
+    try:
+        filled = all(prefix_cache.get_seq_length(layer) == end for layer in range(n_layers))
+    except (AttributeError, IndexError, TypeError):
+        filled = False
+    if not filled:
+        return None
     step = batch.tokens[:, end:end + 1]
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
     logits, acts = capture(bridge, step, names, past_key_values=copy.deepcopy(prefix_cache))
