@@ -91,7 +91,7 @@ def ablation_curve(
 
     Returns one row per trained τ plus a ``none`` row (k = 0, the original
     model), with the columns of :data:`COLUMNS` and ``heads``, ``lowest_layer``,
-    ``seconds``, ``train_seed``, ``eval_seed``, ``batch_size``, ``precision``. ``seed`` is the random draw of
+    ``seconds``, ``train_seed``, ``eval_seed``, ``batch_size``, ``precision``, ``prepend_bos``. ``seed`` is the random draw of
     the heads (``random`` rows; 0 otherwise). ``control_steps`` trains the
     random controls for fewer steps to save time; the ``steps`` column records it.
     """
@@ -115,7 +115,7 @@ def ablation_curve(
                 "heads": " ".join(f"{l}.{h}" for l, h in heads),
                 "lowest_layer": min((l for l, _ in heads), default=None), "seconds": round(seconds, 2),
                 "train_seed": train.seed, "eval_seed": eval_seed, "batch_size": train.batch_size,
-                "precision": train.precision}
+                "precision": train.precision, "prepend_bos": train.prepend_bos}
 
     jobs = [(k, "top", 0) for k in ks] + [(k, "random", s) for k in ks for s in range(seeds)]
     rows = [row(0, "none", 0, 0, [], evaluate_copy(model, batches), 0.0)]
@@ -147,6 +147,8 @@ class AblateConfig:
     micro_batch: int = option(TrainConfig.micro_batch, help="sequences per forward/backward (and per eval batch)")
     n: int = option(TrainConfig.n, help="half-length of the training and evaluation sequences")
     seed: int = option(0, help="seed of the training sequences (the same for every run)")
+    prepend_bos: bool = option(False, help="prepend BOS to the training and held-out sequences (the reference does "
+                                           "not); pass it when the discovery run did")
     precision: str = option("bf16", choices=["fp32", "bf16"],
                             help="training precision (see `pear-lens train --help`); evaluation is always fp32")
     n_eval: int = option(50, help="held-out proxy sequences for the evaluation (n predictions each)")
@@ -159,13 +161,14 @@ def ablate(config: AblateConfig) -> pd.DataFrame:
     """Run the ablation on a discovery run and write ``ablation.csv``, ``.html`` and ``.png`` into it."""
     from pear_lens.plots import ablation_curve as figure
     from pear_lens.plots import save_figure
-    from pear_lens.train import read_discovery, run_model
+    from pear_lens.train import read_discovery, run_model, warn_if_bos_differs
 
     run_dir = Path(config.run_dir)
     scores, info = read_discovery(run_dir)
+    warn_if_bos_differs(info, config.prepend_bos)
     model = run_model(scores, info)
     train = TrainConfig(steps=config.steps, batch_size=config.batch_size, micro_batch=config.micro_batch,
-                        n=config.n, seed=config.seed, precision=config.precision)
+                        n=config.n, seed=config.seed, prepend_bos=config.prepend_bos, precision=config.precision)
     df = ablation_curve(model, scores, config.k, train=train, control_steps=config.control_steps,
                         seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed,
                         progress=not config.quiet)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,20 @@ def run_model(scores: HeadScores, info: dict[str, Any], model: "LoadedModel | No
     return model
 
 
+def warn_if_bos_differs(info: dict[str, Any], prepend_bos: bool) -> None:
+    """Warn when training sequences and the discovery's proxy task disagree on BOS.
+
+    The heads were ranked on one kind of sequence; re-weighting them on the other is allowed (it is an
+    experiment one may want), but it should not happen by accident.
+    """
+    discovered = info.get("scores", {}).get("task", {}).get("prepend_bos")
+    if discovered is not None and bool(discovered) != bool(prepend_bos):
+        with_bos = {True: "with", False: "without"}
+        warnings.warn(f"the discovery run ranked heads on sequences {with_bos[bool(discovered)]} BOS, but training "
+                      f"uses sequences {with_bos[bool(prepend_bos)]} it; pass "
+                      f"{'--prepend-bos' if discovered else 'no --prepend-bos'} to match", stacklevel=3)
+
+
 def discovery_summary(info: dict[str, Any]) -> dict[str, Any]:
     """The discovery settings an artifact keeps (what produced the head ranking)."""
     s = info.get("scores", {})
@@ -98,6 +113,7 @@ def train_run(config: TrainRunConfig, model: "LoadedModel | None" = None) -> tup
         raise PearLensError(f"{run_dir} already holds an artifact ({constants.PEAR_JSON}); pass --overwrite "
                             "to replace it")
     train_cfg = config.train_config()
+    warn_if_bos_differs(info, train_cfg.prepend_bos)
     heads = select_heads(scores, train_cfg)  # fail on bad heads before loading the model
     model = run_model(scores, info, model)
     result = train_coefficients(model, heads, train_cfg, progress=not config.quiet)

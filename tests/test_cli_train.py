@@ -125,3 +125,21 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert check["kv_retrieval"]["n_items"] == 4 and check["verification"]["vs_unfolded_hf"] <= 1e-4
     assert len(check["heads"]) == 10 and (out / "folded_hf" / "config.json").exists()
     assert load_artifact(out).heads == [(h["layer"], h["head"]) for h in check["heads"]]
+
+
+def test_training_warns_when_bos_differs_from_the_discovery_run(tmp_path):
+    import warnings
+
+    run = tmp_path / "bos"
+    assert main(["discover", "--model", "tiny-llama", "--out", str(run), "--settings", "4x8", "--prepend-bos",
+                 "--quiet", "--no-png"]) == 0
+    with pytest.warns(UserWarning, match="with BOS.*pass --prepend-bos"):
+        assert main(["train", str(run), "--top-k", "2", *TRAIN]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # matching BOS: no warning
+        assert main(["train", str(run), "--top-k", "2", "--prepend-bos", "--overwrite", *TRAIN]) == 0
+        assert main(["ablate", str(run), "--k", "1", "--seeds", "0", "--prepend-bos", "--steps", "1",
+                     "--control-steps", "1", "--batch-size", "2", "--micro-batch", "2", "--n", "8",
+                     "--n-eval", "2", "--quiet", "--no-png"]) == 0
+    assert load_artifact(run).training["prepend_bos"] is True
+    assert pd.read_csv(run / constants.ABLATION_CSV)["prepend_bos"].all()
