@@ -2,7 +2,9 @@
 checks for every pear_lens function, so shape mistakes fail the tests."""
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail fast instead of retrying
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,6 +19,15 @@ import torch  # noqa: E402
 from pear_lens.models import TINY_FAMILIES, load_model  # noqa: E402
 
 SEED = 0
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """``scripts/NAME.py`` imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -1,22 +1,17 @@
 """scripts/evaluate_all.py end to end on a tiny model: K from the ablation, artifact published, report."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 
 from pear_lens.artifact import load_artifact
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_all.py"
+from .conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("evaluate_all", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate_all")
 
 
 def test_evaluate_all_on_a_tiny_model(tmp_path):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import load_script
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "pear-lens"
 CELL_TIMEOUT_S = 1800  # a hang guard; FAST cells take seconds to a few minutes
@@ -69,14 +71,10 @@ def test_notebook_runs_top_to_bottom(path, kernel_env, tmp_path, monkeypatch):
 
 
 def test_strip_script_removes_outputs_and_check_mode_reports_them(tmp_path):
-    import importlib.util as iu
-
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    spec = iu.spec_from_file_location("strip_notebooks", NOTEBOOKS.parent / "scripts" / "strip_notebooks.py")
-    strip = iu.module_from_spec(spec)
-    spec.loader.exec_module(strip)
+    strip = load_script("strip_notebooks")
     path = tmp_path / "x.ipynb"
     cell = new_code_cell("1 + 1", execution_count=3, outputs=[new_output("execute_result", {"text/plain": "2"},
                                                                          execution_count=3)])

@@ -15,6 +15,7 @@ from pear_lens.compare import heads_by_depth, run_summary, spearman
 from pear_lens.errors import PearLensError
 from pear_lens.results import HeadScores
 
+from .conftest import load_script
 from .test_compare import A, B, D, E, fake
 
 
@@ -122,14 +123,7 @@ def test_heatmap_of_real_scores(tiny_model):
 
 
 def load_make_figures():
-    import importlib.util as iu
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "make_figures.py"
-    spec = iu.spec_from_file_location("make_figures", path)
-    module = iu.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_figures")
 
 
 def test_make_figures_scores_caches_and_plots_tiny_models(tmp_path, capsys):

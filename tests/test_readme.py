@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM
 
+from .conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart.py"
 
@@ -32,11 +34,7 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
 
 
 def test_verdicts_read_the_summary_table(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("update_readme", ROOT / "scripts" / "update_readme.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("update_readme")
     rows = ["model,task,condition,gold_position,n,accuracy,ci_low,ci_high,delta_vs_baseline,p_vs_baseline,setup",
             "m,kv,baseline,all,300,0.40,0.3,0.5,,,s", "m,kv,PEAR,all,300,0.45,0.4,0.5,0.05,0.01,s",
             "m,kv,PEAR,0,50,0.9,0.8,1.0,0.2,0.001,s",  # a gold-position row: not the overall verdict
