@@ -37,14 +37,14 @@ def test_discover_default_run_on_smollm2(tmp_path, smol):
     assert min(meta["scores"]["clean_metric"]) > 5
 
 
-def _subset_check(setting_fn, fast_scores, model, task, heads, *extra):
+def _subset_check(setting_fn, fast_scores, model, task, heads, *extra, tol=1e-4):
     (batch,) = task.batches(model)
     plain, clean = setting_fn(model, batch, Metric.LOGIT_MINUS_MEAN, Ablation.MEAN, *extra, 0, _Bar(), heads=heads)
     idx = tuple(torch.tensor(heads).T)
-    plain_rel = plain[idx] / clean - 1
+    plain_rel = plain[idx].double() / clean - 1  # in float64: π̃/π − 1 cancels most digits of a float32 ratio
     assert fast_scores.clean_metric[0] == pytest.approx(clean, rel=1e-5)
-    diff = (fast_scores.scores[idx] - plain_rel).abs().max() / plain_rel.abs().max()
-    assert diff <= 1e-4, f"max relative difference {diff:.2e}"
+    diff = (fast_scores.scores[idx].double() - plain_rel).abs().max() / plain_rel.abs().max()
+    assert diff <= tol, f"max relative difference {diff:.2e}"
 
 
 def test_fast_path_scan_is_exact_on_smollm2(smol):
@@ -73,11 +73,5 @@ def test_cached_end_activation_scan_is_exact_on_smollm2():
     model.bridge.to(torch.float64)
     task = ProxyTask(settings=((6, 12),), seed=5)
     fast = activation.activation_patching(model, task, positions=Positions.END, progress=False)
-    heads = [(0, 3), (14, 5), (28, 2), (29, 8)]
-    (batch,) = task.batches(model)
-    plain, clean = activation._setting_plain(model, batch, Metric.LOGIT_MINUS_MEAN, Ablation.MEAN, Positions.END, 0,
-                                             _Bar(), heads=heads)
-    idx = tuple(torch.tensor(heads).T)
-    plain_rel = plain[idx].double() / clean - 1
-    diff = (fast.scores[idx].double() - plain_rel).abs().max() / plain_rel.abs().max()
-    assert diff <= 1e-6, f"max relative difference {diff:.2e}"
+    _subset_check(activation._setting_plain, fast, model, task, [(0, 3), (14, 5), (28, 2), (29, 8)], Positions.END,
+                  tol=1e-6)

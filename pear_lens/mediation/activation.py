@@ -19,10 +19,9 @@ The fast implementations are exact and differ by what the patch can reach:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import copy
 import warnings
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
@@ -59,17 +58,34 @@ def _patch_hook(head: int, where: int | slice, value: Tensor):
     return hook_fn
 
 
+def _each_head(model: "LoadedModel", heads: Heads, bar, patched_logits: Callable[[int, int], Tensor],
+               targets: Tensor, metric: Metric) -> Tensor:
+    """π̃ of every head (or of ``heads``), ``[n_layers, n_heads]`` (NaN where not scored).
+
+    ``patched_logits(layer, head)`` returns the logits at ``end`` with that head patched.
+    """
+    n_layers, n_heads = model.n_layers, model.n_heads
+    patched = torch.full((n_layers, n_heads), float("nan"))
+    todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
+    for layer, head in todo:
+        patched[layer, head] = per_example(patched_logits(layer, head), targets, metric).mean().float()
+        if head == n_heads - 1 or heads is not None:
+            bar.update(1)
+    return patched
+
+
 @torch.no_grad()
 def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                   positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
     if positions is Positions.END:
-        result = _setting_fast_end(model, batch, metric, ablation, seed, bar, heads)
+        with passing_kv_cache(model.bridge):
+            result = _setting_fast_end(model, batch, metric, ablation, seed, bar, heads)
         if result is not None:
             return result
         warnings.warn(f"{model.name}: the bridge did not fill the key-value cache of every layer, so activation "
                       "patching at `end` reruns whole sequences from each head's block instead (exact, slower)",
                       stacklevel=2)
-    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
+    bridge, n_layers = model.bridge, model.n_layers
     end = batch.end
     tokens = batch.tokens[:, : end + 1]
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
@@ -78,32 +94,24 @@ def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abla
     perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
     where = _where(positions, end)
 
-    patched = torch.full((n_layers, n_heads), float("nan"))
-    todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
-    for layer, head in todo:
+    def patched_logits(layer: int, head: int) -> Tensor:
         value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
-        out = run_from(bridge, tokens, layer, acts[hooks.resid_pre(layer)],
-                       [(hooks.z(layer), _patch_hook(head, where, value))], logits_to_keep=1)
-        patched[layer, head] = per_example(out[:, -1], batch.targets, metric).mean().float()
-        if head == n_heads - 1 or heads is not None:
-            bar.update(1)
-    return patched, clean
+        return run_from(bridge, tokens, layer, acts[hooks.resid_pre(layer)],
+                        [(hooks.z(layer), _patch_hook(head, where, value))], logits_to_keep=1)[:, -1]
+
+    return _each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
 @torch.no_grad()
 def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                       seed: int, bar, heads: Heads = None) -> tuple[Tensor, float] | None:
-    """Patch at ``end`` only: one-token steps on the clean key-value cache of the positions before it.
+    """Patch at ``end`` only: one-token steps on the clean key-value cache of the positions before it
+    (run it under :func:`passing_kv_cache`).
 
     ``None`` when the cache does not hold every layer's keys for all ``end`` earlier positions (an
     architecture whose attention bridge ignores the cache): the steps would silently see one token.
     """
-    with passing_kv_cache(model.bridge):
-        return _cached_end_scan(model, batch, metric, ablation, seed, bar, heads)
-
-
-def _cached_end_scan(model, batch, metric, ablation, seed, bar, heads) -> tuple[Tensor, float] | None:
-    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
+    bridge, n_layers = model.bridge, model.n_layers
     end = batch.end
     _, prefix_cache = bridge(batch.tokens[:, :end], return_type="logits_and_cache", use_cache=True, logits_to_keep=1)
     try:
@@ -118,39 +126,32 @@ def _cached_end_scan(model, batch, metric, ablation, seed, bar, heads) -> tuple[
     clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
     perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
 
-    patched = torch.full((n_layers, n_heads), float("nan"))
-    todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
-    for layer, head in todo:
+    def patched_logits(layer: int, head: int) -> Tensor:
         value = ablate(acts[hooks.z(layer)][:, 0, head], ablation, perm)
         # the step appends its key and value to the cache it is given: each head gets a fresh copy
-        out = run_from(bridge, step, layer, acts[hooks.resid_pre(layer)], [(hooks.z(layer), _patch_hook(head, 0, value))],
-                       past_key_values=copy.deepcopy(prefix_cache))
-        patched[layer, head] = per_example(out[:, -1], batch.targets, metric).mean().float()
-        if head == n_heads - 1 or heads is not None:
-            bar.update(1)
-    return patched, clean
+        return run_from(bridge, step, layer, acts[hooks.resid_pre(layer)],
+                        [(hooks.z(layer), _patch_hook(head, 0, value))],
+                        past_key_values=copy.deepcopy(prefix_cache))[:, -1]
+
+    return _each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
 @torch.no_grad()
 def _setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                    positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
     """One full hooked forward per head on the whole sequence: the reference implementation."""
-    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
+    bridge, n_layers = model.bridge, model.n_layers
     end = batch.end
     logits, acts = capture(bridge, batch.tokens, [hooks.z(l) for l in range(n_layers)])
     clean = per_example(logits[:, end], batch.targets, metric).mean().item()
     perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
     where = _where(positions, end)
 
-    patched = torch.full((n_layers, n_heads), float("nan"))
-    todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
-    for layer, head in todo:
+    def patched_logits(layer: int, head: int) -> Tensor:
         value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
-        out = bridge.run_with_hooks(batch.tokens, fwd_hooks=[(hooks.z(layer), _patch_hook(head, where, value))])
-        patched[layer, head] = per_example(out[:, end], batch.targets, metric).mean().float()
-        if head == n_heads - 1 or heads is not None:
-            bar.update(1)
-    return patched, clean
+        return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(hooks.z(layer), _patch_hook(head, where, value))])[:, end]
+
+    return _each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
 @register("activation", "AP", "activation patching: total effect of replacing one head's hook_z")
