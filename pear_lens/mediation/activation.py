@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -34,6 +34,8 @@ from pear_lens.mediation.base import (
     ablate,
     check_batch,
     derangement,
+    each_head,
+    patch_head,
     register,
     run_settings,
 )
@@ -48,30 +50,6 @@ Heads = list[tuple[int, int]] | None
 
 def _where(positions: Positions, end: int) -> int | slice:
     return end if positions is Positions.END else slice(None)
-
-
-def _patch_hook(head: int, where: int | slice, value: Tensor):
-    def hook_fn(z: Tensor, hook) -> Tensor:
-        z = z.clone()
-        z[:, where, head] = value
-        return z
-    return hook_fn
-
-
-def _each_head(model: "LoadedModel", heads: Heads, bar, patched_logits: Callable[[int, int], Tensor],
-               targets: Tensor, metric: Metric) -> Tensor:
-    """π̃ of every head (or of ``heads``), ``[n_layers, n_heads]`` (NaN where not scored).
-
-    ``patched_logits(layer, head)`` returns the logits at ``end`` with that head patched.
-    """
-    n_layers, n_heads = model.n_layers, model.n_heads
-    patched = torch.full((n_layers, n_heads), float("nan"))
-    todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
-    for layer, head in todo:
-        patched[layer, head] = per_example(patched_logits(layer, head), targets, metric).mean().float()
-        if head == n_heads - 1 or heads is not None:
-            bar.update(1)
-    return patched
 
 
 @torch.no_grad()
@@ -97,9 +75,9 @@ def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abla
     def patched_logits(layer: int, head: int) -> Tensor:
         value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
         return run_from(bridge, tokens, layer, acts[hooks.resid_pre(layer)],
-                        [(hooks.z(layer), _patch_hook(head, where, value))], logits_to_keep=1)[:, -1]
+                        [(hooks.z(layer), patch_head(head, where, value))], logits_to_keep=1)[:, -1]
 
-    return _each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
+    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
 @torch.no_grad()
@@ -130,10 +108,10 @@ def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, 
         value = ablate(acts[hooks.z(layer)][:, 0, head], ablation, perm)
         # the step appends its key and value to the cache it is given: each head gets a fresh copy
         return run_from(bridge, step, layer, acts[hooks.resid_pre(layer)],
-                        [(hooks.z(layer), _patch_hook(head, 0, value))],
+                        [(hooks.z(layer), patch_head(head, 0, value))],
                         past_key_values=copy.deepcopy(prefix_cache))[:, -1]
 
-    return _each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
+    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
 @torch.no_grad()
@@ -149,9 +127,9 @@ def _setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abl
 
     def patched_logits(layer: int, head: int) -> Tensor:
         value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
-        return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(hooks.z(layer), _patch_hook(head, where, value))])[:, end]
+        return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(hooks.z(layer), patch_head(head, where, value))])[:, end]
 
-    return _each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
+    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
 @register("activation", "AP", "activation patching: total effect of replacing one head's hook_z")

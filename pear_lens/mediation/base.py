@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pear_lens.errors import PearLensError
-from pear_lens.metrics import Difference, Metric, delta
+from pear_lens.metrics import Difference, Metric, delta, per_example
 from pear_lens.results import HeadScores
 
 if TYPE_CHECKING:
@@ -137,3 +137,28 @@ def run_settings(
         metric=metric.value, difference=difference.value, task=task.to_dict(), options=options,
         fingerprint=model.fingerprint, extra={"seconds_per_setting": seconds, "seconds": sum(seconds)},
     )
+
+
+def each_head(model: "LoadedModel", heads: list[tuple[int, int]] | None, bar,
+              patched_logits: Callable[[int, int], Tensor], targets: Tensor, metric: Metric) -> Tensor:
+    """π̃ of every head (or of ``heads``), ``[n_layers, n_heads]`` (NaN where not scored): the loop of the
+    one-head-at-a-time scans. ``patched_logits(layer, head)`` returns the logits at ``end`` with that head
+    patched; ``bar`` advances once per layer (once per head when ``heads`` is given).
+    """
+    n_layers, n_heads = model.n_layers, model.n_heads
+    patched = torch.full((n_layers, n_heads), float("nan"))
+    todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
+    for layer, head in todo:
+        patched[layer, head] = per_example(patched_logits(layer, head), targets, metric).mean().float()
+        if head == n_heads - 1 or heads is not None:
+            bar.update(1)
+    return patched
+
+
+def patch_head(head: int, where: int | slice, value: Tensor):
+    """A ``hook_z`` hook that writes ``value`` into ``head`` at ``where`` (a position or a slice)."""
+    def hook_fn(z: Tensor, hook) -> Tensor:
+        z = z.clone()
+        z[:, where, head] = value
+        return z
+    return hook_fn

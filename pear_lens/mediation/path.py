@@ -23,7 +23,16 @@ from torch import Tensor
 
 from pear_lens import hooks
 from pear_lens.mediation._forward import LogitMinusMeanReadout, capture, run_from
-from pear_lens.mediation.base import Ablation, ablate, check_batch, derangement, register, run_settings
+from pear_lens.mediation.base import (
+    Ablation,
+    ablate,
+    check_batch,
+    derangement,
+    each_head,
+    patch_head,
+    register,
+    run_settings,
+)
 from pear_lens.metrics import Difference, Metric, per_example
 
 if TYPE_CHECKING:
@@ -95,7 +104,7 @@ def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abla
 def _setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                    seed: int, bar, heads: list[tuple[int, int]] | None = None) -> tuple[Tensor, float]:
     """One full hooked forward per head on the whole sequence: the reference implementation."""
-    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
+    bridge, n_layers = model.bridge, model.n_layers
     end, N = batch.end, batch.batch_size
     frozen = [f(l) for l in range(n_layers) for f in (hooks.q, hooks.k, hooks.v)]
     logits, acts = capture(bridge, batch.tokens, frozen + [hooks.z(l) for l in range(n_layers)])
@@ -105,21 +114,12 @@ def _setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abl
     def freeze(name: str):
         return lambda t, hook: acts[name]
 
-    patched = torch.full((n_layers, n_heads), float("nan"))
-    todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
-    for layer, head in todo:
+    def patched_logits(layer: int, head: int) -> Tensor:
         value = ablate(acts[hooks.z(layer)][:, end, head], ablation, perm)
+        patch = (hooks.z(layer), patch_head(head, end, value))
+        return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(n, freeze(n)) for n in frozen] + [patch])[:, end]
 
-        def patch(z: Tensor, hook, _head=head, _value=value) -> Tensor:
-            z = z.clone()
-            z[:, end, _head] = _value
-            return z
-
-        out = bridge.run_with_hooks(batch.tokens, fwd_hooks=[(n, freeze(n)) for n in frozen] + [(hooks.z(layer), patch)])
-        patched[layer, head] = per_example(out[:, end], batch.targets, metric).mean().float()
-        if head == n_heads - 1 or heads is not None:
-            bar.update(1)
-    return patched, clean
+    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
 @register("path", "PP", "reference path patching: batch-mean of one head at `end`, q/k/v frozen, MLPs free")
