@@ -94,7 +94,7 @@ def main(argv=None) -> None:
                     help="other models print their results only: figures/benchmarks keeps the default model's")
     ap.add_argument("--plain-heads", type=int, default=8, help="heads timed with the plain loops")
     args = ap.parse_args(argv)
-    report = Report("discovery", "python benchmarks/discovery.py" + (f" --model {args.model}" if args.model != "smollm2-135m-instruct" else ""))
+    report = Report("discovery", "python benchmarks/discovery.py" + (f" --model {args.model}" if args.model != DEFAULT_MODEL else ""))
 
     model = load_model(args.model)
     L, H = model.n_layers, model.n_heads

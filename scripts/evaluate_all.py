@@ -103,9 +103,9 @@ def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condit
     if args.publish:
         publish(run_dir, args.publish / model.name)
     conds = [C.baseline(model), C.from_artifact(model, run_dir)]
+    avoid_pear = model.n_layers * model.n_heads >= 2 * k  # enough other heads are left (K above half cannot)
     for seed in args.control_seeds:
-        # avoid the PEAR heads where enough others are left (K above half the heads cannot)
-        exclude = artifact.heads if model.n_layers * model.n_heads >= 2 * k else ()
+        exclude = artifact.heads if avoid_pear else ()
         heads = C.random_heads(model.n_layers, model.n_heads, k, seed, exclude=exclude)
         start = time.perf_counter()
         budget = {"steps": args.control_steps} if args.control_steps else {}
@@ -117,7 +117,7 @@ def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condit
     if args.uniform:
         mean_tau = float(artifact.tau.mean())
         conds.append(C.uniform(model, round(mean_tau, 3), label=f"uniform (all heads × mean PEAR τ = {mean_tau:.2f})"))
-    return conds, {"k": k, "k_chosen": how, "controls_avoid_pear_heads": model.n_layers * model.n_heads >= 2 * k, "heads": [f"L{l}.H{h}" for l, h in artifact.heads],
+    return conds, {"k": k, "k_chosen": how, "controls_avoid_pear_heads": avoid_pear, "heads": [f"L{l}.H{h}" for l, h in artifact.heads],
                    "tau": [round(float(t), 4) for t in artifact.tau]}
 
 
