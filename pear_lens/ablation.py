@@ -161,7 +161,7 @@ def ablate(config: AblateConfig) -> pd.DataFrame:
     """Run the ablation on a discovery run and write ``ablation.csv``, ``.html`` and ``.png`` into it."""
     from pear_lens.plots import ablation_curve as figure
     from pear_lens.plots import save_figure
-    from pear_lens.train import read_discovery, run_model, warn_if_bos_differs
+    from pear_lens.commands.train import read_discovery, run_model, warn_if_bos_differs
 
     run_dir = Path(config.run_dir)
     scores, info = read_discovery(run_dir)

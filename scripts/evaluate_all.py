@@ -25,7 +25,7 @@ from pathlib import Path
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation import conditions as C
 from pear_lens.evaluation.calibration import settings_for
-from pear_lens.evaluation.pipeline import EvalConfig, run_eval
+from pear_lens.commands.eval import EvalConfig, run_eval
 from pear_lens.evaluation.prompts import PromptStyle
 from pear_lens.evaluation.runner import encode_items, generate_outputs
 from pear_lens.evaluation.tasks import TaskName, generate_items
@@ -85,8 +85,8 @@ def pick_k(model, run_dir: Path, args, timing: dict) -> tuple[int, str]:
 
 def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condition], dict]:
     """Discover, choose K, train the PEAR artifact into the discovery run, train the random-K controls."""
-    from pear_lens.discover import DiscoverConfig, discover
-    from pear_lens.train import TrainRunConfig, train_run
+    from pear_lens.commands.discover import DiscoverConfig, discover
+    from pear_lens.commands.train import TrainRunConfig, train_run
 
     run_dir = runs / "discovery"
     if not (run_dir / "head_scores.csv").exists():
@@ -126,7 +126,7 @@ def _trained_before(run_dir: Path, config, model):
     from pear_lens import constants
     from pear_lens.artifact import load_artifact
     from pear_lens.reweight import select_heads
-    from pear_lens.train import read_discovery
+    from pear_lens.commands.train import read_discovery
 
     if not (run_dir / constants.PEAR_JSON).exists():
         return None

@@ -50,7 +50,7 @@ def settings_key(scores: HeadScores) -> tuple:
 
 def discover_cached(cache: Path, model: str, method: str, settings, refresh: bool) -> Path:
     """A discovery run folder for (model, method, settings), scored only if not cached already."""
-    from pear_lens.discover import DiscoverConfig, discover
+    from pear_lens.commands.discover import DiscoverConfig, discover
 
     tag = "reference" if tuple(settings) == REFERENCE_SETTINGS else "x".join(map(str, settings[0])) + (
         f"+{len(settings) - 1}" if len(settings) > 1 else "")

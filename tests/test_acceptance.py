@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pear_lens import constants
-from pear_lens.cli import main
+from pear_lens.commands.cli import main
 from pear_lens.compare import spearman
 from pear_lens.mediation import activation, attribution, path
 from pear_lens.mediation.base import Ablation, Positions

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from pear_lens import constants
-from pear_lens.cli import main
+from pear_lens.commands.cli import main
 
 
 def discover(tmp_path, *extra, name="run"):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from pear_lens import constants
 from pear_lens.ablation import COLUMNS
 from pear_lens.artifact import load_artifact
-from pear_lens.cli import main
+from pear_lens.commands.cli import main
 from pear_lens.errors import PearLensError
 from pear_lens.reweight import reweighted
 from tests.conftest import tiny

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pear_lens import constants
-from pear_lens.cli import main
+from pear_lens.commands.cli import main
 from pear_lens.compare import (
     bin_maxima,
     by_setting,

@@ -83,7 +83,7 @@ def test_bad_device_options_are_refused_with_the_fix(folders):
 
 
 def test_discover_command_takes_dtype_and_device_map(folders, tmp_path):
-    from pear_lens.cli import main
+    from pear_lens.commands.cli import main
     from pear_lens.results import HeadScores
 
     common = ["discover", "--model", folders["gpt2"], "--settings", "4x6", "--no-png", "--quiet"]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pear_lens import cli
+from pear_lens.commands import cli
 from pear_lens.evaluation.runner import ITEM_COLUMNS, SUMMARY_COLUMNS
 
 DATA = Path(__file__).parent / "data"

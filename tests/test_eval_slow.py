@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from pear_lens import cli
+from pear_lens.commands import cli
 from pear_lens.models import REGISTRY
 
 pytestmark = [

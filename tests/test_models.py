@@ -88,7 +88,7 @@ def test_hub_id_without_hub_gives_clear_error():
 
 
 def test_models_cli_lists_install_state():
-    out = subprocess.run([sys.executable, "-m", "pear_lens.cli", "models"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "pear_lens.commands.cli", "models"], capture_output=True, text=True,
                          check=True).stdout
     assert "smollm2-135m-instruct" in out and "tiny-bloom" in out
     assert "installed" in out

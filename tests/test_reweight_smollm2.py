@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pear_lens import constants
-from pear_lens.apply import ApplyConfig, apply, verify_fold
+from pear_lens.commands.apply import ApplyConfig, apply, verify_fold
 from pear_lens.artifact import Artifact
 from pear_lens.convert import fold_into_hf
 from pear_lens.reweight import TrainConfig, copy_logits, reweighted, train_coefficients

@@ -76,10 +76,10 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
 
 def demo(config: DemoConfig) -> dict[str, Any]:
     from pear_lens.ablation import EVAL_SEED, eval_batches
-    from pear_lens.apply import ApplyConfig, apply
-    from pear_lens.discover import DiscoverConfig, discover
+    from pear_lens.commands.apply import ApplyConfig, apply
+    from pear_lens.commands.discover import DiscoverConfig, discover
     from pear_lens.models import load_model
-    from pear_lens.train import TrainRunConfig, train_run
+    from pear_lens.commands.train import TrainRunConfig, train_run
 
     run, hf_dir = Path(config.out), Path(config.out) / "folded_hf"
     t0 = time.perf_counter()

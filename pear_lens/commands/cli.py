@@ -23,7 +23,7 @@ def _models(_: argparse.Namespace) -> int:
 
 
 def _discover(ns: argparse.Namespace) -> int:
-    from pear_lens.discover import DiscoverConfig, discover
+    from pear_lens.commands.discover import DiscoverConfig, discover
 
     config = from_namespace(DiscoverConfig, ns)
     scores = discover(config)
@@ -43,7 +43,7 @@ def _compare(ns: argparse.Namespace) -> int:
 
 
 def _eval(ns: argparse.Namespace) -> int:
-    from pear_lens.evaluation.pipeline import EvalConfig, run_eval
+    from pear_lens.commands.eval import EvalConfig, run_eval
 
     config = from_namespace(EvalConfig, ns)
     result = run_eval(config)
@@ -65,7 +65,7 @@ def _eval_report(ns: argparse.Namespace) -> int:
 
 
 def _train(ns: argparse.Namespace) -> int:
-    from pear_lens.train import TrainRunConfig, train_run
+    from pear_lens.commands.train import TrainRunConfig, train_run
 
     config = from_namespace(TrainRunConfig, ns)
     artifact, result = train_run(config)
@@ -78,7 +78,7 @@ def _train(ns: argparse.Namespace) -> int:
 
 
 def _apply(ns: argparse.Namespace) -> int:
-    from pear_lens.apply import ApplyConfig, apply
+    from pear_lens.commands.apply import ApplyConfig, apply
 
     config = from_namespace(ApplyConfig, ns)
     note = apply(config)
@@ -101,7 +101,7 @@ def _ablate(ns: argparse.Namespace) -> int:
 
 
 def _demo(ns: argparse.Namespace) -> int:
-    from pear_lens.demo import DemoConfig, demo
+    from pear_lens.commands.demo import DemoConfig, demo
 
     demo(from_namespace(DemoConfig, ns))
     return 0
@@ -118,20 +118,20 @@ def _config_command(cls_path: str) -> Callable[[], type]:
 COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Namespace], int]]] = {
     "models": ("list the models pear_lens knows and whether each is installed", None, _models),
     "discover": ("score every attention head on the copy proxy task and write a run folder",
-                 _config_command("pear_lens.discover:DiscoverConfig"), _discover),
+                 _config_command("pear_lens.commands.discover:DiscoverConfig"), _discover),
     "train": ("learn one coefficient τ per top head of a discovery run and save the artifact in it",
-              _config_command("pear_lens.train:TrainRunConfig"), _train),
+              _config_command("pear_lens.commands.train:TrainRunConfig"), _train),
     "apply": ("fold a run's coefficients into a plain Hugging Face model folder (verified before saving)",
-              _config_command("pear_lens.apply:ApplyConfig"), _apply),
+              _config_command("pear_lens.commands.apply:ApplyConfig"), _apply),
     "ablate": ("retrain for several K (top-K vs random heads) and plot held-out copy accuracy and loss",
                _config_command("pear_lens.ablation:AblateConfig"), _ablate),
     "demo": ("the whole pipeline on one model: discover, train, apply, before/after check",
-             _config_command("pear_lens.demo:DemoConfig"), _demo),
+             _config_command("pear_lens.commands.demo:DemoConfig"), _demo),
     "compare": ("compare discovery runs (models, methods, seeds, proxy settings) by top-K overlap, "
                 "rank correlation and relative depth", _config_command("pear_lens.compare:CompareConfig"),
                 _compare),
     "eval": ("evaluate baseline (and a trained artifact) on a RAG task; write per-item and summary CSVs",
-             _config_command("pear_lens.evaluation.pipeline:EvalConfig"), _eval),
+             _config_command("pear_lens.commands.eval:EvalConfig"), _eval),
     "eval-report": ("draw accuracy-by-position curves and a results table from eval folders",
                     _config_command("pear_lens.evaluation.report:EvalReportConfig"), _eval_report),
 }
