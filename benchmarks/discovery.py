@@ -36,7 +36,7 @@ import torch
 
 from _report import Report
 
-from pear_lens.compare import spearman
+from pear_lens.agreement import spearman
 from pear_lens.mediation import activation, path
 from pear_lens.mediation.base import Ablation, Positions
 from pear_lens.metrics import Difference, Metric, delta

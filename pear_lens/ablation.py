@@ -18,18 +18,14 @@ equal steps.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from pear_lens import constants
-from pear_lens.config import option
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_path
 from pear_lens.reweight import CopyEval, Head, TrainConfig, evaluate_copy, train_coefficients
 from pear_lens.task import ProxyTask, TaskBatch
 
@@ -130,50 +126,4 @@ def ablation_curve(
                         time.perf_counter() - t0))
     df = pd.DataFrame(rows)
     df["lowest_layer"] = df["lowest_layer"].astype("Int64")  # empty for the baseline row
-    return df
-
-
-@dataclass
-class AblateConfig:
-    """``pear-lens ablate``: the curve of copy accuracy and loss against K."""
-
-    run_dir: Path = option(help="discovery run folder (from `pear-lens discover`)", positional=True)
-    k: tuple[int, ...] = option((1, 2, 5, 10, 20, 40), help="numbers of heads to re-weight")
-    seeds: int = option(2, help="random-head draws per K (the control)")
-    steps: int = option(30, help="training steps for the top-K heads (reference: 60; see the module docstring)")
-    control_steps: int = option(30, help="training steps for the random controls (fewer saves time; the CSV and "
-                                         "figure state it, but τ then moves less, so equal steps are the fair control)")
-    batch_size: int = option(10, help="effective training batch (reference: 20)")
-    micro_batch: int = option(TrainConfig.micro_batch, help="sequences per forward/backward (and per eval batch)")
-    n: int = option(TrainConfig.n, help="half-length of the training and evaluation sequences")
-    seed: int = option(0, help="seed of the training sequences (the same for every run)")
-    prepend_bos: bool = option(False, help="prepend BOS to the training and held-out sequences (the reference does "
-                                           "not); pass it when the discovery run did")
-    precision: str = option("bf16", choices=["fp32", "bf16"],
-                            help="training precision (see `pear-lens train --help`); evaluation is always fp32")
-    n_eval: int = option(50, help="held-out proxy sequences for the evaluation (n predictions each)")
-    eval_seed: int = option(EVAL_SEED, help="seed of the held-out sequences (must differ from --seed)")
-    no_png: bool = option(False, help="skip the static PNG")
-    quiet: bool = option(False, help="no progress bar")
-
-
-def ablate(config: AblateConfig) -> pd.DataFrame:
-    """Run the ablation on a discovery run and write ``ablation.csv``, ``.html`` and ``.png`` into it."""
-    from pear_lens.plots import ablation_curve as figure
-    from pear_lens.plots import save_figure
-    from pear_lens.commands.train import read_discovery, run_model, warn_if_bos_differs
-
-    run_dir = Path(config.run_dir)
-    scores, info = read_discovery(run_dir)
-    warn_if_bos_differs(info, config.prepend_bos)
-    model = run_model(scores, info)
-    train = TrainConfig(steps=config.steps, batch_size=config.batch_size, micro_batch=config.micro_batch,
-                        n=config.n, seed=config.seed, prepend_bos=config.prepend_bos, precision=config.precision)
-    df = ablation_curve(model, scores, config.k, train=train, control_steps=config.control_steps,
-                        seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed,
-                        progress=not config.quiet)
-    with atomic_path(run_dir / constants.ABLATION_CSV) as tmp:
-        df.to_csv(tmp, index=False)
-    save_figure(figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),
-                run_dir / constants.ABLATION_HTML, formats=["html"] + ([] if config.no_png else ["png"]))
     return df

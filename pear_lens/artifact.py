@@ -223,7 +223,7 @@ def load_artifact(run_dir: str | Path, model: Any = None) -> Artifact:
         if isinstance(getattr(model, "fingerprint", None), str):
             artifact.check_fingerprint(model.fingerprint, what=f"the weights of {getattr(model, 'name', 'this model')}")
         else:
-            from pear_lens.convert import fingerprint
+            from pear_lens.fingerprint import fingerprint
 
             artifact.check_fingerprint(fingerprint(model), what=f"the weights of this {type(model).__name__}")
     return artifact

@@ -13,62 +13,22 @@ import itertools
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from pear_lens import constants
-from pear_lens.config import option
+from pear_lens.agreement import depth_bin, jaccard, layer_depth, pair_bins, same_model, spearman
 from pear_lens.errors import PearLensError
 from pear_lens.results import Head, HeadScores
 
 Run = Union[HeadScores, str, os.PathLike]
 Runs = Union[Sequence[Run], Mapping[str, Run]]
-Values = Union[Sequence[float], Sequence[int], np.ndarray, Tensor]
-
-MIN_RANK_POINTS = 3
-"""Fewer paired values than this make a rank correlation meaningless (two points always give ±1)."""
-
 
 # --------------------------------------------------------------------------- small pieces
-
-
-def spearman(a: Values, b: Values) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN below 3 pairs or for a constant input."""
-    sa = pd.Series(torch.as_tensor(a, dtype=torch.float64).flatten().numpy())
-    sb = pd.Series(torch.as_tensor(b, dtype=torch.float64).flatten().numpy())
-    if len(sa) != len(sb):
-        raise PearLensError(f"spearman needs two equally long inputs, got {len(sa)} and {len(sb)}")
-    keep = sa.notna() & sb.notna()
-    if int(keep.sum()) < MIN_RANK_POINTS:
-        return math.nan
-    # Pearson of the ranks is Spearman's ρ; it needs no scipy.
-    return float(sa[keep].rank().corr(sb[keep].rank()))
-
-
-def layer_depth(layer: int, n_layers: int) -> float:
-    """Relative depth ``layer / (n_layers - 1)``: 0 for the first block, 1 for the last (0 for a one-block model)."""
-    return layer / (n_layers - 1) if n_layers > 1 else 0.0
-
-
-def depth_bin(depth: float, n_bins: int) -> int:
-    """Index of the equal-width bin of [0, 1] that holds ``depth`` (1.0 falls in the last bin)."""
-    return min(int(depth * n_bins), n_bins - 1)
-
-
-def pair_bins(n_layers_a: int, n_layers_b: int, bins: int) -> int:
-    """How many depth bins two models can share without leaving a bin empty in either.
-
-    Layer depths are ``1 / (L - 1)`` apart, so bins of width ``1 / B`` with
-    ``B <= L - 1`` each hold at least one layer of an ``L``-layer model.
-    """
-    return max(1, min(bins, n_layers_a - 1, n_layers_b - 1))
 
 
 def bin_maxima(scores: HeadScores, n_bins: int) -> Float[Tensor, " n_bins"]:
@@ -91,19 +51,6 @@ def _k(scores: HeadScores, k: int) -> int:
 def top_depth_bins(scores: HeadScores, k: int, n_bins: int) -> set[int]:
     """The relative-depth bins that hold at least one of the top-``k`` heads."""
     return {depth_bin(layer_depth(l, scores.n_layers), n_bins) for l, _ in scores.top_k(_k(scores, k))}
-
-
-def _jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b) if a | b else math.nan
-
-
-def same_model(a: HeadScores, b: HeadScores) -> bool:
-    """Heads can be matched one to one: same model name and shape.
-
-    The weights may differ (bf16 against fp32, a re-weighted copy): head ``(l, h)``
-    is still the same head.
-    """
-    return a.model == b.model and a.scores.shape == b.scores.shape
 
 
 def head_label(head: Head) -> str:
@@ -229,52 +176,16 @@ def compare(runs: Runs, k: int = 10, bins: int = 10) -> pd.DataFrame:
                "method_a": a.method, "method_b": b.method, "same_model": same_model(a, b), "k": k}
         if row["same_model"]:
             ta, tb = set(a.top_k(_k(a, k))), set(b.top_k(_k(b, k)))
-            row.update(top_k_overlap=len(ta & tb), top_k_jaccard=_jaccard(ta, tb),
+            row.update(top_k_overlap=len(ta & tb), top_k_jaccard=jaccard(ta, tb),
                        spearman_heads=spearman(a.scores, b.scores))
         else:
             row.update(top_k_overlap=math.nan, top_k_jaccard=math.nan, spearman_heads=math.nan)
         n_bins = pair_bins(a.n_layers, b.n_layers, bins)
         ba, bb = top_depth_bins(a, k, n_bins), top_depth_bins(b, k, n_bins)
-        row.update(n_bins=n_bins, top_depth_bins_overlap=len(ba & bb), top_depth_bins_jaccard=_jaccard(ba, bb),
+        row.update(n_bins=n_bins, top_depth_bins_overlap=len(ba & bb), top_depth_bins_jaccard=jaccard(ba, bb),
                    spearman_depth_bin_max=spearman(bin_maxima(a, n_bins), bin_maxima(b, n_bins)))
         rows.append(row)
     columns = ["run_a", "run_b", "model_a", "model_b", "method_a", "method_b", "same_model", "k",
                "top_k_overlap", "top_k_jaccard", "spearman_heads", "n_bins", "top_depth_bins_overlap",
                "top_depth_bins_jaccard", "spearman_depth_bin_max"]
     return pd.DataFrame(rows, columns=columns)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-@dataclass
-class CompareConfig:
-    """Settings of ``pear-lens compare``."""
-
-    run_dirs: tuple[Path, ...] = option(help="discovery run folders to compare", positional=True)
-    out: Path = option(help="folder to create with compare.csv, summary.csv and the relative-depth figure")
-    k: int = option(10, help="top-K heads per run")
-    bins: int = option(10, help="relative-depth bins for comparing different models")
-    overwrite: bool = option(False, help="replace OUT if it already exists")
-    no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
-
-    def __post_init__(self) -> None:
-        self.run_dirs = tuple(Path(p) for p in self.run_dirs)
-        self.out = Path(self.out)
-
-
-def compare_runs(config: CompareConfig) -> pd.DataFrame:
-    """Compare the run folders of ``config`` and write the output folder atomically."""
-    from pear_lens.io import check_new_run_dir, staged_dir
-    from pear_lens.plots import relative_depth as depth_figure
-    from pear_lens.plots import save_figure
-
-    check_new_run_dir(config.out, config.overwrite)
-    runs = load_runs([str(p) for p in config.run_dirs])
-    pairs = compare(runs, k=config.k, bins=config.bins)
-    with staged_dir(config.out, overwrite=config.overwrite) as stage:
-        pairs.to_csv(stage / constants.COMPARE_CSV, index=False)
-        run_summary(runs, k=config.k).to_csv(stage / constants.COMPARE_SUMMARY_CSV, index=False)
-        save_figure(depth_figure(heads_by_depth(runs, k=config.k)), stage / constants.RELATIVE_DEPTH_HTML,
-                    formats=["html"] + ([] if config.no_png else ["png"]))
-    return pairs

@@ -16,7 +16,6 @@ TransformerLens blocked.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
@@ -25,6 +24,7 @@ import torch
 from pear_lens import __version__, constants
 from pear_lens.errors import PearLensError
 from pear_lens.families import Family, family_for
+from pear_lens.fingerprint import fingerprint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -32,23 +32,6 @@ if TYPE_CHECKING:
     from pear_lens.artifact import Artifact
 
 Head = tuple[int, int]
-
-
-def fingerprint(model: "PreTrainedModel") -> str:
-    """A digest of every tensor in ``model.state_dict()`` (names, dtypes, shapes, bytes).
-
-    Artifacts record the fingerprint of the weights they were trained on; folding
-    into any other weights (including an already folded copy) is refused.
-    """
-    h = hashlib.blake2b(digest_size=16)
-    state = model.state_dict()
-    for name in sorted(state):
-        t = state[name].detach()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.dtype == torch.bfloat16:
-            t = t.view(torch.int16)
-        h.update(t.contiguous().cpu().numpy().tobytes())
-    return "blake2b:" + h.hexdigest()
 
 
 def _get_module(model: torch.nn.Module, path: str) -> torch.nn.Module:

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from pear_lens.convert import drop_gguf_quantizer, fingerprint
+from pear_lens.convert import drop_gguf_quantizer
+from pear_lens.fingerprint import fingerprint
 from pear_lens.errors import ModelNotAvailable, PearLensError
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from pear_lens.agreement import same_model, spearman
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_path
 
@@ -152,21 +153,22 @@ def relative_depth(df: pd.DataFrame, title: str | None = None) -> go.Figure:
                    yaxis=dict(title="Δπ"), width=760, height=480)
 
 
-def score_distributions(runs: "Mapping[str, HeadScores] | Sequence[HeadScores] | pd.DataFrame",
+def score_distributions(runs: "Mapping[str, HeadScores] | pd.DataFrame",
                         title: str | None = None) -> go.Figure:
     """Distribution of Δπ over all heads, one box (with every head as a point) per run.
 
-    ``runs`` is a ``{label: HeadScores}`` mapping, a list of HeadScores or run
-    folders (labelled as in :func:`pear_lens.compare.load_runs`), or a tidy table
-    with columns ``run, score``.
+    ``runs`` is a ``{label: HeadScores}`` mapping or a tidy table with columns
+    ``run, score``. Label a list of scores or run folders first with
+    :func:`pear_lens.compare.load_runs` (plots draw results; they do not load them).
     """
     if isinstance(runs, pd.DataFrame):
         _require_columns(runs, ["run", "score"], "score_distributions")
         groups = [(str(r), g["score"]) for r, g in runs.groupby("run", sort=False)]
+    elif isinstance(runs, Mapping):
+        groups = [(str(label), s.to_dataframe()["score"]) for label, s in runs.items()]
     else:
-        from pear_lens.compare import load_runs
-
-        groups = [(label, s.to_dataframe()["score"]) for label, s in load_runs(runs).items()]
+        raise PearLensError(f"score_distributions takes {{label: HeadScores}} or a table, got {type(runs).__name__}; "
+                            "label a list of runs with pear_lens.compare.load_runs(runs)")
     fig = go.Figure()
     for i, (label, values) in enumerate(groups):
         fig.add_trace(go.Box(
@@ -186,8 +188,6 @@ def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int 
     Heads in either run's top-k are drawn large; the dashed diagonal is y = x
     (exact agreement, expected for attribution against activation patching).
     """
-    from pear_lens.compare import same_model, spearman
-
     if not same_model(scores_a, scores_b):
         raise PearLensError(
             f"method_agreement compares two scorings of one model; got {scores_a.model} "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pear_lens.commands.discover import environment
+from pear_lens.environment import environment
 from pear_lens.evaluation import calibration as cal
 from pear_lens.evaluation.facts import closed_book_items, load_facts
 from pear_lens.commands.eval import known_facts

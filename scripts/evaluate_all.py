@@ -64,7 +64,8 @@ def pick_k(model, run_dir: Path, args, timing: dict) -> tuple[int, str]:
     import pandas as pd
 
     from pear_lens import constants
-    from pear_lens.ablation import AblateConfig, ablate, choose_k
+    from pear_lens.ablation import choose_k
+    from pear_lens.commands.ablate import AblateConfig, ablate
 
     if args.k != "auto":
         return int(args.k), "given with --k"

@@ -9,7 +9,7 @@ import torch
 
 from pear_lens import constants
 from pear_lens.commands.cli import main
-from pear_lens.compare import spearman
+from pear_lens.agreement import spearman
 from pear_lens.mediation import activation, attribution, path
 from pear_lens.mediation.base import Ablation, Positions
 from pear_lens.metrics import Metric

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pear_lens import constants
+from pear_lens.agreement import pair_bins, spearman
 from pear_lens.commands.cli import main
 from pear_lens.compare import (
     bin_maxima,
@@ -16,9 +17,7 @@ from pear_lens.compare import (
     compare,
     heads_by_depth,
     load_runs,
-    pair_bins,
     run_summary,
-    spearman,
 )
 from pear_lens.errors import PearLensError
 from pear_lens.mediation import score_heads

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from pear_lens.compare import spearman
+from pear_lens.agreement import spearman
 from pear_lens.errors import PearLensError
 from pear_lens.mediation import METHODS, score_heads
 from pear_lens.mediation.base import derangement
@@ -84,7 +84,7 @@ def test_a_head_without_output_scores_exactly_zero():
     hf, tok = build_tiny("llama")
     with torch.no_grad():
         hf.model.layers[1].self_attn.o_proj.weight[:, 16:32] = 0.0  # head 1 of layer 1 writes nothing
-    from pear_lens.convert import fingerprint
+    from pear_lens.fingerprint import fingerprint
     from pear_lens.models import LoadedModel
 
     m = LoadedModel("tiny-llama-ablated", boot_bridge(hf, tok, "x"), tok, fingerprint(hf), "test", "x", "llama",

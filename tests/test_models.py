@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pear_lens import models
-from pear_lens.convert import fingerprint
+from pear_lens.fingerprint import fingerprint
 from pear_lens.errors import ModelNotAvailable, PearLensError
 from pear_lens.models import TINY_FAMILIES, list_models, load_model
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pear_lens import plots
-from pear_lens.compare import heads_by_depth, run_summary, spearman
+from pear_lens.agreement import spearman
+from pear_lens.compare import heads_by_depth, run_summary
 from pear_lens.errors import PearLensError
 from pear_lens.results import HeadScores
 

@@ -21,13 +21,13 @@ from pear_lens.artifact import Artifact, load_artifact
 from pear_lens.config import option
 from pear_lens.convert import (
     drop_gguf_quantizer,
-    fingerprint,
     fold_into_hf,
     head_slice,
     output_projection,
     reweighted_hf,
 )
 from pear_lens.errors import PearLensError
+from pear_lens.fingerprint import fingerprint
 from pear_lens.io import atomic_write_json, staged_dir
 
 if TYPE_CHECKING:

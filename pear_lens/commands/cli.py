@@ -34,7 +34,7 @@ def _discover(ns: argparse.Namespace) -> int:
 
 
 def _compare(ns: argparse.Namespace) -> int:
-    from pear_lens.compare import CompareConfig, compare_runs
+    from pear_lens.commands.compare import CompareConfig, compare_runs
 
     config = from_namespace(CompareConfig, ns)
     pairs = compare_runs(config)
@@ -90,7 +90,7 @@ def _apply(ns: argparse.Namespace) -> int:
 
 
 def _ablate(ns: argparse.Namespace) -> int:
-    from pear_lens.ablation import AblateConfig, ablate
+    from pear_lens.commands.ablate import AblateConfig, ablate
 
     config = from_namespace(AblateConfig, ns)
     df = ablate(config)
@@ -124,11 +124,11 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Nam
     "apply": ("fold a run's coefficients into a plain Hugging Face model folder (verified before saving)",
               _config_command("pear_lens.commands.apply:ApplyConfig"), _apply),
     "ablate": ("retrain for several K (top-K vs random heads) and plot held-out copy accuracy and loss",
-               _config_command("pear_lens.ablation:AblateConfig"), _ablate),
+               _config_command("pear_lens.commands.ablate:AblateConfig"), _ablate),
     "demo": ("the whole pipeline on one model: discover, train, apply, before/after check",
              _config_command("pear_lens.commands.demo:DemoConfig"), _demo),
     "compare": ("compare discovery runs (models, methods, seeds, proxy settings) by top-K overlap, "
-                "rank correlation and relative depth", _config_command("pear_lens.compare:CompareConfig"),
+                "rank correlation and relative depth", _config_command("pear_lens.commands.compare:CompareConfig"),
                 _compare),
     "eval": ("evaluate baseline (and a trained artifact) on a RAG task; write per-item and summary CSVs",
              _config_command("pear_lens.commands.eval:EvalConfig"), _eval),

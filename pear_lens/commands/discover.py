@@ -7,13 +7,12 @@ model, weight fingerprint, package versions, per-setting scores). Later stages
 """
 from __future__ import annotations
 
-import platform
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pear_lens import constants
 from pear_lens.config import option
+from pear_lens.environment import environment
 from pear_lens.io import atomic_write_json, staged_dir
 from pear_lens.models import DEFAULT_MODEL
 from pear_lens.results import HeadScores
@@ -44,19 +43,6 @@ class DiscoverConfig:
     overwrite: bool = option(False, help="replace RUN_DIR if it already exists")
     no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bars")
-
-
-def environment() -> dict[str, str]:
-    """Versions of everything that can change a number."""
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for dist in ("pear-lens", "torch", "transformers", "transformer-lens", "gguf", "numpy"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 def write_run(scores: HeadScores, out: Path, *, config: dict, overwrite: bool, top_k: int, png: bool,

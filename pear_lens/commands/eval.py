@@ -159,7 +159,7 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_eval_dir(result: EvalResult, items: Sequence[Item], out: Path, *, overwrite: bool) -> Path:
-    from pear_lens.commands.discover import environment
+    from pear_lens.environment import environment
 
     with staged_dir(out, overwrite=overwrite) as stage:
         result.items.to_csv(stage / constants.EVAL_ITEMS_CSV, index=False)
