@@ -1,118 +1,381 @@
-"""Config dataclasses shared by notebooks and the command line.
+"""Typed config dataclasses, and the command line generated from them.
 
-Each field carries its help text in ``metadata``; :func:`add_dataclass_args`
-turns a config class into argparse options, so the CLI and the Python API can
-never drift apart.
+A config is a dataclass whose fields are Enums or typed values; a field's help is its attribute
+docstring (``option(help=...)`` overrides it). :func:`add_arguments` turns a config class into argparse
+options by the *resolved type* of each field:
+
+- an Enum subclass becomes a choice of its values; ``Literal[...]`` a choice of its strings;
+- ``int``, ``float``, ``str``, ``Path`` (or ``Optional`` of one) a typed option; ``bool`` a flag;
+- ``tuple[X, ...]`` a comma-separated list (several values when positional);
+- ``Annotated[T, Format(...)]`` a value in that text format (``Settings``: ``20x50,40x25``;
+  ``Heads``: ``26.28,11.6``);
+- a nested dataclass a section of options, prefixed with the field name (``--train.lr``) unless the
+  field says ``option(prefix="")``;
+- ``option(variants=..., selector=...)`` one options dataclass out of a registry, chosen by another
+  field (the scoring method's options): the union of their fields, and a given option that the chosen
+  variant lacks is an error.
+
+Any other type raises when the parser is built: a value is never passed on as an unparsed string.
+:func:`from_namespace` builds the config back, nested sections included, and :func:`coerce` checks a
+``{name: value}`` mapping against a config class (unknown names and bad Enum values are a
+:class:`PearLensError`), which the Python API uses for the same checks.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import enum
+import inspect
+import textwrap
+import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Annotated, Any, Callable, Literal, Mapping, get_args, get_origin
 
 from pear_lens.errors import PearLensError
 
 MISSING = dataclasses.MISSING
+_SCALARS = (int, float, str, Path)
 
 
-def option(default: Any = MISSING, *, help: str, positional: bool = False, choices: list[str] | None = None,
-           default_factory: Any = MISSING) -> Any:
-    """A config field with its ``--help`` text."""
-    meta = {"help": help, "positional": positional, "choices": choices}
+def option(default: Any = MISSING, *, help: str | None = None, positional: bool = False,
+           choices: list[str] | Callable[[], list[str]] | None = None, default_factory: Any = MISSING, prefix: str | None = None,
+           omit: tuple[str, ...] = (), cli_type: Any = None, cli: bool = True,
+           variants: Callable[[], Mapping[str, type]] | None = None, selector: str | None = None) -> Any:
+    """A config field with its command-line form.
+
+    ``help`` (default: the attribute docstring); ``positional``; ``choices`` for a ``str`` field (a list, or a function returning one when the parser is built);
+    ``prefix`` of a nested section's options (default ``"<field>."``; ``""`` keeps its flags unprefixed)
+    and ``omit``, the section's fields that do not apply here; ``cli_type``: the type the command line
+    parses when the field's own type has no command-line form; ``cli=False`` leaves the field off the
+    command line; ``variants``/``selector``: see the module docstring.
+    """
+    meta = {"help": help, "positional": positional, "choices": choices, "prefix": prefix, "omit": tuple(omit),
+            "cli_type": cli_type, "cli": cli, "variants": variants, "selector": selector}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
+# --------------------------------------------------------------------------- text formats
+
+
+@dataclass(frozen=True)
+class Format:
+    """How values of one type are written on the command line: ``Annotated[T, Format(...)]``."""
+
+    parse: Callable[[str], Any]
+    show: Callable[[Any], str]
+    metavar: str
+
+
 def _parse_pairs(text: str) -> tuple[tuple[int, int], ...]:
     """``20x50,40x25`` → ((20, 50), (40, 25))."""
     try:
-        return tuple(tuple(int(v) for v in part.lower().split("x")) for part in text.split(",") if part)  # type: ignore[misc]
+        pairs = tuple(tuple(int(v) for v in part.lower().split("x")) for part in text.split(",") if part)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected BATCHxN pairs like 20x50,40x25, got {text!r}") from None
-
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        pairs = ((),)
+    if any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected BATCHxN pairs like 20x50,40x25, got {text!r}")
+    return pairs  # type: ignore[return-value]
 
 
 def _parse_heads(text: str) -> tuple[tuple[int, int], ...]:
     """``26.28,11.6`` → ((26, 28), (11, 6))."""
     try:
-        return tuple(tuple(int(v) for v in part.split(".")) for part in text.split(",") if part)  # type: ignore[misc]
+        heads = tuple(tuple(int(v) for v in part.split(".")) for part in text.split(",") if part)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LAYER.HEAD pairs like 26.28,11.6, got {text!r}") from None
+        heads = ((),)
+    if any(len(h) != 2 for h in heads):
+        raise argparse.ArgumentTypeError(f"expected LAYER.HEAD pairs like 26.28,11.6, got {text!r}")
+    return heads  # type: ignore[return-value]
 
 
-PARSERS = {
-    "tuple[tuple[int, int], ...]": _parse_pairs,
-    "tuple[int, ...]": _parse_ints,
-    "Heads": _parse_heads,
-}
-
-# Field types given as several space-separated values (``pear-lens compare RUN1 RUN2 ...``).
-VARIADIC = {
-    "tuple[Path, ...]": Path,
-}
+Settings = Annotated[tuple[tuple[int, int], ...],
+                     Format(_parse_pairs, lambda v: ",".join(f"{b}x{n}" for b, n in v) or "none", "BATCHxN,...")]
+"""(batch, n) pairs of the proxy task, ``20x50,40x25`` on the command line."""
+Heads = Annotated[tuple[tuple[int, int], ...],
+                  Format(_parse_heads, lambda v: ",".join(f"{l}.{h}" for l, h in v) or "none", "LAYER.HEAD,...")]
+"""``(layer, head)`` pairs, ``26.28,11.6`` on the command line."""
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    hints = typing.get_type_hints(cls, include_extras=False)
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        if "help" not in meta:
+def _list_of(item: type) -> Format:
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(item(v) for v in text.split(",") if v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, got {text!r}") from None
+    return Format(parse, lambda v: ",".join(map(str, v)) or "none", f"{item.__name__.upper()},...")
+
+
+def _enum_parser(cls: type[enum.Enum]) -> Callable[[str], enum.Enum]:
+    def parse(text: str) -> enum.Enum:
+        try:
+            return cls(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice {text!r} (choose from {', '.join(str(m.value) for m in cls)})") from None
+    parse.__name__ = cls.__name__
+    return parse
+
+
+# --------------------------------------------------------------------------- reading the types
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` of the string literals written under the fields of ``cls`` and its bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
             continue
-        typ = hints[f.name]
-        kwargs: dict[str, Any] = {"help": meta["help"]}
-        required = f.default is MISSING and f.default_factory is MISSING
-        if not required:
-            default = f.default if f.default is not MISSING else f.default_factory()
-            kwargs["help"] += f" (default: {_show(default)})"
-        type_key = f.type if isinstance(f.type, str) else str(typ)
-        if typ is bool:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", **kwargs)
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
             continue
-        if type_key in PARSERS:
-            kwargs["type"] = PARSERS[type_key]
-        elif type_key in VARIADIC:
-            kwargs["type"], kwargs["nargs"] = VARIADIC[type_key], "+"
-        elif typ in (int, float, str, Path) or _optional_of(typ) in (int, float, str, Path):
-            kwargs["type"] = _optional_of(typ) or typ
-        if meta.get("choices"):
-            kwargs["choices"] = meta["choices"]
-        if meta.get("positional"):
-            if not required:
-                kwargs["nargs"] = "*" if "nargs" in kwargs else "?"
-            parser.add_argument(f.name, metavar=f.name.upper(), **kwargs)
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, required=required, **kwargs)
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(inspect.cleandoc(nxt.value.value).split())
+    return docs
 
 
-def _optional_of(typ: Any) -> Any:
-    if get_origin(typ) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _unwrap_optional(typ: Any) -> Any:
+    if get_origin(typ) in (typing.Union, types.UnionType):
         args = [a for a in get_args(typ) if a is not type(None)]
-        return args[0] if len(args) == 1 else None
+        if len(args) == 1:
+            return args[0]
+    return typ
+
+
+def _format_of(typ: Any) -> Format | None:
+    if get_origin(typ) is Annotated:
+        return next((m for m in typ.__metadata__ if isinstance(m, Format)), None)
     return None
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
-        return ",".join("x".join(map(str, v)) for v in value)
+def _plain(typ: Any) -> Any:
+    """``typ`` without ``Optional`` and without ``Annotated`` metadata other than a :class:`Format`."""
+    typ = _unwrap_optional(typ)
+    if get_origin(typ) is Annotated and _format_of(typ) is None:
+        return _unwrap_optional(get_args(typ)[0])
+    return typ
+
+
+def _is_enum(typ: Any) -> bool:
+    return isinstance(typ, type) and issubclass(typ, enum.Enum)
+
+
+def _default_of(f: dataclasses.Field, base: Any = None) -> Any:
+    if base is not None:
+        return getattr(base, f.name)
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def show(value: Any, typ: Any = None) -> str:
+    """A default as the command line writes it."""
+    fmt = _format_of(typ) if typ is not None else None
+    if fmt is not None and value is not None:
+        return fmt.show(value)
+    if isinstance(value, enum.Enum):
+        return str(value.value)
     if isinstance(value, tuple):
         return ",".join(map(str, value)) or "none"
     return str(value)
 
 
-def from_namespace(cls: type, ns: argparse.Namespace) -> Any:
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
-    # argparse gives variadic options as lists; config fields hold tuples
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if v is not None}
+def _field_help(cls: type, f: dataclasses.Field, docs: dict[str, str]) -> str:
+    text = f.metadata.get("help") or docs.get(f.name)
+    if not text:
+        raise TypeError(f"{cls.__name__}.{f.name} has no help text: write a docstring under it or option(help=...)")
+    return text
+
+
+def _kwargs_for(cls: type, f: dataclasses.Field, typ: Any, positional: bool) -> dict[str, Any]:
+    """argparse keyword arguments for one value-typed field, chosen by its resolved type."""
+    fmt = _format_of(_unwrap_optional(typ))
+    plain = _plain(typ)
+    if fmt is not None:
+        return {"type": fmt.parse, "metavar": fmt.metavar}
+    if plain is bool:
+        return {"action": "store_true"}
+    if _is_enum(plain):
+        return {"type": _enum_parser(plain), "metavar": "{" + ",".join(str(m.value) for m in plain) + "}"}
+    if get_origin(plain) is Literal:
+        return {"choices": [str(a) for a in get_args(plain)]}
+    if plain in _SCALARS:
+        return {"type": plain}
+    if get_origin(plain) is tuple:
+        args = get_args(plain)
+        if len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
+            if positional:
+                return {"type": args[0], "nargs": "+"}
+            fmt = _list_of(args[0])
+            return {"type": fmt.parse, "metavar": fmt.metavar}
+    raise TypeError(f"{cls.__name__}.{f.name}: {typ!r} has no command-line form; use an Enum, int, float, str, "
+                    "Path, bool, tuple[X, ...], a nested dataclass, Annotated[T, Format(...)] or option(cli_type=...)")
+
+
+# --------------------------------------------------------------------------- dataclass -> argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", dest: str = "",
+                  base: Any = None, omit: tuple[str, ...] = (), group: Any = None) -> None:
+    """Add the options of config class ``cls`` to ``parser`` (see the module docstring).
+
+    Every option's default is ``SUPPRESS``, so :func:`from_namespace` knows which ones were given.
+    """
+    hints, docs = _hints(cls), attribute_docs(cls)
+    target = group or parser
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if not meta.get("cli", True) or f.name in omit:
+            continue
+        typ = meta.get("cli_type") or hints[f.name]
+        default = _default_of(f, base)
+        flag = "--" + (prefix + f.name).replace("_", "-")
+        if meta.get("variants"):
+            _add_variants(parser, cls, f, meta, dest + f.name)
+            continue
+        if dataclasses.is_dataclass(_plain(typ)):
+            sub = _plain(typ)
+            sub_prefix = meta.get("prefix")
+            sub_prefix = f"{f.name}." if sub_prefix is None else sub_prefix
+            title = _field_help(cls, f, docs)
+            sub_group = parser.add_argument_group(f"{(prefix + f.name).replace('_', '-')} options", title)
+            add_arguments(parser, sub, prefix=prefix + sub_prefix, dest=f"{dest}{f.name}.",
+                          base=None if default is MISSING else default, omit=meta.get("omit", ()), group=sub_group)
+            continue
+        positional = bool(meta.get("positional"))
+        kwargs = _kwargs_for(cls, f, typ, positional)
+        if kwargs.get("action") == "store_true" and default is not False:
+            raise TypeError(f"{cls.__name__}.{f.name}: a flag must default to False (got {default!r})")
+        help_text = _field_help(cls, f, docs)
+        required = default is MISSING
+        if not required and kwargs.get("action") != "store_true":
+            help_text += f" (default: {show(default, typ)})"
+        if meta.get("choices"):
+            choices = meta["choices"]
+            kwargs["choices"] = list(choices() if callable(choices) else choices)
+        kwargs.update(help=help_text, default=argparse.SUPPRESS)
+        if positional:
+            if not required:
+                kwargs["nargs"] = "*" if kwargs.get("nargs") == "+" else "?"
+            target.add_argument(dest + f.name, metavar=f.name.upper(), **kwargs)
+        else:
+            if "metavar" not in kwargs and kwargs.get("action") != "store_true" and "choices" not in kwargs:
+                kwargs["metavar"] = f.name.upper()
+            target.add_argument(flag, dest=dest + f.name, required=required, **kwargs)
+
+
+def _add_variants(parser: argparse.ArgumentParser, cls: type, f: dataclasses.Field, meta: Mapping, dest: str) -> None:
+    """The options of every variant, once each; one name in two variants must have one type."""
+    variants: Mapping[str, type] = meta["variants"]()
+    seen: dict[str, tuple[Any, list[str], dataclasses.Field, type]] = {}
+    lines = []
+    for name, vcls in variants.items():
+        hints = _hints(vcls)
+        names = []
+        for vf in dataclasses.fields(vcls):
+            typ = _plain(hints[vf.name])
+            if vf.name in seen and seen[vf.name][0] != typ:
+                raise TypeError(f"option {vf.name!r} is {seen[vf.name][0]!r} in {seen[vf.name][1]} but {typ!r} in "
+                                f"{name}: give one of them another name")
+            seen.setdefault(vf.name, (typ, [], vf, vcls))[1].append(name)
+            names.append("--" + vf.name.replace("_", "-"))
+        lines.append(f"{name}: {', '.join(names) or 'no options'}")
+    title = f"{meta['selector']} options"
+    group = parser.add_argument_group(title, f"{_field_help(cls, f, attribute_docs(cls))}. Each --{meta['selector']} "
+                                             f"takes only its own: " + "; ".join(lines))
+    for opt, (typ, owners, vf, vcls) in seen.items():
+        kwargs = _kwargs_for(vcls, vf, typ, positional=False)
+        defaults = {o: show(_default_of(_field(variants[o], opt)), typ) for o in owners}
+        where = ", ".join(f"{o} (default {d})" if kwargs.get("action") != "store_true" else o
+                          for o, d in defaults.items())
+        help_text = f"{_field_help(vcls, vf, attribute_docs(vcls))} [{where}]"
+        group.add_argument("--" + opt.replace("_", "-"), dest=f"{dest}.{opt}", default=argparse.SUPPRESS,
+                           help=help_text, **kwargs)
+
+
+def _field(cls: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
+def from_namespace(cls: type, ns: argparse.Namespace | Mapping[str, Any]) -> Any:
+    """The config ``cls`` from parsed arguments (those not given keep the config's defaults)."""
+    given = dict(vars(ns) if isinstance(ns, argparse.Namespace) else ns)
     try:
-        return cls(**values)
+        return _build(cls, given, "", None)
     except TypeError as e:
         raise PearLensError(str(e)) from None
+
+
+def _build(cls: type, given: dict[str, Any], dest: str, base: Any) -> Any:
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    later = []
+    for f in dataclasses.fields(cls):
+        typ = f.metadata.get("cli_type") or hints[f.name]
+        if f.metadata.get("variants"):
+            later.append(f)
+        elif dataclasses.is_dataclass(_plain(typ)) and f.metadata.get("cli", True):
+            sub_base = _default_of(f, base)
+            sub = _build(_plain(typ), given, f"{dest}{f.name}.", None if sub_base is MISSING else sub_base)
+            if sub is not None:
+                values[f.name] = sub
+        elif dest + f.name in given:
+            value = given[dest + f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    for f in later:
+        selector = f.metadata["selector"]
+        chosen = values.get(selector, _default_of(_field(cls, selector), base))
+        prefix = f"{dest}{f.name}."
+        opts = {k[len(prefix):]: v for k, v in given.items() if k.startswith(prefix)}
+        values[f.name] = variant_options(f.metadata["variants"](), str(chosen), opts, selector)
+    if base is not None:
+        return dataclasses.replace(base, **values) if values else base
+    return cls(**values)
+
+
+def variant_options(variants: Mapping[str, type], chosen: str, given: Mapping[str, Any], what: str) -> Any:
+    """``variants[chosen]`` built from ``given``; a name that ``chosen`` does not take is a clear error."""
+    if chosen not in variants:
+        raise PearLensError(f"unknown {what} {chosen!r}; choose one of: {', '.join(variants)}")
+    vcls = variants[chosen]
+    known = [f.name for f in dataclasses.fields(vcls)]
+    extra = [k for k in given if k not in known]
+    if extra:
+        others = sorted(n for n, v in variants.items() if all(k in [f.name for f in dataclasses.fields(v)] for k in extra))
+        hint = f" (it applies to {', '.join(others)})" if others else ""
+        raise PearLensError(f"{', '.join(extra)} does not apply to {what} {chosen!r}{hint}; "
+                            f"{chosen!r} takes: {', '.join(known) or 'no options'}")
+    return vcls(**coerce(vcls, given))
+
+
+def coerce(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` checked against the fields of ``cls``: Enum fields parsed from their values."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in names:
+            raise PearLensError(f"{cls.__name__} has no option {key!r}; it takes: {', '.join(sorted(names))}")
+        typ = _plain(hints[key])
+        if _is_enum(typ) and not isinstance(value, typ):
+            try:
+                value = typ(value)
+            except ValueError:
+                raise PearLensError(f"unknown {key} {value!r}; choose one of: "
+                                    f"{', '.join(str(m.value) for m in typ)}") from None
+        out[key] = value
+    return out

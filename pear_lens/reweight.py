@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pear_lens import hooks
-from pear_lens.config import option
+from pear_lens.config import Heads, option
 from pear_lens.errors import PearLensError
 from pear_lens.task import ProxyTask, TaskBatch, sample_batch
 
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from pear_lens.results import HeadScores
 
 Head = tuple[int, int]
-Heads = tuple[tuple[int, int], ...]
-"""``(layer, head)`` pairs; the CLI parses them from ``L.H,L.H``."""
 
 DEFAULT_TOP_K = 10
 """Heads trained when neither ``heads`` nor ``top_k`` is given. The reference scripts use

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from pear_lens.config import Settings, option
 from pear_lens.errors import PearLensError
 
 if TYPE_CHECKING:
@@ -70,16 +71,17 @@ class ProxyTask:
     ((4, 8),)
     """
 
-    settings: tuple[tuple[int, int], ...] = REFERENCE_SETTINGS
+    settings: Settings = REFERENCE_SETTINGS
     """(batch N, half-length n) pairs; scores are averaged over them to remove length bias."""
-    vocab: VocabChoice | Sequence[int] = "all"
+    vocab: VocabChoice | Sequence[int] = option("all", cli_type=VocabChoice)
     """``all`` token ids of the model, ``no_special`` (drop special and added tokens), or an explicit id list."""
     min_token_id: int = 0
     """Smallest id drawn (the reference training data uses 2)."""
     prepend_bos: bool = False
     """Prepend the tokenizer's BOS token (many models behave badly without it)."""
     seed: int = 0
-    vocab_filter: Callable[[int, str], bool] | None = field(default=None, repr=False)
+    """Seed of the proxy-task tokens: same seed, same sequences."""
+    vocab_filter: Callable[[int, str], bool] | None = field(default=None, repr=False, metadata={"cli": False})
     """Optional custom filter ``(token_id, token_string) -> keep``, applied after ``vocab``."""
 
     def __post_init__(self) -> None:

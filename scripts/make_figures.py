@@ -51,6 +51,7 @@ def settings_key(scores: HeadScores) -> tuple:
 def discover_cached(cache: Path, model: str, method: str, settings, refresh: bool) -> Path:
     """A discovery run folder for (model, method, settings), scored only if not cached already."""
     from pear_lens.commands.discover import DiscoverConfig, discover
+    from pear_lens.task import ProxyTask
 
     tag = "reference" if tuple(settings) == REFERENCE_SETTINGS else "x".join(map(str, settings[0])) + (
         f"+{len(settings) - 1}" if len(settings) > 1 else "")
@@ -64,7 +65,7 @@ def discover_cached(cache: Path, model: str, method: str, settings, refresh: boo
         except PearLensError:
             pass  # corrupt or foreign: score again
     print(f"scoring {model} with {method} patching, settings {settings} -> {out}", flush=True)
-    discover(DiscoverConfig(out=out, model=model, method=method, settings=tuple(settings), overwrite=True,
+    discover(DiscoverConfig(out=out, model=model, method=method, task=ProxyTask(settings=tuple(settings)), overwrite=True,
                             no_png=True, quiet=True))
     return out
 

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import enum
 import json
+from dataclasses import dataclass
 
 import pandas as pd
 import pytest
+import torch
 
 from pear_lens import constants
 from pear_lens.commands.cli import main
@@ -81,3 +84,98 @@ def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
 def test_unknown_method_is_rejected_by_the_parser(tmp_path):
     with pytest.raises(SystemExit):
         main(["discover", "--out", str(tmp_path / "x"), "--method", "magic"])
+
+
+# --------------------------------------------------------------------------- the method registry reaches the CLI
+
+
+class Sign(str, enum.Enum):
+    """Direction of the toy scores."""
+
+    PLUS = "plus"
+    """Later layers score higher."""
+    MINUS = "minus"
+    """Later layers score lower."""
+
+
+@dataclass(frozen=True)
+class ToyOptions:
+    """Options of the toy method."""
+
+    scale: float = 1.0
+    """Δπ of a head is scale × its layer"""
+    sign: Sign = Sign.PLUS
+    """whether later layers score higher or lower"""
+
+
+@pytest.fixture
+def toy_method():
+    """A scoring method registered the way a new one would be, removed again after the test."""
+    from pear_lens.mediation.base import METHODS, register, run_settings
+
+    @register("toy", "T", "toy: Δπ = ±scale × layer, no forward pass", ToyOptions)
+    def toy(model, task, metric, *, difference, seed, progress, scale=1.0, sign=Sign.PLUS):
+        sign = Sign(sign)
+        layer = torch.arange(model.n_layers, dtype=torch.float64)[:, None].expand(model.n_layers, model.n_heads)
+        effect = scale * (1 if sign is Sign.PLUS else -1) * layer
+
+        def per_setting(batch, bar):  # clean π = 1, so the relative Δπ is the effect itself
+            return 1.0 + effect, 1.0
+
+        return run_settings(model, task, metric, difference, "toy", per_setting,
+                            options={"scale": scale, "sign": sign.value}, progress=progress, steps_per_setting=1)
+
+    yield ToyOptions
+    del METHODS["toy"]
+
+
+def test_a_registered_method_runs_from_the_cli_with_its_own_options(tmp_path, toy_method):
+    from pear_lens.results import HeadScores
+
+    code, out = discover(tmp_path, "--method", "toy", "--scale", "2", "--sign", "minus", "--no-png")
+    assert code == 0
+    scores = HeadScores.load(out)
+    assert scores.method == "toy" and scores.options == {"scale": 2.0, "sign": "minus"}
+    assert scores.scores.flatten().tolist() == pytest.approx([-2.0 * layer for layer in range(3) for _ in range(4)])
+    config = json.loads((out / constants.DISCOVERY_JSON).read_text())["config"]
+    assert (config["method"], config["scale"], config["sign"]) == ("toy", 2.0, "minus")
+
+
+def test_discover_help_lists_every_registered_method_and_its_options(toy_method, capsys):
+    with pytest.raises(SystemExit):
+        main(["discover", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--ablation", "--positions", "--implementation", "--scale", "--sign"):
+        assert option in text
+    assert "{activation,attribution,path,toy}" in text
+    assert "toy: --scale, --sign" in text and "path: --ablation, --implementation" in text
+    assert "Δπ of a head is scale × its layer" in text  # the options' docstrings are the help
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "path", "--positions", "end"], "positions does not apply to method 'path' (it applies to "
+                                                 "activation, attribution"),
+    (["--method", "toy", "--ablation", "zero"], "ablation does not apply to method 'toy'"),
+    (["--scale", "3"], "scale does not apply to method 'path' (it applies to toy)"),
+])
+def test_an_option_of_another_method_is_one_clear_error(tmp_path, capsys, toy_method, args, message):
+    code, out = discover(tmp_path, *args)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_score_heads_checks_options_against_the_method(toy_method):
+    from pear_lens.errors import PearLensError
+    from pear_lens.mediation import score_heads
+    from pear_lens.models import load_model
+    from pear_lens.task import ProxyTask
+
+    model, task = load_model("tiny-llama"), ProxyTask(settings=((2, 4),))
+    with pytest.raises(PearLensError, match="positions does not apply to method 'path'"):
+        score_heads(model, task, method="path", positions="end")
+    with pytest.raises(PearLensError, match="unknown sign 'sideways'"):
+        score_heads(model, task, method="toy", sign="sideways")
+    scores = score_heads(model, task, method="toy", options=toy_method(scale=0.5), progress=False)
+    assert scores.scores[2, 0].item() == pytest.approx(1.0)
+    assert score_heads(model, task, method="toy", options={"scale": 0.5}, progress=False).options["scale"] == 0.5

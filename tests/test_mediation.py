@@ -135,7 +135,9 @@ def test_gqa_is_scored_per_query_head():
     ({"metric": "accuracy"}, "unknown metric"),
     ({"difference": "ratio"}, "unknown difference"),
     ({"ablation": "noise"}, "unknown ablation"),
-    ({"positions": "first"}, "unknown positions"),
+    ({"method": "activation", "positions": "first"}, "unknown positions"),
+    ({"implementation": "quick"}, "unknown implementation"),
+    ({"positions": "end"}, "positions does not apply to method 'path'"),  # path always patches `end`
 ])
 def test_closed_vocabularies_are_validated(kwargs, message):
     with pytest.raises(PearLensError, match=message):

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from pear_lens.config import add_dataclass_args, from_namespace
+from pear_lens.config import add_arguments, from_namespace
 from pear_lens.errors import PearLensError
 
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, config, handler) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if config is not None:
-            add_dataclass_args(p, config())
+            add_arguments(p, config())
         p.set_defaults(handler=handler)
     return parser
 

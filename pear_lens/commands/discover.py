@@ -7,33 +7,41 @@ model, weight fingerprint, package versions, per-setting scores). Later stages
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from enum import Enum
+from typing import Any
 
 from pear_lens import constants
 from pear_lens.config import option
 from pear_lens.environment import environment
 from pear_lens.io import atomic_write_json, staged_dir
+from pear_lens.mediation import METHODS, method_options
+from pear_lens.metrics import Difference, Metric
 from pear_lens.models import DEFAULT_MODEL
 from pear_lens.results import HeadScores
-from pear_lens.task import REFERENCE_SETTINGS
+from pear_lens.task import ProxyTask
+
+
+def _method_options() -> dict[str, type]:
+    return {name: m.options for name, m in METHODS.items()}
 
 
 @dataclass
 class DiscoverConfig:
-    """Settings of one discovery run (``pear-lens discover``)."""
+    """Settings of one discovery run (``pear-lens discover``): the proxy task, the method and its options."""
 
     out: Path = option(help="run folder to create")
     model: str = option(DEFAULT_MODEL, help="registry name (see `pear-lens models`), local Hugging Face folder or hub id")
-    method: str = option("path", help="scoring method", choices=["path", "activation", "attribution"])
-    metric: str = option("logit_minus_mean", help="copy metric π", choices=["logit_minus_mean", "prob"])
-    difference: str = option("relative", help="Δπ as π̃/π−1 (relative) or π̃−π (absolute)", choices=["relative", "absolute"])
-    ablation: str = option("mean", help="what replaces a head's output", choices=["mean", "zero", "resample"])
-    positions: str = option("all", help="where activation/attribution patch (path always patches `end`)", choices=["all", "end"])
-    settings: tuple[tuple[int, int], ...] = option(REFERENCE_SETTINGS, help="proxy-task BATCHxN settings, averaged")
-    vocab: str = option("all", help="token ids to sample", choices=["all", "no_special"])
-    prepend_bos: bool = option(False, help="prepend the BOS token to every proxy sequence")
-    seed: int = option(0, help="seed of the proxy-task tokens (and of resample ablation)")
+    method: str = option("path", help="scoring method, one of the registry pear_lens.mediation.METHODS",
+                         choices=lambda: list(METHODS))
+    metric: Metric = option(Metric.LOGIT_MINUS_MEAN, help="copy metric π")
+    difference: Difference = option(Difference.RELATIVE, help="Δπ as π̃/π−1 (relative) or π̃−π (absolute)")
+    task: ProxyTask = option(default_factory=ProxyTask, prefix="",
+                             help="the copy proxy task the heads are scored on (--seed also seeds resample ablation)")
+    options: Any = option(None, variants=_method_options, selector="method",
+                          help="the chosen method's own options (None: its defaults)")
     device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, ...)")
     dtype: str = option("float32", help="dtype of the weights (bfloat16 halves GPU memory)",
                         choices=["float32", "bfloat16", "float16"])
@@ -70,18 +78,33 @@ def discover(config: DiscoverConfig) -> HeadScores:
     from pear_lens.io import check_new_run_dir
     from pear_lens.mediation import score_heads
     from pear_lens.models import load_model
-    from pear_lens.task import ProxyTask
 
     check_new_run_dir(config.out, config.overwrite)  # fail before the slow part
-    task = ProxyTask(settings=config.settings, vocab=config.vocab, prepend_bos=config.prepend_bos, seed=config.seed)
+    options = method_options(config.method, config.options)  # a wrong option fails before loading the model
     placement = {"device_map": config.device_map} if config.device_map else {"device": config.device}
     model = load_model(config.model, dtype=config.dtype, **placement)
-    opts = {"ablation": config.ablation, "seed": config.seed, "progress": not config.quiet}
-    if config.method != "path":
-        opts["positions"] = config.positions
-    scores = score_heads(model, task, config.metric, config.method, difference=config.difference, **opts)
-    cfg = asdict(config)
-    cfg["out"] = str(config.out)
-    write_run(scores, config.out, config=cfg, overwrite=config.overwrite, top_k=config.top_k,
-              png=not config.no_png, model_info=model.describe())
+    scores = score_heads(model, config.task, config.metric, config.method, difference=config.difference,
+                         seed=config.task.seed, progress=not config.quiet, options=options)
+    write_run(scores, config.out, config=config_record(config, options), overwrite=config.overwrite,
+              top_k=config.top_k, png=not config.no_png, model_info=model.describe())
     return scores
+
+
+def config_record(config: DiscoverConfig, options: Any) -> dict[str, Any]:
+    """``discovery.json``'s ``config``: one flat mapping of every setting (task and method options inline)."""
+    record: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "task":
+            record.update({k: v for k, v in value.to_dict().items() if k != "vocab_filter"})
+        elif f.name == "options":
+            record.update({o.name: _plain(getattr(options, o.name)) for o in dataclasses.fields(options)})
+        else:
+            record[f.name] = _plain(value)
+    return record
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    return str(value) if isinstance(value, Path) else value

@@ -1,8 +1,11 @@
 """Per-head mediation scores (Δπ) for the copy proxy task.
 
-Every method has the signature ``(model, task, metric, **opts) -> HeadScores``
-and is registered in :data:`METHODS`; :func:`score_heads` dispatches by name
-and validates the closed vocabularies at the boundary.
+Every method has the signature ``(model, task, metric, *, difference, seed, progress,
+**options) -> HeadScores`` and is registered in :data:`METHODS` with the dataclass of
+its options (``register(name, short, description, OptionsClass)``);
+:func:`score_heads` dispatches by name and checks the options against the chosen
+method's dataclass. ``pear-lens discover`` offers every registered method and its
+options.
 
 - ``path`` (default): the PEAR reference path patching.
 - ``activation``: total effect of replacing a head's output.
@@ -10,11 +13,16 @@ and validates the closed vocabularies at the boundary.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import TYPE_CHECKING, Any, Mapping
 
+from pear_lens.config import variant_options
 from pear_lens.errors import PearLensError
 from pear_lens.mediation import activation, attribution, path  # noqa: F401  (registers the methods)
-from pear_lens.mediation.base import METHODS, Ablation, Method, Positions
+from pear_lens.mediation.activation import ActivationOptions
+from pear_lens.mediation.attribution import AttributionOptions
+from pear_lens.mediation.base import METHODS, Ablation, Implementation, Method, NoOptions, Positions, register
+from pear_lens.mediation.path import PathOptions
 from pear_lens.metrics import Difference, Metric, parse_enum
 from pear_lens.results import HeadScores
 
@@ -22,9 +30,27 @@ if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
     from pear_lens.task import ProxyTask
 
-__all__ = ["METHODS", "Ablation", "Method", "Positions", "score_heads"]
+__all__ = ["METHODS", "Ablation", "ActivationOptions", "AttributionOptions", "Implementation", "Method", "NoOptions",
+           "PathOptions", "Positions", "method_options", "register", "score_heads"]
 
-_ENUM_OPTIONS = {"ablation": (Ablation, "ablation"), "positions": (Positions, "positions")}
+
+def method_options(method: str, options: Any = None, **opts: Any) -> Any:
+    """The options dataclass of ``method``, from an instance, a mapping or keywords.
+
+    An option the method does not take is a :class:`PearLensError` that names the methods taking it.
+    """
+    if method not in METHODS:
+        raise PearLensError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    cls = METHODS[method].options
+    variants = {name: m.options for name, m in METHODS.items()}
+    if options is None or isinstance(options, Mapping):
+        given = {**(options or {}), **opts}
+        return variant_options(variants, method, given, "method")
+    if opts:
+        raise PearLensError("pass the method's options either as options=... or as keywords, not both")
+    if not isinstance(options, cls):
+        raise PearLensError(f"method {method!r} takes {cls.__name__} options, got {type(options).__name__}")
+    return options
 
 
 def score_heads(
@@ -34,9 +60,15 @@ def score_heads(
     method: str = "path",
     *,
     difference: Difference | str = Difference.RELATIVE,
+    seed: int = 0,
+    progress: bool = True,
+    options: Any = None,
     **opts: Any,
 ) -> HeadScores:
     """Score every attention head of ``model`` on the copy proxy task.
+
+    ``options`` (the method's options dataclass, e.g. :class:`ActivationOptions`, or a mapping) or
+    keyword options (``positions="end"``) set the method's own options; ``seed`` seeds resample ablation.
 
     >>> from pear_lens import load_model, ProxyTask
     >>> scores = score_heads(load_model("tiny-llama"), ProxyTask(settings=((4, 8),)), progress=False)
@@ -46,14 +78,10 @@ def score_heads(
     from pear_lens.models import as_loaded
     from pear_lens.task import ProxyTask
 
-    if method not in METHODS:
-        raise PearLensError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
-    for key, (enum, what) in _ENUM_OPTIONS.items():
-        if key in opts:
-            opts[key] = parse_enum(enum, opts[key], what)
-    if "implementation" in opts and opts["implementation"] not in ("fast", "plain"):
-        raise PearLensError(f"unknown implementation {opts['implementation']!r}; choose 'fast' or 'plain'")
+    chosen = method_options(method, options, **opts)
+    kwargs = {f.name: getattr(chosen, f.name) for f in dataclasses.fields(chosen)}
     return METHODS[method].fn(
         as_loaded(model), task if task is not None else ProxyTask(),
-        parse_enum(Metric, metric, "metric"), difference=parse_enum(Difference, difference, "difference"), **opts,
+        parse_enum(Metric, metric, "metric"), difference=parse_enum(Difference, difference, "difference"),
+        seed=seed, progress=progress, **kwargs,
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,6 +31,7 @@ from pear_lens import hooks
 from pear_lens.mediation._forward import capture, passing_kv_cache, run_from
 from pear_lens.mediation.base import (
     Ablation,
+    Implementation,
     Positions,
     ablate,
     check_batch,
@@ -132,7 +134,20 @@ def _setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abl
     return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
-@register("activation", "AP", "activation patching: total effect of replacing one head's hook_z")
+@dataclass(frozen=True)
+class ActivationOptions:
+    """Options of ``activation``."""
+
+    ablation: Ablation = Ablation.MEAN
+    """what replaces the head's output"""
+    positions: Positions = Positions.ALL
+    """where the head's output is replaced: every position up to `end`, or only `end`"""
+    implementation: Implementation = Implementation.FAST
+    """fast: the exact scan from the head's block (cached at `end`); plain: one full forward per head"""
+
+
+@register("activation", "AP", "activation patching: total effect of replacing one head's hook_z",
+          ActivationOptions)
 def activation_patching(
     model: "LoadedModel",
     task: "ProxyTask",
@@ -141,17 +156,17 @@ def activation_patching(
     difference: Difference = Difference.RELATIVE,
     ablation: Ablation = Ablation.MEAN,
     positions: Positions = Positions.ALL,
-    implementation: str = "fast",
+    implementation: Implementation | str = Implementation.FAST,
     seed: int = 0,
     progress: bool = True,
 ):
     """Score every head by its total effect on π. ``implementation='plain'`` is the slow reference."""
     check_batch(task, ablation)
-    fn = {"fast": _setting_fast, "plain": _setting_plain}[implementation]
+    fn = {Implementation.FAST: _setting_fast, Implementation.PLAIN: _setting_plain}[Implementation(implementation)]
     return run_settings(
         model, task, metric, difference, "activation",
         lambda batch, bar: fn(model, batch, metric, ablation, positions, seed, bar),
         options={"ablation": ablation.value, "positions": positions.value,
-                 "implementation": implementation, "seed": seed},
+                 "implementation": str(implementation), "seed": seed},
         progress=progress, steps_per_setting=model.n_layers,
     )

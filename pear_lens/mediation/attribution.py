@@ -8,6 +8,7 @@ report the rank correlation) before trusting it on a new model.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -67,7 +68,18 @@ def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation:
     return clean + estimate, clean
 
 
-@register("attribution", "AtP", "attribution patching: linear estimate of activation patching (1 fwd + 1 bwd)")
+@dataclass(frozen=True)
+class AttributionOptions:
+    """Options of ``attribution`` (a one-pass estimate: it has no plain reference of its own)."""
+
+    ablation: Ablation = Ablation.MEAN
+    """what replaces the head's output"""
+    positions: Positions = Positions.ALL
+    """where the head's output is replaced: every position up to `end`, or only `end`"""
+
+
+@register("attribution", "AtP", "attribution patching: linear estimate of activation patching (1 fwd + 1 bwd)",
+          AttributionOptions)
 def attribution_patching(
     model: "LoadedModel",
     task: "ProxyTask",

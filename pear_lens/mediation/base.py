@@ -1,12 +1,15 @@
 """What every scoring method shares: the registry, the ablations and the loop over settings.
 
-A scoring method is a function ``(model, task, metric, *, difference, progress,
-**opts) -> HeadScores`` registered under a key. Each computes, for every
+A scoring method is a function ``(model, task, metric, *, difference, seed, progress,
+**options) -> HeadScores`` registered under a key with an options dataclass (the
+``**options`` it takes, each an Enum or a typed value with a docstring): the API
+checks options against it and the command line offers them. Each computes, for every
 (batch, n) setting of the task, the clean π and the patched π̃ of every head;
 the shared code turns those into Δπ and averages over settings.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -51,6 +54,23 @@ class Positions(str, Enum):
         return self.value
 
 
+class Implementation(str, Enum):
+    """How an exact scan is computed."""
+
+    FAST = "fast"
+    """The fast exact scan (batched or cached; see the method's module)."""
+    PLAIN = "plain"
+    """One full hooked forward per head: the slow reference the tests compare against."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A scoring method without options of its own."""
+
+
 def derangement(n: int, seed: int) -> Tensor:
     """A seeded permutation of ``range(n)`` with no fixed point (n >= 2)."""
     gen = torch.Generator().manual_seed(seed)
@@ -91,14 +111,20 @@ class Method:
     """Short label for legends."""
     description: str
     fn: Callable[..., HeadScores]
+    options: type = NoOptions
+    """Dataclass of the keyword options ``fn`` takes besides ``difference``, ``seed`` and ``progress``."""
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, short: str, description: str):
+def register(name: str, short: str, description: str, options: type = NoOptions):
+    """Register ``fn`` as scoring method ``name``; ``options`` is the dataclass of its own keyword options."""
+    if not dataclasses.is_dataclass(options):
+        raise TypeError(f"the options of scoring method {name!r} must be a dataclass, got {options!r}")
+
     def wrap(fn: Callable[..., HeadScores]) -> Callable[..., HeadScores]:
-        METHODS[name] = Method(name, short, description, fn)
+        METHODS[name] = Method(name, short, description, fn, options)
         return fn
     return wrap
 

@@ -16,6 +16,7 @@ one full hooked forward per head — as the reference the tests compare against.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,6 +26,7 @@ from pear_lens import hooks
 from pear_lens.mediation._forward import LogitMinusMeanReadout, capture, run_from
 from pear_lens.mediation.base import (
     Ablation,
+    Implementation,
     ablate,
     check_batch,
     derangement,
@@ -122,7 +124,18 @@ def _setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abl
     return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
-@register("path", "PP", "reference path patching: batch-mean of one head at `end`, q/k/v frozen, MLPs free")
+@dataclass(frozen=True)
+class PathOptions:
+    """Options of ``path``: it always patches at ``end`` (attention frozen), so it takes no ``positions``."""
+
+    ablation: Ablation = Ablation.MEAN
+    """what replaces the head's output at `end`"""
+    implementation: Implementation = Implementation.FAST
+    """fast: the exact one-token scan; plain: one full hooked forward per head (the reference)"""
+
+
+@register("path", "PP", "reference path patching: batch-mean of one head at `end`, q/k/v frozen, MLPs free",
+          PathOptions)
 def path_patching(
     model: "LoadedModel",
     task: "ProxyTask",
@@ -130,16 +143,17 @@ def path_patching(
     *,
     difference: Difference = Difference.RELATIVE,
     ablation: Ablation = Ablation.MEAN,
-    implementation: str = "fast",
+    implementation: Implementation | str = Implementation.FAST,
     seed: int = 0,
     progress: bool = True,
 ):
     """Score every head by reference path patching. ``implementation='plain'`` is the slow reference."""
     check_batch(task, ablation)
-    fn = {"fast": _setting_fast, "plain": _setting_plain}[implementation]
+    fn = {Implementation.FAST: _setting_fast, Implementation.PLAIN: _setting_plain}[Implementation(implementation)]
     return run_settings(
         model, task, metric, difference, "path",
         lambda batch, bar: fn(model, batch, metric, ablation, seed, bar),
-        options={"ablation": ablation.value, "positions": "end", "implementation": implementation, "seed": seed},
+        options={"ablation": ablation.value, "positions": "end", "implementation": str(implementation),
+                 "seed": seed},
         progress=progress, steps_per_setting=model.n_layers,
     )
