@@ -65,7 +65,7 @@ def pick_k(model, run_dir: Path, args, timing: dict) -> tuple[int, str]:
 
     from pear_lens import constants
     from pear_lens.ablation import choose_k
-    from pear_lens.commands.ablate import AblateConfig, ablate
+    from pear_lens.commands.ablate import AblateConfig, ablate, ablate_training
 
     if args.k != "auto":
         return int(args.k), "given with --k"
@@ -75,7 +75,8 @@ def pick_k(model, run_dir: Path, args, timing: dict) -> tuple[int, str]:
     else:
         start = time.perf_counter()
         grid = tuple(k for k in AblateConfig.k if k <= model.n_layers * model.n_heads)  # a tiny model has few heads
-        df = ablate(AblateConfig(run_dir=run_dir, k=grid, steps=args.ablation_steps, control_steps=args.ablation_steps,
+        train = dataclasses.replace(ablate_training(), steps=args.ablation_steps)
+        df = ablate(AblateConfig(run_dir=run_dir, k=grid, train=train, control_steps=args.ablation_steps,
                                  seeds=1, quiet=args.quiet))
         timing["ablation"] = time.perf_counter() - start
     k = choose_k(df, fraction=args.k_fraction)

@@ -156,3 +156,13 @@ def test_every_command_parser_builds_and_no_config_repeats_a_nested_ones_fields(
                 repeated = own & {g.name for g in dataclasses.fields(hints[f.name])}
                 assert not repeated, f"{cls.__name__} re-declares {sorted(repeated)} of {hints[f.name].__name__}"
 
+
+def test_ablate_and_demo_take_every_training_option(capsys):
+    from pear_lens.commands.cli import main
+
+    for command in ("ablate", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        for flag in ("--lr", "--weight-decay", "--steps", "--batch-size", "--precision {fp32,bf16}", "--prepend-bos"):
+            assert flag in text, (command, flag)

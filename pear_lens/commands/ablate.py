@@ -18,6 +18,12 @@ from pear_lens.io import atomic_path
 from pear_lens.reweight import TrainConfig
 
 
+def ablate_training() -> TrainConfig:
+    """The training of every run of the curve: the reference budget halved (30 steps at batch 10, bf16;
+    the module docstring of :mod:`pear_lens.ablation` gives the full reference budget)."""
+    return TrainConfig(steps=30, batch_size=10, precision="bf16")
+
+
 @dataclass
 class AblateConfig:
     """``pear-lens ablate``: the curve of copy accuracy and loss against K."""
@@ -25,17 +31,11 @@ class AblateConfig:
     run_dir: Path = option(help="discovery run folder (from `pear-lens discover`)", positional=True)
     k: tuple[int, ...] = option((1, 2, 5, 10, 20, 40), help="numbers of heads to re-weight")
     seeds: int = option(2, help="random-head draws per K (the control)")
-    steps: int = option(30, help="training steps for the top-K heads (reference: 60; see the module docstring)")
+    train: TrainConfig = option(default_factory=ablate_training, prefix="", omit=("top_k", "heads"),
+                                help="training of every run, top-K and random (the same sequences for all; "
+                                     "evaluation is always fp32)")
     control_steps: int = option(30, help="training steps for the random controls (fewer saves time; the CSV and "
                                          "figure state it, but τ then moves less, so equal steps are the fair control)")
-    batch_size: int = option(10, help="effective training batch (reference: 20)")
-    micro_batch: int = option(TrainConfig.micro_batch, help="sequences per forward/backward (and per eval batch)")
-    n: int = option(TrainConfig.n, help="half-length of the training and evaluation sequences")
-    seed: int = option(0, help="seed of the training sequences (the same for every run)")
-    prepend_bos: bool = option(False, help="prepend BOS to the training and held-out sequences (the reference does "
-                                           "not); pass it when the discovery run did")
-    precision: str = option("bf16", choices=["fp32", "bf16"],
-                            help="training precision (see `pear-lens train --help`); evaluation is always fp32")
     n_eval: int = option(50, help="held-out proxy sequences for the evaluation (n predictions each)")
     eval_seed: int = option(EVAL_SEED, help="seed of the held-out sequences (must differ from --seed)")
     no_png: bool = option(False, help="skip the static PNG")
@@ -50,11 +50,9 @@ def ablate(config: AblateConfig) -> pd.DataFrame:
 
     run_dir = Path(config.run_dir)
     scores, info = read_discovery(run_dir)
-    warn_if_bos_differs(info, config.prepend_bos)
+    warn_if_bos_differs(info, config.train.prepend_bos)
     model = run_model(scores, info)
-    train = TrainConfig(steps=config.steps, batch_size=config.batch_size, micro_batch=config.micro_batch,
-                        n=config.n, seed=config.seed, prepend_bos=config.prepend_bos, precision=config.precision)
-    df = ablation_curve(model, scores, config.k, train=train, control_steps=config.control_steps,
+    df = ablation_curve(model, scores, config.k, train=config.train, control_steps=config.control_steps,
                         seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed,
                         progress=not config.quiet)
     with atomic_path(run_dir / constants.ABLATION_CSV) as tmp:

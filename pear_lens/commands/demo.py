@@ -20,6 +20,7 @@ import torch
 from pear_lens.config import option
 from pear_lens.io import atomic_write_json
 from pear_lens.models import DEFAULT_MODEL
+from pear_lens.reweight import TrainConfig
 
 DEMO_CHECK_JSON = "demo_check.json"
 
@@ -30,10 +31,8 @@ class DemoConfig:
 
     out: Path = option(Path("runs/demo"), help="run folder (replaced if it exists)")
     model: str = option(DEFAULT_MODEL, help="registry name, local Hugging Face folder or hub id")
-    top_k: int = option(10, help="heads to re-weight")
-    steps: int = option(60, help="training steps (the reference recipe uses 60)")
-    precision: str = option("bf16", choices=["fp32", "bf16"],
-                            help="training precision; bf16 (autocast, as the reference) keeps the demo short on CPU")
+    train: TrainConfig = option(default_factory=lambda: TrainConfig(precision="bf16"), prefix="",
+                                help="training of τ (bf16 autocast, as the reference, keeps the demo short on CPU)")
     n_eval: int = option(40, help="held-out copy-task sequences for the before/after check")
     kv_items: int = option(60, help="key-value retrieval items for the before/after check (calibrated size and style)")
     no_png: bool = option(False, help="skip static PNG figures")
@@ -93,10 +92,10 @@ def demo(config: DemoConfig) -> dict[str, Any]:
     discover(DiscoverConfig(out=run, model=config.model, overwrite=True, no_png=config.no_png, quiet=config.quiet))
     lap("discover")
     model = load_model(config.model)
-    print(f"2/4 train: τ for the top {config.top_k} heads, {config.steps} steps, {config.precision}", flush=True)
-    artifact, result = train_run(TrainRunConfig(run_dir=run, top_k=config.top_k, steps=config.steps,
-                                                precision=config.precision, overwrite=True, no_png=config.no_png,
-                                                quiet=config.quiet), model)
+    train = config.train
+    print(f"2/4 train: τ for the top {train.top_k} heads, {train.steps} steps, {train.precision}", flush=True)
+    artifact, result = train_run(TrainRunConfig(run_dir=run, overwrite=True, no_png=config.no_png, quiet=config.quiet,
+                                                **dataclasses.asdict(train)), model)
     lap("train")
     print(f"3/4 apply: folding τ into a Hugging Face copy -> {hf_dir}", flush=True)
     note = apply(ApplyConfig(run_dir=run, out=hf_dir, overwrite=True), model)
