@@ -35,30 +35,6 @@ MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 TASK_ORDER = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL, TaskName.CLOSED_BOOK)
 
 
-def train(model, heads, cache: Path | None = None, **overrides) -> tuple[dict[tuple[int, int], float], bool]:
-    """Learn τ for ``heads`` on the copy proxy task (the model stays frozen): the random-K controls.
-
-    Training is seeded, so with ``cache`` (a JSON file) τ trained before on the same weights, heads
-    and recipe is read back instead of trained again; anything else is trained and written there.
-    Returns τ per head, and whether it was trained now.
-    """
-    import json
-
-    from pear_lens.reweight import TrainConfig, train_coefficients
-
-    config = dataclasses.replace(TrainConfig(), **overrides)
-    key = {"fingerprint": model.fingerprint, "heads": [list(h) for h in heads],
-           "recipe": {k: v for k, v in dataclasses.asdict(config).items() if k != "heads"}}
-    if cache is not None and cache.exists():
-        saved = json.loads(cache.read_text())
-        if json.loads(json.dumps(key)) == saved["key"]:
-            return {tuple(h): float(t) for h, t in zip(saved["key"]["heads"], saved["tau"])}, False
-    result = train_coefficients(model, list(heads), config, progress=False)
-    if cache is not None:
-        atomic_write_json(cache, {"key": key, "tau": [float(t) for t in result.tau]})
-    return result.coefficients(), True
-
-
 def pick_k(model, run_dir: Path, args, timing: dict) -> tuple[int, str]:
     """K as given, or (``--k auto``) from the ablation curve in ``run_dir`` (run with ``--ablation-steps`` if absent)."""
     import pandas as pd
@@ -89,6 +65,8 @@ def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condit
     """Discover, choose K, train the PEAR artifact into the discovery run, train the random-K controls."""
     from pear_lens.commands.discover import DiscoverConfig, discover
     from pear_lens.commands.train import TrainRunConfig, train_run
+    from pear_lens.reweight import TrainConfig
+    from pear_lens.training_cache import cached_training, matching_artifact
 
     run_dir = runs / "discovery"
     if not (run_dir / "head_scores.csv").exists():
@@ -97,7 +75,7 @@ def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condit
         timing["discovery"] = time.perf_counter() - start
     k, how = pick_k(model, run_dir, args, timing)
     config = TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, quiet=args.quiet)
-    artifact = _trained_before(run_dir, config, model)
+    artifact = matching_artifact(run_dir, config, model)
     if artifact is None:  # training is seeded: an artifact of the same heads and recipe would come out the same
         start = time.perf_counter()
         artifact, _ = train_run(config, model=model)
@@ -111,7 +89,8 @@ def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condit
         heads = C.random_heads(model.n_layers, model.n_heads, k, seed, exclude=exclude)
         start = time.perf_counter()
         budget = {"steps": args.control_steps} if args.control_steps else {}
-        taus, trained = train(model, heads, cache=runs / "controls" / f"seed{seed}.json", seed=seed, **budget)
+        recipe = dataclasses.replace(TrainConfig(), seed=seed, **budget)
+        taus, trained = cached_training(model, heads, recipe, cache=runs / "controls" / f"seed{seed}.json")
         if trained:
             timing[f"train_random_{seed}"] = time.perf_counter() - start
         label = f"random-K seed {seed}" + (f" ({args.control_steps} steps)" if args.control_steps else "")
@@ -121,22 +100,6 @@ def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condit
         conds.append(C.uniform(model, round(mean_tau, 3), label=f"uniform (all heads × mean PEAR τ = {mean_tau:.2f})"))
     return conds, {"k": k, "k_chosen": how, "controls_avoid_pear_heads": avoid_pear, "heads": [f"L{l}.H{h}" for l, h in artifact.heads],
                    "tau": [round(float(t), 4) for t in artifact.tau]}
-
-
-def _trained_before(run_dir: Path, config, model):
-    """The artifact already in ``run_dir`` if it was trained on the same heads with the same recipe, else None."""
-    from pear_lens import constants
-    from pear_lens.artifact import load_artifact
-    from pear_lens.reweight import select_heads
-    from pear_lens.commands.train import read_discovery
-
-    if not (run_dir / constants.PEAR_JSON).exists():
-        return None
-    artifact = load_artifact(run_dir, model=model)
-    scores, _ = read_discovery(run_dir)
-    recipe = dataclasses.asdict(config.train_config())
-    same = all(artifact.training.get(key) == value for key, value in recipe.items() if key != "heads")
-    return artifact if same and artifact.heads == select_heads(scores, config.train_config()) else None
 
 
 PUBLISHED = ("pear.json", "coefficients.safetensors", "head_scores.csv", "discovery.json", "ablation.csv",
