@@ -3,6 +3,8 @@
 Blocks (``<!-- BEGIN GENERATED: NAME -->`` ... ``<!-- END GENERATED: NAME -->``):
 
 - ``quickstart``: ``examples/quickstart.py`` (tests run it, on a tiny model, so it cannot rot);
+- ``commands``: the command table and the scoring-method table, from the parser that the config
+  dataclasses generate (``pear_lens.commands.cli``) and the method registry (``pear_lens.mediation.METHODS``);
 - ``results``: ``figures/results/`` from ``scripts/evaluate_all.py`` (table, K and how it was chosen,
   accuracy-by-position figures), the benchmark lines in ``figures/benchmarks/`` and the paper figures of
   ``scripts/make_figures.py``.
@@ -162,7 +164,45 @@ def results() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-GENERATORS = {"quickstart": quickstart, "results": results}
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def commands() -> str:
+    """Every command with its arguments and options, and every registered scoring method with its options."""
+    import dataclasses
+
+    from pear_lens.commands.cli import COMMANDS, build_parser
+    from pear_lens.config import attribute_docs, show
+    from pear_lens.mediation import METHODS
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    rows = ["| command | what it does | options |", "| --- | --- | --- |"]
+    for name, (help_text, _, _) in COMMANDS.items():
+        usage, options = [f"pear-lens {name}"], []
+        for action in sub.choices[name]._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.option_strings:
+                usage.append(action.metavar + ("..." if action.nargs in ("+", "*") else ""))
+            elif action.required:
+                usage.append(f"{action.option_strings[0]} {action.metavar}")
+            else:
+                options.append(f"`{action.option_strings[0]}`")
+        rows.append(f"| `{_cell(' '.join(usage))}` | {_cell(help_text)} | {', '.join(options) or '—'} |")
+    rows += ["", "Scoring methods (`pear-lens discover --method NAME`, `score_heads(..., method=NAME)`), each with "
+             "its own options; an option of another method is an error:", "",
+             "| method | what it computes | options (default) |", "| --- | --- | --- |"]
+    for m in METHODS.values():
+        docs = attribute_docs(m.options)
+        opts = [f"`--{f.name.replace('_', '-')}` ({show(f.default)}): {docs.get(f.name, '')}"
+                for f in dataclasses.fields(m.options)]
+        rows.append(f"| `{m.name}` ({m.short}) | {_cell(m.description)} | {_cell('<br>'.join(opts)) or '—'} |")
+    return "\n".join(rows) + "\n"
+
+
+GENERATORS = {"quickstart": quickstart, "results": results, "commands": commands}
 
 
 def render(text: str) -> str:
