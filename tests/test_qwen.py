@@ -19,6 +19,7 @@ from pear_lens.reweight import reweighted
 from .conftest import plain_transformers_logits
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
+REINSTALL = "pip install --no-deps some-data-part1==1.0 --force-reinstall"
 # heads spread over layers and over both KV groups (query heads 0-6 share KV head 0, 7-13 KV head 1)
 HEADS = [(0, 6), (5, 7), (11, 0), (17, 13), (23, 3)]
 TAU = [0.6, 1.3, 0.0, 0.8, 1.1]
@@ -39,13 +40,13 @@ def test_assembled_weights_must_match_their_checksum(tmp_path):
     whole = b"".join(good)
     sha = hashlib.sha256(whole).hexdigest()
     target = tmp_path / "cache" / "model.gguf"
-    assert assemble_verified(_chunks(tmp_path / "good", good), target, sha, len(whole)).read_bytes() == whole
+    assert assemble_verified(_chunks(tmp_path / "good", good), target, sha, len(whole), reinstall=REINSTALL).read_bytes() == whole
 
     # a corrupted chunk: refused with the reinstall command, and the verified file already there survives
     bad = _chunks(tmp_path / "bad", [good[0], b"x" * 30])
     target.write_bytes(b"stale")  # a file that no longer matches is not trusted either
     with pytest.raises(ModelNotAvailable, match="force-reinstall"):
-        assemble_verified(bad, target, sha, len(whole))
+        assemble_verified(bad, target, sha, len(whole), reinstall=REINSTALL)
     assert target.read_bytes() == b"stale"
     assert [p.name for p in target.parent.iterdir()] == ["model.gguf"]  # no temporary file left behind
 
@@ -91,3 +92,14 @@ def test_fold_on_qwen_equals_hooked_and_plain_transformers_loads_it(qwen, tmp_pa
     assert (out["default"] - hooked).abs().max() <= 2e-3
     # and τ really changed the model: the folded logits are not the original ones
     assert (out["eager"] - plain).abs().max() > 1e-2
+
+
+def test_a_missing_chunk_package_reads_as_not_installed(monkeypatch):
+    import dataclasses
+
+    from pear_lens import models
+
+    missing = dataclasses.replace(models.QWEN, dists=(*models.QWEN.dists[:5], "no-such-data-package"))
+    assert missing.chunks() is None
+    with pytest.raises(ModelNotAvailable, match="not installed; run `pip install --no-deps .*no-such-data-package"):
+        missing.load()
