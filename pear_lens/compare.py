@@ -110,6 +110,34 @@ def head_label(head: Head) -> str:
     return f"L{head[0]}.H{head[1]}"
 
 
+CONCENTRATION_FRACTIONS = (0.01, 0.05)
+"""The shares of heads whose part of the total |Δπ| ``run_summary`` reports (top 1 % and 5 %)."""
+
+
+def cumulative_share(scores: HeadScores) -> Float[Tensor, " n"]:
+    """Entry ``i``: the share of the total |Δπ| of all heads held by the top ``i + 1`` heads, ranked by Δπ.
+
+    Ranked by Δπ, not |Δπ|: the top heads are the ones PEAR would pick (the strongest suppressors), so
+    the curve says how much of a model's whole head-level effect they carry. Evenly spread effects give
+    the diagonal ``(i + 1) / n``; one dominant suppressor gives a curve that jumps at once.
+    """
+    flat = scores.scores.flatten().double()
+    flat = flat[torch.isfinite(flat)]
+    total = flat.abs().sum()
+    if flat.numel() == 0 or total == 0:
+        raise PearLensError(f"{scores.model}: no finite, non-zero Δπ to measure concentration on")
+    return (flat.sort(descending=True).values.abs().cumsum(0) / total).float()
+
+
+def top_share(scores: HeadScores, fraction: float) -> tuple[int, float]:
+    """(number of heads, their share of the total |Δπ|) for the top ``ceil(fraction · n_heads)`` heads by Δπ."""
+    if not 0 < fraction <= 1:
+        raise PearLensError(f"fraction must be in (0, 1], got {fraction}")
+    curve = cumulative_share(scores)
+    n = max(1, math.ceil(fraction * curve.numel()))
+    return n, float(curve[n - 1])
+
+
 # --------------------------------------------------------------------------- loading runs
 
 
@@ -192,7 +220,9 @@ def heads_by_depth(runs: Runs, k: int = 10) -> pd.DataFrame:
 
 
 def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
-    """One row per run: what produced it and its top-``k`` heads with their relative depths."""
+    """One row per run: what produced it, its top-``k`` heads with their relative depths, and how concentrated
+    its effects are (``top1%_heads``, ``top1%_share``, ``top5%_heads``, ``top5%_share``: the top 1 % / 5 % of
+    heads by Δπ and their share of the total |Δπ|, see :func:`top_share`)."""
     rows = []
     for label, s in load_runs(runs).items():
         top = s.top_k(_k(s, k))
@@ -205,8 +235,24 @@ def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
             "top_relative_depths": " ".join(f"{layer_depth(l, s.n_layers):.2f}" for l, _ in top),
             "top_scores": " ".join(f"{float(s.scores[h]):.4g}" for h in top),
             "max_score": float(s.scores.max()), "clean_metric": sum(s.clean_metric) / len(s.clean_metric),
+            **{key: value for f in CONCENTRATION_FRACTIONS
+               for key, value in zip((f"top{f:.0%}_heads", f"top{f:.0%}_share"), top_share(s, f))},
         })
     return pd.DataFrame(rows)
+
+
+def concentration_curves(runs: Runs) -> pd.DataFrame:
+    """Tidy :func:`cumulative_share` of every run (input of :func:`pear_lens.plots.concentration`).
+
+    Columns: ``run, model, heads, fraction_of_heads, share``.
+    """
+    frames = []
+    for label, scores in load_runs(runs).items():
+        curve = cumulative_share(scores).numpy()
+        n = len(curve)
+        frames.append(pd.DataFrame({"run": label, "model": scores.model, "heads": np.arange(1, n + 1),
+                                    "fraction_of_heads": np.arange(1, n + 1) / n, "share": curve}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def compare(runs: Runs, k: int = 10, bins: int = 10) -> pd.DataFrame:
@@ -252,7 +298,8 @@ class CompareConfig:
     """Settings of ``pear-lens compare``."""
 
     run_dirs: tuple[Path, ...] = option(help="discovery run folders to compare", positional=True)
-    out: Path = option(help="folder to create with compare.csv, summary.csv and the relative-depth figure")
+    out: Path = option(help="folder to create with compare.csv, summary.csv, the relative-depth and the "
+                            "concentration figures")
     k: int = option(10, help="top-K heads per run")
     bins: int = option(10, help="relative-depth bins for comparing different models")
     overwrite: bool = option(False, help="replace OUT if it already exists")
@@ -266,6 +313,7 @@ class CompareConfig:
 def compare_runs(config: CompareConfig) -> pd.DataFrame:
     """Compare the run folders of ``config`` and write the output folder atomically."""
     from pear_lens.io import check_new_run_dir, staged_dir
+    from pear_lens.plots import concentration as concentration_figure
     from pear_lens.plots import relative_depth as depth_figure
     from pear_lens.plots import save_figure
 
@@ -275,6 +323,9 @@ def compare_runs(config: CompareConfig) -> pd.DataFrame:
     with staged_dir(config.out, overwrite=config.overwrite) as stage:
         pairs.to_csv(stage / constants.COMPARE_CSV, index=False)
         run_summary(runs, k=config.k).to_csv(stage / constants.COMPARE_SUMMARY_CSV, index=False)
+        formats = ["html"] + ([] if config.no_png else ["png"])
         save_figure(depth_figure(heads_by_depth(runs, k=config.k)), stage / constants.RELATIVE_DEPTH_HTML,
-                    formats=["html"] + ([] if config.no_png else ["png"]))
+                    formats=formats)
+        save_figure(concentration_figure(concentration_curves(runs)), stage / constants.CONCENTRATION_HTML,
+                    formats=formats)
     return pairs

@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 COMPARE_CSV = "compare.csv"
 COMPARE_SUMMARY_CSV = "summary.csv"
 RELATIVE_DEPTH_HTML = "relative_depth.html"
+CONCENTRATION_HTML = "concentration.html"
 
 # evaluation folder (pear-lens eval) and report folder (pear-lens eval-report)
 EVAL_ITEMS_CSV = "items.csv"

@@ -179,6 +179,33 @@ def score_distributions(runs: "Mapping[str, HeadScores] | Sequence[HeadScores] |
                    width=max(520, 150 * len(groups) + 160), height=460)
 
 
+def concentration(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """How concentrated each run's head effects are: the share of the total |Δπ| held by its top heads.
+
+    ``df`` is :func:`pear_lens.compare.concentration_curves` (columns ``run, heads, fraction_of_heads,
+    share``). The x axis is the fraction of a model's heads (log scale, so the top 1 % is visible), which
+    puts models with different head counts on one scale; the dotted line is an even spread.
+    """
+    _require_columns(df, ["run", "heads", "fraction_of_heads", "share"], "concentration")
+    fig = go.Figure()
+    for i, (run, g) in enumerate(df.groupby("run", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=g["fraction_of_heads"], y=g["share"], mode="lines", name=str(run), line=dict(color=_colour(i), width=2),
+            customdata=g[["heads"]].to_numpy(),
+            hovertemplate=f"{run}<br>top %{{customdata[0]}} heads (%{{x:.1%}})<br>share of Σ|Δπ| %{{y:.1%}}"
+                          "<extra></extra>",
+        ))
+    grid = sorted(set(df["fraction_of_heads"]))
+    fig.add_trace(go.Scatter(x=grid, y=grid, mode="lines", name="even spread",
+                             line=dict(color="grey", width=1, dash="dot")))
+    for f in (0.01, 0.05):
+        fig.add_vline(x=f, line=dict(color="lightgrey", width=1))
+    return _finish(fig, title or "How concentrated are the head effects?",
+                   "share of the total |Δπ| held by the top heads (ranked by Δπ); grey lines: top 1 % and 5 %",
+                   xaxis=dict(title="fraction of heads (top by Δπ)", type="log", tickformat=".0%"),
+                   yaxis=dict(title="share of Σ|Δπ|", tickformat=".0%", range=[0, 1.02]), width=760, height=460)
+
+
 def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int = 10,
                      labels: tuple[str, str] | None = None, title: str | None = None) -> go.Figure:
     """Per-head scatter of two scorings of the same model, Spearman ρ and top-k overlap in the title.

@@ -11,7 +11,7 @@ takes many minutes on a CPU). A cached run is reused when its model, method and
 settings match; ``--refresh`` scores again.
 
 From the runs it writes, into ``--out``:
-- ``heatmap_<model>``, ``relative_depth``, ``score_distributions``: one path-patching run per model
+- ``heatmap_<model>``, ``relative_depth``, ``score_distributions``, ``concentration``: one path-patching run per model
   (the one with the most proxy settings), the models side by side;
 - ``method_agreement_<a>_vs_<b>``: every pair of runs of one model and task that differ in method;
 - ``compare.csv``, ``compare_summary.csv``: :func:`pear_lens.compare.compare` and ``run_summary`` of all runs;
@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from pear_lens import constants, plots
-from pear_lens.compare import compare, heads_by_depth, load_runs, run_summary
+from pear_lens.compare import compare, concentration_curves, heads_by_depth, load_runs, run_summary
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_text
 from pear_lens.results import HeadScores
@@ -99,6 +99,7 @@ def discovery_figures(runs: dict[str, HeadScores], write: Writer, k: int) -> Non
                                           title="Path-patching Δπ by relative depth"), "relative_depth")
         write.figure(plots.score_distributions(per_model, title="Δπ of every head (path patching)"),
                      "score_distributions")
+        write.figure(plots.concentration(concentration_curves(per_model)), "concentration")
 
     for a, b in itertools.combinations(runs.values(), 2):
         if a.model == b.model and a.method != b.method and settings_key(a) == settings_key(b):

@@ -36,8 +36,10 @@ def _benchmarks() -> list[str]:
     for path in sorted(BENCHMARKS.glob("*.txt")):
         # the machine-readable lines (only key=value pairs): the last line, and any other result line
         results = [f"`{line}`" for line in path.read_text().splitlines() if re.fullmatch(r"\S+=\S+( \S+=\S+)*", line)]
+        # the command that wrote the file (its first line), e.g. `benchmarks/discovery.py --model NAME`
+        command = path.read_text().splitlines()[0].removeprefix("# command: ").removeprefix("python ")
         if results:
-            lines.append(f"| `benchmarks/{path.stem}.py` | {'<br>'.join(results)} | [{path.name}](figures/benchmarks/{path.name}) |")
+            lines.append(f"| `{command}` | {'<br>'.join(results)} | [{path.name}](figures/benchmarks/{path.name}) |")
     if not lines:
         return ["No benchmark output yet: run `make bench`."]
     return ["| benchmark | results (ratios measured side by side in one run) | full output |",
