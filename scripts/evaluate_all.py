@@ -183,11 +183,12 @@ def pear_stage(model, run_dir: Path, k: int, recipe, args, seconds: dict):
     return artifact
 
 
-def control_stage(model, pear_heads, recipe, mdir: Path, args, seconds: dict, steps_tag: str = "") -> tuple[list, list]:
+def control_stage(model, pear_heads, recipe, mdir: Path, args, seconds: dict, steps_tag: str = "",
+                  seeds: list[int] | None = None) -> tuple[list, list]:
     """Every control (kinds × seeds): heads drawn by the control's seed, τ trained with PEAR's ``recipe``."""
     conds, records = [], []
     for kind in args.control_kinds:
-        for seed in args.control_seeds:
+        for seed in args.control_seeds if seeds is None else seeds:
             draw = P.draw_control(kind, model.n_layers, model.n_heads, pear_heads, seed)
             label = f"{draw.kind.label} seed {seed}" + steps_tag
             stage = f"{draw.kind.value}_seed{seed}_steps{recipe.steps}"
@@ -229,7 +230,8 @@ def conditions_for(model, mdir: Path, args, seconds: dict) -> tuple[dict, dict]:
             model, pear_heads, longer, mdir / "tau" / f"pear_steps{longer.steps}.json")
         pear_long = C.folded(model, tau, "PEAR" + tag, C.ConditionKind.PEAR, steps=longer.steps)
         budget_seconds: dict = {}
-        controls_long, records_long = control_stage(model, pear_heads, longer, mdir, args, budget_seconds, tag)
+        controls_long, records_long = control_stage(model, pear_heads, longer, mdir, args, budget_seconds, tag,
+                                                    seeds=args.budget_control_seeds or args.control_seeds)
         seconds.update({k.replace("train_control/", "train_budget/"): v for k, v in budget_seconds.items()})
         conds["budget"] = [pear_long, *controls_long]
         protocol["budget"] = {"steps": longer.steps, "train_seed": longer.seed, "tasks": list(args.budget_tasks),
@@ -330,6 +332,8 @@ def evaluate_model(name: str, args) -> None:
 
     save()  # the protocol is on record before the first evaluation
     for task in [TaskName(t) for t in dict.fromkeys(args.tasks)]:  # in the order given
+        if _evaluated(mdir / task.value, task_conds(task), args.n, args.test_seed):
+            continue  # done in an earlier session (the counterfactual fact check alone would take minutes)
         result = run_eval(EvalConfig(out=mdir / task.value, task=task.value, model=name, n=args.n,
                                      batch_size=args.batch_size, seed=args.test_seed, overwrite=True, quiet=args.quiet),
                           model=model, conditions=task_conds(task), cache_dir=mdir / "outputs" / task.value)
@@ -409,11 +413,12 @@ def estimate(args) -> int:
         stages.append((f"control training ({controls} × {args.steps} steps)", controls * args.steps * per_step))
         n_conds = 2 + controls + args.uniform
         budget = args.budget_steps and name in args.budget_models
+        long_controls = len(args.control_kinds) * len(args.budget_control_seeds or args.control_seeds)
         if budget:
-            stages.append((f"budget training ({1 + controls} × {args.budget_steps} steps)",
-                           (1 + controls) * args.budget_steps * per_step))
+            stages.append((f"budget training ({1 + long_controls} × {args.budget_steps} steps)",
+                           (1 + long_controls) * args.budget_steps * per_step))
         for t in tasks:
-            conds = n_conds + ((1 + controls) if budget and t.value in args.budget_tasks else 0)
+            conds = n_conds + ((1 + long_controls) if budget and t.value in args.budget_tasks else 0)
             extra = n_facts if t is TaskName.COUNTERFACTUAL else 0  # the closed-book check of every fact
             stages.append((f"{t.value} evaluation ({conds} conditions × {args.n} items"
                            + (f" + {n_facts} fact checks" if extra else "") + ")", (conds * args.n + extra) * item[t]))
@@ -493,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-models", nargs="+", default=[MODELS[0]], help="models given the longer budget")
     parser.add_argument("--budget-tasks", nargs="+", default=[TaskName.KV.value, TaskName.MDQA.value],
                         choices=[t.value for t in TASK_ORDER], help="tasks the longer-budget conditions are evaluated on")
+    parser.add_argument("--budget-control-seeds", type=int, nargs="+", default=None,
+                        help="control seeds trained at the longer budget (default: every --control-seeds)")
     parser.add_argument("--uniform", action="store_true", help="also evaluate every head scaled by the mean PEAR τ")
     parser.add_argument("--allow-weak-copy-task", action="store_true",
                         help="go on when the model copies below 50%% with and without BOS (tiny models in tests)")

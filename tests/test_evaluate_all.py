@@ -118,3 +118,21 @@ def test_tasks_are_added_and_a_new_recipe_retrains(tmp_path, monkeypatch):
 def test_dev_and_test_seeds_must_differ(tmp_path):
     with pytest.raises(SystemExit):
         _script().main(_args(tmp_path, "--dev-seed", "0", "--test-seed", "0"))
+
+
+def test_the_readme_reads_the_protocol_record(protocol_run):
+    tmp, _ = protocol_run
+    readme = load_script("update_readme")
+    models = json.loads((tmp / "report" / "run.json").read_text())["models"]
+    record = models["tiny-llama"]
+    text = readme._protocol_lines("tiny-llama", record)[0]
+    assert f"K = {record['k']}, chosen on dev items" in text and "2 uniform" in text and "2 layer-matched" in text
+    assert "all trained like PEAR (2 steps" in text and "Budget sensitivity" in text
+    for stage in ("copy-task check", "dev training", "dev evaluation", "PEAR training", "control training",
+                  "longer-budget training", "kv evaluation", "closed-book evaluation"):
+        assert stage in text
+    verdicts = readme._verdicts(tmp / "report" / "summary.csv", records=models)
+    kv = [v for v in verdicts if v.startswith("- tiny-llama, kv:")]
+    assert len(kv) == 1 and "of 4 controls at least as accurate (empirical p = " in kv[0]
+    assert any(v.startswith("- tiny-llama, kv at 3 steps:") for v in verdicts)
+    assert any(v.startswith("- tiny-llama, closed-book:") for v in verdicts)
