@@ -36,6 +36,8 @@ class DemoConfig:
                             help="training precision; bf16 (autocast, as the reference) keeps the demo short on CPU")
     n_eval: int = option(40, help="held-out copy-task sequences for the before/after check")
     kv_items: int = option(60, help="key-value retrieval items for the before/after check (calibrated size and style)")
+    allow_weak_copy_task: bool = option(False, help="discover heads even when the model copies the proxy task "
+                                                    "poorly (see `pear-lens discover --help`)")
     no_png: bool = option(False, help="skip static PNG figures")
     quiet: bool = option(False, help="no progress bars")
 
@@ -90,7 +92,8 @@ def demo(config: DemoConfig) -> dict[str, Any]:
         print(f"[{stage}] done in {clock[stage]:.0f} s", flush=True)
 
     print(f"1/4 discover: scoring every head of {config.model}", flush=True)
-    discover(DiscoverConfig(out=run, model=config.model, overwrite=True, no_png=config.no_png, quiet=config.quiet))
+    discover(DiscoverConfig(out=run, model=config.model, overwrite=True, no_png=config.no_png, quiet=config.quiet,
+                            allow_weak_copy_task=config.allow_weak_copy_task))
     lap("discover")
     model = load_model(config.model)
     print(f"2/4 train: τ for the top {config.top_k} heads, {config.steps} steps, {config.precision}", flush=True)

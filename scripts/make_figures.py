@@ -48,7 +48,8 @@ def settings_key(scores: HeadScores) -> tuple:
     return tuple(tuple(s) for s in scores.task.get("settings", []))
 
 
-def discover_cached(cache: Path, model: str, method: str, settings, refresh: bool) -> Path:
+def discover_cached(cache: Path, model: str, method: str, settings, refresh: bool,
+                    allow_weak_copy_task: bool = False) -> Path:
     """A discovery run folder for (model, method, settings), scored only if not cached already."""
     from pear_lens.discover import DiscoverConfig, discover
 
@@ -65,7 +66,7 @@ def discover_cached(cache: Path, model: str, method: str, settings, refresh: boo
             pass  # corrupt or foreign: score again
     print(f"scoring {model} with {method} patching, settings {settings} -> {out}", flush=True)
     discover(DiscoverConfig(out=out, model=model, method=method, settings=tuple(settings), overwrite=True,
-                            no_png=True, quiet=True))
+                            no_png=True, quiet=True, allow_weak_copy_task=allow_weak_copy_task))
     return out
 
 
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10, help="top-K heads marked and compared")
     parser.add_argument("--fast", action="store_true", help="one small proxy setting everywhere (smoke test)")
     parser.add_argument("--refresh", action="store_true", help="score again even where a cached run matches")
+    parser.add_argument("--allow-weak-copy-task", action="store_true",
+                        help="score models that copy the proxy task poorly (tiny random ones: a smoke test)")
     parser.add_argument("--no-png", action="store_true", help="HTML only (PNG needs a Chrome for kaleido)")
     args = parser.parse_args(argv)
 
@@ -156,9 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     if not folders:
         reference = FAST_SETTINGS if args.fast else REFERENCE_SETTINGS
         reduced = FAST_SETTINGS if args.fast else REDUCED_SETTINGS
-        folders = [discover_cached(args.cache, m, "path", reference, args.refresh) for m in args.models]
+        folders = [discover_cached(args.cache, m, "path", reference, args.refresh,
+                                   args.allow_weak_copy_task) for m in args.models]
         if args.agreement_model:
-            folders += [discover_cached(args.cache, args.agreement_model, method, reduced, args.refresh)
+            folders += [discover_cached(args.cache, args.agreement_model, method, reduced, args.refresh,
+                                       args.allow_weak_copy_task)
                         for method in AGREEMENT_METHODS]
     found = [p.parent for folder in folders for p in sorted(folder.rglob(constants.DISCOVERY_JSON))]
     discovery = list(dict.fromkeys(found))  # in the order given, each once

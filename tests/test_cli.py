@@ -11,7 +11,8 @@ from pear_lens.cli import main
 
 def discover(tmp_path, *extra, name="run"):
     out = tmp_path / name
-    code = main(["discover", "--model", "tiny-llama", "--out", str(out), "--settings", "4x6,3x5", "--quiet", *extra])
+    code = main(["discover", "--model", "tiny-llama", "--out", str(out), "--settings", "4x6,3x5", "--quiet",
+                 "--allow-weak-copy-task", *extra])
     return code, out
 
 
@@ -59,7 +60,7 @@ def test_existing_run_folder_is_refused_unless_overwrite(tmp_path, capsys):
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, capsys, args, message):
     out = tmp_path / "run"
-    code = main(["discover", "--model", "tiny-gpt2", "--out", str(out), "--quiet", *args])
+    code = main(["discover", "--model", "tiny-gpt2", "--out", str(out), "--quiet", "--allow-weak-copy-task", *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not out.exists()

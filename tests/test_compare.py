@@ -161,7 +161,7 @@ def test_by_setting_splits_a_run_without_rescoring():
 def discover_tiny(tmp_path, name: str, model: str, seed: int) -> str:
     out = tmp_path / name
     assert main(["discover", "--model", model, "--out", str(out), "--settings", "4x6,3x5", "--seed", str(seed),
-                 "--no-png", "--quiet"]) == 0
+                 "--no-png", "--quiet", "--allow-weak-copy-task"]) == 0
     return str(out)
 
 

@@ -130,7 +130,8 @@ def test_make_figures_scores_caches_and_plots_tiny_models(tmp_path, capsys):
     make_figures = load_make_figures()
     cache, out = tmp_path / "cache", tmp_path / "figures"
     argv = ["--fast", "--models", "tiny-llama", "tiny-gpt2", "--agreement-model", "tiny-llama",
-            "--cache", str(cache), "--out", str(out), "--no-png", "--artifacts", str(tmp_path / "no-artifacts")]
+            "--cache", str(cache), "--out", str(out), "--no-png", "--artifacts", str(tmp_path / "no-artifacts"),
+            "--allow-weak-copy-task"]
     assert make_figures.main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "heatmap_tiny-llama.html", "heatmap_tiny-gpt2.html", "relative_depth.html", "score_distributions.html",

@@ -131,8 +131,12 @@ def conditions_for(model: "LoadedModel", config: EvalConfig) -> list[cond_mod.Co
 
 
 def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
-             conditions: Sequence[cond_mod.Condition] | None = None) -> EvalResult:
-    """Evaluate and write ``config.out``; pass ``model``/``conditions`` to reuse a loaded model or add controls."""
+             conditions: Sequence[cond_mod.Condition] | None = None, cache_dir: Path | None = None) -> EvalResult:
+    """Evaluate and write ``config.out``; pass ``model``/``conditions`` to reuse a loaded model or add controls.
+
+    ``cache_dir``: keep each condition's outputs there and reuse them while model weights, condition, items
+    and settings are unchanged (see :func:`pear_lens.evaluation.runner.evaluate`).
+    """
     from pear_lens.models import load_model
 
     check_new_run_dir(config.out, config.overwrite)  # refuse before the slow part
@@ -147,7 +151,8 @@ def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
     encode_items(items, PromptStyle.parse(settings.prompt_style), model.tokenizer, n_ctx=model.n_ctx,
                  max_new_tokens=settings.max_new_tokens)
     result = evaluate(model.name, TaskName.parse(config.task).value, items, conds, model.tokenizer, settings,
-                      n_ctx=model.n_ctx, batch_size=config.batch_size, progress=not config.quiet, seed=config.seed)
+                      n_ctx=model.n_ctx, batch_size=config.batch_size, progress=not config.quiet, seed=config.seed,
+                      cache_dir=cache_dir, cache_key={"fingerprint": model.fingerprint})
     result.info.update(items=item_info, model=model.describe(), config=_jsonable(asdict(config)),
                        seconds_total=time.perf_counter() - start)
     write_eval_dir(result, items, config.out, overwrite=config.overwrite)
