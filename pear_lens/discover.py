@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pear_lens import constants
 from pear_lens.config import option
+from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_json, staged_dir
 from pear_lens.models import DEFAULT_MODEL
 from pear_lens.results import HeadScores
@@ -60,11 +61,11 @@ def environment() -> dict[str, str]:
 
 
 def write_run(scores: HeadScores, out: Path, *, config: dict, overwrite: bool, top_k: int, png: bool,
-              model_info: dict) -> Path:
+              model_info: dict, inputs: tuple = ()) -> Path:
     """Write a complete discovery run folder atomically."""
     from pear_lens.plots import save_figure
 
-    with staged_dir(out, overwrite=overwrite) as stage:
+    with staged_dir(out, overwrite=overwrite, kind="run", inputs=inputs) as stage:
         scores.to_dataframe().to_csv(stage / constants.HEAD_SCORES_CSV, index=False)
         fig = scores.heatmap(top_k=top_k)
         save_figure(fig, stage / constants.HEATMAP_HTML, formats=["html"] + (["png"] if png else []))
@@ -81,12 +82,24 @@ def write_run(scores: HeadScores, out: Path, *, config: dict, overwrite: bool, t
 
 def discover(config: DiscoverConfig) -> HeadScores:
     """Load the model, score every head, write the run folder; return the scores."""
-    from pear_lens.io import check_new_run_dir
+    from pear_lens.io import check_output
     from pear_lens.mediation import score_heads
-    from pear_lens.models import load_model
+    from pear_lens.models import check_device, load_model
+    from pear_lens.plots import check_static_export
     from pear_lens.task import ProxyTask
 
-    check_new_run_dir(config.out, config.overwrite)  # fail before the slow part
+    # everything that can be checked is checked before the slow part
+    inputs = (config.model,)  # a local model folder
+    check_output(config.out, kind="run", inputs=inputs, overwrite=config.overwrite)
+    if config.positions != "all" and config.method == "path":
+        raise PearLensError("--positions applies to the activation and attribution methods; path patching always "
+                            "patches `end`: drop --positions or choose --method activation")
+    if config.device_map and config.device != "cpu":
+        raise PearLensError("give either --device (one device) or --device-map (several), not both")
+    if not config.device_map:
+        check_device(config.device)
+    if not config.no_png:
+        check_static_export()
     task = ProxyTask(settings=config.settings, vocab=config.vocab, prepend_bos=config.prepend_bos, seed=config.seed)
     placement = {"device_map": config.device_map} if config.device_map else {"device": config.device}
     model = load_model(config.model, dtype=config.dtype, **placement)
@@ -97,5 +110,5 @@ def discover(config: DiscoverConfig) -> HeadScores:
     cfg = asdict(config)
     cfg["out"] = str(config.out)
     write_run(scores, config.out, config=cfg, overwrite=config.overwrite, top_k=config.top_k,
-              png=not config.no_png, model_info=model.describe())
+              png=not config.no_png, model_info=model.describe(), inputs=inputs)
     return scores
