@@ -138,11 +138,18 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Nam
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported in one line (the usage is one `--help` away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 DEBUG_HELP = "show the full traceback of an error (for bug reports; or set PEAR_LENS_DEBUG=1)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pear-lens", description=__doc__)
+    parser = _Parser(prog="pear-lens", description=__doc__)
     # SUPPRESS: a subcommand's default must not reset a `pear-lens --debug CMD` given before it
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

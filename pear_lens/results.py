@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,10 +177,10 @@ def _check_score_table(df: pd.DataFrame, csv: Path) -> None:
         for c in ("layer", "head"):
             v = numeric[c].iloc[i]
             if pd.isna(v) or v < 0 or v != int(v):
-                raise PearLensError(f"{csv} line {line}: {c} {df[c].iloc[i]!r} is not a head index; {fix}")
+                raise PearLensError(f"{csv} line {line}: {c} {str(df[c].iloc[i])!r} is not a head index; {fix}")
         v = numeric["score"].iloc[i]
-        if pd.isna(v) or not float(v) == float(v) or abs(float(v)) == float("inf"):
-            raise PearLensError(f"{csv} line {line}: the score {df['score'].iloc[i]!r} of "
+        if pd.isna(v) or not math.isfinite(float(v)):
+            raise PearLensError(f"{csv} line {line}: the score {str(df['score'].iloc[i])!r} of "
                                 f"L{int(numeric['layer'].iloc[i])}.H{int(numeric['head'].iloc[i])} is not a finite "
                                 f"number; {fix}")
     pairs = list(zip(numeric["layer"].astype(int), numeric["head"].astype(int)))
