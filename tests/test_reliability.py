@@ -103,13 +103,10 @@ def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device", "training.png")
 
 
-def _interrupt_after_coefficients(original):
-    def save(self, run_dir):
-        from safetensors.torch import save_file as write
-
-        write({"tau": self.tau.contiguous()}, str(Path(run_dir) / constants.COEFFICIENTS_SAFETENSORS))
-        raise KeyboardInterrupt
-    return save
+def _interrupted_save(self, run_dir):
+    """Ctrl-C after the coefficient file is written and before pear.json."""
+    save_file({"tau": self.tau.contiguous()}, str(Path(run_dir) / constants.COEFFICIENTS_SAFETENSORS))
+    raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("fault", ["figure writer fails", "Ctrl-C mid-save"])
@@ -122,7 +119,7 @@ def test_train_overwrite_that_fails_while_saving_leaves_the_old_run(run_dir, tmp
         monkeypatch.setattr(pear_lens.plots, "save_figure", _disk_full)
         refused(capsys, ["train", run_dir, "--heads", "0.1,2.3", "--overwrite", *TRAIN], says="free some space")
     else:
-        monkeypatch.setattr(pear_lens.artifact.Artifact, "save", _interrupt_after_coefficients(None))
+        monkeypatch.setattr(pear_lens.artifact.Artifact, "save", _interrupted_save)
         refused(capsys, ["train", run_dir, "--heads", "0.1,2.3", "--overwrite", *TRAIN], code=130,
                 says="nothing was left half-written")
     assert snapshot(tmp_path) == before  # byte-identical, and no staging leftovers beside it
