@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 # OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning; on a shared machine
 # spinning threads of several torch processes slow each other down many times over.
 demo: setup
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pear-lens demo --out $(RUN)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pear-lens demo --out $(RUN) --overwrite  # replaces only an earlier demo folder
 
 test: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "" tests

@@ -312,15 +312,17 @@ class CompareConfig:
 
 def compare_runs(config: CompareConfig) -> pd.DataFrame:
     """Compare the run folders of ``config`` and write the output folder atomically."""
-    from pear_lens.io import check_new_run_dir, staged_dir
+    from pear_lens.io import check_output, staged_dir
+    from pear_lens.plots import check_static_export, save_figure
     from pear_lens.plots import concentration as concentration_figure
     from pear_lens.plots import relative_depth as depth_figure
-    from pear_lens.plots import save_figure
 
-    check_new_run_dir(config.out, config.overwrite)
+    check_output(config.out, kind="compare", inputs=config.run_dirs, overwrite=config.overwrite)
+    if not config.no_png:
+        check_static_export()
     runs = load_runs([str(p) for p in config.run_dirs])
     pairs = compare(runs, k=config.k, bins=config.bins)
-    with staged_dir(config.out, overwrite=config.overwrite) as stage:
+    with staged_dir(config.out, overwrite=config.overwrite, kind="compare", inputs=config.run_dirs) as stage:
         pairs.to_csv(stage / constants.COMPARE_CSV, index=False)
         run_summary(runs, k=config.k).to_csv(stage / constants.COMPARE_SUMMARY_CSV, index=False)
         formats = ["html"] + ([] if config.no_png else ["png"])

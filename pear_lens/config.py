@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -26,27 +27,40 @@ def option(default: Any = MISSING, *, help: str, positional: bool = False, choic
     return dataclasses.field(default=default, metadata=meta)
 
 
+def _entries(text: str, example: str) -> list[str]:
+    """The comma-separated entries of ``text``; an empty list or an empty entry is a typo, not a default."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"is empty; give values like {example}, or leave the option out")
+    if "" in parts:
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty entry; give values like {example}")
+    return parts
+
+
 def _parse_pairs(text: str) -> tuple[tuple[int, int], ...]:
     """``20x50,40x25`` → ((20, 50), (40, 25))."""
-    try:
-        return tuple(tuple(int(v) for v in part.lower().split("x")) for part in text.split(",") if part)  # type: ignore[misc]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected BATCHxN pairs like 20x50,40x25, got {text!r}") from None
+    parts = _entries(text, "20x50,40x25")
+    if not all(re.fullmatch(r"\d+[xX]\d+", p) for p in parts):
+        raise argparse.ArgumentTypeError(f"expected BATCHxN pairs like 20x50,40x25, got {text!r}")
+    return tuple(tuple(int(v) for v in p.lower().split("x")) for p in parts)  # type: ignore[misc]
 
 
 def _parse_ints(text: str) -> tuple[int, ...]:
+    parts = _entries(text, "1,2,5")
     try:
-        return tuple(int(v) for v in text.split(",") if v)
+        return tuple(int(v) for v in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _parse_heads(text: str) -> tuple[tuple[int, int], ...]:
     """``26.28,11.6`` → ((26, 28), (11, 6))."""
-    try:
-        return tuple(tuple(int(v) for v in part.split(".")) for part in text.split(",") if part)  # type: ignore[misc]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LAYER.HEAD pairs like 26.28,11.6, got {text!r}") from None
+    parts = _entries(text, "26.28,11.6 (LAYER.HEAD)")
+    bad = [p for p in parts if not re.fullmatch(r"\d+\.\d+", p)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"expected LAYER.HEAD pairs like 26.28,11.6, got {text!r} "
+                                         f"({bad[0]!r} is not LAYER.HEAD)")
+    return tuple(tuple(int(v) for v in p.split(".")) for p in parts)  # type: ignore[misc]
 
 
 PARSERS = {

@@ -12,8 +12,10 @@ PEAR_JSON = "pear.json"
 COEFFICIENTS_SAFETENSORS = "coefficients.safetensors"
 TRAINING_CSV = "training_log.csv"
 TRAINING_HTML = "training.html"
+TRAINING_PNG = "training.png"
 ABLATION_CSV = "ablation.csv"
 ABLATION_HTML = "ablation.html"
+ABLATION_PNG = "ablation.png"
 
 # converted Hugging Face model folder
 PEAR_NOTE_JSON = "pear_applied.json"

@@ -112,11 +112,12 @@ def check_copy_task(model_name: str, record: dict, allow_weak: bool = False) -> 
 
 
 def write_run(scores: HeadScores, out: Path, *, config: dict, overwrite: bool, top_k: int, png: bool,
-              model_info: dict, copy_task: dict | None = None, seconds: float | None = None) -> Path:
+              model_info: dict, copy_task: dict | None = None, seconds: float | None = None,
+              inputs: tuple = ()) -> Path:
     """Write a complete discovery run folder atomically."""
     from pear_lens.plots import save_figure
 
-    with staged_dir(out, overwrite=overwrite) as stage:
+    with staged_dir(out, overwrite=overwrite, kind="run", inputs=inputs) as stage:
         scores.to_dataframe().to_csv(stage / constants.HEAD_SCORES_CSV, index=False)
         fig = scores.heatmap(top_k=top_k)
         save_figure(fig, stage / constants.HEATMAP_HTML, formats=["html"] + (["png"] if png else []))
@@ -135,12 +136,25 @@ def write_run(scores: HeadScores, out: Path, *, config: dict, overwrite: bool, t
 
 def discover(config: DiscoverConfig) -> HeadScores:
     """Load the model, score every head, write the run folder; return the scores."""
-    from pear_lens.io import check_new_run_dir
+    from pear_lens.io import check_output
     from pear_lens.mediation import score_heads
-    from pear_lens.models import load_model
+    from pear_lens.models import check_device, load_model
+    from pear_lens.plots import check_static_export
+    from pear_lens.task import ProxyTask
 
     start = time.perf_counter()
-    check_new_run_dir(config.out, config.overwrite)  # fail before the slow part
+    # everything that can be checked is checked before the slow part
+    inputs = (config.model,)  # a local model folder
+    check_output(config.out, kind="run", inputs=inputs, overwrite=config.overwrite)
+    if config.positions != "all" and config.method == "path":
+        raise PearLensError("--positions applies to the activation and attribution methods; path patching always "
+                            "patches `end`: drop --positions or choose --method activation")
+    if config.device_map and config.device != "cpu":
+        raise PearLensError("give either --device (one device) or --device-map (several), not both")
+    if not config.device_map:
+        check_device(config.device)
+    if not config.no_png:
+        check_static_export()
     task = ProxyTask(settings=config.settings, vocab=config.vocab, prepend_bos=config.prepend_bos, seed=config.seed)
     placement = {"device_map": config.device_map} if config.device_map else {"device": config.device}
     model = load_model(config.model, dtype=config.dtype, **placement)
@@ -155,5 +169,5 @@ def discover(config: DiscoverConfig) -> HeadScores:
     cfg["out"] = str(config.out)
     write_run(scores, config.out, config=cfg, overwrite=config.overwrite, top_k=config.top_k,
               png=not config.no_png, model_info=model.describe(), copy_task=copy_task,
-              seconds=time.perf_counter() - start)
+              seconds=time.perf_counter() - start, inputs=inputs)
     return scores

@@ -522,6 +522,26 @@ def _resolve(name_or_path: str) -> tuple[ModelSpec | None, Callable[..., tuple[A
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def check_device(device: str | torch.device | None) -> None:
+    """Refuse a device this torch cannot use, with the fix, before anything is loaded."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PearLensError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:1, ... or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PearLensError(f"--device {device}: this torch {torch.__version__} sees no CUDA GPU (a CPU build, "
+                                "or no driver); use --device cpu or install a CUDA build of torch (docs/gpu.md)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise PearLensError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise PearLensError(f"--device {device}: this machine has no MPS backend; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        raise PearLensError(f"--device {device}: pear_lens runs on cpu, cuda or mps")
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
@@ -544,6 +564,7 @@ def load_model(
     """
     if device is not None and device_map is not None:
         raise PearLensError("give either device (one device) or device_map (several), not both")
+    check_device(device)
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise PearLensError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")

@@ -262,6 +262,13 @@ def _chrome_path() -> str | None:
     return None
 
 
+def check_static_export() -> None:
+    """Refuse, before any slow work, a static figure that cannot be written (kaleido needs a Chrome)."""
+    if _chrome_path() is None:
+        raise PearLensError("static PNG figures need a Chrome for kaleido; install Debian's `chromium` "
+                            "(apt-get install chromium), set BROWSER_PATH, or pass --no-png")
+
+
 def save_figure(fig: go.Figure, path: str | os.PathLike, formats: Iterable[str] | None = None) -> list[Path]:
     """Write ``fig`` atomically; the suffix of ``path`` picks the format, or give ``formats``.
 

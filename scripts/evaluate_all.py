@@ -289,7 +289,7 @@ def publish(run_dir: Path, dest: Path) -> None:
 
     from pear_lens.io import staged_dir
 
-    with staged_dir(dest, overwrite=True) as tmp:
+    with staged_dir(dest, overwrite=True, kind="run", inputs=(run_dir,)) as tmp:
         for name in PUBLISHED:
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, tmp / name)

@@ -86,8 +86,9 @@ def test_apply_writes_a_folder_plain_transformers_loads(run_dir, tmp_path):
 def test_apply_refuses_an_existing_folder(run_dir, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("keep me")
-    assert main(["apply", str(run_dir), "--out", str(tmp_path / "taken")]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    for extra in ([], ["--overwrite"]):  # not a folder pear_lens wrote: --overwrite does not replace it
+        assert main(["apply", str(run_dir), "--out", str(tmp_path / "taken"), *extra]) == 2
+        assert "was not written by pear-lens" in capsys.readouterr().err
     assert (tmp_path / "taken" / "x").read_text() == "keep me"
 
 
