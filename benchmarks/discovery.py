@@ -25,7 +25,9 @@ fast cost does, which is why the fast side always runs on every head).
 
 Run: ``python benchmarks/discovery.py`` (about 15 minutes on 2 cores). The
 last line is machine-readable; the output is also kept in
-``figures/benchmarks/discovery.txt`` for the README.
+``figures/benchmarks/discovery.txt`` for the README. Another model keeps its own
+file, ``discovery_MODEL.txt``; ``--path-only`` runs only the first part (for a
+model where the plain loops of every method would take too long).
 """
 from __future__ import annotations
 
@@ -91,10 +93,17 @@ def against_plain(fast, t_fast, setting_fn, model, task, heads, extra=()):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=DEFAULT_MODEL,
-                    help="other models print their results only: figures/benchmarks keeps the default model's")
+                    help="model to measure; its output is kept in figures/benchmarks/discovery[_MODEL].txt")
     ap.add_argument("--plain-heads", type=int, default=8, help="heads timed with the plain loops")
+    ap.add_argument("--path-only", action="store_true",
+                    help="only the reference method, path patching (for a model where every method's plain loop "
+                         "would take too long)")
     args = ap.parse_args(argv)
-    report = Report("discovery", "python benchmarks/discovery.py" + (f" --model {args.model}" if args.model != DEFAULT_MODEL else ""))
+    command = "python benchmarks/discovery.py" + (f" --model {args.model}" if args.model != DEFAULT_MODEL else "")
+    command += " --path-only" if args.path_only else ""
+    command += f" --plain-heads {args.plain_heads}" if args.plain_heads != 8 else ""
+    name = "discovery" if args.model == DEFAULT_MODEL else f"discovery_{args.model}"
+    report = Report(name, command)
 
     model = load_model(args.model)
     L, H = model.n_layers, model.n_heads
@@ -108,6 +117,11 @@ def main(argv=None) -> None:
     report(f"path: fast {t_fast:.1f} s for {L * H} heads ({1e3 * t_fast / (L * H):.0f} ms/head); "
           f"plain {t_plain:.1f} s for {len(subset)} heads ({t_plain / len(subset):.1f} s/head) "
           f"-> {path_speedup:.1f}x; max |fast-plain|/max|plain| = {diff:.2e} over {subset}")
+
+    if args.path_only:
+        report(f"path_speedup={path_speedup:.1f} max_rel_diff={float(diff):.2e}")
+        report.save()
+        return
 
     # 2. activation patching, one reference setting
     task1 = ProxyTask(settings=(task.settings[0],))
@@ -151,8 +165,7 @@ def main(argv=None) -> None:
     max_rel = max(float(diff), float(a_diff), float(e_diff))
     report(f"path_speedup={path_speedup:.1f} activation_speedup={act_speedup:.2f} "
           f"attribution_speedup={attr_speedup:.1f} max_rel_diff={max_rel:.2e} spearman_attr={rho:.3f}")
-    if args.model == DEFAULT_MODEL:
-        report.save()
+    report.save()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,27 @@ _KEYS = {"format_version", "kind", "pear_lens_version", "base_model", "heads", "
 _HEAD_KEYS = {"layer", "head", "tau", "score", "rank"}
 _BASE_KEYS = {"name", "hf_id", "revision", "fingerprint", "model_type", "n_layers", "n_heads"}
 
+TAU_LIMIT = 100.0
+"""Largest |τ| pear_lens accepts. τ starts at 1 and Adam moves it about ``lr`` per step (the reference
+recipe, 60 steps at lr 0.005, moves it about ±0.3), so no training pear_lens runs reaches 100; a larger
+value is a damaged or hand-edited file or a diverged training. Beyond it a head's output swamps the
+residual stream, and at ~1e30 the fp32 logits overflow or collapse to constants."""
+
+
+def check_tau(tau: Sequence[float], where: str, heads: Sequence[Head] | None = None) -> None:
+    """Refuse non-finite τ and |τ| > :data:`TAU_LIMIT`, naming ``where`` they came from."""
+    values = [float(t) for t in tau]
+    names = [f"L{l}.H{h}" for l, h in heads] if heads is not None else [str(i) for i in range(len(values))]
+    bad = [(n, t) for n, t in zip(names, values) if not math.isfinite(t)]
+    if bad:
+        raise PearLensError(f"{where}: τ of {', '.join(n for n, _ in bad)} is not finite ({bad[0][1]}); the training "
+                            "diverged or the file is damaged: retrain with `pear-lens train` (e.g. with a smaller --lr)")
+    big = [(n, t) for n, t in zip(names, values) if abs(t) > TAU_LIMIT]
+    if big:
+        raise PearLensError(f"{where}: τ = {big[0][1]:g} of {big[0][0]} is beyond ±{TAU_LIMIT:g}, far outside what "
+                            "training produces (τ starts at 1); the file was edited or damaged, or the training "
+                            "diverged: retrain with `pear-lens train` (e.g. with a smaller --lr)")
+
 
 @dataclass
 class Artifact:
@@ -79,10 +100,8 @@ class Artifact:
                     f"({n_layers} layers × {n_heads} heads); this artifact is damaged or meant for another "
                     "model, retrain with `pear-lens train`"
                 )
-        bad = [h for h, t in zip(self.heads, self.tau.tolist()) if not math.isfinite(t)]
-        if bad:
-            raise PearLensError(f"{self._where()}τ of heads {bad} is not finite; the training diverged or the file "
-                                "is damaged: retrain with `pear-lens train` (e.g. with a smaller --lr)")
+        check_tau(self.tau.tolist(), f"{self.path / constants.PEAR_JSON}" if self.path else "the artifact",
+                  self.heads)
 
     def _where(self) -> str:
         return f"{self.path}: " if self.path else ""
@@ -151,7 +170,7 @@ def _sha256(path: Path) -> str:
 
 
 def _corrupt(path: Path, why: str) -> PearLensError:
-    return PearLensError(f"{path} is damaged ({why}); retrain with `pear-lens train {path.parent}`")
+    return PearLensError(f"{path} is damaged ({why}); retrain with `pear-lens train {path.parent} --overwrite`")
 
 
 def _warn_unknown(keys: Sequence[str], known: set[str], where: str) -> None:
@@ -172,7 +191,7 @@ def load_artifact(run_dir: str | Path, model: Any = None) -> Artifact:
         raise PearLensError(f"{run_dir} has no {constants.PEAR_JSON}; train coefficients first with "
                             f"`pear-lens train {run_dir}`")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _corrupt(meta_path, f"not valid JSON: {e}") from None
     if not isinstance(meta, dict):
@@ -209,10 +228,16 @@ def load_artifact(run_dir: str | Path, model: Any = None) -> Artifact:
         tau, heads = tensors["tau"].float(), tensors["heads"]
     except (SafetensorError, KeyError, OSError) as e:
         raise _corrupt(coef_path, f"unreadable: {e}") from None
+    # the coefficient file matches the SHA-256 pear.json recorded at training: where the two disagree,
+    # it is pear.json that was edited since
     if heads.shape != (len(json_heads), 2) or [tuple(h) for h in heads.tolist()] != json_heads:
-        raise _corrupt(coef_path, f"its heads differ from those listed in {constants.PEAR_JSON}")
-    if not torch.allclose(tau, torch.tensor(json_tau), equal_nan=True):
-        raise _corrupt(coef_path, f"its τ differ from those listed in {constants.PEAR_JSON}")
+        raise _corrupt(meta_path, f"its heads differ from those in {constants.COEFFICIENTS_SAFETENSORS}, whose "
+                                  "SHA-256 matches the one recorded at training: pear.json was edited")
+    check_tau(json_tau, str(meta_path), json_heads)
+    check_tau(tau.tolist(), str(coef_path), json_heads)
+    if not torch.allclose(tau, torch.tensor(json_tau)):
+        raise _corrupt(meta_path, f"its τ differ from those in {constants.COEFFICIENTS_SAFETENSORS}, whose "
+                                  "SHA-256 matches the one recorded at training: pear.json was edited")
     artifact = Artifact(
         heads=json_heads, tau=tau, base_model=base, scores=[e.get("score") for e in entries],
         ranks=[e.get("rank") for e in entries], training=meta.get("training", {}),

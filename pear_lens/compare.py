@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -55,6 +56,34 @@ def top_depth_bins(scores: HeadScores, k: int, n_bins: int) -> set[int]:
 
 def head_label(head: Head) -> str:
     return f"L{head[0]}.H{head[1]}"
+
+
+CONCENTRATION_FRACTIONS = (0.01, 0.05)
+"""The shares of heads whose part of the total |Δπ| ``run_summary`` reports (top 1 % and 5 %)."""
+
+
+def cumulative_share(scores: HeadScores) -> Float[Tensor, " n"]:
+    """Entry ``i``: the share of the total |Δπ| of all heads held by the top ``i + 1`` heads, ranked by Δπ.
+
+    Ranked by Δπ, not |Δπ|: the top heads are the ones PEAR would pick (the strongest suppressors), so
+    the curve says how much of a model's whole head-level effect they carry. Evenly spread effects give
+    the diagonal ``(i + 1) / n``; one dominant suppressor gives a curve that jumps at once.
+    """
+    flat = scores.scores.flatten().double()
+    flat = flat[torch.isfinite(flat)]
+    total = flat.abs().sum()
+    if flat.numel() == 0 or total == 0:
+        raise PearLensError(f"{scores.model}: no finite, non-zero Δπ to measure concentration on")
+    return (flat.sort(descending=True).values.abs().cumsum(0) / total).float()
+
+
+def top_share(scores: HeadScores, fraction: float) -> tuple[int, float]:
+    """(number of heads, their share of the total |Δπ|) for the top ``ceil(fraction · n_heads)`` heads by Δπ."""
+    if not 0 < fraction <= 1:
+        raise PearLensError(f"fraction must be in (0, 1], got {fraction}")
+    curve = cumulative_share(scores)
+    n = max(1, math.ceil(fraction * curve.numel()))
+    return n, float(curve[n - 1])
 
 
 # --------------------------------------------------------------------------- loading runs
@@ -139,7 +168,9 @@ def heads_by_depth(runs: Runs, k: int = 10) -> pd.DataFrame:
 
 
 def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
-    """One row per run: what produced it and its top-``k`` heads with their relative depths."""
+    """One row per run: what produced it, its top-``k`` heads with their relative depths, and how concentrated
+    its effects are (``top1%_heads``, ``top1%_share``, ``top5%_heads``, ``top5%_share``: the top 1 % / 5 % of
+    heads by Δπ and their share of the total |Δπ|, see :func:`top_share`)."""
     rows = []
     for label, s in load_runs(runs).items():
         top = s.top_k(_k(s, k))
@@ -152,8 +183,24 @@ def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
             "top_relative_depths": " ".join(f"{layer_depth(l, s.n_layers):.2f}" for l, _ in top),
             "top_scores": " ".join(f"{float(s.scores[h]):.4g}" for h in top),
             "max_score": float(s.scores.max()), "clean_metric": sum(s.clean_metric) / len(s.clean_metric),
+            **{key: value for f in CONCENTRATION_FRACTIONS
+               for key, value in zip((f"top{f:.0%}_heads", f"top{f:.0%}_share"), top_share(s, f))},
         })
     return pd.DataFrame(rows)
+
+
+def concentration_curves(runs: Runs) -> pd.DataFrame:
+    """Tidy :func:`cumulative_share` of every run (input of :func:`pear_lens.plots.concentration`).
+
+    Columns: ``run, model, heads, fraction_of_heads, share``.
+    """
+    frames = []
+    for label, scores in load_runs(runs).items():
+        curve = cumulative_share(scores).numpy()
+        n = len(curve)
+        frames.append(pd.DataFrame({"run": label, "model": scores.model, "heads": np.arange(1, n + 1),
+                                    "fraction_of_heads": np.arange(1, n + 1) / n, "share": curve}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def compare(runs: Runs, k: int = 10, bins: int = 10) -> pd.DataFrame:

@@ -27,6 +27,7 @@ import ast
 import dataclasses
 import enum
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -71,26 +72,32 @@ class Format:
     metavar: str
 
 
+def _entries(text: str, example: str) -> list[str]:
+    """The comma-separated entries of ``text``; an empty list or an empty entry is a typo, not a default."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"is empty; give values like {example}, or leave the option out")
+    if "" in parts:
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty entry; give values like {example}")
+    return parts
+
+
 def _parse_pairs(text: str) -> tuple[tuple[int, int], ...]:
     """``20x50,40x25`` → ((20, 50), (40, 25))."""
-    try:
-        pairs = tuple(tuple(int(v) for v in part.lower().split("x")) for part in text.split(",") if part)
-    except ValueError:
-        pairs = ((),)
-    if any(len(p) != 2 for p in pairs):
+    parts = _entries(text, "20x50,40x25")
+    if not all(re.fullmatch(r"\d+[xX]\d+", p) for p in parts):
         raise argparse.ArgumentTypeError(f"expected BATCHxN pairs like 20x50,40x25, got {text!r}")
-    return pairs  # type: ignore[return-value]
+    return tuple(tuple(int(v) for v in p.lower().split("x")) for p in parts)  # type: ignore[misc]
 
 
 def _parse_heads(text: str) -> tuple[tuple[int, int], ...]:
     """``26.28,11.6`` → ((26, 28), (11, 6))."""
-    try:
-        heads = tuple(tuple(int(v) for v in part.split(".")) for part in text.split(",") if part)
-    except ValueError:
-        heads = ((),)
-    if any(len(h) != 2 for h in heads):
-        raise argparse.ArgumentTypeError(f"expected LAYER.HEAD pairs like 26.28,11.6, got {text!r}")
-    return heads  # type: ignore[return-value]
+    parts = _entries(text, "26.28,11.6 (LAYER.HEAD)")
+    bad = [p for p in parts if not re.fullmatch(r"\d+\.\d+", p)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"expected LAYER.HEAD pairs like 26.28,11.6, got {text!r} "
+                                         f"({bad[0]!r} is not LAYER.HEAD)")
+    return tuple(tuple(int(v) for v in p.split(".")) for p in parts)  # type: ignore[misc]
 
 
 Settings = Annotated[tuple[tuple[int, int], ...],
@@ -103,8 +110,9 @@ Heads = Annotated[tuple[tuple[int, int], ...],
 
 def _list_of(item: type) -> Format:
     def parse(text: str) -> tuple:
+        parts = _entries(text, "1,2,5")
         try:
-            return tuple(item(v) for v in text.split(",") if v)
+            return tuple(item(v) for v in parts)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, got {text!r}") from None
     return Format(parse, lambda v: ",".join(map(str, v)) or "none", f"{item.__name__.upper()},...")
@@ -267,7 +275,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
         if meta.get("choices"):
             choices = meta["choices"]
             kwargs["choices"] = list(choices() if callable(choices) else choices)
-        kwargs.update(help=help_text, default=argparse.SUPPRESS)
+        kwargs.update(help=help_text.replace("%", "%%"), default=argparse.SUPPRESS)  # argparse %-formats help
         if positional:
             if not required:
                 kwargs["nargs"] = "*" if kwargs.get("nargs") == "+" else "?"
@@ -304,7 +312,7 @@ def _add_variants(parser: argparse.ArgumentParser, cls: type, f: dataclasses.Fie
                           for o, d in defaults.items())
         help_text = f"{_field_help(vcls, vf, attribute_docs(vcls))} [{where}]"
         group.add_argument("--" + opt.replace("_", "-"), dest=f"{dest}.{opt}", default=argparse.SUPPRESS,
-                           help=help_text, **kwargs)
+                           help=help_text.replace("%", "%%"), **kwargs)
 
 
 def _field(cls: type, name: str) -> dataclasses.Field:

@@ -12,8 +12,10 @@ PEAR_JSON = "pear.json"
 COEFFICIENTS_SAFETENSORS = "coefficients.safetensors"
 TRAINING_CSV = "training_log.csv"
 TRAINING_HTML = "training.html"
+TRAINING_PNG = "training.png"
 ABLATION_CSV = "ablation.csv"
 ABLATION_HTML = "ablation.html"
+ABLATION_PNG = "ablation.png"
 
 # converted Hugging Face model folder
 PEAR_NOTE_JSON = "pear_applied.json"
@@ -27,6 +29,7 @@ FORMAT_VERSION = 1
 COMPARE_CSV = "compare.csv"
 COMPARE_SUMMARY_CSV = "summary.csv"
 RELATIVE_DEPTH_HTML = "relative_depth.html"
+CONCENTRATION_HTML = "concentration.html"
 
 # evaluation folder (pear-lens eval) and report folder (pear-lens eval-report)
 EVAL_ITEMS_CSV = "items.csv"

@@ -69,6 +69,8 @@ def n_layers_heads(model: "PreTrainedModel") -> tuple[int, int]:
 @torch.no_grad()
 def fold_coefficients(model: "PreTrainedModel", coefficients: Mapping[Head, float]) -> "PreTrainedModel":
     """Scale each ``(layer, head)``'s output-projection slice by its coefficient, in place."""
+    from pear_lens.artifact import check_tau
+
     n_layers, n_heads = n_layers_heads(model)
     for (layer, head), tau in coefficients.items():
         if not (0 <= layer < n_layers and 0 <= head < n_heads):
@@ -76,8 +78,7 @@ def fold_coefficients(model: "PreTrainedModel", coefficients: Mapping[Head, floa
                 f"head ({layer}, {head}) is outside this model ({n_layers} layers × {n_heads} heads)"
             )
         tau = float(tau)
-        if not torch.isfinite(torch.tensor(tau)):
-            raise PearLensError(f"coefficient of head ({layer}, {head}) is not finite: {tau}")
+        check_tau([tau], "fold_coefficients", [(layer, head)])
         weight, family = output_projection(model, layer)
         head_slice(weight, family, head, n_heads).mul_(tau)
     return model

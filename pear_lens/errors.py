@@ -12,3 +12,42 @@ class PearLensError(ValueError):
 
 class ModelNotAvailable(PearLensError):
     """The model is unknown, or known but not installed on this machine."""
+
+
+_OS_HINTS = {
+    "PermissionError": "check its permissions or choose another path",
+    "IsADirectoryError": "a folder was given where a file is expected; give the file",
+    "NotADirectoryError": "a file was given where a folder is expected; give the folder",
+    "FileNotFoundError": "check the path",
+    "FileExistsError": "choose another path",
+}
+
+
+def one_line(error: BaseException) -> tuple[str, int]:
+    """The one-line message the CLI prints for ``error``, and its exit code.
+
+    2 for anything the user can fix (pear_lens's own errors, and the operating
+    system's: permissions, missing files, a folder where a file should be, a full
+    disk, an undecodable file); 1 for anything else, which is a bug in pear_lens
+    (``--debug`` shows its traceback for the report).
+    """
+    import errno
+
+    if isinstance(error, PearLensError):
+        text, code = str(error), 2
+    elif isinstance(error, OSError):
+        name = getattr(error, "filename", None)
+        what = error.strerror or str(error)
+        if error.errno == errno.ENOSPC:
+            hint = "free some space and rerun; nothing was replaced"
+        else:
+            hint = _OS_HINTS.get(type(error).__name__, "check the path")
+        text = f"{name}: {what.lower()}; {hint}" if name else f"{what}; {hint}"
+        code = 2
+    elif isinstance(error, UnicodeDecodeError):
+        text, code = f"a file is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8", 2
+    else:
+        text = (f"unexpected {type(error).__name__}: {error} (a bug in pear_lens: rerun with --debug or "
+                "PEAR_LENS_DEBUG=1 for the traceback and report it)")
+        code = 1
+    return " ".join(text.split()), code

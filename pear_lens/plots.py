@@ -181,6 +181,33 @@ def score_distributions(runs: "Mapping[str, HeadScores] | pd.DataFrame",
                    width=max(520, 150 * len(groups) + 160), height=460)
 
 
+def concentration(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """How concentrated each run's head effects are: the share of the total |Δπ| held by its top heads.
+
+    ``df`` is :func:`pear_lens.compare.concentration_curves` (columns ``run, heads, fraction_of_heads,
+    share``). The x axis is the fraction of a model's heads (log scale, so the top 1 % is visible), which
+    puts models with different head counts on one scale; the dotted line is an even spread.
+    """
+    _require_columns(df, ["run", "heads", "fraction_of_heads", "share"], "concentration")
+    fig = go.Figure()
+    for i, (run, g) in enumerate(df.groupby("run", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=g["fraction_of_heads"], y=g["share"], mode="lines", name=str(run), line=dict(color=_colour(i), width=2),
+            customdata=g[["heads"]].to_numpy(),
+            hovertemplate=f"{run}<br>top %{{customdata[0]}} heads (%{{x:.1%}})<br>share of Σ|Δπ| %{{y:.1%}}"
+                          "<extra></extra>",
+        ))
+    grid = sorted(set(df["fraction_of_heads"]))
+    fig.add_trace(go.Scatter(x=grid, y=grid, mode="lines", name="even spread",
+                             line=dict(color="grey", width=1, dash="dot")))
+    for f in (0.01, 0.05):
+        fig.add_vline(x=f, line=dict(color="lightgrey", width=1))
+    return _finish(fig, title or "How concentrated are the head effects?",
+                   "share of the total |Δπ| held by the top heads (ranked by Δπ); grey lines: top 1 % and 5 %",
+                   xaxis=dict(title="fraction of heads (top by Δπ)", type="log", tickformat=".0%"),
+                   yaxis=dict(title="share of Σ|Δπ|", tickformat=".0%", range=[0, 1.02]), width=760, height=460)
+
+
 def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int = 10,
                      labels: tuple[str, str] | None = None, title: str | None = None) -> go.Figure:
     """Per-head scatter of two scorings of the same model, Spearman ρ and top-k overlap in the title.
@@ -233,6 +260,13 @@ def _chrome_path() -> str | None:
         if candidate and Path(candidate).exists():
             return candidate
     return None
+
+
+def check_static_export() -> None:
+    """Refuse, before any slow work, a static figure that cannot be written (kaleido needs a Chrome)."""
+    if _chrome_path() is None:
+        raise PearLensError("static PNG figures need a Chrome for kaleido; install Debian's `chromium` "
+                            "(apt-get install chromium), set BROWSER_PATH, or pass --no-png")
 
 
 def save_figure(fig: go.Figure, path: str | os.PathLike, formats: Iterable[str] | None = None) -> list[Path]:
@@ -364,3 +398,48 @@ def ablation_curve(df, title: str | None = None) -> go.Figure:
         legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
     )
     return fig
+
+
+def dev_accuracy_curve(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Dev accuracy against K, one panel per task: top-K heads beside layer-matched random K heads (95 % CIs).
+
+    ``df`` is :func:`pear_lens.evaluation.protocol.dev_table` (columns ``selection`` in ``top``,
+    ``layer_matched``, ``baseline``; ``k``, ``task``, ``accuracy``, ``ci_low``, ``ci_high``, ``n``, ``steps``,
+    ``seeds``); the baseline (the unmodified model, K = 0) is a dotted line with its CI as a band.
+    """
+    from plotly.subplots import make_subplots
+
+    _require_columns(df, ["selection", "k", "task", "accuracy", "ci_low", "ci_high", "n", "steps"], "dev_accuracy_curve")
+    tasks = list(dict.fromkeys(df["task"]))
+    ks = sorted(int(k) for k in df.loc[df["k"] > 0, "k"].unique())
+    fig = make_subplots(rows=1, cols=len(tasks), shared_yaxes=True, subplot_titles=tasks)
+    styles = {"top": ("top-K by Δπ", "#b2182b", "solid"), "layer_matched": ("layer-matched random K", "grey", "dash")}
+    for col, task in enumerate(tasks, start=1):
+        sub = df[df["task"] == task]
+        base = sub[sub["selection"] == "baseline"]
+        if not base.empty and ks:
+            b = base.iloc[0]
+            fig.add_trace(go.Scatter(x=[ks[0], ks[-1], ks[-1], ks[0]], y=[b["ci_high"]] * 2 + [b["ci_low"]] * 2,
+                                     fill="toself", fillcolor="rgba(0,0,0,0.08)", line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False), row=1, col=col)
+            fig.add_trace(go.Scatter(x=[ks[0], ks[-1]], y=[b["accuracy"]] * 2, mode="lines",
+                                     line=dict(color="black", dash="dot"), name=f"original model (n = {b['n']})",
+                                     showlegend=col == 1), row=1, col=col)
+        for selection, (name, colour, dash) in styles.items():
+            part = sub[sub["selection"] == selection].sort_values("k")
+            if part.empty:
+                continue
+            seeds = part["seeds"].iloc[0] if "seeds" in part.columns else [0]
+            draws = f", {len(seeds)} draw{'s' if len(seeds) != 1 else ''} pooled" if selection != "top" else ""
+            fig.add_trace(go.Scatter(
+                x=part["k"], y=part["accuracy"], mode="lines+markers", line=dict(color=colour, dash=dash),
+                error_y=dict(type="data", symmetric=False, array=part["ci_high"] - part["accuracy"],
+                             arrayminus=part["accuracy"] - part["ci_low"], thickness=1),
+                name=f"{name} ({int(part['steps'].iloc[0])} steps{draws})", showlegend=col == 1,
+                customdata=part[["ci_low", "ci_high", "n"]].to_numpy(),
+                hovertemplate="K = %{x}: %{y:.1%} [%{customdata[0]:.1%}, %{customdata[1]:.1%}], "
+                              "n = %{customdata[2]}<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(title_text="K (heads re-weighted)", type="log", tickvals=ks, ticktext=[str(k) for k in ks])
+    fig.update_yaxes(title_text="dev accuracy", tickformat=".0%", col=1)
+    return _finish(fig, title or "Dev accuracy against K", "95% bootstrap CIs; K for the test table is chosen here",
+                   width=max(560, 430 * len(tasks) + 120), height=460)

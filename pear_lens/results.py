@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,45 @@ class HeadScores:
             if not p.exists():
                 raise PearLensError(f"{p} is missing; is {run_dir} a `pear-lens discover` run folder?")
         try:
-            info = json.loads(meta.read_text())
-            return cls.from_dataframe(pd.read_csv(csv), info["scores"])
-        except (KeyError, ValueError, json.JSONDecodeError) as e:
-            raise PearLensError(f"{run_dir} holds a corrupt discovery run ({e}); rerun `pear-lens discover`") from None
+            info = json.loads(meta.read_text(encoding="utf-8"))
+            df = pd.read_csv(csv, encoding="utf-8")
+            meta_scores = info["scores"]
+        except (KeyError, TypeError, ValueError) as e:  # also json's, pandas' and UTF-8 decoding errors
+            raise PearLensError(f"{run_dir} holds a corrupt discovery run ({' '.join(str(e).split())}); "
+                                "rerun `pear-lens discover`") from None
+        _check_score_table(df, csv)
+        try:
+            return cls.from_dataframe(df, meta_scores)
+        except (KeyError, TypeError, ValueError) as e:
+            raise PearLensError(f"{run_dir} holds a corrupt discovery run ({' '.join(str(e).split())}); "
+                                "rerun `pear-lens discover`") from None
+
+
+def _check_score_table(df: pd.DataFrame, csv: Path) -> None:
+    """Refuse a head_scores.csv whose heads or scores cannot be trusted (edited or damaged), naming the row.
+
+    A NaN score would otherwise rank its head first and end up in pear.json.
+    """
+    fix = "the file was edited or damaged: rerun `pear-lens discover`"
+    missing = {"layer", "head", "score"} - set(df.columns)
+    if missing:
+        raise PearLensError(f"{csv} lacks the columns {sorted(missing)}; {fix}")
+    if df.empty:
+        raise PearLensError(f"{csv} lists no heads; {fix}")
+    numeric = {c: pd.to_numeric(df[c], errors="coerce") for c in ("layer", "head", "score")}
+    for i in range(len(df)):
+        line = i + 2  # the header is line 1
+        for c in ("layer", "head"):
+            v = numeric[c].iloc[i]
+            if pd.isna(v) or v < 0 or v != int(v):
+                raise PearLensError(f"{csv} line {line}: {c} {str(df[c].iloc[i])!r} is not a head index; {fix}")
+        v = numeric["score"].iloc[i]
+        if pd.isna(v) or not math.isfinite(float(v)):
+            raise PearLensError(f"{csv} line {line}: the score {str(df['score'].iloc[i])!r} of "
+                                f"L{int(numeric['layer'].iloc[i])}.H{int(numeric['head'].iloc[i])} is not a finite "
+                                f"number; {fix}")
+    pairs = list(zip(numeric["layer"].astype(int), numeric["head"].astype(int)))
+    n_layers, n_heads = max(l for l, _ in pairs) + 1, max(h for _, h in pairs) + 1
+    if len(set(pairs)) != len(pairs) or len(pairs) != n_layers * n_heads:
+        raise PearLensError(f"{csv} should list each of the {n_layers} × {n_heads} heads once, but lists "
+                            f"{len(pairs)} rows ({len(set(pairs))} distinct heads); {fix}")

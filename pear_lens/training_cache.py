@@ -1,22 +1,20 @@
 """Reuse τ trained before: training is seeded, so the same weights, heads and recipe give the same τ.
 
-Two places keep trained τ: a run folder's artifact (:func:`matching_artifact`) and a small JSON file
-per training (:func:`cached_training`, e.g. each random-K control of an evaluation). Both are keyed by
-what determines the result: the weight fingerprint, the heads, and every setting of the
-:class:`~pear_lens.reweight.TrainConfig` recipe. Anything else is trained again.
+:func:`matching_artifact` finds a run folder's artifact trained on the same weights (fingerprint), the
+same heads and every setting of the :class:`~pear_lens.reweight.TrainConfig` recipe; anything else is
+trained again. (τ kept in a JSON file per training, e.g. an evaluation's controls, is
+:func:`pear_lens.evaluation.protocol.cached_tau`.)
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from pear_lens import constants, reweight
+from pear_lens import constants
 from pear_lens.artifact import Artifact, load_artifact
-from pear_lens.io import atomic_write_json
 from pear_lens.results import HeadScores
-from pear_lens.reweight import Head, TrainConfig, select_heads
+from pear_lens.reweight import TrainConfig, select_heads
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
@@ -25,26 +23,6 @@ if TYPE_CHECKING:
 def recipe(config: TrainConfig) -> dict[str, Any]:
     """The settings of ``config`` that decide τ for given heads (the head selection excluded)."""
     return {k: v for k, v in dataclasses.asdict(config).items() if k != "heads"}
-
-
-def cached_training(model: "LoadedModel", heads: Sequence[Head], config: TrainConfig | None = None,
-                    cache: Path | None = None, *, progress: bool = False) -> tuple[dict[Head, float], bool]:
-    """τ per head for ``heads`` and whether it was trained now.
-
-    With ``cache`` (a JSON file), τ trained before on the same weights, heads and recipe is read back;
-    otherwise τ is trained and written there.
-    """
-    config = config or TrainConfig()
-    key = json.loads(json.dumps({"fingerprint": model.fingerprint, "heads": [list(h) for h in heads],
-                                 "recipe": recipe(config)}))
-    if cache is not None and cache.exists():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return {(int(l), int(h)): float(t) for (l, h), t in zip(key["heads"], saved["tau"])}, False
-    result = reweight.train_coefficients(model, list(heads), config, progress=progress)
-    if cache is not None:
-        atomic_write_json(cache, {"key": key, "tau": [float(t) for t in result.tau]})
-    return result.coefficients(), True
 
 
 def matching_artifact(run_dir: str | Path, config: TrainConfig, model: "LoadedModel") -> Artifact | None:

@@ -7,7 +7,7 @@ baseline accuracy is closest to 50% inside 20-80%. Items use calibration seeds
 (>= 1000), never the evaluation seeds. Every measurement, its item count and
 the generation throughput go into the file, which `pear-lens eval` reads.
 
-    .venv/bin/python scripts/calibrate_eval.py                     # both real models
+    .venv/bin/python scripts/calibrate_eval.py                     # every real model
     .venv/bin/python scripts/calibrate_eval.py --models tiny-llama --n 8 --out /tmp/cal.json
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pear_lens.evaluation.tasks import TASKS, TaskName, generate_items
 from pear_lens.io import atomic_write_json
 from pear_lens.models import load_model
 
-REAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
+REAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
 
 
 def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log, save, previous: dict | None) -> dict:

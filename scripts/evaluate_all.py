@@ -1,29 +1,44 @@
-"""The README's results: discovery, training, and every evaluation task on both real models.
+"""The README's results: the fair PEAR experiment on every evaluation task, for each real model.
 
-For each model: discover the heads (``pear_lens.discover``), choose K from the
-ablation curve (``pear_lens.ablation.choose_k``), learn τ on the top-K heads
-(``pear_lens.train``, the artifact), learn τ on K random heads for each control
-seed, and evaluate baseline, PEAR, the random-K controls (and with ``--uniform``
-every head times the mean PEAR τ) on identical items of every task (n items each, task
-sizes and prompt styles from ``data/calibration.json``). Writes eval folders
-under ``--runs``, then ``--report`` (``summary.md`` for the README, ``summary.html``,
-``figures/``) and ``run.json`` (K, how it was chosen, heads, τ, seconds per stage),
-rewritten after every task. Each model's artifact is copied to ``--publish``.
+For each model, every stage cached under ``--runs/MODEL`` and reused while its inputs are the same
+(weights, heads, recipe, item seeds, n), so an interrupted run continues where it stopped:
 
-    .venv/bin/python scripts/evaluate_all.py                    # everything (see --estimate first)
-    .venv/bin/python scripts/evaluate_all.py --models smollm2-135m-instruct --tasks kv closed-book
-    .venv/bin/python scripts/evaluate_all.py --estimate         # predict the run time from calibration timings
+1. **Copy task**: the unmodified model's copy accuracy on the proxy task without BOS (the reference) and
+   with it; the reference is kept when it reaches 50 %, else BOS (``pear_lens.commands.discover.MIN_COPY_ACCURACY``).
+2. **Discovery** on that task (``pear_lens.commands.discover``).
+3. **K on dev items** (``pear_lens.evaluation.protocol``): the rule (``SELECTION_RULE``) is written down
+   first; then for each K of a grid in percent of the model's heads, τ is learned for the top-K heads and
+   for layer-matched random heads at a small budget (``--dev-steps``, equal for both) and scored on dev
+   items of KV and MDQA (another seed than the test items, checked to share none). Dev accuracy against K
+   goes to ``--figures/dev_k_MODEL.html/.png``.
+4. **PEAR** at the chosen K with the full recipe (``--steps``, the reference 60), the artifact published.
+5. **Controls** equal to PEAR in everything but the heads (same steps, lr, schedule, batch, precision and
+   training sequences): for each ``--control-seeds`` seed a uniform and a layer-matched random draw.
+6. Optionally (``--budget-steps``, for ``--budget-models``) PEAR and every control again at a longer
+   budget, evaluated on ``--budget-tasks``.
+7. **Evaluation** of baseline, PEAR and the controls on identical test items of every task, condition by
+   condition (each condition's outputs are cached too).
+
+Writes ``--report`` (``summary.md`` for the README, ``summary.html``, ``figures/``) and ``run.json``
+(protocol, copy task, K selection with its dev accuracies, heads, τ, the measured seconds of every stage),
+rewritten after every task.
+
+    .venv/bin/python scripts/evaluate_all.py --estimate         # predicted minutes per stage
+    .venv/bin/python scripts/evaluate_all.py                    # everything (resumes where it stopped)
+    .venv/bin/python scripts/evaluate_all.py --models smollm2-135m-instruct --budget-steps 180
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
 
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation import conditions as C
+from pear_lens.evaluation import protocol as P
 from pear_lens.evaluation.calibration import settings_for
 from pear_lens.commands.eval import EvalConfig, run_eval
 from pear_lens.evaluation.prompts import PromptStyle
@@ -33,73 +48,220 @@ from pear_lens.io import atomic_write_json
 
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 TASK_ORDER = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL, TaskName.CLOSED_BOOK)
+COPY_RULE = ("the reference proxy task (no BOS) when the unmodified model copies at least {min:.0%} of its tokens, "
+             "else the task with BOS")
+RECORD = "evaluate_all.json"
 
 
-def pick_k(model, run_dir: Path, args, timing: dict) -> tuple[int, str]:
-    """K as given, or (``--k auto``) from the ablation curve in ``run_dir`` (run with ``--ablation-steps`` if absent)."""
-    import pandas as pd
+# --------------------------------------------------------------------------- stages
 
-    from pear_lens import constants
-    from pear_lens.ablation import choose_k
-    from pear_lens.commands.ablate import AblateConfig, ablate, ablate_training
 
-    if args.k != "auto":
-        return int(args.k), "given with --k"
-    csv = run_dir / constants.ABLATION_CSV
-    if csv.exists():
-        df = pd.read_csv(csv)
+def copy_task_stage(model, mdir: Path, args, seconds: dict) -> dict:
+    """Measure clean copy accuracy without and with BOS; choose by :data:`COPY_RULE`; stop if neither works."""
+    from pear_lens.commands.discover import MIN_COPY_ACCURACY, clean_copy, copy_task_record
+    from pear_lens.task import ProxyTask
+
+    options = [False] + ([True] if model.tokenizer.bos_token_id is not None else [])
+    tasks = {bos: ProxyTask(prepend_bos=bos) for bos in options}  # discovery's defaults: the reference task
+
+    def measure() -> dict:
+        out = {}
+        for bos, task in tasks.items():
+            start = time.perf_counter()
+            result = clean_copy(model, task)
+            out["bos" if bos else "no_bos"] = copy_task_record(task, result, time.perf_counter() - start)
+        return out
+
+    key = {"fingerprint": model.fingerprint, "tasks": [t.to_dict() for t in tasks.values()]}
+    measured, seconds["copy_task"], _ = P.cached_stage(mdir / "copy_task.json", key, measure)
+    works = [m for m in measured.values() if m["clean_copy_accuracy"] >= MIN_COPY_ACCURACY]
+    if works:
+        chosen = works[0]  # no BOS first: the reference
+    elif args.allow_weak_copy_task:
+        chosen = max(measured.values(), key=lambda m: m["clean_copy_accuracy"])
     else:
-        start = time.perf_counter()
-        grid = tuple(k for k in AblateConfig.k if k <= model.n_layers * model.n_heads)  # a tiny model has few heads
-        train = dataclasses.replace(ablate_training(), steps=args.ablation_steps)
-        df = ablate(AblateConfig(run_dir=run_dir, k=grid, train=train, control_steps=args.ablation_steps,
-                                 seeds=1, quiet=args.quiet))
-        timing["ablation"] = time.perf_counter() - start
-    k = choose_k(df, fraction=args.k_fraction)
-    steps = "/".join(str(v) for v in sorted(df.loc[df["selection"] == "top", "steps"].unique()))
-    return k, (f"smallest K of the ablation curve ({', '.join(str(v) for v in sorted(df['k'].unique()) if v)}; "
-               f"{steps} steps) whose top-K heads reach {args.k_fraction:.0%} of its largest held-out copy-loss gain")
+        accs = ", ".join(f"{k.replace('_', ' ')} {m['clean_copy_accuracy']:.1%}" for k, m in measured.items())
+        raise PearLensError(f"{model.name} copies less than {MIN_COPY_ACCURACY:.0%} of the proxy task's tokens "
+                            f"({accs}); no copy task it can do, so no discovery (--allow-weak-copy-task goes on)")
+    return {"prepend_bos": chosen["prepend_bos"], "clean_copy_accuracy": chosen["clean_copy_accuracy"],
+            "clean_copy_loss": chosen["clean_copy_loss"], "n_sequences": chosen["n_sequences"],
+            "rule": COPY_RULE.format(min=MIN_COPY_ACCURACY), "weak": chosen not in works, "measured": measured}
 
 
-def conditions_for(model, runs: Path, args, timing: dict) -> tuple[list[C.Condition], dict]:
-    """Discover, choose K, train the PEAR artifact into the discovery run, train the random-K controls."""
+def discovery_stage(model, mdir: Path, prepend_bos: bool, args, seconds: dict) -> Path:
+    """The discovery run for these weights on the chosen copy task (reused when it is one already)."""
+    from pear_lens import constants
     from pear_lens.commands.discover import DiscoverConfig, discover
-    from pear_lens.commands.train import TrainRunConfig, train_run
-    from pear_lens.reweight import TrainConfig
-    from pear_lens.training_cache import cached_training, matching_artifact
+    from pear_lens.task import ProxyTask
 
-    run_dir = runs / "discovery"
-    if not (run_dir / "head_scores.csv").exists():
-        start = time.perf_counter()
-        discover(DiscoverConfig(out=run_dir, model=model.name, overwrite=True, quiet=args.quiet))
-        timing["discovery"] = time.perf_counter() - start
-    k, how = pick_k(model, run_dir, args, timing)
-    config = TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, quiet=args.quiet)
+    run_dir = mdir / "discovery"
+    meta = run_dir / constants.DISCOVERY_JSON
+    info = json.loads(meta.read_text()) if meta.exists() and (run_dir / constants.HEAD_SCORES_CSV).exists() else {}
+    same = (info.get("model", {}).get("fingerprint") == model.fingerprint
+            and bool(info.get("config", {}).get("prepend_bos", False)) == prepend_bos)
+    if not same:
+        discover(DiscoverConfig(out=run_dir, model=model.name, task=ProxyTask(prepend_bos=prepend_bos), overwrite=True,
+                                allow_weak_copy_task=args.allow_weak_copy_task, no_png=args.no_png, quiet=args.quiet))
+        info = json.loads(meta.read_text())
+    if info.get("seconds") is not None:  # runs from before discovery timed itself say nothing
+        seconds["discovery"] = info["seconds"]
+    return run_dir
+
+
+def dev_stage(model, scores, mdir: Path, recipe, args, seconds: dict, name: str) -> tuple[int, dict]:
+    """Choose K on dev items by :data:`pear_lens.evaluation.protocol.SELECTION_RULE` (or take ``--k``)."""
+    from pear_lens.evaluation.runner import evaluate
+
+    total = model.n_layers * model.n_heads
+    test_seed = args.test_seed
+    if args.k != "dev":
+        return int(args.k), {"split": "given", "rule": "given with --k", "chosen": int(args.k),
+                             "dev_seed": None, "test_seed": test_seed, "grid": [int(args.k)]}
+    grid = P.k_grid(total, args.k_percents)
+    dev_recipe = dataclasses.replace(recipe, steps=args.dev_steps)  # the same for top-K and random-K at every K
+    plan = {"split": "dev", "rule": P.SELECTION_RULE, "grid": list(grid), "grid_percents": list(args.k_percents),
+            "dev_seed": args.dev_seed, "test_seed": test_seed, "dev_steps": args.dev_steps,
+            "dev_seeds": list(args.dev_seeds), "n_dev": args.dev_n, "tasks": [t.value for t in P.DEV_TASKS],
+            "train_seed": recipe.seed}
+    atomic_write_json(mdir / "dev" / "plan.json", plan)  # the rule is on disk before any dev result exists
+
+    conds, jobs = [C.baseline(model)], [("baseline", 0, 0, "baseline")]
+    for k in grid:
+        top = scores.top_k(k)
+        draws = [("top", 0, top)] + [("layer_matched", s, P.layer_matched_heads(model.n_heads, top, s).heads)
+                                     for s in args.dev_seeds]
+        for selection, seed, heads in draws:
+            label = f"top-{k}" if selection == "top" else f"layer-matched random-{k} seed {seed}"
+            stage = f"{selection}_k{k}" + (f"_seed{seed}" if selection != "top" else "")
+            tau, seconds[f"dev_train/{stage}"], _ = P.cached_tau(model, heads, dev_recipe,
+                                                                 mdir / "dev" / "tau" / f"{stage}.json")
+            conds.append(C.folded(model, tau, label, C.ConditionKind.CUSTOM, k=k, selection=selection, seed=seed,
+                                  steps=args.dev_steps))
+            jobs.append((selection, k, seed, label))
+    outcomes, dropped = [], {}
+    for task in P.DEV_TASKS:
+        settings = settings_for(model.name, task, model.tokenizer)
+        split = P.dev_test_items(task, settings, n_dev=args.dev_n, n_test=args.n, dev_seed=args.dev_seed,
+                                 test_seed=test_seed)
+        dropped[task.value] = split.dropped
+        result = evaluate(model.name, task.value, split.dev, conds, model.tokenizer, settings, n_ctx=model.n_ctx,
+                          batch_size=args.batch_size, progress=not args.quiet, seed=args.dev_seed,
+                          cache_dir=mdir / "dev" / task.value, cache_key={"fingerprint": model.fingerprint})
+        for label, secs in result.info["seconds_per_condition"].items():
+            seconds[f"dev_eval/{task.value}/{label}"] = secs
+        correct = result.items.groupby("condition", sort=False)["correct"].apply(list)
+        for selection, k, seed, label in jobs:
+            outcomes.append({"selection": selection, "k": k, "seed": seed, "task": task.value,
+                             "steps": 0 if selection == "baseline" else args.dev_steps, "correct": correct[label]})
+    table = P.dev_table(outcomes, seed=args.dev_seed)
+    chosen = P.select_k(table)
+    table.to_csv(mdir / "dev" / "dev_table.csv", index=False)
+    dev_figure(table, name, args)
+    rows = [{**r, "accuracy": round(r["accuracy"], 4), "ci_low": round(r["ci_low"], 4),
+             "ci_high": round(r["ci_high"], 4)} for r in table.to_dict("records")]
+    return chosen, {**plan, "chosen": chosen, "dev_items_dropped_as_test_repeats": dropped, "dev_accuracy": rows}
+
+
+def dev_figure(table, name: str, args) -> None:
+    from pear_lens.plots import dev_accuracy_curve, save_figure
+
+    fig = dev_accuracy_curve(table, title=f"{name}: dev accuracy against K (K for the test table chosen here)")
+    save_figure(fig, args.figures / f"dev_k_{name}.html", formats=["html"] + ([] if args.no_png else ["png"]))
+
+
+def pear_stage(model, run_dir: Path, k: int, recipe, args, seconds: dict):
+    """The PEAR artifact at K (trained into the discovery run unless one of the same heads and recipe is there)."""
+    from pear_lens.commands.train import TrainRunConfig, train_run
+    from pear_lens.training_cache import matching_artifact
+
+    fields = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe) if f.name not in ("heads", "top_k")}
+    config = TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, no_png=args.no_png, quiet=args.quiet, **fields)
     artifact = matching_artifact(run_dir, config, model)
     if artifact is None:  # training is seeded: an artifact of the same heads and recipe would come out the same
-        start = time.perf_counter()
         artifact, _ = train_run(config, model=model)
-        timing["train_pear"] = time.perf_counter() - start
+    seconds["train_pear"] = float(artifact.training.get("seconds", 0.0))
     if args.publish:
         publish(run_dir, args.publish / model.name)
-    conds = [C.baseline(model), C.from_artifact(model, run_dir)]
-    avoid_pear = model.n_layers * model.n_heads >= 2 * k  # enough other heads are left (K above half cannot)
-    for seed in args.control_seeds:
-        exclude = artifact.heads if avoid_pear else ()
-        heads = C.random_heads(model.n_layers, model.n_heads, k, seed, exclude=exclude)
-        start = time.perf_counter()
-        budget = {"steps": args.control_steps} if args.control_steps else {}
-        recipe = dataclasses.replace(TrainConfig(), seed=seed, **budget)
-        taus, trained = cached_training(model, heads, recipe, cache=runs / "controls" / f"seed{seed}.json")
-        if trained:
-            timing[f"train_random_{seed}"] = time.perf_counter() - start
-        label = f"random-K seed {seed}" + (f" ({args.control_steps} steps)" if args.control_steps else "")
-        conds.append(C.random_k(model, taus, seed, label=label, training_budget=args.control_steps or "same as PEAR"))
+    return artifact
+
+
+def control_stage(model, pear_heads, recipe, mdir: Path, args, seconds: dict, steps_tag: str = "",
+                  seeds: list[int] | None = None) -> tuple[list, list]:
+    """Every control (kinds × seeds): heads drawn by the control's seed, τ trained with PEAR's ``recipe``."""
+    conds, records = [], []
+    for kind in args.control_kinds:
+        for seed in args.control_seeds if seeds is None else seeds:
+            draw = P.draw_control(kind, model.n_layers, model.n_heads, pear_heads, seed)
+            label = f"{draw.kind.label} seed {seed}" + steps_tag
+            stage = f"{draw.kind.value}_seed{seed}_steps{recipe.steps}"
+            tau, secs, _ = P.cached_tau(model, draw.heads, recipe, mdir / "tau" / f"{stage}.json")
+            seconds[f"train_control/{stage}"] = secs
+            conds.append(C.random_k(model, tau, seed, label=label, control=draw.kind.value, steps=recipe.steps,
+                                    train_seed=recipe.seed))
+            records.append({"kind": draw.kind.value, "seed": seed, "steps": recipe.steps, "train_seed": recipe.seed,
+                            "label": label, "heads": P.head_names(draw.heads),
+                            "tau": [round(tau[h], 4) for h in draw.heads], **draw.note})
+    return conds, records
+
+
+def conditions_for(model, mdir: Path, args, seconds: dict) -> tuple[dict, dict]:
+    """Run every stage before the evaluation; return the conditions per role and the record so far."""
+    from pear_lens.results import HeadScores
+    from pear_lens.reweight import TrainConfig
+
+    copy = copy_task_stage(model, mdir, args, seconds)
+    run_dir = discovery_stage(model, mdir, copy["prepend_bos"], args, seconds)
+    scores = HeadScores.load(run_dir)
+    # the one recipe PEAR and every control share: steps, lr, schedule, batch, precision, training sequences
+    recipe = TrainConfig(steps=args.steps, seed=args.train_seed, prepend_bos=copy["prepend_bos"])
+    k, k_selection = dev_stage(model, scores, mdir, recipe, args, seconds, model.name)
+    artifact = pear_stage(model, run_dir, k, recipe, args, seconds)
+    pear_heads = [tuple(h) for h in artifact.heads]
+    controls, control_records = control_stage(model, pear_heads, recipe, mdir, args, seconds)
+    conds = {"reference": [C.baseline(model), C.from_artifact(model, run_dir), *controls], "budget": []}
+    protocol = {"pear": {"steps": recipe.steps, "train_seed": recipe.seed, "label": "PEAR"},
+                "controls": control_records, "k_selection": k_selection, "recipe": recipe.to_dict(), "budget": None}
+    roles = [{"label": "baseline", "role": "baseline", "steps": None},
+             {"label": "PEAR", "role": "pear", "steps": recipe.steps, "budget": "reference"},
+             *({"label": c["label"], "role": "control", "kind": c["kind"], "seed": c["seed"], "steps": c["steps"],
+                "budget": "reference"} for c in control_records)]
+    if args.budget_steps and model.name in args.budget_models:
+        longer = dataclasses.replace(recipe, steps=args.budget_steps)
+        tag = f" ({args.budget_steps} steps)"
+        tau, seconds[f"train_budget/pear_steps{longer.steps}"], _ = P.cached_tau(
+            model, pear_heads, longer, mdir / "tau" / f"pear_steps{longer.steps}.json")
+        pear_long = C.folded(model, tau, "PEAR" + tag, C.ConditionKind.PEAR, steps=longer.steps)
+        budget_seconds: dict = {}
+        controls_long, records_long = control_stage(model, pear_heads, longer, mdir, args, budget_seconds, tag,
+                                                    seeds=args.budget_control_seeds or args.control_seeds)
+        seconds.update({k.replace("train_control/", "train_budget/"): v for k, v in budget_seconds.items()})
+        conds["budget"] = [pear_long, *controls_long]
+        protocol["budget"] = {"steps": longer.steps, "train_seed": longer.seed, "tasks": list(args.budget_tasks),
+                              "pear": {"steps": longer.steps, "train_seed": longer.seed, "label": "PEAR" + tag,
+                                       "tau": [round(tau[h], 4) for h in pear_heads]},
+                              "controls": records_long,
+                              "note": "PEAR and every control trained again at the longer budget, everything else "
+                                      f"equal; evaluated on {', '.join(args.budget_tasks)} only"}
+        roles += [{"label": "PEAR" + tag, "role": "pear", "steps": longer.steps, "budget": "longer"},
+                  *({"label": c["label"], "role": "control", "kind": c["kind"], "seed": c["seed"],
+                     "steps": c["steps"], "budget": "longer"} for c in records_long)]
     if args.uniform:
         mean_tau = float(artifact.tau.mean())
-        conds.append(C.uniform(model, round(mean_tau, 3), label=f"uniform (all heads × mean PEAR τ = {mean_tau:.2f})"))
-    return conds, {"k": k, "k_chosen": how, "controls_avoid_pear_heads": avoid_pear, "heads": [f"L{l}.H{h}" for l, h in artifact.heads],
-                   "tau": [round(float(t), 4) for t in artifact.tau]}
+        conds["reference"].append(C.uniform(model, round(mean_tau, 3),
+                                            label=f"uniform (all heads × mean PEAR τ = {mean_tau:.2f})"))
+        roles.append({"label": conds["reference"][-1].label, "role": "other", "steps": None})
+    record = {"k": k, "k_chosen": _k_phrase(k_selection), "heads": P.head_names(pear_heads),
+              "tau": [round(float(t), 4) for t in artifact.tau], "copy_task": copy, "protocol": protocol,
+              "conditions": roles}
+    return conds, record
+
+
+def _k_phrase(sel: dict) -> str:
+    if sel["split"] != "dev":
+        return sel["rule"]
+    return (f"{sel['rule']}, over K = {', '.join(map(str, sel['grid']))} ({', '.join(f'{p:g}' for p in sel['grid_percents'])} % "
+            f"of the heads), {sel['dev_steps']} training steps, dev items seed {sel['dev_seed']} (test seed "
+            f"{sel['test_seed']})")
 
 
 PUBLISHED = ("pear.json", "coefficients.safetensors", "head_scores.csv", "discovery.json", "ablation.csv",
@@ -113,10 +275,62 @@ def publish(run_dir: Path, dest: Path) -> None:
 
     from pear_lens.io import staged_dir
 
-    with staged_dir(dest, overwrite=True) as tmp:
+    with staged_dir(dest, overwrite=True, kind="run", inputs=(run_dir,)) as tmp:
         for name in PUBLISHED:
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, tmp / name)
+
+
+def _evaluated(eval_dir: Path, conds, n: int, seed: int) -> bool:
+    """Whether ``eval_dir`` holds an evaluation of exactly ``conds`` on ``n`` items of seed ``seed``."""
+    from pear_lens import constants
+
+    meta = eval_dir / constants.EVAL_JSON
+    if not meta.exists():
+        return False
+    info = json.loads(meta.read_text())
+    return (info.get("config", {}).get("n") == n and info.get("config", {}).get("seed") == seed
+            and info.get("conditions") == P._plain([c.describe() for c in conds]))
+
+
+def evaluate_model(name: str, args) -> None:
+    from pear_lens.models import load_model
+
+    model = load_model(name)
+    mdir = args.runs / name
+    seconds: dict[str, float] = {}
+    conds, record = conditions_for(model, mdir, args, seconds)
+    record.update({"n": args.n, "batch_size": args.batch_size, "test_seed": args.test_seed, "tasks": [],
+                   "seconds": seconds})
+
+    def task_conds(task: TaskName) -> list:
+        return conds["reference"] + (conds["budget"] if task.value in args.budget_tasks else [])
+
+    def save() -> None:
+        done = [t.value for t in TASK_ORDER if _evaluated(mdir / t.value, task_conds(t), args.n, args.test_seed)]
+        for task in done:  # finished in an earlier session (same conditions): its measured minutes
+            if f"eval/{task}" not in seconds:
+                info = json.loads((mdir / task / "eval.json").read_text())
+                seconds[f"eval/{task}"] = round(sum(info.get("seconds_per_condition", {}).values()), 2)
+        record["tasks"] = done
+        record["total_seconds"] = round(sum(seconds.values()), 1)
+        atomic_write_json(mdir / RECORD, record)
+
+    save()  # the protocol is on record before the first evaluation
+    for task in [TaskName(t) for t in dict.fromkeys(args.tasks)]:  # in the order given
+        if _evaluated(mdir / task.value, task_conds(task), args.n, args.test_seed):
+            continue  # done in an earlier session (the counterfactual fact check alone would take minutes)
+        result = run_eval(EvalConfig(out=mdir / task.value, task=task.value, model=name, n=args.n,
+                                     batch_size=args.batch_size, seed=args.test_seed, overwrite=True, quiet=args.quiet),
+                          model=model, conditions=task_conds(task), cache_dir=mdir / "outputs" / task.value)
+        seconds[f"eval/{task.value}"] = round(sum(result.info["seconds_per_condition"].values()), 2)
+        save()
+        print(f"{name} {task.value}: {seconds[f'eval/{task.value}'] / 60:.1f} min", flush=True)
+        report(args.runs, args.report, no_png=args.no_png)  # an interrupted run still leaves every finished task
+    report(args.runs, args.report, no_png=args.no_png)
+
+
+# --------------------------------------------------------------------------- estimate
 
 
 def _calibrated_speed(name: str, task: TaskName) -> tuple[float, float] | None:
@@ -131,144 +345,181 @@ def _calibrated_speed(name: str, task: TaskName) -> tuple[float, float] | None:
     return None
 
 
-def estimate(args) -> int:
-    """Predict the full run's generation time from measured seconds per item.
+def _published(name: str, args) -> dict:
+    """What an earlier run published for ``name`` (pear.json, discovery.json), to estimate without the model."""
+    out = {}
+    for key, file in (("pear", "pear.json"), ("discovery", "discovery.json")):
+        path = (args.publish or Path("artifacts")) / name / file
+        if path.exists():
+            out[key] = json.loads(path.read_text())
+    return out
 
-    Uses the timings ``scripts/calibrate_eval.py`` recorded at the chosen settings;
-    with ``--estimate-items N`` (or without calibration timings) it times N items
-    per task anew with the baseline.
+
+def estimate(args) -> int:
+    """Predict the protocol's run time per stage: training steps × seconds per step + items × seconds per item.
+
+    Seconds per training step come from the published artifact's training log (its K; steps cost more the
+    lower the lowest re-weighted layer sits), seconds per item from calibration; what is missing (or all of
+    it with ``--estimate-items N``) is timed on the loaded model. Stages already cached under ``--runs``
+    are counted as if they had to run.
     """
     from pear_lens.evaluation.facts import load_facts
+
+    tasks = [TaskName(t) for t in dict.fromkeys(args.tasks)]
+    n_facts = len(load_facts())
+    controls = len(args.control_kinds) * len(args.control_seeds)
+    grand = 0.0
+    for name in args.models:
+        pub, model = _published(name, args), None
+        if "pear" in pub and pub["pear"].get("base_model", {}).get("n_heads"):
+            base, training = pub["pear"]["base_model"], pub["pear"]["training"]
+            total_heads = int(base["n_layers"]) * int(base["n_heads"])
+            per_step = training["seconds"] / training["steps"]
+            step_src = (f"published training: {training['seconds'] / 60:.1f} min for {training['steps']} steps of "
+                        f"{len(pub['pear']['heads'])} heads")
+        else:
+            model = _load(name, model)
+            total_heads = model.n_layers * model.n_heads
+            per_step, step_src = _time_steps(model, args), "timed now: 2 steps"
+        speeds = {} if args.estimate_items else {t: _calibrated_speed(name, t) for t in set(tasks) | set(P.DEV_TASKS)}
+        for t in set(tasks) | set(P.DEV_TASKS):
+            if speeds.get(t) is None:
+                model = _load(name, model)
+                speeds[t] = (_time_items(model, t, args), None)
+        item = {t: s[0] for t, s in speeds.items()}
+        grid = P.k_grid(total_heads, args.k_percents) if args.k == "dev" else ()
+        stages: list[tuple[str, float]] = []
+        if args.k == "dev":
+            runs = len(grid) * (1 + len(args.dev_seeds))
+            stages.append((f"dev training ({runs} runs × {args.dev_steps} steps, K in {grid})",
+                           runs * args.dev_steps * per_step))
+            stages.append((f"dev evaluation ({1 + runs} conditions × {args.dev_n} items of kv and mdqa)",
+                           (1 + runs) * args.dev_n * sum(item[t] for t in P.DEV_TASKS)))
+        stages.append((f"PEAR training ({args.steps} steps)", args.steps * per_step))
+        stages.append((f"control training ({controls} × {args.steps} steps)", controls * args.steps * per_step))
+        n_conds = 2 + controls + args.uniform
+        budget = args.budget_steps and name in args.budget_models
+        long_controls = len(args.control_kinds) * len(args.budget_control_seeds or args.control_seeds)
+        if budget:
+            stages.append((f"budget training ({1 + long_controls} × {args.budget_steps} steps)",
+                           (1 + long_controls) * args.budget_steps * per_step))
+        for t in tasks:
+            conds = n_conds + ((1 + long_controls) if budget and t.value in args.budget_tasks else 0)
+            extra = n_facts if t is TaskName.COUNTERFACTUAL else 0  # the closed-book check of every fact
+            stages.append((f"{t.value} evaluation ({conds} conditions × {args.n} items"
+                           + (f" + {n_facts} fact checks" if extra else "") + ")", (conds * args.n + extra) * item[t]))
+        minutes = sum(s for _, s in stages) / 60
+        grand += minutes
+        print(f"{name}: {per_step:.1f} s per training step ({step_src}); s/item "
+              + ", ".join(f"{t.value} {item[t]:.2f}" for t in sorted(item, key=lambda t: t.value)))
+        for stage, secs in stages:
+            print(f"  {stage}: {secs / 60:.0f} min")
+        print(f"  total: {minutes:.0f} min ({minutes / 60:.1f} h), plus the copy check and discovery "
+              f"({_discovery_minutes(pub)}), and model loading", flush=True)
+    print(f"estimated for {', '.join(args.models)}: {grand:.0f} min ({grand / 60:.1f} h)")
+    return 0
+
+
+def _discovery_minutes(pub: dict) -> str:
+    seconds = pub.get("discovery", {}).get("seconds")
+    return f"{seconds / 60:.0f} min last time" if seconds else "reused when runs/MODEL/discovery matches"
+
+
+def _load(name: str, model):
     from pear_lens.models import load_model
 
-    n_conditions = 2 + len(args.control_seeds) + args.uniform  # baseline, PEAR, random-K seeds, uniform
-    n_facts = len(load_facts())
-    total = 0.0
-    tasks = [TaskName(t) for t in dict.fromkeys(args.tasks)]
-    for name in args.models:
-        speeds = {t: _calibrated_speed(name, t) for t in tasks}
-        if not args.estimate_items and all(speeds.values()):
-            for task, (per_item, tokens) in speeds.items():
-                n_items = args.n * n_conditions + (n_facts if task is TaskName.COUNTERFACTUAL else 0)
-                total += per_item * n_items
-                print(f"{name} {task.value}: {per_item:.3f} s/item measured by calibration (mean prompt {tokens:.0f} "
-                      f"tokens) -> {per_item * n_items / 60:.1f} min for {n_items} generations", flush=True)
-            continue
-        model = load_model(name)
-        hf = model.fresh_hf()
-        for task in tasks:
-            settings = settings_for(model.name, task, model.tokenizer)
-            known = None
-            if task is TaskName.COUNTERFACTUAL:
-                known = load_facts()  # timing only: which facts are known does not change prompt lengths much
-            items = generate_items(task, settings, args.estimate_items or 32, seed=7, known_facts=known)
-            prompts = encode_items(items, PromptStyle.parse(settings.prompt_style), model.tokenizer,
-                                   n_ctx=model.n_ctx, max_new_tokens=settings.max_new_tokens)
-            start = time.perf_counter()
-            generate_outputs(hf, model.tokenizer, prompts, settings, batch_size=args.batch_size,
-                             progress=not args.quiet, desc=f"{name} {task.value} timing")
-            per_item = (time.perf_counter() - start) / len(items)
-            # the counterfactual task first checks every fact closed-book on the baseline
-            n_items = args.n * n_conditions + (n_facts if task is TaskName.COUNTERFACTUAL else 0)
-            total += per_item * n_items
-            print(f"{name} {task.value}: {per_item:.3f} s/item (mean prompt {sum(map(len, prompts)) / len(prompts):.0f} "
-                  f"tokens, batch {args.batch_size}) -> {per_item * n_items / 60:.1f} min for {n_items} generations",
-                  flush=True)
-    print(f"estimated generation time for {args.models}: {total / 60:.1f} min "
-          f"(plus discovery and training, not timed here)")
-    return 0
+    return model or load_model(name)
+
+
+def _time_steps(model, args) -> float:
+    from pear_lens.ablation import random_heads
+    from pear_lens.reweight import TrainConfig, train_coefficients
+
+    k = P.k_grid(model.n_layers * model.n_heads, args.k_percents)[-1]
+    result = train_coefficients(model, random_heads(model.n_layers, model.n_heads, k, 0), TrainConfig(steps=2),
+                                progress=False)
+    return result.seconds / 2
+
+
+def _time_items(model, task: TaskName, args) -> float:
+    from pear_lens.evaluation.facts import load_facts
+
+    settings = settings_for(model.name, task, model.tokenizer)
+    known = load_facts() if task is TaskName.COUNTERFACTUAL else None  # timing only: prompt lengths barely change
+    items = generate_items(task, settings, args.estimate_items or 16, seed=7, known_facts=known)
+    prompts = encode_items(items, PromptStyle.parse(settings.prompt_style), model.tokenizer, n_ctx=model.n_ctx,
+                           max_new_tokens=settings.max_new_tokens)
+    start = time.perf_counter()
+    generate_outputs(model.fresh_hf(), model.tokenizer, prompts, settings, batch_size=args.batch_size,
+                     progress=not args.quiet, desc=f"{model.name} {task.value} timing")
+    return (time.perf_counter() - start) / len(items)
+
+
+# --------------------------------------------------------------------------- command
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--tasks", nargs="+", default=[t.value for t in TASK_ORDER], choices=[t.value for t in TASK_ORDER])
-    parser.add_argument("--n", type=int, default=300, help="items per task and condition")
-    parser.add_argument("--k", default="auto", help="number of PEAR heads, or 'auto': chosen from the ablation curve")
-    parser.add_argument("--k-fraction", type=float, default=0.9,
-                        help="with --k auto: the smallest K reaching this fraction of the best copy-loss gain")
-    parser.add_argument("--ablation-steps", type=int, default=20,
-                        help="with --k auto and no ablation.csv in the discovery run: training steps per ablation run")
-    parser.add_argument("--control-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--control-steps", type=int, default=None,
-                        help="training steps of each random-K control (default: the same budget as PEAR)")
+    parser.add_argument("--n", type=int, default=300, help="test items per task and condition")
+    parser.add_argument("--test-seed", type=int, default=0, help="seed of the test items")
+    parser.add_argument("--k", default="dev", help="'dev': choose K on dev items (the protocol); or a number of heads")
+    parser.add_argument("--k-percents", type=float, nargs="+", default=list(P.K_PERCENTS),
+                        help="the dev grid of K, in percent of the model's heads (at least 1 head each)")
+    parser.add_argument("--dev-n", type=int, default=100, help="dev items per task (KV and MDQA); shrink this first")
+    parser.add_argument("--dev-seed", type=int, default=1, help="seed of the dev items (must differ from --test-seed)")
+    parser.add_argument("--dev-steps", type=int, default=20, help="training steps of every dev run (top-K and random-K)")
+    parser.add_argument("--dev-seeds", type=int, nargs="+", default=[0],
+                        help="layer-matched random draws per K on the dev split")
+    parser.add_argument("--steps", type=int, default=60, help="training steps of PEAR and of every control (reference: 60)")
+    parser.add_argument("--train-seed", type=int, default=0,
+                        help="seed of the training sequences, the same for PEAR and every control")
+    parser.add_argument("--control-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="seeds drawing the control heads (one control of each kind per seed)")
+    parser.add_argument("--control-kinds", nargs="+", default=[k.value for k in P.ControlKind],
+                        choices=[k.value for k in P.ControlKind])
+    parser.add_argument("--budget-steps", type=int, default=None,
+                        help="also train PEAR and every control for this many steps (budget sensitivity)")
+    parser.add_argument("--budget-models", nargs="+", default=[MODELS[0]], help="models given the longer budget")
+    parser.add_argument("--budget-tasks", nargs="+", default=[TaskName.KV.value, TaskName.MDQA.value],
+                        choices=[t.value for t in TASK_ORDER], help="tasks the longer-budget conditions are evaluated on")
+    parser.add_argument("--budget-control-seeds", type=int, nargs="+", default=None,
+                        help="control seeds trained at the longer budget (default: every --control-seeds)")
     parser.add_argument("--uniform", action="store_true", help="also evaluate every head scaled by the mean PEAR τ")
+    parser.add_argument("--allow-weak-copy-task", action="store_true",
+                        help="go on when the model copies below 50%% with and without BOS (tiny models in tests)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--runs", type=Path, default=Path("runs/evaluate_all"))
     parser.add_argument("--publish", type=Path, default=Path("artifacts"),
                         help="copy each model's trained artifact here (ARTIFACT_DIR/MODEL)")
     parser.add_argument("--report", type=Path, default=Path("figures/results"))
-    parser.add_argument("--estimate", action="store_true",
-                        help="only predict the generation time (from calibration timings, or timing a few items)")
+    parser.add_argument("--figures", type=Path, default=Path("figures"), help="where the dev accuracy-vs-K figures go")
+    parser.add_argument("--no-png", action="store_true", help="HTML figures only (PNG needs a Chrome for kaleido)")
+    parser.add_argument("--estimate", action="store_true", help="only predict the run time of every stage")
     parser.add_argument("--estimate-items", type=int, default=0, help="with --estimate: time this many items anew")
     parser.add_argument("--report-only", action="store_true",
                         help="only rebuild --report from the models already evaluated under --runs")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.report_only:
-        report(args.runs, args.report)
+        report(args.runs, args.report, no_png=args.no_png)
         print(f"wrote {args.report}")
         return 0
-    if args.k != "auto" and not args.k.isdigit():
-        parser.error(f"--k must be a positive integer or 'auto', got {args.k!r}")
+    if args.k != "dev" and not (args.k.isdigit() and int(args.k) > 0):
+        parser.error(f"--k must be a positive integer or 'dev', got {args.k!r}")
+    if args.dev_seed == args.test_seed:
+        parser.error("--dev-seed must differ from --test-seed: K is never chosen on the test items")
     if args.estimate:
         return estimate(args)
-
-    from pear_lens.models import load_model
-
     for name in args.models:
-        start_model = time.perf_counter()
-        model = load_model(name)
-        timing: dict[str, float] = {}
-        conds, chosen = conditions_for(model, args.runs / name, args, timing)
-        record = {**chosen, "n": args.n, "control_seeds": args.control_seeds, "control_steps": args.control_steps,
-                  "batch_size": args.batch_size, "tasks": [], "seconds": timing}
-        record = _carry_over(args.runs / name / RECORD, record, args.tasks)
-        timing, start_model = record["seconds"], start_model - record.get("total_seconds", 0.0)
-        for task in [TaskName(t) for t in dict.fromkeys(args.tasks)]:  # in the order given
-            start = time.perf_counter()
-            run_eval(EvalConfig(out=args.runs / name / task.value, task=task.value, model=name, n=args.n,
-                                batch_size=args.batch_size, seed=0, overwrite=True, quiet=args.quiet),
-                     model=model, conditions=conds)
-            timing[f"eval_{task.value}"] = time.perf_counter() - start
-            record["tasks"] = [t for t in record["tasks"] if t != task.value] + [task.value]
-            record["total_seconds"] = time.perf_counter() - start_model
-            atomic_write_json(args.runs / name / RECORD, record)
-            print(f"{name} {task.value}: {timing[f'eval_{task.value}'] / 60:.1f} min", flush=True)
-            # the report so far: an interrupted run still leaves every finished task reported
-            report(args.runs, args.report)
+        evaluate_model(name, args)
     print(f"wrote {args.report}")
     return 0
 
 
-RECORD = "evaluate_all.json"
-
-
-def _carry_over(path: Path, record: dict, tasks: list[str]) -> dict:
-    """``record``, keeping the tasks (and their seconds) of an earlier run of the same conditions.
-
-    Same conditions means the same K, heads, τ, n, control seeds, control budget and batch size: then
-    the earlier eval folders of the tasks not run again belong to this run, and the time they took
-    counts in its total. Otherwise the earlier record is dropped.
-    """
-    import json
-
-    if not path.exists():
-        return record
-    old = json.loads(path.read_text())
-    if any(old.get(key) != value for key, value in record.items() if key not in ("tasks", "seconds")):
-        return record
-    kept = [t for t in old["tasks"] if t not in tasks]
-    seconds = {k: v for k, v in old["seconds"].items() if not k.startswith("eval_") or k[5:] in kept}
-    seconds.update(record["seconds"])  # the stages run again now
-    total = sum(v for k, v in old["seconds"].items() if k in seconds and k not in record["seconds"])
-    return {**record, "tasks": kept, "seconds": seconds, "total_seconds": total}
-
-
-def report(runs: Path, out: Path) -> None:
+def report(runs: Path, out: Path, no_png: bool = False) -> None:
     """The report of every model evaluated under ``runs`` (models in :data:`MODELS` order), and ``run.json``."""
-    import json
-
     from pear_lens.evaluation.report import EvalReportConfig, write_report
 
     records, eval_dirs = {}, []
@@ -276,7 +527,8 @@ def report(runs: Path, out: Path) -> None:
                        key=lambda m: MODELS.index(m) if m in MODELS else len(MODELS)):
         records[name] = json.loads((runs / name / RECORD).read_text())
         eval_dirs += [runs / name / task for task in records[name]["tasks"]]
-    write_report(EvalReportConfig(eval_dirs=tuple(eval_dirs), out=out, overwrite=True))
+    if eval_dirs:
+        write_report(EvalReportConfig(eval_dirs=tuple(eval_dirs), out=out, overwrite=True, no_png=no_png))
     atomic_write_json(out / "run.json", {"models": records})
 
 

@@ -11,7 +11,7 @@ takes many minutes on a CPU). A cached run is reused when its model, method and
 settings match; ``--refresh`` scores again.
 
 From the runs it writes, into ``--out``:
-- ``heatmap_<model>``, ``relative_depth``, ``score_distributions``: one path-patching run per model
+- ``heatmap_<model>``, ``relative_depth``, ``score_distributions``, ``concentration``: one path-patching run per model
   (the one with the most proxy settings), the models side by side;
 - ``method_agreement_<a>_vs_<b>``: every pair of runs of one model and task that differ in method;
 - ``compare.csv``, ``compare_summary.csv``: :func:`pear_lens.compare.compare` and ``run_summary`` of all runs;
@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from pear_lens import constants, plots
-from pear_lens.compare import compare, heads_by_depth, load_runs, run_summary
+from pear_lens.compare import compare, concentration_curves, heads_by_depth, load_runs, run_summary
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_text
 from pear_lens.results import HeadScores
@@ -48,7 +48,8 @@ def settings_key(scores: HeadScores) -> tuple:
     return tuple(tuple(s) for s in scores.task.get("settings", []))
 
 
-def discover_cached(cache: Path, model: str, method: str, settings, refresh: bool) -> Path:
+def discover_cached(cache: Path, model: str, method: str, settings, refresh: bool,
+                    allow_weak_copy_task: bool = False) -> Path:
     """A discovery run folder for (model, method, settings), scored only if not cached already."""
     from pear_lens.commands.discover import DiscoverConfig, discover
     from pear_lens.task import ProxyTask
@@ -66,7 +67,7 @@ def discover_cached(cache: Path, model: str, method: str, settings, refresh: boo
             pass  # corrupt or foreign: score again
     print(f"scoring {model} with {method} patching, settings {settings} -> {out}", flush=True)
     discover(DiscoverConfig(out=out, model=model, method=method, task=ProxyTask(settings=tuple(settings)), overwrite=True,
-                            no_png=True, quiet=True))
+                            no_png=True, quiet=True, allow_weak_copy_task=allow_weak_copy_task))
     return out
 
 
@@ -100,6 +101,7 @@ def discovery_figures(runs: dict[str, HeadScores], write: Writer, k: int) -> Non
                                           title="Path-patching Δπ by relative depth"), "relative_depth")
         write.figure(plots.score_distributions(per_model, title="Δπ of every head (path patching)"),
                      "score_distributions")
+        write.figure(plots.concentration(concentration_curves(per_model)), "concentration")
 
     for a, b in itertools.combinations(runs.values(), 2):
         if a.model == b.model and a.method != b.method and settings_key(a) == settings_key(b):
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10, help="top-K heads marked and compared")
     parser.add_argument("--fast", action="store_true", help="one small proxy setting everywhere (smoke test)")
     parser.add_argument("--refresh", action="store_true", help="score again even where a cached run matches")
+    parser.add_argument("--allow-weak-copy-task", action="store_true",
+                        help="score models that copy the proxy task poorly (tiny random ones: a smoke test)")
     parser.add_argument("--no-png", action="store_true", help="HTML only (PNG needs a Chrome for kaleido)")
     args = parser.parse_args(argv)
 
@@ -156,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     if not folders:
         reference = FAST_SETTINGS if args.fast else REFERENCE_SETTINGS
         reduced = FAST_SETTINGS if args.fast else REDUCED_SETTINGS
-        folders = [discover_cached(args.cache, m, "path", reference, args.refresh) for m in args.models]
+        folders = [discover_cached(args.cache, m, "path", reference, args.refresh,
+                                   args.allow_weak_copy_task) for m in args.models]
         if args.agreement_model:
-            folders += [discover_cached(args.cache, args.agreement_model, method, reduced, args.refresh)
+            folders += [discover_cached(args.cache, args.agreement_model, method, reduced, args.refresh,
+                                       args.allow_weak_copy_task)
                         for method in AGREEMENT_METHODS]
     found = [p.parent for folder in folders for p in sorted(folder.rglob(constants.DISCOVERY_JSON))]
     discovery = list(dict.fromkeys(found))  # in the order given, each once

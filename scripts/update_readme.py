@@ -38,8 +38,10 @@ def _benchmarks() -> list[str]:
     for path in sorted(BENCHMARKS.glob("*.txt")):
         # the machine-readable lines (only key=value pairs): the last line, and any other result line
         results = [f"`{line}`" for line in path.read_text().splitlines() if re.fullmatch(r"\S+=\S+( \S+=\S+)*", line)]
+        # the command that wrote the file (its first line), e.g. `benchmarks/discovery.py --model NAME`
+        command = path.read_text().splitlines()[0].removeprefix("# command: ").removeprefix("python ")
         if results:
-            lines.append(f"| `benchmarks/{path.stem}.py` | {'<br>'.join(results)} | [{path.name}](figures/benchmarks/{path.name}) |")
+            lines.append(f"| `{command}` | {'<br>'.join(results)} | [{path.name}](figures/benchmarks/{path.name}) |")
     if not lines:
         return ["No benchmark output yet: run `make bench`."]
     return ["| benchmark | results (ratios measured side by side in one run) | full output |",
@@ -57,6 +59,9 @@ def _evaluation() -> list[str]:
            "McNemar test against the baseline on the same items; task sizes and prompt styles from the calibration "
            "(`pear_lens/evaluation/data/calibration.json`).", ""]
     for name, r in models.items():
+        if "protocol" in r:
+            out += _protocol_lines(name, r)
+            continue
         control = (f"{r['control_steps']} training steps each" if r["control_steps"] else "the same training budget as PEAR")
         out.append(f"- **{name}** ({_timing(r)}; tasks: {', '.join(r['tasks'])}; n = {r['n']} "
                    f"items per task and condition): K = {r['k']} ({r['k_chosen']}); heads {', '.join(r['heads'])}; "
@@ -73,19 +78,64 @@ def _evaluation() -> list[str]:
     missing = [m for m in ("smollm2-135m-instruct", "gemma-3-270m") if m not in models]
     if missing:
         out.append(f"- Not evaluated yet: {', '.join(missing)}.")
-    out += ["", table.read_text().strip(), "", *_verdicts(RESULTS / "summary.csv"), ""]
+    out += ["", table.read_text().strip(), "", *_verdicts(RESULTS / "summary.csv", records=models), ""]
     for png in sorted((RESULTS / "figures").glob("*.png")):
         out.append(f"![{png.stem}](figures/results/figures/{png.name})")
     for name in models:
-        for stem in (f"ablation_curve_{name}", f"coefficients_{name}"):
+        for stem in (f"dev_k_{name}", f"ablation_curve_{name}", f"coefficients_{name}"):
             if (ROOT / "figures" / f"{stem}.png").exists():
                 out.append(f"![{stem}](figures/{stem}.png)")
     return out
 
 
+def _protocol_lines(name: str, r: dict) -> list[str]:
+    """One model's protocol, read off its run.json entry (issue 9: matched controls, K on dev, working copy task)."""
+    p, copy, sel = r["protocol"], r["copy_task"], r["protocol"]["k_selection"]
+    measured = copy.get("measured", {})
+    accs = ", ".join(f"{m['clean_copy_accuracy']:.1%} {'with' if m['prepend_bos'] else 'without'} BOS"
+                     for m in measured.values())
+    kinds = {}
+    for c in p["controls"]:
+        kinds.setdefault(c["kind"], []).append(c)
+    control_text = []
+    for kind, cs in kinds.items():
+        extra = ""
+        if kind == "uniform":
+            extra = ("none of them a PEAR head" if all(c.get("avoids_pear_heads") for c in cs)
+                     else "drawn from all heads (K is more than half of them)")
+        elif any(c.get("partial") for c in cs):
+            extra = "partial match: some layers hold too few other heads, so PEAR heads fill them"
+        else:
+            extra = "same number of heads per layer as PEAR, none of them a PEAR head"
+        control_text.append(f"{len(cs)} {kind.replace('_', '-')} (seeds {', '.join(str(c['seed']) for c in cs)}; {extra})")
+    steps = {c["steps"] for c in p["controls"]} | {p["pear"]["steps"]}
+    seeds = {c["train_seed"] for c in p["controls"]} | {p["pear"]["train_seed"]}
+    same = len(steps) == 1 and len(seeds) == 1
+    text = (f"- **{name}** ({_timing(r)}; tasks: {', '.join(r['tasks'])}; n = {r['n']} test items per task and "
+            f"condition). Copy task: {'with' if copy['prepend_bos'] else 'without'} BOS ({accs} clean copy "
+            f"accuracy; rule: {copy['rule']}). K = {r['k']}")
+    if sel["split"] == "dev":
+        text += (f", chosen on dev items before the test ({sel['rule']}; K in {', '.join(map(str, sel['grid']))}, "
+                 f"{sel['dev_steps']} training steps for top-K and layer-matched random-K alike, "
+                 f"{sel['n_dev']} dev items per task, dev seed {sel['dev_seed']}, test seed {sel['test_seed']}; "
+                 f"figure `figures/dev_k_{name}`)")
+    else:
+        text += f" ({sel['rule']})"
+    text += (f"; heads {', '.join(r['heads'])}; τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Controls: "
+             f"{'; '.join(control_text)}; " + (f"all trained like PEAR ({p['pear']['steps']} steps, the same "
+             f"training sequences, seed {p['pear']['train_seed']})" if same else "training budgets differ from PEAR's")
+             + f". Artifact: [`artifacts/{name}`](artifacts/{name}).")
+    if p.get("budget"):
+        b = p["budget"]
+        text += f" Budget sensitivity: PEAR and every control also trained for {b['steps']} steps ({b['note']})."
+    return [text]
+
+
 def _timing(record: dict) -> str:
     """The measured minutes of each evaluate_all stage; stages reused from an earlier run are named as such."""
     seconds = record["seconds"]
+    if "protocol" in record:
+        return _stage_minutes(record)
     stages = {"discovery": seconds.get("discovery"), "ablation": seconds.get("ablation"),
               "PEAR training": seconds.get("train_pear"),
               "random-K training": sum(v for k, v in seconds.items() if k.startswith("train_random_")) or None,
@@ -96,15 +146,85 @@ def _timing(record: dict) -> str:
             + (f"; {', '.join(reused)} reused from an earlier run, not timed" if reused else ""))
 
 
-def _verdicts(summary_csv: Path, alpha: float = 0.05) -> list[str]:
+STAGES = (("copy_task", "copy-task check"), ("discovery", "discovery"), ("dev_train/", "dev training"),
+          ("dev_eval/", "dev evaluation"), ("train_pear", "PEAR training"), ("train_control/", "control training"),
+          ("train_budget/", "longer-budget training"))
+
+
+def _stage_minutes(record: dict) -> str:
+    """Measured minutes per stage of the protocol (each measured when it ran, maybe in an earlier session)."""
+    seconds = record["seconds"]
+    parts = []
+    for prefix, stage in STAGES:
+        total = sum(v for k, v in seconds.items() if k == prefix or (prefix.endswith("/") and k.startswith(prefix)))
+        if any(k == prefix or (prefix.endswith("/") and k.startswith(prefix)) for k in seconds):
+            parts.append(f"{stage} {total / 60:.0f}")
+    parts += [f"{task} evaluation {seconds[f'eval/{task}'] / 60:.0f}" for task in record["tasks"]
+              if f"eval/{task}" in seconds]
+    missing = [stage for prefix, stage in STAGES[:2] if prefix not in seconds]
+    return (f"{record['total_seconds'] / 60:.0f} min measured: " + ", ".join(parts)
+            + (f"; {', '.join(missing)} not timed (run before stages were timed)" if missing else ""))
+
+
+def _verdicts(summary_csv: Path, alpha: float = 0.05, records: dict | None = None) -> list[str]:
     """One sentence per model and task, read off the summary table: PEAR against the baseline (McNemar),
-    and against the spread of the random-K controls (does re-weighting *these* heads matter?)."""
+    and against the spread of the random-K controls (does re-weighting *these* heads matter?).
+
+    Models whose record lists its conditions (the issue-9 protocol) get PEAR's rank among the controls
+    of its own training budget as an empirical p-value instead (:func:`pear_lens.evaluation.stats.empirical_p`).
+    """
     import pandas as pd
 
     if not summary_csv.exists():
         return []
     df = pd.read_csv(summary_csv)
     df = df[df["gold_position"].astype(str) == "all"]
+    protocol = {m: r["conditions"] for m, r in (records or {}).items() if "conditions" in r}
+    if protocol:
+        return _protocol_verdicts(df, protocol, alpha) + _verdicts_legacy(df[~df["model"].isin(protocol)], alpha)
+    return _verdicts_legacy(df, alpha)
+
+
+def _effect(task: str, delta: float, p: float, alpha: float) -> str:
+    if p >= alpha:
+        return "no significant change" + (" (knowledge kept)" if task == "closed-book" else "")
+    if task == "closed-book":
+        return "knowledge lost" if delta < 0 else "closed-book accuracy up"
+    return "PEAR helps" if delta > 0 else "PEAR hurts"
+
+
+def _protocol_verdicts(df, conditions: dict, alpha: float) -> list[str]:
+    from pear_lens.evaluation.stats import empirical_p
+
+    out = [f"What the table says (PEAR against the baseline at p < {alpha}; PEAR's rank among the controls "
+           "trained with its budget, as an empirical p = (1 + controls at least as accurate) / (1 + controls)):", ""]
+    for (model, task), g in df.groupby(["model", "task"], sort=False):
+        if model not in conditions:
+            continue
+        acc = g.set_index("condition")
+        for budget in ("reference", "longer"):
+            roles = [c for c in conditions[model] if c.get("budget") == budget and c["label"] in acc.index]
+            pear = [c for c in roles if c["role"] == "pear"]
+            if not pear:
+                continue
+            row = acc.loc[pear[0]["label"]]
+            delta, p = float(row["delta_vs_baseline"]) * 100, float(row["p_vs_baseline"])
+            controls = [float(acc.loc[c["label"], "accuracy"]) for c in roles if c["role"] == "control"]
+            tag = "" if budget == "reference" else f" at {pear[0]['steps']} steps"
+            sentence = f"- {model}, {task}{tag}: {_effect(task, delta, p, alpha)}, {delta:+.1f} points (p = {p:.2g})"
+            if controls:
+                at_least = sum(c >= float(row["accuracy"]) for c in controls)
+                sentence += (f"; {at_least} of {len(controls)} controls at least as accurate (empirical p = "
+                             f"{empirical_p(float(row['accuracy']), controls):.2g}; control Δ "
+                             f"{(min(controls) - float(acc.loc['baseline', 'accuracy'])) * 100:+.1f} to "
+                             f"{(max(controls) - float(acc.loc['baseline', 'accuracy'])) * 100:+.1f})")
+            out.append(sentence + ".")
+    return out
+
+
+def _verdicts_legacy(df, alpha: float) -> list[str]:
+    if df.empty:
+        return []
     out = [f"What the table says (PEAR against the baseline at p < {alpha}, and against the random-K controls):", ""]
     for (model, task), g in df.groupby(["model", "task"], sort=False):
         pear = g[g["condition"] == "PEAR"]
@@ -112,13 +232,7 @@ def _verdicts(summary_csv: Path, alpha: float = 0.05) -> list[str]:
         if pear.empty:
             continue
         delta, p = float(pear["delta_vs_baseline"].iloc[0]) * 100, float(pear["p_vs_baseline"].iloc[0])
-        if p >= alpha:
-            effect = "no significant change" + (" (knowledge kept)" if task == "closed-book" else "")
-        elif task == "closed-book":
-            effect = "knowledge lost" if delta < 0 else "closed-book accuracy up"
-        else:
-            effect = "PEAR helps" if delta > 0 else "PEAR hurts"
-        sentence = f"- {model}, {task}: {effect}, {delta:+.1f} points (p = {p:.2g})"
+        sentence = f"- {model}, {task}: {_effect(task, delta, p, alpha)}, {delta:+.1f} points (p = {p:.2g})"
         if len(controls):
             lo, hi = controls.min(), controls.max()
             where = ("above every random-K control" if delta > hi else "below every random-K control" if delta < lo
@@ -150,11 +264,20 @@ def _ablations() -> list[str]:
     return out or ["No ablation yet."]
 
 
+def _ablation_intro() -> str:
+    record = RESULTS / "run.json"
+    models = json.loads(record.read_text())["models"] if record.exists() else {}
+    if any("protocol" in r for r in models.values()):
+        return ("Held-out copy loss (nats, lower is better) after re-weighting K heads (`pear-lens ablate`), beside "
+                "the dev accuracy-versus-K curves above; K for the evaluation is chosen on the dev items, not here.")
+    return ("Held-out copy loss (nats, lower is better) after re-weighting K heads; K for the evaluation is chosen "
+            "from this curve (`pear_lens.ablation.choose_k`).")
+
+
 def results() -> str:
     lines = ["## Results", "", "### Evaluation on retrieval tasks", "", *_evaluation(), "",
              "### How many heads: the ablation curve", "",
-             "Held-out copy loss (nats, lower is better) after re-weighting K heads; K for the evaluation is chosen "
-             "from this curve (`pear_lens.ablation.choose_k`).", "", *_ablations(), "",
+             _ablation_intro(), "", *_ablations(), "",
              "### Speed", "", *_benchmarks(), "",
              "### Suppression heads", "",
              "Δπ of every head (`scripts/make_figures.py`; top heads marked):", ""]

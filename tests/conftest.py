@@ -58,3 +58,32 @@ def tiny_model(request):
 def smol():
     """SmolLM2-135M-Instruct, the real default model (acceptance tests only)."""
     return load_model("smollm2-135m-instruct")
+
+
+def plain_transformers_logits(folder: Path, tokens: "torch.Tensor", tmp_path: Path) -> dict:
+    """Logits of ``folder`` loaded by plain transformers in another process (no pear_lens imported),
+    with the eager attention kernel (the bridge's) and with transformers' default kernel."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from safetensors.torch import load_file, save_file
+
+    save_file({"tokens": tokens}, str(tmp_path / "in.safetensors"))
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from safetensors.torch import load_file, save_file
+        from transformers import AutoModelForCausalLM
+        tokens = load_file({str(tmp_path / 'in.safetensors')!r})["tokens"]
+        out = {{}}
+        for kernel in ("eager", None):
+            kwargs = {{"attn_implementation": kernel}} if kernel else {{}}
+            model = AutoModelForCausalLM.from_pretrained({str(folder)!r}, **kwargs).eval()
+            with torch.no_grad():
+                out[kernel or "default"] = model(tokens).logits.contiguous()
+        save_file(out, {str(tmp_path / 'out.safetensors')!r})
+        assert not any(m.startswith("pear_lens") for m in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    return load_file(str(tmp_path / "out.safetensors"))

@@ -10,11 +10,13 @@ import torch
 
 from pear_lens import constants
 from pear_lens.commands.cli import main
+from pear_lens.io import MARKER
 
 
 def discover(tmp_path, *extra, name="run"):
     out = tmp_path / name
-    code = main(["discover", "--model", "tiny-llama", "--out", str(out), "--settings", "4x6,3x5", "--quiet", *extra])
+    code = main(["discover", "--model", "tiny-llama", "--out", str(out), "--settings", "4x6,3x5", "--quiet",
+                 "--allow-weak-copy-task", *extra])
     return code, out
 
 
@@ -22,7 +24,8 @@ def test_discover_writes_a_complete_run_folder(tmp_path):
     code, out = discover(tmp_path)
     assert code == 0
     assert {p.name for p in out.iterdir()} == {constants.HEAD_SCORES_CSV, constants.HEATMAP_HTML,
-                                               constants.HEATMAP_PNG, constants.DISCOVERY_JSON}
+                                               constants.HEATMAP_PNG, constants.DISCOVERY_JSON, MARKER}
+    assert json.loads((out / MARKER).read_text())["kind"] == "run"
     df = pd.read_csv(out / constants.HEAD_SCORES_CSV)
     assert len(df) == 12 and {"layer", "head", "score", "rank", "method", "metric"} <= set(df.columns)
     meta = json.loads((out / constants.DISCOVERY_JSON).read_text())
@@ -44,14 +47,25 @@ def test_discover_round_trips_through_head_scores(tmp_path):
 
 
 def test_existing_run_folder_is_refused_unless_overwrite(tmp_path, capsys):
+    code, out = discover(tmp_path, "--no-png")
+    assert code == 0
+    capsys.readouterr()
+    code, _ = discover(tmp_path, "--no-png")
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+    (out / "notes.txt").write_text("mine")  # an earlier run of pear-lens discover: --overwrite replaces it
+    code, _ = discover(tmp_path, "--overwrite", "--no-png")
+    assert code == 0 and not (out / "notes.txt").exists()
+
+
+def test_a_folder_pear_lens_did_not_write_is_never_replaced(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    code, _ = discover(tmp_path)
-    assert code == 2 and "--overwrite" in capsys.readouterr().err
-    assert (out / "notes.txt").read_text() == "mine"
-    code, _ = discover(tmp_path, "--overwrite", "--no-png")
-    assert code == 0 and not (out / "notes.txt").exists()
+    for extra in ((), ("--overwrite",)):
+        code, _ = discover(tmp_path, "--no-png", *extra)
+        err = capsys.readouterr().err
+        assert code == 2 and "was not written by pear-lens" in err and len(err.strip().splitlines()) == 1
+        assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -62,21 +76,22 @@ def test_existing_run_folder_is_refused_unless_overwrite(tmp_path, capsys):
 ])
 def test_bad_input_gets_one_clear_line(tmp_path, capsys, args, message):
     out = tmp_path / "run"
-    code = main(["discover", "--model", "tiny-gpt2", "--out", str(out), "--quiet", *args])
+    code = main(["discover", "--model", "tiny-gpt2", "--out", str(out), "--quiet", "--allow-weak-copy-task", *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not out.exists()
 
 
-def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
+def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch, capsys):
     import pear_lens.plots
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(pear_lens.plots, "save_figure", broken)
-    with pytest.raises(RuntimeError, match="disk full"):
-        discover(tmp_path)
+    code, _ = discover(tmp_path)
+    err = capsys.readouterr().err
+    assert code == 1 and "disk full" in err and "--debug" in err and "Traceback" not in err  # a bug: exit 1
     assert not (tmp_path / "run").exists()
     assert not [p for p in tmp_path.iterdir()]  # no staging leftovers
 

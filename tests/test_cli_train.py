@@ -28,7 +28,7 @@ TRAIN = ["--steps", "3", "--batch-size", "4", "--micro-batch", "2", "--n", "8", 
 def run_dir(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("cli") / "run"
     assert main(["discover", "--model", "tiny-llama", "--out", str(run), "--settings", "4x8",
-                 "--quiet", "--no-png"]) == 0
+                 "--quiet", "--no-png", "--allow-weak-copy-task"]) == 0
     assert main(["train", str(run), "--top-k", "3", *TRAIN]) == 0
     return run
 
@@ -86,8 +86,9 @@ def test_apply_writes_a_folder_plain_transformers_loads(run_dir, tmp_path):
 def test_apply_refuses_an_existing_folder(run_dir, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("keep me")
-    assert main(["apply", str(run_dir), "--out", str(tmp_path / "taken")]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    for extra in ([], ["--overwrite"]):  # not a folder pear_lens wrote: --overwrite does not replace it
+        assert main(["apply", str(run_dir), "--out", str(tmp_path / "taken"), *extra]) == 2
+        assert "was not written by pear-lens" in capsys.readouterr().err
     assert (tmp_path / "taken" / "x").read_text() == "keep me"
 
 
@@ -119,7 +120,7 @@ def test_choose_k_takes_the_smallest_k_near_the_best_gain():
 def test_demo_runs_the_whole_pipeline(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--model", "tiny-llama", "--out", str(out), "--steps", "3", "--n-eval", "4",
-                 "--kv-items", "4", "--no-png", "--quiet"]) == 0
+                 "--kv-items", "4", "--no-png", "--quiet", "--allow-weak-copy-task"]) == 0
     check = json.loads((out / "demo_check.json").read_text())
     assert set(check["copy_task"]) == set(check["kv_retrieval"]["accuracy"]) == {"baseline", "folded"}
     assert check["kv_retrieval"]["n_items"] == 4 and check["verification"]["vs_unfolded_hf"] <= 1e-4
@@ -132,7 +133,7 @@ def test_training_warns_when_bos_differs_from_the_discovery_run(tmp_path):
 
     run = tmp_path / "bos"
     assert main(["discover", "--model", "tiny-llama", "--out", str(run), "--settings", "4x8", "--prepend-bos",
-                 "--quiet", "--no-png"]) == 0
+                 "--quiet", "--no-png", "--allow-weak-copy-task"]) == 0
     with pytest.warns(UserWarning, match="with BOS.*pass --prepend-bos"):
         assert main(["train", str(run), "--top-k", "2", *TRAIN]) == 0
     with warnings.catch_warnings():

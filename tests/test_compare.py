@@ -15,9 +15,12 @@ from pear_lens.compare import (
     bin_maxima,
     by_setting,
     compare,
+    concentration_curves,
+    cumulative_share,
     heads_by_depth,
     load_runs,
     run_summary,
+    top_share,
 )
 from pear_lens.errors import PearLensError
 from pear_lens.mediation import score_heads
@@ -114,6 +117,24 @@ def test_summary_lists_top_heads_with_relative_depths():
     assert (s.loc["D", "n_layers"], s.loc["D", "n_heads"], s.loc["D", "k"]) == (5, 2, 2)
 
 
+def test_concentration_is_the_top_heads_share_of_all_absolute_effects():
+    # A by Δπ: 0.5, 0.4, 0.3, 0.1, 0.0, -0.2 -> |Δπ| total 1.5; the most negative head counts in the total
+    curve = cumulative_share(A)
+    assert curve.tolist() == pytest.approx([0.5 / 1.5, 0.9 / 1.5, 1.2 / 1.5, 1.3 / 1.5, 1.3 / 1.5, 1.0])
+    assert top_share(A, 0.01) == (1, pytest.approx(1 / 3))  # at least one head
+    assert top_share(A, 0.5) == (3, pytest.approx(0.8))
+    even = fake("even", [[1.0, 1.0], [1.0, 1.0]])
+    assert cumulative_share(even).tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0])  # the diagonal
+    s = run_summary({"A": A}).set_index("run")
+    assert (s.loc["A", "top1%_heads"], s.loc["A", "top5%_share"]) == (1, pytest.approx(1 / 3))
+    df = concentration_curves({"A": A, "E": E})
+    assert df.groupby("run")["fraction_of_heads"].max().tolist() == [1.0, 1.0]
+    with pytest.raises(PearLensError, match="non-zero"):
+        cumulative_share(fake("zero", [[0.0, 0.0]]))
+    with pytest.raises(PearLensError, match="fraction"):
+        top_share(A, 0.0)
+
+
 def test_heads_by_depth_is_tidy_and_marks_top_k():
     df = heads_by_depth({"A": A, "E": E}, k=3)
     assert len(df) == 6 + 9
@@ -139,7 +160,7 @@ def test_by_setting_splits_a_run_without_rescoring():
 def discover_tiny(tmp_path, name: str, model: str, seed: int) -> str:
     out = tmp_path / name
     assert main(["discover", "--model", model, "--out", str(out), "--settings", "4x6,3x5", "--seed", str(seed),
-                 "--no-png", "--quiet"]) == 0
+                 "--no-png", "--quiet", "--allow-weak-copy-task"]) == 0
     return str(out)
 
 
@@ -155,8 +176,9 @@ def test_compare_command_writes_tables_and_figure(tmp_path):
     summary = pd.read_csv(out / constants.COMPARE_SUMMARY_CSV)
     assert summary["run"].tolist() == ["llama_s0", "llama_s1", "gpt2_s0"]
     assert summary["seed"].tolist() == [0, 1, 0]
-    for suffix in (".html", ".png"):
-        assert (out / constants.RELATIVE_DEPTH_HTML).with_suffix(suffix).stat().st_size > 1000
+    for figure in (constants.RELATIVE_DEPTH_HTML, constants.CONCENTRATION_HTML):
+        for suffix in (".html", ".png"):
+            assert (out / figure).with_suffix(suffix).stat().st_size > 1000
     # an existing output folder is refused with the fix named
     assert main(["compare", *runs, "--out", str(out)]) == 2
 

@@ -66,6 +66,17 @@ def test_defaults_come_from_the_config_and_its_nested_defaults():
     assert "--extra" not in text  # omitted from the unprefixed section
 
 
+def test_a_percent_sign_in_help_is_text(capsys):
+    @dataclass
+    class Percent:
+        share: float = 0.5
+        """stop below 50% of the tokens"""
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Percent)
+    assert "stop below 50% of the tokens (default: 0.5)" in " ".join(parser.format_help().split())
+
+
 def test_bad_values_are_argparse_errors(capsys):
     for argv in (["x", "--colour", "green"], ["x", "--settings", "20-50"], ["x", "--inner.heads", "1"]):
         with pytest.raises(SystemExit):

@@ -86,7 +86,8 @@ def test_discover_command_takes_dtype_and_device_map(folders, tmp_path):
     from pear_lens.commands.cli import main
     from pear_lens.results import HeadScores
 
-    common = ["discover", "--model", folders["gpt2"], "--settings", "4x6", "--no-png", "--quiet"]
+    common = ["discover", "--model", folders["gpt2"], "--settings", "4x6", "--no-png", "--quiet",
+              "--allow-weak-copy-task"]
     assert main([*common, "--out", str(tmp_path / "a")]) == 0
     assert main([*common, "--out", str(tmp_path / "b"), "--device-map", "auto"]) == 0
     assert main([*common, "--out", str(tmp_path / "c"), "--dtype", "bfloat16"]) == 0

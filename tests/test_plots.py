@@ -131,12 +131,14 @@ def test_make_figures_scores_caches_and_plots_tiny_models(tmp_path, capsys):
     make_figures = load_make_figures()
     cache, out = tmp_path / "cache", tmp_path / "figures"
     argv = ["--fast", "--models", "tiny-llama", "tiny-gpt2", "--agreement-model", "tiny-llama",
-            "--cache", str(cache), "--out", str(out), "--no-png", "--artifacts", str(tmp_path / "no-artifacts")]
+            "--cache", str(cache), "--out", str(out), "--no-png", "--artifacts", str(tmp_path / "no-artifacts"),
+            "--allow-weak-copy-task"]
     assert make_figures.main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "heatmap_tiny-llama.html", "heatmap_tiny-gpt2.html", "relative_depth.html", "score_distributions.html",
         "method_agreement_tiny-llama_path_vs_activation.html", "method_agreement_tiny-llama_path_vs_attribution.html",
-        "method_agreement_tiny-llama_activation_vs_attribution.html", "compare.csv", "compare_summary.csv"])
+        "method_agreement_tiny-llama_activation_vs_attribution.html", "compare.csv", "compare_summary.csv",
+        "concentration.html"])
     compared = pd.read_csv(out / "compare.csv")
     assert len(compared) == 6  # 4 runs: tiny-gpt2 path; tiny-llama path (shared with the agreement task), activation, attribution
     stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("discovery.json")}

@@ -3,13 +3,10 @@ written folder loaded by plain transformers in another process."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from .conftest import plain_transformers_logits
 
 from pear_lens import constants
 from pear_lens.commands.apply import ApplyConfig, apply, verify_fold
@@ -62,26 +59,9 @@ def test_fold_equals_hooked_and_plain_transformers_loads_the_folder(smol, tmp_pa
     assert config[constants.PEAR_CONFIG_KEY]["heads"] == [list(h) for h in HEADS]
 
     tokens = torch.randint(2, smol.d_vocab, (2, 40), generator=torch.Generator().manual_seed(3))
-    save_file({"tokens": tokens}, str(tmp_path / "in.safetensors"))
-    script = textwrap.dedent(f"""
-        import sys, torch
-        from safetensors.torch import load_file, save_file
-        from transformers import AutoModelForCausalLM
-        tokens = load_file({str(tmp_path / 'in.safetensors')!r})["tokens"]
-        out = {{}}
-        for kernel in ("eager", None):  # eager: the bridge's kernel; None: transformers' default (SDPA)
-            kwargs = {{"attn_implementation": kernel}} if kernel else {{}}
-            model = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'hf')!r}, **kwargs).eval()
-            with torch.no_grad():
-                out[kernel or "default"] = model(tokens).logits.contiguous()
-        save_file(out, {str(tmp_path / 'out.safetensors')!r})
-        assert not any(m.startswith("pear_lens") for m in sys.modules)
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    out = plain_transformers_logits(tmp_path / "hf", tokens, tmp_path)
     with torch.no_grad(), reweighted(smol, HEADS, TAU) as bridge:
         hooked = bridge(tokens)
-    out = load_file(str(tmp_path / "out.safetensors"))
     assert (out["eager"] - hooked).abs().max() <= 1e-4
     # SDPA and eager attention differ by ~1e-4 on their own; the default-kernel model is still the same model
     assert (out["default"] - hooked).abs().max() <= 1e-3

@@ -14,7 +14,7 @@ import pandas as pd
 from pear_lens import constants
 from pear_lens.ablation import EVAL_SEED, ablation_curve
 from pear_lens.config import option
-from pear_lens.io import atomic_path
+from pear_lens.io import check_writable_parent, staged_update
 from pear_lens.reweight import TrainConfig
 
 
@@ -44,19 +44,23 @@ class AblateConfig:
 
 def ablate(config: AblateConfig) -> pd.DataFrame:
     """Run the ablation on a discovery run and write ``ablation.csv``, ``.html`` and ``.png`` into it."""
-    from pear_lens.plots import ablation_curve as figure
-    from pear_lens.plots import save_figure
     from pear_lens.commands.train import read_discovery, run_model, warn_if_bos_differs
+    from pear_lens.plots import ablation_curve as figure
+    from pear_lens.plots import check_static_export, save_figure
 
     run_dir = Path(config.run_dir)
     scores, info = read_discovery(run_dir)
     warn_if_bos_differs(info, config.train.prepend_bos)
+    check_writable_parent(run_dir, "RUN_DIR")  # the new run folder is built beside the old one
+    if not config.no_png:
+        check_static_export()
     model = run_model(scores, info)
     df = ablation_curve(model, scores, config.k, train=config.train, control_steps=config.control_steps,
                         seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed,
                         progress=not config.quiet)
-    with atomic_path(run_dir / constants.ABLATION_CSV) as tmp:
-        df.to_csv(tmp, index=False)
-    save_figure(figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),
-                run_dir / constants.ABLATION_HTML, formats=["html"] + ([] if config.no_png else ["png"]))
+    with staged_update(run_dir, replaced=(constants.ABLATION_CSV, constants.ABLATION_HTML,
+                                          constants.ABLATION_PNG)) as stage:
+        df.to_csv(stage / constants.ABLATION_CSV, index=False)
+        save_figure(figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),
+                    stage / constants.ABLATION_HTML, formats=["html"] + ([] if config.no_png else ["png"]))
     return df

@@ -10,6 +10,7 @@ Hugging Face copy's) on held-out proxy sequences, so the folder
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -28,7 +29,7 @@ from pear_lens.convert import (
 )
 from pear_lens.errors import PearLensError
 from pear_lens.fingerprint import fingerprint
-from pear_lens.io import atomic_write_json, staged_dir
+from pear_lens.io import atomic_write_json, check_output, staged_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -45,7 +46,8 @@ class ApplyConfig:
 
     run_dir: Path = option(help="run folder holding the artifact (from `pear-lens train`)", positional=True)
     out: Path = option(help="Hugging Face model folder to write (loadable with AutoModelForCausalLM.from_pretrained)")
-    tolerance: float = option(1e-4, help="largest allowed |logit difference| between folded and hooked model")
+    tolerance: float = option(1e-4, help="largest allowed |logit difference| between folded and hooked model, "
+                                         "relative to the hooked model's largest |logit|")
     overwrite: bool = option(False, help="replace OUT if it already exists")
 
 
@@ -62,7 +64,7 @@ def attention_kernel(hf: "PreTrainedModel", implementation: str) -> Iterator[Non
 
 @torch.no_grad()
 def verify_fold(model: "LoadedModel", folded: "PreTrainedModel", artifact: Artifact,
-                tokens: torch.Tensor | None = None) -> dict[str, float]:
+                tokens: torch.Tensor | None = None, scale: dict[str, float] | None = None) -> dict[str, float]:
     """Max |logit difference| of ``folded`` against two unfolded references, on proxy sequences.
 
     ``vs_hooked_bridge``: the TransformerLens bridge with τ hooked (what was
@@ -70,7 +72,9 @@ def verify_fold(model: "LoadedModel", folded: "PreTrainedModel", artifact: Artif
     comparison, because eager and SDPA attention alone differ by ~1e-4 on
     SmolLM2's logits. ``vs_unfolded_hf``: an unfolded Hugging Face copy with τ
     applied by pre-hooks (:func:`pear_lens.convert.reweighted_hf`): the same
-    kernels, so only the fold itself can differ.
+    kernels, so only the fold itself can differ. Degenerate (non-finite or constant) logits are refused:
+    two equally broken models would compare equal. ``scale``, if given, receives ``logit_scale``, the
+    hooked model's largest |logit| (the tolerance is relative to it).
     """
     from pear_lens.reweight import reweighted
     from pear_lens.task import ProxyTask
@@ -86,8 +90,26 @@ def verify_fold(model: "LoadedModel", folded: "PreTrainedModel", artifact: Artif
     unfolded = model.fresh_hf()
     with reweighted_hf(unfolded, artifact.coefficients()):
         reference = unfolded(device_tokens).logits.float()
-    return {"vs_hooked_bridge": float((hooked - as_bridge.to(hooked.device)).abs().max()),
-            "vs_unfolded_hf": float((reference - folded(device_tokens).logits.float()).abs().max())}
+    plain = folded(device_tokens).logits.float()
+    where = f"{artifact.path}/{constants.PEAR_JSON}" if artifact.path else "the artifact"
+    for name, logits in (("hooked bridge", hooked), ("folded model", as_bridge), ("folded model", plain),
+                         ("unfolded re-weighted model", reference)):
+        check_logits(logits, f"the {name}", where)
+    diffs = {"vs_hooked_bridge": float((hooked - as_bridge.to(hooked.device)).abs().max()),
+             "vs_unfolded_hf": float((reference - plain).abs().max())}
+    if scale is not None:
+        scale["logit_scale"] = float(hooked.abs().max())
+    return diffs
+
+
+def check_logits(logits: torch.Tensor, what: str, where: str) -> None:
+    """Refuse degenerate logits: two equally broken models would otherwise pass the comparison."""
+    if not bool(torch.isfinite(logits).all()):
+        raise PearLensError(f"{what}'s logits are not finite with the τ of {where}; nothing was written: "
+                            "retrain with `pear-lens train --overwrite`")
+    if bool(((logits.amax(-1) - logits.amin(-1)) == 0).any()):
+        raise PearLensError(f"{what}'s logits are constant over the vocabulary with the τ of {where} (the model "
+                            "predicts nothing); nothing was written: retrain with `pear-lens train --overwrite`")
 
 
 def changed_slices(model: "PreTrainedModel", artifact: Artifact) -> list[dict[str, Any]]:
@@ -107,23 +129,33 @@ def changed_slices(model: "PreTrainedModel", artifact: Artifact) -> list[dict[st
     return rows
 
 
-def apply(config: ApplyConfig, model: "LoadedModel | None" = None) -> dict[str, Any]:
-    """Fold, verify and write the model folder; return the note written beside it."""
-    from pear_lens.io import check_new_run_dir
+def check_tolerance(tolerance: float) -> None:
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise PearLensError(f"--tolerance must be a positive number (a relative logit difference such as 1e-4), "
+                            f"got {tolerance!r}")
+
+
+def fold_verified(run_dir: Path, tolerance: float, model: "LoadedModel | None" = None
+                  ) -> tuple["PreTrainedModel", dict[str, Any], "LoadedModel"]:
+    """Fold the artifact of ``run_dir`` into a fresh Hugging Face copy and verify it; nothing is written."""
     from pear_lens.models import load_model
 
-    artifact = load_artifact(config.run_dir)
-    check_new_run_dir(config.out, config.overwrite)  # fail before the slow part
+    check_tolerance(tolerance)
+    artifact = load_artifact(run_dir)
     model = model or load_model(artifact.base_model["name"])
     artifact.check_fingerprint(model.fingerprint, what=f"the weights of {model.name}")
     hf = model.fresh_hf()
     fold_into_hf(hf, artifact)
-    diffs = verify_fold(model, hf, artifact)
+    measured: dict[str, float] = {}
+    diffs = verify_fold(model, hf, artifact, scale=measured)
+    scale = measured["logit_scale"]
     worst = max(diffs.values())
-    if not worst <= config.tolerance:
+    relative = worst / scale
+    if not relative <= tolerance:
         raise PearLensError(
-            f"the folded model's logits differ from the unfolded re-weighting by {diffs} > {config.tolerance:g}; "
-            f"nothing was written. Is {model.model_type} laid out as pear_lens.families says?"
+            f"the folded model's logits differ from the unfolded re-weighting by {diffs} (relative "
+            f"{relative:.3g} of the largest |logit| {scale:.3g}) > --tolerance {tolerance:g}; nothing was written. "
+            f"Is {model.model_type} laid out as pear_lens.families says?"
         )
     note = {
         "kind": "pear_lens folded model",
@@ -132,16 +164,31 @@ def apply(config: ApplyConfig, model: "LoadedModel | None" = None) -> dict[str, 
                 "nothing else changed (same architecture, parameter count and speed)",
         "base_model": artifact.base_model,
         "folded_fingerprint": fingerprint(hf),
-        "artifact": str(Path(config.run_dir).resolve()),
+        "artifact": str(Path(run_dir).resolve()),
         "changed": changed_slices(hf, artifact),
         "verified_max_abs_logit_diff": worst,
-        "verification": {**diffs, "tokens": "4 proxy sequences of 64 tokens, fp32",
-                         "tolerance": config.tolerance},
+        "verified_max_rel_logit_diff": relative,
+        "verification": {**diffs, "logit_scale": scale, "tokens": "4 proxy sequences of 64 tokens, fp32",
+                         "tolerance": tolerance, "tolerance_is": "relative to the largest |logit|"},
         "load_with": "transformers.AutoModelForCausalLM.from_pretrained(<this folder>)",
     }
     drop_gguf_quantizer(hf)
-    with staged_dir(config.out, overwrite=config.overwrite) as stage:
-        hf.save_pretrained(stage)
-        model.tokenizer.save_pretrained(stage)
-        atomic_write_json(stage / constants.PEAR_NOTE_JSON, note)
+    return hf, note, model
+
+
+def save_folded(folder: Path, hf: "PreTrainedModel", tokenizer: Any, note: dict[str, Any]) -> None:
+    hf.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    atomic_write_json(Path(folder) / constants.PEAR_NOTE_JSON, note)
+
+
+def apply(config: ApplyConfig, model: "LoadedModel | None" = None) -> dict[str, Any]:
+    """Fold, verify and write the model folder; return the note written beside it."""
+    check_tolerance(config.tolerance)
+    artifact = load_artifact(config.run_dir)
+    inputs = (config.run_dir, artifact.base_model["name"])  # the base model may be a local folder
+    check_output(config.out, kind="folded", inputs=inputs, overwrite=config.overwrite)  # before the slow part
+    hf, note, model = fold_verified(config.run_dir, config.tolerance, model)
+    with staged_dir(config.out, overwrite=config.overwrite, kind="folded", inputs=inputs) as stage:
+        save_folded(stage, hf, model.tokenizer, note)
     return note

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
 from pear_lens.config import add_arguments, from_namespace
-from pear_lens.errors import PearLensError
+from pear_lens.errors import one_line
 
 
 def _models(_: argparse.Namespace) -> int:
@@ -137,11 +138,24 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Nam
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported in one line (the usage is one `--help` away)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+DEBUG_HELP = "show the full traceback of an error (for bug reports; or set PEAR_LENS_DEBUG=1)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pear-lens", description=__doc__)
+    parser = _Parser(prog="pear-lens", description=__doc__)
+    # SUPPRESS: a subcommand's default must not reset a `pear-lens --debug CMD` given before it
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, config, handler) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         if config is not None:
             add_arguments(p, config())
         p.set_defaults(handler=handler)
@@ -151,14 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    debug = getattr(ns, "debug", False) or os.environ.get("PEAR_LENS_DEBUG", "") not in ("", "0")
     try:
         return ns.handler(ns)
-    except PearLensError as e:
-        print(f"pear-lens {ns.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing was left half-written", file=sys.stderr)
+        if debug:
+            raise
+        # true because every command builds its output beside the old one and swaps it in whole
+        print(f"pear-lens {ns.command}: interrupted; nothing was left half-written and no earlier output "
+              "was changed", file=sys.stderr)
         return 130
+    except Exception as e:  # one line, never a traceback (unless --debug)
+        if debug:
+            raise
+        message, code = one_line(e)
+        print(f"pear-lens {ns.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

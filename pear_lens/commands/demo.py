@@ -10,6 +10,7 @@ evaluation proper is ``pear-lens eval`` (random-head controls, n ≥ 300).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any
 
 import torch
 
+from pear_lens import constants
 from pear_lens.config import option
-from pear_lens.io import atomic_write_json
+from pear_lens.io import atomic_write_json, write_marker
 from pear_lens.models import DEFAULT_MODEL
 from pear_lens.reweight import TrainConfig
 
@@ -29,12 +31,15 @@ DEMO_CHECK_JSON = "demo_check.json"
 class DemoConfig:
     """``pear-lens demo``: discover → train → apply → before/after check."""
 
-    out: Path = option(Path("runs/demo"), help="run folder (replaced if it exists)")
+    out: Path = option(Path("runs/demo"), help="run folder to create")
     model: str = option(DEFAULT_MODEL, help="registry name, local Hugging Face folder or hub id")
     train: TrainConfig = option(default_factory=lambda: TrainConfig(precision="bf16"), prefix="",
                                 help="training of τ (bf16 autocast, as the reference, keeps the demo short on CPU)")
     n_eval: int = option(40, help="held-out copy-task sequences for the before/after check")
     kv_items: int = option(60, help="key-value retrieval items for the before/after check (calibrated size and style)")
+    allow_weak_copy_task: bool = option(False, help="discover heads even when the model copies the proxy task "
+                                                    "poorly (see `pear-lens discover --help`)")
+    overwrite: bool = option(False, help="replace OUT if it is an earlier demo folder")
     no_png: bool = option(False, help="skip static PNG figures")
     quiet: bool = option(False, help="no progress bars")
 
@@ -75,12 +80,18 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
 
 def demo(config: DemoConfig) -> dict[str, Any]:
     from pear_lens.ablation import EVAL_SEED, eval_batches
-    from pear_lens.commands.apply import ApplyConfig, apply
+    from pear_lens.commands.apply import fold_verified, save_folded
     from pear_lens.commands.discover import DiscoverConfig, discover
-    from pear_lens.models import load_model
     from pear_lens.commands.train import TrainRunConfig, train_run
+    from pear_lens.io import check_output, read_text, staged_dir
+    from pear_lens.models import load_model
+    from pear_lens.plots import check_static_export
 
-    run, hf_dir = Path(config.out), Path(config.out) / "folded_hf"
+    out = Path(config.out)
+    # the same rule as every command: never replace a folder pear_lens did not write (here: an earlier demo)
+    check_output(out, kind="demo", inputs=(config.model,), overwrite=config.overwrite)
+    if not config.no_png:
+        check_static_export()
     t0 = time.perf_counter()
     clock: dict[str, float] = {}
 
@@ -88,28 +99,38 @@ def demo(config: DemoConfig) -> dict[str, Any]:
         clock[stage] = round(time.perf_counter() - t0 - sum(clock.values()), 1)
         print(f"[{stage}] done in {clock[stage]:.0f} s", flush=True)
 
-    print(f"1/4 discover: scoring every head of {config.model}", flush=True)
-    discover(DiscoverConfig(out=run, model=config.model, overwrite=True, no_png=config.no_png, quiet=config.quiet))
-    lap("discover")
-    model = load_model(config.model)
-    train = config.train
-    print(f"2/4 train: τ for the top {train.top_k} heads, {train.steps} steps, {train.precision}", flush=True)
-    artifact, result = train_run(TrainRunConfig(run_dir=run, overwrite=True, no_png=config.no_png, quiet=config.quiet,
-                                                **dataclasses.asdict(train)), model)
-    lap("train")
-    print(f"3/4 apply: folding τ into a Hugging Face copy -> {hf_dir}", flush=True)
-    note = apply(ApplyConfig(run_dir=run, out=hf_dir, overwrite=True), model)
-    lap("apply")
+    # every stage writes into a staged folder beside OUT, swapped in only when the check is done
+    with staged_dir(out, overwrite=config.overwrite, kind="demo", inputs=(config.model,)) as run:
+        hf_dir = run / "folded_hf"
+        print(f"1/4 discover: scoring every head of {config.model}", flush=True)
+        discover(DiscoverConfig(out=run, model=config.model, overwrite=True, no_png=config.no_png,
+                                quiet=config.quiet, allow_weak_copy_task=config.allow_weak_copy_task))
+        info = json.loads(read_text(run / constants.DISCOVERY_JSON))
+        info["config"]["out"] = str(out)  # where the folder ends up, not the staging name
+        atomic_write_json(run / constants.DISCOVERY_JSON, info)
+        lap("discover")
+        model = load_model(config.model)
+        train = config.train
+        print(f"2/4 train: τ for the top {train.top_k} heads, {train.steps} steps, {train.precision}", flush=True)
+        artifact, result = train_run(TrainRunConfig(run_dir=run, overwrite=True, no_png=config.no_png,
+                                                    quiet=config.quiet, **dataclasses.asdict(train)), model)
+        lap("train")
+        print(f"3/4 apply: folding τ into a Hugging Face copy -> {out / 'folded_hf'}", flush=True)
+        hf, note, _ = fold_verified(run, 1e-4, model)
+        note["artifact"] = str(out.resolve())
+        save_folded(hf_dir, hf, model.tokenizer, note)
+        write_marker(hf_dir, "folded")
+        lap("apply")
 
-    print("4/4 check: original vs folded Hugging Face model, loaded separately", flush=True)
-    batches = eval_batches(model, config.n_eval, n=50, seed=EVAL_SEED, batch=10)
-    check = before_after(model, hf_dir, batches, config)
-    lap("check")
-    check.update({"heads": artifact.to_dataframe().to_dict("records"),
-                  "verification": note["verification"],
-                  "training_loss": [result.loss_curve[0], result.loss_curve[-1]], "seconds": clock})
-    atomic_write_json(run / DEMO_CHECK_JSON, check)
-    _report(run, hf_dir, check)
+        print("4/4 check: original vs folded Hugging Face model, loaded separately", flush=True)
+        batches = eval_batches(model, config.n_eval, n=50, seed=EVAL_SEED, batch=10)
+        check = before_after(model, hf_dir, batches, config)
+        lap("check")
+        check.update({"heads": artifact.to_dataframe().to_dict("records"),
+                      "verification": note["verification"],
+                      "training_loss": [result.loss_curve[0], result.loss_curve[-1]], "seconds": clock})
+        atomic_write_json(run / DEMO_CHECK_JSON, check)
+    _report(out, out / "folded_hf", check)
     return check
 
 

@@ -2,26 +2,41 @@
 
 A run folder holds ``head_scores.csv`` (tidy, one row per head), an interactive
 ``heatmap.html``, a static ``heatmap.png`` and ``discovery.json`` (settings,
-model, weight fingerprint, package versions, per-setting scores). Later stages
-(``pear-lens train``, ``apply``, ``ablate``) read and extend the same folder.
+model, weight fingerprint, package versions, per-setting scores, and the model's
+clean accuracy on the proxy task). Later stages (``pear-lens train``, ``apply``,
+``ablate``) read and extend the same folder.
+
+Before scoring, the unmodified model's copy accuracy on the proxy task is
+measured: heads ranked on a task the model cannot do (Gemma-3 without BOS copies
+about one token in eight) rank noise, so below :data:`MIN_COPY_ACCURACY` the run
+stops unless told to go on.
 """
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
-from pathlib import Path
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pear_lens import constants
 from pear_lens.config import option
 from pear_lens.environment import environment
+from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_json, staged_dir
 from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
 from pear_lens.models import DEFAULT_MODEL
 from pear_lens.results import HeadScores
-from pear_lens.task import ProxyTask
+from pear_lens.task import ProxyTask, TaskBatch
+
+if TYPE_CHECKING:
+    from pear_lens.models import LoadedModel
+    from pear_lens.reweight import CopyEval
+
+MIN_COPY_ACCURACY = 0.5
+"""Below this clean copy accuracy on its proxy task a model is said not to do the task (discovery stops)."""
 
 
 def _method_options() -> dict[str, type]:
@@ -47,18 +62,55 @@ class DiscoverConfig:
                         choices=["float32", "bfloat16", "float16"])
     device_map: str | None = option(None, help="spread a large model over several GPUs with an accelerate "
                                                "device map (auto, balanced, sequential); replaces --device")
+    allow_weak_copy_task: bool = option(False, help=f"score the heads even when the model copies less than "
+                                                    f"{MIN_COPY_ACCURACY:.0%} of the proxy task's tokens")
     top_k: int = option(10, help="heads outlined on the heatmap")
     overwrite: bool = option(False, help="replace RUN_DIR if it already exists")
     no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bars")
 
 
+def clean_copy(model: "LoadedModel", task: ProxyTask, micro_batch: int = 20) -> "CopyEval":
+    """Copy accuracy and loss of the unmodified model on ``task``'s own sequences (every setting pooled).
+
+    Run in micro-batches: the copy-half logits of a reference batch (100 sequences) over a 262k
+    vocabulary would take gigabytes at once.
+    """
+    from pear_lens.reweight import evaluate_copy
+
+    batches = [TaskBatch(rows, b.n, b.offset) for b in task.batches(model)
+               for rows in b.tokens.split(micro_batch)]
+    return evaluate_copy(model, batches)
+
+
+def copy_task_record(task: ProxyTask, result: "CopyEval", seconds: float) -> dict:
+    """What ``discovery.json`` (and evaluate_all) record of a clean copy check."""
+    return {"prepend_bos": task.prepend_bos, "clean_copy_accuracy": round(result.accuracy, 6),
+            "clean_copy_loss": round(result.loss, 6), "n_sequences": result.n_sequences,
+            "n_predictions": result.n_predictions, "settings": [list(s) for s in task.settings],
+            "seed": task.seed, "seconds": round(seconds, 2)}
+
+
+def check_copy_task(model_name: str, record: dict, allow_weak: bool = False) -> None:
+    """Stop (one line naming ``--prepend-bos``) when the model copies below :data:`MIN_COPY_ACCURACY`."""
+    acc = record["clean_copy_accuracy"]
+    if acc >= MIN_COPY_ACCURACY or allow_weak:
+        return
+    bos = record["prepend_bos"]
+    raise PearLensError(
+        f"{model_name} copies only {acc:.1%} of the proxy task's tokens {'with' if bos else 'without'} BOS "
+        f"(below {MIN_COPY_ACCURACY:.0%}), so its heads would be ranked on a task it cannot do; "
+        f"{'try without --prepend-bos' if bos else 'rerun with --prepend-bos'}, or pass --allow-weak-copy-task "
+        "to score anyway")
+
+
 def write_run(scores: HeadScores, out: Path, *, config: dict, overwrite: bool, top_k: int, png: bool,
-              model_info: dict) -> Path:
+              model_info: dict, copy_task: dict | None = None, seconds: float | None = None,
+              inputs: tuple = ()) -> Path:
     """Write a complete discovery run folder atomically."""
     from pear_lens.plots import save_figure
 
-    with staged_dir(out, overwrite=overwrite) as stage:
+    with staged_dir(out, overwrite=overwrite, kind="run", inputs=inputs) as stage:
         scores.to_dataframe().to_csv(stage / constants.HEAD_SCORES_CSV, index=False)
         fig = scores.heatmap(top_k=top_k)
         save_figure(fig, stage / constants.HEATMAP_HTML, formats=["html"] + (["png"] if png else []))
@@ -69,24 +121,41 @@ def write_run(scores: HeadScores, out: Path, *, config: dict, overwrite: bool, t
             "model": model_info,
             "environment": environment(),
             "scores": scores.metadata(),
+            **({"copy_task": copy_task} if copy_task is not None else {}),
+            **({"seconds": round(seconds, 2)} if seconds is not None else {}),
         })
     return out
 
 
 def discover(config: DiscoverConfig) -> HeadScores:
     """Load the model, score every head, write the run folder; return the scores."""
-    from pear_lens.io import check_new_run_dir
+    from pear_lens.io import check_output
     from pear_lens.mediation import score_heads
-    from pear_lens.models import load_model
+    from pear_lens.models import check_device, load_model
+    from pear_lens.plots import check_static_export
 
-    check_new_run_dir(config.out, config.overwrite)  # fail before the slow part
-    options = method_options(config.method, config.options)  # a wrong option fails before loading the model
+    start = time.perf_counter()
+    # everything that can be checked is checked before the slow part
+    inputs = (config.model,)  # a local model folder
+    check_output(config.out, kind="run", inputs=inputs, overwrite=config.overwrite)
+    options = method_options(config.method, config.options)  # an option of another method: one clear line
+    if config.device_map and config.device != "cpu":
+        raise PearLensError("give either --device (one device) or --device-map (several), not both")
+    if not config.device_map:
+        check_device(config.device)
+    if not config.no_png:
+        check_static_export()
+    task = config.task
     placement = {"device_map": config.device_map} if config.device_map else {"device": config.device}
     model = load_model(config.model, dtype=config.dtype, **placement)
-    scores = score_heads(model, config.task, config.metric, config.method, difference=config.difference,
-                         seed=config.task.seed, progress=not config.quiet, options=options)
-    write_run(scores, config.out, config=config_record(config, options), overwrite=config.overwrite,
-              top_k=config.top_k, png=not config.no_png, model_info=model.describe())
+    t0 = time.perf_counter()
+    copy_task = copy_task_record(task, clean_copy(model, task), time.perf_counter() - t0)
+    check_copy_task(model.name, copy_task, config.allow_weak_copy_task)  # before the expensive scoring
+    scores = score_heads(model, task, config.metric, config.method, difference=config.difference,
+                         seed=task.seed, progress=not config.quiet, options=options)
+    write_run(scores, config.out, config=config_record(config, options), overwrite=config.overwrite, top_k=config.top_k,
+              png=not config.no_png, model_info=model.describe(), copy_task=copy_task,
+              seconds=time.perf_counter() - start, inputs=inputs)
     return scores
 
 

@@ -24,7 +24,7 @@ from pear_lens.evaluation.items import Item, check_gold_position, write_jsonl
 from pear_lens.evaluation.prompts import PromptStyle
 from pear_lens.evaluation.runner import EvalResult, encode_items, evaluate, generate_outputs, score_items
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
-from pear_lens.io import atomic_write_json, check_new_run_dir, staged_dir
+from pear_lens.io import atomic_write_json, check_output, staged_dir
 from pear_lens.models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -131,13 +131,17 @@ def conditions_for(model: "LoadedModel", config: EvalConfig) -> list[cond_mod.Co
 
 
 def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
-             conditions: Sequence[cond_mod.Condition] | None = None) -> EvalResult:
-    """Evaluate and write ``config.out``; pass ``model``/``conditions`` to reuse a loaded model or add controls."""
+             conditions: Sequence[cond_mod.Condition] | None = None, cache_dir: Path | None = None) -> EvalResult:
+    """Evaluate and write ``config.out``; pass ``model``/``conditions`` to reuse a loaded model or add controls.
+
+    ``cache_dir``: keep each condition's outputs there and reuse them while model weights, condition, items
+    and settings are unchanged (see :func:`pear_lens.evaluation.runner.evaluate`).
+    """
     from pear_lens.models import load_model
 
-    check_new_run_dir(config.out, config.overwrite)  # refuse before the slow part
-    if config.n < 1:
-        raise PearLensError(f"--n must be at least 1, got {config.n}")
+    inputs = (config.artifact, config.data, config.model)  # the model may be a local folder
+    check_output(config.out, kind="eval", inputs=inputs, overwrite=config.overwrite)  # refuse before the slow part
+    check_options(config)
     start = time.perf_counter()
     model = model or load_model(config.model)
     settings = resolve_settings(config, model.name, model.tokenizer)
@@ -147,21 +151,48 @@ def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
     encode_items(items, PromptStyle.parse(settings.prompt_style), model.tokenizer, n_ctx=model.n_ctx,
                  max_new_tokens=settings.max_new_tokens)
     result = evaluate(model.name, TaskName.parse(config.task).value, items, conds, model.tokenizer, settings,
-                      n_ctx=model.n_ctx, batch_size=config.batch_size, progress=not config.quiet, seed=config.seed)
+                      n_ctx=model.n_ctx, batch_size=config.batch_size, progress=not config.quiet, seed=config.seed,
+                      cache_dir=cache_dir, cache_key={"fingerprint": model.fingerprint})
     result.info.update(items=item_info, model=model.describe(), config=_jsonable(asdict(config)),
                        seconds_total=time.perf_counter() - start)
-    write_eval_dir(result, items, config.out, overwrite=config.overwrite)
+    write_eval_dir(result, items, config.out, overwrite=config.overwrite, inputs=inputs)
     return result
+
+
+def check_options(config: EvalConfig) -> None:
+    """Refuse options that would be ignored (and yet recorded in eval.json as if they had applied)."""
+    from pear_lens.artifact import check_tau
+
+    if config.n < 1:
+        raise PearLensError(f"--n must be at least 1, got {config.n}")
+    task = TaskName.parse(config.task)
+    generation_only = [name for name in ("n_context", "key_format", "value_format") if getattr(config, name) is not None]
+    if config.data is not None and generation_only:
+        flag = "--" + generation_only[0].replace("_", "-")
+        raise PearLensError(f"{flag} sets how items are generated, but --data {config.data} gives the items; "
+                            f"drop {flag} (the file fixes it)")
+    for name in ("key_format", "value_format"):
+        if getattr(config, name) is not None and task is not TaskName.KV:
+            raise PearLensError(f"--{name.replace('_', '-')} applies to --task kv only; drop it for --task {task.value}")
+    if config.n_context is not None and task is TaskName.CLOSED_BOOK:
+        raise PearLensError("--n-context does not apply to --task closed-book (its prompts have no context); drop it")
+    if config.n_context is not None and config.n_context < 1:
+        raise PearLensError(f"--n-context must be at least 1, got {config.n_context}")
+    if config.uniform is not None:
+        check_tau([config.uniform], "--uniform")
+    if config.batch_size < 1:
+        raise PearLensError(f"--batch-size must be at least 1, got {config.batch_size}")
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
-def write_eval_dir(result: EvalResult, items: Sequence[Item], out: Path, *, overwrite: bool) -> Path:
+def write_eval_dir(result: EvalResult, items: Sequence[Item], out: Path, *, overwrite: bool,
+                   inputs: Sequence[Any] = ()) -> Path:
     from pear_lens.environment import environment
 
-    with staged_dir(out, overwrite=overwrite) as stage:
+    with staged_dir(out, overwrite=overwrite, kind="eval", inputs=inputs) as stage:
         result.items.to_csv(stage / constants.EVAL_ITEMS_CSV, index=False)
         result.summary.to_csv(stage / constants.EVAL_SUMMARY_CSV, index=False)
         write_jsonl(items, stage / constants.EVAL_ITEMS_JSONL)

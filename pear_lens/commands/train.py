@@ -18,9 +18,9 @@ from pear_lens import constants
 from pear_lens.artifact import Artifact
 from pear_lens.config import option
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_path
+from pear_lens.io import atomic_path, check_writable_parent, read_text, staged_update
 from pear_lens.results import HeadScores
-from pear_lens.reweight import TrainConfig, TrainResult, select_heads, train_coefficients
+from pear_lens.reweight import DEFAULT_TOP_K, TrainConfig, TrainResult, select_heads, train_coefficients
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
@@ -43,7 +43,7 @@ class TrainRunConfig(TrainConfig):
 def read_discovery(run_dir: Path) -> tuple[HeadScores, dict[str, Any]]:
     """The scores and ``discovery.json`` of a run folder."""
     scores = HeadScores.load(run_dir)
-    return scores, json.loads((run_dir / constants.DISCOVERY_JSON).read_text())
+    return scores, json.loads(read_text(Path(run_dir) / constants.DISCOVERY_JSON))
 
 
 def run_model(scores: HeadScores, info: dict[str, Any], model: "LoadedModel | None" = None) -> "LoadedModel":
@@ -94,6 +94,11 @@ def build_artifact(result: TrainResult, base_model: dict[str, Any], scores: Head
     )
 
 
+TRAIN_OUTPUTS = (constants.PEAR_JSON, constants.COEFFICIENTS_SAFETENSORS, constants.TRAINING_CSV,
+                 constants.TRAINING_HTML, constants.TRAINING_PNG)
+"""What ``train`` writes into a run folder (an earlier training's copies are dropped, not mixed in)."""
+
+
 def write_training_log(result: TrainResult, run_dir: Path, png: bool) -> None:
     from pear_lens.plots import save_figure
 
@@ -113,11 +118,23 @@ def train_run(config: TrainRunConfig, model: "LoadedModel | None" = None) -> tup
         raise PearLensError(f"{run_dir} already holds an artifact ({constants.PEAR_JSON}); pass --overwrite "
                             "to replace it")
     train_cfg = config.train_config()
+    if train_cfg.heads and train_cfg.top_k != DEFAULT_TOP_K:
+        raise PearLensError("give either --heads or --top-k, not both (--heads names the heads, so --top-k "
+                            "would be ignored)")
     warn_if_bos_differs(info, train_cfg.prepend_bos)
     heads = select_heads(scores, train_cfg)  # fail on bad heads before loading the model
+    check_writable_parent(run_dir, "RUN_DIR")  # the new run folder is built beside the old one
+    if not config.no_png:
+        from pear_lens.plots import check_static_export
+
+        check_static_export()
     model = run_model(scores, info, model)
     result = train_coefficients(model, heads, train_cfg, progress=not config.quiet)
     artifact = build_artifact(result, model.describe(), scores, discovery_summary(info))
-    write_training_log(result, run_dir, png=not config.no_png)
-    artifact.save(run_dir)
+    # the whole new run folder (discovery files copied, training outputs added) is swapped in at once:
+    # a failure or Ctrl-C while saving leaves the old folder as it was
+    with staged_update(run_dir, replaced=TRAIN_OUTPUTS) as stage:
+        write_training_log(result, stage, png=not config.no_png)
+        artifact.save(stage)
+    artifact.path = run_dir
     return artifact, result

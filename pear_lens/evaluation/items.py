@@ -57,25 +57,31 @@ def read_jsonl(path: str | os.PathLike, parse: Callable[[dict[str, Any], str], T
     on a malformed record; every record is checked before anything is returned.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PearLensError(f"dataset file {path} is a folder; --data takes a JSONL file")
     if not path.is_file():
         raise PearLensError(f"dataset file {path} does not exist; check the --data path")
     items: list[T] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("a line must hold one JSON object")
-                items.append(parse(record, where))
-            except PearLensError as e:
-                raise PearLensError(f"{where}: {e}") from None
-            except KeyError as e:
-                raise PearLensError(f"{where}: missing field {e}; fix or remove this line") from None
-            except (TypeError, ValueError) as e:
-                raise PearLensError(f"{where}: malformed item ({e}); fix or remove this line") from None
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): JSON strings may hold U+2028
+    except UnicodeDecodeError as e:
+        raise PearLensError(f"dataset file {path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as "
+                            "UTF-8") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("a line must hold one JSON object")
+            items.append(parse(record, where))
+        except PearLensError as e:
+            raise PearLensError(f"{where}: {e}") from None
+        except KeyError as e:
+            raise PearLensError(f"{where}: missing field {e}; fix or remove this line") from None
+        except (TypeError, ValueError) as e:
+            raise PearLensError(f"{where}: malformed item ({e}); fix or remove this line") from None
     if not items:
         raise PearLensError(f"{path} holds no items")
     return items

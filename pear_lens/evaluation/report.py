@@ -18,7 +18,7 @@ import pandas as pd
 from pear_lens import constants
 from pear_lens.config import option
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_write_text, staged_dir
+from pear_lens.io import atomic_write_text, check_output, read_text, staged_dir
 
 
 @dataclass
@@ -40,8 +40,12 @@ def load_summaries(eval_dirs: Sequence[Path]) -> pd.DataFrame:
         if not path.exists() or not meta.exists():
             raise PearLensError(f"{d} has no {constants.EVAL_SUMMARY_CSV}/{constants.EVAL_JSON}; "
                                 "is it a `pear-lens eval` folder?")
-        frame = pd.read_csv(path, dtype={"gold_position": str})
-        info = json.loads(meta.read_text())
+        try:
+            frame = pd.read_csv(path, dtype={"gold_position": str})
+            info = json.loads(read_text(meta))
+        except (ValueError, KeyError) as e:  # pandas' and json's parse errors, a non-UTF-8 file
+            raise PearLensError(f"{d} holds a damaged eval folder ({' '.join(str(e).split())}); "
+                                "rerun `pear-lens eval`") from None
         frame["setup"] = describe_setup(frame["task"].iloc[0] if len(frame) else "", info.get("settings", {}),
                                         info.get("items", {}))
         frames.append(frame)
@@ -90,11 +94,14 @@ def _slug(text: str) -> str:
 
 
 def write_report(config: EvalReportConfig) -> Path:
-    from pear_lens.plots import accuracy_by_position, save_figure
+    from pear_lens.plots import accuracy_by_position, check_static_export, save_figure
 
+    check_output(config.out, kind="report", inputs=config.eval_dirs, overwrite=config.overwrite)
+    if not config.no_png:
+        check_static_export()
     summary = load_summaries(config.eval_dirs)
     table = results_table(summary)
-    with staged_dir(config.out, overwrite=config.overwrite) as stage:
+    with staged_dir(config.out, overwrite=config.overwrite, kind="report", inputs=config.eval_dirs) as stage:
         atomic_write_text(stage / constants.REPORT_TABLE_MD, to_markdown(table))
         atomic_write_text(stage / constants.REPORT_TABLE_HTML, table.to_html(index=False, border=0))
         summary.to_csv(stage / constants.EVAL_SUMMARY_CSV, index=False)

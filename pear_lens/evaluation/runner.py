@@ -9,8 +9,10 @@ against the baseline on the same items.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -83,8 +85,13 @@ def generate_outputs(hf: "PreTrainedModel", tokenizer, prompts: list[list[int]],
 
 def evaluate(model_name: str, task: str, items: Sequence[Item], conditions: Sequence[Condition], tokenizer,
              settings: TaskSettings, *, n_ctx: int, batch_size: int = 16, progress: bool = True,
-             seed: int = 0) -> EvalResult:
-    """Run every condition on ``items`` and summarise; the first condition labelled ``baseline`` is the reference."""
+             seed: int = 0, cache_dir: Path | None = None, cache_key: dict[str, Any] | None = None) -> EvalResult:
+    """Run every condition on ``items`` and summarise; the first condition labelled ``baseline`` is the reference.
+
+    With ``cache_dir`` each condition's outputs are kept there (one JSON file per condition) and reused
+    while the condition (heads, τ, metadata), the items, the settings, the batch size and ``cache_key``
+    (e.g. the weights' fingerprint) are the same: an interrupted evaluation resumes condition by condition.
+    """
     labels = [c.label for c in conditions]
     if len(set(labels)) != len(labels):
         raise PearLensError(f"condition labels must be unique, got {labels}")
@@ -92,12 +99,21 @@ def evaluate(model_name: str, task: str, items: Sequence[Item], conditions: Sequ
     prompts = encode_items(items, style, tokenizer, n_ctx=n_ctx, max_new_tokens=settings.max_new_tokens)
     rows, timings = [], {}
     for cond in conditions:
-        start = time.perf_counter()
-        hf = cond.build()
-        outputs = generate_outputs(hf, tokenizer, prompts, settings, batch_size=batch_size, progress=progress,
-                                   desc=f"{task} · {cond.label}")
-        del hf
-        timings[cond.label] = time.perf_counter() - start
+        def run(cond: Condition = cond) -> list[str]:
+            hf = cond.build()
+            return generate_outputs(hf, tokenizer, prompts, settings, batch_size=batch_size, progress=progress,
+                                    desc=f"{task} · {cond.label}")
+
+        if cache_dir is None:
+            start = time.perf_counter()
+            outputs = run()
+            timings[cond.label] = time.perf_counter() - start
+        else:
+            from pear_lens.evaluation.protocol import cached_stage, items_digest
+
+            key = {**(cache_key or {}), "model": model_name, "task": task, "condition": cond.describe(),
+                   "items": items_digest(items), "settings": settings.to_dict(), "batch_size": batch_size}
+            outputs, timings[cond.label], _ = cached_stage(Path(cache_dir) / f"{_slug(cond.label)}.json", key, run)
         for it, out, ok in zip(items, outputs, score_items(items, outputs)):
             rows.append({"model": model_name, "task": task, "condition": cond.label, "item_id": it.item_id,
                          "gold_position": it.gold_position, "n_context": it.n_context, "correct": bool(ok),
@@ -108,6 +124,10 @@ def evaluate(model_name: str, task: str, items: Sequence[Item], conditions: Sequ
             "seconds_per_condition": timings, "prompt_tokens_mean": float(np.mean([len(p) for p in prompts])),
             "seed": seed, "batch_size": batch_size}
     return EvalResult(items=frame, summary=summarize(frame, seed=seed), info=info)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
 def _row(keys: dict[str, Any], correct: np.ndarray, seed: int) -> dict[str, Any]:
