@@ -184,27 +184,33 @@ class CopyEval:
     """Copy-half accuracy (greedy prediction = target) and mean cross-entropy.
 
     The positions are those of the training loss. The first of them predicts
-    the start of the repeat, which the context cannot reveal, so accuracy is at
-    most ``(n-1)/n``.
+    the start of the repeat, which the context cannot reveal, so ``accuracy`` is at
+    most ``(n-1)/n``; ``copyable_accuracy`` leaves that position out, so it measures
+    copying alone (1.0 for a perfect copier at every n).
     """
 
     accuracy: float
     loss: float
     n_sequences: int
     n_predictions: int
+    copyable_accuracy: float = float("nan")
 
     @classmethod
     def of(cls, outputs: Iterable[tuple[Tensor, Tensor]]) -> "CopyEval":
         """Pool ``(logits [batch, n, vocab], targets [batch, n])`` pairs."""
-        correct = total = sequences = 0
+        correct = total = sequences = copyable = copyable_total = 0
         loss_sum = 0.0
         for logits, targets in outputs:
             logits = logits.float()
-            correct += int((logits.argmax(-1) == targets).sum())
+            hits = logits.argmax(-1) == targets
+            correct += int(hits.sum())
+            copyable += int(hits[:, 1:].sum())  # the first target starts the repeat: nothing to copy yet
             loss_sum += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"))
             total += targets.numel()
+            copyable_total += hits[:, 1:].numel()
             sequences += targets.shape[0]
-        return cls(accuracy=correct / total, loss=loss_sum / total, n_sequences=sequences, n_predictions=total)
+        return cls(accuracy=correct / total, loss=loss_sum / total, n_sequences=sequences, n_predictions=total,
+                   copyable_accuracy=copyable / copyable_total if copyable_total else float("nan"))
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ def trained(tmp_path_factory) -> Path:
     """A discovery run with an artifact (tiny-llama); tests work on copies of it."""
     run = tmp_path_factory.mktemp("reliability") / "run"
     assert main(["discover", "--model", "tiny-llama", "--out", str(run), "--settings", "4x8", "--quiet",
-                 "--no-png"]) == 0
+                 "--no-png", "--allow-weak-copy-task"]) == 0
     assert main(["train", str(run), "--top-k", "2", *TRAIN]) == 0
     return run
 

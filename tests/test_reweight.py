@@ -208,3 +208,16 @@ def test_no_graph_below_the_lowest_chosen_layer():
         for h in handles:
             h.remove()
     assert seen == {0: False, 1: False, 2: True}
+
+
+def test_copyable_accuracy_leaves_out_the_uncopyable_first_target():
+    from pear_lens.reweight import CopyEval
+
+    targets = torch.tensor([[5, 6, 7, 8], [1, 2, 3, 4]])
+    logits = torch.full((2, 4, 10), -5.0)
+    logits[0, torch.arange(4), targets[0]] = 5.0  # all four right
+    logits[1, torch.arange(1, 4), targets[1, 1:]] = 5.0  # the first (the repeat's start) wrong: it is unknowable
+    logits[1, 0, 9] = 5.0
+    result = CopyEval.of([(logits, targets)])
+    assert result.accuracy == pytest.approx(7 / 8) and result.copyable_accuracy == 1.0
+    assert (result.n_sequences, result.n_predictions) == (2, 8)
