@@ -4,7 +4,8 @@ context, and fix them at zero inference cost (PEAR, arXiv 2409.19745).
 The pipeline reads top to bottom in the package layout: ``task`` (the copy
 proxy task), ``mediation`` (per-head Δπ scores), ``reweight`` (learn one scalar
 per suppression head), ``convert`` (fold the scalars into a Hugging Face model),
-``evaluation`` and ``plots``.
+``evaluation`` and ``plots``. ``pear_lens.commands`` holds the ``pear-lens``
+commands, which call this library and are never imported by it.
 
 Public names are imported lazily so that ``import pear_lens.convert`` works
 without TransformerLens installed.
