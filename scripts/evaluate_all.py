@@ -101,7 +101,8 @@ def discovery_stage(model, mdir: Path, prepend_bos: bool, args, seconds: dict) -
             and bool(info.get("config", {}).get("prepend_bos", False)) == prepend_bos)
     if not same:
         discover(DiscoverConfig(out=run_dir, model=model.name, task=ProxyTask(prepend_bos=prepend_bos), overwrite=True,
-                                allow_weak_copy_task=args.allow_weak_copy_task, no_png=args.no_png, quiet=args.quiet))
+                                allow_weak_copy_task=args.allow_weak_copy_task, no_png=args.no_png, quiet=args.quiet,
+                                device=args.device))
         info = json.loads(meta.read_text())
     if info.get("seconds") is not None:  # runs from before discovery timed itself say nothing
         seconds["discovery"] = info["seconds"]
@@ -293,15 +294,26 @@ def _evaluated(eval_dir: Path, conds, n: int, seed: int) -> bool:
             and info.get("conditions") == P._plain([c.describe() for c in conds]))
 
 
+def _device_name(device: str) -> str:
+    """Where the stages run, for the record (the minutes per stage depend on it)."""
+    import os
+
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(torch.device(device))} (fp32)"
+    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+
+
 def evaluate_model(name: str, args) -> None:
     from pear_lens.models import load_model
 
-    model = load_model(name)
+    model = load_model(name, device=args.device)
     mdir = args.runs / name
     seconds: dict[str, float] = {}
     conds, record = conditions_for(model, mdir, args, seconds)
     record.update({"n": args.n, "batch_size": args.batch_size, "test_seed": args.test_seed, "tasks": [],
-                   "seconds": seconds})
+                   "seconds": seconds, "device": _device_name(args.device)})
 
     def task_conds(task: TaskName) -> list:
         return conds["reference"] + (conds["budget"] if task.value in args.budget_tasks else [])
@@ -378,13 +390,13 @@ def estimate(args) -> int:
             step_src = (f"published training: {training['seconds'] / 60:.1f} min for {training['steps']} steps of "
                         f"{len(pub['pear']['heads'])} heads")
         else:
-            model = _load(name, model)
+            model = _load(name, model, args)
             total_heads = model.n_layers * model.n_heads
             per_step, step_src = _time_steps(model, args), "timed now: 2 steps"
         speeds = {} if args.estimate_items else {t: _calibrated_speed(name, t) for t in set(tasks) | set(P.DEV_TASKS)}
         for t in set(tasks) | set(P.DEV_TASKS):
             if speeds.get(t) is None:
-                model = _load(name, model)
+                model = _load(name, model, args)
                 speeds[t] = (_time_items(model, t, args), None)
         item = {t: s[0] for t, s in speeds.items()}
         grid = P.k_grid(total_heads, args.k_percents) if args.k == "dev" else ()
@@ -425,10 +437,10 @@ def _discovery_minutes(pub: dict) -> str:
     return f"{seconds / 60:.0f} min last time" if seconds else "reused when runs/MODEL/discovery matches"
 
 
-def _load(name: str, model):
+def _load(name: str, model, args):
     from pear_lens.models import load_model
 
-    return model or load_model(name)
+    return model or load_model(name, device=args.device)
 
 
 def _time_steps(model, args) -> float:
@@ -490,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-weak-copy-task", action="store_true",
                         help="go on when the model copies below 50%% with and without BOS (tiny models in tests)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="device of every stage (cpu, cuda, cuda:1): the cached "
+                        "stages are device-independent, so a run may continue on another device")
     parser.add_argument("--runs", type=Path, default=Path("runs/evaluate_all"))
     parser.add_argument("--publish", type=Path, default=Path("artifacts"),
                         help="copy each model's trained artifact here (ARTIFACT_DIR/MODEL)")
