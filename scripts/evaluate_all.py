@@ -48,8 +48,6 @@ from pear_lens.io import atomic_write_json
 
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 TASK_ORDER = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL, TaskName.CLOSED_BOOK)
-COPY_RULE = ("the reference proxy task (no BOS) when the unmodified model copies at least {min:.0%} of its tokens, "
-             "else the task with BOS")
 RECORD = "evaluate_all.json"
 
 
@@ -57,35 +55,19 @@ RECORD = "evaluate_all.json"
 
 
 def copy_task_stage(model, mdir: Path, args, seconds: dict) -> dict:
-    """Measure clean copy accuracy without and with BOS; choose by :data:`COPY_RULE`; stop if neither works."""
-    from pear_lens.commands.discover import MIN_COPY_ACCURACY, clean_copy, copy_task_record
+    """Measure clean copy accuracy without and with BOS (cached); choose by ``pear_lens.copy_task.COPY_RULE``."""
+    import dataclasses
+
+    from pear_lens.copy_task import choose_copy_task, measure_copy_tasks
     from pear_lens.task import ProxyTask
 
+    # the cache key names both measured tasks (discovery's defaults: the reference task)
     options = [False] + ([True] if model.tokenizer.bos_token_id is not None else [])
-    tasks = {bos: ProxyTask(prepend_bos=bos) for bos in options}  # discovery's defaults: the reference task
-
-    def measure() -> dict:
-        out = {}
-        for bos, task in tasks.items():
-            start = time.perf_counter()
-            result = clean_copy(model, task)
-            out["bos" if bos else "no_bos"] = copy_task_record(task, result, time.perf_counter() - start)
-        return out
-
-    key = {"fingerprint": model.fingerprint, "tasks": [t.to_dict() for t in tasks.values()]}
-    measured, seconds["copy_task"], _ = P.cached_stage(mdir / "copy_task.json", key, measure)
-    works = [m for m in measured.values() if m["clean_copy_accuracy"] >= MIN_COPY_ACCURACY]
-    if works:
-        chosen = works[0]  # no BOS first: the reference
-    elif args.allow_weak_copy_task:
-        chosen = max(measured.values(), key=lambda m: m["clean_copy_accuracy"])
-    else:
-        accs = ", ".join(f"{k.replace('_', ' ')} {m['clean_copy_accuracy']:.1%}" for k, m in measured.items())
-        raise PearLensError(f"{model.name} copies less than {MIN_COPY_ACCURACY:.0%} of the proxy task's tokens "
-                            f"({accs}); no copy task it can do, so no discovery (--allow-weak-copy-task goes on)")
-    return {"prepend_bos": chosen["prepend_bos"], "clean_copy_accuracy": chosen["clean_copy_accuracy"],
-            "clean_copy_loss": chosen["clean_copy_loss"], "n_sequences": chosen["n_sequences"],
-            "rule": COPY_RULE.format(min=MIN_COPY_ACCURACY), "weak": chosen not in works, "measured": measured}
+    key = {"fingerprint": model.fingerprint,
+           "tasks": [dataclasses.replace(ProxyTask(), prepend_bos=bos).to_dict() for bos in options]}
+    measured, seconds["copy_task"], _ = P.cached_stage(mdir / "copy_task.json", key,
+                                                       lambda: measure_copy_tasks(model))
+    return choose_copy_task(model.name, measured, args.allow_weak_copy_task)
 
 
 def discovery_stage(model, mdir: Path, prepend_bos: bool, args, seconds: dict) -> Path:

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     # the methods
     ("mediation",),
     ("reweight",),
-    ("ablation", "training_cache"),
+    ("ablation", "training_cache", "copy_task"),
     ("evaluation",),
     # commands, in the order they call each other; cli dispatches to all of them
     ("commands.discover", "commands.compare"),

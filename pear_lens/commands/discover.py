@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pear_lens import constants
 from pear_lens.config import option
+from pear_lens.copy_task import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
 from pear_lens.environment import environment
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_json, staged_dir
@@ -29,18 +30,10 @@ from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
 from pear_lens.models import DEFAULT_MODEL
 from pear_lens.results import HeadScores
-from pear_lens.task import ProxyTask, TaskBatch
+from pear_lens.task import ProxyTask
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
-    from pear_lens.reweight import CopyEval
-
-MIN_COPY_ACCURACY = 0.5
-"""Below this clean copy accuracy on its proxy task a model is said not to do the task (discovery stops).
-
-The accuracy counts the copy-half positions whose target the context reveals (all but the first, which
-predicts the start of the repeat); the record keeps the all-positions accuracy beside it."""
-
 
 def _method_options() -> dict[str, type]:
     return {name: m.options for name, m in METHODS.items()}
@@ -71,43 +64,6 @@ class DiscoverConfig:
     overwrite: bool = option(False, help="replace RUN_DIR if it already exists")
     no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bars")
-
-
-def clean_copy(model: "LoadedModel", task: ProxyTask, micro_batch: int = 20) -> "CopyEval":
-    """Copy accuracy and loss of the unmodified model on ``task``'s own sequences (every setting pooled).
-
-    Run in micro-batches: the copy-half logits of a reference batch (100 sequences) over a 262k
-    vocabulary would take gigabytes at once.
-    """
-    from pear_lens.reweight import evaluate_copy
-
-    batches = [TaskBatch(rows, b.n, b.offset) for b in task.batches(model)
-               for rows in b.tokens.split(micro_batch)]
-    return evaluate_copy(model, batches)
-
-
-def copy_task_record(task: ProxyTask, result: "CopyEval", seconds: float) -> dict:
-    """What ``discovery.json`` (and evaluate_all) record of a clean copy check."""
-    # the check's accuracy leaves out the first copy-half position: it predicts the start of the repeat,
-    # which no model can know, and would cap a perfect copier at (n-1)/n (90 % at the reference n = 10)
-    return {"prepend_bos": task.prepend_bos, "clean_copy_accuracy": round(result.copyable_accuracy, 6),
-            "clean_copy_accuracy_all_positions": round(result.accuracy, 6),
-            "clean_copy_loss": round(result.loss, 6), "n_sequences": result.n_sequences,
-            "n_predictions": result.n_predictions, "settings": [list(s) for s in task.settings],
-            "seed": task.seed, "seconds": round(seconds, 2)}
-
-
-def check_copy_task(model_name: str, record: dict, allow_weak: bool = False) -> None:
-    """Stop (one line naming ``--prepend-bos``) when the model copies below :data:`MIN_COPY_ACCURACY`."""
-    acc = record["clean_copy_accuracy"]
-    if acc >= MIN_COPY_ACCURACY or allow_weak:
-        return
-    bos = record["prepend_bos"]
-    raise PearLensError(
-        f"{model_name} copies only {acc:.1%} of the proxy task's tokens {'with' if bos else 'without'} BOS "
-        f"(below {MIN_COPY_ACCURACY:.0%}), so its heads would be ranked on a task it cannot do; "
-        f"{'try without --prepend-bos' if bos else 'rerun with --prepend-bos'}, or pass --allow-weak-copy-task "
-        "to score anyway")
 
 
 def write_run(scores: HeadScores, out: Path, *, config: dict, overwrite: bool, top_k: int, png: bool,
