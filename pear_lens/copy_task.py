@@ -11,7 +11,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING
 
-from pear_lens.errors import PearLensError
+from pear_lens.errors import CopyTaskTooWeak
 from pear_lens.task import ProxyTask, TaskBatch
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def check_copy_task(model_name: str, record: dict, allow_weak: bool = False) -> 
     if acc >= MIN_COPY_ACCURACY or allow_weak:
         return
     bos = record["prepend_bos"]
-    raise PearLensError(
+    raise CopyTaskTooWeak(
         f"{model_name} copies only {acc:.1%} of the proxy task's tokens {'with' if bos else 'without'} BOS "
         f"(below {MIN_COPY_ACCURACY:.0%}), so its heads would be ranked on a task it cannot do; "
         f"{'try without --prepend-bos' if bos else 'rerun with --prepend-bos'}, or pass --allow-weak-copy-task "
@@ -89,7 +89,7 @@ def choose_copy_task(model_name: str, measured: dict[str, dict], allow_weak: boo
         chosen = max(measured.values(), key=lambda m: m["clean_copy_accuracy"])
     else:
         accs = ", ".join(f"{k.replace('_', ' ')} {m['clean_copy_accuracy']:.1%}" for k, m in measured.items())
-        raise PearLensError(f"{model_name} copies less than {MIN_COPY_ACCURACY:.0%} of the proxy task's tokens "
+        raise CopyTaskTooWeak(f"{model_name} copies less than {MIN_COPY_ACCURACY:.0%} of the proxy task's tokens "
                             f"({accs}); no copy task it can do, so no discovery (--allow-weak-copy-task goes on)")
     return {"prepend_bos": chosen["prepend_bos"], "clean_copy_accuracy": chosen["clean_copy_accuracy"],
             "clean_copy_loss": chosen["clean_copy_loss"], "n_sequences": chosen["n_sequences"],

@@ -51,3 +51,7 @@ def one_line(error: BaseException) -> tuple[str, int]:
                 "PEAR_LENS_DEBUG=1 for the traceback and report it)")
         code = 1
     return " ".join(text.split()), code
+
+
+class CopyTaskTooWeak(PearLensError):
+    """The unmodified model copies too little of its proxy task for head scores to mean anything."""

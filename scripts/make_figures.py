@@ -1,11 +1,12 @@
 """Regenerate the figures in figures/ from run folders.
 
-    python scripts/make_figures.py                    # score SmolLM2 and Gemma itself (cached), then plot
+    python scripts/make_figures.py                    # score the three real models itself (cached), then plot
     python scripts/make_figures.py RUN_DIR [RUN_DIR ...] --out figures
 
 With no RUN_DIR it runs discovery itself into ``--cache`` (default ``runs/figures``,
 git-ignored): path patching with the reference settings for every ``--models``
-entry, and path, activation and attribution patching on a reduced task for
+entry, each on a copy task it can do (without BOS, else with BOS: ``pear_lens.copy_task``),
+and path, activation and attribution patching on a reduced task for
 ``--agreement-model`` (exact activation patching on the reference settings
 takes many minutes on a CPU). A cached run is reused when its model, method and
 settings match; ``--refresh`` scores again.
@@ -31,7 +32,7 @@ import pandas as pd
 
 from pear_lens import constants, plots
 from pear_lens.compare import compare, concentration_curves, heads_by_depth, load_runs, run_summary
-from pear_lens.errors import PearLensError
+from pear_lens.errors import CopyTaskTooWeak, PearLensError
 from pear_lens.io import atomic_write_text
 from pear_lens.results import HeadScores
 from pear_lens.task import REFERENCE_SETTINGS
@@ -66,8 +67,18 @@ def discover_cached(cache: Path, model: str, method: str, settings, refresh: boo
         except PearLensError:
             pass  # corrupt or foreign: score again
     print(f"scoring {model} with {method} patching, settings {settings} -> {out}", flush=True)
-    discover(DiscoverConfig(out=out, model=model, method=method, task=ProxyTask(settings=tuple(settings)), overwrite=True,
-                            no_png=True, quiet=True, allow_weak_copy_task=allow_weak_copy_task))
+    # each model on a copy task it can do (pear_lens.copy_task.COPY_RULE): the reference task without BOS,
+    # else with BOS; discover itself measures the copy accuracy and refuses a task the model cannot do
+    for bos in (False, True):
+        try:
+            discover(DiscoverConfig(out=out, model=model, method=method, overwrite=True, no_png=True, quiet=True,
+                                    task=ProxyTask(settings=tuple(settings), prepend_bos=bos),
+                                    allow_weak_copy_task=allow_weak_copy_task))
+            return out
+        except CopyTaskTooWeak as e:
+            if bos:
+                raise
+            print(f"{model}: {e}; trying the task with BOS", flush=True)
     return out
 
 
@@ -145,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "figures", help="discovery runs made here")
     parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts",
                         help="published artifacts drawn with no RUN_DIR (default: artifacts/)")
-    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "gemma-3-270m"])
+    parser.add_argument("--models", nargs="+",
+                        default=["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"])
     parser.add_argument("--agreement-model", default="smollm2-135m-instruct",
                         help="model scored by every method on a reduced task ('' to skip)")
     parser.add_argument("--k", type=int, default=10, help="top-K heads marked and compared")
