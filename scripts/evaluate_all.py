@@ -287,6 +287,16 @@ def _device_name(device: str) -> str:
     return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
 
 
+def _devices(record_path: Path, device: str) -> list[str]:
+    """Every device that ran stages of this record, in order: an earlier session's (the cached stages keep
+    the minutes they took there), then this one's."""
+    earlier: list[str] = []
+    if record_path.exists():
+        old = json.loads(record_path.read_text())
+        earlier = old.get("devices") or ([old["device"]] if old.get("device") else [])
+    return list(dict.fromkeys([*earlier, _device_name(device)]))
+
+
 def evaluate_model(name: str, args) -> None:
     from pear_lens.models import load_model
 
@@ -295,7 +305,7 @@ def evaluate_model(name: str, args) -> None:
     seconds: dict[str, float] = {}
     conds, record = conditions_for(model, mdir, args, seconds)
     record.update({"n": args.n, "batch_size": args.batch_size, "test_seed": args.test_seed, "tasks": [],
-                   "seconds": seconds, "device": _device_name(args.device)})
+                   "seconds": seconds, "devices": _devices(mdir / RECORD, args.device)})
 
     def task_conds(task: TaskName) -> list:
         return conds["reference"] + (conds["budget"] if task.value in args.budget_tasks else [])
