@@ -139,17 +139,17 @@ def dev_stage(model, scores, mdir: Path, recipe, args, seconds: dict, name: str)
     table = P.dev_table(outcomes, seed=args.dev_seed)
     chosen = P.select_k(table)
     table.to_csv(mdir / "dev" / "dev_table.csv", index=False)
-    dev_figure(table, name, args)
+    dev_figure(table, name, args.figures, args.no_png)
     rows = [{**r, "accuracy": round(r["accuracy"], 4), "ci_low": round(r["ci_low"], 4),
              "ci_high": round(r["ci_high"], 4)} for r in table.to_dict("records")]
     return chosen, {**plan, "chosen": chosen, "dev_items_dropped_as_test_repeats": dropped, "dev_accuracy": rows}
 
 
-def dev_figure(table, name: str, args) -> None:
+def dev_figure(table, name: str, figures: Path, no_png: bool) -> None:
     from pear_lens.plots import dev_accuracy_curve, save_figure
 
     fig = dev_accuracy_curve(table, title=f"{name}: dev accuracy against K (K for the test table chosen here)")
-    save_figure(fig, args.figures / f"dev_k_{name}.html", formats=["html"] + ([] if args.no_png else ["png"]))
+    save_figure(fig, figures / f"dev_k_{name}.html", formats=["html"] + ([] if no_png else ["png"]))
 
 
 def pear_stage(model, run_dir: Path, k: int, recipe, args, seconds: dict):
@@ -505,12 +505,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--estimate", action="store_true", help="only predict the run time of every stage")
     parser.add_argument("--estimate-items", type=int, default=0, help="with --estimate: time this many items anew")
     parser.add_argument("--report-only", action="store_true",
-                        help="only rebuild --report from the models already evaluated under --runs")
+                        help="only rebuild --report (and the dev figures in --figures) from the models already "
+                             "evaluated under --runs")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.report_only:
+        import pandas as pd
+
         report(args.runs, args.report, no_png=args.no_png)
-        print(f"wrote {args.report}")
+        for table in sorted(args.runs.glob("*/dev/dev_table.csv")):  # the dev figures, drawn from the dev tables
+            dev_figure(pd.read_csv(table), table.parent.parent.name, args.figures, args.no_png)
+        print(f"wrote {args.report} and the dev figures in {args.figures}")
         return 0
     if args.k != "dev" and not (args.k.isdigit() and int(args.k) > 0):
         parser.error(f"--k must be a positive integer or 'dev', got {args.k!r}")

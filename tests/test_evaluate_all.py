@@ -86,6 +86,12 @@ def test_a_second_run_trains_and_generates_nothing(protocol_run, monkeypatch, ca
     assert _script().main(args) == 0
     again = json.loads((tmp / "runs" / "tiny-llama" / "evaluate_all.json").read_text())
     assert again["seconds"] == record["seconds"] and again["protocol"] == record["protocol"]
+    assert again["devices"] == record["devices"] and len(record["devices"]) == 1  # the same device: listed once
+    assert record["devices"][0].startswith("cpu (")
+    # --report-only redraws the report and the dev figures from the runs alone
+    (tmp / "figures" / "dev_k_tiny-llama.html").unlink()
+    assert _script().main([*args, "--report-only"]) == 0
+    assert (tmp / "figures" / "dev_k_tiny-llama.html").exists()
 
 
 def test_tasks_are_added_and_a_new_recipe_retrains(tmp_path, monkeypatch):
