@@ -145,7 +145,9 @@ def other_branch_figures(folders: list[Path], write: Writer) -> None:
         except ImportError:
             print(f"skipping {pear_json}: pear_lens.artifact is not in this installation")
             continue
-        write.figure(plots.coefficient_bars(load_artifact(pear_json.parent)), f"coefficients_{pear_json.parent.name}")
+        artifact = load_artifact(pear_json.parent)
+        # named by model, not folder: a discovery run folder is called `discovery` for every model
+        write.figure(plots.coefficient_bars(artifact), f"coefficients_{artifact.base_model.get('name', pear_json.parent.name)}")
 
 
 def main(argv: list[str] | None = None) -> int:
