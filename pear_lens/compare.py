@@ -86,6 +86,24 @@ def top_share(scores: HeadScores, fraction: float) -> tuple[int, float]:
     return n, float(curve[n - 1])
 
 
+def suppression_share(scores: HeadScores, fraction: float) -> float:
+    """The share of all positive Δπ (the suppression mass) held by the top ``ceil(fraction · n_heads)`` heads.
+
+    Unlike :func:`top_share` it leaves out the heads that help copying (negative Δπ), which in small models
+    often carry most of the absolute effect; NaN when no head has a positive Δπ.
+    """
+    if not 0 < fraction <= 1:
+        raise PearLensError(f"fraction must be in (0, 1], got {fraction}")
+    flat = scores.scores.flatten().double()
+    flat = flat[torch.isfinite(flat)]
+    positive = flat.clamp(min=0).sort(descending=True).values
+    total = positive.sum()
+    if total == 0:
+        return math.nan
+    n = max(1, math.ceil(fraction * flat.numel()))
+    return float(positive[:n].sum() / total)
+
+
 # --------------------------------------------------------------------------- loading runs
 
 
@@ -170,7 +188,8 @@ def heads_by_depth(runs: Runs, k: int = 10) -> pd.DataFrame:
 def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
     """One row per run: what produced it, its top-``k`` heads with their relative depths, and how concentrated
     its effects are (``top1%_heads``, ``top1%_share``, ``top5%_heads``, ``top5%_share``: the top 1 % / 5 % of
-    heads by Δπ and their share of the total |Δπ|, see :func:`top_share`)."""
+    heads by Δπ and their share of the total |Δπ|, see :func:`top_share`; ``top1%_suppression_share`` and
+    ``top5%_suppression_share``: their share of the positive Δπ alone, see :func:`suppression_share`)."""
     rows = []
     for label, s in load_runs(runs).items():
         top = s.top_k(_k(s, k))
@@ -185,6 +204,7 @@ def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
             "max_score": float(s.scores.max()), "clean_metric": sum(s.clean_metric) / len(s.clean_metric),
             **{key: value for f in CONCENTRATION_FRACTIONS
                for key, value in zip((f"top{f:.0%}_heads", f"top{f:.0%}_share"), top_share(s, f))},
+            **{f"top{f:.0%}_suppression_share": suppression_share(s, f) for f in CONCENTRATION_FRACTIONS},
         })
     return pd.DataFrame(rows)
 

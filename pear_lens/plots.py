@@ -181,6 +181,9 @@ def score_distributions(runs: "Mapping[str, HeadScores] | pd.DataFrame",
                    width=max(520, 150 * len(groups) + 160), height=460)
 
 
+_LOG_TICKS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
 def concentration(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     """How concentrated each run's head effects are: the share of the total |Δπ| held by its top heads.
 
@@ -204,7 +207,8 @@ def concentration(df: pd.DataFrame, title: str | None = None) -> go.Figure:
         fig.add_vline(x=f, line=dict(color="lightgrey", width=1))
     return _finish(fig, title or "How concentrated are the head effects?",
                    "share of the total |Δπ| held by the top heads (ranked by Δπ); grey lines: top 1 % and 5 %",
-                   xaxis=dict(title="fraction of heads (top by Δπ)", type="log", tickformat=".0%"),
+                   xaxis=dict(title="fraction of heads (top by Δπ)", type="log", tickvals=_LOG_TICKS,
+                              ticktext=[f"{t:.0%}" if t >= 0.01 else f"{t:.1%}" for t in _LOG_TICKS]),
                    yaxis=dict(title="share of Σ|Δπ|", tickformat=".0%", range=[0, 1.02]), width=760, height=460)
 
 

@@ -20,6 +20,7 @@ from pear_lens.compare import (
     heads_by_depth,
     load_runs,
     run_summary,
+    suppression_share,
     top_share,
 )
 from pear_lens.errors import PearLensError
@@ -133,6 +134,10 @@ def test_concentration_is_the_top_heads_share_of_all_absolute_effects():
         cumulative_share(fake("zero", [[0.0, 0.0]]))
     with pytest.raises(PearLensError, match="fraction"):
         top_share(A, 0.0)
+    # the suppression mass alone: A's positive Δπ 0.5 + 0.4 + 0.3 + 0.1 = 1.3, the top head holds 0.5 of it
+    assert suppression_share(A, 0.01) == pytest.approx(0.5 / 1.3)
+    assert s.loc["A", "top5%_suppression_share"] == pytest.approx(0.5 / 1.3)
+    assert math.isnan(suppression_share(fake("none", [[-0.1, 0.0]]), 0.5))
 
 
 def test_heads_by_depth_is_tidy_and_marks_top_k():
