@@ -195,7 +195,7 @@ def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
         top = s.top_k(_k(s, k))
         rows.append({
             "run": label, "model": s.model, "method": s.method, "metric": s.metric,
-            "difference": s.difference, "seed": s.task.get("seed"),
+            "difference": s.difference, "seed": s.task.get("seed"), "prepend_bos": bool(s.task.get("prepend_bos")),
             "settings": ",".join(f"{b}x{n}" for b, n in s.task.get("settings", [])),
             "n_layers": s.n_layers, "n_heads": s.n_heads, "k": len(top),
             "top_heads": " ".join(head_label(h) for h in top),

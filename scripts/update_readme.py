@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "figures" / "results"
+REAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
 BENCHMARKS = ROOT / "figures" / "benchmarks"
 BLOCK = re.compile(r"(<!-- BEGIN GENERATED: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=name) -->)",
                    re.S)
@@ -55,9 +56,9 @@ def _evaluation() -> list[str]:
     if not table.exists() or not record.exists():
         return ["No evaluation results yet: run `.venv/bin/python scripts/evaluate_all.py`."]
     models = json.loads(record.read_text())["models"]
-    out = ["`scripts/evaluate_all.py` on this machine's 2 CPU cores: greedy decoding, 95% bootstrap CIs, exact "
-           "McNemar test against the baseline on the same items; task sizes and prompt styles from the calibration "
-           "(`pear_lens/evaluation/data/calibration.json`).", ""]
+    out = ["`scripts/evaluate_all.py` (each model's line says on which device its stages ran): greedy decoding, "
+           "95% bootstrap CIs, exact McNemar test against the baseline on the same items; task sizes and prompt "
+           "styles from the calibration (`pear_lens/evaluation/data/calibration.json`).", ""]
     for name, r in models.items():
         if "protocol" in r:
             out += _protocol_lines(name, r)
@@ -75,7 +76,7 @@ def _evaluation() -> list[str]:
             if r["k"] == grid.max():
                 out[-1] += (f" K is the largest value the ablation tried ({grid.max()}): the copy-loss gain had not "
                             "levelled off, so more heads might help further on the proxy task.")
-    missing = [m for m in ("smollm2-135m-instruct", "gemma-3-270m") if m not in models]
+    missing = [m for m in REAL_MODELS if m not in models]
     if missing:
         out.append(f"- Not evaluated yet: {', '.join(missing)}.")
     out += ["", table.read_text().strip(), "", *_verdicts(RESULTS / "summary.csv", records=models), ""]
@@ -151,18 +152,25 @@ STAGES = (("copy_task", "copy-task check"), ("discovery", "discovery"), ("dev_tr
           ("train_budget/", "longer-budget training"))
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def _stage_minutes(record: dict) -> str:
-    """Measured minutes per stage of the protocol (each measured when it ran, maybe in an earlier session)."""
+    """Measured time per stage of the protocol (each measured when it ran, maybe in an earlier session or
+    on another device: the record lists every device that ran its stages)."""
     seconds = record["seconds"]
     parts = []
     for prefix, stage in STAGES:
         total = sum(v for k, v in seconds.items() if k == prefix or (prefix.endswith("/") and k.startswith(prefix)))
         if any(k == prefix or (prefix.endswith("/") and k.startswith(prefix)) for k in seconds):
-            parts.append(f"{stage} {total / 60:.0f}")
-    parts += [f"{task} evaluation {seconds[f'eval/{task}'] / 60:.0f}" for task in record["tasks"]
+            parts.append(f"{stage} {_duration(total)}")
+    parts += [f"{task} evaluation {_duration(seconds[f'eval/{task}'])}" for task in record["tasks"]
               if f"eval/{task}" in seconds]
     missing = [stage for prefix, stage in STAGES[:2] if prefix not in seconds]
-    return (f"{record['total_seconds'] / 60:.0f} min measured: " + ", ".join(parts)
+    devices = record.get("devices") or ([record["device"]] if record.get("device") else [])
+    return (f"{_duration(record['total_seconds'])} measured" + (f" on {' then '.join(devices)}" if devices else "")
+            + ": " + ", ".join(parts)
             + (f"; {', '.join(missing)} not timed (run before stages were timed)" if missing else ""))
 
 
@@ -247,7 +255,7 @@ def _ablations() -> list[str]:
     import pandas as pd
 
     out = []
-    order = ["smollm2-135m-instruct", "gemma-3-270m"]
+    order = list(REAL_MODELS)
     for csv in sorted((ROOT / "artifacts").glob("*/ablation.csv"),
                       key=lambda p: (order.index(p.parent.name) if p.parent.name in order else len(order), p)):
         df = pd.read_csv(csv)
@@ -261,7 +269,8 @@ def _ablations() -> list[str]:
                 "|---|" + "---|" * len(top),
                 "| top-K heads | " + " | ".join(f"{v:.3f}" for v in top) + " |",
                 f"| random K heads (mean of {df.loc[df['selection'] == 'random', 'seed'].nunique()}) | " + " | ".join(f"{rand.get(k, float('nan')):.3f}" for k in top.index) + " |", ""]
-    return out or ["No ablation yet."]
+    return out or ["No copy-loss ablation is published: K is chosen on dev items (the dev accuracy-versus-K "
+                   "figures above); `pear-lens ablate RUN_DIR` draws this curve for any run."]
 
 
 def _ablation_intro() -> str:
@@ -281,10 +290,42 @@ def results() -> str:
              "### Speed", "", *_benchmarks(), "",
              "### Suppression heads", "",
              "Δπ of every head (`scripts/make_figures.py`; top heads marked):", ""]
-    for name in ("smollm2-135m-instruct", "gemma-3-270m"):
+    for name in REAL_MODELS:
         if (ROOT / "figures" / f"heatmap_{name}.png").exists():
             lines.append(f"![heatmap {name}](figures/heatmap_{name}.png)")
+    lines += ["", *_families()]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _families() -> list[str]:
+    """The cross-family comparison of ``scripts/make_figures.py``: where the top heads sit and how concentrated
+    suppression is (``figures/compare_summary.csv``)."""
+    import pandas as pd
+
+    csv = ROOT / "figures" / "compare_summary.csv"
+    if not csv.exists():
+        return []
+    df = pd.read_csv(csv)
+    if not {"top1%_share", "top1%_suppression_share", "prepend_bos"} <= set(df.columns):
+        return []
+    out = ["### Across families", "",
+           "Each model's discovery run (path patching, reference settings, each on the copy task it can do). "
+           "Relative depth is `layer / (n_layers − 1)`; the shares are those of the top 1 % and 5 % of heads "
+           "(ranked by Δπ) in the total |Δπ| of all heads and in the positive Δπ alone (the suppression mass).", "",
+           "| model | layers × heads | BOS | top-10 heads (relative depth) | top 1 %: heads, share of Σ\\|Δπ\\|, "
+           "of Σ positive Δπ | top 5 %: heads, share of Σ\\|Δπ\\|, of Σ positive Δπ |",
+           "|---|---|---|---|---|---|"]
+    for row in df.to_dict("records"):
+        heads = " ".join(f"{h} ({d})" for h, d in zip(str(row["top_heads"]).split(), str(row["top_relative_depths"]).split()))
+        bos = {True: "yes", False: "no"}.get(row.get("prepend_bos"), "?")
+        cells = [f"{row[f'top{p}_heads']}, {row[f'top{p}_share']:.0%}, {row[f'top{p}_suppression_share']:.0%}"
+                 for p in ("1%", "5%")]
+        out.append(f"| {row['model']} | {row['n_layers']} × {row['n_heads']} | {bos} | {heads} | {cells[0]} | {cells[1]} |")
+    for stem in ("relative_depth", "concentration", "score_distributions"):
+        if (ROOT / "figures" / f"{stem}.png").exists():
+            out.append(f"\n![{stem}](figures/{stem}.png)")
+    return out
+
 
 
 def _cell(text: str) -> str:
