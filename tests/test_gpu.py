@@ -135,7 +135,7 @@ def test_training_runs_on_the_device(precision):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fold_verifies_on_the_device(family):
-    from pear_lens.apply import verify_fold
+    from pear_lens.commands.apply import verify_fold
     from pear_lens.artifact import Artifact
     from pear_lens.convert import fold_into_hf
 
@@ -151,7 +151,7 @@ def test_fold_verifies_on_the_device(family):
 
 
 def test_apply_writes_a_folded_model_from_the_device(tmp_path):
-    from pear_lens.apply import ApplyConfig, apply
+    from pear_lens.commands.apply import ApplyConfig, apply
     from pear_lens.artifact import Artifact
 
     m = model("llama", DEVICE)
@@ -164,7 +164,7 @@ def test_apply_writes_a_folded_model_from_the_device(tmp_path):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bfloat16_discovery_runs_on_the_device(family):
-    from pear_lens.compare import spearman
+    from pear_lens.agreement import spearman
     from pear_lens.mediation import score_heads
     from pear_lens.task import ProxyTask
 
