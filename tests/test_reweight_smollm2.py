@@ -2,18 +2,13 @@
 written folder loaded by plain transformers in another process."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from .conftest import plain_transformers_logits
 
-from pear_lens import constants
-from pear_lens.commands.apply import ApplyConfig, apply, verify_fold
-from pear_lens.artifact import Artifact
-from pear_lens.convert import fold_into_hf
 from pear_lens.reweight import TrainConfig, copy_logits, reweighted, train_coefficients
 from pear_lens.task import sample_batch
+
+from .conftest import check_real_fold
 
 pytestmark = pytest.mark.slow
 # heads spread over layers and over SmolLM2's three KV groups (9 query heads, 3 per KV head)
@@ -44,24 +39,5 @@ def test_fast_copy_logits_and_training_on_smollm2(smol):
 
 
 def test_fold_equals_hooked_and_plain_transformers_loads_the_folder(smol, tmp_path):
-    art = Artifact(heads=HEADS, tau=torch.tensor(TAU), base_model=smol.describe())
-    folded = fold_into_hf(smol.fresh_hf(), art)
-    diffs = verify_fold(smol, folded, art)
     # 30 fp32 layers: rounding alone moves logits of magnitude ~40 by a few 1e-5
-    assert diffs["vs_hooked_bridge"] <= 1e-4 and diffs["vs_unfolded_hf"] <= 1e-4
-    del folded
-
-    art.save(tmp_path / "run")
-    note = apply(ApplyConfig(run_dir=tmp_path / "run", out=tmp_path / "hf"), smol)
-    assert note["verified_max_abs_logit_diff"] <= 1e-4
-    config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert "quantization_config" not in config  # the GGUF origin is not carried into the folder
-    assert config[constants.PEAR_CONFIG_KEY]["heads"] == [list(h) for h in HEADS]
-
-    tokens = torch.randint(2, smol.d_vocab, (2, 40), generator=torch.Generator().manual_seed(3))
-    out = plain_transformers_logits(tmp_path / "hf", tokens, tmp_path)
-    with torch.no_grad(), reweighted(smol, HEADS, TAU) as bridge:
-        hooked = bridge(tokens)
-    assert (out["eager"] - hooked).abs().max() <= 1e-4
-    # SDPA and eager attention differ by ~1e-4 on their own; the default-kernel model is still the same model
-    assert (out["default"] - hooked).abs().max() <= 1e-3
+    check_real_fold(smol, HEADS, TAU, tmp_path, tol=1e-4)
