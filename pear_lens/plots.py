@@ -434,6 +434,8 @@ def dev_accuracy_curve(df: pd.DataFrame, title: str | None = None) -> go.Figure:
             if part.empty:
                 continue
             seeds = part["seeds"].iloc[0] if "seeds" in part.columns else [0]
+            if isinstance(seeds, str):  # the table read back from dev_table.csv holds the list as text, "[0, 1]"
+                seeds = [v for v in seeds.strip("[]").split(",") if v.strip()]
             draws = f", {len(seeds)} draw{'s' if len(seeds) != 1 else ''} pooled" if selection != "top" else ""
             fig.add_trace(go.Scatter(
                 x=part["k"], y=part["accuracy"], mode="lines+markers", line=dict(color=colour, dash=dash),

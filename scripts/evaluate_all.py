@@ -148,7 +148,7 @@ def dev_stage(model, scores, mdir: Path, recipe, args, seconds: dict, name: str)
 def dev_figure(table, name: str, figures: Path, no_png: bool) -> None:
     from pear_lens.plots import dev_accuracy_curve, save_figure
 
-    fig = dev_accuracy_curve(table, title=f"{name}: dev accuracy against K (K for the test table chosen here)")
+    fig = dev_accuracy_curve(table, title=f"{name}: dev accuracy against K")
     save_figure(fig, figures / f"dev_k_{name}.html", formats=["html"] + ([] if no_png else ["png"]))
 
 

@@ -91,7 +91,8 @@ def test_a_second_run_trains_and_generates_nothing(protocol_run, monkeypatch, ca
     # --report-only redraws the report and the dev figures from the runs alone
     (tmp / "figures" / "dev_k_tiny-llama.html").unlink()
     assert _script().main([*args, "--report-only"]) == 0
-    assert (tmp / "figures" / "dev_k_tiny-llama.html").exists()
+    redrawn = (tmp / "figures" / "dev_k_tiny-llama.html").read_text()
+    assert "1 draw pooled" in redrawn and "3 draws" not in redrawn  # the seed list read back from the CSV
 
 
 def test_tasks_are_added_and_a_new_recipe_retrains(tmp_path, monkeypatch):
