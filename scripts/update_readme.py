@@ -273,6 +273,13 @@ def _ablations() -> list[str]:
                    "figures above); `pear-lens ablate RUN_DIR` draws this curve for any run."]
 
 
+def _ablation_section() -> list[str]:
+    """The intro and the tables, or only the sentence that says why there are none."""
+    tables = _ablations()
+    published = any(line.startswith("**") for line in tables)
+    return [_ablation_intro(), "", *tables] if published else tables
+
+
 def _ablation_intro() -> str:
     record = RESULTS / "run.json"
     models = json.loads(record.read_text())["models"] if record.exists() else {}
@@ -286,7 +293,7 @@ def _ablation_intro() -> str:
 def results() -> str:
     lines = ["## Results", "", "### Evaluation on retrieval tasks", "", *_evaluation(), "",
              "### How many heads: the ablation curve", "",
-             _ablation_intro(), "", *_ablations(), "",
+             *_ablation_section(), "",
              "### Speed", "", *_benchmarks(), "",
              "### Suppression heads", "",
              "Δπ of every head (`scripts/make_figures.py`; top heads marked):", ""]
