@@ -65,17 +65,21 @@ def check_copy_task(model_name: str, record: dict, allow_weak: bool = False) -> 
         "to score anyway")
 
 
+def copy_task_variants(model: "LoadedModel", task: ProxyTask | None = None) -> list[ProxyTask]:
+    """``task`` (default: the reference) without BOS and, where the tokenizer has one, with BOS."""
+    task = task or ProxyTask()
+    options = [False] + ([True] if model.tokenizer.bos_token_id is not None else [])
+    return [dataclasses.replace(task, prepend_bos=bos) for bos in options]
+
+
 def measure_copy_tasks(model: "LoadedModel", task: ProxyTask | None = None) -> dict[str, dict]:
     """Clean copy records of ``task`` (default: the reference) without BOS and, where the tokenizer has one,
     with BOS: ``{"no_bos": record, "bos": record}``."""
-    task = task or ProxyTask()
-    options = [False] + ([True] if model.tokenizer.bos_token_id is not None else [])
     out = {}
-    for bos in options:
-        variant = dataclasses.replace(task, prepend_bos=bos)
+    for variant in copy_task_variants(model, task):
         start = time.perf_counter()
         result = clean_copy(model, variant)
-        out["bos" if bos else "no_bos"] = copy_task_record(variant, result, time.perf_counter() - start)
+        out["bos" if variant.prepend_bos else "no_bos"] = copy_task_record(variant, result, time.perf_counter() - start)
     return out
 
 

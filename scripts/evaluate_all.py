@@ -56,15 +56,10 @@ RECORD = "evaluate_all.json"
 
 def copy_task_stage(model, mdir: Path, args, seconds: dict) -> dict:
     """Measure clean copy accuracy without and with BOS (cached); choose by ``pear_lens.copy_task.COPY_RULE``."""
-    import dataclasses
+    from pear_lens.copy_task import choose_copy_task, copy_task_variants, measure_copy_tasks
 
-    from pear_lens.copy_task import choose_copy_task, measure_copy_tasks
-    from pear_lens.task import ProxyTask
-
-    # the cache key names both measured tasks (discovery's defaults: the reference task)
-    options = [False] + ([True] if model.tokenizer.bos_token_id is not None else [])
-    key = {"fingerprint": model.fingerprint,
-           "tasks": [dataclasses.replace(ProxyTask(), prepend_bos=bos).to_dict() for bos in options]}
+    # the cache key names the tasks measure_copy_tasks measures (discovery's defaults: the reference task)
+    key = {"fingerprint": model.fingerprint, "tasks": [t.to_dict() for t in copy_task_variants(model)]}
     measured, seconds["copy_task"], _ = P.cached_stage(mdir / "copy_task.json", key,
                                                        lambda: measure_copy_tasks(model))
     return choose_copy_task(model.name, measured, args.allow_weak_copy_task)
