@@ -35,8 +35,13 @@ from pear_lens.models import load_model
 REAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
 
 
-def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log, save, previous: dict | None) -> dict:
-    """Calibrate every task of ``name``; ``save(entry)`` after each task; tasks in ``previous`` are kept as they are."""
+CONTEXT_TASKS = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL)
+
+
+def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log, save, previous: dict | None,
+                    only: tuple[TaskName, ...] = CONTEXT_TASKS) -> dict:
+    """Calibrate closed-book and the tasks ``only`` of ``name``; ``save(entry)`` after each task; tasks in
+    ``previous`` are kept as they are. The entry is ``complete`` once every task is calibrated."""
     model = load_model(name)
     hf, tok = model.fresh_hf(), model.tokenizer
     speed = {"items": 0, "seconds": 0.0, "prompt_tokens": 0}
@@ -88,7 +93,7 @@ def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log, sav
         checkpoint()
     known_list = [f for f in facts if f.fact_id in set(entry["known_facts"])]
 
-    for task in (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL):
+    for task in only:
         if "chosen" in tasks.get(task.value, {}):
             continue  # measured by an earlier (interrupted) run
         if task is TaskName.COUNTERFACTUAL and not known_list:
@@ -108,7 +113,8 @@ def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log, sav
             f"baseline {acc:.3f} (n={used}){'' if cal.in_range(acc) else '  OUTSIDE 20-80%'}")
         checkpoint()
     entry["measurements"] = previous.get("measurements", []) + measurements
-    return {**entry, "complete": True,
+    complete = all(t.value in tasks for t in CONTEXT_TASKS)
+    return {**entry, "complete": complete,
             "throughput": {**speed, "items_per_second": speed["items"] / max(speed["seconds"], 1e-9),
                            "batch_size": batch_size, "torch_threads": torch.get_num_threads(),
                            "load_average_at_end": os.getloadavg()}}
@@ -123,8 +129,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="calibration file to update (default: the one evaluation reads)")
     parser.add_argument("--resume", action="store_true",
                         help="keep tasks an interrupted run already wrote for the same weights; measure the rest")
+    parser.add_argument("--tasks", nargs="+", choices=[t.value for t in CONTEXT_TASKS],
+                        default=[t.value for t in CONTEXT_TASKS],
+                        help="context tasks to calibrate (closed-book always is: the others need its known facts); "
+                             "the entry stays incomplete until all are")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    only = tuple(TaskName(t) for t in args.tasks)
 
     for name in args.models:
         def save(entry: dict, name: str = name) -> None:
@@ -138,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = cal.load_calibration(args.out).get("models", {}).get(name) if args.resume else None
         start = time.perf_counter()
         entry = calibrate_model(name, args.n, args.batch_size, not args.quiet, lambda m: print(m, flush=True),
-                                lambda e: save({**e, "complete": False}), previous)
-        entry["seconds"] = time.perf_counter() - start
+                                lambda e: save({**e, "complete": False}), previous, only)
+        entry["seconds"] = time.perf_counter() - start + (previous or {}).get("seconds", 0.0)
         save(entry)
         print(f"{name}: calibrated in {entry['seconds']:.0f} s; wrote {args.out}", flush=True)
     return 0
