@@ -6,7 +6,7 @@ For each model, every stage cached under ``--runs/MODEL`` and reused while its i
 1. **Copy task**: the unmodified model's copy accuracy on the proxy task without BOS (the reference) and
    with it; the reference is kept when it reaches 50 %, else BOS (``pear_lens.commands.discover.MIN_COPY_ACCURACY``).
 2. **Discovery** on that task (``pear_lens.commands.discover``).
-3. **K on dev items** (``pear_lens.evaluation.protocol``): the rule (``SELECTION_RULE``) is written down
+3. **K on dev items** (``pear_lens.evaluation.protocol``): the rule (``selection_rule``) is written down
    first; then for each K of a grid in percent of the model's heads, τ is learned for the top-K heads and
    for layer-matched random heads at a small budget (``--dev-steps``, equal for both) and scored on dev
    items of KV and MDQA (another seed than the test items, checked to share none). Dev accuracy against K
@@ -87,7 +87,7 @@ def discovery_stage(model, mdir: Path, prepend_bos: bool, args, seconds: dict) -
 
 
 def dev_stage(model, scores, mdir: Path, recipe, args, seconds: dict, name: str) -> tuple[int, dict]:
-    """Choose K on dev items by :data:`pear_lens.evaluation.protocol.SELECTION_RULE` (or take ``--k``)."""
+    """Choose K on dev items by :func:`pear_lens.evaluation.protocol.selection_rule` (or take ``--k``)."""
     from pear_lens.evaluation.runner import evaluate
 
     total = model.n_layers * model.n_heads
@@ -97,9 +97,10 @@ def dev_stage(model, scores, mdir: Path, recipe, args, seconds: dict, name: str)
                              "dev_seed": None, "test_seed": test_seed, "grid": [int(args.k)]}
     grid = P.k_grid(total, args.k_percents)
     dev_recipe = dataclasses.replace(recipe, steps=args.dev_steps)  # the same for top-K and random-K at every K
-    plan = {"split": "dev", "rule": P.SELECTION_RULE, "grid": list(grid), "grid_percents": list(args.k_percents),
+    dev_tasks = [TaskName(t) for t in dict.fromkeys(args.dev_tasks)]
+    plan = {"split": "dev", "rule": P.selection_rule(dev_tasks), "grid": list(grid), "grid_percents": list(args.k_percents),
             "dev_seed": args.dev_seed, "test_seed": test_seed, "dev_steps": args.dev_steps,
-            "dev_seeds": list(args.dev_seeds), "n_dev": args.dev_n, "tasks": [t.value for t in P.DEV_TASKS],
+            "dev_seeds": list(args.dev_seeds), "n_dev": args.dev_n, "tasks": [t.value for t in dev_tasks],
             "train_seed": recipe.seed}
     atomic_write_json(mdir / "dev" / "plan.json", plan)  # the rule is on disk before any dev result exists
 
@@ -117,7 +118,7 @@ def dev_stage(model, scores, mdir: Path, recipe, args, seconds: dict, name: str)
                                   steps=args.dev_steps))
             jobs.append((selection, k, seed, label))
     outcomes, dropped = [], {}
-    for task in P.DEV_TASKS:
+    for task in dev_tasks:
         settings = settings_for(model.name, task, model.tokenizer)
         split = P.dev_test_items(task, settings, n_dev=args.dev_n, n_test=args.n, dev_seed=args.dev_seed,
                                  test_seed=test_seed)
@@ -132,7 +133,7 @@ def dev_stage(model, scores, mdir: Path, recipe, args, seconds: dict, name: str)
             outcomes.append({"selection": selection, "k": k, "seed": seed, "task": task.value,
                              "steps": 0 if selection == "baseline" else args.dev_steps, "correct": correct[label]})
     table = P.dev_table(outcomes, seed=args.dev_seed)
-    chosen = P.select_k(table)
+    chosen = P.select_k(table, dev_tasks)
     table.to_csv(mdir / "dev" / "dev_table.csv", index=False)
     dev_figure(table, name, args.figures, args.no_png)
     rows = [{**r, "accuracy": round(r["accuracy"], 4), "ci_low": round(r["ci_low"], 4),
@@ -380,8 +381,9 @@ def estimate(args) -> int:
             model = _load(name, model, args)
             total_heads = model.n_layers * model.n_heads
             per_step, step_src = _time_steps(model, args), "timed now: 2 steps"
-        speeds = {} if args.estimate_items else {t: _calibrated_speed(name, t) for t in set(tasks) | set(P.DEV_TASKS)}
-        for t in set(tasks) | set(P.DEV_TASKS):
+        dev_tasks = [TaskName(t) for t in dict.fromkeys(args.dev_tasks)] if args.k == "dev" else []
+        speeds = {} if args.estimate_items else {t: _calibrated_speed(name, t) for t in set(tasks) | set(dev_tasks)}
+        for t in set(tasks) | set(dev_tasks):
             if speeds.get(t) is None:
                 model = _load(name, model, args)
                 speeds[t] = (_time_items(model, t, args), None)
@@ -392,8 +394,8 @@ def estimate(args) -> int:
             runs = len(grid) * (1 + len(args.dev_seeds))
             stages.append((f"dev training ({runs} runs × {args.dev_steps} steps, K in {grid})",
                            runs * args.dev_steps * per_step))
-            stages.append((f"dev evaluation ({1 + runs} conditions × {args.dev_n} items of kv and mdqa)",
-                           (1 + runs) * args.dev_n * sum(item[t] for t in P.DEV_TASKS)))
+            stages.append((f"dev evaluation ({1 + runs} conditions × {args.dev_n} items of {' and '.join(t.value for t in dev_tasks)})",
+                           (1 + runs) * args.dev_n * sum(item[t] for t in dev_tasks)))
         stages.append((f"PEAR training ({args.steps} steps)", args.steps * per_step))
         stages.append((f"control training ({controls} × {args.steps} steps)", controls * args.steps * per_step))
         n_conds = 2 + controls + args.uniform
@@ -466,7 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", default="dev", help="'dev': choose K on dev items (the protocol); or a number of heads")
     parser.add_argument("--k-percents", type=float, nargs="+", default=list(P.K_PERCENTS),
                         help="the dev grid of K, in percent of the model's heads (at least 1 head each)")
-    parser.add_argument("--dev-n", type=int, default=100, help="dev items per task (KV and MDQA); shrink this first")
+    parser.add_argument("--dev-n", type=int, default=100, help="dev items per dev task; shrink this first")
+    parser.add_argument("--dev-tasks", nargs="+", choices=[t.value for t in P.DEV_TASKS],
+                        default=[t.value for t in P.DEV_TASKS],
+                        help="tasks whose dev items choose K (the rule names them before the sweep)")
     parser.add_argument("--dev-seed", type=int, default=1, help="seed of the dev items (must differ from --test-seed)")
     parser.add_argument("--dev-steps", type=int, default=20, help="training steps of every dev run (top-K and random-K)")
     parser.add_argument("--dev-seeds", type=int, nargs="+", default=[0],

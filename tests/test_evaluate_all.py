@@ -143,3 +143,15 @@ def test_the_readme_reads_the_protocol_record(protocol_run):
     assert len(kv) == 1 and "of 4 controls at least as accurate (empirical p = " in kv[0]
     assert any(v.startswith("- tiny-llama, kv at 3 steps:") for v in verdicts)
     assert any(v.startswith("- tiny-llama, closed-book:") for v in verdicts)
+
+
+def test_dev_tasks_choose_k_on_kv_alone_and_the_plan_says_so(tmp_path):
+    args = _args(tmp_path, "--tasks", "closed-book", "--dev-tasks", "kv", "--control-seeds", "0",
+                 "--control-kinds", "uniform")
+    assert _script().main(args) == 0
+    plan = json.loads((tmp_path / "runs" / "tiny-llama" / "dev" / "plan.json").read_text())
+    assert plan["tasks"] == ["kv"] and plan["rule"].endswith("over KV; ties go to the smaller K")
+    dev = pd.read_csv(tmp_path / "runs" / "tiny-llama" / "dev" / "dev_table.csv")
+    assert set(dev["task"]) == {"kv"}
+    sel = json.loads((tmp_path / "report" / "run.json").read_text())["models"]["tiny-llama"]["protocol"]["k_selection"]
+    assert sel["rule"] == plan["rule"] and sel["chosen"] in plan["grid"]

@@ -71,6 +71,17 @@ def test_the_selection_rule_takes_the_best_mean_of_kv_and_mdqa_and_the_smaller_k
         P.select_k(_dev([("layer_matched", 1, "kv", 0.5)]))
 
 
+def test_the_selection_rule_on_kv_alone_ignores_mdqa_and_says_so():
+    dev = _dev([("top", 1, "kv", 0.5), ("top", 1, "mdqa", 0.9), ("top", 5, "kv", 0.6), ("top", 5, "mdqa", 0.1)])
+    assert P.select_k(dev) == 1  # KV and MDQA: means 0.7 against 0.35
+    assert P.select_k(dev, [TaskName.KV]) == 5
+    assert P.selection_rule([TaskName.KV]) == ("the K with the highest mean dev accuracy of top-K over KV; "
+                                              "ties go to the smaller K")
+    assert P.selection_rule() == P.SELECTION_RULE and "over KV and MDQA;" in P.SELECTION_RULE
+    with pytest.raises(PearLensError, match="no top-K rows on mdqa"):
+        P.select_k(_dev([("top", 1, "kv", 0.5)]), [TaskName.MDQA])
+
+
 def test_dev_table_pools_draws_with_a_confidence_interval():
     rows = [{"selection": "layer_matched", "k": 2, "seed": s, "task": "kv", "steps": 20, "correct": c}
             for s, c in ((0, [True, False]), (1, [True, True]))]

@@ -37,9 +37,21 @@ Head = tuple[int, int]
 K_PERCENTS: tuple[int | float, ...] = (1, 2, 5, 10, 20)
 """Default grid of K, in percent of the model's heads (the paper's K is 0.5-4 % of Llama-2-7B's heads)."""
 DEV_TASKS: tuple[TaskName, ...] = (TaskName.KV, TaskName.MDQA)
-"""Tasks whose dev items choose K."""
-SELECTION_RULE = "the K with the highest mean dev accuracy of top-K over KV and MDQA; ties go to the smaller K"
-"""How K is chosen, stated before the dev sweep runs and recorded with it (:func:`select_k` applies it)."""
+"""Tasks whose dev items choose K (the default; a model too slow for MDQA's long prompts may use KV alone)."""
+_TASK_NAMES = {TaskName.KV: "KV", TaskName.MDQA: "MDQA", TaskName.COUNTERFACTUAL: "counterfactual",
+               TaskName.CLOSED_BOOK: "closed-book"}
+
+
+def selection_rule(tasks: Sequence[TaskName] = DEV_TASKS) -> str:
+    """How K is chosen on the dev items of ``tasks``, stated before the sweep and recorded with it
+    (:func:`select_k` applies it)."""
+    names = [_TASK_NAMES[TaskName(t)] for t in tasks]
+    over = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"the K with the highest mean dev accuracy of top-K over {over}; ties go to the smaller K"
+
+
+SELECTION_RULE = selection_rule()
+"""The rule with the default dev tasks."""
 TOP, LAYER_MATCHED, BASELINE = "top", "layer_matched", "baseline"
 """Values of the ``selection`` column of a dev table."""
 
@@ -58,11 +70,13 @@ def k_grid(n_total_heads: int, percents: Sequence[int | float] = K_PERCENTS) -> 
     return tuple(sorted({min(n_total_heads, max(1, int(p * n_total_heads / 100 + 0.5))) for p in percents}))
 
 
-def select_k(dev: pd.DataFrame) -> int:
-    """Apply :data:`SELECTION_RULE` to a dev table (columns ``k``, ``selection``, ``task``, ``accuracy``)."""
-    top = dev[(dev["selection"] == TOP) & dev["task"].isin([t.value for t in DEV_TASKS])]
+def select_k(dev: pd.DataFrame, tasks: Sequence[TaskName] = DEV_TASKS) -> int:
+    """Apply :func:`selection_rule` of ``tasks`` to a dev table (columns ``k``, ``selection``, ``task``,
+    ``accuracy``)."""
+    values = [TaskName(t).value for t in tasks]
+    top = dev[(dev["selection"] == TOP) & dev["task"].isin(values)]
     if top.empty:
-        raise PearLensError("the dev table has no top-K rows on KV or MDQA; run the dev sweep first")
+        raise PearLensError(f"the dev table has no top-K rows on {', '.join(values)}; run the dev sweep first")
     per_k = top.groupby("k")["accuracy"].mean().round(12)  # rounding: equal accuracies tie exactly
     return int(per_k[per_k == per_k.max()].index.min())
 
