@@ -474,8 +474,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="tasks whose dev items choose K (the rule names them before the sweep)")
     parser.add_argument("--dev-seed", type=int, default=1, help="seed of the dev items (must differ from --test-seed)")
     parser.add_argument("--dev-steps", type=int, default=20, help="training steps of every dev run (top-K and random-K)")
-    parser.add_argument("--dev-seeds", type=int, nargs="+", default=[0],
-                        help="layer-matched random draws per K on the dev split")
+    parser.add_argument("--dev-seeds", type=int, nargs="*", default=[0],
+                        help="layer-matched random draws per K on the dev split (none: top-K only, which is all "
+                             "the rule reads; the draws only show the dev figure's control)")
     parser.add_argument("--steps", type=int, default=60, help="training steps of PEAR and of every control (reference: 60)")
     parser.add_argument("--train-seed", type=int, default=0,
                         help="seed of the training sequences, the same for PEAR and every control")
