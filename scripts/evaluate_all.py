@@ -302,6 +302,7 @@ def evaluate_model(name: str, args) -> None:
     conds, record = conditions_for(model, mdir, args, seconds)
     record.update({"n": args.n, "batch_size": args.batch_size, "test_seed": args.test_seed, "tasks": [],
                    "seconds": seconds, "devices": _devices(mdir / RECORD, args.device)})
+    record["protocol"]["differs_from_default"] = getattr(args, "differs_from_default", [])
 
     def task_conds(task: TaskName) -> list:
         return conds["reference"] + (conds["budget"] if task.value in args.budget_tasks else [])
@@ -524,10 +525,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dev-seed must differ from --test-seed: K is never chosen on the test items")
     if args.estimate:
         return estimate(args)
+    args.differs_from_default = differs_from_default(parser, args)
     for name in args.models:
         evaluate_model(name, args)
     print(f"wrote {args.report}")
     return 0
+
+
+PROTOCOL_OPTIONS = ("n", "k_percents", "dev_n", "dev_tasks", "dev_steps", "dev_seeds", "steps", "control_seeds",
+                    "control_kinds")
+"""Options that set how much evidence the protocol gathers: a run that changes them (to fit a slow machine)
+says so in its record and in the README."""
+
+
+def differs_from_default(parser: argparse.ArgumentParser, args) -> list[dict]:
+    """The protocol options this run sets to other values than the defaults, e.g. ``--steps 20 (default 60)``."""
+    out = []
+    for dest in PROTOCOL_OPTIONS:
+        value, default = getattr(args, dest), parser.get_default(dest)
+        if value != default:
+            out.append({"option": "--" + dest.replace("_", "-"), "value": value, "default": default})
+    return out
 
 
 def report(runs: Path, out: Path, no_png: bool = False) -> None:

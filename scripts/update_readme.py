@@ -116,8 +116,10 @@ def _protocol_lines(name: str, r: dict) -> list[str]:
             f"condition). Copy task: {'with' if copy['prepend_bos'] else 'without'} BOS ({accs} clean copy "
             f"accuracy; rule: {copy['rule']}). K = {r['k']}")
     if sel["split"] == "dev":
+        trained = ("top-K and layer-matched random-K alike" if sel.get("dev_seeds", [0]) else
+                   "top-K only, no random draws on dev")
         text += (f", chosen on dev items before the test ({sel['rule']}; K in {', '.join(map(str, sel['grid']))}, "
-                 f"{sel['dev_steps']} training steps for top-K and layer-matched random-K alike, "
+                 f"{sel['dev_steps']} training steps for {trained}, "
                  f"{sel['n_dev']} dev items per task, dev seed {sel['dev_seed']}, test seed {sel['test_seed']}; "
                  f"figure `figures/dev_k_{name}`)")
     else:
@@ -126,10 +128,20 @@ def _protocol_lines(name: str, r: dict) -> list[str]:
              f"{'; '.join(control_text)}; " + (f"all trained like PEAR ({p['pear']['steps']} steps, the same "
              f"training sequences, seed {p['pear']['train_seed']})" if same else "training budgets differ from PEAR's")
              + f". Artifact: [`artifacts/{name}`](artifacts/{name}).")
+    if p.get("differs_from_default"):
+        text += (" **Differs from the default protocol** (as the command that ran it set): "
+                 + ", ".join(f"`{d['option']} {_option_value(d['value'])}` (default {_option_value(d['default'])})"
+                             for d in p["differs_from_default"]) + ".")
     if p.get("budget"):
         b = p["budget"]
         text += f" Budget sensitivity: PEAR and every control also trained for {b['steps']} steps ({b['note']})."
     return [text]
+
+
+def _option_value(value) -> str:
+    if isinstance(value, list):
+        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
+    return str(value)
 
 
 def _timing(record: dict) -> str:

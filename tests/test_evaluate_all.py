@@ -135,6 +135,9 @@ def test_the_readme_reads_the_protocol_record(protocol_run):
     text = readme._protocol_lines("tiny-llama", record)[0]
     assert f"K = {record['k']}, chosen on dev items" in text and "2 uniform" in text and "2 layer-matched" in text
     assert "all trained like PEAR (2 steps" in text and "Budget sensitivity" in text
+    # the run shrank the protocol: the README says by how much, from the record
+    assert "**Differs from the default protocol**" in text and "`--steps 2` (default 60)" in text
+    assert "`--control-seeds 0 1` (default 0 1 2)" in text and "`--n 4` (default 300)" in text
     for stage in ("copy-task check", "dev training", "dev evaluation", "PEAR training", "control training",
                   "longer-budget training", "kv evaluation", "closed-book evaluation"):
         assert stage in text
@@ -155,3 +158,10 @@ def test_dev_tasks_choose_k_on_kv_alone_and_the_plan_says_so(tmp_path):
     assert set(dev["task"]) == {"kv"}
     sel = json.loads((tmp_path / "report" / "run.json").read_text())["models"]["tiny-llama"]["protocol"]["k_selection"]
     assert sel["rule"] == plan["rule"] and sel["chosen"] in plan["grid"]
+    record = json.loads((tmp_path / "report" / "run.json").read_text())["models"]["tiny-llama"]
+    changed = {d["option"]: (d["value"], d["default"]) for d in record["protocol"]["differs_from_default"]}
+    assert changed["--dev-tasks"] == (["kv"], ["kv", "mdqa"]) and changed["--control-kinds"] == (["uniform"],
+                                                                                             ["uniform", "layer_matched"])
+    assert "--k-percents" not in changed and "--batch-size" not in changed  # default, and not a protocol option
+    text = load_script("update_readme")._protocol_lines("tiny-llama", record)[0]
+    assert "`--dev-tasks kv` (default kv mdqa)" in text
