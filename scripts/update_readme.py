@@ -56,7 +56,8 @@ def _evaluation() -> list[str]:
     if not table.exists() or not record.exists():
         return ["No evaluation results yet: run `.venv/bin/python scripts/evaluate_all.py`."]
     models = json.loads(record.read_text())["models"]
-    out = ["`scripts/evaluate_all.py` (each model's line says on which device its stages ran): greedy decoding, "
+    out = ["`make results` (`scripts/evaluate_all.py` per model, as the Makefile lists; each model's line says on "
+           "which device its stages ran): greedy decoding, "
            "95% bootstrap CIs, exact McNemar test against the baseline on the same items; task sizes and prompt "
            "styles from the calibration (`pear_lens/evaluation/data/calibration.json`).", ""]
     for name, r in models.items():
