@@ -41,7 +41,9 @@ CONTEXT_TASKS = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL)
 def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log, save, previous: dict | None,
                     only: tuple[TaskName, ...] = CONTEXT_TASKS) -> dict:
     """Calibrate closed-book and the tasks ``only`` of ``name``; ``save(entry)`` after each task; tasks in
-    ``previous`` are kept as they are. The entry is ``complete`` once every task is calibrated."""
+    ``previous`` are kept as they are (with the seconds they took). The entry is ``complete`` once every task
+    is calibrated."""
+    began = time.perf_counter()
     model = load_model(name)
     hf, tok = model.fresh_hf(), model.tokenizer
     speed = {"items": 0, "seconds": 0.0, "prompt_tokens": 0}
@@ -114,7 +116,7 @@ def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log, sav
         checkpoint()
     entry["measurements"] = previous.get("measurements", []) + measurements
     complete = all(t.value in tasks for t in CONTEXT_TASKS)
-    return {**entry, "complete": complete,
+    return {**entry, "complete": complete, "seconds": time.perf_counter() - began + previous.get("seconds", 0.0),
             "throughput": {**speed, "items_per_second": speed["items"] / max(speed["seconds"], 1e-9),
                            "batch_size": batch_size, "torch_threads": torch.get_num_threads(),
                            "load_average_at_end": os.getloadavg()}}
@@ -147,10 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_json(args.out, data)
 
         previous = cal.load_calibration(args.out).get("models", {}).get(name) if args.resume else None
-        start = time.perf_counter()
         entry = calibrate_model(name, args.n, args.batch_size, not args.quiet, lambda m: print(m, flush=True),
                                 lambda e: save({**e, "complete": False}), previous, only)
-        entry["seconds"] = time.perf_counter() - start + (previous or {}).get("seconds", 0.0)
         save(entry)
         print(f"{name}: calibrated in {entry['seconds']:.0f} s; wrote {args.out}", flush=True)
     return 0
