@@ -293,7 +293,8 @@ def _devices(record_path: Path, device: str) -> list[str]:
     return list(dict.fromkeys([*earlier, _device_name(device)]))
 
 
-def evaluate_model(name: str, args) -> None:
+def evaluate_model(name: str, args, differs: list[dict]) -> None:
+    """Every stage for ``name``; ``differs``: the protocol options this run changed (:func:`differs_from_default`)."""
     from pear_lens.models import load_model
 
     model = load_model(name, device=args.device)
@@ -302,7 +303,7 @@ def evaluate_model(name: str, args) -> None:
     conds, record = conditions_for(model, mdir, args, seconds)
     record.update({"n": args.n, "batch_size": args.batch_size, "test_seed": args.test_seed, "tasks": [],
                    "seconds": seconds, "devices": _devices(mdir / RECORD, args.device)})
-    record["protocol"]["differs_from_default"] = getattr(args, "differs_from_default", [])
+    record["protocol"]["differs_from_default"] = differs
 
     def task_conds(task: TaskName) -> list:
         return conds["reference"] + (conds["budget"] if task.value in args.budget_tasks else [])
@@ -525,9 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dev-seed must differ from --test-seed: K is never chosen on the test items")
     if args.estimate:
         return estimate(args)
-    args.differs_from_default = differs_from_default(parser, args)
+    differs = differs_from_default(parser, args)
     for name in args.models:
-        evaluate_model(name, args)
+        evaluate_model(name, args, differs)
     print(f"wrote {args.report}")
     return 0
 
