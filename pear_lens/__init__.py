@@ -4,7 +4,7 @@ context, and fix them at zero inference cost (PEAR, arXiv 2409.19745).
 The pipeline reads top to bottom in the package layout: ``task`` (the copy
 proxy task), ``mediation`` (per-head Δπ scores), ``reweight`` (learn one scalar
 per suppression head), ``convert`` (fold the scalars into a Hugging Face model),
-``evaluation`` and ``plots``. ``pear_lens.commands`` holds the ``pear-lens``
+``evaluation`` and ``plots``; ``atlas`` puts each head's Δπ beside known head roles. ``pear_lens.commands`` holds the ``pear-lens``
 commands, which call this library and are never imported by it.
 
 Public names are imported lazily so that ``import pear_lens.convert`` works
@@ -34,6 +34,8 @@ _LAZY = {
     "Artifact": "pear_lens.artifact",
     "load_artifact": "pear_lens.artifact",
     "fold_into_hf": "pear_lens.convert",
+    "head_atlas": "pear_lens.atlas",
+    "HeadAtlas": "pear_lens.atlas",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -13,7 +13,10 @@ options by the *resolved type* of each field:
   field says ``option(prefix="")``;
 - ``option(variants=..., selector=...)`` one options dataclass out of a registry, chosen by another
   field (the scoring method's options): the union of their fields, and a given option that the chosen
-  variant lacks is an error.
+  variant lacks is an error;
+- ``option(sections=..., selector=...)`` one options dataclass per entry of a registry, for each entry the
+  selector field (a tuple of names) chooses (the head detectors' options): ``--NAME.OPTION`` per entry,
+  built into ``{name: {option: value}}`` of the options given; an option of an entry not chosen is an error.
 
 Any other type raises when the parser is built: a value is never passed on as an unparsed string.
 :func:`from_namespace` builds the config back, nested sections included, and :func:`coerce` checks a
@@ -44,17 +47,18 @@ _SCALARS = (int, float, str, Path)
 def option(default: Any = MISSING, *, help: str | None = None, positional: bool = False,
            choices: list[str] | Callable[[], list[str]] | None = None, default_factory: Any = MISSING, prefix: str | None = None,
            omit: tuple[str, ...] = (), cli_type: Any = None, cli: bool = True,
-           variants: Callable[[], Mapping[str, type]] | None = None, selector: str | None = None) -> Any:
+           variants: Callable[[], Mapping[str, type]] | None = None, selector: str | None = None,
+           sections: Callable[[], Mapping[str, type]] | None = None) -> Any:
     """A config field with its command-line form.
 
     ``help`` (default: the attribute docstring); ``positional``; ``choices`` for a ``str`` field (a list, or a function returning one when the parser is built);
     ``prefix`` of a nested section's options (default ``"<field>."``; ``""`` keeps its flags unprefixed)
     and ``omit``, the section's fields that do not apply here; ``cli_type``: the type the command line
     parses when the field's own type has no command-line form; ``cli=False`` leaves the field off the
-    command line; ``variants``/``selector``: see the module docstring.
+    command line; ``variants``/``selector`` and ``sections``/``selector``: see the module docstring.
     """
     meta = {"help": help, "positional": positional, "choices": choices, "prefix": prefix, "omit": tuple(omit),
-            "cli_type": cli_type, "cli": cli, "variants": variants, "selector": selector}
+            "cli_type": cli_type, "cli": cli, "variants": variants, "selector": selector, "sections": sections}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -255,6 +259,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
         if meta.get("variants"):
             _add_variants(parser, cls, f, meta, dest + f.name)
             continue
+        if meta.get("sections"):
+            _add_sections(parser, f, meta, dest + f.name)
+            continue
         if dataclasses.is_dataclass(_plain(typ)):
             sub = _plain(typ)
             sub_prefix = meta.get("prefix")
@@ -315,6 +322,24 @@ def _add_variants(parser: argparse.ArgumentParser, cls: type, f: dataclasses.Fie
                            help=help_text.replace("%", "%%"), **kwargs)
 
 
+def _add_sections(parser: argparse.ArgumentParser, f: dataclasses.Field, meta: Mapping, dest: str) -> None:
+    """``--NAME.OPTION`` for every option of every registered entry, one group per entry."""
+    for name, scls in meta["sections"]().items():
+        fields = dataclasses.fields(scls)
+        if not fields:
+            continue
+        hints, docs = _hints(scls), attribute_docs(scls)
+        group = parser.add_argument_group(f"{name} options", f"apply only when --{meta['selector']} includes {name}")
+        for sf in fields:
+            typ = _plain(hints[sf.name])
+            kwargs = _kwargs_for(scls, sf, typ, positional=False)
+            help_text = _field_help(scls, sf, docs)
+            if kwargs.get("action") != "store_true":
+                help_text += f" (default: {show(_default_of(sf), typ)})"
+            group.add_argument("--" + f"{name}.{sf.name}".replace("_", "-"), dest=f"{dest}.{name}.{sf.name}",
+                               default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), **kwargs)
+
+
 def _field(cls: type, name: str) -> dataclasses.Field:
     return next(f for f in dataclasses.fields(cls) if f.name == name)
 
@@ -334,7 +359,7 @@ def _build(cls: type, given: dict[str, Any], dest: str, base: Any) -> Any:
     later = []
     for f in dataclasses.fields(cls):
         typ = f.metadata.get("cli_type") or hints[f.name]
-        if f.metadata.get("variants"):
+        if f.metadata.get("variants") or f.metadata.get("sections"):
             later.append(f)
         elif dataclasses.is_dataclass(_plain(typ)) and f.metadata.get("cli", True):
             sub_base = _default_of(f, base)
@@ -349,10 +374,26 @@ def _build(cls: type, given: dict[str, Any], dest: str, base: Any) -> Any:
         chosen = values.get(selector, _default_of(_field(cls, selector), base))
         prefix = f"{dest}{f.name}."
         opts = {k[len(prefix):]: v for k, v in given.items() if k.startswith(prefix)}
-        values[f.name] = variant_options(f.metadata["variants"](), str(chosen), opts, selector)
+        if f.metadata.get("sections"):
+            values[f.name] = section_options(tuple(chosen), opts, selector)
+        else:
+            values[f.name] = variant_options(f.metadata["variants"](), str(chosen), opts, selector)
     if base is not None:
         return dataclasses.replace(base, **values) if values else base
     return cls(**values)
+
+
+def section_options(chosen: tuple[str, ...], given: Mapping[str, Any], what: str) -> dict[str, dict[str, Any]]:
+    """``{"name.option": value}`` as ``{name: {option: value}}``; an option of an entry not chosen is an error."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in given.items():
+        name, _, opt = key.partition(".")
+        if name not in chosen:
+            flag = "--" + key.replace("_", "-")
+            raise PearLensError(f"{flag} is an option of {name!r}, which is not among the chosen {what} "
+                                f"({', '.join(chosen) or 'none'}); drop it or add {name} to --{what}")
+        out.setdefault(name, {})[opt] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def variant_options(variants: Mapping[str, type], chosen: str, given: Mapping[str, Any], what: str) -> Any:

@@ -38,3 +38,10 @@ EVAL_ITEMS_JSONL = "items.jsonl"
 EVAL_JSON = "eval.json"
 REPORT_TABLE_MD = "summary.md"
 REPORT_TABLE_HTML = "summary.html"
+
+# head atlas (pear-lens atlas), written into a discovery run folder
+HEAD_ATLAS_CSV = "head_atlas.csv"
+HEAD_ATLAS_JSON = "head_atlas.json"
+HEAD_ATLAS_PROMPTS = "head_atlas_prompts.safetensors"
+ATLAS_HEATMAPS_HTML = "atlas_heatmaps.html"
+ATLAS_SCATTER_HTML = "atlas_scatter.html"

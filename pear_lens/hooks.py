@@ -32,5 +32,10 @@ def resid_pre(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_pre"
 
 
+def final_norm_input() -> str:
+    """Residual stream entering the final norm, ``[batch, pos, d_model]``."""
+    return "ln_final.hook_in"
+
+
 def all_used(n_layers: int) -> list[str]:
-    return [f(layer) for layer in range(n_layers) for f in (z, q, k, v, pattern, resid_pre)]
+    return [f(layer) for layer in range(n_layers) for f in (z, q, k, v, pattern, resid_pre)] + [final_norm_input()]

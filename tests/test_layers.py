@@ -30,11 +30,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("compare",),
     # the methods
     ("mediation",),
+    ("atlas",),
     ("reweight",),
     ("ablation", "training_cache", "copy_task"),
     ("evaluation",),
     # commands, in the order they call each other; cli dispatches to all of them
-    ("commands.discover", "commands.compare"),
+    ("commands.discover", "commands.compare", "commands.atlas"),
     ("commands.train",),
     ("commands.apply", "commands.ablate", "commands.eval"),
     ("commands.demo",),

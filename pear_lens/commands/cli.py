@@ -108,6 +108,23 @@ def _demo(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _atlas(ns: argparse.Namespace) -> int:
+    from pear_lens.commands.atlas import AtlasConfig, atlas
+
+    config = from_namespace(AtlasConfig, ns)
+    result = atlas(config)
+    stats = result.statistics(config.top_k, config.n_boot).set_index("detector")
+    print(f"scored {result.delta_pi.scores.numel()} heads of {result.model} with {len(result.names)} detectors in "
+          f"{result.extra['seconds']:.1f} s")
+    for name in result.names:
+        s = stats.loc[name]
+        print(f"  {name}: Spearman ρ with Δπ {s['spearman']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]; "
+              f"{int(s['top_k_overlap'])} of the top {config.top_k} Δπ heads in its top {config.top_k}")
+    print(f"wrote {config.run_dir}/{{head_atlas.csv, head_atlas.json, head_atlas_prompts.safetensors, "
+          f"atlas_heatmaps, atlas_scatter}}")
+    return 0
+
+
 def _config_command(cls_path: str) -> Callable[[], type]:
     def load() -> type:
         module, name = cls_path.rsplit(":", 1)
@@ -133,6 +150,9 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Nam
                 _compare),
     "eval": ("evaluate baseline (and a trained artifact) on a RAG task; write per-item and summary CSVs",
              _config_command("pear_lens.commands.eval:EvalConfig"), _eval),
+    "atlas": ("put every head's Δπ beside known head roles (induction, retrieval, copy suppression, ...) "
+              "and add head_atlas.csv to a run folder", _config_command("pear_lens.commands.atlas:AtlasConfig"),
+              _atlas),
     "eval-report": ("draw accuracy-by-position curves and a results table from eval folders",
                     _config_command("pear_lens.evaluation.report:EvalReportConfig"), _eval_report),
 }

@@ -1,0 +1,202 @@
+"""The head atlas: every head's causal Δπ beside the head roles researchers already know.
+
+A :class:`HeadAtlas` holds a discovery run's Δπ and, per detector, one score per head and prompt;
+the per-prompt scores give bootstrap intervals over prompts for every statistic it reports. On disk
+it is ``head_atlas.csv`` (one row per head), ``head_atlas.json`` (definitions, sources, options,
+prompt sets, timings, statistics) and ``head_atlas_prompts.safetensors`` (the per-prompt scores).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from pear_lens import constants
+from pear_lens.agreement import layer_depth, spearman
+from pear_lens.atlas import figures
+from pear_lens.errors import PearLensError
+from pear_lens.io import atomic_path, atomic_write_json
+from pear_lens.results import HeadScores
+
+RETRIEVAL_THRESHOLD = 0.1
+"""Wu et al. 2024 call a head a retrieval head when its retrieval score exceeds 0.1."""
+
+
+@dataclass
+class HeadAtlas:
+    """Δπ of every head beside each detector's score.
+
+    ``per_prompt[name]`` is ``[n_prompts, n_layers, n_heads]``: NaN rows are prompts the detector
+    did not use (the retrieval score skips prompts whose answer missed the needle).
+    """
+
+    delta_pi: HeadScores
+    per_prompt: dict[str, Float[Tensor, "n_prompts n_layers n_heads"]]
+    detectors: dict[str, dict[str, Any]]
+    """Per detector: short, definition, source, prompts, options, higher_is_role, seconds, diagnostics."""
+    prompts: dict[str, Any] = field(default_factory=dict)
+    """How each prompt set was built."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Timings (shared forward passes, generation); never needed to read the scores."""
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.delta_pi.scores.shape)
+        for name, t in self.per_prompt.items():
+            t = torch.as_tensor(t, dtype=torch.float32)
+            if t.ndim != 3 or tuple(t.shape[1:]) != shape:
+                raise PearLensError(f"scores of detector {name!r} must be [n_prompts, {shape[0]}, {shape[1]}], got "
+                                    f"{tuple(t.shape)}")
+            used = ~torch.isnan(t).all(-1).all(-1)
+            if not bool(used.any()):
+                raise PearLensError(f"detector {name!r} used no prompt")
+            if not bool(torch.isfinite(t[used]).all()):
+                raise PearLensError(f"detector {name!r} gave a non-finite score")
+            self.per_prompt[name] = t
+        missing = set(self.per_prompt) ^ set(self.detectors)
+        if missing:
+            raise PearLensError(f"detectors without scores or description: {sorted(missing)}")
+
+    # ------------------------------------------------------------------ numbers
+    @property
+    def model(self) -> str:
+        return self.delta_pi.model
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.per_prompt)
+
+    def used(self, name: str) -> Tensor:
+        """The per-prompt scores of the prompts ``name`` used, ``[n_used, n_layers, n_heads]``."""
+        t = self.per_prompt[name]
+        return t[~torch.isnan(t).all(-1).all(-1)]
+
+    def score(self, name: str) -> Float[Tensor, "n_layers n_heads"]:
+        """Detector ``name``'s score of every head: the mean over the prompts it used."""
+        return self.used(name).mean(0)
+
+    def role_order(self, name: str, values: Tensor | None = None) -> Tensor:
+        """Flat head indices, the detector's role first (largest score, or most negative for copy suppression)."""
+        v = (self.score(name) if values is None else values).flatten()
+        return torch.argsort(v, descending=self.detectors[name]["higher_is_role"], stable=True)
+
+    def top_heads(self, name: str, k: int) -> list[tuple[int, int]]:
+        n_heads = self.delta_pi.n_heads
+        return [(int(i) // n_heads, int(i) % n_heads) for i in self.role_order(name)[:k]]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per head: layer, head, relative depth, Δπ and its rank, then each score and its role rank."""
+        df = self.delta_pi.to_dataframe()[["layer", "head", "score", "rank"]].rename(
+            columns={"score": "delta_pi", "rank": "delta_pi_rank"})
+        df.insert(2, "relative_depth", [layer_depth(int(l), self.delta_pi.n_layers) for l in df["layer"]])
+        for name in self.names:
+            df[name] = self.score(name).flatten().numpy()
+            ranks = torch.empty(df.shape[0], dtype=torch.long)
+            ranks[self.role_order(name)] = torch.arange(1, df.shape[0] + 1)
+            df[f"{name}_rank"] = ranks.numpy()
+        return df
+
+    def statistics(self, top_k: int = 10, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+        """Per detector: Spearman ρ of Δπ with the score (percentile bootstrap CI over the detector's prompts),
+        and how many of the top-``top_k`` Δπ heads are among the detector's top ``top_k`` (its role end)."""
+        delta = self.delta_pi.scores.flatten()
+        top_delta = set(self.delta_pi.top_k(top_k))
+        gen = torch.Generator().manual_seed(seed)
+        rows = []
+        for name in self.names:
+            used = self.used(name)
+            rho = spearman(delta, self.score(name).flatten())
+            boot = []
+            for _ in range(n_boot):
+                idx = torch.randint(used.shape[0], (used.shape[0],), generator=gen)
+                boot.append(spearman(delta, used[idx].mean(0).flatten()))
+            boot_arr = np.array(boot, dtype=float)
+            boot_arr = boot_arr[np.isfinite(boot_arr)]
+            lo, hi = (np.quantile(boot_arr, [(1 - level) / 2, (1 + level) / 2]) if len(boot_arr) else (np.nan, np.nan))
+            overlap = sorted(top_delta & set(self.top_heads(name, top_k)))
+            rows.append({"detector": name, "short": self.detectors[name]["short"], "n_prompts": int(used.shape[0]),
+                         "spearman": rho, "ci_low": float(lo), "ci_high": float(hi), "top_k": top_k,
+                         "top_k_overlap": len(overlap), "overlap_heads": " ".join(f"L{l}.H{h}" for l, h in overlap)})
+        return pd.DataFrame(rows)
+
+    def roles(self, top_k: int = 10) -> pd.DataFrame:
+        """The top-``top_k`` Δπ heads and the roles each holds: in a detector's top ``top_k``, and a
+        retrieval head by Wu et al.'s threshold (score > 0.1) where the retrieval score was computed."""
+        df = self.to_dataframe().set_index(["layer", "head"])
+        rows = []
+        for layer, head in self.delta_pi.top_k(top_k):
+            r = df.loc[(layer, head)]
+            row = {"head": f"L{layer}.H{head}", "delta_pi": float(r["delta_pi"]), "delta_pi_rank": int(r["delta_pi_rank"])}
+            roles = []
+            for name in self.names:
+                row[name] = float(r[name])
+                row[f"{name}_rank"] = int(r[f"{name}_rank"])
+                if int(r[f"{name}_rank"]) <= top_k:
+                    roles.append(self.detectors[name]["short"])
+            if "retrieval" in self.names:
+                row["retrieval_head"] = bool(r["retrieval"] > RETRIEVAL_THRESHOLD)
+            row["roles"] = ", ".join(roles) or "none"
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ figures
+    def _columns(self) -> dict[str, str]:
+        return {name: self.detectors[name]["short"] for name in self.names}
+
+    def heatmaps(self, top_k: int = 10, title: str | None = None):
+        """Δπ and every score as heatmaps side by side, the top-``top_k`` Δπ heads outlined in each."""
+        return figures.atlas_heatmaps(self.to_dataframe(), self._columns(), top_k=top_k,
+                                      title=title or f"Head atlas of {self.model}",
+                                      higher_is_role={n: self.detectors[n]["higher_is_role"] for n in self.names})
+
+    def scatter(self, top_k: int = 10, n_boot: int = 1000, title: str | None = None):
+        """Δπ against each score, with Spearman ρ (bootstrap CI) and the top-``top_k`` overlap."""
+        return figures.atlas_scatter(self.to_dataframe(), self._columns(), self.statistics(top_k, n_boot),
+                                     top_k=top_k, title=title or f"{self.model}: Δπ against each head score")
+
+    # ------------------------------------------------------------------ persistence
+    def metadata(self, top_k: int = 10, n_boot: int = 1000) -> dict[str, Any]:
+        return {"format_version": constants.FORMAT_VERSION, "kind": "pear_lens head atlas", "model": self.model,
+                "fingerprint": self.delta_pi.fingerprint, "delta_pi": {"method": self.delta_pi.method,
+                                                                       "metric": self.delta_pi.metric,
+                                                                       "difference": self.delta_pi.difference,
+                                                                       "task": self.delta_pi.task},
+                "detectors": self.detectors, "prompts": self.prompts, "extra": self.extra,
+                "statistics": self.statistics(top_k, n_boot).to_dict(orient="records"),
+                "roles": self.roles(top_k).to_dict(orient="records")}
+
+    def save(self, folder: str | Path, top_k: int = 10, n_boot: int = 1000) -> list[Path]:
+        """Write the three atlas files into ``folder`` (each atomically); returns their paths."""
+        folder = Path(folder)
+        csv = folder / constants.HEAD_ATLAS_CSV
+        with atomic_path(csv) as tmp:
+            self.to_dataframe().to_csv(tmp, index=False)
+        tensors = folder / constants.HEAD_ATLAS_PROMPTS
+        with atomic_path(tensors) as tmp:
+            save_file({name: t.contiguous() for name, t in self.per_prompt.items()}, str(tmp))
+        meta = atomic_write_json(folder / constants.HEAD_ATLAS_JSON, self.metadata(top_k, n_boot))
+        return [csv, meta, tensors]
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "HeadAtlas":
+        """Read the atlas that ``pear-lens atlas`` wrote into a discovery run folder."""
+        run_dir = Path(run_dir)
+        meta_path, tensors = run_dir / constants.HEAD_ATLAS_JSON, run_dir / constants.HEAD_ATLAS_PROMPTS
+        for p in (meta_path, tensors):
+            if not p.exists():
+                raise PearLensError(f"{p} is missing; run `pear-lens atlas {run_dir}` first")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            per_prompt = load_file(str(tensors))
+            return cls(delta_pi=HeadScores.load(run_dir), per_prompt={k: per_prompt[k] for k in meta["detectors"]},
+                       detectors=meta["detectors"], prompts=meta.get("prompts", {}), extra=meta.get("extra", {}))
+        except (KeyError, TypeError, ValueError, OSError) as e:
+            raise PearLensError(f"{run_dir} holds a corrupt head atlas ({' '.join(str(e).split())}); "
+                                f"rerun `pear-lens atlas {run_dir} --overwrite`") from None

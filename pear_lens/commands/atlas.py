@@ -1,0 +1,97 @@
+"""``pear-lens atlas RUN_DIR``: every head's Δπ beside the head roles researchers already know.
+
+Loads the model a discovery run scored (checked by its weight fingerprint), runs the chosen
+detectors (default: all registered) and adds to the run folder ``head_atlas.csv`` (one row per
+head), ``head_atlas.json``, ``head_atlas_prompts.safetensors`` and two figures,
+``atlas_heatmaps`` and ``atlas_scatter`` (HTML, and PNG unless ``--no-png``). The folder is updated
+as a whole: a failure or Ctrl-C leaves it byte-identical.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pear_lens import constants
+from pear_lens.atlas import DETECTORS, HeadAtlas, NeedleConfig
+from pear_lens.config import option
+from pear_lens.errors import PearLensError
+
+ATLAS_FILES = (constants.HEAD_ATLAS_CSV, constants.HEAD_ATLAS_JSON, constants.HEAD_ATLAS_PROMPTS,
+               constants.ATLAS_HEATMAPS_HTML, constants.ATLAS_SCATTER_HTML,
+               Path(constants.ATLAS_HEATMAPS_HTML).with_suffix(".png").name,
+               Path(constants.ATLAS_SCATTER_HTML).with_suffix(".png").name)
+
+
+def _detector_options() -> dict[str, type]:
+    return {name: d.options for name, d in DETECTORS.items()}
+
+
+@dataclass
+class AtlasConfig:
+    """Settings of ``pear-lens atlas``: the run folder, the detectors and their prompts."""
+
+    run_dir: Path = option(positional=True, help="a `pear-lens discover` run folder (the atlas is added to it)")
+    detectors: tuple[str, ...] = option(default_factory=lambda: tuple(DETECTORS),
+                                        help="head detectors to run, comma-separated (see pear_lens.atlas.DETECTORS)")
+    options: Any = option(None, sections=_detector_options, selector="detectors",
+                          help="each chosen detector's own options")
+    needle: NeedleConfig = option(default_factory=NeedleConfig,
+                                  help="needle-in-a-haystack prompts of the retrieval score")
+    model: str | None = option(None, help="the weights to load (default: the run's model); must be the weights "
+                                          "the run scored")
+    device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, ...)")
+    dtype: str = option("float32", help="dtype of the weights", choices=["float32", "bfloat16", "float16"])
+    top_k: int = option(10, help="top-K Δπ heads compared with each detector's top K, and outlined on the figures")
+    n_boot: int = option(1000, help="bootstrap resamples (over prompts) of each Spearman ρ's interval")
+    overwrite: bool = option(False, help="replace an atlas already in RUN_DIR")
+    no_png: bool = option(False, help="skip the static PNGs (need a Chrome for kaleido)")
+    quiet: bool = option(False, help="no progress bars")
+
+
+def _run_model(run_dir: Path) -> tuple[str, str]:
+    meta = run_dir / constants.DISCOVERY_JSON
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        return str(info["model"]["name"]), str(info["scores"]["fingerprint"])
+    except (OSError, KeyError, TypeError, ValueError):
+        raise PearLensError(f"{meta} is missing or unreadable; is {run_dir} a `pear-lens discover` run folder?") from None
+
+
+def atlas(config: AtlasConfig) -> HeadAtlas:
+    """Load the run's model, run the detectors and add the atlas files to the run folder."""
+    from pear_lens.atlas import check_detectors, head_atlas
+    from pear_lens.io import staged_update
+    from pear_lens.models import check_device, load_model
+    from pear_lens.plots import check_static_export, save_figure
+    from pear_lens.results import HeadScores
+
+    run_dir = Path(config.run_dir)
+    if not run_dir.is_dir():
+        raise PearLensError(f"{run_dir} is not a folder; give a `pear-lens discover` run folder")
+    scores = HeadScores.load(run_dir)
+    run_model, run_fingerprint = _run_model(run_dir)
+    options = check_detectors(config.detectors, config.options)
+    present = [name for name in ATLAS_FILES if (run_dir / name).exists()]
+    if present and not config.overwrite:
+        raise PearLensError(f"{run_dir} already holds a head atlas ({present[0]}); pass --overwrite to replace it")
+    if config.top_k < 1 or config.top_k > scores.scores.numel():
+        raise PearLensError(f"--top-k must be between 1 and {scores.scores.numel()}, got {config.top_k}")
+    if config.n_boot < 1:
+        raise PearLensError(f"--n-boot must be at least 1, got {config.n_boot}")
+    check_device(config.device)
+    if not config.no_png:
+        check_static_export()
+    model = load_model(config.model or run_model, device=config.device, dtype=config.dtype)
+    if run_fingerprint and model.fingerprint != run_fingerprint:
+        raise PearLensError(f"{run_dir} was scored on other weights ({run_model}, fingerprint {run_fingerprint[:16]}…) "
+                            f"than {config.model or run_model} ({model.fingerprint[:16]}…); give the model the run scored")
+    result = head_atlas(model, scores, list(options), options, needle=config.needle, progress=not config.quiet)
+    formats = ["html"] + ([] if config.no_png else ["png"])
+    with staged_update(run_dir, replaced=ATLAS_FILES) as stage:
+        result.save(stage, top_k=config.top_k, n_boot=config.n_boot)
+        save_figure(result.heatmaps(top_k=config.top_k), stage / constants.ATLAS_HEATMAPS_HTML, formats=formats)
+        save_figure(result.scatter(top_k=config.top_k, n_boot=config.n_boot), stage / constants.ATLAS_SCATTER_HTML,
+                    formats=formats)
+    return result
