@@ -6,8 +6,8 @@ Blocks (``<!-- BEGIN GENERATED: NAME -->`` ... ``<!-- END GENERATED: NAME -->``)
 - ``commands``: the command table and the scoring-method table, from the parser that the config
   dataclasses generate (``pear_lens.commands.cli``) and the method registry (``pear_lens.mediation.METHODS``);
 - ``results``: ``figures/results/`` from ``scripts/evaluate_all.py`` (table, K and how it was chosen,
-  accuracy-by-position figures), the benchmark lines in ``figures/benchmarks/`` and the paper figures of
-  ``scripts/make_figures.py``.
+  accuracy-by-position figures), the benchmark lines in ``figures/benchmarks/``, the paper figures of
+  ``scripts/make_figures.py`` and the head atlas of ``scripts/make_atlas.py``.
 
     python scripts/update_readme.py          # rewrite README.md
     python scripts/update_readme.py --check  # exit 1 if README.md is not what the files say (a test runs this)
@@ -313,8 +313,63 @@ def results() -> str:
     for name in REAL_MODELS:
         if (ROOT / "figures" / f"heatmap_{name}.png").exists():
             lines.append(f"![heatmap {name}](figures/heatmap_{name}.png)")
-    lines += ["", *_families()]
+    lines += ["", *_families(), "", *_atlas()]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _atlas() -> list[str]:
+    """The head atlas of ``scripts/make_atlas.py`` (``figures/atlas_summary.csv``, ``figures/atlas_roles.csv``):
+    how Δπ relates to known head roles in each family, and what the top suppression heads are."""
+    import pandas as pd
+
+    summary_csv, roles_csv = ROOT / "figures" / "atlas_summary.csv", ROOT / "figures" / "atlas_roles.csv"
+    if not summary_csv.exists() or not roles_csv.exists():
+        return []
+    summary, roles = pd.read_csv(summary_csv), pd.read_csv(roles_csv)
+    k = int(summary["top_k"].iloc[0])
+    out = ["### Head atlas: what the suppression heads are", "",
+           "`scripts/make_atlas.py` on each model's run folder (`pear-lens atlas artifacts/MODEL`): every head's Δπ "
+           "beside six head scores (definitions and sources: `pear-lens atlas --help`, `pear_lens.atlas.DETECTORS`). "
+           f"ρ is Spearman's rank correlation of Δπ with the score over all heads, with a 95 % bootstrap interval over "
+           f"the detector's prompts; overlap counts the top-{k} Δπ heads among the detector's top {k} (for copy "
+           "suppression, its most negative). The retrieval score reads needle prompts the model answered by copying "
+           "the needle (count in the last column). Signs: induction and retrieval scores are high for heads that copy, "
+           "whose Δπ is negative (removing them hurts copying); a copy-suppression score is negative for heads that "
+           "lower the logit of what they attend to.", "",
+           f"| model | detector | ρ with Δπ [95 % CI] | top-{k} overlap | shared heads | prompts |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for row in summary.to_dict("records"):
+        prompts = (f"{int(row['n_prompts'])} of {int(row['needle_prompts'])} needle prompts copied"
+                   if row["detector"] == "retrieval" and row.get("needle_prompts") == row.get("needle_prompts")
+                   else f"{int(row['n_prompts'])} proxy sequences")
+        shared = row["overlap_heads"] if isinstance(row["overlap_heads"], str) and row["overlap_heads"] else "—"
+        out.append(f"| {row['model']} | {row['short']} | {row['spearman']:+.2f} [{row['ci_low']:+.2f}, "
+                   f"{row['ci_high']:+.2f}] | {int(row['top_k_overlap'])} | {shared} | {prompts} |")
+    out += ["", f"What the top-{k} Δπ heads are (a role: the head is in that detector's top {k}; a retrieval head: "
+            "retrieval score above 0.1, Wu et al.'s threshold):", ""]
+    for model, part in roles.groupby("model", sort=False):
+        out.append(f"- {model}: " + _roles_sentence(part, k, summary[summary["model"] == model]))
+    for stem in ["atlas_across_models", *(f"atlas_heatmaps_{m}" for m in REAL_MODELS)]:
+        if (ROOT / "figures" / f"{stem}.png").exists():
+            out.append(f"\n![{stem}](figures/{stem}.png)")
+    return out
+
+
+def _roles_sentence(part, k: int, stats) -> str:
+    """One sentence per model, every number from the roles and summary tables."""
+    counts = {}
+    for roles in part["roles"]:
+        for role in ([] if roles == "none" else roles.split(", ")):
+            counts[role] = counts.get(role, 0) + 1
+    neither = int((part["roles"] == "none").sum())
+    held = ", ".join(f"{n} in the top {k} by {role}" for role, n in sorted(counts.items(), key=lambda x: -x[1]))
+    retrieval = int(part["retrieval_head"].sum()) if "retrieval_head" in part else 0
+    best = stats.loc[stats["spearman"].abs().idxmax()]
+    top = part.sort_values("delta_pi_rank").iloc[0]
+    return (f"{held or 'none in any detector’s top ' + str(k)}; {retrieval} retrieval head(s) by the threshold; "
+            f"{neither} of {len(part)} hold none of the roles. The strongest suppressor, {top['head']}, holds: "
+            f"{top['roles']}. The largest rank correlation of Δπ is with {best['short']} "
+            f"(ρ = {best['spearman']:+.2f}).")
 
 
 def _families() -> list[str]:
@@ -358,6 +413,7 @@ def commands() -> str:
 
     from pear_lens.commands.cli import COMMANDS, build_parser
     from pear_lens.config import attribute_docs, show
+    from pear_lens.atlas import DETECTORS
     from pear_lens.mediation import METHODS
 
     parser = build_parser()
@@ -383,6 +439,15 @@ def commands() -> str:
         opts = [f"`--{f.name.replace('_', '-')}` ({show(f.default)}): {docs.get(f.name, '')}"
                 for f in dataclasses.fields(m.options)]
         rows.append(f"| `{m.name}` ({m.short}) | {_cell(m.description)} | {_cell('<br>'.join(opts)) or '—'} |")
+    rows += ["", "Head detectors (`pear-lens atlas --detectors NAME,...`, `head_atlas(..., detectors=[NAME])`), each "
+             "with its own options (`--NAME.OPTION`); an option of a detector not chosen is an error:", "",
+             "| detector | what it measures | source | options (default) |", "| --- | --- | --- | --- |"]
+    for d in DETECTORS.values():
+        docs = attribute_docs(d.options)
+        opts = [f"`--{d.name}.{f.name}`".replace("_", "-") + f" ({show(f.default)}): {docs.get(f.name, '')}"
+                for f in dataclasses.fields(d.options)]
+        rows.append(f"| `{d.name}` ({d.short}) | {_cell(d.definition)} | {_cell(d.source)} | "
+                    f"{_cell('<br>'.join(opts)) or '—'} |")
     return "\n".join(rows) + "\n"
 
 

@@ -61,13 +61,15 @@ def head_atlas(
     options: Mapping[str, Any] | None = None,
     *,
     needle: NeedleConfig = NeedleConfig(),
+    proxy_settings: Sequence[tuple[int, int]] | None = None,
     progress: bool = False,
     pattern_hook: Callable | None = None,
 ) -> HeadAtlas:
     """Score every head of ``model`` with each detector (default: all registered) beside its Δπ.
 
     ``delta_pi`` is a discovery run's scores of the same weights; the proxy-task detectors read that
-    run's own sequences. ``options`` maps a detector's name to its options (an options dataclass or a
+    run's own sequences (``proxy_settings`` replaces its (batch, n) settings, same seed and BOS: fewer
+    sequences for a quick look). ``options`` maps a detector's name to its options (an options dataclass or a
     mapping). ``pattern_hook(layer, pattern) -> pattern`` may edit attention while recording (tests).
 
     >>> import pear_lens as pl
@@ -89,6 +91,8 @@ def head_atlas(
     for name in chosen:
         by_set.setdefault(DETECTORS[name].prompts, []).append(name)
     task = ProxyTask.from_dict(delta_pi.task)
+    if proxy_settings:
+        task = dataclasses.replace(task, settings=tuple(proxy_settings))
     # everything that can be refused is refused before the first forward
     batches = task.batches(model) if PromptSet.PROXY in by_set else []
     needle_prompts = build_prompts(model, needle, ANSWER_EXTRA_TOKENS) if PromptSet.NEEDLE in by_set else []
@@ -116,7 +120,8 @@ def head_atlas(
             del rec
         extra["seconds_recording"]["proxy"] = t_rec
         prompts["proxy"] = {"task": task.to_dict(), "n_prompts": sum(b.batch_size for b in batches),
-                            "note": "the discovery run's own sequences"}
+                            "note": "the discovery run's own sequences" if not proxy_settings
+                            else "the discovery run's task (seed, BOS, vocabulary) with other settings"}
     if needle_prompts:
         names = by_set[PromptSet.NEEDLE]
         t0 = time.perf_counter()

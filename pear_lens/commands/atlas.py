@@ -15,7 +15,7 @@ from typing import Any
 
 from pear_lens import constants
 from pear_lens.atlas import DETECTORS, HeadAtlas, NeedleConfig
-from pear_lens.config import option
+from pear_lens.config import Settings, option
 from pear_lens.errors import PearLensError
 
 ATLAS_FILES = (constants.HEAD_ATLAS_CSV, constants.HEAD_ATLAS_JSON, constants.HEAD_ATLAS_PROMPTS,
@@ -39,6 +39,8 @@ class AtlasConfig:
                           help="each chosen detector's own options")
     needle: NeedleConfig = option(default_factory=NeedleConfig,
                                   help="needle-in-a-haystack prompts of the retrieval score")
+    proxy_settings: Settings | None = option(None, help="replace the run's (batch, n) proxy settings, e.g. 10x20 "
+                                                         "(same seed and BOS; default: the run's own sequences)")
     model: str | None = option(None, help="the weights to load (default: the run's model); must be the weights "
                                           "the run scored")
     device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, ...)")
@@ -87,7 +89,8 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
     if run_fingerprint and model.fingerprint != run_fingerprint:
         raise PearLensError(f"{run_dir} was scored on other weights ({run_model}, fingerprint {run_fingerprint[:16]}…) "
                             f"than {config.model or run_model} ({model.fingerprint[:16]}…); give the model the run scored")
-    result = head_atlas(model, scores, list(options), options, needle=config.needle, progress=not config.quiet)
+    result = head_atlas(model, scores, list(options), options, needle=config.needle,
+                        proxy_settings=config.proxy_settings, progress=not config.quiet)
     formats = ["html"] + ([] if config.no_png else ["png"])
     with staged_update(run_dir, replaced=ATLAS_FILES) as stage:
         result.save(stage, top_k=config.top_k, n_boot=config.n_boot)
