@@ -208,3 +208,18 @@ def test_controls_distribution_quantiles():
     assert s6.median == pytest.approx(0.005) and s6.q90 == pytest.approx(0.175)
     with pytest.raises(PearLensError):
         controls_distribution([])
+
+
+def test_clustered_p_values_keep_their_level_where_item_level_ones_do_not():
+    # no true difference, but whole clusters of 5 items flip together: items treated as independent
+    # reject far too often; resampling clusters keeps false positives near 5 %
+    rng = np.random.default_rng(0)
+    g, size, sims = 60, 5, 100
+    clusters = np.repeat(np.arange(g), size)
+    clustered = item_level = 0
+    for r in range(sims):
+        a, b = (np.repeat(rng.random(g) < 0.5, size) for _ in range(2))
+        clustered += paired_cluster_bootstrap_diff(a, b, clusters, n_resamples=500, seed=r).p_value < 0.05
+        item_level += paired_cluster_bootstrap_diff(a, b, None, n_resamples=500, seed=r).p_value < 0.05
+    assert clustered / sims <= 0.12
+    assert item_level / sims >= 0.25
