@@ -76,13 +76,16 @@ def test_mdqa_distractors_are_the_generators_entities(monkeypatch):
 
     monkeypatch.setattr(mdqa_mod, "_entity", record)
     n_docs = 4
-    items = generate_mdqa(12, n_docs, seed=5)
+    items = generate_mdqa(60, n_docs, seed=5)
+    asked = set()
     for i, it in enumerate(items):
         ents = made[i * n_docs:(i + 1) * n_docs]
         gold = ents[it.gold_position]
         attr = next(a for a, v in gold.items() if v == it.answers[0])
+        asked.add(attr)
         expected = tuple(e[attr] for j, e in enumerate(ents) if j != it.gold_position)
         assert distractor_answers(it) == expected
+    assert len(asked) >= 8  # of the 10 attributes the four kinds ask about: persons, places and things alike
 
 
 def test_kv_distractor_values():
