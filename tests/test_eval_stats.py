@@ -223,3 +223,12 @@ def test_clustered_p_values_keep_their_level_where_item_level_ones_do_not():
         item_level += paired_cluster_bootstrap_diff(a, b, None, n_resamples=500, seed=r).p_value < 0.05
     assert clustered / sims <= 0.12
     assert item_level / sims >= 0.25
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from pear_lens.evaluation import stats
+
+    result = doctest.testmod(stats)
+    assert result.attempted >= 3 and result.failed == 0

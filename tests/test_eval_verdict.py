@@ -64,3 +64,12 @@ def test_bad_rules_and_inputs_are_refused():
         RULE.verdict(0.1, float("nan"), "efficacy")
     with pytest.raises(PearLensError, match=r"\[0, 1\]"):
         RULE.verdict(0.1, 1.5, "efficacy")
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from pear_lens.evaluation import verdict
+
+    result = doctest.testmod(verdict)
+    assert result.attempted >= 2 and result.failed == 0
