@@ -155,6 +155,15 @@ class CounterfactualItem:
                    category=str(record.get("category", "")))
 
 
+def fact_clusters(items: Sequence["CounterfactualItem | ClosedBookItem"]) -> list[str]:
+    """The fact each item asks about (category and question), one label per item, for a cluster bootstrap.
+
+    :func:`generate_counterfactual` asks each fact up to ``alternatives_per_fact`` times, and a model that
+    clings to one fact fails all of them together: those items are one draw, not several.
+    """
+    return [f"{it.category}:{it.question}" for it in items]
+
+
 def closed_book_items(facts: Sequence[Fact]) -> list[ClosedBookItem]:
     """One closed-book question per fact."""
     return [ClosedBookItem(item_id=f.fact_id, question=f.question, answers=f.answers, category=f.category)

@@ -61,6 +61,11 @@ class KVItem:
         return [k for k, _ in self.records].index(self.key)
 
     @property
+    def distractor_values(self) -> tuple[str, ...]:
+        """The other keys' values: an output naming one retrieved the wrong pair."""
+        return tuple(v for k, v in self.records if k != self.key)
+
+    @property
     def n_context(self) -> int:
         return len(self.records)
 

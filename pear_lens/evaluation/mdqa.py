@@ -10,6 +10,7 @@ distractors). The gold document is moved through every position.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -192,3 +193,35 @@ def generate_mdqa(n: int, n_docs: int, *, positions: Sequence[int] | None = None
         items.append(MDQAItem(item_id=f"mdqa-{seed}-{i}", question=kind.questions[attr].format(name=gold["name"]),
                               answers=(gold[attr],), ctxs=docs))
     return items
+
+
+def _template_pattern(text: str) -> "re.Pattern[str]":
+    """A regex reading every ``{field}`` of a document template back out of a generated document."""
+    parts = re.split(r"\{(\w+)\}", text)  # literal, field, literal, field, ...
+    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.+?)" for i, p in enumerate(parts))
+    return re.compile(f"^{regex}$")
+
+
+_PATTERNS = tuple((kind, _template_pattern(kind.text)) for kind in _KINDS)
+
+
+def distractor_answers(item: MDQAItem) -> tuple[str, ...]:
+    """What each other document would answer to the item's question, for items of :func:`generate_mdqa`.
+
+    An output naming one of these is a retrieval error (the right kind of fact, from the wrong document)
+    rather than a made-up answer. The item records only its documents' text, so the fields are read back
+    with the generator's own templates; items of another origin (e.g. NaturalQuestions) give ``()``.
+    """
+    gold = item.gold_position
+    if gold is None:
+        return ()
+    for kind, pattern in _PATTERNS:
+        fields = pattern.match(item.ctxs[gold].text)
+        if fields is None:
+            continue
+        attrs = [a for a, q in kind.questions.items() if q.format(name=fields["name"]) == item.question]
+        if len(attrs) != 1 or fields[attrs[0]] not in item.answers:
+            return ()
+        others = (pattern.match(d.text) for j, d in enumerate(item.ctxs) if j != gold)
+        return tuple(m[attrs[0]] for m in others if m is not None)
+    return ()

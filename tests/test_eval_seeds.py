@@ -1,0 +1,61 @@
+"""The test-seed registry: a used seed is refused and the registry stays byte for byte as it was."""
+import json
+
+import pytest
+
+from pear_lens.errors import PearLensError
+from pear_lens.evaluation.seeds import SeedUse, claim_test_seed, used_seeds
+
+
+def test_claims_are_recorded_in_order(tmp_path):
+    reg = tmp_path / "runs" / "test_seeds.json"
+    assert used_seeds(reg) == []
+    first = claim_test_seed(reg, 0, "issue 9 published table", record="figures/results/run.json")
+    second = claim_test_seed(reg, 5, "issue 16 confirmatory run")
+    assert [u.seed for u in used_seeds(reg)] == [0, 5]
+    assert used_seeds(reg) == [first, second]
+    raw = json.loads(reg.read_text())
+    assert raw[0] == {"seed": 0, "first_used": first.first_used, "purpose": "issue 9 published table",
+                      "record": "figures/results/run.json"}
+    assert first.first_used.endswith("+00:00") and "T" in first.first_used  # UTC, ISO 8601
+
+
+def test_a_used_seed_is_refused_and_the_file_is_unchanged(tmp_path):
+    reg = tmp_path / "test_seeds.json"
+    claim_test_seed(reg, 0, "first look", record="runs/a.json")
+    claim_test_seed(reg, 1, "second look")
+    before = reg.read_bytes()
+    with pytest.raises(PearLensError) as err:
+        claim_test_seed(reg, 0, "confirmatory run")
+    message = str(err.value)
+    assert "\n" not in message and "already used" in message and "'first look'" in message
+    assert "runs/a.json" in message and "e.g. 2" in message  # names the fix: the smallest free seed
+    assert reg.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["test_seeds.json"]  # no temporary file left behind
+
+
+def test_bad_seeds_purposes_and_registries(tmp_path):
+    reg = tmp_path / "r.json"
+    for bad in (-1, True):
+        with pytest.raises(PearLensError, match="non-negative integer"):
+            claim_test_seed(reg, bad, "x")
+    with pytest.raises(PearLensError, match="purpose"):
+        claim_test_seed(reg, 3, "  ")
+    assert not reg.exists()
+    reg.write_text('{"seed": 0}')
+    with pytest.raises(PearLensError, match="unreadable"):
+        used_seeds(reg)
+    with pytest.raises(PearLensError, match="unreadable"):
+        claim_test_seed(reg, 4, "x")
+    assert reg.read_text() == '{"seed": 0}'
+    reg.write_text('[{"seed": "3", "first_used": "then", "purpose": "dev"}]')  # a seed written as text
+    with pytest.raises(PearLensError, match="unreadable"):
+        used_seeds(reg)
+
+
+def test_a_registry_written_by_hand_is_read(tmp_path):
+    reg = tmp_path / "r.json"
+    reg.write_text(json.dumps([{"seed": 7, "first_used": "2026-11-01T10:00:00+00:00", "purpose": "dev"}]))
+    assert used_seeds(reg) == [SeedUse(7, "2026-11-01T10:00:00+00:00", "dev", "")]
+    with pytest.raises(PearLensError, match="e.g. 0"):
+        claim_test_seed(reg, 7, "again")
