@@ -105,7 +105,9 @@ class HeadAtlas:
 
     def statistics(self, top_k: int = 10, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
         """Per detector: Spearman ρ of Δπ with the score (percentile bootstrap CI over the detector's prompts),
-        and how many of the top-``top_k`` Δπ heads are among the detector's top ``top_k`` (its role end)."""
+        and how many of the top-``top_k`` Δπ heads are among the detector's top ``top_k`` (its role end;
+        ``top_k`` is capped at the number of heads)."""
+        top_k = min(top_k, self.delta_pi.scores.numel())
         delta = self.delta_pi.scores.flatten()
         top_delta = set(self.delta_pi.top_k(top_k))
         gen = torch.Generator().manual_seed(seed)
@@ -129,6 +131,7 @@ class HeadAtlas:
     def roles(self, top_k: int = 10) -> pd.DataFrame:
         """The top-``top_k`` Δπ heads and the roles each holds: in a detector's top ``top_k``, and a
         retrieval head by Wu et al.'s threshold (score > 0.1) where the retrieval score was computed."""
+        top_k = min(top_k, self.delta_pi.scores.numel())
         df = self.to_dataframe().set_index(["layer", "head"])
         rows = []
         for layer, head in self.delta_pi.top_k(top_k):
