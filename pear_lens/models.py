@@ -543,6 +543,15 @@ def check_device(device: str | torch.device | None) -> None:
         raise PearLensError(f"--device {device}: pear_lens runs on cpu, cuda or mps")
 
 
+def device_description(device: str) -> str:
+    """Where computations run, for records (minutes and floating-point results depend on it)."""
+    import os
+
+    if torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(torch.device(device))} (fp32)"
+    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,

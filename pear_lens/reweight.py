@@ -243,6 +243,36 @@ def linear_warmup(warmup: int, total: int):
     return factor
 
 
+def step_limit(config: TrainConfig) -> float:
+    """How far one τ can move from 1 in ``config.steps`` Adam steps: the sum of the scheduled learning rates.
+
+    Adam's update of a scalar is at most about ``lr`` per step (exactly ``lr`` while every gradient has one
+    sign), so a τ near ``1 ± step_limit`` was held by the budget, not by the loss: its magnitude says how long
+    it trained, not what the copy loss wants. With the reference recipe (60 steps, lr 0.005, warm-up 2 over
+    2500) the limit is 0.29.
+
+    >>> round(step_limit(TrainConfig()), 4)
+    0.2886
+    """
+    factor = linear_warmup(config.warmup_steps, config.schedule_steps)
+    return float(config.lr * sum(factor(s) for s in range(config.steps)))
+
+
+AT_LIMIT_SHARE = 0.9
+"""A τ with ``|τ - 1| >= AT_LIMIT_SHARE * step_limit`` sits at the step limit (:func:`at_step_limit`)."""
+
+
+def at_step_limit(tau: "Sequence[float] | torch.Tensor", config: TrainConfig) -> list[bool]:
+    """Per τ: whether it moved at least :data:`AT_LIMIT_SHARE` of the way to :func:`step_limit` (it still
+    moved at about full speed when training stopped, so the loss did not choose its value).
+
+    >>> at_step_limit([0.716, 1.034, 1.0], TrainConfig())
+    [True, False, False]
+    """
+    bound = step_limit(config)
+    return [abs(float(t) - 1.0) >= AT_LIMIT_SHARE * bound for t in tau]
+
+
 @contextlib.contextmanager
 def frozen(module: torch.nn.Module) -> Iterator[None]:
     """Switch off gradients of every parameter, restoring the flags afterwards."""

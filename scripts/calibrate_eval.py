@@ -25,7 +25,7 @@ import torch
 from pear_lens.environment import environment
 from pear_lens.evaluation import calibration as cal
 from pear_lens.evaluation.facts import closed_book_items, load_facts
-from pear_lens.commands.eval import known_facts
+from pear_lens.evaluation.runner import known_facts
 from pear_lens.evaluation.prompts import PromptStyle
 from pear_lens.evaluation.runner import encode_items, generate_outputs, score_items
 from pear_lens.evaluation.tasks import TASKS, TaskName, generate_items

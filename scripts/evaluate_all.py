@@ -272,25 +272,16 @@ def _evaluated(eval_dir: Path, conds, n: int, seed: int) -> bool:
             and info.get("conditions") == P._plain([c.describe() for c in conds]))
 
 
-def _device_name(device: str) -> str:
-    """Where the stages run, for the record (the minutes per stage depend on it)."""
-    import os
-
-    import torch
-
-    if torch.device(device).type == "cuda":
-        return f"{torch.cuda.get_device_name(torch.device(device))} (fp32)"
-    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
-
-
 def _devices(record_path: Path, device: str) -> list[str]:
     """Every device that ran stages of this record, in order: an earlier session's (the cached stages keep
     the minutes they took there), then this one's."""
+    from pear_lens.models import device_description
+
     earlier: list[str] = []
     if record_path.exists():
         old = json.loads(record_path.read_text())
         earlier = old.get("devices") or ([old["device"]] if old.get("device") else [])
-    return list(dict.fromkeys([*earlier, _device_name(device)]))
+    return list(dict.fromkeys([*earlier, device_description(device)]))
 
 
 def evaluate_model(name: str, args, differs: list[dict]) -> None:

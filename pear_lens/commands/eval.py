@@ -22,7 +22,7 @@ from pear_lens.evaluation.calibration import settings_for
 from pear_lens.evaluation.facts import ClosedBookItem, CounterfactualItem, Fact, closed_book_items, load_facts
 from pear_lens.evaluation.items import Item, check_gold_position, write_jsonl
 from pear_lens.evaluation.prompts import PromptStyle
-from pear_lens.evaluation.runner import EvalResult, encode_items, evaluate, generate_outputs, score_items
+from pear_lens.evaluation.runner import EvalResult, encode_items, evaluate, known_facts
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
 from pear_lens.io import atomic_write_json, check_output, staged_dir
 from pear_lens.models import DEFAULT_MODEL
@@ -62,16 +62,6 @@ def resolve_settings(config: EvalConfig, model_name: str, tokenizer) -> TaskSett
     overrides = {k: getattr(config, k) for k in ("n_context", "prompt_style", "max_new_tokens", "key_format",
                                                   "value_format") if getattr(config, k) is not None}
     return replace(settings, **overrides)
-
-
-def known_facts(hf, tokenizer, probes: Sequence[ClosedBookItem], settings: TaskSettings, *, n_ctx: int,
-                batch_size: int, progress: bool) -> set[str]:
-    """Item ids of the closed-book ``probes`` the (baseline) model answers correctly."""
-    prompts = encode_items(probes, PromptStyle.parse(settings.prompt_style), tokenizer, n_ctx=n_ctx,
-                           max_new_tokens=settings.max_new_tokens)
-    outputs = generate_outputs(hf, tokenizer, prompts, settings, batch_size=batch_size, progress=progress,
-                               desc="closed-book check (baseline)")
-    return {p.item_id for p, ok in zip(probes, score_items(probes, outputs)) if ok}
 
 
 def counterfactual_items(model: "LoadedModel", config: EvalConfig, settings: TaskSettings,

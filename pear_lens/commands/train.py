@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from pear_lens.config import option
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_path, check_writable_parent, read_text, staged_update
 from pear_lens.results import HeadScores
-from pear_lens.reweight import DEFAULT_TOP_K, TrainConfig, TrainResult, select_heads, train_coefficients
+from pear_lens.reweight import (DEFAULT_TOP_K, TrainConfig, TrainResult, at_step_limit, select_heads, step_limit,
+                                train_coefficients)
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
@@ -80,6 +82,24 @@ def discovery_summary(info: dict[str, Any]) -> dict[str, Any]:
             "difference": s.get("difference"), "options": s.get("options", {}), "task": s.get("task", {})}
 
 
+def step_limit_record(result: TrainResult) -> dict[str, Any]:
+    """pear.json's record of the step limit (:func:`pear_lens.reweight.step_limit`): the bound and which τ sit at it."""
+    config = TrainConfig(**{k: v for k, v in result.config.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    at = at_step_limit(result.tau.tolist(), config)
+    return {"tau_step_limit": round(step_limit(config), 6), "tau_at_step_limit": at}
+
+
+def step_limit_message(result: TrainResult) -> str | None:
+    """One line when any τ sits at the step limit (its value was set by the budget, not the loss), else None."""
+    rec = step_limit_record(result)
+    held = [f"L{l}.H{h} ({float(t):.3f})" for (l, h), t, a in zip(result.heads, result.tau, rec["tau_at_step_limit"]) if a]
+    if not held:
+        return None
+    return (f"note: τ of {', '.join(held)} sit at the optimizer's step limit (|τ - 1| ≥ 90 % of "
+            f"{rec['tau_step_limit']:.3f}, the summed learning rate of {result.config['steps']} steps): they were "
+            "still moving when training stopped; more steps or a larger --lr would move them further")
+
+
 def build_artifact(result: TrainResult, base_model: dict[str, Any], scores: HeadScores | None,
                    discovery: dict[str, Any]) -> Artifact:
     """The artifact of a training run; Δπ and rank come from ``scores`` when given."""
@@ -89,7 +109,7 @@ def build_artifact(result: TrainResult, base_model: dict[str, Any], scores: Head
         scores=[float(scores.scores[l, h]) if scores is not None else None for l, h in result.heads],
         ranks=[int(ranks[l, h]) if ranks is not None else None for l, h in result.heads],
         training={**result.config, "seconds": round(result.seconds, 2), "loss_first": result.loss_curve[0],
-                  "loss_last": result.loss_curve[-1]},
+                  "loss_last": result.loss_curve[-1], **step_limit_record(result)},
         discovery=discovery,
     )
 
@@ -130,6 +150,9 @@ def train_run(config: TrainRunConfig, model: "LoadedModel | None" = None) -> tup
         check_static_export()
     model = run_model(scores, info, model)
     result = train_coefficients(model, heads, train_cfg, progress=not config.quiet)
+    message = step_limit_message(result)
+    if message and not config.quiet:
+        print(message, file=sys.stderr)
     artifact = build_artifact(result, model.describe(), scores, discovery_summary(info))
     # the whole new run folder (discovery files copied, training outputs added) is swapped in at once:
     # a failure or Ctrl-C while saving leaves the old folder as it was

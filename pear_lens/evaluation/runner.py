@@ -83,6 +83,16 @@ def generate_outputs(hf: "PreTrainedModel", tokenizer, prompts: list[list[int]],
                            progress=progress, desc=desc)
 
 
+def known_facts(hf, tokenizer, probes: Sequence[Item], settings: TaskSettings, *, n_ctx: int,
+                batch_size: int, progress: bool) -> set[str]:
+    """Item ids of the closed-book ``probes`` the (baseline) model answers correctly."""
+    prompts = encode_items(probes, PromptStyle.parse(settings.prompt_style), tokenizer, n_ctx=n_ctx,
+                           max_new_tokens=settings.max_new_tokens)
+    outputs = generate_outputs(hf, tokenizer, prompts, settings, batch_size=batch_size, progress=progress,
+                               desc="closed-book check (baseline)")
+    return {p.item_id for p, ok in zip(probes, score_items(probes, outputs)) if ok}
+
+
 def evaluate(model_name: str, task: str, items: Sequence[Item], conditions: Sequence[Condition], tokenizer,
              settings: TaskSettings, *, n_ctx: int, batch_size: int = 16, progress: bool = True,
              seed: int = 0, cache_dir: Path | None = None, cache_key: dict[str, Any] | None = None) -> EvalResult:

@@ -1,0 +1,377 @@
+"""The confirmatory run of one model: the plan fixed first, fresh items, every planned condition, every output kept.
+
+Layout of ``OUT/MODEL`` (meant to be committed; everything a statistic needs is in it):
+
+- ``plan.json``: the :class:`~pear_lens.evaluation.plan.ConfirmatoryPlan`, written (and its test seed
+  claimed) before any test item exists;
+- ``items/TASK.jsonl.gz``: the test items, drawn once from the plan's seed and then read back;
+- ``tau/ID.json``: each trained condition's τ with the key it was trained under (weights, heads, recipe,
+  device), its loss and whether τ sat at the optimizer's step limit;
+- ``outputs/TASK/ID.json.gz``: each condition's greedy outputs in item order, keyed by the weights, the
+  condition (heads and τ), the items, the settings, the batch size, the device and the dtype;
+- ``record.json``: the seconds every stage took and on which device.
+
+Every stage is skipped when its file holds the same key, so the run resumes on any machine from what is
+committed, condition by condition (:func:`run_model`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from pear_lens.config import option
+from pear_lens.errors import PearLensError
+from pear_lens.evaluation import conditions as C
+from pear_lens.evaluation import plan as PL
+from pear_lens.evaluation.calibration import settings_for
+from pear_lens.evaluation.items import Item
+from pear_lens.evaluation.prompts import PromptStyle
+from pear_lens.evaluation.protocol import ControlKind, draw_control, items_digest, _plain
+from pear_lens.evaluation.runner import encode_items, generate_outputs, known_facts
+from pear_lens.evaluation.tasks import TASKS, TaskName, generate_items
+from pear_lens.io import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from pear_lens.models import LoadedModel
+
+Head = tuple[int, int]
+PLAN_JSON, RECORD_JSON = "plan.json", "record.json"
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def write_json_gz(path: Path, obj: Any) -> None:
+    """Compressed JSON, written atomically (mtime 0: the same content gives the same bytes)."""
+    atomic_write_bytes(path, gzip.compress(json.dumps(obj, ensure_ascii=False).encode(), mtime=0))
+
+
+def read_json_gz(path: Path) -> Any:
+    return json.loads(gzip.decompress(Path(path).read_bytes()).decode())
+
+
+def save_items(path: Path, items: Sequence[Item], meta: dict[str, Any]) -> None:
+    write_json_gz(path, {"meta": meta, "digest": items_digest(items), "items": [it.to_dict() for it in items]})
+
+
+def load_items(path: Path, task: TaskName) -> tuple[list[Item], dict[str, Any]]:
+    """Items saved by :func:`save_items`, parsed by the task's own loader (so they are checked as data files are)."""
+    stored = read_json_gz(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        jsonl = Path(tmp) / f"{task.value}.jsonl"
+        jsonl.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in stored["items"]), encoding="utf-8")
+        items = TASKS[task].load(jsonl)
+    if items_digest(items) != stored["digest"]:
+        raise PearLensError(f"{path}: the items do not match their recorded digest; restore the file from git")
+    return items, stored["meta"]
+
+
+def stored(path: Path, key: dict[str, Any], gz: bool) -> dict[str, Any] | None:
+    """The saved record at ``path`` when it was made under ``key``, else None."""
+    if not path.exists():
+        return None
+    rec = read_json_gz(path) if gz else json.loads(path.read_text())
+    return rec if rec.get("key") == _plain(key) else None
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One planned condition: its id, how its τ come about, and its label in tables."""
+
+    id: str
+    label: str
+    heads: tuple[Head, ...] = ()
+    train_lr: float | None = None
+    """Learning rate it is trained with (None: not trained here)."""
+    fixed_tau: float | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def arms(plan: PL.ConfirmatoryPlan, n_layers: int, n_heads: int) -> list[Arm]:
+    """Every condition of ``plan``, in the order the run builds them (cheap and most informative first)."""
+    pear = [tuple(h) for h in plan.artifact["heads"]]
+    mean_tau = round(sum(plan.artifact["tau"]) / len(plan.artifact["tau"]), 4)
+    lr, ulr = plan.recipe["lr"], plan.arms.unclipped_lr
+    out = [Arm("baseline", "baseline"), Arm("pear", "PEAR", tuple(pear)),
+           Arm("fixed_damping", f"fixed damping (τ = {mean_tau:g} on PEAR's heads)", tuple(pear), fixed_tau=mean_tau,
+               metadata={"arm": "fixed_damping"})]
+
+    def control(kind: str, seed: int, rate: float, suffix: str) -> Arm:
+        draw = draw_control(kind, n_layers, n_heads, pear, seed)
+        tag = "" if not suffix else f", lr {rate:g}"
+        return Arm(f"{kind}{suffix}_s{seed:02d}", f"{draw.kind.label} seed {seed}{tag}", tuple(draw.heads),
+                   train_lr=rate, metadata={"control": kind, "seed": seed, "arm": "unclipped" if suffix else "reference",
+                                            **draw.note})
+
+    c, n_first = plan.controls, plan.controls.other_per_kind
+    for seed in range(n_first):
+        out += [control(ControlKind.UNIFORM.value, seed, lr, ""), control(ControlKind.LAYER_MATCHED.value, seed, lr, "")]
+    out.append(Arm("pear_unclipped", f"PEAR, lr {ulr:g}", tuple(pear), train_lr=ulr, metadata={"arm": "unclipped"}))
+    out += [control(ControlKind.UNIFORM.value, s, lr, "") for s in range(n_first, c.uniform_primary)]
+    out += [control(ControlKind.LAYER_MATCHED.value, s, lr, "") for s in range(n_first, c.layer_matched_primary)]
+    for seed in range(plan.arms.unclipped_controls_per_kind):
+        out += [control(ControlKind.UNIFORM.value, seed, ulr, "_unclipped"),
+                control(ControlKind.LAYER_MATCHED.value, seed, ulr, "_unclipped")]
+    planned = {i for ids in PL.planned_conditions(plan).values() for i in ids}
+    return [a for a in out if a.id in planned]
+
+
+def train_arm(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, path: Path, record: dict) -> dict[Head, float]:
+    """τ of ``arm`` (trained with the plan's recipe at the arm's learning rate), read back when saved before."""
+    from pear_lens.reweight import TrainConfig, at_step_limit, step_limit, train_coefficients
+
+    config = TrainConfig(**{**plan.recipe, "lr": arm.train_lr, "heads": ()})
+    recipe = {k: v for k, v in config.to_dict().items() if k not in ("heads", "top_k")}
+    key = {"fingerprint": model.fingerprint, "heads": [list(h) for h in arm.heads], "recipe": recipe,
+           "device": plan.device}
+    rec = stored(path, key, gz=False)
+    if rec is None:
+        result = train_coefficients(model, list(arm.heads), config, progress=False)
+        tau = [float(t) for t in result.tau]
+        rec = {"key": _plain(key), "tau": tau, "seconds": round(result.seconds, 2), "loss_first": result.loss_curve[0],
+               "loss_last": result.loss_curve[-1], "step_limit": round(step_limit(config), 6),
+               "at_step_limit": at_step_limit(tau, config)}
+        atomic_write_json(path, rec)
+    record.setdefault("seconds", {})[f"train/{arm.id}"] = rec["seconds"]
+    return dict(zip(arm.heads, rec["tau"]))
+
+
+def build_condition(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, artifact_dir: Path, mdir: Path,
+                    record: dict) -> C.Condition:
+    if arm.id == "baseline":
+        return C.baseline(model)
+    if arm.id == "pear":
+        cond = C.from_artifact(model, artifact_dir)
+        if cond.metadata.get("artifact_sha256") != plan.artifact["sha256"]:
+            raise PearLensError(f"{artifact_dir} is not the artifact the plan names ({plan.artifact['sha256'][:12]}); "
+                                "restore it from git: the plan tests that artifact and no other")
+        return cond
+    if arm.fixed_tau is not None:
+        return C.folded(model, {h: arm.fixed_tau for h in arm.heads}, arm.label, C.ConditionKind.CUSTOM,
+                        **arm.metadata)
+    tau = train_arm(model, arm, plan, mdir / "tau" / f"{arm.id}.json", record)
+    kind = C.ConditionKind.PEAR if arm.id.startswith("pear") else C.ConditionKind.RANDOM_K
+    return C.folded(model, tau, arm.label, kind, steps=plan.recipe["steps"], train_seed=plan.recipe["seed"],
+                    lr=arm.train_lr, **arm.metadata)
+
+
+# --------------------------------------------------------------------------- items
+
+
+def task_items(model: "LoadedModel", task: TaskName, plan: PL.ConfirmatoryPlan, mdir: Path,
+               progress: bool) -> list[Item]:
+    """The plan's test items of ``task``: drawn once (after the plan is on disk), then always read back."""
+    from pear_lens.evaluation.facts import closed_book_items, load_facts
+
+    path = mdir / "items" / f"{task.value}.jsonl.gz"
+    if path.exists():
+        return load_items(path, task)[0]
+    if not (mdir / PLAN_JSON).exists():  # the order of events is the point: never draw items without a plan
+        raise PearLensError(f"no plan in {mdir}; the plan is fixed before any test item is drawn")
+    settings = settings_for(model.name, task, model.tokenizer)
+    meta: dict[str, Any] = {"seed": plan.test_seed, "settings": settings.to_dict()}
+    known = None
+    if task is TaskName.COUNTERFACTUAL:  # only facts the baseline answers closed-book test reading the context
+        facts = load_facts()
+        cb = settings_for(model.name, TaskName.CLOSED_BOOK, model.tokenizer)
+        ids = known_facts(model.fresh_hf(), model.tokenizer, closed_book_items(facts), cb, n_ctx=model.n_ctx,
+                          batch_size=plan.batch_size, progress=progress)
+        known = [f for f in facts if f.fact_id in ids]
+        meta.update(facts=len(facts), known_facts=len(known))
+    items = generate_items(task, settings, plan.n, seed=plan.test_seed, known_facts=known)
+    save_items(path, items, meta)
+    return items
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def output_key(model: "LoadedModel", cond: C.Condition, items: Sequence[Item], task: TaskName,
+               plan: PL.ConfirmatoryPlan) -> dict[str, Any]:
+    settings = settings_for(model.name, task, model.tokenizer)
+    # the condition by what it computes (heads and τ), not by its label: renaming a row keeps its outputs
+    return {"fingerprint": model.fingerprint, "task": task.value, "heads": cond.describe()["heads"],
+            "items": items_digest(items), "settings": settings.to_dict(), "batch_size": plan.batch_size,
+            "device": plan.device, "dtype": plan.dtype}
+
+
+def evaluate_arm(model: "LoadedModel", cond: C.Condition, arm: Arm, task: TaskName, items: Sequence[Item],
+                 plan: PL.ConfirmatoryPlan, mdir: Path, record: dict, progress: bool) -> bool:
+    """Generate and save ``cond``'s outputs on ``items`` unless saved under the same key; True when it ran now."""
+    path = mdir / "outputs" / task.value / f"{arm.id}.json.gz"
+    key = output_key(model, cond, items, task, plan)
+    if stored(path, key, gz=True) is not None:
+        return False
+    settings = settings_for(model.name, task, model.tokenizer)
+    prompts = encode_items(items, PromptStyle.parse(settings.prompt_style), model.tokenizer, n_ctx=model.n_ctx,
+                           max_new_tokens=settings.max_new_tokens)
+    start = time.perf_counter()
+    outputs = generate_outputs(cond.build(), model.tokenizer, prompts, settings, batch_size=plan.batch_size,
+                               progress=progress, desc=f"{task.value} · {cond.label}")
+    seconds = round(time.perf_counter() - start, 2)
+    write_json_gz(path, {"key": _plain(key), "label": cond.label, "item_ids": [it.item_id for it in items],
+                         "outputs": outputs, "seconds": seconds})
+    record.setdefault("seconds", {})[f"eval/{task.value}/{arm.id}"] = seconds
+    return True
+
+
+def run_model(model: "LoadedModel", plan: PL.ConfirmatoryPlan, artifact_dir: Path, mdir: Path, *,
+              progress: bool = False, log: Callable[[str], None] = print, max_new: int | None = None) -> dict:
+    """Every planned condition on every planned task, resuming from what ``mdir`` holds.
+
+    ``max_new``: stop after this many newly run evaluations (None: all); the record says what is left.
+    Returns the record (also written to ``mdir/record.json`` after every stage).
+    """
+    from pear_lens.models import device_description
+
+    record_path = mdir / RECORD_JSON
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record["devices"] = list(dict.fromkeys([*record.get("devices", []), device_description(plan.device)]))
+    planned = PL.planned_conditions(plan)
+    items = {t: task_items(model, TaskName(t), plan, mdir, progress) for t in plan.tasks()}
+    ran = 0
+    for arm in arms(plan, model.n_layers, model.n_heads):
+        tasks = [t for t in plan.tasks() if arm.id in planned[t]]
+        cond = None
+        for task in tasks:
+            if max_new is not None and ran >= max_new:
+                break
+            cond = cond or build_condition(model, arm, plan, artifact_dir, mdir, record)
+            if evaluate_arm(model, cond, arm, TaskName(task), items[task], plan, mdir, record, progress):
+                ran += 1
+                secs = record["seconds"][f"eval/{task}/{arm.id}"]
+                log(f"{plan.model} {task} {arm.id}: {secs / 60:.1f} min")
+                atomic_write_json(record_path, record)
+    atomic_write_json(record_path, record)
+    return record
+
+
+def iter_outputs(mdir: Path, task: str) -> Iterator[tuple[str, dict]]:
+    """(condition id, saved record) of every condition evaluated on ``task`` under ``mdir``."""
+    for path in sorted((mdir / "outputs" / task).glob("*.json.gz")):
+        yield path.name[: -len(".json.gz")], read_json_gz(path)
+
+
+def mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else float("nan")
+
+
+# --------------------------------------------------------------------------- plan and estimate
+
+
+def exploratory_deltas(summary_csv: Path, model: str) -> dict[str, float]:
+    """PEAR's Δ accuracy vs baseline per task in the exploratory summary (``figures/results/summary.csv``)."""
+    import pandas as pd
+
+    if not Path(summary_csv).exists():
+        raise PearLensError(f"{summary_csv} does not exist; the endpoint rule reads the exploratory run's summary")
+    df = pd.read_csv(summary_csv)
+    rows = df[(df["model"] == model) & (df["condition"] == "PEAR") & (df["gold_position"].astype(str) == "all")]
+    return {str(r.task): float(r.delta_vs_baseline) for r in rows.itertuples()}
+
+
+def make_plan(model: "LoadedModel", artifact_dir: Path, *, test_seed: int, n: int, batch_size: int, device: str,
+              exploratory_summary: Path, exploratory_record: Path,
+              tasks: Sequence[str] = ("kv", "mdqa", "counterfactual", "closed-book")) -> PL.ConfirmatoryPlan:
+    """The plan for ``model`` from the published artifact and the exploratory run (nothing is tuned here)."""
+    from pear_lens import constants
+    from pear_lens.artifact import load_artifact
+
+    art = load_artifact(artifact_dir, model=model)
+    pear_json = json.loads((Path(artifact_dir) / constants.PEAR_JSON).read_text())
+    deltas = exploratory_deltas(exploratory_summary, model.name)
+    k_rule = "K as the exploratory protocol chose it on dev items; not re-tuned"
+    if Path(exploratory_record).exists():
+        rec = json.loads(Path(exploratory_record).read_text()).get("models", {}).get(model.name, {})
+        k_rule = rec.get("k_chosen", k_rule) + "; not re-tuned"
+    recipe = {k: v for k, v in pear_json["training"].items()
+              if k not in ("heads", "top_k", "seconds", "loss_first", "loss_last", "tau_step_limit", "tau_at_step_limit")}
+    return PL.ConfirmatoryPlan(
+        model=model.name, fingerprint=model.fingerprint, test_seed=test_seed, n=n,
+        endpoints=tuple(PL.choose_endpoints(deltas, tasks)),
+        artifact={"path": str(artifact_dir), "sha256": pear_json["coefficients_file"]["sha256"],
+                  "heads": [list(h) for h in art.heads], "tau": [round(float(t), 6) for t in art.tau],
+                  "k": len(art.heads), "k_rule": k_rule},
+        recipe=recipe,
+        exploratory={"source": f"{exploratory_summary} (test seed 0)", "pear_delta": {k: round(v, 4) for k, v in deltas.items()}},
+        batch_size=batch_size, device=device)
+
+
+def count_work(plan: PL.ConfirmatoryPlan, n_layers: int, n_heads: int) -> dict[str, Any]:
+    """Trainings and (condition, task) evaluations the plan asks for."""
+    planned = PL.planned_conditions(plan)
+    all_arms = arms(plan, n_layers, n_heads)
+    return {"trainings": sum(a.train_lr is not None for a in all_arms),
+            "evaluations": {t: len(ids) for t, ids in planned.items()}}
+
+
+def estimate(model: "LoadedModel", plan: PL.ConfirmatoryPlan, *, items_per_task: int = 32,
+             steps: int = 2) -> dict[str, Any]:
+    """Predict the run's minutes on the device it will run on: ``steps`` training steps of a control and
+    ``items_per_task`` items of every task are timed now, on ``model``, and multiplied out."""
+    from pear_lens.evaluation.facts import closed_book_items, load_facts
+    from pear_lens.reweight import TrainConfig, train_coefficients
+
+    work = count_work(plan, model.n_layers, model.n_heads)
+    control = next(a for a in arms(plan, model.n_layers, model.n_heads) if a.train_lr is not None)
+    config = TrainConfig(**{**plan.recipe, "steps": steps, "heads": ()})
+    per_step = train_coefficients(model, list(control.heads), config, progress=False).seconds / steps
+    stages = {"training": work["trainings"] * plan.recipe["steps"] * per_step}
+    per_item = {}
+    facts = load_facts()
+    for task in plan.tasks():
+        t = TaskName(task)
+        settings = settings_for(model.name, t, model.tokenizer)
+        items = generate_items(t, settings, items_per_task, seed=7, known_facts=facts)
+        prompts = encode_items(items, PromptStyle.parse(settings.prompt_style), model.tokenizer, n_ctx=model.n_ctx,
+                               max_new_tokens=settings.max_new_tokens)
+        hf = model.fresh_hf()
+        start = time.perf_counter()
+        generate_outputs(hf, model.tokenizer, prompts, settings, batch_size=plan.batch_size, progress=False, desc=task)
+        per_item[task] = (time.perf_counter() - start) / len(items)
+        stages[f"eval/{task}"] = work["evaluations"][task] * plan.n * per_item[task]
+    if TaskName.COUNTERFACTUAL.value in plan.tasks():
+        stages["closed-book check of every fact"] = len(closed_book_items(facts)) * per_item.get(
+            TaskName.CLOSED_BOOK.value, per_item[TaskName.COUNTERFACTUAL.value])
+    return {"seconds_per_step": per_step, "seconds_per_item": per_item, "work": work,
+            "minutes": {k: v / 60 for k, v in stages.items()}, "total_minutes": sum(stages.values()) / 60}
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+CONFIRM_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
+"""The models the confirmatory plan covers (Qwen's exploratory run left no PEAR effect to confirm)."""
+
+
+@dataclass
+class ConfirmConfig:
+    """``scripts/confirm.py``: where the plans, items and outputs live and how the run is executed."""
+
+    models: tuple[str, ...] = option(CONFIRM_MODELS, help="models to run, in order")
+    test_seed: int = option(-1, help="seed of the fresh test items, one no earlier test used (required when a model "
+                                     "has no plan yet; a fixed plan keeps its own)")
+    n: int = option(300, help="test items per task (a new plan only)")
+    batch_size: int = option(32, help="generation batch (a new plan only; part of every output's key)")
+    device: str = option("cpu", help="device of a new plan; a fixed plan runs on its own device")
+    out: Path = option(Path("figures/results/confirm"), help="plans, items, τ and outputs, one folder per model")
+    artifacts: Path = option(Path("artifacts"), help="the published PEAR artifacts under test (ARTIFACTS/MODEL)")
+    registry: Path = option(Path("figures/results/test_seeds.json"), help="the record of every seed used for test items")
+    exploratory: Path = option(Path("figures/results/summary.csv"), help="the exploratory summary the endpoint rule reads")
+    exploratory_record: Path = option(Path("figures/results/run.json"), help="the exploratory record (how K was chosen)")
+    tasks: tuple[str, ...] = option(("kv", "mdqa", "counterfactual", "closed-book"),
+                                    help="tasks of a new plan (closed-book always; a model that cannot do one leaves it out)")
+    max_new: int = option(0, help="stop each model after this many new evaluations (0: everything)")
+    estimate: bool = option(False, help="only time the device and predict the minutes of every stage")
+    report_only: bool = option(False, help="only recompute the report from the saved items and outputs")
+    quiet: bool = option(False, help="no progress bars")

@@ -1,0 +1,183 @@
+"""The confirmatory run (issue 16) on a tiny model: plan before items, used seeds refused, every planned
+condition with PEAR's recipe, outputs keyed by device/dtype/batch, resuming without recomputing."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from pear_lens.artifact import Artifact
+from pear_lens.errors import PearLensError
+from pear_lens.evaluation import confirm as CF
+from pear_lens.evaluation import plan as PL
+from pear_lens.evaluation.seeds import claim_test_seed, used_seeds
+from pear_lens.reweight import TrainConfig, at_step_limit, step_limit
+
+from .conftest import load_script, tiny
+
+RECIPE = TrainConfig(steps=2, batch_size=2, micro_batch=2, n=8)
+TASKS = ("kv", "mdqa", "closed-book")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny model, its 'published' artifact and an exploratory summary (KV and MDQA up, closed-book down)."""
+    tmp = tmp_path_factory.mktemp("confirm")
+    model = tiny("llama")
+    Artifact(heads=[(1, 0), (2, 3)], tau=torch.tensor([0.8, 0.9]), base_model=model.describe(),
+             training=RECIPE.to_dict()).save(tmp / "artifacts" / model.name)
+    pd.DataFrame([{"model": model.name, "task": t, "condition": "PEAR", "gold_position": "all",
+                   "delta_vs_baseline": d} for t, d in (("kv", 0.02), ("mdqa", 0.01), ("closed-book", -0.01))]
+                 ).to_csv(tmp / "summary.csv", index=False)
+    return tmp, model
+
+
+def _plan(setup, **kw):
+    tmp, model = setup
+    args = dict(test_seed=11, n=4, batch_size=4, device="cpu", exploratory_summary=tmp / "summary.csv",
+                exploratory_record=tmp / "none.json", tasks=TASKS)
+    return CF.make_plan(model, tmp / "artifacts" / model.name, **{**args, **kw})
+
+
+def _argv(tmp, out, *extra):
+    return ["--models", "tiny-llama", "--tasks", ",".join(TASKS), "--n", "4", "--batch-size", "4",
+            "--out", str(out), "--artifacts", str(tmp / "artifacts"), "--registry", str(tmp / "seeds.json"),
+            "--exploratory", str(tmp / "summary.csv"), "--exploratory-record", str(tmp / "none.json"), "--quiet",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def run(setup):
+    tmp, model = setup
+    assert load_script("confirm").main(_argv(tmp, tmp / "out", "--test-seed", "11")) == 0
+    return tmp, model, tmp / "out" / model.name
+
+
+def test_the_plan_is_fixed_and_the_seed_claimed_before_any_item_is_drawn(setup, tmp_path, monkeypatch):
+    tmp, model = setup
+    plan, registry, mdir = _plan(setup), tmp_path / "seeds.json", tmp_path / model.name
+    seen = []
+    real = CF.generate_items
+
+    def spy(task, *a, **kw):  # records what was on disk at the moment items were drawn
+        seen.append(((mdir / CF.PLAN_JSON).exists(), [u.seed for u in used_seeds(registry)]))
+        return real(task, *a, **kw)
+
+    monkeypatch.setattr(CF, "generate_items", spy)
+    with pytest.raises(PearLensError, match="plan is fixed before any test item"):
+        CF.task_items(model, PL.TaskName.KV, plan, mdir, progress=False)
+    assert seen == []
+    fixed, sha = PL.fix_plan(mdir / CF.PLAN_JSON, plan, registry, "test")
+    CF.task_items(model, PL.TaskName.KV, fixed, mdir, progress=False)
+    assert seen == [(True, [11])]
+    assert len(sha) == 64 and PL.read_plan(mdir / CF.PLAN_JSON) == (plan, sha)
+
+
+def test_a_used_test_seed_is_refused_in_one_line_and_nothing_is_written(setup, tmp_path, capsys):
+    tmp, _ = setup
+    registry = tmp_path / "seeds.json"
+    claim_test_seed(registry, 0, "exploratory test items")
+    before = registry.read_bytes()
+    argv = _argv(tmp, tmp_path / "out", "--test-seed", "0")
+    argv[argv.index("--registry") + 1] = str(registry)
+    assert load_script("confirm").main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "test seed 0 was already used" in err and "e.g. 1" in err
+    assert registry.read_bytes() == before and not (tmp_path / "out").exists()
+
+
+def test_a_changed_plan_is_refused_naming_the_field(setup, tmp_path):
+    registry = tmp_path / "seeds.json"
+    PL.fix_plan(tmp_path / "plan.json", _plan(setup), registry, "test")
+    before = (tmp_path / "plan.json").read_bytes()
+    with pytest.raises(PearLensError, match="fields n differ"):
+        PL.fix_plan(tmp_path / "plan.json", _plan(setup, n=5), registry, "test")
+    assert (tmp_path / "plan.json").read_bytes() == before and len(used_seeds(registry)) == 1
+
+
+def test_endpoint_rule():
+    roles = {e.task: e.role for e in PL.choose_endpoints({"kv": -0.036, "mdqa": 0.073, "counterfactual": -0.003,
+                                                          "closed-book": -0.016})}
+    assert roles == {"mdqa": "primary", "kv": "secondary", "counterfactual": "secondary", "closed-book": "safety"}
+    with pytest.raises(PearLensError, match="one or two primary"):  # nothing went up: nothing to confirm
+        _plan_with({"kv": -0.1, "mdqa": -0.1, "counterfactual": -0.1, "closed-book": 0.0})
+    with pytest.raises(PearLensError, match="no PEAR result on counterfactual"):
+        PL.choose_endpoints({"kv": 0.1, "mdqa": 0.1, "closed-book": 0.0})
+
+
+def _plan_with(deltas):
+    return PL.ConfirmatoryPlan(model="m", fingerprint="f", test_seed=1, n=1, artifact={}, recipe={}, exploratory={},
+                               endpoints=tuple(PL.choose_endpoints(deltas)))
+
+
+def test_every_planned_condition_is_evaluated_on_identical_items_with_peArs_recipe(run):
+    tmp, model, mdir = run
+    plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
+    planned = PL.planned_conditions(plan)
+    assert planned["kv"].count("uniform_s00") == 1
+    primary = [t for t in TASKS if t in plan.tasks(PL.PRIMARY)]
+    assert primary == ["kv", "mdqa"]
+    for task in primary:
+        ids = planned[task]
+        assert sum(i.startswith("uniform_s") for i in ids) == 19 and sum(i.startswith("layer_matched_s") for i in ids) == 6
+        assert {"baseline", "pear", "fixed_damping", "pear_unclipped"} <= set(ids)
+        assert sum("_unclipped_s" in i for i in ids) == 6
+    assert sum(i.startswith("uniform_s") for i in planned["closed-book"]) == 3
+    for task, ids in planned.items():
+        saved = dict(CF.iter_outputs(mdir, task))
+        assert set(saved) == set(ids)
+        assert len({tuple(r["item_ids"]) for r in saved.values()}) == 1
+        assert all(r["key"]["device"] == "cpu" and r["key"]["dtype"] == "float32" and r["key"]["batch_size"] == 4
+                   for r in saved.values())
+    recipe = {k: v for k, v in RECIPE.to_dict().items() if k not in ("heads", "top_k")}
+    for path in (mdir / "tau").glob("*.json"):
+        rec = json.loads(path.read_text())
+        lr = plan.arms.unclipped_lr if "unclipped" in path.stem else RECIPE.lr
+        assert rec["key"]["recipe"] == {**recipe, "lr": lr}  # PEAR's steps, seed, sequences; only the lr differs
+        assert len(rec["tau"]) == 2 and rec["at_step_limit"] == at_step_limit(rec["tau"], TrainConfig(**{**recipe, "lr": lr}))
+    fixed = CF.read_json_gz(mdir / "outputs" / "kv" / "fixed_damping.json.gz")
+    assert [h[2] for h in fixed["key"]["heads"]] == [pytest.approx(0.85)] * 2  # the mean learned τ, untrained
+    assert PL.deviations(plan, {t: list(dict(CF.iter_outputs(mdir, t))) for t in TASKS}, {"device": "cpu"}) == []
+
+
+def test_a_second_run_trains_and_generates_nothing(run, monkeypatch):
+    tmp, model, mdir = run
+
+    def boom(*a, **kw):
+        raise AssertionError("recomputed a saved stage")
+
+    monkeypatch.setattr(CF, "generate_outputs", boom)
+    monkeypatch.setattr("pear_lens.reweight.train_coefficients", boom)
+    before = {p: p.read_bytes() for p in mdir.rglob("*") if p.is_file() and p.name != CF.RECORD_JSON}
+    assert load_script("confirm").main(_argv(tmp, tmp / "out")) == 0  # no --test-seed: the fixed plan runs
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_outputs_are_keyed_by_batch_size_device_and_dtype(run):
+    tmp, model, mdir = run
+    plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
+    items = CF.task_items(model, PL.TaskName.KV, plan, mdir, progress=False)
+    cond = CF.build_condition(model, CF.arms(plan, model.n_layers, model.n_heads)[0], plan, tmp, mdir, {})
+    path = mdir / "outputs" / "kv" / "baseline.json.gz"
+    assert CF.stored(path, CF.output_key(model, cond, items, PL.TaskName.KV, plan), gz=True) is not None
+    for change in ({"batch_size": 8}, {"device": "cuda"}, {"dtype": "bfloat16"}):
+        other = dataclasses.replace(plan, **change)
+        assert CF.stored(path, CF.output_key(model, cond, items, PL.TaskName.KV, other), gz=True) is None
+
+
+def test_deviations_name_missing_conditions_and_another_device(run):
+    _, _, mdir = run
+    plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
+    done = {t: [i for i in ids if i != "uniform_s18"] for t, ids in PL.planned_conditions(plan).items()}
+    out = PL.deviations(plan, done, {"device": "cuda", "n_items": {"kv": 3}})
+    assert any(d.startswith("kv: 1 of") and "uniform_s18" in d for d in out)
+    assert "device: ran on cuda, planned cpu" in out and "kv: 3 items, planned 4" in out
+
+
+def test_step_limit_of_the_reference_recipe():
+    assert step_limit(TrainConfig()) == pytest.approx(0.005 * (0.5 + sum((2500 - s) / 2498 for s in range(2, 60))))
+    assert at_step_limit([0.716, 0.7215, 1.034], TrainConfig()) == [True, True, False]
+    assert at_step_limit([0.716], TrainConfig(lr=0.05)) == [False]  # the same τ is far from a 10x larger limit
