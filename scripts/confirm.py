@@ -60,11 +60,20 @@ def run(config: CF.ConfirmConfig) -> int:
             continue
         if not fixed:
             plan, sha = PL.fix_plan(plan_path, plan, config.registry,
-                                    purpose=f"confirmatory run of {name} (issue 16)")
+                                    purpose=f"confirmatory run of {name}", study=config.study)
             print(f"{name}: plan fixed, SHA-256 {sha[:16]}…, test seed {plan.test_seed}", flush=True)
         CF.run_model(model, plan, config.artifacts / name, mdir, progress=not config.quiet,
                      max_new=config.max_new or None, log=lambda line: print(line, flush=True))
+        report(config)  # every finished model is in the report, even if a later one is interrupted
+    if config.report_only:
+        print(f"wrote {report(config)}")
     return 0
+
+
+def report(config: CF.ConfirmConfig):
+    from pear_lens.evaluation.confirm_report import write_report
+
+    return write_report(config.out, config.report, run_json=config.run_json, png=not config.no_png)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -551,7 +551,9 @@ def report(runs: Path, out: Path, no_png: bool = False) -> None:
         eval_dirs += [runs / name / task for task in records[name]["tasks"]]
     if eval_dirs:
         write_report(EvalReportConfig(eval_dirs=tuple(eval_dirs), out=out, overwrite=True, no_png=no_png))
-    atomic_write_json(out / "run.json", {"models": records})
+    path = out / "run.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}  # e.g. scripts/confirm.py's 'confirmatory' section
+    atomic_write_json(path, {**kept, "models": records})
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def _argv(tmp, out, *extra):
     return ["--models", "tiny-llama", "--tasks", ",".join(TASKS), "--n", "4", "--batch-size", "4",
             "--out", str(out), "--artifacts", str(tmp / "artifacts"), "--registry", str(tmp / "seeds.json"),
             "--exploratory", str(tmp / "summary.csv"), "--exploratory-record", str(tmp / "none.json"), "--quiet",
-            *extra]
+            "--report", str(tmp / "report"), "--run-json", str(tmp / "report" / "run.json"), "--no-png", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,68 @@ def test_step_limit_of_the_reference_recipe():
     assert step_limit(TrainConfig()) == pytest.approx(0.005 * (0.5 + sum((2500 - s) / 2498 for s in range(2, 60))))
     assert at_step_limit([0.716, 0.7215, 1.034], TrainConfig()) == [True, True, False]
     assert at_step_limit([0.716], TrainConfig(lr=0.05)) == [False]  # the same τ is far from a 10x larger limit
+
+
+def _rewrite(mdir, task, cid, outputs):
+    path = mdir / "outputs" / task / f"{cid}.json.gz"
+    rec = CF.read_json_gz(path)
+    CF.write_json_gz(path, {**rec, "outputs": outputs})
+
+
+def test_the_report_is_recomputed_from_the_outputs_and_every_word_follows_the_rule(run, tmp_path):
+    import shutil
+
+    from pear_lens.evaluation import confirm_report as R
+
+    tmp, model, mdir = run
+    record = json.loads((tmp / "report" / "run.json").read_text())["confirmatory"][model.name]
+    plan, sha = PL.read_plan(mdir / CF.PLAN_JSON)
+    assert record["plan_sha256"] == sha and record["test_seed"] == 11 and record["deviations"] == []
+    assert {r["task"] for r in record["endpoints"]} == set(TASKS)
+    readme = (tmp / "report" / "README.md").read_text()
+    assert sha in readme and "## Verdicts" in readme
+    table = R.endpoint_table(R.load_run(mdir))
+    assert list(table["subset"].unique()) == ["all items"] and len(table) == 3
+    assert set(table["verdict"]) <= {"no significant change", "knowledge kept"}  # 4 items cannot reach 0.05
+    assert (table.loc[table["role"] == "primary", "uniform_done"] == 19).all()
+    rank = table.set_index("task").loc["kv"]
+    assert rank["uniform_rank_p"] == (1 + rank["uniform_n_at_least_pear"]) / 20
+
+    # change the numbers, not the code: with 40 items PEAR right and the baseline wrong on all, KV "helps";
+    # the same items with PEAR wrong everywhere "hurts"; the rank among 19 controls that are all wrong is 1 of 20
+    copy = tmp_path / model.name
+    shutil.copytree(mdir, copy)
+    items = R.load_run(copy).items["kv"]
+    right, wrong = [it.answers[0] for it in items], ["" for _ in items]
+    for cid in R.load_run(copy).outputs["kv"]:
+        _rewrite(copy, "kv", cid, wrong)
+    _rewrite(copy, "kv", "pear", right)
+    t = R.endpoint_table(R.load_run(copy)).set_index("task")
+    assert t.loc["kv", "delta"] == 1.0 and t.loc["kv", "p_raw"] == pytest.approx(2 / 2 ** 4)
+    assert t.loc["kv", "uniform_rank_p"] == pytest.approx(1 / 20)
+    rule_word = lambda p: "helps" if p < 0.05 else "no significant change"  # noqa: E731
+    assert t.loc["kv", "verdict"] == rule_word(t.loc["kv", "p_holm"])
+    _rewrite(copy, "kv", "pear", wrong)
+    _rewrite(copy, "kv", "baseline", right)
+    t = R.endpoint_table(R.load_run(copy)).set_index("task")
+    assert t.loc["kv", "delta"] == -1.0
+    assert t.loc["kv", "verdict"] == ("hurts" if t.loc["kv", "p_holm"] < 0.05 else "no significant change")
+
+
+def test_verdict_words_switch_at_the_planned_alpha(run, tmp_path, monkeypatch):
+    """One number changed in the fixture (the plan's alpha) moves every word with it."""
+    import shutil
+
+    from pear_lens.evaluation import confirm_report as R
+
+    _, model, mdir = run
+    copy = tmp_path / model.name
+    shutil.copytree(mdir, copy)
+    items = R.load_run(copy).items["kv"]
+    _rewrite(copy, "kv", "baseline", ["" for _ in items])
+    _rewrite(copy, "kv", "pear", [it.answers[0] for it in items])
+    base = R.load_run(copy)
+    p = R.endpoint_table(base).set_index("task").loc["kv", "p_holm"]
+    for alpha, word in ((min(0.99, p * 1.01), "helps"), (p, "no significant change")):
+        run_ = dataclasses.replace(base, plan=dataclasses.replace(base.plan, rule={**base.plan.rule, "alpha": alpha}))
+        assert R.endpoint_table(run_).set_index("task").loc["kv", "verdict"] == word

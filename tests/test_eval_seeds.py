@@ -16,7 +16,7 @@ def test_claims_are_recorded_in_order(tmp_path):
     assert used_seeds(reg) == [first, second]
     raw = json.loads(reg.read_text())
     assert raw[0] == {"seed": 0, "first_used": first.first_used, "purpose": "issue 9 published table",
-                      "record": "figures/results/run.json"}
+                      "record": "figures/results/run.json", "study": ""}
     assert first.first_used.endswith("+00:00") and "T" in first.first_used  # UTC, ISO 8601
 
 
@@ -59,3 +59,15 @@ def test_a_registry_written_by_hand_is_read(tmp_path):
     assert used_seeds(reg) == [SeedUse(7, "2026-11-01T10:00:00+00:00", "dev", "")]
     with pytest.raises(PearLensError, match="e.g. 0"):
         claim_test_seed(reg, 7, "again")
+
+
+def test_the_models_of_one_study_share_a_seed_and_no_one_else_does(tmp_path):
+    reg = tmp_path / "seeds.json"
+    claim_test_seed(reg, 9, "confirmatory run of model A", study="study 1")
+    claim_test_seed(reg, 9, "confirmatory run of model B", study="study 1")
+    assert [(u.seed, u.study) for u in used_seeds(reg)] == [(9, "study 1"), (9, "study 1")]
+    before = reg.read_bytes()
+    for study in ("study 2", ""):
+        with pytest.raises(PearLensError, match="test seed 9 was already used"):
+            claim_test_seed(reg, 9, "a later look", study=study)
+    assert reg.read_bytes() == before

@@ -359,6 +359,8 @@ class ConfirmConfig:
     """``scripts/confirm.py``: where the plans, items and outputs live and how the run is executed."""
 
     models: tuple[str, ...] = option(CONFIRM_MODELS, help="models to run, in order")
+    study: str = option("issue 16 confirmatory run", help="the study the plans belong to: its models may share "
+                                                          "--test-seed (all plans are fixed before any item is seen)")
     test_seed: int = option(-1, help="seed of the fresh test items, one no earlier test used (required when a model "
                                      "has no plan yet; a fixed plan keeps its own)")
     n: int = option(300, help="test items per task (a new plan only)")
@@ -374,4 +376,8 @@ class ConfirmConfig:
     max_new: int = option(0, help="stop each model after this many new evaluations (0: everything)")
     estimate: bool = option(False, help="only time the device and predict the minutes of every stage")
     report_only: bool = option(False, help="only recompute the report from the saved items and outputs")
+    report: Path = option(Path("figures/results"), help="where README.md, the CSVs and figures/ of the report go")
+    run_json: Path = option(Path("figures/results/run.json"), help="the record the report adds each model's numbers to "
+                                                                  "(under 'confirmatory'; other keys are kept)")
+    no_png: bool = option(False, help="HTML figures only (PNG needs Chromium for kaleido)")
     quiet: bool = option(False, help="no progress bars")

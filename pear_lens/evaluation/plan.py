@@ -191,7 +191,8 @@ def read_plan(path: str | Path) -> tuple[ConfirmatoryPlan, str]:
     return plan, sha256_of(path)
 
 
-def fix_plan(path: str | Path, plan: ConfirmatoryPlan, registry: str | Path, purpose: str) -> tuple[ConfirmatoryPlan, str]:
+def fix_plan(path: str | Path, plan: ConfirmatoryPlan, registry: str | Path, purpose: str,
+             study: str = "") -> tuple[ConfirmatoryPlan, str]:
     """Write ``plan`` to ``path`` and claim its test seed, or read back the plan already fixed there.
 
     The first call (no file yet) claims ``plan.test_seed`` in ``registry`` (refused when any earlier run used
@@ -209,7 +210,7 @@ def fix_plan(path: str | Path, plan: ConfirmatoryPlan, registry: str | Path, pur
                                 "confirmatory plan is not changed after the fact: resume it as it is, or start a "
                                 "new plan in another folder with a fresh --test-seed")
         return fixed, sha
-    claim_test_seed(registry, plan.test_seed, purpose, record=str(path))
+    claim_test_seed(registry, plan.test_seed, purpose, record=str(path), study=study)
     atomic_write_text(path, plan_bytes(plan, datetime.now(timezone.utc).isoformat(timespec="seconds")).decode())
     return plan, sha256_of(path)
 

@@ -29,6 +29,9 @@ class SeedUse:
     """Why the items were drawn (e.g. "issue 16 confirmatory run, SmolLM2")."""
     record: str = ""
     """Where the results of that use are written (e.g. a run.json path); may be empty."""
+    study: str = ""
+    """The pre-registered study the items belong to: one study may draw the same seed for each of its models
+    (their plans are fixed together, before any of its items is seen); any other use is refused."""
 
 
 def used_seeds(registry_path: str | os.PathLike) -> list[SeedUse]:
@@ -45,7 +48,7 @@ def used_seeds(registry_path: str | os.PathLike) -> list[SeedUse]:
         if not isinstance(raw, list):
             raise TypeError("the registry must be a JSON list")
         uses = [SeedUse(seed=_check_seed(e["seed"]), first_used=str(e["first_used"]), purpose=str(e["purpose"]),
-                        record=str(e.get("record", ""))) for e in raw]
+                        record=str(e.get("record", "")), study=str(e.get("study", ""))) for e in raw]
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
         raise PearLensError(f"seed registry {path} is unreadable ({type(e).__name__}: {e}); restore it from git "
                             "rather than deleting it") from None
@@ -58,8 +61,12 @@ def _check_seed(seed: object) -> int:
     return seed
 
 
-def claim_test_seed(registry_path: str | os.PathLike, seed: int, purpose: str, *, record: str = "") -> SeedUse:
+def claim_test_seed(registry_path: str | os.PathLike, seed: int, purpose: str, *, record: str = "",
+                    study: str = "") -> SeedUse:
     """Record ``seed`` as used for ``purpose`` (written atomically), or refuse it if it was used before.
+
+    A non-empty ``study`` lets the models of one pre-registered study share a seed: a seed whose every earlier
+    use belongs to the same ``study`` is claimed again (a new entry, e.g. for the study's next model).
 
     Call it before generating the test items. On refusal the registry is left byte for byte as it was and the
     error names the smallest free seed. One writer at a time: the read and the write are not locked.
@@ -69,13 +76,13 @@ def claim_test_seed(registry_path: str | os.PathLike, seed: int, purpose: str, *
         raise PearLensError("claim_test_seed needs a purpose (what the items are for), got an empty one")
     uses = used_seeds(registry_path)
     for use in uses:
-        if use.seed == seed:
+        if use.seed == seed and not (study and use.study == study):
             taken = {u.seed for u in uses}
             free = next(s for s in range(len(taken) + 1) if s not in taken)
             where = f", results in {use.record}" if use.record else ""
             raise PearLensError(f"test seed {seed} was already used on {use.first_used} for {use.purpose!r}"
                                 f"{where}; its items are no longer a fresh test: claim an unused seed (e.g. {free})")
     claimed = SeedUse(seed=seed, first_used=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      purpose=purpose, record=record)
+                      purpose=purpose, record=record, study=study)
     atomic_write_json(registry_path, [asdict(u) for u in [*uses, claimed]])
     return claimed
