@@ -24,6 +24,9 @@ from pear_lens.evaluation import plan as PL
 def run(config: CF.ConfirmConfig) -> int:
     from pear_lens.models import load_model
 
+    if config.report_only:  # numbers from the saved outputs alone: no model is loaded
+        print(f"wrote {report(config)}")
+        return 0
     for name in config.models:
         mdir = config.out / name
         plan_path = mdir / CF.PLAN_JSON
@@ -36,8 +39,6 @@ def run(config: CF.ConfirmConfig) -> int:
                                     f"in {plan_path} was fixed for ({plan.fingerprint[:12]}); reinstall the pinned "
                                     "weights (make setup)")
         else:
-            if config.report_only:
-                continue
             if config.test_seed < 0:
                 raise PearLensError(f"{name} has no plan yet: give --test-seed, a seed no earlier test used "
                                     f"(the used ones are in {config.registry})")
@@ -56,8 +57,6 @@ def run(config: CF.ConfirmConfig) -> int:
                 print(f"  {stage}: {minutes:.0f} min")
             print(f"  total: {est['total_minutes']:.0f} min ({est['total_minutes'] / 60:.1f} h)", flush=True)
             continue
-        if config.report_only:
-            continue
         if not fixed:
             plan, sha = PL.fix_plan(plan_path, plan, config.registry,
                                     purpose=f"confirmatory run of {name}", study=config.study)
@@ -65,8 +64,6 @@ def run(config: CF.ConfirmConfig) -> int:
         CF.run_model(model, plan, config.artifacts / name, mdir, progress=not config.quiet,
                      max_new=config.max_new or None, log=lambda line: print(line, flush=True))
         report(config)  # every finished model is in the report, even if a later one is interrupted
-    if config.report_only:
-        print(f"wrote {report(config)}")
     return 0
 
 

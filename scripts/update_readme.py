@@ -56,7 +56,8 @@ def _evaluation() -> list[str]:
     if not table.exists() or not record.exists():
         return ["No evaluation results yet: run `.venv/bin/python scripts/evaluate_all.py`."]
     models = json.loads(record.read_text())["models"]
-    out = ["`make results` (`scripts/evaluate_all.py` per model, as the Makefile lists; each model's line says on "
+    out = [*_confirmatory(), "### Exploratory run (test seed 0, before the confirmatory plan)", "",
+           "`make results` (`scripts/evaluate_all.py` per model, as the Makefile lists; each model's line says on "
            "which device its stages ran): greedy decoding, "
            "95% bootstrap CIs, exact McNemar test against the baseline on the same items; task sizes and prompt "
            "styles from the calibration (`pear_lens/evaluation/data/calibration.json`).", ""]
@@ -80,7 +81,14 @@ def _evaluation() -> list[str]:
     missing = [m for m in REAL_MODELS if m not in models]
     if missing:
         out.append(f"- Not evaluated yet: {', '.join(missing)}.")
-    out += ["", table.read_text().strip(), "", *_verdicts(RESULTS / "summary.csv", records=models), ""]
+    from pear_lens.evaluation.reading import exploratory_markdown, exploratory_sentences, exploratory_table
+
+    compact = exploratory_table(RESULTS / "summary.csv", models)
+    out += ["", "One row per model and task (reference budget; the per-condition table with every control and "
+            "the longer budget is in [`figures/results/summary.md`](figures/results/summary.md)). Words by the "
+            "confirmatory plan's rule: Holm over each model's tests, significant below 0.05; rank p = (1 + controls "
+            "with Δ ≥ PEAR's) / (1 + controls).", "", exploratory_markdown(compact).strip(), "",
+            *exploratory_sentences(compact), ""]
     for png in sorted((RESULTS / "figures").glob("*.png")):
         out.append(f"![{png.stem}](figures/results/figures/{png.name})")
     for name in models:
@@ -88,6 +96,23 @@ def _evaluation() -> list[str]:
             if (ROOT / "figures" / f"{stem}.png").exists():
                 out.append(f"![{stem}](figures/{stem}.png)")
     return out
+
+
+def _confirmatory() -> list[str]:
+    from pear_lens.evaluation.reading import confirmatory_markdown
+
+    record = RESULTS / "run.json"
+    records = json.loads(record.read_text()).get("confirmatory", {}) if record.exists() else {}
+    if not records:
+        return []
+    table, status = confirmatory_markdown(records)
+    return ["### Confirmatory test (plan fixed before fresh test items)", "",
+            "`scripts/confirm.py`: per model a plan (endpoints, test, correction, controls, verdict rule) written and "
+            "hashed before its test items existed, on a test seed no earlier run used; 19 uniform and 6 "
+            "layer-matched random-K controls trained like PEAR on the primary endpoints. Verdicts: Holm over the "
+            "model's tests, significant below 0.05. Plans, deviations, arms (fixed damping, unclipped τ), answer "
+            "kinds and every per-condition number: [`figures/results/README.md`](figures/results/README.md), "
+            "recomputed from the per-item outputs in `figures/results/confirm/`.", "", *status, "", table.strip(), ""]
 
 
 def _protocol_lines(name: str, r: dict) -> list[str]:
@@ -187,82 +212,6 @@ def _stage_minutes(record: dict) -> str:
             + (f"; {', '.join(missing)} not timed (run before stages were timed)" if missing else ""))
 
 
-def _verdicts(summary_csv: Path, alpha: float = 0.05, records: dict | None = None) -> list[str]:
-    """One sentence per model and task, read off the summary table: PEAR against the baseline (McNemar),
-    and against the spread of the random-K controls (does re-weighting *these* heads matter?).
-
-    Models whose record lists its conditions (the issue-9 protocol) get PEAR's rank among the controls
-    of its own training budget as an empirical p-value instead (:func:`pear_lens.evaluation.stats.empirical_p`).
-    """
-    import pandas as pd
-
-    if not summary_csv.exists():
-        return []
-    df = pd.read_csv(summary_csv)
-    df = df[df["gold_position"].astype(str) == "all"]
-    protocol = {m: r["conditions"] for m, r in (records or {}).items() if "conditions" in r}
-    if protocol:
-        return _protocol_verdicts(df, protocol, alpha) + _verdicts_legacy(df[~df["model"].isin(protocol)], alpha)
-    return _verdicts_legacy(df, alpha)
-
-
-def _effect(task: str, delta: float, p: float, alpha: float) -> str:
-    if p >= alpha:
-        return "no significant change" + (" (knowledge kept)" if task == "closed-book" else "")
-    if task == "closed-book":
-        return "knowledge lost" if delta < 0 else "closed-book accuracy up"
-    return "PEAR helps" if delta > 0 else "PEAR hurts"
-
-
-def _protocol_verdicts(df, conditions: dict, alpha: float) -> list[str]:
-    from pear_lens.evaluation.stats import empirical_p
-
-    out = [f"What the table says (PEAR against the baseline at p < {alpha}; PEAR's rank among the controls "
-           "trained with its budget, as an empirical p = (1 + controls at least as accurate) / (1 + controls)):", ""]
-    for (model, task), g in df.groupby(["model", "task"], sort=False):
-        if model not in conditions:
-            continue
-        acc = g.set_index("condition")
-        for budget in ("reference", "longer"):
-            roles = [c for c in conditions[model] if c.get("budget") == budget and c["label"] in acc.index]
-            pear = [c for c in roles if c["role"] == "pear"]
-            if not pear:
-                continue
-            row = acc.loc[pear[0]["label"]]
-            delta, p = float(row["delta_vs_baseline"]) * 100, float(row["p_vs_baseline"])
-            controls = [float(acc.loc[c["label"], "accuracy"]) for c in roles if c["role"] == "control"]
-            tag = "" if budget == "reference" else f" at {pear[0]['steps']} steps"
-            sentence = f"- {model}, {task}{tag}: {_effect(task, delta, p, alpha)}, {delta:+.1f} points (p = {p:.2g})"
-            if controls:
-                at_least = sum(c >= float(row["accuracy"]) for c in controls)
-                sentence += (f"; {at_least} of {len(controls)} controls at least as accurate (empirical p = "
-                             f"{empirical_p(float(row['accuracy']), controls):.2g}; control Δ "
-                             f"{(min(controls) - float(acc.loc['baseline', 'accuracy'])) * 100:+.1f} to "
-                             f"{(max(controls) - float(acc.loc['baseline', 'accuracy'])) * 100:+.1f})")
-            out.append(sentence + ".")
-    return out
-
-
-def _verdicts_legacy(df, alpha: float) -> list[str]:
-    if df.empty:
-        return []
-    out = [f"What the table says (PEAR against the baseline at p < {alpha}, and against the random-K controls):", ""]
-    for (model, task), g in df.groupby(["model", "task"], sort=False):
-        pear = g[g["condition"] == "PEAR"]
-        controls = g[g["condition"].str.startswith("random-K")]["delta_vs_baseline"] * 100
-        if pear.empty:
-            continue
-        delta, p = float(pear["delta_vs_baseline"].iloc[0]) * 100, float(pear["p_vs_baseline"].iloc[0])
-        sentence = f"- {model}, {task}: {_effect(task, delta, p, alpha)}, {delta:+.1f} points (p = {p:.2g})"
-        if len(controls):
-            lo, hi = controls.min(), controls.max()
-            where = ("above every random-K control" if delta > hi else "below every random-K control" if delta < lo
-                     else "within the random-K controls' range")
-            sentence += f"; {where} ({lo:+.1f} to {hi:+.1f})"
-        out.append(sentence + ".")
-    return out
-
-
 def _ablations() -> list[str]:
     """Per published artifact: held-out copy loss of the top-K heads beside K random heads (ablation.csv)."""
     import pandas as pd
@@ -304,7 +253,7 @@ def _ablation_intro() -> str:
 
 
 def results() -> str:
-    lines = ["## Results", "", "### Evaluation on retrieval tasks", "", *_evaluation(), "",
+    lines = ["## Results", "", *_evaluation(), "",
              "### How many heads: the ablation curve", "",
              *_ablation_section(), "",
              "### Speed", "", *_benchmarks(), "",

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from transformers import AutoModelForCausalLM
 
 from .conftest import load_script
@@ -33,17 +34,26 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
     assert folded.config.pear_lens_folded["heads"]
 
 
-def test_verdicts_read_the_summary_table(tmp_path):
-    module = load_script("update_readme")
+def test_the_reading_applies_the_rule_to_the_summary_table(tmp_path):
+    from pear_lens.evaluation.reading import exploratory_sentences, exploratory_table
+
     rows = ["model,task,condition,gold_position,n,accuracy,ci_low,ci_high,delta_vs_baseline,p_vs_baseline,setup",
             "m,kv,baseline,all,300,0.40,0.3,0.5,,,s", "m,kv,PEAR,all,300,0.45,0.4,0.5,0.05,0.01,s",
             "m,kv,PEAR,0,50,0.9,0.8,1.0,0.2,0.001,s",  # a gold-position row: not the overall verdict
-            "m,kv,random-K seed 0,all,300,0.41,0.3,0.5,0.01,0.6,s", "m,kv,random-K seed 1,all,300,0.46,0.4,0.5,0.06,0.02,s",
+            "m,kv,u0,all,300,0.41,0.3,0.5,0.01,0.6,s", "m,kv,u1,all,300,0.46,0.4,0.5,0.06,0.02,s",
             "m,closed-book,baseline,all,300,0.5,0.4,0.6,,,s", "m,closed-book,PEAR,all,300,0.3,0.2,0.4,-0.2,1e-6,s",
             "m,mdqa,baseline,all,300,0.5,0.4,0.6,,,s", "m,mdqa,PEAR,all,300,0.49,0.4,0.6,-0.01,0.8,s"]
     csv = tmp_path / "summary.csv"
     csv.write_text("\n".join(rows) + "\n")
-    lines = module._verdicts(csv)
-    assert "- m, kv: PEAR helps, +5.0 points (p = 0.01); within the random-K controls' range (+1.0 to +6.0)." in lines
-    assert "- m, closed-book: knowledge lost, -20.0 points (p = 1e-06)." in lines
-    assert "- m, mdqa: no significant change, -1.0 points (p = 0.8)." in lines
+    conditions = [{"label": "baseline", "role": "baseline"}, {"label": "PEAR", "role": "pear", "budget": "reference"},
+                  {"label": "u0", "role": "control", "budget": "reference"},
+                  {"label": "u1", "role": "control", "budget": "reference"}]
+    t = exploratory_table(csv, {"m": {"conditions": conditions}}).set_index("task")
+    assert t.loc["kv", "p_holm"] == pytest.approx(0.02) and t.loc["kv", "verdict"] == "helps"  # 2 x 0.01
+    assert t.loc["closed-book", "verdict"] == "knowledge lost" and t.loc["mdqa", "verdict"] == "no significant change"
+    assert (t.loc["kv", "controls_at_least"], t.loc["kv", "rank_p"]) == (1, pytest.approx(2 / 3))
+    # one number changed: p 0.03 survives alone, not after Holm over three tests
+    csv.write_text("\n".join(r.replace("0.05,0.01,s", "0.05,0.03,s") for r in rows) + "\n")
+    t = exploratory_table(csv, {"m": {"conditions": conditions}})
+    assert t.set_index("task").loc["kv", "verdict"] == "no significant change"
+    assert "kv below 0.05 before the correction only" in exploratory_sentences(t)[0]
