@@ -43,6 +43,30 @@ def test_train_writes_the_artifact_and_the_log(run_dir, capsys):
     assert (run_dir / constants.TRAINING_HTML).exists()
 
 
+def test_train_says_when_tau_sits_at_the_step_limit(run_dir, tmp_path, capsys, monkeypatch):
+    """pear.json records the step limit and each τ's flag; the command prints a note naming held heads, and
+    none when no τ is held (on this tiny model's noisy gradients τ moves less than the limit)."""
+    import shutil
+
+    import pear_lens.reweight as rw
+
+    config = rw.TrainConfig(steps=3, batch_size=4, micro_batch=2, n=8)
+    for share in (rw.AT_LIMIT_SHARE, 0.0):  # 0: any τ counts as held, so the note must appear
+        monkeypatch.setattr(rw, "AT_LIMIT_SHARE", share)
+        run = tmp_path / f"run{share}"
+        shutil.copytree(run_dir, run)
+        capsys.readouterr()
+        assert main(["train", str(run), "--top-k", "3", "--overwrite", *[a for a in TRAIN if a != "--quiet"]]) == 0
+        err = capsys.readouterr().err
+        pear = json.loads((run / constants.PEAR_JSON).read_text())
+        training = pear["training"]
+        assert training["tau_step_limit"] == pytest.approx(rw.step_limit(config), abs=1e-6)
+        assert training["tau_at_step_limit"] == rw.at_step_limit([h["tau"] for h in pear["heads"]], config)
+        assert ("step limit" in err) == any(training["tau_at_step_limit"])
+        if share == 0.0:
+            assert all(training["tau_at_step_limit"]) and all(f"L{h['layer']}.H{h['head']}" in err for h in pear["heads"])
+
+
 def test_train_refuses_to_overwrite_and_bad_heads(run_dir, capsys):
     before = (run_dir / constants.PEAR_JSON).read_text()
     assert main(["train", str(run_dir), *TRAIN]) == 2

@@ -84,7 +84,8 @@ def discovery_summary(info: dict[str, Any]) -> dict[str, Any]:
 
 def step_limit_record(result: TrainResult) -> dict[str, Any]:
     """pear.json's record of the step limit (:func:`pear_lens.reweight.step_limit`): the bound and which τ sit at it."""
-    config = TrainConfig(**{k: v for k, v in result.config.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"heads", "top_k"}  # the recipe alone
+    config = TrainConfig(**{k: v for k, v in result.config.items() if k in names})
     at = at_step_limit(result.tau.tolist(), config)
     return {"tau_step_limit": round(step_limit(config), 6), "tau_at_step_limit": at}
 
