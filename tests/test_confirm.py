@@ -246,3 +246,21 @@ def test_verdict_words_switch_at_the_planned_alpha(run, tmp_path, monkeypatch):
     for alpha, word in ((min(0.99, p * 1.01), "helps"), (p, "no significant change")):
         run_ = dataclasses.replace(base, plan=dataclasses.replace(base.plan, rule={**base.plan.rule, "alpha": alpha}))
         assert R.endpoint_table(run_).set_index("task").loc["kv", "verdict"] == word
+
+
+def test_the_committed_report_is_what_the_saved_outputs_give(tmp_path):
+    """figures/results/README.md and run.json's confirmatory numbers are recomputed from the committed
+    per-item outputs (a stale or hand-edited report fails here)."""
+    from pathlib import Path
+
+    from pear_lens.evaluation import confirm_report as R
+
+    root = Path(__file__).resolve().parents[1] / "figures" / "results"
+    if not list((root / "confirm").glob(f"*/{CF.PLAN_JSON}")):
+        pytest.skip("no confirmatory plan committed yet")
+    R.write_report(root / "confirm", tmp_path, run_json=tmp_path / "run.json", png=False)
+    assert (tmp_path / "README.md").read_text() == (root / "README.md").read_text()
+    fresh = json.loads((tmp_path / "run.json").read_text())["confirmatory"]
+    committed = json.loads((root / "run.json").read_text())["confirmatory"]
+    for model, rec in fresh.items():
+        assert rec["endpoints"] == committed[model]["endpoints"] and rec["plan_sha256"] == committed[model]["plan_sha256"]

@@ -454,8 +454,7 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
             fig = errors_figure(error_table(run), f"{name}: answer kinds per condition")
             stem = f"confirm_answer_kinds_{name}"
             save_figure(fig, out / "figures" / f"{stem}.html", formats=["html"] + (["png"] if png else []))
-            lines += [f"![{name} answer kinds](figures/{stem}.png)" if png else
-                      f"[{name}: answer kinds per condition](figures/{stem}.html)", ""]
+            lines += [f"![{name} answer kinds](figures/{stem}.png) ([interactive](figures/{stem}.html))", ""]
         conds = condition_table(run)
         show = conds[["task", "condition", "label", "n", "accuracy", "delta", "tau_mean", "tau_at_step_limit",
                       "device", "dtype", "batch_size"]].copy()
@@ -469,8 +468,8 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
             fig = position_figure(pos, f"{name} · {task}: accuracy by gold position")
             save_figure(fig, out / "figures" / f"confirm_positions_{name}_{task}.html",
                         formats=["html"] + (["png"] if png else []))
-            lines += [f"![{name} {task}](figures/confirm_positions_{name}_{task}.png)" if png else
-                      f"[{name} {task}: accuracy by gold position](figures/confirm_positions_{name}_{task}.html)", ""]
+            stem = f"confirm_positions_{name}_{task}"
+            lines += [f"![{name} {task}](figures/{stem}.png) ([interactive](figures/{stem}.html))", ""]
     for stem, frames in (("confirm_endpoints", tables), ("confirm_conditions", [condition_table(r) for r in runs]),
                          ("confirm_errors", [error_table(r) for r in runs])):
         frames = [f for f in frames if not f.empty]
