@@ -2,6 +2,7 @@
 layer-matched controls on the primary endpoints, fixed-damping and unclipped arms, every output kept.
 
     .venv/bin/python scripts/confirm.py --estimate --test-seed 20261201   # time this device, predict the minutes
+    .venv/bin/python scripts/confirm.py --test-seed 20261201 --plan-only  # fix every model's plan, run nothing
     .venv/bin/python scripts/confirm.py --test-seed 20261201              # fix the plans, then run (resumes)
     .venv/bin/python scripts/confirm.py                                   # resume under the fixed plans
     .venv/bin/python scripts/confirm.py --report-only                     # recompute the tables from the outputs
@@ -61,6 +62,8 @@ def run(config: CF.ConfirmConfig) -> int:
             plan, sha = PL.fix_plan(plan_path, plan, config.registry,
                                     purpose=f"confirmatory run of {name}", study=config.study)
             print(f"{name}: plan fixed, SHA-256 {sha[:16]}…, test seed {plan.test_seed}", flush=True)
+        if config.plan_only:
+            continue
         CF.run_model(model, plan, config.artifacts / name, mdir, progress=not config.quiet,
                      max_new=config.max_new or None, log=lambda line: print(line, flush=True))
         report(config)  # every finished model is in the report, even if a later one is interrupted

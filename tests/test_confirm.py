@@ -264,3 +264,13 @@ def test_the_committed_report_is_what_the_saved_outputs_give(tmp_path):
     committed = json.loads((root / "run.json").read_text())["confirmatory"]
     for model, rec in fresh.items():
         assert rec["endpoints"] == committed[model]["endpoints"] and rec["plan_sha256"] == committed[model]["plan_sha256"]
+
+
+def test_plan_only_fixes_the_plan_and_draws_no_item(setup, tmp_path):
+    tmp, model = setup
+    argv = _argv(tmp, tmp_path / "out", "--test-seed", "12", "--plan-only")
+    argv[argv.index("--registry") + 1] = str(tmp_path / "seeds.json")
+    assert load_script("confirm").main(argv) == 0
+    mdir = tmp_path / "out" / model.name
+    assert (mdir / CF.PLAN_JSON).exists() and not (mdir / "items").exists() and not (mdir / "outputs").exists()
+    assert [u.seed for u in used_seeds(tmp_path / "seeds.json")] == [12]

@@ -374,6 +374,8 @@ class ConfirmConfig:
     tasks: tuple[str, ...] = option(("kv", "mdqa", "counterfactual", "closed-book"),
                                     help="tasks of a new plan (closed-book always; a model that cannot do one leaves it out)")
     max_new: int = option(0, help="stop each model after this many new evaluations (0: everything)")
+    plan_only: bool = option(False, help="fix the plans of the models that have none (claiming the test seed) and stop: "
+                                         "every plan of a study is on record before any of its results is seen")
     estimate: bool = option(False, help="only time the device and predict the minutes of every stage")
     report_only: bool = option(False, help="only recompute the report from the saved items and outputs")
     report: Path = option(Path("figures/results"), help="where README.md, the CSVs and figures/ of the report go")
