@@ -248,11 +248,11 @@ def position_table(run: ConfirmRun, task: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- writing
 
 
-def _pct(x: float, sign: bool = False) -> str:
+def _pct(x: "float | None", sign: bool = False) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else (f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}")
 
 
-def _p(x: float) -> str:
+def _p(x: "float | None") -> str:
     if x is None or (isinstance(x, float) and np.isnan(x)):
         return "–"
     return f"{x:.2g}" if x >= 0.001 else f"{x:.1e}"
