@@ -89,8 +89,7 @@ def _evaluation() -> list[str]:
             "confirmatory plan's rule: Holm over each model's tests, significant below 0.05; rank p = (1 + controls "
             "with Δ ≥ PEAR's) / (1 + controls).", "", exploratory_markdown(compact).strip(), "",
             *exploratory_sentences(compact), ""]
-    for png in sorted((RESULTS / "figures").glob("*.png")):
-        out.append(f"![{png.stem}](figures/results/figures/{png.name})")
+    out.append("Accuracy by gold position, one line per condition: `figures/results/summary.html`.")
     for name in models:
         for stem in (f"dev_k_{name}", f"ablation_curve_{name}", f"coefficients_{name}"):
             if (ROOT / "figures" / f"{stem}.png").exists():
@@ -112,7 +111,9 @@ def _confirmatory() -> list[str]:
             "layer-matched random-K controls trained like PEAR on the primary endpoints. Verdicts: Holm over the "
             "model's tests, significant below 0.05. Plans, deviations, arms (fixed damping, unclipped τ), answer "
             "kinds and every per-condition number: [`figures/results/README.md`](figures/results/README.md), "
-            "recomputed from the per-item outputs in `figures/results/confirm/`.", "", *status, "", table.strip(), ""]
+            "recomputed from the per-item outputs in `figures/results/confirm/`.", "", *status, "", table.strip(), "",
+            *(f"![{png.stem}](figures/results/figures/{png.name})"
+              for png in sorted((RESULTS / "figures").glob("confirm_positions_*.png"))), ""]
 
 
 def _protocol_lines(name: str, r: dict) -> list[str]:
