@@ -145,11 +145,17 @@ def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
     if df.empty:
         return df
     main = df["subset"] == "all items"
+    # Holm over the plan's whole family: a test not run yet counts as p = 1 (it cannot make another test's
+    # adjustment smaller than the complete family would), and no word is given until the family is complete
+    missing = len(plan.endpoints) - int(main.sum())
+    adjusted = rule.adjust(np.concatenate([df.loc[main, "p_raw"].to_numpy(), np.ones(missing)]))
     df["p_holm"] = np.nan
-    df.loc[main, "p_holm"] = rule.adjust(df.loc[main, "p_raw"].to_numpy())
+    df.loc[main, "p_holm"] = adjusted[: int(main.sum())]
     df["verdict"] = ""
     for i in df.index[main]:
-        df.loc[i, "verdict"] = rule.verdict(df.loc[i, "delta"], df.loc[i, "p_holm"], df.loc[i, "kind"]).value
+        df.loc[i, "verdict"] = (rule.verdict(df.loc[i, "delta"], df.loc[i, "p_holm"], df.loc[i, "kind"]).value
+                                if not missing else f"pending ({len(plan.endpoints) - missing} of "
+                                                    f"{len(plan.endpoints)} tests in)")
     primary = main & (df["role"] == PL.PRIMARY) & df.get(f"{UNIFORM}_rank_p", pd.Series(np.nan, index=df.index)).notna()
     df[f"{UNIFORM}_rank_p_holm"] = np.nan
     if primary.any():
