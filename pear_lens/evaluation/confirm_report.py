@@ -326,6 +326,7 @@ def errors_figure(err: pd.DataFrame, title: str):
     fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, shared_yaxes=True)
     colors = {"correct": "seagreen", "empty": "lightgrey", "other_item": "darkorange", "memorised": "purple",
               "other": "firebrick"}
+    shown: set[str] = set()
     for i, task in enumerate(tasks, start=1):
         share = err[err["task"] == task].pivot(index="condition", columns="kind", values="share")
         keep = [c for c in ("baseline", "pear", "fixed_damping", "pear_unclipped") if c in share.index]
@@ -335,7 +336,8 @@ def errors_figure(err: pd.DataFrame, title: str):
             table.loc["uniform controls (mean)"] = share.loc[ctrl].mean()
         for kind in [k for k in colors if k in table.columns]:
             fig.add_trace(go.Bar(x=table.index.tolist(), y=table[kind].tolist(), name=kind, legendgroup=kind,
-                                 showlegend=i == 1, marker_color=colors[kind]), row=1, col=i)
+                                 showlegend=kind not in shown, marker_color=colors[kind]), row=1, col=i)
+            shown.add(kind)
     fig.update_layout(template=template(), barmode="stack", title=title, yaxis_title="share of items",
                       width=max(500, 380 * len(tasks)), height=430)
     return fig
