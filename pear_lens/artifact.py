@@ -25,7 +25,7 @@ from torch import Tensor
 
 from pear_lens import __version__, constants
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_path, atomic_write_json
+from pear_lens.io import atomic_path, atomic_write_json, save_safetensors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -150,13 +150,11 @@ class Artifact:
         ``pear.json`` is written last and records the coefficient file's SHA-256,
         so a crash between the two writes leaves a mismatch that loading refuses.
         """
-        from safetensors.torch import save_file
-
         run_dir = Path(run_dir)
         heads = torch.tensor(self.heads, dtype=torch.int64).reshape(-1, 2)
         with atomic_path(run_dir / constants.COEFFICIENTS_SAFETENSORS) as tmp:
-            save_file({"tau": self.tau.contiguous(), "heads": heads}, str(tmp),
-                      metadata={"format_version": str(constants.FORMAT_VERSION), "kind": KIND})
+            save_safetensors({"tau": self.tau.contiguous(), "heads": heads}, tmp,
+                             metadata={"format_version": str(constants.FORMAT_VERSION), "kind": KIND})
             digest = _sha256(tmp)
         meta = self.to_json()
         meta["coefficients_file"] = {"name": constants.COEFFICIENTS_SAFETENSORS, "sha256": digest}

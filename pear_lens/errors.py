@@ -5,6 +5,10 @@ always says what to do next.
 """
 from __future__ import annotations
 
+import errno
+import os
+import re
+
 
 class PearLensError(ValueError):
     """Bad input or a missing prerequisite, with the fix in the message."""
@@ -21,6 +25,15 @@ _OS_HINTS = {
     "FileNotFoundError": "check the path",
     "FileExistsError": "choose another path",
 }
+_ERRNO_HINTS = {
+    errno.ENOSPC: "free some space and rerun; nothing was replaced",
+    errno.EDQUOT: "free some space or raise the disk quota and rerun; nothing was replaced",
+    errno.EFBIG: "the file system or a file-size limit (ulimit -f) refuses a file this large: write to another "
+                 "file system or raise the limit and rerun; nothing was replaced",
+    errno.EROFS: "the file system is read-only; choose a path you can write to",
+}
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")
+"""How libraries written in Rust (safetensors, tokenizers) report an I/O error they wrap: ``... (os error 27)``."""
 
 
 def one_line(error: BaseException) -> tuple[str, int]:
@@ -28,20 +41,20 @@ def one_line(error: BaseException) -> tuple[str, int]:
 
     2 for anything the user can fix (pear_lens's own errors, and the operating
     system's: permissions, missing files, a folder where a file should be, a full
-    disk, an undecodable file); 1 for anything else, which is a bug in pear_lens
-    (``--debug`` shows its traceback for the report).
+    disk, a file too large, an undecodable file, also when a library wraps it in its
+    own exception type); 1 for anything else, which is a bug in pear_lens (``--debug``
+    shows its traceback for the report).
     """
-    import errno
-
+    wrapped = None if isinstance(error, (PearLensError, OSError)) else _OS_ERROR_IN_TEXT.search(str(error))
+    if wrapped is not None:  # e.g. safetensors' SafetensorError around an OSError: the operating system's error
+        code = int(wrapped.group(1))
+        error = OSError(code, os.strerror(code))
     if isinstance(error, PearLensError):
         text, code = str(error), 2
     elif isinstance(error, OSError):
         name = getattr(error, "filename", None)
         what = error.strerror or str(error)
-        if error.errno == errno.ENOSPC:
-            hint = "free some space and rerun; nothing was replaced"
-        else:
-            hint = _OS_HINTS.get(type(error).__name__, "check the path")
+        hint = _ERRNO_HINTS.get(error.errno) or _OS_HINTS.get(type(error).__name__, "check the path")
         text = f"{name}: {what.lower()}; {hint}" if name else f"{what}; {hint}"
         code = 2
     elif isinstance(error, UnicodeDecodeError):

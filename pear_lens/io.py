@@ -79,9 +79,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, FILE_MODE)  # whatever mode the writer chose
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename != str(tmp):
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None  # the message names the file being written
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def save_safetensors(tensors: dict[str, Any], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file``; an I/O failure is raised as the ``OSError`` it wraps, naming the file
+    (safetensors reports a full disk or a file too large as its own ``SafetensorError``)."""
+    import re
+
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        found = re.search(r"\(os error (\d+)\)", str(e))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def read_text(path: str | os.PathLike, what: str = "file") -> str:

@@ -152,7 +152,7 @@ class HeadScores:
         except (KeyError, TypeError, ValueError) as e:  # also json's, pandas' and UTF-8 decoding errors
             raise PearLensError(f"{run_dir} holds a corrupt discovery run ({' '.join(str(e).split())}); "
                                 "rerun `pear-lens discover`") from None
-        _check_score_table(df, csv)
+        _check_score_table(df, csv, _model_shape(info))
         try:
             return cls.from_dataframe(df, meta_scores)
         except (KeyError, TypeError, ValueError) as e:
@@ -160,10 +160,24 @@ class HeadScores:
                                 "rerun `pear-lens discover`") from None
 
 
-def _check_score_table(df: pd.DataFrame, csv: Path) -> None:
+def _model_shape(info: Any) -> tuple[int, int] | None:
+    """``(n_layers, n_heads)`` of the model a discovery run scored, read from its ``discovery.json`` (the
+    per-setting scores, written with the table; else the model's record)."""
+    try:
+        per_setting = info["scores"]["per_setting"]
+        return len(per_setting[0]), len(per_setting[0][0])
+    except (KeyError, IndexError, TypeError):
+        pass
+    model = info.get("model") if isinstance(info, dict) else None
+    shape = (model or {}).get("n_layers"), (model or {}).get("n_heads")
+    return shape if all(isinstance(v, int) and v > 0 for v in shape) else None  # type: ignore[return-value]
+
+
+def _check_score_table(df: pd.DataFrame, csv: Path, shape: tuple[int, int] | None = None) -> None:
     """Refuse a head_scores.csv whose heads or scores cannot be trusted (edited or damaged), naming the row.
 
-    A NaN score would otherwise rank its head first and end up in pear.json.
+    A NaN score would otherwise rank its head first and end up in pear.json; a head beyond ``shape`` (the
+    model's ``(n_layers, n_heads)``) would otherwise make the table describe a larger model.
     """
     fix = "the file was edited or damaged: rerun `pear-lens discover`"
     missing = {"layer", "head", "score"} - set(df.columns)
@@ -178,6 +192,10 @@ def _check_score_table(df: pd.DataFrame, csv: Path) -> None:
             v = numeric[c].iloc[i]
             if pd.isna(v) or v < 0 or v != int(v):
                 raise PearLensError(f"{csv} line {line}: {c} {str(df[c].iloc[i])!r} is not a head index; {fix}")
+        layer, head = int(numeric["layer"].iloc[i]), int(numeric["head"].iloc[i])
+        if shape is not None and not (layer < shape[0] and head < shape[1]):
+            raise PearLensError(f"{csv} line {line}: L{layer}.H{head} is outside the model ({shape[0]} layers × "
+                                f"{shape[1]} heads, as discovery.json records it); {fix}")
         v = numeric["score"].iloc[i]
         if pd.isna(v) or not math.isfinite(float(v)):
             raise PearLensError(f"{csv} line {line}: the score {str(df['score'].iloc[i])!r} of "

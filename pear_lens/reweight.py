@@ -9,6 +9,7 @@ and logits are computed only where the loss reads them (the copy half).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -69,6 +70,10 @@ class TrainConfig:
         for name in ("steps", "batch_size", "micro_batch", "schedule_steps"):
             if getattr(self, name) < 1:
                 raise PearLensError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay"):  # NaN passes every comparison, so finiteness is checked first
+            if not math.isfinite(getattr(self, name)):
+                raise PearLensError(f"{name} must be a finite number, got {getattr(self, name)}; give e.g. "
+                                    f"--{name.replace('_', '-')} {0.005 if name == 'lr' else 0.0}")
         if self.warmup_steps < 0 or self.lr <= 0 or self.top_k < 1:
             raise PearLensError("warmup_steps must be >= 0, lr > 0 and top_k >= 1")
         if self.n < 2:

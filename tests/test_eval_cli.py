@@ -70,11 +70,18 @@ def _assert_nothing_written(out: Path):
 
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "x"}]}\n'
+    bad.write_text('{"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "x", "isgold": true}]}\n'
                    '{"question": "q?", "answers": [], "ctxs": [{"title": "t", "text": "x"}]}\n')
     out = tmp_path / "out"
     assert run("eval", "--task", "mdqa", "--data", bad, "--out", out, *FAST) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+    _assert_nothing_written(out)
+    # an item without a gold document (none marked, no gold_position) cannot be scored by position
+    bad.write_text('{"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "x", "isgold": true}]}\n'
+                   '{"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "x"}]}\n')
+    assert run("eval", "--task", "mdqa", "--data", bad, "--out", out, *FAST) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:2: no document is the gold one" in err and len(err.strip().splitlines()) == 1
     _assert_nothing_written(out)
     # a gold position beyond the documents
     assert run("eval", "--task", "mdqa", "--data", DATA / "mdqa_handmade.jsonl", "--positions", 5,

@@ -101,8 +101,11 @@ def _write(tmp_path, lines):
 
 
 @pytest.mark.parametrize("loader, lines, message", [
-    (load_mdqa_jsonl, ['{"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "a"}]}',
+    (load_mdqa_jsonl, ['{"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "a", "hasanswer": true}]}',
                        '{"question": "q?", "ctxs": [{"title": "t", "text": "x"}]}'], r"bad\.jsonl:2: missing field 'answers'"),
+    (load_mdqa_jsonl, ['{"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "a", "isgold": true}]}',
+                       '{"question": "q?", "answers": ["a"], "ctxs": [{"title": "t", "text": "a"}]}'],
+     r"bad\.jsonl:2: no document is the gold one"),
     (load_mdqa_jsonl, ['{"question": "q?", "answers": [], "ctxs": [{"title": "t", "text": "x"}]}'],
      r"bad\.jsonl:1: .*answer list is empty"),
     (load_mdqa_jsonl, ['{"question": "q?", "answers": ["a"], "ctxs": [{"title": "t"}]}'],

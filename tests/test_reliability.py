@@ -209,6 +209,28 @@ def test_a_score_that_is_not_a_finite_number_is_refused(run_dir, tmp_path, capsy
     assert snapshot(tmp_path) == before
 
 
+def test_a_head_beyond_the_model_is_refused_not_taken_for_a_larger_model(run_dir, tmp_path, capsys):
+    csv = run_dir / constants.HEAD_SCORES_CSV
+    lines = csv.read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[3].split(",")
+    row[header.index("layer")] = "99"
+    csv.write_text("\n".join(lines[:3] + [",".join(row)] + lines[4:]) + "\n")
+    before = snapshot(tmp_path)
+    err = refused(capsys, ["train", run_dir, "--overwrite", *TRAIN], says="line 4: L99.H")
+    assert "is outside the model (3 layers × 4 heads" in err and "100" not in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--weight-decay", "nan")])
+def test_a_training_number_that_is_not_finite_is_refused(run_dir, tmp_path, capsys, flag, value):
+    before = snapshot(tmp_path)
+    err = refused(capsys, ["train", run_dir, "--overwrite", flag, value, *TRAIN],
+                  says=f"{flag[2:].replace('-', '_')} must be a finite number, got {value}")
+    assert "a bug" not in err
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("heads, says", [("", "is empty"), ("1.1,,2.2", "has an empty entry"),
                                          ("1.1.1", "'1.1.1' is not LAYER.HEAD")])
 def test_empty_or_malformed_heads_are_refused(run_dir, tmp_path, capsys, heads, says):
@@ -288,6 +310,28 @@ def test_os_errors_are_one_line(run_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pear_lens.artifact, "load_artifact", denied)
     refused(capsys, ["eval", "--artifact", run_dir, "--out", tmp_path / "o", *EVAL],
             says="pear.json: permission denied; check its permissions")
+
+
+@pytest.mark.parametrize("writer", ["figure", "safetensors"])
+def test_a_file_too_large_is_named_not_called_a_bug(run_dir, tmp_path, capsys, monkeypatch, writer):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    import pear_lens.plots
+
+    def too_large(*args, **kwargs):
+        if writer == "figure":
+            raise OSError(errno.EFBIG, "File too large", "training.html")
+        raise SafetensorError("Error while serializing: I/O error: File too large (os error 27)")
+
+    monkeypatch.setattr(pear_lens.plots if writer == "figure" else safetensors.torch,
+                        "save_figure" if writer == "figure" else "save_file", too_large)
+    before = snapshot(tmp_path)
+    err = refused(capsys, ["train", run_dir, "--heads", "0.1,2.3", "--overwrite", *TRAIN], says="file too large")
+    assert "a bug" not in err and "ulimit -f" in err
+    if writer == "safetensors":
+        assert constants.COEFFICIENTS_SAFETENSORS in err  # the file being written, not the temporary one
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("device, says", [("gpu", "unknown device 'gpu'"), ("cuda", "sees no CUDA GPU")])

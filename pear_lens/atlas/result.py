@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from pear_lens import constants
 from pear_lens.agreement import layer_depth, spearman
 from pear_lens.atlas import figures
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_path, atomic_write_json
+from pear_lens.io import atomic_path, atomic_write_json, save_safetensors
 from pear_lens.results import HeadScores
 
 RETRIEVAL_THRESHOLD = 0.1
@@ -183,7 +183,7 @@ class HeadAtlas:
             self.to_dataframe().to_csv(tmp, index=False)
         tensors = folder / constants.HEAD_ATLAS_PROMPTS
         with atomic_path(tensors) as tmp:
-            save_file({name: t.contiguous() for name, t in self.per_prompt.items()}, str(tmp))
+            save_safetensors({name: t.contiguous() for name, t in self.per_prompt.items()}, tmp)
         meta = atomic_write_json(folder / constants.HEAD_ATLAS_JSON, self.metadata(top_k, n_boot))
         return [csv, meta, tensors]
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from pear_lens.errors import PearLensError
 from pear_lens.evaluation.items import PromptText, check_answers, check_gold_position, gold_positions, read_jsonl
 
 INSTRUCTION = ("Write a high-quality answer for the given question using only the provided search results "
@@ -88,6 +89,9 @@ class MDQAItem:
             if item.gold_position is None:  # trust the explicit position: mark that document gold
                 ctxs[pos] = Document(ctxs[pos].title, ctxs[pos].text, isgold=True, hasanswer=ctxs[pos].hasanswer)
                 item = cls(item.item_id, question, answers, tuple(ctxs))
+        if item.gold_position is None:  # accuracy by gold position, and the distractors, need the gold document
+            raise PearLensError("no document is the gold one: mark the document that answers with "
+                                '"isgold": true (or "hasanswer": true), or give "gold_position"; fix or remove this line')
         return item
 
 
