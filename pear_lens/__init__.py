@@ -29,6 +29,7 @@ _LAZY = {
     "METHODS": "pear_lens.mediation",
     "PearLensError": "pear_lens.errors",
     "TrainConfig": "pear_lens.reweight",
+    "Recipe": "pear_lens.reweight",
     "train_coefficients": "pear_lens.reweight",
     "reweighted": "pear_lens.reweight",
     "Artifact": "pear_lens.artifact",

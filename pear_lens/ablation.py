@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pear_lens.errors import PearLensError
-from pear_lens.reweight import CopyEval, Head, TrainConfig, evaluate_copy, train_coefficients
+from pear_lens.reweight import CopyEval, Head, Recipe, evaluate_copy, train_coefficients
 from pear_lens.task import ProxyTask, TaskBatch
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def ablation_curve(
     scores: "HeadScores",
     ks: Sequence[int],
     *,
-    train: TrainConfig | None = None,
+    train: Recipe | None = None,
     control_steps: int | None = None,
     seeds: int = 3,
     n_eval: int = 100,
@@ -141,7 +141,7 @@ def ablation_curve(
     the heads (``random`` rows; 0 otherwise). ``control_steps`` trains the
     random controls for fewer steps to save time; the ``steps`` column records it.
     """
-    train = train or TrainConfig()
+    train = train or Recipe()
     if eval_seed == train.seed:
         raise PearLensError(f"eval_seed {eval_seed} equals the training seed; held-out sequences need another seed")
     total = scores.n_layers * scores.n_heads

@@ -7,6 +7,9 @@ sibling (:func:`staged_dir`, :func:`staged_update`) and swapped in only when
 complete. :func:`check_output` holds the one rule about output folders: a
 command never writes over one of its inputs, and ``--overwrite`` replaces only a
 folder pear_lens wrote itself, of the same kind (its marker file says which).
+Figures are written here too (:func:`save_figure`), so writing a file never needs the
+module that draws it. What a run folder holds, and which call writes each of its files,
+is :mod:`pear_lens.runs`.
 """
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from pear_lens.errors import PearLensError
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -114,6 +120,54 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
     except UnicodeDecodeError as e:
         raise PearLensError(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason}); "
                             "save it as UTF-8") from None
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _chrome_path() -> str | None:
+    for candidate in (os.environ.get("BROWSER_PATH"), "/usr/bin/chromium", "/usr/bin/chromium-browser",
+                      "/usr/bin/google-chrome"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def check_static_export() -> None:
+    """Refuse, before any slow work, a static figure that cannot be written (kaleido needs a Chrome)."""
+    if _chrome_path() is None:
+        raise PearLensError("static PNG figures need a Chrome for kaleido; install Debian's `chromium` "
+                            "(apt-get install chromium), set BROWSER_PATH, or pass --no-png")
+
+
+def save_figure(fig: "go.Figure", path: str | os.PathLike, formats: Iterable[str] | None = None) -> list[Path]:
+    """Write ``fig`` (a plotly figure, drawn by :mod:`pear_lens.plots`) atomically; the suffix of ``path``
+    picks the format, or give ``formats``.
+
+    Static formats (png, svg, pdf) use kaleido, which needs a Chrome: Debian's
+    ``chromium`` package provides one (``apt-get install chromium``).
+    """
+    path = Path(path)
+    formats = list(formats) if formats else [path.suffix.lstrip(".") or "html"]
+    written = []
+    for fmt in formats:
+        target = path.with_suffix(f".{fmt}")
+        with atomic_path(target) as tmp:
+            if fmt == "html":
+                fig.write_html(str(tmp), include_plotlyjs="cdn")
+            elif fmt in ("png", "svg", "pdf"):
+                chrome = _chrome_path()
+                if chrome is None:
+                    raise PearLensError(
+                        f"writing {target.name} needs a Chrome for kaleido; install Debian's `chromium` "
+                        "(apt-get install chromium) or set BROWSER_PATH"
+                    )
+                os.environ.setdefault("BROWSER_PATH", chrome)
+                fig.write_image(str(tmp), format=fmt, scale=2 if fmt == "png" else 1)
+            else:
+                raise PearLensError(f"unknown figure format {fmt!r}; use html, png, svg or pdf")
+        written.append(target)
+    return written
 
 
 # --------------------------------------------------------------------------- markers and the output rule

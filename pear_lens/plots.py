@@ -1,13 +1,11 @@
 """Figures for papers: plotly figures in one named template, never shown.
 
-Every function returns a ``go.Figure``; :func:`save_figure` writes it. The
+Every function returns a ``go.Figure``; :func:`pear_lens.io.save_figure` writes it. The
 ``pear`` template is registered under its own name and applied per figure,
 so importing this module changes no global plotly default.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -16,7 +14,7 @@ import plotly.io as pio
 
 from pear_lens.agreement import same_model, spearman
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_path
+from pear_lens.io import check_static_export, save_figure  # noqa: F401  (their home until issue 18; scripts use them)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -256,50 +254,6 @@ def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int 
         f"Spearman ρ = {rho:.2f} over {len(a)} heads; top-{k} overlap {len(top_a & top_b)}/{k}",
         xaxis=dict(title=f"Δπ ({la})"), yaxis=dict(title=f"Δπ ({lb})"), width=680, height=560,
     )
-
-
-def _chrome_path() -> str | None:
-    for candidate in (os.environ.get("BROWSER_PATH"), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-                      "/usr/bin/google-chrome"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
-def check_static_export() -> None:
-    """Refuse, before any slow work, a static figure that cannot be written (kaleido needs a Chrome)."""
-    if _chrome_path() is None:
-        raise PearLensError("static PNG figures need a Chrome for kaleido; install Debian's `chromium` "
-                            "(apt-get install chromium), set BROWSER_PATH, or pass --no-png")
-
-
-def save_figure(fig: go.Figure, path: str | os.PathLike, formats: Iterable[str] | None = None) -> list[Path]:
-    """Write ``fig`` atomically; the suffix of ``path`` picks the format, or give ``formats``.
-
-    Static formats (png, svg, pdf) use kaleido, which needs a Chrome: Debian's
-    ``chromium`` package provides one (``apt-get install chromium``).
-    """
-    path = Path(path)
-    formats = list(formats) if formats else [path.suffix.lstrip(".") or "html"]
-    written = []
-    for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
-        with atomic_path(target) as tmp:
-            if fmt == "html":
-                fig.write_html(str(tmp), include_plotlyjs="cdn")
-            elif fmt in ("png", "svg", "pdf"):
-                chrome = _chrome_path()
-                if chrome is None:
-                    raise PearLensError(
-                        f"writing {target.name} needs a Chrome for kaleido; install Debian's `chromium` "
-                        "(apt-get install chromium) or set BROWSER_PATH"
-                    )
-                os.environ.setdefault("BROWSER_PATH", chrome)
-                fig.write_image(str(tmp), format=fmt, scale=2 if fmt == "png" else 1)
-            else:
-                raise PearLensError(f"unknown figure format {fmt!r}; use html, png, svg or pdf")
-        written.append(target)
-    return written
 
 
 def accuracy_by_position(summary: "pd.DataFrame", title: str | None = None) -> go.Figure:

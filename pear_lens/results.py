@@ -1,8 +1,7 @@
-"""Result objects: per-head scores with the settings that produced them."""
+"""Result objects: per-head scores with the settings that produced them (their files: :mod:`pear_lens.runs`)."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from torch import Tensor
 
 from pear_lens import constants
 from pear_lens.errors import PearLensError
+from pear_lens.runs import corrupt_run, read_score_table
 
 Head = tuple[int, int]
 
@@ -139,70 +139,9 @@ class HeadScores:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "HeadScores":
-        """Read the scores of a ``pear-lens discover`` run folder."""
-        run_dir = Path(run_dir)
-        csv, meta = run_dir / constants.HEAD_SCORES_CSV, run_dir / constants.DISCOVERY_JSON
-        for p in (csv, meta):
-            if not p.exists():
-                raise PearLensError(f"{p} is missing; is {run_dir} a `pear-lens discover` run folder?")
+        """Read the scores of a ``pear-lens discover`` run folder (the files: :func:`pear_lens.runs.read_score_table`)."""
+        df, info = read_score_table(run_dir)
         try:
-            info = json.loads(meta.read_text(encoding="utf-8"))
-            df = pd.read_csv(csv, encoding="utf-8")
-            meta_scores = info["scores"]
-        except (KeyError, TypeError, ValueError) as e:  # also json's, pandas' and UTF-8 decoding errors
-            raise PearLensError(f"{run_dir} holds a corrupt discovery run ({' '.join(str(e).split())}); "
-                                "rerun `pear-lens discover`") from None
-        _check_score_table(df, csv, _model_shape(info))
-        try:
-            return cls.from_dataframe(df, meta_scores)
+            return cls.from_dataframe(df, info["scores"])
         except (KeyError, TypeError, ValueError) as e:
-            raise PearLensError(f"{run_dir} holds a corrupt discovery run ({' '.join(str(e).split())}); "
-                                "rerun `pear-lens discover`") from None
-
-
-def _model_shape(info: Any) -> tuple[int, int] | None:
-    """``(n_layers, n_heads)`` of the model a discovery run scored, read from its ``discovery.json`` (the
-    per-setting scores, written with the table; else the model's record)."""
-    try:
-        per_setting = info["scores"]["per_setting"]
-        return len(per_setting[0]), len(per_setting[0][0])
-    except (KeyError, IndexError, TypeError):
-        pass
-    model = info.get("model") if isinstance(info, dict) else None
-    shape = (model or {}).get("n_layers"), (model or {}).get("n_heads")
-    return shape if all(isinstance(v, int) and v > 0 for v in shape) else None  # type: ignore[return-value]
-
-
-def _check_score_table(df: pd.DataFrame, csv: Path, shape: tuple[int, int] | None = None) -> None:
-    """Refuse a head_scores.csv whose heads or scores cannot be trusted (edited or damaged), naming the row.
-
-    A NaN score would otherwise rank its head first and end up in pear.json; a head beyond ``shape`` (the
-    model's ``(n_layers, n_heads)``) would otherwise make the table describe a larger model.
-    """
-    fix = "the file was edited or damaged: rerun `pear-lens discover`"
-    missing = {"layer", "head", "score"} - set(df.columns)
-    if missing:
-        raise PearLensError(f"{csv} lacks the columns {sorted(missing)}; {fix}")
-    if df.empty:
-        raise PearLensError(f"{csv} lists no heads; {fix}")
-    numeric = {c: pd.to_numeric(df[c], errors="coerce") for c in ("layer", "head", "score")}
-    for i in range(len(df)):
-        line = i + 2  # the header is line 1
-        for c in ("layer", "head"):
-            v = numeric[c].iloc[i]
-            if pd.isna(v) or v < 0 or v != int(v):
-                raise PearLensError(f"{csv} line {line}: {c} {str(df[c].iloc[i])!r} is not a head index; {fix}")
-        layer, head = int(numeric["layer"].iloc[i]), int(numeric["head"].iloc[i])
-        if shape is not None and not (layer < shape[0] and head < shape[1]):
-            raise PearLensError(f"{csv} line {line}: L{layer}.H{head} is outside the model ({shape[0]} layers × "
-                                f"{shape[1]} heads, as discovery.json records it); {fix}")
-        v = numeric["score"].iloc[i]
-        if pd.isna(v) or not math.isfinite(float(v)):
-            raise PearLensError(f"{csv} line {line}: the score {str(df['score'].iloc[i])!r} of "
-                                f"L{int(numeric['layer'].iloc[i])}.H{int(numeric['head'].iloc[i])} is not a finite "
-                                f"number; {fix}")
-    pairs = list(zip(numeric["layer"].astype(int), numeric["head"].astype(int)))
-    n_layers, n_heads = max(l for l, _ in pairs) + 1, max(h for _, h in pairs) + 1
-    if len(set(pairs)) != len(pairs) or len(pairs) != n_layers * n_heads:
-        raise PearLensError(f"{csv} should list each of the {n_layers} × {n_heads} heads once, but lists "
-                            f"{len(pairs)} rows ({len(set(pairs))} distinct heads); {fix}")
+            raise corrupt_run(Path(run_dir), e) from None

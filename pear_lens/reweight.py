@@ -1,4 +1,4 @@
-"""Stage 2 of PEAR: learn one scalar τ per chosen head with the model frozen (PEAR_SPEC §3).
+"""Stage 2 of PEAR: learn one scalar τ per chosen head with the model frozen (the PEAR reference recipe).
 
 τ multiplies a head's output (its ``hook_z`` slice) before the heads are summed,
 and starts at 1.0, so training starts from the unmodified model. Only the K
@@ -12,8 +12,8 @@ import contextlib
 import math
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -41,11 +41,35 @@ DEFAULT_TOP_K = 10
 
 
 @dataclass
-class TrainConfig:
-    """Settings of coefficient learning. Defaults are the PEAR reference recipe (PEAR_SPEC §3)."""
+class HeadSelection:
+    """Which heads to train: an explicit list, else the top K of a discovery run's Δπ (:func:`select_heads`)."""
 
     top_k: int = option(DEFAULT_TOP_K, help="train the K heads with the largest Δπ (ignored when --heads is given)")
     heads: Heads = option((), help="explicit heads to train, LAYER.HEAD pairs like 24.4,29.0 (overrides --top-k)")
+
+    def __post_init__(self) -> None:
+        self.heads = tuple((int(l), int(h)) for l, h in self.heads)
+        if self.top_k < 1:
+            raise PearLensError(f"top_k must be at least 1, got {self.top_k}")
+
+    @property
+    def selection(self) -> "HeadSelection":
+        """The head selection alone (a :class:`TrainConfig`'s without its recipe)."""
+        return HeadSelection(**{f.name: getattr(self, f.name) for f in fields(HeadSelection)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "heads": [list(h) for h in self.heads]}
+
+
+@dataclass
+class Recipe:
+    """How τ is trained for given heads. Defaults are the PEAR reference recipe.
+
+    Training is seeded, so the same weights, heads and recipe give the same τ: :meth:`to_dict` is the key
+    under which trained τ are kept and found again (:mod:`pear_lens.training_cache`,
+    :func:`pear_lens.evaluation.protocol.cached_tau`), and its keys and their order must not change.
+    """
+
     steps: int = option(60, help="optimizer steps (the reference evaluated the checkpoint after 60)")
     lr: float = option(0.005, help="AdamW learning rate")
     weight_decay: float = option(0.0, help="AdamW weight decay")
@@ -64,7 +88,6 @@ class TrainConfig:
                                        "on GPU; 2-3x faster on CPUs with AMX (evaluation and folding stay fp32)")
 
     def __post_init__(self) -> None:
-        self.heads = tuple((int(l), int(h)) for l, h in self.heads)
         if self.precision not in ("fp32", "bf16"):
             raise PearLensError(f"unknown precision {self.precision!r}; choose 'fp32' or 'bf16'")
         for name in ("steps", "batch_size", "micro_batch", "schedule_steps"):
@@ -74,10 +97,21 @@ class TrainConfig:
             if not math.isfinite(getattr(self, name)):
                 raise PearLensError(f"{name} must be a finite number, got {getattr(self, name)}; give e.g. "
                                     f"--{name.replace('_', '-')} {0.005 if name == 'lr' else 0.0}")
-        if self.warmup_steps < 0 or self.lr <= 0 or self.top_k < 1:
-            raise PearLensError("warmup_steps must be >= 0, lr > 0 and top_k >= 1")
+        if self.warmup_steps < 0 or self.lr <= 0:
+            raise PearLensError("warmup_steps must be >= 0 and lr > 0")
         if self.n < 2:
             raise PearLensError(f"n={self.n} is too short: the copy task needs n >= 2")
+
+    @staticmethod
+    def from_dict(settings: Mapping[str, Any]) -> "Recipe":
+        """The recipe among ``settings`` (e.g. pear.json's ``training``, which also holds the head selection and
+        the training's outcome); the other keys are ignored, a missing one keeps its default."""
+        return Recipe(**{f.name: settings[f.name] for f in fields(Recipe) if f.name in settings})
+
+    @property
+    def recipe(self) -> "Recipe":
+        """The recipe alone (a :class:`TrainConfig`'s without its head selection)."""
+        return Recipe(**Recipe.to_dict(self))
 
     def task(self) -> ProxyTask:
         """The proxy task the training sequences are drawn from."""
@@ -85,9 +119,26 @@ class TrainConfig:
                          min_token_id=self.min_token_id, prepend_bos=self.prepend_bos, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["heads"] = [list(h) for h in self.heads]
-        return d
+        """Every setting of the recipe, in field order (the key of kept τ: keys and order must stay)."""
+        return {f.name: getattr(self, f.name) for f in fields(Recipe)}
+
+
+@dataclass
+class TrainConfig(Recipe, HeadSelection):
+    """Settings of coefficient learning: the heads (:class:`HeadSelection`) and how to train them
+    (:class:`Recipe`). Defaults are the PEAR reference recipe.
+
+    The fields are ``top_k`` and ``heads``, then the recipe's (a dataclass orders inherited fields from the
+    last base to the first), which is the order of the command line and of pear.json's ``training``.
+    """
+
+    def __post_init__(self) -> None:
+        HeadSelection.__post_init__(self)
+        Recipe.__post_init__(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The head selection then the recipe (pear.json's ``training`` starts with it)."""
+        return {**HeadSelection.to_dict(self), **Recipe.to_dict(self)}
 
 
 # --------------------------------------------------------------------------- heads
@@ -106,7 +157,7 @@ def check_heads(heads: Sequence[Head], n_layers: int, n_heads: int) -> list[Head
     return out
 
 
-def select_heads(scores: "HeadScores", config: TrainConfig) -> list[Head]:
+def select_heads(scores: "HeadScores", config: HeadSelection) -> list[Head]:
     """``config.heads`` if given, else the ``config.top_k`` heads with the largest Δπ."""
     if config.heads:
         return check_heads(config.heads, scores.n_layers, scores.n_heads)
@@ -248,7 +299,7 @@ def linear_warmup(warmup: int, total: int):
     return factor
 
 
-def step_limit(config: TrainConfig) -> float:
+def step_limit(config: Recipe) -> float:
     """How far one τ can move from 1 in ``config.steps`` Adam steps: the sum of the scheduled learning rates.
 
     Adam's update of a scalar is at most about ``lr`` per step (exactly ``lr`` while every gradient has one
@@ -256,7 +307,7 @@ def step_limit(config: TrainConfig) -> float:
     it trained, not what the copy loss wants. With the reference recipe (60 steps, lr 0.005, warm-up 2 over
     2500) the limit is 0.29.
 
-    >>> round(step_limit(TrainConfig()), 4)
+    >>> round(step_limit(Recipe()), 4)
     0.2886
     """
     factor = linear_warmup(config.warmup_steps, config.schedule_steps)
@@ -267,11 +318,11 @@ AT_LIMIT_SHARE = 0.9
 """A τ with ``|τ - 1| >= AT_LIMIT_SHARE * step_limit`` sits at the step limit (:func:`at_step_limit`)."""
 
 
-def at_step_limit(tau: "Sequence[float] | torch.Tensor", config: TrainConfig) -> list[bool]:
+def at_step_limit(tau: "Sequence[float] | torch.Tensor", config: Recipe) -> list[bool]:
     """Per τ: whether it moved at least :data:`AT_LIMIT_SHARE` of the way to :func:`step_limit` (it still
     moved at about full speed when training stopped, so the loss did not choose its value).
 
-    >>> at_step_limit([0.716, 1.034, 1.0], TrainConfig())
+    >>> at_step_limit([0.716, 1.034, 1.0], Recipe())
     [True, False, False]
     """
     bound = step_limit(config)
@@ -303,6 +354,7 @@ class TrainResult:
     tau_trajectory: Float[Tensor, "steps_plus_1 k"]
     """τ before the first step (all 1.0) and after every step."""
     config: dict[str, Any]
+    """The recipe that trained τ (:meth:`Recipe.to_dict`)."""
     model: str
     fingerprint: str
     seconds: float
@@ -357,17 +409,20 @@ class TrainResult:
         return fig
 
 
-def train_coefficients(model: "LoadedModel", heads: Sequence[Head], config: TrainConfig | None = None,
+def train_coefficients(model: "LoadedModel", heads: Sequence[Head], recipe: Recipe | None = None,
                        progress: bool = True) -> TrainResult:
-    """Learn one τ per head of ``heads`` on the copy proxy task, the model frozen.
+    """Learn one τ per head of ``heads`` on the copy proxy task with ``recipe``, the model frozen.
+
+    A :class:`TrainConfig` may stand for the recipe: its head selection plays no part here (``heads`` are
+    the heads trained) and is not recorded in :attr:`TrainResult.config`.
 
     >>> from pear_lens import load_model
     >>> m = load_model("tiny-llama")
-    >>> r = train_coefficients(m, [(2, 1)], TrainConfig(steps=2, batch_size=2, micro_batch=2, n=8), progress=False)
+    >>> r = train_coefficients(m, [(2, 1)], Recipe(steps=2, batch_size=2, micro_batch=2, n=8), progress=False)
     >>> r.tau_trajectory.shape
     torch.Size([3, 1])
     """
-    config = config or TrainConfig()
+    config = (recipe or Recipe()).recipe
     heads = check_heads(heads, model.n_layers, model.n_heads)
     task = config.task()
     task.check_fits(model)

@@ -28,7 +28,7 @@ from pear_lens.atlas import HeadAtlas
 from pear_lens.atlas.figures import atlas_across_models
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_path
-from pear_lens.plots import save_figure
+from pear_lens.io import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")

@@ -33,8 +33,9 @@ import pandas as pd
 from pear_lens import constants, plots
 from pear_lens.compare import compare, concentration_curves, heads_by_depth, load_runs, run_summary
 from pear_lens.errors import CopyTaskTooWeak, PearLensError
-from pear_lens.io import atomic_write_text
+from pear_lens.io import atomic_write_text, save_figure
 from pear_lens.results import HeadScores
+from pear_lens.runs import find_runs, is_run
 from pear_lens.task import REFERENCE_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ def discover_cached(cache: Path, model: str, method: str, settings, refresh: boo
     tag = "reference" if tuple(settings) == REFERENCE_SETTINGS else "x".join(map(str, settings[0])) + (
         f"+{len(settings) - 1}" if len(settings) > 1 else "")
     out = cache / f"{model}_{method}_{tag}"
-    if not refresh and (out / constants.DISCOVERY_JSON).exists():
+    if not refresh and is_run(out):
         try:
             cached = HeadScores.load(out)
             if (cached.model, cached.method, settings_key(cached)) == (model, method, tuple(settings)):
@@ -93,7 +94,7 @@ class Writer:
         self.out, self.formats, self.written = out, formats, []
 
     def figure(self, fig, name: str) -> None:
-        self.written += plots.save_figure(fig, self.out / f"{_slug(name)}.html", formats=self.formats)
+        self.written += save_figure(fig, self.out / f"{_slug(name)}.html", formats=self.formats)
 
     def table(self, df: pd.DataFrame, name: str) -> None:
         self.written.append(atomic_write_text(self.out / name, df.to_csv(index=False)))
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             folders += [discover_cached(args.cache, args.agreement_model, method, reduced, args.refresh,
                                        args.allow_weak_copy_task)
                         for method in AGREEMENT_METHODS]
-    found = [p.parent for folder in folders for p in sorted(folder.rglob(constants.DISCOVERY_JSON))]
+    found = [run for folder in folders for run in find_runs(folder)]
     discovery = list(dict.fromkeys(found))  # in the order given, each once
     if not discovery:
         raise SystemExit(f"no discovery run (a folder with {constants.DISCOVERY_JSON}) under {', '.join(map(str, folders))}")

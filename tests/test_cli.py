@@ -83,12 +83,12 @@ def test_bad_input_gets_one_clear_line(tmp_path, capsys, args, message):
 
 
 def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch, capsys):
-    import pear_lens.plots
+    import pear_lens.runs
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(pear_lens.plots, "save_figure", broken)
+    monkeypatch.setattr(pear_lens.runs, "save_figure", broken)
     code, _ = discover(tmp_path)
     err = capsys.readouterr().err
     assert code == 1 and "disk full" in err and "--debug" in err and "Traceback" not in err  # a bug: exit 1

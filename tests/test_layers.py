@@ -23,6 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("convert",),
     ("models",),
     ("task",),
+    # the run folder's files (plain tables and records; the result types below read theirs through it)
+    ("runs",),
     # results and how they are compared and drawn
     ("agreement",),
     ("plots",),

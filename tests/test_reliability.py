@@ -112,11 +112,11 @@ def _interrupted_save(self, run_dir):
 @pytest.mark.parametrize("fault", ["figure writer fails", "Ctrl-C mid-save"])
 def test_train_overwrite_that_fails_while_saving_leaves_the_old_run(run_dir, tmp_path, capsys, monkeypatch, fault):
     import pear_lens.artifact
-    import pear_lens.plots
+    import pear_lens.runs
 
     before = snapshot(tmp_path)
     if fault == "figure writer fails":
-        monkeypatch.setattr(pear_lens.plots, "save_figure", _disk_full)
+        monkeypatch.setattr(pear_lens.runs, "save_figure", _disk_full)
         refused(capsys, ["train", run_dir, "--heads", "0.1,2.3", "--overwrite", *TRAIN], says="free some space")
     else:
         monkeypatch.setattr(pear_lens.artifact.Artifact, "save", _interrupted_save)
@@ -126,10 +126,10 @@ def test_train_overwrite_that_fails_while_saving_leaves_the_old_run(run_dir, tmp
 
 
 def test_ablate_that_fails_while_saving_leaves_the_run(run_dir, tmp_path, capsys, monkeypatch):
-    import pear_lens.plots
+    import pear_lens.runs
 
     before = snapshot(tmp_path)
-    monkeypatch.setattr(pear_lens.plots, "save_figure", _disk_full)
+    monkeypatch.setattr(pear_lens.runs, "save_figure", _disk_full)
     refused(capsys, ["ablate", run_dir, "--k", "1", "--seeds", "0", "--steps", "1", "--control-steps", "1",
                      "--batch-size", "2", "--micro-batch", "2", "--n", "8", "--n-eval", "2", "--quiet", "--no-png"],
             says="free some space")
@@ -139,7 +139,6 @@ def test_ablate_that_fails_while_saving_leaves_the_run(run_dir, tmp_path, capsys
 def test_what_can_be_checked_early_is_checked_before_the_slow_part(run_dir, tmp_path, capsys, monkeypatch):
     import pear_lens.io
     import pear_lens.models
-    import pear_lens.plots
     import pear_lens.commands.train
 
     def too_late(*args, **kwargs):
@@ -148,7 +147,7 @@ def test_what_can_be_checked_early_is_checked_before_the_slow_part(run_dir, tmp_
     monkeypatch.setattr(pear_lens.models, "load_model", too_late)
     monkeypatch.setattr(pear_lens.commands.train, "train_coefficients", too_late)
     before = snapshot(tmp_path)
-    monkeypatch.setattr(pear_lens.plots, "_chrome_path", lambda: None)
+    monkeypatch.setattr(pear_lens.io, "_chrome_path", lambda: None)
     refused(capsys, ["discover", "--model", "tiny-llama", "--out", tmp_path / "new"], says="pass --no-png")
     refused(capsys, ["train", run_dir, "--overwrite", *TRAIN[:-1]], says="pass --no-png")
     (tmp_path / "a-file").write_text("")
@@ -317,14 +316,14 @@ def test_a_file_too_large_is_named_not_called_a_bug(run_dir, tmp_path, capsys, m
     import safetensors.torch
     from safetensors import SafetensorError
 
-    import pear_lens.plots
+    import pear_lens.runs
 
     def too_large(*args, **kwargs):
         if writer == "figure":
             raise OSError(errno.EFBIG, "File too large", "training.html")
         raise SafetensorError("Error while serializing: I/O error: File too large (os error 27)")
 
-    monkeypatch.setattr(pear_lens.plots if writer == "figure" else safetensors.torch,
+    monkeypatch.setattr(pear_lens.runs if writer == "figure" else safetensors.torch,
                         "save_figure" if writer == "figure" else "save_file", too_large)
     before = snapshot(tmp_path)
     err = refused(capsys, ["train", run_dir, "--heads", "0.1,2.3", "--overwrite", *TRAIN], says="file too large")

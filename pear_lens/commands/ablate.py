@@ -2,7 +2,7 @@
 
 The curve itself is :func:`pear_lens.ablation.ablation_curve` (see its module for the protocol and the
 budget); this command reads the discovery run, checks its model, and writes ``ablation.csv``,
-``ablation.html`` and ``ablation.png`` into the run folder.
+``ablation.html`` and ``ablation.png`` into the run folder (:func:`pear_lens.runs.write_ablation`).
 """
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from pear_lens import constants
 from pear_lens.ablation import EVAL_SEED, ablation_curve
 from pear_lens.config import option
-from pear_lens.io import check_writable_parent, staged_update
-from pear_lens.reweight import TrainConfig
+from pear_lens.io import check_static_export, check_writable_parent
+from pear_lens.results import HeadScores
+from pear_lens.reweight import Recipe
+from pear_lens.runs import read_info, run_model, warn_if_bos_differs, write_ablation
 
 
-def ablate_training() -> TrainConfig:
+def ablate_training() -> Recipe:
     """The training of every run of the curve: the reference budget halved (30 steps at batch 10, bf16;
     the module docstring of :mod:`pear_lens.ablation` gives the full reference budget)."""
-    return TrainConfig(steps=30, batch_size=10, precision="bf16")
+    return Recipe(steps=30, batch_size=10, precision="bf16")
 
 
 @dataclass
@@ -31,9 +32,9 @@ class AblateConfig:
     run_dir: Path = option(help="discovery run folder (from `pear-lens discover`)", positional=True)
     k: tuple[int, ...] = option((1, 2, 5, 10, 20, 40), help="numbers of heads to re-weight")
     seeds: int = option(2, help="random-head draws per K (the control)")
-    train: TrainConfig = option(default_factory=ablate_training, prefix="", omit=("top_k", "heads"),
-                                help="training of every run, top-K and random (the same sequences for all; "
-                                     "evaluation is always fp32)")
+    train: Recipe = option(default_factory=ablate_training, prefix="",
+                           help="training of every run, top-K and random (the same sequences for all; "
+                                "evaluation is always fp32)")
     control_steps: int = option(30, help="training steps for the random controls (fewer saves time; the CSV and "
                                          "figure state it, but τ then moves less, so equal steps are the fair control)")
     n_eval: int = option(50, help="held-out proxy sequences for the evaluation (n predictions each)")
@@ -44,23 +45,18 @@ class AblateConfig:
 
 def ablate(config: AblateConfig) -> pd.DataFrame:
     """Run the ablation on a discovery run and write ``ablation.csv``, ``.html`` and ``.png`` into it."""
-    from pear_lens.commands.train import read_discovery, run_model, warn_if_bos_differs
     from pear_lens.plots import ablation_curve as figure
-    from pear_lens.plots import check_static_export, save_figure
 
     run_dir = Path(config.run_dir)
-    scores, info = read_discovery(run_dir)
+    scores, info = HeadScores.load(run_dir), read_info(run_dir)
     warn_if_bos_differs(info, config.train.prepend_bos)
     check_writable_parent(run_dir, "RUN_DIR")  # the new run folder is built beside the old one
     if not config.no_png:
         check_static_export()
-    model = run_model(scores, info)
+    model = run_model(info)
     df = ablation_curve(model, scores, config.k, train=config.train, control_steps=config.control_steps,
                         seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed,
                         progress=not config.quiet)
-    with staged_update(run_dir, replaced=(constants.ABLATION_CSV, constants.ABLATION_HTML,
-                                          constants.ABLATION_PNG)) as stage:
-        df.to_csv(stage / constants.ABLATION_CSV, index=False)
-        save_figure(figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),
-                    stage / constants.ABLATION_HTML, formats=["html"] + ([] if config.no_png else ["png"]))
+    write_ablation(run_dir, df, figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),
+                   png=not config.no_png)
     return df

@@ -8,7 +8,6 @@ as a whole: a failure or Ctrl-C leaves it byte-identical.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,28 +51,19 @@ class AtlasConfig:
     quiet: bool = option(False, help="no progress bars")
 
 
-def _run_model(run_dir: Path) -> tuple[str, str]:
-    meta = run_dir / constants.DISCOVERY_JSON
-    try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-        return str(info["model"]["name"]), str(info["scores"]["fingerprint"])
-    except (OSError, KeyError, TypeError, ValueError):
-        raise PearLensError(f"{meta} is missing or unreadable; is {run_dir} a `pear-lens discover` run folder?") from None
-
-
 def atlas(config: AtlasConfig) -> HeadAtlas:
     """Load the run's model, run the detectors and add the atlas files to the run folder."""
     from pear_lens.atlas import check_detectors, head_atlas
-    from pear_lens.io import staged_update
+    from pear_lens.io import check_static_export, save_figure, staged_update
     from pear_lens.models import check_device, load_model
-    from pear_lens.plots import check_static_export, save_figure
     from pear_lens.results import HeadScores
+    from pear_lens.runs import scored_model
 
     run_dir = Path(config.run_dir)
     if not run_dir.is_dir():
         raise PearLensError(f"{run_dir} is not a folder; give a `pear-lens discover` run folder")
     scores = HeadScores.load(run_dir)
-    run_model, run_fingerprint = _run_model(run_dir)
+    run_model, run_fingerprint = scored_model(run_dir)
     options = check_detectors(config.detectors, config.options)
     present = [name for name in ATLAS_FILES if (run_dir / name).exists()]
     if present and not config.overwrite:

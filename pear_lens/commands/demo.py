@@ -10,7 +10,6 @@ evaluation proper is ``pear-lens eval`` (random-head controls, n ≥ 300).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import torch
 
-from pear_lens import constants
 from pear_lens.config import option
 from pear_lens.io import atomic_write_json, write_marker
 from pear_lens.models import DEFAULT_MODEL
@@ -83,9 +81,9 @@ def demo(config: DemoConfig) -> dict[str, Any]:
     from pear_lens.commands.apply import fold_verified, save_folded
     from pear_lens.commands.discover import DiscoverConfig, discover
     from pear_lens.commands.train import TrainRunConfig, train_run
-    from pear_lens.io import check_output, read_text, staged_dir
+    from pear_lens.io import check_output, check_static_export, staged_dir
     from pear_lens.models import load_model
-    from pear_lens.plots import check_static_export
+    from pear_lens.runs import set_recorded_out
 
     out = Path(config.out)
     # the same rule as every command: never replace a folder pear_lens did not write (here: an earlier demo)
@@ -105,9 +103,7 @@ def demo(config: DemoConfig) -> dict[str, Any]:
         print(f"1/4 discover: scoring every head of {config.model}", flush=True)
         discover(DiscoverConfig(out=run, model=config.model, overwrite=True, no_png=config.no_png,
                                 quiet=config.quiet, allow_weak_copy_task=config.allow_weak_copy_task))
-        info = json.loads(read_text(run / constants.DISCOVERY_JSON))
-        info["config"]["out"] = str(out)  # where the folder ends up, not the staging name
-        atomic_write_json(run / constants.DISCOVERY_JSON, info)
+        set_recorded_out(run, out)  # where the folder ends up, not the staging name
         lap("discover")
         model = load_model(config.model)
         train = config.train

@@ -3,8 +3,8 @@
 A run folder holds ``head_scores.csv`` (tidy, one row per head), an interactive
 ``heatmap.html``, a static ``heatmap.png`` and ``discovery.json`` (settings,
 model, weight fingerprint, package versions, per-setting scores, and the model's
-clean accuracy on the proxy task). Later stages (``pear-lens train``, ``apply``,
-``ablate``) read and extend the same folder.
+clean accuracy on the proxy task), written by :func:`pear_lens.runs.write_run`. Later stages
+(``pear-lens train``, ``apply``, ``ablate``) read and extend the same folder.
 
 Before scoring, the unmodified model's copy accuracy on the proxy task is
 measured: heads ranked on a task the model cannot do (Gemma-3 without BOS copies
@@ -20,16 +20,14 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pear_lens import constants
 from pear_lens.config import option
 from pear_lens.copy_task import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
-from pear_lens.environment import environment
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_write_json, staged_dir
 from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
 from pear_lens.models import DEFAULT_MODEL
 from pear_lens.results import HeadScores
+from pear_lens.runs import write_run
 from pear_lens.task import ProxyTask
 
 if TYPE_CHECKING:
@@ -66,35 +64,11 @@ class DiscoverConfig:
     quiet: bool = option(False, help="no progress bars")
 
 
-def write_run(scores: HeadScores, out: Path, *, config: dict, overwrite: bool, top_k: int, png: bool,
-              model_info: dict, copy_task: dict | None = None, seconds: float | None = None,
-              inputs: tuple = ()) -> Path:
-    """Write a complete discovery run folder atomically."""
-    from pear_lens.plots import save_figure
-
-    with staged_dir(out, overwrite=overwrite, kind="run", inputs=inputs) as stage:
-        scores.to_dataframe().to_csv(stage / constants.HEAD_SCORES_CSV, index=False)
-        fig = scores.heatmap(top_k=top_k)
-        save_figure(fig, stage / constants.HEATMAP_HTML, formats=["html"] + (["png"] if png else []))
-        atomic_write_json(stage / constants.DISCOVERY_JSON, {
-            "format_version": constants.FORMAT_VERSION,
-            "kind": "pear_lens discovery run",
-            "config": config,
-            "model": model_info,
-            "environment": environment(),
-            "scores": scores.metadata(),
-            **({"copy_task": copy_task} if copy_task is not None else {}),
-            **({"seconds": round(seconds, 2)} if seconds is not None else {}),
-        })
-    return out
-
-
 def discover(config: DiscoverConfig) -> HeadScores:
     """Load the model, score every head, write the run folder; return the scores."""
-    from pear_lens.io import check_output
+    from pear_lens.io import check_output, check_static_export
     from pear_lens.mediation import score_heads
     from pear_lens.models import check_device, load_model
-    from pear_lens.plots import check_static_export
 
     start = time.perf_counter()
     # everything that can be checked is checked before the slow part
@@ -115,8 +89,9 @@ def discover(config: DiscoverConfig) -> HeadScores:
     check_copy_task(model.name, copy_task, config.allow_weak_copy_task)  # before the expensive scoring
     scores = score_heads(model, task, config.metric, config.method, difference=config.difference,
                          seed=task.seed, progress=not config.quiet, options=options)
-    write_run(scores, config.out, config=config_record(config, options), overwrite=config.overwrite, top_k=config.top_k,
-              png=not config.no_png, model_info=model.describe(), copy_task=copy_task,
+    write_run(config.out, table=scores.to_dataframe(), scores=scores.metadata(),
+              heatmap=scores.heatmap(top_k=config.top_k), config=config_record(config, options),
+              overwrite=config.overwrite, png=not config.no_png, model_info=model.describe(), copy_task=copy_task,
               seconds=time.perf_counter() - start, inputs=inputs)
     return scores
 

@@ -128,10 +128,10 @@ def arms(plan: PL.ConfirmatoryPlan, n_layers: int, n_heads: int) -> list[Arm]:
 
 def train_arm(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, path: Path, record: dict) -> dict[Head, float]:
     """τ of ``arm`` (trained with the plan's recipe at the arm's learning rate), read back when saved before."""
-    from pear_lens.reweight import TrainConfig, at_step_limit, step_limit, train_coefficients
+    from pear_lens.reweight import Recipe, at_step_limit, step_limit, train_coefficients
 
-    config = TrainConfig(**{**plan.recipe, "lr": arm.train_lr, "heads": ()})
-    recipe = {k: v for k, v in config.to_dict().items() if k not in ("heads", "top_k")}
+    config = Recipe(**{**plan.recipe, "lr": arm.train_lr})
+    recipe = config.to_dict()
     key = {"fingerprint": model.fingerprint, "heads": [list(h) for h in arm.heads], "recipe": recipe,
            "device": plan.device}
     rec = stored(path, key, gz=False)
@@ -286,6 +286,7 @@ def make_plan(model: "LoadedModel", artifact_dir: Path, *, test_seed: int, n: in
     """The plan for ``model`` from the published artifact and the exploratory run (nothing is tuned here)."""
     from pear_lens import constants
     from pear_lens.artifact import load_artifact
+    from pear_lens.reweight import Recipe
 
     art = load_artifact(artifact_dir, model=model)
     pear_json = json.loads((Path(artifact_dir) / constants.PEAR_JSON).read_text())
@@ -294,8 +295,7 @@ def make_plan(model: "LoadedModel", artifact_dir: Path, *, test_seed: int, n: in
     if Path(exploratory_record).exists():
         rec = json.loads(Path(exploratory_record).read_text()).get("models", {}).get(model.name, {})
         k_rule = rec.get("k_chosen", k_rule) + "; not re-tuned"
-    recipe = {k: v for k, v in pear_json["training"].items()
-              if k not in ("heads", "top_k", "seconds", "loss_first", "loss_last", "tau_step_limit", "tau_at_step_limit")}
+    recipe = Recipe.from_dict(pear_json["training"]).to_dict()
     return PL.ConfirmatoryPlan(
         model=model.name, fingerprint=model.fingerprint, test_seed=test_seed, n=n,
         endpoints=tuple(PL.choose_endpoints(deltas, tasks)),
@@ -320,11 +320,11 @@ def estimate(model: "LoadedModel", plan: PL.ConfirmatoryPlan, *, items_per_task:
     """Predict the run's minutes on the device it will run on: ``steps`` training steps of a control and
     ``items_per_task`` items of every task are timed now, on ``model``, and multiplied out."""
     from pear_lens.evaluation.facts import closed_book_items, load_facts
-    from pear_lens.reweight import TrainConfig, train_coefficients
+    from pear_lens.reweight import Recipe, train_coefficients
 
     work = count_work(plan, model.n_layers, model.n_heads)
     control = next(a for a in arms(plan, model.n_layers, model.n_heads) if a.train_lr is not None)
-    config = TrainConfig(**{**plan.recipe, "steps": steps, "heads": ()})
+    config = Recipe(**{**plan.recipe, "steps": steps})
     per_step = train_coefficients(model, list(control.heads), config, progress=False).seconds / steps
     stages = {"training": work["trainings"] * plan.recipe["steps"] * per_step}
     per_item = {}

@@ -222,11 +222,11 @@ def head_overlap(run: ConfirmRun) -> dict[str, float]:
 
 def step_limit_table(run: ConfirmRun) -> pd.DataFrame:
     """Per trained condition: how many τ sit at the step limit, of how many (the unclipped arm's criterion)."""
-    from pear_lens.reweight import TrainConfig, at_step_limit, step_limit
+    from pear_lens.reweight import Recipe, at_step_limit, step_limit
 
     rows = [{"condition": "pear (published)", "n_tau": len(run.plan.artifact["tau"]),
-             "at_step_limit": sum(at_step_limit(run.plan.artifact["tau"], TrainConfig(**run.plan.recipe))),
-             "step_limit": step_limit(TrainConfig(**run.plan.recipe)), "tau": run.plan.artifact["tau"]}]
+             "at_step_limit": sum(at_step_limit(run.plan.artifact["tau"], Recipe(**run.plan.recipe))),
+             "step_limit": step_limit(Recipe(**run.plan.recipe)), "tau": run.plan.artifact["tau"]}]
     for cid, rec in run.tau.items():
         rows.append({"condition": cid, "n_tau": len(rec["tau"]), "at_step_limit": int(sum(rec["at_step_limit"])),
                      "step_limit": rec["step_limit"], "tau": [round(t, 4) for t in rec["tau"]]})

@@ -225,7 +225,7 @@ def cached_tau(model: "LoadedModel", heads: Sequence[Head], config: "TrainConfig
     from pear_lens.reweight import train_coefficients
 
     heads = [(int(l), int(h)) for l, h in heads]
-    recipe = {k: v for k, v in config.to_dict().items() if k not in ("heads", "top_k")}
+    recipe = config.recipe.to_dict()
     key = {"fingerprint": model.fingerprint, "heads": heads, "recipe": recipe}
 
     def train() -> list[float]:

@@ -18,7 +18,7 @@ import pandas as pd
 from pear_lens import constants
 from pear_lens.config import option
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_write_text, check_output, read_text, staged_dir
+from pear_lens.io import atomic_write_text, check_output, check_static_export, read_text, save_figure, staged_dir
 
 
 @dataclass
@@ -94,7 +94,7 @@ def _slug(text: str) -> str:
 
 
 def write_report(config: EvalReportConfig) -> Path:
-    from pear_lens.plots import accuracy_by_position, check_static_export, save_figure
+    from pear_lens.plots import accuracy_by_position
 
     check_output(config.out, kind="report", inputs=config.eval_dirs, overwrite=config.overwrite)
     if not config.no_png:

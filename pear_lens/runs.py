@@ -1,0 +1,272 @@
+"""The discovery run folder: the files it holds, and the one place each of them is written and read.
+
+``pear-lens discover`` creates a run folder; ``train``, ``ablate`` and ``atlas`` add to it. Every function
+here that writes builds the whole new folder beside the old one and swaps it in at once
+(:func:`pear_lens.io.staged_dir`, :func:`pear_lens.io.staged_update`): a failure or Ctrl-C leaves the old
+folder byte-identical. Commands and scripts call these functions, never each other's helpers.
+
+Each file has one writer:
+
+- ``head_scores.csv``, ``heatmap.html``/``.png``, ``discovery.json``: :func:`write_run` (``discover``);
+  ``discovery.json``'s ``config.out`` is rewritten only by :func:`set_recorded_out` (``demo``). Read by
+  :func:`read_score_table`, :func:`read_info` and :func:`scored_model`.
+- ``pear.json``, ``coefficients.safetensors``: :meth:`Artifact.save <pear_lens.artifact.Artifact.save>`,
+  called only by :func:`write_training`; read by :func:`pear_lens.artifact.load_artifact`.
+- ``training_log.csv``, ``training.html``/``.png``: :func:`write_training` (``train``).
+- ``ablation.csv``, ``ablation.html``/``.png``: :func:`write_ablation` (``ablate``).
+- ``head_atlas.*``, ``atlas_*.html``: ``pear-lens atlas`` through :meth:`HeadAtlas.save
+  <pear_lens.atlas.HeadAtlas.save>`, read by :meth:`HeadAtlas.load <pear_lens.atlas.HeadAtlas.load>`.
+
+Where the readers of types live: a file's *format* stays with the type it holds, and its *place in the
+folder* is here. :class:`~pear_lens.results.HeadScores` turns the score table into scores and back
+(``to_dataframe``/``metadata``, ``from_dataframe``) and keeps :meth:`HeadScores.load
+<pear_lens.results.HeadScores.load>` for users, which reads the files through :func:`read_score_table`;
+nothing else in pear_lens opens ``head_scores.csv``. The artifact's two files are
+:mod:`pear_lens.artifact`'s format (it checks their SHA-256 and τ against each other), written only
+through :func:`write_training`, so an artifact enters a run folder only with the training log beside it.
+This module takes plain tables, records and figures (it sits below the result types, which call it).
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pear_lens import constants
+from pear_lens.environment import environment
+from pear_lens.errors import PearLensError
+from pear_lens.io import atomic_path, atomic_write_json, read_text, save_figure, staged_dir, staged_update
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from pear_lens.artifact import Artifact
+    from pear_lens.models import LoadedModel
+
+KIND = "pear_lens discovery run"
+"""``discovery.json``'s ``kind``."""
+
+TRAIN_OUTPUTS = (constants.PEAR_JSON, constants.COEFFICIENTS_SAFETENSORS, constants.TRAINING_CSV,
+                 constants.TRAINING_HTML, constants.TRAINING_PNG)
+"""What ``train`` writes into a run folder (an earlier training's copies are dropped, not mixed in)."""
+
+ABLATION_OUTPUTS = (constants.ABLATION_CSV, constants.ABLATION_HTML, constants.ABLATION_PNG)
+"""What ``ablate`` writes into a run folder."""
+
+
+def _formats(png: bool) -> list[str]:
+    return ["html"] + (["png"] if png else [])
+
+
+# --------------------------------------------------------------------------- discovery: writing
+
+
+def write_run(out: Path, *, table: pd.DataFrame, scores: dict[str, Any], heatmap: "go.Figure", config: dict,
+              overwrite: bool, png: bool, model_info: dict, copy_task: dict | None = None,
+              seconds: float | None = None, inputs: tuple = ()) -> Path:
+    """Write a complete discovery run folder atomically.
+
+    ``table``: the scores as :meth:`HeadScores.to_dataframe <pear_lens.results.HeadScores.to_dataframe>`
+    gives them; ``scores``: their :meth:`~pear_lens.results.HeadScores.metadata`; ``config``: the
+    settings of the run, flat.
+    """
+    with staged_dir(out, overwrite=overwrite, kind="run", inputs=inputs) as stage:
+        table.to_csv(stage / constants.HEAD_SCORES_CSV, index=False)
+        save_figure(heatmap, stage / constants.HEATMAP_HTML, formats=_formats(png))
+        _write_info(stage, {
+            "format_version": constants.FORMAT_VERSION,
+            "kind": KIND,
+            "config": config,
+            "model": model_info,
+            "environment": environment(),
+            "scores": scores,
+            **({"copy_task": copy_task} if copy_task is not None else {}),
+            **({"seconds": round(seconds, 2)} if seconds is not None else {}),
+        })
+    return out
+
+
+def set_recorded_out(run_dir: Path, out: Path) -> None:
+    """Record ``out`` as the run's folder in ``discovery.json`` (a run written into a staging folder that is
+    moved to ``out`` afterwards, as ``pear-lens demo`` does, would otherwise name the staging folder)."""
+    info = read_info(run_dir)
+    info["config"]["out"] = str(out)
+    _write_info(run_dir, info)
+
+
+def _write_info(run_dir: Path, info: dict[str, Any]) -> None:
+    atomic_write_json(Path(run_dir) / constants.DISCOVERY_JSON, info)
+
+
+# --------------------------------------------------------------------------- discovery: reading
+
+
+def is_run(folder: str | Path) -> bool:
+    """Whether ``folder`` looks like a discovery run folder (it holds a ``discovery.json``)."""
+    return (Path(folder) / constants.DISCOVERY_JSON).exists()
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """The discovery run folders at or under ``folder``, in path order."""
+    return [p.parent for p in sorted(Path(folder).rglob(constants.DISCOVERY_JSON))]
+
+
+def read_info(run_dir: str | Path) -> dict[str, Any]:
+    """``discovery.json`` of a run folder: settings, model, environment, scores' metadata, copy task."""
+    return json.loads(read_text(Path(run_dir) / constants.DISCOVERY_JSON))
+
+
+def read_score_table(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The checked ``head_scores.csv`` and ``discovery.json`` of a run folder (what
+    :meth:`HeadScores.load <pear_lens.results.HeadScores.load>` builds the scores from).
+
+    A missing file, one that does not parse, and a table that cannot be trusted are refused, naming the fix.
+    """
+    run_dir = Path(run_dir)
+    csv, meta = run_dir / constants.HEAD_SCORES_CSV, run_dir / constants.DISCOVERY_JSON
+    for p in (csv, meta):
+        if not p.exists():
+            raise PearLensError(f"{p} is missing; is {run_dir} a `pear-lens discover` run folder?")
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        df = pd.read_csv(csv, encoding="utf-8")
+        info["scores"]  # a discovery.json without scores is no run's
+    except (KeyError, TypeError, ValueError) as e:  # also json's, pandas' and UTF-8 decoding errors
+        raise corrupt_run(run_dir, e) from None
+    _check_score_table(df, csv, _model_shape(info))
+    return df, info
+
+
+def corrupt_run(run_dir: Path, error: Exception) -> PearLensError:
+    """The error for a run folder whose files do not hold what ``discover`` writes."""
+    return PearLensError(f"{run_dir} holds a corrupt discovery run ({' '.join(str(error).split())}); "
+                         "rerun `pear-lens discover`")
+
+
+def scored_model(run_dir: Path) -> tuple[str, str]:
+    """``(model name, weight fingerprint)`` the run scored."""
+    meta = Path(run_dir) / constants.DISCOVERY_JSON
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        return str(info["model"]["name"]), str(info["scores"]["fingerprint"])
+    except (OSError, KeyError, TypeError, ValueError):
+        raise PearLensError(f"{meta} is missing or unreadable; is {run_dir} a `pear-lens discover` run folder?") from None
+
+
+def run_model(info: dict[str, Any], model: "LoadedModel | None" = None) -> "LoadedModel":
+    """The model of a discovery run (``info``: its ``discovery.json``), loaded unless given, refused if its
+    weights changed since."""
+    from pear_lens.models import load_model
+
+    model = model or load_model(info["model"]["name"])
+    fingerprint = info["scores"].get("fingerprint", "")
+    if fingerprint and model.fingerprint != fingerprint:
+        raise PearLensError(
+            f"the weights of {model.name} changed since the discovery run ({fingerprint} then, "
+            f"{model.fingerprint} now); rerun `pear-lens discover` for these weights"
+        )
+    return model
+
+
+def warn_if_bos_differs(info: dict[str, Any], prepend_bos: bool) -> None:
+    """Warn when training sequences and the discovery's proxy task disagree on BOS.
+
+    The heads were ranked on one kind of sequence; re-weighting them on the other is allowed (it is an
+    experiment one may want), but it should not happen by accident.
+    """
+    discovered = info.get("scores", {}).get("task", {}).get("prepend_bos")
+    if discovered is not None and bool(discovered) != bool(prepend_bos):
+        with_bos = {True: "with", False: "without"}
+        warnings.warn(f"the discovery run ranked heads on sequences {with_bos[bool(discovered)]} BOS, but training "
+                      f"uses sequences {with_bos[bool(prepend_bos)]} it; pass "
+                      f"{'--prepend-bos' if discovered else 'no --prepend-bos'} to match", stacklevel=3)
+
+
+def discovery_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The discovery settings an artifact keeps (what produced the head ranking)."""
+    s = info.get("scores", {})
+    return {"config": info.get("config", {}), "method": s.get("method"), "metric": s.get("metric"),
+            "difference": s.get("difference"), "options": s.get("options", {}), "task": s.get("task", {})}
+
+
+def _model_shape(info: Any) -> tuple[int, int] | None:
+    """``(n_layers, n_heads)`` of the model a discovery run scored, read from its ``discovery.json`` (the
+    per-setting scores, written with the table; else the model's record)."""
+    try:
+        per_setting = info["scores"]["per_setting"]
+        return len(per_setting[0]), len(per_setting[0][0])
+    except (KeyError, IndexError, TypeError):
+        pass
+    model = info.get("model") if isinstance(info, dict) else None
+    shape = (model or {}).get("n_layers"), (model or {}).get("n_heads")
+    return shape if all(isinstance(v, int) and v > 0 for v in shape) else None  # type: ignore[return-value]
+
+
+def _check_score_table(df: pd.DataFrame, csv: Path, shape: tuple[int, int] | None = None) -> None:
+    """Refuse a head_scores.csv whose heads or scores cannot be trusted (edited or damaged), naming the row.
+
+    A NaN score would otherwise rank its head first and end up in pear.json; a head beyond ``shape`` (the
+    model's ``(n_layers, n_heads)``) would otherwise make the table describe a larger model.
+    """
+    fix = "the file was edited or damaged: rerun `pear-lens discover`"
+    missing = {"layer", "head", "score"} - set(df.columns)
+    if missing:
+        raise PearLensError(f"{csv} lacks the columns {sorted(missing)}; {fix}")
+    if df.empty:
+        raise PearLensError(f"{csv} lists no heads; {fix}")
+    numeric = {c: pd.to_numeric(df[c], errors="coerce") for c in ("layer", "head", "score")}
+    for i in range(len(df)):
+        line = i + 2  # the header is line 1
+        for c in ("layer", "head"):
+            v = numeric[c].iloc[i]
+            if pd.isna(v) or v < 0 or v != int(v):
+                raise PearLensError(f"{csv} line {line}: {c} {str(df[c].iloc[i])!r} is not a head index; {fix}")
+        layer, head = int(numeric["layer"].iloc[i]), int(numeric["head"].iloc[i])
+        if shape is not None and not (layer < shape[0] and head < shape[1]):
+            raise PearLensError(f"{csv} line {line}: L{layer}.H{head} is outside the model ({shape[0]} layers × "
+                                f"{shape[1]} heads, as discovery.json records it); {fix}")
+        v = numeric["score"].iloc[i]
+        if pd.isna(v) or not math.isfinite(float(v)):
+            raise PearLensError(f"{csv} line {line}: the score {str(df['score'].iloc[i])!r} of "
+                                f"L{int(numeric['layer'].iloc[i])}.H{int(numeric['head'].iloc[i])} is not a finite "
+                                f"number; {fix}")
+    pairs = list(zip(numeric["layer"].astype(int), numeric["head"].astype(int)))
+    n_layers, n_heads = max(l for l, _ in pairs) + 1, max(h for _, h in pairs) + 1
+    if len(set(pairs)) != len(pairs) or len(pairs) != n_layers * n_heads:
+        raise PearLensError(f"{csv} should list each of the {n_layers} × {n_heads} heads once, but lists "
+                            f"{len(pairs)} rows ({len(set(pairs))} distinct heads); {fix}")
+
+
+# --------------------------------------------------------------------------- what later commands add
+
+
+def has_artifact(run_dir: str | Path) -> bool:
+    """Whether ``pear-lens train`` has added an artifact to the run folder."""
+    return (Path(run_dir) / constants.PEAR_JSON).exists()
+
+
+def write_training(run_dir: Path, artifact: "Artifact", log: pd.DataFrame, figure: "go.Figure",
+                   png: bool) -> "Artifact":
+    """Add a training's outputs to a run folder: the log (``training_log.csv``, ``training.html``/``.png``)
+    and, last, the artifact (``coefficients.safetensors`` + ``pear.json``). ``artifact.path`` is set to
+    ``run_dir``."""
+    # the whole new run folder (discovery files copied, training outputs added) is swapped in at once:
+    # a failure or Ctrl-C while saving leaves the old folder as it was
+    with staged_update(run_dir, replaced=TRAIN_OUTPUTS) as stage:
+        with atomic_path(stage / constants.TRAINING_CSV) as tmp:
+            log.to_csv(tmp, index=False)
+        save_figure(figure, stage / constants.TRAINING_HTML, formats=_formats(png))
+        artifact.save(stage)
+    artifact.path = Path(run_dir)
+    return artifact
+
+
+def write_ablation(run_dir: Path, table: pd.DataFrame, figure: "go.Figure", png: bool) -> None:
+    """Add the curve over K (``ablation.csv``, ``ablation.html``/``.png``) to a run folder."""
+    with staged_update(run_dir, replaced=ABLATION_OUTPUTS) as stage:
+        table.to_csv(stage / constants.ABLATION_CSV, index=False)
+        save_figure(figure, stage / constants.ABLATION_HTML, formats=_formats(png))
