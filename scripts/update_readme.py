@@ -20,10 +20,11 @@ import re
 import sys
 from pathlib import Path
 
+from pear_lens.evaluation.protocol_config import PROTOCOL_MODELS
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "figures" / "results"
-REAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
 BENCHMARKS = ROOT / "figures" / "benchmarks"
 BLOCK = re.compile(r"(<!-- BEGIN GENERATED: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=name) -->)",
                    re.S)
@@ -78,7 +79,7 @@ def _evaluation() -> list[str]:
             if r["k"] == grid.max():
                 out[-1] += (f" K is the largest value the ablation tried ({grid.max()}): the copy-loss gain had not "
                             "levelled off, so more heads might help further on the proxy task.")
-    missing = [m for m in REAL_MODELS if m not in models]
+    missing = [m for m in PROTOCOL_MODELS if m not in models]
     if missing:
         out.append(f"- Not evaluated yet: {', '.join(missing)}.")
     from pear_lens.evaluation.reading import exploratory_markdown, exploratory_sentences, exploratory_table
@@ -218,7 +219,7 @@ def _ablations() -> list[str]:
     import pandas as pd
 
     out = []
-    order = list(REAL_MODELS)
+    order = list(PROTOCOL_MODELS)
     for csv in sorted((ROOT / "artifacts").glob("*/ablation.csv"),
                       key=lambda p: (order.index(p.parent.name) if p.parent.name in order else len(order), p)):
         df = pd.read_csv(csv)
@@ -260,7 +261,7 @@ def results() -> str:
              "### Speed", "", *_benchmarks(), "",
              "### Suppression heads", "",
              "Δπ of every head (`scripts/make_figures.py`; top heads marked):", ""]
-    for name in REAL_MODELS:
+    for name in PROTOCOL_MODELS:
         if (ROOT / "figures" / f"heatmap_{name}.png").exists():
             lines.append(f"![heatmap {name}](figures/heatmap_{name}.png)")
     lines += ["", *_families(), "", *_atlas()]
@@ -299,7 +300,7 @@ def _atlas() -> list[str]:
             "retrieval score above 0.1, Wu et al.'s threshold):", ""]
     for model, part in roles.groupby("model", sort=False):
         out.append(f"- {model}: " + _roles_sentence(part, k, summary[summary["model"] == model]))
-    for stem in ["atlas_across_models", *(f"atlas_heatmaps_{m}" for m in REAL_MODELS)]:
+    for stem in ["atlas_across_models", *(f"atlas_heatmaps_{m}" for m in PROTOCOL_MODELS)]:
         if (ROOT / "figures" / f"{stem}.png").exists():
             out.append(f"\n![{stem}](figures/{stem}.png)")
     return out

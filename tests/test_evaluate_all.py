@@ -166,3 +166,20 @@ def test_dev_tasks_choose_k_on_kv_alone_and_the_plan_says_so(tmp_path):
     assert "--k-percents" not in changed and "--batch-size" not in changed  # default, and not a protocol option
     text = load_script("update_readme")._protocol_lines("tiny-llama", record)[0]
     assert "`--dev-tasks kv` (default kv mdqa)" in text
+
+
+def test_the_options_are_the_protocol_config_and_the_models_are_the_readmes(capsys):
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from pear_lens.evaluation.protocol_config import PROTOCOL_MODELS, ProtocolConfig
+
+    with pytest.raises(SystemExit):
+        _script().main(["--help"])
+    flags = set(re.findall(r"^  (--[\w-]+)", capsys.readouterr().out, re.M))  # the option lines, one per option
+    assert flags == {"--" + f.name.replace("_", "-") for f in dataclasses.fields(ProtocolConfig)}
+    # one model list: the protocol's default, the README's (and what the committed record holds)
+    assert ProtocolConfig().models == PROTOCOL_MODELS and load_script("update_readme").PROTOCOL_MODELS is PROTOCOL_MODELS
+    run_json = Path(__file__).resolve().parents[1] / "figures" / "results" / "run.json"
+    assert list(json.loads(run_json.read_text())["models"]) == list(PROTOCOL_MODELS)
