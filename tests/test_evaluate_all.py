@@ -128,11 +128,12 @@ def test_dev_and_test_seeds_must_differ(tmp_path):
 
 
 def test_the_readme_reads_the_protocol_record(protocol_run):
+    from pear_lens.evaluation.reading import protocol_sentence
+
     tmp, _ = protocol_run
-    readme = load_script("update_readme")
     models = json.loads((tmp / "report" / "run.json").read_text())["models"]
     record = models["tiny-llama"]
-    text = readme._protocol_lines("tiny-llama", record)[0]
+    text = protocol_sentence("tiny-llama", record)
     assert f"K = {record['k']}, chosen on dev items" in text and "2 uniform" in text and "2 layer-matched" in text
     assert "all trained like PEAR (2 steps" in text and "Budget sensitivity" in text
     # the run shrank the protocol: the README says by how much, from the record
@@ -164,7 +165,9 @@ def test_dev_tasks_choose_k_on_kv_alone_and_the_plan_says_so(tmp_path):
     assert changed["--dev-tasks"] == (["kv"], ["kv", "mdqa"]) and changed["--control-kinds"] == (["uniform"],
                                                                                              ["uniform", "layer_matched"])
     assert "--k-percents" not in changed and "--batch-size" not in changed  # default, and not a protocol option
-    text = load_script("update_readme")._protocol_lines("tiny-llama", record)[0]
+    from pear_lens.evaluation.reading import protocol_sentence
+
+    text = protocol_sentence("tiny-llama", record)
     assert "`--dev-tasks kv` (default kv mdqa)" in text
 
 
