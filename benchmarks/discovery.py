@@ -113,7 +113,7 @@ def main(argv=None) -> None:
     task = ProxyTask()
     fast, t_fast = timed(lambda: path.path_patching(model, task, progress=False))
     subset = sorted(set(fast.top_k(3)) | set(spread(L, H, args.plain_heads - 3)))
-    t_plain, diff, path_speedup = against_plain(fast, t_fast, path._setting_plain, model, task, subset)
+    t_plain, diff, path_speedup = against_plain(fast, t_fast, path.setting_plain, model, task, subset)
     report(f"path: fast {t_fast:.1f} s for {L * H} heads ({1e3 * t_fast / (L * H):.0f} ms/head); "
           f"plain {t_plain:.1f} s for {len(subset)} heads ({t_plain / len(subset):.1f} s/head) "
           f"-> {path_speedup:.1f}x; max |fast-plain|/max|plain| = {diff:.2e} over {subset}")
@@ -127,7 +127,7 @@ def main(argv=None) -> None:
     task1 = ProxyTask(settings=(task.settings[0],))
     act, t_act = timed(lambda: activation.activation_patching(model, task1, progress=False))
     a_subset = spread(L, H, args.plain_heads)
-    t_act_plain, a_diff, act_speedup = against_plain(act, t_act, activation._setting_plain, model, task1, a_subset,
+    t_act_plain, a_diff, act_speedup = against_plain(act, t_act, activation.setting_plain, model, task1, a_subset,
                                                      extra=(Positions.ALL,))
     report(f"activation (N={task1.settings[0][0]}, n={task1.settings[0][1]}, mean, all positions): fast {t_act:.1f} s "
           f"for {L * H} heads; plain {t_act_plain:.1f} s for {len(a_subset)} heads -> {act_speedup:.2f}x; "
@@ -146,7 +146,7 @@ def main(argv=None) -> None:
     # 3. activation patching at `end` only: cached one-token steps
     end, t_end = timed(lambda: activation.activation_patching(model, task1, positions=Positions.END, progress=False))
     e_subset = sorted(set(end.top_k(2)) | set(spread(L, H, args.plain_heads - 2)))
-    t_end_plain, e_diff, end_speedup = against_plain(end, t_end, activation._setting_plain, model, task1, e_subset,
+    t_end_plain, e_diff, end_speedup = against_plain(end, t_end, activation.setting_plain, model, task1, e_subset,
                                                      extra=(Positions.END,))
     report(f"activation (N={task1.settings[0][0]}, n={task1.settings[0][1]}, mean, `end` only): fast {t_end:.1f} s "
            f"for {L * H} heads; plain {t_end_plain:.1f} s for {len(e_subset)} heads -> {end_speedup:.1f}x; "

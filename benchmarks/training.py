@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pear_lens.config import _parse_heads
+from pear_lens.config import parse_heads
 from pear_lens.models import load_model
 from pear_lens.results import HeadScores
 from pear_lens.reweight import TrainConfig, check_heads, copy_inputs, copy_loss, frozen, scaling_hooks
@@ -84,7 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
-    ap.add_argument("--heads", type=_parse_heads, default=None, help="LAYER.HEAD,... instead of a run's top-k")
+    ap.add_argument("--heads", type=parse_heads, default=None, help="LAYER.HEAD,... instead of a run's top-k")
     ap.add_argument("--top-k", type=int, default=TrainConfig.top_k)
     ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--micro-batch", type=int, default=TrainConfig.micro_batch)

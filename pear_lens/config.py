@@ -6,7 +6,7 @@ options by the *resolved type* of each field:
 
 - an Enum subclass becomes a choice of its values; ``Literal[...]`` a choice of its strings;
 - ``int``, ``float``, ``str``, ``Path`` (or ``Optional`` of one) a typed option; ``bool`` a flag;
-- ``tuple[X, ...]`` a comma-separated list (several values when positional);
+- ``tuple[X, ...]`` a comma-separated list (several values when positional, or with ``option(nargs=...)``);
 - ``Annotated[T, Format(...)]`` a value in that text format (``Settings``: ``20x50,40x25``;
   ``Heads``: ``26.28,11.6``);
 - a nested dataclass a section of options, prefixed with the field name (``--train.lr``) unless the
@@ -48,17 +48,20 @@ def option(default: Any = MISSING, *, help: str | None = None, positional: bool 
            choices: list[str] | Callable[[], list[str]] | None = None, default_factory: Any = MISSING, prefix: str | None = None,
            omit: tuple[str, ...] = (), cli_type: Any = None, cli: bool = True,
            variants: Callable[[], Mapping[str, type]] | None = None, selector: str | None = None,
-           sections: Callable[[], Mapping[str, type]] | None = None) -> Any:
+           sections: Callable[[], Mapping[str, type]] | None = None, nargs: str | None = None) -> Any:
     """A config field with its command-line form.
 
     ``help`` (default: the attribute docstring); ``positional``; ``choices`` for a ``str`` field (a list, or a function returning one when the parser is built);
     ``prefix`` of a nested section's options (default ``"<field>."``; ``""`` keeps its flags unprefixed)
     and ``omit``, the section's fields that do not apply here; ``cli_type``: the type the command line
     parses when the field's own type has no command-line form; ``cli=False`` leaves the field off the
-    command line; ``variants``/``selector`` and ``sections``/``selector``: see the module docstring.
+    command line; ``variants``/``selector`` and ``sections``/``selector``: see the module docstring;
+    ``nargs`` (``"+"`` or ``"*"``) takes a ``tuple[X, ...]`` field as separate values (``--seeds 0 1 2``)
+    instead of a comma-separated list. ``help=""`` states that an option has no help line.
     """
     meta = {"help": help, "positional": positional, "choices": choices, "prefix": prefix, "omit": tuple(omit),
-            "cli_type": cli_type, "cli": cli, "variants": variants, "selector": selector, "sections": sections}
+            "cli_type": cli_type, "cli": cli, "variants": variants, "selector": selector, "sections": sections,
+            "nargs": nargs}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -86,7 +89,7 @@ def _entries(text: str, example: str) -> list[str]:
     return parts
 
 
-def _parse_pairs(text: str) -> tuple[tuple[int, int], ...]:
+def parse_pairs(text: str) -> tuple[tuple[int, int], ...]:
     """``20x50,40x25`` → ((20, 50), (40, 25))."""
     parts = _entries(text, "20x50,40x25")
     if not all(re.fullmatch(r"\d+[xX]\d+", p) for p in parts):
@@ -94,7 +97,7 @@ def _parse_pairs(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(tuple(int(v) for v in p.lower().split("x")) for p in parts)  # type: ignore[misc]
 
 
-def _parse_heads(text: str) -> tuple[tuple[int, int], ...]:
+def parse_heads(text: str) -> tuple[tuple[int, int], ...]:
     """``26.28,11.6`` → ((26, 28), (11, 6))."""
     parts = _entries(text, "26.28,11.6 (LAYER.HEAD)")
     bad = [p for p in parts if not re.fullmatch(r"\d+\.\d+", p)]
@@ -105,10 +108,10 @@ def _parse_heads(text: str) -> tuple[tuple[int, int], ...]:
 
 
 Settings = Annotated[tuple[tuple[int, int], ...],
-                     Format(_parse_pairs, lambda v: ",".join(f"{b}x{n}" for b, n in v) or "none", "BATCHxN,...")]
+                     Format(parse_pairs, lambda v: ",".join(f"{b}x{n}" for b, n in v) or "none", "BATCHxN,...")]
 """(batch, n) pairs of the proxy task, ``20x50,40x25`` on the command line."""
 Heads = Annotated[tuple[tuple[int, int], ...],
-                  Format(_parse_heads, lambda v: ",".join(f"{l}.{h}" for l, h in v) or "none", "LAYER.HEAD,...")]
+                  Format(parse_heads, lambda v: ",".join(f"{l}.{h}" for l, h in v) or "none", "LAYER.HEAD,...")]
 """``(layer, head)`` pairs, ``26.28,11.6`` on the command line."""
 
 
@@ -207,8 +210,10 @@ def show(value: Any, typ: Any = None) -> str:
 
 
 def _field_help(cls: type, f: dataclasses.Field, docs: dict[str, str]) -> str:
-    text = f.metadata.get("help") or docs.get(f.name)
-    if not text:
+    text = f.metadata.get("help")
+    if text is None:  # "" is an explicit "no help line"
+        text = docs.get(f.name)
+    if text is None:
         raise TypeError(f"{cls.__name__}.{f.name} has no help text: write a docstring under it or option(help=...)")
     return text
 
@@ -230,6 +235,8 @@ def _kwargs_for(cls: type, f: dataclasses.Field, typ: Any, positional: bool) -> 
     if get_origin(plain) is tuple:
         args = get_args(plain)
         if len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
+            if f.metadata.get("nargs"):
+                return {"type": args[0], "nargs": f.metadata["nargs"]}
             if positional:
                 return {"type": args[0], "nargs": "+"}
             fmt = _list_of(args[0])
@@ -242,10 +249,12 @@ def _kwargs_for(cls: type, f: dataclasses.Field, typ: Any, positional: bool) -> 
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", dest: str = "",
-                  base: Any = None, omit: tuple[str, ...] = (), group: Any = None) -> None:
+                  base: Any = None, omit: tuple[str, ...] = (), group: Any = None,
+                  defaults_in_help: bool = True) -> None:
     """Add the options of config class ``cls`` to ``parser`` (see the module docstring).
 
     Every option's default is ``SUPPRESS``, so :func:`from_namespace` knows which ones were given.
+    ``defaults_in_help=False`` leaves the defaults out of the help (a script whose help never showed them).
     """
     hints, docs = _hints(cls), attribute_docs(cls)
     target = group or parser
@@ -269,7 +278,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
             title = _field_help(cls, f, docs)
             sub_group = parser.add_argument_group(f"{(prefix + f.name).replace('_', '-')} options", title)
             add_arguments(parser, sub, prefix=prefix + sub_prefix, dest=f"{dest}{f.name}.",
-                          base=None if default is MISSING else default, omit=meta.get("omit", ()), group=sub_group)
+                          base=None if default is MISSING else default, omit=meta.get("omit", ()), group=sub_group,
+                          defaults_in_help=defaults_in_help)
             continue
         positional = bool(meta.get("positional"))
         kwargs = _kwargs_for(cls, f, typ, positional)
@@ -277,7 +287,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
             raise TypeError(f"{cls.__name__}.{f.name}: a flag must default to False (got {default!r})")
         help_text = _field_help(cls, f, docs)
         required = default is MISSING
-        if not required and kwargs.get("action") != "store_true":
+        if defaults_in_help and not required and kwargs.get("action") != "store_true":
             help_text += f" (default: {show(default, typ)})"
         if meta.get("choices"):
             choices = meta["choices"]

@@ -27,12 +27,12 @@ from pear_lens.evaluation import calibration as cal
 from pear_lens.evaluation.facts import closed_book_items, load_facts
 from pear_lens.evaluation.runner import known_facts
 from pear_lens.evaluation.prompts import PromptStyle
+from pear_lens.evaluation.protocol_config import PROTOCOL_MODELS
 from pear_lens.evaluation.runner import encode_items, generate_outputs, score_items
 from pear_lens.evaluation.tasks import TASKS, TaskName, generate_items
 from pear_lens.io import atomic_write_json
 from pear_lens.models import load_model
 
-REAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
 
 
 CONTEXT_TASKS = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL)
@@ -124,7 +124,7 @@ def calibrate_model(name: str, n: int, batch_size: int, progress: bool, log, sav
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(REAL_MODELS))
+    parser.add_argument("--models", nargs="+", default=list(PROTOCOL_MODELS))
     parser.add_argument("--n", type=int, default=30, help="items per measured setting")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=cal.calibration_path(),

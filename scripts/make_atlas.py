@@ -27,11 +27,11 @@ from pear_lens import constants
 from pear_lens.atlas import HeadAtlas
 from pear_lens.atlas.figures import atlas_across_models
 from pear_lens.errors import PearLensError
+from pear_lens.evaluation.protocol_config import PROTOCOL_MODELS
 from pear_lens.io import atomic_path
 from pear_lens.io import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:
@@ -41,7 +41,7 @@ def _csv(df: pd.DataFrame, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(PROTOCOL_MODELS))
     parser.add_argument("--runs", type=Path, default=ROOT / "artifacts", help="folder of the models' run folders")
     parser.add_argument("--out", type=Path, default=ROOT / "figures")
     parser.add_argument("--top-k", type=int, default=10)

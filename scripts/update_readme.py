@@ -20,10 +20,22 @@ import re
 import sys
 from pathlib import Path
 
+# the reading (every number and sentence about a result) is in pear_lens.evaluation.reading: this script
+# only places it, with the headings, prose and figures, in the README
+from pear_lens.evaluation.protocol_config import PROTOCOL_MODELS
+from pear_lens.evaluation.reading import (
+    ablation_table,
+    atlas_roles_sentence,
+    confirmatory_markdown,
+    exploratory_markdown,
+    exploratory_sentences,
+    exploratory_table,
+    model_sentence,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "figures" / "results"
-REAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
 BENCHMARKS = ROOT / "figures" / "benchmarks"
 BLOCK = re.compile(r"(<!-- BEGIN GENERATED: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END GENERATED: (?P=name) -->)",
                    re.S)
@@ -50,8 +62,6 @@ def _benchmarks() -> list[str]:
 
 
 def _evaluation() -> list[str]:
-    import pandas as pd
-
     table, record = RESULTS / "summary.md", RESULTS / "run.json"
     if not table.exists() or not record.exists():
         return ["No evaluation results yet: run `.venv/bin/python scripts/evaluate_all.py`."]
@@ -61,28 +71,10 @@ def _evaluation() -> list[str]:
            "which device its stages ran): greedy decoding, "
            "95% bootstrap CIs, exact McNemar test against the baseline on the same items; task sizes and prompt "
            "styles from the calibration (`pear_lens/evaluation/data/calibration.json`).", ""]
-    for name, r in models.items():
-        if "protocol" in r:
-            out += _protocol_lines(name, r)
-            continue
-        control = (f"{r['control_steps']} training steps each" if r["control_steps"] else "the same training budget as PEAR")
-        out.append(f"- **{name}** ({_timing(r)}; tasks: {', '.join(r['tasks'])}; n = {r['n']} "
-                   f"items per task and condition): K = {r['k']} ({r['k_chosen']}); heads {', '.join(r['heads'])}; "
-                   f"τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Random-K controls: {len(r['control_seeds'])} seeds, "
-                   f"{control}" + (", drawn from all heads (K is more than half of them, so they may share PEAR heads)"
-                   if r.get("controls_avoid_pear_heads") is False else ", none of them a PEAR head")
-                   + f". Artifact: [`artifacts/{name}`](artifacts/{name}).")
-        ablation = ROOT / "artifacts" / name / "ablation.csv"
-        if ablation.exists():
-            grid = pd.read_csv(ablation)["k"]
-            if r["k"] == grid.max():
-                out[-1] += (f" K is the largest value the ablation tried ({grid.max()}): the copy-loss gain had not "
-                            "levelled off, so more heads might help further on the proxy task.")
-    missing = [m for m in REAL_MODELS if m not in models]
+    out += [model_sentence(name, r, ROOT / "artifacts") for name, r in models.items()]
+    missing = [m for m in PROTOCOL_MODELS if m not in models]
     if missing:
         out.append(f"- Not evaluated yet: {', '.join(missing)}.")
-    from pear_lens.evaluation.reading import exploratory_markdown, exploratory_sentences, exploratory_table
-
     compact = exploratory_table(RESULTS / "summary.csv", models)
     out += ["", "One row per model and task (reference budget; the per-condition table with every control and "
             "the longer budget is in [`figures/results/summary.md`](figures/results/summary.md)). Words by the "
@@ -98,8 +90,6 @@ def _evaluation() -> list[str]:
 
 
 def _confirmatory() -> list[str]:
-    from pear_lens.evaluation.reading import confirmatory_markdown
-
     record = RESULTS / "run.json"
     records = json.loads(record.read_text()).get("confirmatory", {}) if record.exists() else {}
     if not records:
@@ -116,122 +106,13 @@ def _confirmatory() -> list[str]:
               for png in sorted((RESULTS / "figures").glob("confirm_positions_*.png"))), ""]
 
 
-def _protocol_lines(name: str, r: dict) -> list[str]:
-    """One model's protocol, read off its run.json entry (issue 9: matched controls, K on dev, working copy task)."""
-    p, copy, sel = r["protocol"], r["copy_task"], r["protocol"]["k_selection"]
-    measured = copy.get("measured", {})
-    accs = ", ".join(f"{m['clean_copy_accuracy']:.1%} {'with' if m['prepend_bos'] else 'without'} BOS"
-                     for m in measured.values())
-    kinds = {}
-    for c in p["controls"]:
-        kinds.setdefault(c["kind"], []).append(c)
-    control_text = []
-    for kind, cs in kinds.items():
-        extra = ""
-        if kind == "uniform":
-            extra = ("none of them a PEAR head" if all(c.get("avoids_pear_heads") for c in cs)
-                     else "drawn from all heads (K is more than half of them)")
-        elif any(c.get("partial") for c in cs):
-            extra = "partial match: some layers hold too few other heads, so PEAR heads fill them"
-        else:
-            extra = "same number of heads per layer as PEAR, none of them a PEAR head"
-        control_text.append(f"{len(cs)} {kind.replace('_', '-')} (seeds {', '.join(str(c['seed']) for c in cs)}; {extra})")
-    steps = {c["steps"] for c in p["controls"]} | {p["pear"]["steps"]}
-    seeds = {c["train_seed"] for c in p["controls"]} | {p["pear"]["train_seed"]}
-    same = len(steps) == 1 and len(seeds) == 1
-    text = (f"- **{name}** ({_timing(r)}; tasks: {', '.join(r['tasks'])}; n = {r['n']} test items per task and "
-            f"condition). Copy task: {'with' if copy['prepend_bos'] else 'without'} BOS ({accs} clean copy "
-            f"accuracy; rule: {copy['rule']}). K = {r['k']}")
-    if sel["split"] == "dev":
-        trained = ("top-K and layer-matched random-K alike" if sel.get("dev_seeds", [0]) else
-                   "top-K only, no random draws on dev")
-        text += (f", chosen on dev items before the test ({sel['rule']}; K in {', '.join(map(str, sel['grid']))}, "
-                 f"{sel['dev_steps']} training steps for {trained}, "
-                 f"{sel['n_dev']} dev items per task, dev seed {sel['dev_seed']}, test seed {sel['test_seed']}; "
-                 f"figure `figures/dev_k_{name}`)")
-    else:
-        text += f" ({sel['rule']})"
-    text += (f"; heads {', '.join(r['heads'])}; τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Controls: "
-             f"{'; '.join(control_text)}; " + (f"all trained like PEAR ({p['pear']['steps']} steps, the same "
-             f"training sequences, seed {p['pear']['train_seed']})" if same else "training budgets differ from PEAR's")
-             + f". Artifact: [`artifacts/{name}`](artifacts/{name}).")
-    if p.get("differs_from_default"):
-        text += (" **Differs from the default protocol** (as the command that ran it set): "
-                 + ", ".join(f"`{d['option']} {_option_value(d['value'])}` (default {_option_value(d['default'])})"
-                             for d in p["differs_from_default"]) + ".")
-    if p.get("budget"):
-        b = p["budget"]
-        text += f" Budget sensitivity: PEAR and every control also trained for {b['steps']} steps ({b['note']})."
-    return [text]
-
-
-def _option_value(value) -> str:
-    if isinstance(value, list):
-        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
-    return str(value)
-
-
-def _timing(record: dict) -> str:
-    """The measured minutes of each evaluate_all stage; stages reused from an earlier run are named as such."""
-    seconds = record["seconds"]
-    if "protocol" in record:
-        return _stage_minutes(record)
-    stages = {"discovery": seconds.get("discovery"), "ablation": seconds.get("ablation"),
-              "PEAR training": seconds.get("train_pear"),
-              "random-K training": sum(v for k, v in seconds.items() if k.startswith("train_random_")) or None,
-              **{f"{task} evaluation": seconds.get(f"eval_{task}") for task in record["tasks"]}}
-    timed = [f"{stage} {v / 60:.0f}" for stage, v in stages.items() if v is not None]
-    reused = [stage for stage, v in stages.items() if v is None]
-    return (f"{record['total_seconds'] / 60:.0f} min measured: " + ", ".join(timed)
-            + (f"; {', '.join(reused)} reused from an earlier run, not timed" if reused else ""))
-
-
-STAGES = (("copy_task", "copy-task check"), ("discovery", "discovery"), ("dev_train/", "dev training"),
-          ("dev_eval/", "dev evaluation"), ("train_pear", "PEAR training"), ("train_control/", "control training"),
-          ("train_budget/", "longer-budget training"))
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
-
-
-def _stage_minutes(record: dict) -> str:
-    """Measured time per stage of the protocol (each measured when it ran, maybe in an earlier session or
-    on another device: the record lists every device that ran its stages)."""
-    seconds = record["seconds"]
-    parts = []
-    for prefix, stage in STAGES:
-        total = sum(v for k, v in seconds.items() if k == prefix or (prefix.endswith("/") and k.startswith(prefix)))
-        if any(k == prefix or (prefix.endswith("/") and k.startswith(prefix)) for k in seconds):
-            parts.append(f"{stage} {_duration(total)}")
-    parts += [f"{task} evaluation {_duration(seconds[f'eval/{task}'])}" for task in record["tasks"]
-              if f"eval/{task}" in seconds]
-    missing = [stage for prefix, stage in STAGES[:2] if prefix not in seconds]
-    devices = record.get("devices") or ([record["device"]] if record.get("device") else [])
-    return (f"{_duration(record['total_seconds'])} measured" + (f" on {' then '.join(devices)}" if devices else "")
-            + ": " + ", ".join(parts)
-            + (f"; {', '.join(missing)} not timed (run before stages were timed)" if missing else ""))
-
-
 def _ablations() -> list[str]:
     """Per published artifact: held-out copy loss of the top-K heads beside K random heads (ablation.csv)."""
-    import pandas as pd
-
     out = []
-    order = list(REAL_MODELS)
+    order = list(PROTOCOL_MODELS)
     for csv in sorted((ROOT / "artifacts").glob("*/ablation.csv"),
                       key=lambda p: (order.index(p.parent.name) if p.parent.name in order else len(order), p)):
-        df = pd.read_csv(csv)
-        base = float(df.loc[df["selection"] == "none", "copy_loss"].iloc[0])
-        top = df[df["selection"] == "top"].set_index("k")["copy_loss"]
-        rand = df[df["selection"] == "random"].groupby("k")["copy_loss"].mean()
-        steps = "/".join(str(v) for v in sorted(df.loc[df["k"] > 0, "steps"].unique()))
-        out += [f"**{csv.parent.name}** (`pear-lens ablate`, {steps} training steps per run, "
-                f"{df['n_eval'].iloc[0]} held-out sequences; original model: {base:.3f}):", "",
-                "| K | " + " | ".join(str(k) for k in top.index) + " |",
-                "|---|" + "---|" * len(top),
-                "| top-K heads | " + " | ".join(f"{v:.3f}" for v in top) + " |",
-                f"| random K heads (mean of {df.loc[df['selection'] == 'random', 'seed'].nunique()}) | " + " | ".join(f"{rand.get(k, float('nan')):.3f}" for k in top.index) + " |", ""]
+        out += ablation_table(csv)
     return out or ["No copy-loss ablation is published: K is chosen on dev items (the dev accuracy-versus-K "
                    "figures above); `pear-lens ablate RUN_DIR` draws this curve for any run."]
 
@@ -260,7 +141,7 @@ def results() -> str:
              "### Speed", "", *_benchmarks(), "",
              "### Suppression heads", "",
              "Δπ of every head (`scripts/make_figures.py`; top heads marked):", ""]
-    for name in REAL_MODELS:
+    for name in PROTOCOL_MODELS:
         if (ROOT / "figures" / f"heatmap_{name}.png").exists():
             lines.append(f"![heatmap {name}](figures/heatmap_{name}.png)")
     lines += ["", *_families(), "", *_atlas()]
@@ -298,28 +179,11 @@ def _atlas() -> list[str]:
     out += ["", f"What the top-{k} Δπ heads are (a role: the head is in that detector's top {k}; a retrieval head: "
             "retrieval score above 0.1, Wu et al.'s threshold):", ""]
     for model, part in roles.groupby("model", sort=False):
-        out.append(f"- {model}: " + _roles_sentence(part, k, summary[summary["model"] == model]))
-    for stem in ["atlas_across_models", *(f"atlas_heatmaps_{m}" for m in REAL_MODELS)]:
+        out.append(f"- {model}: " + atlas_roles_sentence(part, k, summary[summary["model"] == model]))
+    for stem in ["atlas_across_models", *(f"atlas_heatmaps_{m}" for m in PROTOCOL_MODELS)]:
         if (ROOT / "figures" / f"{stem}.png").exists():
             out.append(f"\n![{stem}](figures/{stem}.png)")
     return out
-
-
-def _roles_sentence(part, k: int, stats) -> str:
-    """One sentence per model, every number from the roles and summary tables."""
-    counts = {}
-    for roles in part["roles"]:
-        for role in ([] if roles == "none" else roles.split(", ")):
-            counts[role] = counts.get(role, 0) + 1
-    neither = int((part["roles"] == "none").sum())
-    held = ", ".join(f"{n} in the top {k} by {role}" for role, n in sorted(counts.items(), key=lambda x: -x[1]))
-    retrieval = int(part["retrieval_head"].sum()) if "retrieval_head" in part else 0
-    best = stats.loc[stats["spearman"].abs().idxmax()]
-    top = part.sort_values("delta_pi_rank").iloc[0]
-    return (f"{held or 'none in any detector’s top ' + str(k)}; {retrieval} retrieval head(s) by the threshold; "
-            f"{neither} of {len(part)} hold none of the roles. The strongest suppressor, {top['head']}, holds: "
-            f"{top['roles']}. The largest rank correlation of Δπ is with {best['short']} "
-            f"(ρ = {best['spearman']:+.2f}).")
 
 
 def _families() -> list[str]:

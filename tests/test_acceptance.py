@@ -51,13 +51,13 @@ def test_fast_path_scan_is_exact_on_smollm2(smol):
     task = ProxyTask(settings=((6, 12),), seed=5)
     fast = path.path_patching(smol, task, progress=False)
     heads = sorted(set(fast.top_k(3)) | {(0, 0), (10, 4), (20, 8), (29, 1)})
-    _subset_check(path._setting_plain, fast, smol, task, heads)
+    _subset_check(path.setting_plain, fast, smol, task, heads)
 
 
 def test_fast_activation_scan_is_exact_on_smollm2(smol):
     task = ProxyTask(settings=((6, 12),), seed=5)
     fast = activation.activation_patching(smol, task, progress=False)
-    _subset_check(activation._setting_plain, fast, smol, task, [(0, 3), (14, 5), (29, 8)], Positions.ALL)
+    _subset_check(activation.setting_plain, fast, smol, task, [(0, 3), (14, 5), (29, 8)], Positions.ALL)
     approx = attribution.attribution_patching(smol, task, progress=False)
     rho = spearman(fast.scores, approx.scores)
     assert rho > 0.3, f"attribution vs exact activation Spearman {rho:.2f}"
@@ -73,5 +73,5 @@ def test_cached_end_activation_scan_is_exact_on_smollm2():
     model.bridge.to(torch.float64)
     task = ProxyTask(settings=((6, 12),), seed=5)
     fast = activation.activation_patching(model, task, positions=Positions.END, progress=False)
-    _subset_check(activation._setting_plain, fast, model, task, [(0, 3), (14, 5), (28, 2), (29, 8)], Positions.END,
+    _subset_check(activation.setting_plain, fast, model, task, [(0, 3), (14, 5), (28, 2), (29, 8)], Positions.END,
                   tol=1e-6)

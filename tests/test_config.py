@@ -106,6 +106,24 @@ def test_a_flag_must_default_to_false_and_every_option_needs_help():
         add_arguments(argparse.ArgumentParser(), Undocumented)
 
 
+def test_nargs_takes_separate_values_and_help_may_leave_out_defaults():
+    @dataclass
+    class Lists:
+        seeds: tuple[int, ...] = option((0, 1), nargs="+", help="seeds drawing the heads")
+        kinds: tuple[str, ...] = option(("a",), nargs="*", choices=["a", "b"], help="")
+        rates: tuple[float, ...] = option((0.5,), help="rates")
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Lists, defaults_in_help=False)
+    assert from_namespace(Lists, parser.parse_args(["--seeds", "3", "4", "--kinds"])) == Lists(seeds=(3, 4), kinds=())
+    assert from_namespace(Lists, parser.parse_args(["--rates", "0.1,0.2"])).rates == (0.1, 0.2)  # no nargs: commas
+    text = " ".join(parser.format_help().split())
+    assert "--seeds SEEDS [SEEDS ...] seeds drawing the heads --kinds [{a,b} ...] --rates FLOAT,... rates" in text
+    assert "default" not in text  # help="" is no help line, and no option shows its default
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--kinds", "c"])
+
+
 @dataclass
 class A:
     size: int = 1

@@ -128,11 +128,12 @@ def test_dev_and_test_seeds_must_differ(tmp_path):
 
 
 def test_the_readme_reads_the_protocol_record(protocol_run):
+    from pear_lens.evaluation.reading import protocol_sentence
+
     tmp, _ = protocol_run
-    readme = load_script("update_readme")
     models = json.loads((tmp / "report" / "run.json").read_text())["models"]
     record = models["tiny-llama"]
-    text = readme._protocol_lines("tiny-llama", record)[0]
+    text = protocol_sentence("tiny-llama", record)
     assert f"K = {record['k']}, chosen on dev items" in text and "2 uniform" in text and "2 layer-matched" in text
     assert "all trained like PEAR (2 steps" in text and "Budget sensitivity" in text
     # the run shrank the protocol: the README says by how much, from the record
@@ -164,5 +165,24 @@ def test_dev_tasks_choose_k_on_kv_alone_and_the_plan_says_so(tmp_path):
     assert changed["--dev-tasks"] == (["kv"], ["kv", "mdqa"]) and changed["--control-kinds"] == (["uniform"],
                                                                                              ["uniform", "layer_matched"])
     assert "--k-percents" not in changed and "--batch-size" not in changed  # default, and not a protocol option
-    text = load_script("update_readme")._protocol_lines("tiny-llama", record)[0]
+    from pear_lens.evaluation.reading import protocol_sentence
+
+    text = protocol_sentence("tiny-llama", record)
     assert "`--dev-tasks kv` (default kv mdqa)" in text
+
+
+def test_the_options_are_the_protocol_config_and_the_models_are_the_readmes(capsys):
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from pear_lens.evaluation.protocol_config import PROTOCOL_MODELS, ProtocolConfig
+
+    with pytest.raises(SystemExit):
+        _script().main(["--help"])
+    flags = set(re.findall(r"^  (--[\w-]+)", capsys.readouterr().out, re.M))  # the option lines, one per option
+    assert flags == {"--" + f.name.replace("_", "-") for f in dataclasses.fields(ProtocolConfig)}
+    # one model list: the protocol's default, the README's (and what the committed record holds)
+    assert ProtocolConfig().models == PROTOCOL_MODELS and load_script("update_readme").PROTOCOL_MODELS is PROTOCOL_MODELS
+    run_json = Path(__file__).resolve().parents[1] / "figures" / "results" / "run.json"
+    assert list(json.loads(run_json.read_text())["models"]) == list(PROTOCOL_MODELS)

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("commands.discover", "commands.compare", "commands.atlas"),
     ("commands.train",),
     ("commands.apply", "commands.ablate", "commands.eval"),
-    ("commands.demo",),
+    ("commands.demo", "commands.evaluate_all"),
     ("commands.cli", "commands"),
 ]
 """Bottom to top. A module may import its own layer's modules (without a circle) and any lower layer's.

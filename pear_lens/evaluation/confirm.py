@@ -33,7 +33,7 @@ from pear_lens.evaluation import plan as PL
 from pear_lens.evaluation.calibration import settings_for
 from pear_lens.evaluation.items import Item
 from pear_lens.evaluation.prompts import PromptStyle
-from pear_lens.evaluation.protocol import ControlKind, draw_control, items_digest, _plain
+from pear_lens.evaluation.protocol import ControlKind, as_json, draw_control, items_digest
 from pear_lens.evaluation.runner import encode_items, generate_outputs, known_facts
 from pear_lens.evaluation.tasks import TASKS, TaskName, generate_items
 from pear_lens.io import atomic_write_bytes, atomic_write_json
@@ -78,7 +78,7 @@ def stored(path: Path, key: dict[str, Any], gz: bool) -> dict[str, Any] | None:
     if not path.exists():
         return None
     rec = read_json_gz(path) if gz else json.loads(path.read_text())
-    return rec if rec.get("key") == _plain(key) else None
+    return rec if rec.get("key") == as_json(key) else None
 
 
 # --------------------------------------------------------------------------- conditions
@@ -138,7 +138,7 @@ def train_arm(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, path: P
     if rec is None:
         result = train_coefficients(model, list(arm.heads), config, progress=False)
         tau = [float(t) for t in result.tau]
-        rec = {"key": _plain(key), "tau": tau, "seconds": round(result.seconds, 2), "loss_first": result.loss_curve[0],
+        rec = {"key": as_json(key), "tau": tau, "seconds": round(result.seconds, 2), "loss_first": result.loss_curve[0],
                "loss_last": result.loss_curve[-1], "step_limit": round(step_limit(config), 6),
                "at_step_limit": at_step_limit(tau, config)}
         atomic_write_json(path, rec)
@@ -219,7 +219,7 @@ def evaluate_arm(model: "LoadedModel", cond: C.Condition, arm: Arm, task: TaskNa
     outputs = generate_outputs(cond.build(), model.tokenizer, prompts, settings, batch_size=plan.batch_size,
                                progress=progress, desc=f"{task.value} · {cond.label}")
     seconds = round(time.perf_counter() - start, 2)
-    write_json_gz(path, {"key": _plain(key), "label": cond.label, "item_ids": [it.item_id for it in items],
+    write_json_gz(path, {"key": as_json(key), "label": cond.label, "item_ids": [it.item_id for it in items],
                          "outputs": outputs, "seconds": seconds})
     record.setdefault("seconds", {})[f"eval/{task.value}/{arm.id}"] = seconds
     return True

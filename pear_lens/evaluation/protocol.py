@@ -1,4 +1,4 @@
-"""The parts of a fair PEAR experiment that ``scripts/evaluate_all.py`` orchestrates.
+"""The parts of a fair PEAR experiment that :mod:`pear_lens.evaluation.protocol_run` orchestrates.
 
 K is chosen on *dev* items (another seed than the test items, checked to share no prompt) by a rule
 stated before the sweep (:data:`SELECTION_RULE`) over a grid of K relative to the model's head count
@@ -192,7 +192,7 @@ def head_names(heads: Sequence[Head]) -> list[str]:
 # --------------------------------------------------------------------------- stage caches
 
 
-def _plain(obj: Any) -> Any:
+def as_json(obj: Any) -> Any:
     """``obj`` as JSON reads it back (tuples become lists), so a saved key compares equal to a fresh one."""
     return json.loads(json.dumps(obj, default=str))
 
@@ -203,13 +203,13 @@ def cached_stage(path: Path, key: dict[str, Any], compute: Callable[[], Any]) ->
     Returns ``(value, seconds, ran_now)``; ``seconds`` is the time measured when it ran (maybe in an
     earlier session). A file written for other inputs is replaced.
     """
-    key = _plain(key)
+    key = as_json(key)
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
             return saved["value"], float(saved["seconds"]), False
     start = time.perf_counter()
-    value = _plain(compute())
+    value = as_json(compute())
     seconds = round(time.perf_counter() - start, 2)  # as saved: a later read returns the same number
     atomic_write_json(path, {"key": key, "value": value, "seconds": seconds})
     return value, seconds, True

@@ -1,9 +1,12 @@
 """The README's reading of the results: compact tables and sentences computed from the records, never typed.
 
-Two sources: the exploratory protocol (``scripts/evaluate_all.py``: ``summary.csv`` and ``run.json``'s
-``models``) and the confirmatory run (``scripts/confirm.py``: ``run.json``'s ``confirmatory``). Both are
-read with the same rule (:class:`~pear_lens.evaluation.verdict.VerdictRule`, Holm within each model), so a
-word in the README is always the rule applied to a number in the record.
+Two sources of verdicts: the exploratory protocol (``scripts/evaluate_all.py``: ``summary.csv`` and
+``run.json``'s ``models``) and the confirmatory run (``scripts/confirm.py``: ``run.json``'s ``confirmatory``).
+Both are read with the same rule (:class:`~pear_lens.evaluation.verdict.VerdictRule`, Holm within each model),
+so a word in the README is always the rule applied to a number in the record. Besides: each model's protocol
+and the minutes its stages took (:func:`model_sentence`), a published copy-loss ablation
+(:func:`ablation_table`) and what the head atlas says of the top suppression heads (:func:`atlas_roles_sentence`).
+``scripts/update_readme.py`` only places these in the README.
 """
 from __future__ import annotations
 
@@ -125,3 +128,164 @@ def _done(rec: dict[str, Any]) -> dict[str, list[str]]:
     for c in rec["conditions"]:
         out.setdefault(c["task"], []).append(c["condition"])
     return out
+
+
+# --------------------------------------------------------------------------- each model's protocol record
+
+
+def model_sentence(name: str, record: dict[str, Any], artifacts: Path) -> str:
+    """One model's exploratory run, read off its ``run.json`` entry (a record from before the protocol, with
+    the copy-loss ablation of ``ARTIFACTS/NAME`` when published, or :func:`protocol_sentence`)."""
+    if "protocol" in record:
+        return protocol_sentence(name, record)
+    r = record
+    control = (f"{r['control_steps']} training steps each" if r["control_steps"] else "the same training budget as PEAR")
+    text = (f"- **{name}** ({record_timing(r)}; tasks: {', '.join(r['tasks'])}; n = {r['n']} "
+            f"items per task and condition): K = {r['k']} ({r['k_chosen']}); heads {', '.join(r['heads'])}; "
+            f"τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Random-K controls: {len(r['control_seeds'])} seeds, "
+            f"{control}" + (", drawn from all heads (K is more than half of them, so they may share PEAR heads)"
+            if r.get("controls_avoid_pear_heads") is False else ", none of them a PEAR head")
+            + f". Artifact: [`artifacts/{name}`](artifacts/{name}).")
+    ablation = artifacts / name / "ablation.csv"
+    if ablation.exists():
+        grid = pd.read_csv(ablation)["k"]
+        if r["k"] == grid.max():
+            text += (f" K is the largest value the ablation tried ({grid.max()}): the copy-loss gain had not "
+                     "levelled off, so more heads might help further on the proxy task.")
+    return text
+
+
+def protocol_sentence(name: str, r: dict[str, Any]) -> str:
+    """One model's protocol, read off its run.json entry (issue 9: matched controls, K on dev, working copy task)."""
+    p, copy, sel = r["protocol"], r["copy_task"], r["protocol"]["k_selection"]
+    measured = copy.get("measured", {})
+    accs = ", ".join(f"{m['clean_copy_accuracy']:.1%} {'with' if m['prepend_bos'] else 'without'} BOS"
+                     for m in measured.values())
+    kinds: dict[str, list] = {}
+    for c in p["controls"]:
+        kinds.setdefault(c["kind"], []).append(c)
+    control_text = []
+    for kind, cs in kinds.items():
+        extra = ""
+        if kind == "uniform":
+            extra = ("none of them a PEAR head" if all(c.get("avoids_pear_heads") for c in cs)
+                     else "drawn from all heads (K is more than half of them)")
+        elif any(c.get("partial") for c in cs):
+            extra = "partial match: some layers hold too few other heads, so PEAR heads fill them"
+        else:
+            extra = "same number of heads per layer as PEAR, none of them a PEAR head"
+        control_text.append(f"{len(cs)} {kind.replace('_', '-')} (seeds {', '.join(str(c['seed']) for c in cs)}; {extra})")
+    steps = {c["steps"] for c in p["controls"]} | {p["pear"]["steps"]}
+    seeds = {c["train_seed"] for c in p["controls"]} | {p["pear"]["train_seed"]}
+    same = len(steps) == 1 and len(seeds) == 1
+    text = (f"- **{name}** ({record_timing(r)}; tasks: {', '.join(r['tasks'])}; n = {r['n']} test items per task and "
+            f"condition). Copy task: {'with' if copy['prepend_bos'] else 'without'} BOS ({accs} clean copy "
+            f"accuracy; rule: {copy['rule']}). K = {r['k']}")
+    if sel["split"] == "dev":
+        trained = ("top-K and layer-matched random-K alike" if sel.get("dev_seeds", [0]) else
+                   "top-K only, no random draws on dev")
+        text += (f", chosen on dev items before the test ({sel['rule']}; K in {', '.join(map(str, sel['grid']))}, "
+                 f"{sel['dev_steps']} training steps for {trained}, "
+                 f"{sel['n_dev']} dev items per task, dev seed {sel['dev_seed']}, test seed {sel['test_seed']}; "
+                 f"figure `figures/dev_k_{name}`)")
+    else:
+        text += f" ({sel['rule']})"
+    text += (f"; heads {', '.join(r['heads'])}; τ {', '.join(f'{t:.3f}' for t in r['tau'])}. Controls: "
+             f"{'; '.join(control_text)}; " + (f"all trained like PEAR ({p['pear']['steps']} steps, the same "
+             f"training sequences, seed {p['pear']['train_seed']})" if same else "training budgets differ from PEAR's")
+             + f". Artifact: [`artifacts/{name}`](artifacts/{name}).")
+    if p.get("differs_from_default"):
+        text += (" **Differs from the default protocol** (as the command that ran it set): "
+                 + ", ".join(f"`{d['option']} {_option_value(d['value'])}` (default {_option_value(d['default'])})"
+                             for d in p["differs_from_default"]) + ".")
+    if p.get("budget"):
+        b = p["budget"]
+        text += f" Budget sensitivity: PEAR and every control also trained for {b['steps']} steps ({b['note']})."
+    return text
+
+
+def _option_value(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
+    return str(value)
+
+
+def record_timing(record: dict[str, Any]) -> str:
+    """The measured minutes of each evaluate_all stage; stages reused from an earlier run are named as such."""
+    seconds = record["seconds"]
+    if "protocol" in record:
+        return stage_minutes(record)
+    stages = {"discovery": seconds.get("discovery"), "ablation": seconds.get("ablation"),
+              "PEAR training": seconds.get("train_pear"),
+              "random-K training": sum(v for k, v in seconds.items() if k.startswith("train_random_")) or None,
+              **{f"{task} evaluation": seconds.get(f"eval_{task}") for task in record["tasks"]}}
+    timed = [f"{stage} {v / 60:.0f}" for stage, v in stages.items() if v is not None]
+    reused = [stage for stage, v in stages.items() if v is None]
+    return (f"{record['total_seconds'] / 60:.0f} min measured: " + ", ".join(timed)
+            + (f"; {', '.join(reused)} reused from an earlier run, not timed" if reused else ""))
+
+
+STAGES = (("copy_task", "copy-task check"), ("discovery", "discovery"), ("dev_train/", "dev training"),
+          ("dev_eval/", "dev evaluation"), ("train_pear", "PEAR training"), ("train_control/", "control training"),
+          ("train_budget/", "longer-budget training"))
+"""The record's ``seconds`` keys (or key prefixes) of each stage, and the stage's name in the README."""
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def stage_minutes(record: dict[str, Any]) -> str:
+    """Measured time per stage of the protocol (each measured when it ran, maybe in an earlier session or
+    on another device: the record lists every device that ran its stages)."""
+    seconds = record["seconds"]
+    parts = []
+    for prefix, stage in STAGES:
+        total = sum(v for k, v in seconds.items() if k == prefix or (prefix.endswith("/") and k.startswith(prefix)))
+        if any(k == prefix or (prefix.endswith("/") and k.startswith(prefix)) for k in seconds):
+            parts.append(f"{stage} {_duration(total)}")
+    parts += [f"{task} evaluation {_duration(seconds[f'eval/{task}'])}" for task in record["tasks"]
+              if f"eval/{task}" in seconds]
+    missing = [stage for prefix, stage in STAGES[:2] if prefix not in seconds]
+    devices = record.get("devices") or ([record["device"]] if record.get("device") else [])
+    return (f"{_duration(record['total_seconds'])} measured" + (f" on {' then '.join(devices)}" if devices else "")
+            + ": " + ", ".join(parts)
+            + (f"; {', '.join(missing)} not timed (run before stages were timed)" if missing else ""))
+
+
+# --------------------------------------------------------------------------- ablation and atlas
+
+
+def ablation_table(csv: Path) -> list[str]:
+    """A published ``ablation.csv`` (``pear-lens ablate``): held-out copy loss of the top-K heads beside the mean
+    of K random heads, per K, as Markdown lines headed by the model's name (the artifact folder's)."""
+    df = pd.read_csv(csv)
+    base = float(df.loc[df["selection"] == "none", "copy_loss"].iloc[0])
+    top = df[df["selection"] == "top"].set_index("k")["copy_loss"]
+    rand = df[df["selection"] == "random"].groupby("k")["copy_loss"].mean()
+    steps = "/".join(str(v) for v in sorted(df.loc[df["k"] > 0, "steps"].unique()))
+    return [f"**{csv.parent.name}** (`pear-lens ablate`, {steps} training steps per run, "
+            f"{df['n_eval'].iloc[0]} held-out sequences; original model: {base:.3f}):", "",
+            "| K | " + " | ".join(str(k) for k in top.index) + " |",
+            "|---|" + "---|" * len(top),
+            "| top-K heads | " + " | ".join(f"{v:.3f}" for v in top) + " |",
+            f"| random K heads (mean of {df.loc[df['selection'] == 'random', 'seed'].nunique()}) | "
+            + " | ".join(f"{rand.get(k, float('nan')):.3f}" for k in top.index) + " |", ""]
+
+
+def atlas_roles_sentence(part: pd.DataFrame, k: int, stats: pd.DataFrame) -> str:
+    """What one model's top-``k`` Δπ heads are (``atlas_roles.csv`` rows of the model), with the largest rank
+    correlation of its ``atlas_summary.csv`` rows: one sentence, every number from the two tables."""
+    counts: dict[str, int] = {}
+    for roles in part["roles"]:
+        for role in ([] if roles == "none" else roles.split(", ")):
+            counts[role] = counts.get(role, 0) + 1
+    neither = int((part["roles"] == "none").sum())
+    held = ", ".join(f"{n} in the top {k} by {role}" for role, n in sorted(counts.items(), key=lambda x: -x[1]))
+    retrieval = int(part["retrieval_head"].sum()) if "retrieval_head" in part else 0
+    best = stats.loc[stats["spearman"].abs().idxmax()]
+    top = part.sort_values("delta_pi_rank").iloc[0]
+    return (f"{held or 'none in any detector’s top ' + str(k)}; {retrieval} retrieval head(s) by the threshold; "
+            f"{neither} of {len(part)} hold none of the roles. The strongest suppressor, {top['head']}, holds: "
+            f"{top['roles']}. The largest rank correlation of Δπ is with {best['short']} "
+            f"(ρ = {best['spearman']:+.2f}).")

@@ -55,7 +55,7 @@ def _where(positions: Positions, end: int) -> int | slice:
 
 
 @torch.no_grad()
-def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                   positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
     if positions is Positions.END:
         with passing_kv_cache(model.bridge):
@@ -117,7 +117,7 @@ def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, 
 
 
 @torch.no_grad()
-def _setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+def setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                    positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
     """One full hooked forward per head on the whole sequence: the reference implementation."""
     bridge, n_layers = model.bridge, model.n_layers
@@ -162,7 +162,7 @@ def activation_patching(
 ):
     """Score every head by its total effect on π. ``implementation='plain'`` is the slow reference."""
     check_batch(task, ablation)
-    fn = {Implementation.FAST: _setting_fast, Implementation.PLAIN: _setting_plain}[Implementation(implementation)]
+    fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[Implementation(implementation)]
     return run_settings(
         model, task, metric, difference, "activation",
         lambda batch, bar: fn(model, batch, metric, ablation, positions, seed, bar),

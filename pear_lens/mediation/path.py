@@ -70,7 +70,7 @@ def _pinning_hooks(acts: dict[str, Tensor], layer: int, heads: list[int], patch:
 
 
 @torch.no_grad()
-def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                   seed: int, bar) -> tuple[Tensor, float]:
     bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
     end, N = batch.end, batch.batch_size
@@ -103,7 +103,7 @@ def _setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abla
 
 
 @torch.no_grad()
-def _setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+def setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
                    seed: int, bar, heads: list[tuple[int, int]] | None = None) -> tuple[Tensor, float]:
     """One full hooked forward per head on the whole sequence: the reference implementation."""
     bridge, n_layers = model.bridge, model.n_layers
@@ -149,7 +149,7 @@ def path_patching(
 ):
     """Score every head by reference path patching. ``implementation='plain'`` is the slow reference."""
     check_batch(task, ablation)
-    fn = {Implementation.FAST: _setting_fast, Implementation.PLAIN: _setting_plain}[Implementation(implementation)]
+    fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[Implementation(implementation)]
     return run_settings(
         model, task, metric, difference, "path",
         lambda batch, bar: fn(model, batch, metric, ablation, seed, bar),

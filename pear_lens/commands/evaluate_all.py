@@ -1,0 +1,124 @@
+"""The exploratory PEAR protocol of ``scripts/evaluate_all.py``: every model, every stage, every task.
+
+The stages that run other commands live here (discovery, PEAR's training into the discovery run, each task's
+evaluation); the rest, the resume records and the report are in :mod:`pear_lens.evaluation.protocol_run`, the
+options in :class:`pear_lens.evaluation.protocol_config.ProtocolConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pear_lens.evaluation import protocol_run as R
+from pear_lens.evaluation.protocol_config import ProtocolConfig, differs_from_default
+from pear_lens.evaluation.tasks import TaskName
+
+if TYPE_CHECKING:
+    from pear_lens.artifact import Artifact
+    from pear_lens.models import LoadedModel
+    from pear_lens.reweight import TrainConfig
+
+
+def discovery_stage(model: "LoadedModel", mdir: Path, prepend_bos: bool, config: ProtocolConfig,
+                    seconds: dict) -> Path:
+    """The discovery run for these weights on the chosen copy task (reused when it is one already)."""
+    from pear_lens import constants
+    from pear_lens.commands.discover import DiscoverConfig, discover
+    from pear_lens.task import ProxyTask
+
+    run_dir = mdir / "discovery"
+    meta = run_dir / constants.DISCOVERY_JSON
+    info = json.loads(meta.read_text()) if meta.exists() and (run_dir / constants.HEAD_SCORES_CSV).exists() else {}
+    same = (info.get("model", {}).get("fingerprint") == model.fingerprint
+            and bool(info.get("config", {}).get("prepend_bos", False)) == prepend_bos)
+    if not same:
+        discover(DiscoverConfig(out=run_dir, model=model.name, task=ProxyTask(prepend_bos=prepend_bos), overwrite=True,
+                                allow_weak_copy_task=config.allow_weak_copy_task, no_png=config.no_png,
+                                quiet=config.quiet, device=config.device))
+        info = json.loads(meta.read_text())
+    if info.get("seconds") is not None:  # runs from before discovery timed itself say nothing
+        seconds["discovery"] = info["seconds"]
+    return run_dir
+
+
+def pear_stage(model: "LoadedModel", run_dir: Path, k: int, recipe: "TrainConfig", config: ProtocolConfig,
+               seconds: dict) -> "Artifact":
+    """The PEAR artifact at K (trained into the discovery run unless one of the same heads and recipe is there)."""
+    from pear_lens.commands.train import TrainRunConfig, train_run
+    from pear_lens.training_cache import matching_artifact
+
+    fields = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe) if f.name not in ("heads", "top_k")}
+    train = TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, no_png=config.no_png, quiet=config.quiet, **fields)
+    artifact = matching_artifact(run_dir, train, model)
+    if artifact is None:  # training is seeded: an artifact of the same heads and recipe would come out the same
+        artifact, _ = train_run(train, model=model)
+    seconds["train_pear"] = float(artifact.training.get("seconds", 0.0))
+    if config.publish:
+        R.publish(run_dir, config.publish / model.name)
+    return artifact
+
+
+def train_conditions(model: "LoadedModel", mdir: Path, config: ProtocolConfig, seconds: dict) -> tuple[dict, dict]:
+    """Run every stage before the evaluation (copy check, discovery, K on dev items, PEAR, the controls); return
+    the conditions to evaluate per role and the model's record so far."""
+    from pear_lens.results import HeadScores
+    from pear_lens.reweight import TrainConfig
+
+    copy = R.copy_task_stage(model, mdir, config, seconds)
+    run_dir = discovery_stage(model, mdir, copy["prepend_bos"], config, seconds)
+    scores = HeadScores.load(run_dir)
+    # the one recipe PEAR and every control share: steps, lr, schedule, batch, precision, training sequences
+    recipe = TrainConfig(steps=config.steps, seed=config.train_seed, prepend_bos=copy["prepend_bos"])
+    k, k_selection = R.dev_stage(model, scores, mdir, recipe, config, seconds, model.name)
+    artifact = pear_stage(model, run_dir, k, recipe, config, seconds)
+    return R.conditions_around_pear(model, mdir, run_dir, artifact, recipe, copy, k_selection, config, seconds)
+
+
+def evaluate_model(name: str, config: ProtocolConfig, differs: list[dict[str, Any]]) -> None:
+    """Every stage for ``name``; ``differs``: the protocol options this run changed
+    (:func:`~pear_lens.evaluation.protocol_config.differs_from_default`)."""
+    from pear_lens.commands.eval import EvalConfig, run_eval
+    from pear_lens.models import load_model
+
+    model = load_model(name, device=config.device)
+    mdir = config.runs / name
+    seconds: dict[str, float] = {}
+    conds, record = train_conditions(model, mdir, config, seconds)
+    record.update({"n": config.n, "batch_size": config.batch_size, "test_seed": config.test_seed, "tasks": [],
+                   "seconds": seconds, "devices": R.record_devices(mdir / R.RECORD, config.device)})
+    record["protocol"]["differs_from_default"] = differs
+
+    R.save_record(mdir, record, seconds, conds, config)  # the protocol is on record before the first evaluation
+    for task in [TaskName(t) for t in dict.fromkeys(config.tasks)]:  # in the order given
+        task_conds = R.task_conditions(conds, task, config)
+        if R.evaluated(mdir / task.value, task_conds, config.n, config.test_seed):
+            continue  # done in an earlier session (the counterfactual fact check alone would take minutes)
+        result = run_eval(EvalConfig(out=mdir / task.value, task=task.value, model=name, n=config.n,
+                                     batch_size=config.batch_size, seed=config.test_seed, overwrite=True,
+                                     quiet=config.quiet),
+                          model=model, conditions=task_conds, cache_dir=mdir / "outputs" / task.value)
+        seconds[f"eval/{task.value}"] = round(sum(result.info["seconds_per_condition"].values()), 2)
+        R.save_record(mdir, record, seconds, conds, config)
+        print(f"{name} {task.value}: {seconds[f'eval/{task.value}'] / 60:.1f} min", flush=True)
+        R.report(config.runs, config.report, no_png=config.no_png)  # an interrupted run still leaves every finished task
+    R.report(config.runs, config.report, no_png=config.no_png)
+
+
+def run(config: ProtocolConfig) -> int:
+    """The protocol for every ``config.models`` (or only the report, or only the estimate), as the script runs it."""
+    if config.report_only:
+        R.redraw(config)
+        print(f"wrote {config.report} and the dev figures in {config.figures}")
+        return 0
+    config.check()
+    if config.estimate:
+        from pear_lens.evaluation.protocol_estimate import estimate
+
+        return estimate(config)
+    differs = differs_from_default(config)
+    for name in config.models:
+        evaluate_model(name, config, differs)
+    print(f"wrote {config.report}")
+    return 0
