@@ -6,7 +6,6 @@ options in :class:`pear_lens.evaluation.protocol_config.ProtocolConfig`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from pear_lens.evaluation.tasks import TaskName
 if TYPE_CHECKING:
     from pear_lens.artifact import Artifact
     from pear_lens.models import LoadedModel
-    from pear_lens.reweight import TrainConfig
+    from pear_lens.reweight import Recipe
 
 
 def discovery_stage(model: "LoadedModel", mdir: Path, prepend_bos: bool, config: ProtocolConfig,
@@ -43,14 +42,14 @@ def discovery_stage(model: "LoadedModel", mdir: Path, prepend_bos: bool, config:
     return run_dir
 
 
-def pear_stage(model: "LoadedModel", run_dir: Path, k: int, recipe: "TrainConfig", config: ProtocolConfig,
+def pear_stage(model: "LoadedModel", run_dir: Path, k: int, recipe: "Recipe", config: ProtocolConfig,
                seconds: dict) -> "Artifact":
     """The PEAR artifact at K (trained into the discovery run unless one of the same heads and recipe is there)."""
     from pear_lens.commands.train import TrainRunConfig, train_run
     from pear_lens.training_cache import matching_artifact
 
-    fields = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe) if f.name not in ("heads", "top_k")}
-    train = TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, no_png=config.no_png, quiet=config.quiet, **fields)
+    train = TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, no_png=config.no_png, quiet=config.quiet,
+                           **recipe.to_dict())
     artifact = matching_artifact(run_dir, train, model)
     if artifact is None:  # training is seeded: an artifact of the same heads and recipe would come out the same
         artifact, _ = train_run(train, model=model)
@@ -64,13 +63,13 @@ def train_conditions(model: "LoadedModel", mdir: Path, config: ProtocolConfig, s
     """Run every stage before the evaluation (copy check, discovery, K on dev items, PEAR, the controls); return
     the conditions to evaluate per role and the model's record so far."""
     from pear_lens.results import HeadScores
-    from pear_lens.reweight import TrainConfig
+    from pear_lens.reweight import Recipe
 
     copy = R.copy_task_stage(model, mdir, config, seconds)
     run_dir = discovery_stage(model, mdir, copy["prepend_bos"], config, seconds)
     scores = HeadScores.load(run_dir)
     # the one recipe PEAR and every control share: steps, lr, schedule, batch, precision, training sequences
-    recipe = TrainConfig(steps=config.steps, seed=config.train_seed, prepend_bos=copy["prepend_bos"])
+    recipe = Recipe(steps=config.steps, seed=config.train_seed, prepend_bos=copy["prepend_bos"])
     k, k_selection = R.dev_stage(model, scores, mdir, recipe, config, seconds, model.name)
     artifact = pear_stage(model, run_dir, k, recipe, config, seconds)
     return R.conditions_around_pear(model, mdir, run_dir, artifact, recipe, copy, k_selection, config, seconds)

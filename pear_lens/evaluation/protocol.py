@@ -30,7 +30,7 @@ from pear_lens.io import atomic_write_json
 if TYPE_CHECKING:
     from pear_lens.evaluation.items import Item
     from pear_lens.models import LoadedModel
-    from pear_lens.reweight import TrainConfig
+    from pear_lens.reweight import Recipe
 
 Head = tuple[int, int]
 
@@ -215,7 +215,7 @@ def cached_stage(path: Path, key: dict[str, Any], compute: Callable[[], Any]) ->
     return value, seconds, True
 
 
-def cached_tau(model: "LoadedModel", heads: Sequence[Head], config: "TrainConfig",
+def cached_tau(model: "LoadedModel", heads: Sequence[Head], config: "Recipe",
                path: Path) -> tuple[dict[Head, float], float, bool]:
     """τ for ``heads`` trained with ``config`` on ``model`` (frozen), read back from ``path`` when trained
     before on the same weights, heads and recipe (training is seeded, so it would come out the same).
@@ -229,7 +229,7 @@ def cached_tau(model: "LoadedModel", heads: Sequence[Head], config: "TrainConfig
     key = {"fingerprint": model.fingerprint, "heads": heads, "recipe": recipe}
 
     def train() -> list[float]:
-        return [float(t) for t in train_coefficients(model, heads, dataclasses.replace(config), progress=False).tau]
+        return [float(t) for t in train_coefficients(model, heads, config.recipe, progress=False).tau]
 
     tau, seconds, ran = cached_stage(path, key, train)
     return dict(zip(heads, (float(t) for t in tau))), seconds, ran

@@ -112,10 +112,10 @@ def _load(name: str, model, config):
 
 def _time_steps(model, config) -> float:
     from pear_lens.ablation import random_heads
-    from pear_lens.reweight import TrainConfig, train_coefficients
+    from pear_lens.reweight import Recipe, train_coefficients
 
     k = P.k_grid(model.n_layers * model.n_heads, config.k_percents)[-1]
-    result = train_coefficients(model, random_heads(model.n_layers, model.n_heads, k, 0), TrainConfig(steps=2),
+    result = train_coefficients(model, random_heads(model.n_layers, model.n_heads, k, 0), Recipe(steps=2),
                                 progress=False)
     return result.seconds / 2
 

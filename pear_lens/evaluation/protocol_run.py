@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pear_lens.artifact import Artifact
     from pear_lens.models import LoadedModel
     from pear_lens.results import HeadScores
-    from pear_lens.reweight import TrainConfig
+    from pear_lens.reweight import Recipe
 
 RECORD = "evaluate_all.json"
 """Each model's record under ``RUNS/MODEL``."""
@@ -47,7 +47,7 @@ def copy_task_stage(model: "LoadedModel", mdir: Path, config: ProtocolConfig, se
     return choose_copy_task(model.name, measured, config.allow_weak_copy_task)
 
 
-def dev_stage(model: "LoadedModel", scores: "HeadScores", mdir: Path, recipe: "TrainConfig", config: ProtocolConfig,
+def dev_stage(model: "LoadedModel", scores: "HeadScores", mdir: Path, recipe: "Recipe", config: ProtocolConfig,
               seconds: dict, name: str) -> tuple[int, dict]:
     """Choose K on dev items by :func:`pear_lens.evaluation.protocol.selection_rule` (or take ``--k``)."""
     from pear_lens.evaluation.runner import evaluate
@@ -114,7 +114,7 @@ def dev_figure(table: Any, name: str, figures: Path, no_png: bool) -> None:
 # --------------------------------------------------------------------------- controls and the record
 
 
-def control_stage(model: "LoadedModel", pear_heads: Sequence, recipe: "TrainConfig", mdir: Path,
+def control_stage(model: "LoadedModel", pear_heads: Sequence, recipe: "Recipe", mdir: Path,
                   config: ProtocolConfig, seconds: dict, steps_tag: str = "",
                   seeds: Sequence[int] | None = None) -> tuple[list, list]:
     """Every control (kinds × seeds): heads drawn by the control's seed, τ trained with PEAR's ``recipe``."""
@@ -135,7 +135,7 @@ def control_stage(model: "LoadedModel", pear_heads: Sequence, recipe: "TrainConf
 
 
 def conditions_around_pear(model: "LoadedModel", mdir: Path, run_dir: Path, artifact: "Artifact",
-                           recipe: "TrainConfig", copy: dict, k_selection: dict, config: ProtocolConfig,
+                           recipe: "Recipe", copy: dict, k_selection: dict, config: ProtocolConfig,
                            seconds: dict) -> tuple[dict, dict]:
     """Given PEAR's artifact at the chosen K: train the controls (and the longer budget), and return the conditions
     per role (``reference``: baseline, PEAR, controls; ``budget``: the longer budget's) and the model's record."""
