@@ -144,7 +144,8 @@ def main(argv=None) -> None:
            f"the plain loop by more than about {ceiling:.2f}x (this one reaches {act_speedup / ceiling:.0%} of that)")
 
     # 3. activation patching at `end` only: cached one-token steps
-    end, t_end = timed(lambda: activation.activation_patching(model, task1, positions=Positions.END, progress=False))
+    end, t_end = timed(lambda: activation.activation_patching(model, task1, progress=False,
+                                                           options=activation.ActivationOptions(positions=Positions.END)))
     e_subset = sorted(set(end.top_k(2)) | set(spread(L, H, args.plain_heads - 2)))
     t_end_plain, e_diff, end_speedup = against_plain(end, t_end, activation.setting_plain, model, task1, e_subset,
                                                      extra=(Positions.END,))

@@ -72,6 +72,7 @@ def test_cached_end_activation_scan_is_exact_on_smollm2():
     model = load_model("smollm2-135m-instruct")  # a copy of its own: the session's model stays float32
     model.bridge.to(torch.float64)
     task = ProxyTask(settings=((6, 12),), seed=5)
-    fast = activation.activation_patching(model, task, positions=Positions.END, progress=False)
+    fast = activation.activation_patching(model, task, progress=False,
+                                          options=activation.ActivationOptions(positions=Positions.END))
     _subset_check(activation.setting_plain, fast, model, task, [(0, 3), (14, 5), (28, 2), (29, 8)], Positions.END,
                   tol=1e-6)

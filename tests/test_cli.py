@@ -10,6 +10,8 @@ import torch
 
 from pear_lens import constants
 from pear_lens.commands.cli import main
+from pear_lens.errors import PearLensError
+from pear_lens.mediation.base import Ablation, Positions
 from pear_lens.io import MARKER
 
 
@@ -126,19 +128,18 @@ class ToyOptions:
 @pytest.fixture
 def toy_method():
     """A scoring method registered the way a new one would be, removed again after the test."""
-    from pear_lens.mediation.base import METHODS, register, run_settings
+    from pear_lens.mediation.base import METHODS, record_options, register, run_settings
 
     @register("toy", "T", "toy: Δπ = ±scale × layer, no forward pass", ToyOptions)
-    def toy(model, task, metric, *, difference, seed, progress, scale=1.0, sign=Sign.PLUS):
-        sign = Sign(sign)
+    def toy(model, task, metric, *, difference, seed, progress, options=ToyOptions()):
         layer = torch.arange(model.n_layers, dtype=torch.float64)[:, None].expand(model.n_layers, model.n_heads)
-        effect = scale * (1 if sign is Sign.PLUS else -1) * layer
+        effect = options.scale * (1 if options.sign is Sign.PLUS else -1) * layer
 
         def per_setting(batch, bar):  # clean π = 1, so the relative Δπ is the effect itself
             return 1.0 + effect, 1.0
 
         return run_settings(model, task, metric, difference, "toy", per_setting,
-                            options={"scale": scale, "sign": sign.value}, progress=progress, steps_per_setting=1)
+                            options=record_options(options), progress=progress, steps_per_setting=1)
 
     yield ToyOptions
     del METHODS["toy"]
@@ -194,3 +195,35 @@ def test_score_heads_checks_options_against_the_method(toy_method):
     scores = score_heads(model, task, method="toy", options=toy_method(scale=0.5), progress=False)
     assert scores.scores[2, 0].item() == pytest.approx(1.0)
     assert score_heads(model, task, method="toy", options={"scale": 0.5}, progress=False).options["scale"] == 0.5
+
+
+def test_a_method_name_is_registered_once(toy_method):
+    from pear_lens.errors import PearLensError
+    from pear_lens.mediation.base import METHODS, register
+
+    for name in ("path", "toy"):
+        with pytest.raises(PearLensError, match=f"a scoring method named '{name}' is already registered"):
+            register(name, "x", "again", ToyOptions)(lambda *a, **k: None)
+    assert METHODS["toy"].options is ToyOptions and METHODS["path"].short == "PP"
+
+
+def test_a_method_records_its_options_as_given(toy_method):
+    from pear_lens.mediation import ActivationOptions, PathOptions, method_options, score_heads
+    from pear_lens.models import load_model
+    from pear_lens.task import ProxyTask
+
+    # options are checked once, on the way in: an instance of the method's dataclass passes as it is
+    given = ActivationOptions(ablation=Ablation.ZERO, positions=Positions.END)
+    assert method_options("activation", given) is given
+    with pytest.raises(PearLensError, match="method 'activation' takes ActivationOptions options, got PathOptions"):
+        method_options("activation", PathOptions())
+    with pytest.raises(PearLensError, match="unknown ablation 'half'"):
+        method_options("path", ablation="half")
+    model, task = load_model("tiny-llama"), ProxyTask(settings=((2, 4),), seed=3)
+    scores = score_heads(model, task, method="activation", options=given, seed=3, progress=False)
+    # every field as given, then what the method adds (the seed); path adds the position it always patches
+    assert scores.options == {"ablation": "zero", "positions": "end", "implementation": "fast", "seed": 3}
+    assert list(score_heads(model, task, method="path", progress=False).options.items()) == [
+        ("ablation", "mean"), ("positions", "end"), ("implementation", "fast"), ("seed", 0)]
+    assert score_heads(model, task, method="toy", options={"sign": "minus"}, progress=False).options == {
+        "scale": 1.0, "sign": "minus"}

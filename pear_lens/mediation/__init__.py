@@ -1,7 +1,7 @@
 """Per-head mediation scores (Δπ) for the copy proxy task.
 
 Every method has the signature ``(model, task, metric, *, difference, seed, progress,
-**options) -> HeadScores`` and is registered in :data:`METHODS` with the dataclass of
+options) -> HeadScores`` and is registered in :data:`METHODS` with the dataclass of
 its options (``register(name, short, description, OptionsClass)``);
 :func:`score_heads` dispatches by name and checks the options against the chosen
 method's dataclass. ``pear-lens discover`` offers every registered method and its
@@ -13,7 +13,6 @@ options.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Mapping
 
 from pear_lens.config import variant_options
@@ -21,7 +20,8 @@ from pear_lens.errors import PearLensError
 from pear_lens.mediation import activation, attribution, path  # noqa: F401  (registers the methods)
 from pear_lens.mediation.activation import ActivationOptions
 from pear_lens.mediation.attribution import AttributionOptions
-from pear_lens.mediation.base import METHODS, Ablation, Implementation, Method, NoOptions, Positions, register
+from pear_lens.mediation.base import (METHODS, Ablation, Implementation, Method, NoOptions, Positions, record_options,
+                                      register)
 from pear_lens.mediation.path import PathOptions
 from pear_lens.metrics import Difference, Metric, parse_enum
 from pear_lens.results import HeadScores
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pear_lens.task import ProxyTask
 
 __all__ = ["METHODS", "Ablation", "ActivationOptions", "AttributionOptions", "Implementation", "Method", "NoOptions",
-           "PathOptions", "Positions", "method_options", "register", "score_heads"]
+           "PathOptions", "Positions", "method_options", "record_options", "register", "score_heads"]
 
 
 def method_options(method: str, options: Any = None, **opts: Any) -> Any:
@@ -79,9 +79,8 @@ def score_heads(
     from pear_lens.task import ProxyTask
 
     chosen = method_options(method, options, **opts)
-    kwargs = {f.name: getattr(chosen, f.name) for f in dataclasses.fields(chosen)}
     return METHODS[method].fn(
         as_loaded(model), task if task is not None else ProxyTask(),
         parse_enum(Metric, metric, "metric"), difference=parse_enum(Difference, difference, "difference"),
-        seed=seed, progress=progress, **kwargs,
+        seed=seed, progress=progress, options=chosen,
     )

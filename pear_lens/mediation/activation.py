@@ -38,6 +38,7 @@ from pear_lens.mediation.base import (
     derangement,
     each_head,
     patch_head,
+    record_options,
     register,
     run_settings,
 )
@@ -154,19 +155,16 @@ def activation_patching(
     metric: Metric = Metric.LOGIT_MINUS_MEAN,
     *,
     difference: Difference = Difference.RELATIVE,
-    ablation: Ablation = Ablation.MEAN,
-    positions: Positions = Positions.ALL,
-    implementation: Implementation | str = Implementation.FAST,
     seed: int = 0,
     progress: bool = True,
+    options: ActivationOptions | None = None,
 ):
     """Score every head by its total effect on π. ``implementation='plain'`` is the slow reference."""
-    check_batch(task, ablation)
-    fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[Implementation(implementation)]
+    options = options or ActivationOptions()
+    check_batch(task, options.ablation)
+    fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
     return run_settings(
         model, task, metric, difference, "activation",
-        lambda batch, bar: fn(model, batch, metric, ablation, positions, seed, bar),
-        options={"ablation": ablation.value, "positions": positions.value,
-                 "implementation": str(implementation), "seed": seed},
-        progress=progress, steps_per_setting=model.n_layers,
+        lambda batch, bar: fn(model, batch, metric, options.ablation, options.positions, seed, bar),
+        options=record_options(options, seed=seed), progress=progress, steps_per_setting=model.n_layers,
     )

@@ -22,6 +22,7 @@ from pear_lens.mediation.base import (
     ablate,
     check_batch,
     derangement,
+    record_options,
     register,
     run_settings,
 )
@@ -86,16 +87,15 @@ def attribution_patching(
     metric: Metric = Metric.LOGIT_MINUS_MEAN,
     *,
     difference: Difference = Difference.RELATIVE,
-    ablation: Ablation = Ablation.MEAN,
-    positions: Positions = Positions.ALL,
     seed: int = 0,
     progress: bool = True,
+    options: AttributionOptions | None = None,
 ):
     """Estimate every head's activation-patching score from one forward and one backward pass."""
-    check_batch(task, ablation)
+    options = options or AttributionOptions()
+    check_batch(task, options.ablation)
     return run_settings(
         model, task, metric, difference, "attribution",
-        lambda batch, bar: _setting(model, batch, metric, ablation, positions, seed, bar),
-        options={"ablation": ablation.value, "positions": positions.value, "seed": seed},
-        progress=progress, steps_per_setting=model.n_layers,
+        lambda batch, bar: _setting(model, batch, metric, options.ablation, options.positions, seed, bar),
+        options=record_options(options, seed=seed), progress=progress, steps_per_setting=model.n_layers,
     )

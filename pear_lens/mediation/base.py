@@ -1,9 +1,10 @@
 """What every scoring method shares: the registry, the ablations and the loop over settings.
 
 A scoring method is a function ``(model, task, metric, *, difference, seed, progress,
-**options) -> HeadScores`` registered under a key with an options dataclass (the
-``**options`` it takes, each an Enum or a typed value with a docstring): the API
-checks options against it and the command line offers them. Each computes, for every
+options) -> HeadScores`` registered under a key with its options dataclass (each field an
+Enum or a typed value with a docstring): the API builds and checks that dataclass once
+(:func:`pear_lens.mediation.method_options`), the command line offers its fields, and the
+method takes the instance and records it as given (:func:`record_options`). Each computes, for every
 (batch, n) setting of the task, the clean π and the patched π̃ of every head;
 the shared code turns those into Δπ and averages over settings.
 """
@@ -112,21 +113,43 @@ class Method:
     description: str
     fn: Callable[..., HeadScores]
     options: type = NoOptions
-    """Dataclass of the keyword options ``fn`` takes besides ``difference``, ``seed`` and ``progress``."""
+    """Dataclass of the method's own options: ``fn`` takes an instance as ``options=`` (None: the defaults)."""
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, short: str, description: str, options: type = NoOptions):
-    """Register ``fn`` as scoring method ``name``; ``options`` is the dataclass of its own keyword options."""
+    """Register ``fn`` as scoring method ``name``; ``options`` is the dataclass of its own options.
+
+    A name registered twice is refused (a silent replacement would change what ``--method NAME`` runs);
+    to redefine a method, ``del METHODS[name]`` first.
+    """
     if not dataclasses.is_dataclass(options):
         raise TypeError(f"the options of scoring method {name!r} must be a dataclass, got {options!r}")
+    if name in METHODS:
+        raise PearLensError(f"a scoring method named {name!r} is already registered; choose another name "
+                            f"(or remove the old one first: del pear_lens.mediation.METHODS[{name!r}])")
 
     def wrap(fn: Callable[..., HeadScores]) -> Callable[..., HeadScores]:
         METHODS[name] = Method(name, short, description, fn, options)
         return fn
     return wrap
+
+
+RECORD_ORDER = ("ablation", "positions", "implementation")
+"""Options several methods share, recorded first and in this order so the columns of different
+methods' tables line up."""
+
+
+def record_options(options: object, **values: object) -> dict[str, object]:
+    """What :class:`HeadScores` records of a method's options: every field of the ``options`` dataclass as
+    given (an Enum by its value), then ``values`` (what the method fixes, e.g. ``path`` patches only at
+    ``end``, and the seed), the shared options first in :data:`RECORD_ORDER`."""
+    given = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    record = {k: (v.value if isinstance(v, Enum) else v) for k, v in {**given, **values}.items()}
+    first = [k for k in RECORD_ORDER if k in record]
+    return {k: record[k] for k in first + [k for k in record if k not in first]}
 
 
 SettingFn = Callable[["TaskBatch", "tqdm"], tuple[Tensor, float]]

@@ -27,11 +27,13 @@ from pear_lens.mediation._forward import LogitMinusMeanReadout, capture, run_fro
 from pear_lens.mediation.base import (
     Ablation,
     Implementation,
+    Positions,
     ablate,
     check_batch,
     derangement,
     each_head,
     patch_head,
+    record_options,
     register,
     run_settings,
 )
@@ -142,18 +144,17 @@ def path_patching(
     metric: Metric = Metric.LOGIT_MINUS_MEAN,
     *,
     difference: Difference = Difference.RELATIVE,
-    ablation: Ablation = Ablation.MEAN,
-    implementation: Implementation | str = Implementation.FAST,
     seed: int = 0,
     progress: bool = True,
+    options: PathOptions | None = None,
 ):
     """Score every head by reference path patching. ``implementation='plain'`` is the slow reference."""
-    check_batch(task, ablation)
-    fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[Implementation(implementation)]
+    options = options or PathOptions()
+    check_batch(task, options.ablation)
+    fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
     return run_settings(
         model, task, metric, difference, "path",
-        lambda batch, bar: fn(model, batch, metric, ablation, seed, bar),
-        options={"ablation": ablation.value, "positions": "end", "implementation": str(implementation),
-                 "seed": seed},
+        lambda batch, bar: fn(model, batch, metric, options.ablation, seed, bar),
+        options=record_options(options, positions=Positions.END, seed=seed),
         progress=progress, steps_per_setting=model.n_layers,
     )
