@@ -18,9 +18,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "pear_lens.models",
-    "list_models": "pear_lens.models",
-    "LoadedModel": "pear_lens.models",
+    "load_model": "pear_lens.models.loaded",
+    "list_models": "pear_lens.models.registry",
+    "LoadedModel": "pear_lens.models.loaded",
     "ProxyTask": "pear_lens.task",
     "Metric": "pear_lens.metrics",
     "Difference": "pear_lens.metrics",

@@ -30,7 +30,7 @@ from pear_lens.reweight import CopyEval, Head, Recipe, evaluate_copy, train_coef
 from pear_lens.task import ProxyTask, TaskBatch
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.results import HeadScores
 
 COLUMNS = ["k", "selection", "seed", "steps", "copy_accuracy", "copy_loss", "n_eval"]

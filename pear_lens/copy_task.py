@@ -15,7 +15,7 @@ from pear_lens.errors import CopyTaskTooWeak
 from pear_lens.task import ProxyTask, TaskBatch
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.reweight import CopyEval
 
 MIN_COPY_ACCURACY = 0.5

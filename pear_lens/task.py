@@ -21,7 +21,7 @@ from pear_lens.config import Settings, option
 from pear_lens.errors import PearLensError
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 REFERENCE_SETTINGS: tuple[tuple[int, int], ...] = ((20, 50), (40, 25), (80, 15), (100, 10))
 """(batch N, half-length n) pairs of the reference Llama-2/OPT head search."""

@@ -22,7 +22,7 @@ from pear_lens import hooks
 from pear_lens.errors import PearLensError
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 
 class PromptSet(str, Enum):

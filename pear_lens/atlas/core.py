@@ -21,7 +21,7 @@ from pear_lens.errors import PearLensError
 from pear_lens.task import ProxyTask
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.results import HeadScores
 
 ANSWER_EXTRA_TOKENS = 3

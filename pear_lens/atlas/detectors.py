@@ -20,7 +20,7 @@ from pear_lens.atlas.base import PromptSet, Recording, register_detector
 from pear_lens.convert import head_slice, output_projection
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 TL_SOURCE = "TransformerLens head_detector ('mul' measure)"
 

@@ -18,7 +18,7 @@ import torch
 from pear_lens.errors import PearLensError
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 _SYLLABLES = ("vel", "mor", "quin", "dar", "os", "tre", "vik", "pal", "un", "zer", "ith", "bra", "nol", "ka",
               "sil", "dro", "fen", "wy", "lor", "tam", "gri", "sel", "hav", "oth", "rin", "mek", "ul", "cas")

@@ -22,7 +22,7 @@ from pear_lens.errors import PearLensError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 Head = tuple[int, int]
 BASELINE = "baseline"

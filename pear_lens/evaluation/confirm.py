@@ -39,7 +39,7 @@ from pear_lens.evaluation.tasks import TASKS, TaskName, generate_items
 from pear_lens.io import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 Head = tuple[int, int]
 PLAN_JSON, RECORD_JSON = "plan.json", "record.json"
@@ -232,7 +232,7 @@ def run_model(model: "LoadedModel", plan: PL.ConfirmatoryPlan, artifact_dir: Pat
     ``max_new``: stop after this many newly run evaluations (None: all); the record says what is left.
     Returns the record (also written to ``mdir/record.json`` after every stage).
     """
-    from pear_lens.models import device_description
+    from pear_lens.models.loaded import device_description
 
     record_path = mdir / RECORD_JSON
     record = json.loads(record_path.read_text()) if record_path.exists() else {}

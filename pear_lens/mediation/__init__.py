@@ -27,7 +27,7 @@ from pear_lens.metrics import Difference, Metric, parse_enum
 from pear_lens.results import HeadScores
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.task import ProxyTask
 
 __all__ = ["METHODS", "Ablation", "ActivationOptions", "AttributionOptions", "Implementation", "Method", "NoOptions",
@@ -75,7 +75,7 @@ def score_heads(
     >>> scores.scores.shape
     torch.Size([3, 4])
     """
-    from pear_lens.models import as_loaded
+    from pear_lens.models.loaded import as_loaded
     from pear_lens.task import ProxyTask
 
     chosen = method_options(method, options, **opts)

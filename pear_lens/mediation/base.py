@@ -25,7 +25,7 @@ from pear_lens.metrics import Difference, Metric, delta, per_example
 from pear_lens.results import HeadScores
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.task import ProxyTask, TaskBatch
 
 

@@ -40,7 +40,7 @@ from pear_lens.mediation.base import (
 from pear_lens.metrics import Difference, Metric, per_example
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.task import ProxyTask, TaskBatch
 
 MAX_LOGIT_FLOATS = 2**26
