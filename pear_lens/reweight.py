@@ -30,7 +30,7 @@ from pear_lens.task import ProxyTask, TaskBatch, sample_batch
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.results import HeadScores
 
 Head = tuple[int, int]

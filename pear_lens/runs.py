@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from pear_lens.artifact import Artifact
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 KIND = "pear_lens discovery run"
 """``discovery.json``'s ``kind``."""
@@ -160,7 +160,7 @@ def scored_model(run_dir: Path) -> tuple[str, str]:
 def run_model(info: dict[str, Any], model: "LoadedModel | None" = None) -> "LoadedModel":
     """The model of a discovery run (``info``: its ``discovery.json``), loaded unless given, refused if its
     weights changed since."""
-    from pear_lens.models import load_model
+    from pear_lens.models.loaded import load_model
 
     model = model or load_model(info["model"]["name"])
     fingerprint = info["scores"].get("fingerprint", "")

@@ -16,7 +16,7 @@ from pear_lens.reweight import TrainConfig, select_heads
 from pear_lens.runs import has_artifact
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 
 def matching_artifact(run_dir: str | Path, config: TrainConfig, model: "LoadedModel") -> Artifact | None:

@@ -138,13 +138,14 @@ def test_ablate_that_fails_while_saving_leaves_the_run(run_dir, tmp_path, capsys
 
 def test_what_can_be_checked_early_is_checked_before_the_slow_part(run_dir, tmp_path, capsys, monkeypatch):
     import pear_lens.io
-    import pear_lens.models
+    import pear_lens.models.loaded
     import pear_lens.commands.train
 
     def too_late(*args, **kwargs):
         raise AssertionError("the slow part started before the check")
 
-    monkeypatch.setattr(pear_lens.models, "load_model", too_late)
+    for home in (pear_lens.models, pear_lens.models.loaded):  # the re-export and where it is defined
+        monkeypatch.setattr(home, "load_model", too_late)
     monkeypatch.setattr(pear_lens.commands.train, "train_coefficients", too_late)
     before = snapshot(tmp_path)
     monkeypatch.setattr(pear_lens.io, "_chrome_path", lambda: None)

@@ -34,7 +34,7 @@ from pear_lens.io import atomic_write_json, check_output, staged_dir
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 VERIFY_SEED = 7_919
 """Seed of the proxy sequences the fold is verified on (distinct from training seeds)."""
@@ -138,7 +138,7 @@ def check_tolerance(tolerance: float) -> None:
 def fold_verified(run_dir: Path, tolerance: float, model: "LoadedModel | None" = None
                   ) -> tuple["PreTrainedModel", dict[str, Any], "LoadedModel"]:
     """Fold the artifact of ``run_dir`` into a fresh Hugging Face copy and verify it; nothing is written."""
-    from pear_lens.models import load_model
+    from pear_lens.models.loaded import load_model
 
     check_tolerance(tolerance)
     artifact = load_artifact(run_dir)

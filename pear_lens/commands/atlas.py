@@ -55,7 +55,7 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
     """Load the run's model, run the detectors and add the atlas files to the run folder."""
     from pear_lens.atlas import check_detectors, head_atlas
     from pear_lens.io import check_static_export, save_figure, staged_update
-    from pear_lens.models import check_device, load_model
+    from pear_lens.models.loaded import check_device, load_model
     from pear_lens.results import HeadScores
     from pear_lens.runs import scored_model
 

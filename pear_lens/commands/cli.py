@@ -11,7 +11,7 @@ from pear_lens.errors import one_line
 
 
 def _models(_: argparse.Namespace) -> int:
-    from pear_lens.models import list_models
+    from pear_lens.models.registry import list_models
 
     rows = list_models()
     width = max(len(r["name"]) for r in rows)

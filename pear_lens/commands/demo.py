@@ -19,7 +19,7 @@ import torch
 
 from pear_lens.config import option
 from pear_lens.io import atomic_write_json, write_marker
-from pear_lens.models import DEFAULT_MODEL
+from pear_lens.models.registry import DEFAULT_MODEL
 from pear_lens.reweight import TrainConfig
 
 DEMO_CHECK_JSON = "demo_check.json"
@@ -82,7 +82,7 @@ def demo(config: DemoConfig) -> dict[str, Any]:
     from pear_lens.commands.discover import DiscoverConfig, discover
     from pear_lens.commands.train import TrainRunConfig, train_run
     from pear_lens.io import check_output, check_static_export, staged_dir
-    from pear_lens.models import load_model
+    from pear_lens.models.loaded import load_model
     from pear_lens.runs import set_recorded_out
 
     out = Path(config.out)

@@ -25,13 +25,13 @@ from pear_lens.copy_task import MIN_COPY_ACCURACY, check_copy_task, clean_copy, 
 from pear_lens.errors import PearLensError
 from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
-from pear_lens.models import DEFAULT_MODEL
+from pear_lens.models.registry import DEFAULT_MODEL
 from pear_lens.results import HeadScores
 from pear_lens.runs import write_run
 from pear_lens.task import ProxyTask
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 def _method_options() -> dict[str, type]:
     return {name: m.options for name, m in METHODS.items()}
@@ -68,7 +68,7 @@ def discover(config: DiscoverConfig) -> HeadScores:
     """Load the model, score every head, write the run folder; return the scores."""
     from pear_lens.io import check_output, check_static_export
     from pear_lens.mediation import score_heads
-    from pear_lens.models import check_device, load_model
+    from pear_lens.models.loaded import check_device, load_model
 
     start = time.perf_counter()
     # everything that can be checked is checked before the slow part

@@ -25,10 +25,10 @@ from pear_lens.evaluation.prompts import PromptStyle
 from pear_lens.evaluation.runner import EvalResult, encode_items, evaluate, known_facts
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
 from pear_lens.io import atomic_write_json, check_output, staged_dir
-from pear_lens.models import DEFAULT_MODEL
+from pear_lens.models.registry import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 
 @dataclass
@@ -127,7 +127,7 @@ def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
     ``cache_dir``: keep each condition's outputs there and reuse them while model weights, condition, items
     and settings are unchanged (see :func:`pear_lens.evaluation.runner.evaluate`).
     """
-    from pear_lens.models import load_model
+    from pear_lens.models.loaded import load_model
 
     inputs = (config.artifact, config.data, config.model)  # the model may be a local folder
     check_output(config.out, kind="eval", inputs=inputs, overwrite=config.overwrite)  # refuse before the slow part

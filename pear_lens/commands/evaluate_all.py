@@ -16,7 +16,7 @@ from pear_lens.evaluation.tasks import TaskName
 
 if TYPE_CHECKING:
     from pear_lens.artifact import Artifact
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.reweight import Recipe
 
 
@@ -79,7 +79,7 @@ def evaluate_model(name: str, config: ProtocolConfig, differs: list[dict[str, An
     """Every stage for ``name``; ``differs``: the protocol options this run changed
     (:func:`~pear_lens.evaluation.protocol_config.differs_from_default`)."""
     from pear_lens.commands.eval import EvalConfig, run_eval
-    from pear_lens.models import load_model
+    from pear_lens.models.loaded import load_model
 
     model = load_model(name, device=config.device)
     mdir = config.runs / name

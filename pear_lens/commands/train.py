@@ -26,7 +26,7 @@ from pear_lens.runs import (discovery_summary, has_artifact, read_info, run_mode
                             write_training)
 
 if TYPE_CHECKING:
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
 
 
 @dataclass(kw_only=True)

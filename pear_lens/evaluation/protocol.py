@@ -29,7 +29,7 @@ from pear_lens.io import atomic_write_json
 
 if TYPE_CHECKING:
     from pear_lens.evaluation.items import Item
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.reweight import Recipe
 
 Head = tuple[int, int]

@@ -105,7 +105,7 @@ def _discovery_minutes(pub: dict) -> str:
 
 
 def _load(name: str, model, config):
-    from pear_lens.models import load_model
+    from pear_lens.models.loaded import load_model
 
     return model or load_model(name, device=config.device)
 

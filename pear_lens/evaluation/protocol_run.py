@@ -22,7 +22,7 @@ from pear_lens.io import atomic_write_json
 
 if TYPE_CHECKING:
     from pear_lens.artifact import Artifact
-    from pear_lens.models import LoadedModel
+    from pear_lens.models.loaded import LoadedModel
     from pear_lens.results import HeadScores
     from pear_lens.reweight import Recipe
 
@@ -225,7 +225,7 @@ def evaluated(eval_dir: Path, conds: Sequence, n: int, seed: int) -> bool:
 def record_devices(record_path: Path, device: str) -> list[str]:
     """Every device that ran stages of this record, in order: an earlier session's (the cached stages keep
     the minutes they took there), then this one's."""
-    from pear_lens.models import device_description
+    from pear_lens.models.loaded import device_description
 
     earlier: list[str] = []
     if record_path.exists():
