@@ -141,8 +141,8 @@ def check_static_export() -> None:
 
 
 def save_figure(fig: "go.Figure", path: str | os.PathLike, formats: Iterable[str] | None = None) -> list[Path]:
-    """Write ``fig`` (a plotly figure, drawn by :mod:`pear_lens.plots`) atomically; the suffix of ``path``
-    picks the format, or give ``formats``.
+    """Write ``fig`` (a plotly figure, drawn by :mod:`pear_lens.plots` or :mod:`pear_lens.drawing`) atomically;
+    the suffix of ``path`` picks the format, or give ``formats``.
 
     Static formats (png, svg, pdf) use kaleido, which needs a Chrome: Debian's
     ``chromium`` package provides one (``apt-get install chromium``).

@@ -1,94 +1,32 @@
-"""Figures for papers: plotly figures in one named template, never shown.
+"""Named figures for papers, drawn from result objects and the tables built from them; never shown.
 
-Every function returns a ``go.Figure``; :func:`pear_lens.io.save_figure` writes it. The
-``pear`` template is registered under its own name and applied per figure,
-so importing this module changes no global plotly default.
+Every function returns a ``go.Figure``; :func:`pear_lens.io.save_figure` writes it. They draw with the
+primitives of :mod:`pear_lens.drawing` (the ``pear`` template, the layout every figure shares, the figures
+result types draw of themselves), which know no result type: this module sits above the results it draws
+and imports them downward, and a result type never imports it. Importing it changes no global plotly
+default.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 
 from pear_lens.agreement import same_model, spearman
+from pear_lens.drawing import DIVERGING, PALETTE, TEMPLATE_NAME, template  # noqa: F401  (users read them here too)
+from pear_lens.drawing import finish, nth_colour, require_columns
 from pear_lens.errors import PearLensError
 from pear_lens.io import check_static_export, save_figure  # noqa: F401  (their home until issue 18; scripts use them)
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from pear_lens.results import HeadScores
-
-TEMPLATE_NAME = "pear"
-DIVERGING = "RdBu_r"
-
-
-def template() -> str:
-    """Register (once) and return the name of the pear_lens plotly template."""
-    if TEMPLATE_NAME not in pio.templates:
-        t = go.layout.Template(pio.templates["simple_white"])
-        t.layout.font = dict(family="Helvetica, Arial, sans-serif", size=13)
-        t.layout.margin = dict(l=60, r=20, t=60, b=50)
-        pio.templates[TEMPLATE_NAME] = t
-    return TEMPLATE_NAME
-
-
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22"]
-"""One colour per run/model, in the order runs are given (matplotlib's tab10 order)."""
-
-
-def _colour(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
-
-
-def _finish(fig: go.Figure, title: str, subtitle: str | None = None, **layout) -> go.Figure:
-    """Apply the template and the layout every figure shares (title left, legend below the plot area)."""
-    lines = subtitle.split("\n") if subtitle else []  # one <sup> line each: narrow figures must not clip
-    text = "".join([title, *(f"<br><sup>{line}</sup>" for line in lines)])
-    layout = {"legend": dict(orientation="h", yanchor="top", y=-0.15, x=0, xanchor="left"), **layout}
-    fig.update_layout(template=template(), title=dict(text=text, x=0.02, xanchor="left"), **layout)
-    if lines:
-        fig.update_layout(margin=dict(t=70 + 20 * len(lines)))
-    return fig
-
-
-def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise PearLensError(f"{what} needs the columns {', '.join(missing)}; got {', '.join(map(str, df.columns))}")
 
 
 def head_heatmap(scores: "HeadScores", top_k: int | None = 10, title: str | None = None) -> go.Figure:
-    """Layers (rows) × heads (columns) of Δπ, diverging colours centred at 0, top-k outlined and ranked."""
-    z = scores.scores.numpy()
-    bound = float(abs(z).max()) or 1.0
-    fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(scores.n_heads)), y=list(range(scores.n_layers)),
-        colorscale=DIVERGING, zmid=0.0, zmin=-bound, zmax=bound,
-        colorbar=dict(title="Δπ"),
-        hovertemplate="layer %{y}, head %{x}<br>Δπ = %{z:.4g}<extra></extra>",
-    ))
-    if top_k:
-        top = scores.top_k(min(top_k, scores.scores.numel()))
-        fig.add_trace(go.Scatter(
-            x=[h for _, h in top], y=[l for l, _ in top], mode="markers+text",
-            marker=dict(symbol="square-open", size=14, color="black", line=dict(width=2)),
-            text=[str(i + 1) for i in range(len(top))], textposition="middle right",
-            textfont=dict(size=10), name=f"top {len(top)} (rank beside the box)", hoverinfo="skip",
-        ))
-    return _finish(
-        fig, title or f"{scores.model}: Δπ per head",
-        f"{scores.method} patching, {scores.metric}, {scores.difference} Δπ\n"
-        "red (Δπ > 0): removing the head helps copying",
-        xaxis=dict(title="head", dtick=1, range=[-0.5, scores.n_heads - 0.5]),
-        yaxis=dict(title="layer", range=[scores.n_layers - 0.5, -0.5],
-                   dtick=1 if scores.n_layers <= 12 else 2 if scores.n_layers <= 24 else 5),
-        showlegend=bool(top_k), width=max(520, 60 * scores.n_heads + 220),
-        height=max(380, 18 * scores.n_layers + 180),
-    )
+    """Layers (rows) × heads (columns) of Δπ, diverging colours centred at 0, top-k outlined and ranked
+    (the figure of :meth:`HeadScores.heatmap <pear_lens.results.HeadScores.heatmap>`)."""
+    return scores.heatmap(top_k=top_k, title=title)
 
 
 def coefficient_bars(coefficients: pd.DataFrame | Any, title: str | None = None) -> go.Figure:
@@ -102,7 +40,7 @@ def coefficient_bars(coefficients: pd.DataFrame | Any, title: str | None = None)
     df = coefficients.to_dataframe() if hasattr(coefficients, "to_dataframe") else coefficients
     if not isinstance(df, pd.DataFrame):
         raise PearLensError(f"coefficient_bars needs a DataFrame or an artifact, got {type(coefficients).__name__}")
-    _require_columns(df, ["layer", "head", "tau"], "coefficient_bars")
+    require_columns(df, ["layer", "head", "tau"], "coefficient_bars")
     if "step" in df.columns:  # a training log: τ after the last step
         df = df[df["step"] == df["step"].max()]
     df = df.sort_values("score", ascending=False) if "score" in df.columns else df.sort_values(["layer", "head"])
@@ -113,15 +51,15 @@ def coefficient_bars(coefficients: pd.DataFrame | Any, title: str | None = None)
     for i, (name, part) in enumerate((("τ < 1: head dampened", df[df["tau"] < 1]),
                                       ("τ ≥ 1: head kept or amplified", df[df["tau"] >= 1]))):
         fig.add_trace(go.Bar(
-            x=part["label"], y=part["tau"], name=name, marker_color=_colour(i),
+            x=part["label"], y=part["tau"], name=name, marker_color=nth_colour(i),
             customdata=part["score"] if "score" in df.columns else None, hovertemplate=hover + "<extra></extra>",
         ))
     fig.add_hline(y=1.0, line=dict(color="black", dash="dash", width=1))
     order = "heads by Δπ, strongest first" if "score" in df.columns else "heads by layer"
-    return _finish(fig, title or "Learned coefficient τ per head", f"{order}; dashed: τ = 1 (the unmodified model)",
-                   xaxis=dict(title="head", tickangle=-45, categoryorder="array", categoryarray=labels),
-                   yaxis=dict(title="τ", rangemode="tozero"), width=max(560, 34 * len(df) + 220), height=460,
-                   legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))  # clear of the tick labels
+    return finish(fig, title or "Learned coefficient τ per head", f"{order}; dashed: τ = 1 (the unmodified model)",
+                  xaxis=dict(title="head", tickangle=-45, categoryorder="array", categoryarray=labels),
+                  yaxis=dict(title="τ", rangemode="tozero"), width=max(560, 34 * len(df) + 220), height=460,
+                  legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))  # clear of the tick labels
 
 
 def relative_depth(df: pd.DataFrame, title: str | None = None) -> go.Figure:
@@ -131,7 +69,7 @@ def relative_depth(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     head, relative_depth, score, top``); each run's top-K heads are drawn large
     and outlined, the other heads small and faint.
     """
-    _require_columns(df, ["run", "layer", "head", "relative_depth", "score", "top"], "relative_depth")
+    require_columns(df, ["run", "layer", "head", "relative_depth", "score", "top"], "relative_depth")
     fig = go.Figure()
     for i, (run, g) in enumerate(df.groupby("run", sort=False)):
         for top in (False, True):
@@ -139,16 +77,16 @@ def relative_depth(df: pd.DataFrame, title: str | None = None) -> go.Figure:
             fig.add_trace(go.Scatter(
                 x=part["relative_depth"], y=part["score"], mode="markers", legendgroup=str(run),
                 name=str(run), showlegend=not top,  # one legend entry per run, its top-K included
-                marker=dict(color=_colour(i), size=11 if top else 5, opacity=1.0 if top else 0.35,
+                marker=dict(color=nth_colour(i), size=11 if top else 5, opacity=1.0 if top else 0.35,
                             line=dict(color="black", width=1.2) if top else dict(width=0)),
                 customdata=part[["layer", "head"]].to_numpy(),
                 hovertemplate=f"{run}<br>L%{{customdata[0]}}.H%{{customdata[1]}}<br>depth %{{x:.2f}}<br>"
                               "Δπ = %{y:.4g}<extra></extra>",
             ))
     fig.add_hline(y=0.0, line=dict(color="grey", width=1))
-    return _finish(fig, title or "Heads by relative depth", "large, outlined: each run's top-K heads",
-                   xaxis=dict(title="relative depth  layer / (n_layers − 1)", range=[-0.03, 1.03]),
-                   yaxis=dict(title="Δπ"), width=760, height=480)
+    return finish(fig, title or "Heads by relative depth", "large, outlined: each run's top-K heads",
+                  xaxis=dict(title="relative depth  layer / (n_layers − 1)", range=[-0.03, 1.03]),
+                  yaxis=dict(title="Δπ"), width=760, height=480)
 
 
 def score_distributions(runs: "Mapping[str, HeadScores] | pd.DataFrame",
@@ -160,7 +98,7 @@ def score_distributions(runs: "Mapping[str, HeadScores] | pd.DataFrame",
     :func:`pear_lens.compare.load_runs` (plots draw results; they do not load them).
     """
     if isinstance(runs, pd.DataFrame):
-        _require_columns(runs, ["run", "score"], "score_distributions")
+        require_columns(runs, ["run", "score"], "score_distributions")
         groups = [(str(r), g["score"]) for r, g in runs.groupby("run", sort=False)]
     elif isinstance(runs, Mapping):
         groups = [(str(label), s.to_dataframe()["score"]) for label, s in runs.items()]
@@ -171,12 +109,12 @@ def score_distributions(runs: "Mapping[str, HeadScores] | pd.DataFrame",
     for i, (label, values) in enumerate(groups):
         fig.add_trace(go.Box(
             y=values, name=label, boxpoints="all", jitter=0.45, pointpos=0, marker=dict(size=3, opacity=0.5),
-            line=dict(width=1.5), marker_color=_colour(i), showlegend=False,
+            line=dict(width=1.5), marker_color=nth_colour(i), showlegend=False,
         ))
     fig.add_hline(y=0.0, line=dict(color="grey", width=1))
-    return _finish(fig, title or "Δπ of every head, per run", yaxis=dict(title="Δπ"),
-                   xaxis=dict(tickangle=-20 if len(groups) > 3 else 0),
-                   width=max(520, 150 * len(groups) + 160), height=460)
+    return finish(fig, title or "Δπ of every head, per run", yaxis=dict(title="Δπ"),
+                  xaxis=dict(tickangle=-20 if len(groups) > 3 else 0),
+                  width=max(520, 150 * len(groups) + 160), height=460)
 
 
 _LOG_TICKS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -189,11 +127,11 @@ def concentration(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     share``). The x axis is the fraction of a model's heads (log scale, so the top 1 % is visible), which
     puts models with different head counts on one scale; the dotted line is an even spread.
     """
-    _require_columns(df, ["run", "heads", "fraction_of_heads", "share"], "concentration")
+    require_columns(df, ["run", "heads", "fraction_of_heads", "share"], "concentration")
     fig = go.Figure()
     for i, (run, g) in enumerate(df.groupby("run", sort=False)):
         fig.add_trace(go.Scatter(
-            x=g["fraction_of_heads"], y=g["share"], mode="lines", name=str(run), line=dict(color=_colour(i), width=2),
+            x=g["fraction_of_heads"], y=g["share"], mode="lines", name=str(run), line=dict(color=nth_colour(i), width=2),
             customdata=g[["heads"]].to_numpy(),
             hovertemplate=f"{run}<br>top %{{customdata[0]}} heads (%{{x:.1%}})<br>share of Σ|Δπ| %{{y:.1%}}"
                           "<extra></extra>",
@@ -203,11 +141,11 @@ def concentration(df: pd.DataFrame, title: str | None = None) -> go.Figure:
                              line=dict(color="grey", width=1, dash="dot")))
     for f in (0.01, 0.05):
         fig.add_vline(x=f, line=dict(color="lightgrey", width=1))
-    return _finish(fig, title or "How concentrated are the head effects?",
-                   "share of the total |Δπ| held by the top heads (ranked by Δπ); grey lines: top 1 % and 5 %",
-                   xaxis=dict(title="fraction of heads (top by Δπ)", type="log", tickvals=_LOG_TICKS,
-                              ticktext=[f"{t:.0%}" if t >= 0.01 else f"{t:.1%}" for t in _LOG_TICKS]),
-                   yaxis=dict(title="share of Σ|Δπ|", tickformat=".0%", range=[0, 1.02]), width=760, height=460)
+    return finish(fig, title or "How concentrated are the head effects?",
+                  "share of the total |Δπ| held by the top heads (ranked by Δπ); grey lines: top 1 % and 5 %",
+                  xaxis=dict(title="fraction of heads (top by Δπ)", type="log", tickvals=_LOG_TICKS,
+                             ticktext=[f"{t:.0%}" if t >= 0.01 else f"{t:.1%}" for t in _LOG_TICKS]),
+                  yaxis=dict(title="share of Σ|Δπ|", tickformat=".0%", range=[0, 1.02]), width=760, height=460)
 
 
 def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int = 10,
@@ -238,7 +176,7 @@ def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int 
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
                              line=dict(color="grey", dash="dash", width=1), hoverinfo="skip"))
     styles = [("other heads", rest, "#9e9e9e", 5)] + [
-        (name, members, colour, 10) for (name, members), colour in zip(groups.items(), (_colour(0), _colour(1), _colour(2)))]
+        (name, members, colour, 10) for (name, members), colour in zip(groups.items(), PALETTE[:3])]
     for name, members, colour, size in styles:
         idx = [i for i, h in enumerate(heads) if h in members]
         fig.add_trace(go.Scatter(
@@ -249,7 +187,7 @@ def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int 
             hovertemplate="%{text}<br>" + la + " %{x:.4g}<br>" + lb + " %{y:.4g}<extra></extra>",
         ))
     rho = spearman(a, b)
-    return _finish(
+    return finish(
         fig, title or f"{scores_a.model}: {la} vs {lb}",
         f"Spearman ρ = {rho:.2f} over {len(a)} heads; top-{k} overlap {len(top_a & top_b)}/{k}",
         xaxis=dict(title=f"Δπ ({la})"), yaxis=dict(title=f"Δπ ({lb})"), width=680, height=560,
@@ -367,7 +305,7 @@ def dev_accuracy_curve(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     """
     from plotly.subplots import make_subplots
 
-    _require_columns(df, ["selection", "k", "task", "accuracy", "ci_low", "ci_high", "n", "steps"], "dev_accuracy_curve")
+    require_columns(df, ["selection", "k", "task", "accuracy", "ci_low", "ci_high", "n", "steps"], "dev_accuracy_curve")
     tasks = list(dict.fromkeys(df["task"]))
     ks = sorted(int(k) for k in df.loc[df["k"] > 0, "k"].unique())
     fig = make_subplots(rows=1, cols=len(tasks), shared_yaxes=True, subplot_titles=tasks)
@@ -401,5 +339,5 @@ def dev_accuracy_curve(df: pd.DataFrame, title: str | None = None) -> go.Figure:
                               "n = %{customdata[2]}<extra></extra>"), row=1, col=col)
     fig.update_xaxes(title_text="K (heads re-weighted)", type="log", tickvals=ks, ticktext=[str(k) for k in ks])
     fig.update_yaxes(title_text="dev accuracy", tickformat=".0%", col=1)
-    return _finish(fig, title or "Dev accuracy against K", "95% bootstrap CIs; K for the test table is chosen here",
-                   width=max(560, 430 * len(tasks) + 120), height=460)
+    return finish(fig, title or "Dev accuracy against K", "95% bootstrap CIs; K for the test table is chosen here",
+                  width=max(560, 430 * len(tasks) + 120), height=460)

@@ -111,9 +111,11 @@ class HeadScores:
 
     def heatmap(self, top_k: int | None = 10, title: str | None = None):
         """Layers × heads heatmap (plotly ``go.Figure``), diverging at 0, top-k heads marked."""
-        from pear_lens.plots import head_heatmap
+        from pear_lens.drawing import delta_pi_heatmap  # plotly loads only when a figure is drawn
 
-        return head_heatmap(self, top_k=top_k, title=title)
+        top = self.top_k(min(top_k, self.scores.numel())) if top_k else None
+        return delta_pi_heatmap(self.scores.numpy(), top, model=self.model, method=self.method, metric=self.metric,
+                                difference=self.difference, title=title)
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, Any]:

@@ -390,23 +390,9 @@ class TrainResult:
 
     def figure(self) -> "go.Figure":
         """Loss and τ of every head against the step (plotly ``go.Figure``)."""
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
+        from pear_lens.drawing import training_curves  # plotly loads only when a figure is drawn
 
-        from pear_lens.plots import template
-
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("copy-half loss", "τ per head"))
-        fig.add_trace(go.Scatter(x=list(range(len(self.loss_curve))), y=self.loss_curve, mode="lines",
-                                 name="loss", line=dict(color="black")), row=1, col=1)
-        steps = list(range(self.tau_trajectory.shape[0]))
-        for i, (layer, head) in enumerate(self.heads):
-            fig.add_trace(go.Scatter(x=steps, y=self.tau_trajectory[:, i].tolist(), mode="lines",
-                                     name=f"L{layer}.H{head}"), row=1, col=2)
-        fig.add_hline(y=1.0, line=dict(color="grey", dash="dot"), row=1, col=2)
-        fig.update_xaxes(title_text="optimizer step")
-        fig.update_layout(template=template(), title=f"{self.model}: learning τ for {len(self.heads)} heads",
-                          width=900, height=380)
-        return fig
+        return training_curves(self.loss_curve, self.tau_trajectory.tolist(), self.heads, self.model)
 
 
 def train_coefficients(model: "LoadedModel", heads: Sequence[Head], recipe: Recipe | None = None,

@@ -1,9 +1,8 @@
 """The package imports only downward: library layers in a stated order, commands on top, no circles.
 
-Every ``import`` and ``from … import`` of a pear_lens module counts, at module level or inside a function
-(a function-level import is a dependency that merely runs later). Imports under ``if TYPE_CHECKING:``
-do not count: they never run, and annotating a parameter with a higher layer's type (``plots`` drawing a
-``HeadScores``) is no dependency.
+Every ``import`` and ``from … import`` of a pear_lens module counts: at module level, inside a function
+(a dependency that merely runs later) and under ``if TYPE_CHECKING:`` (a dependency of the types a reader
+must follow; annotating with a higher layer's type makes the lower module know about the higher one).
 """
 from __future__ import annotations
 
@@ -18,6 +17,9 @@ LAYERS: list[tuple[str, ...]] = [
     # vocabulary and infrastructure: no pear_lens imports but each other
     ("errors", "constants", "hooks", "environment"),
     ("io", "config", "families", "fingerprint", "metrics"),
+    # plotly primitives (the template, the shared layout, the figures result types draw of themselves): plain
+    # values in, go.Figure out; they know no result type, so any result module may draw with them
+    ("drawing",),
     # weights on disk and in memory
     ("artifact",),
     ("convert",),
@@ -29,11 +31,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("task",),
     # the run folder's files (plain tables and records; the result types below read theirs through it)
     ("runs",),
-    # results and how they are compared and drawn
-    ("agreement",),
-    ("plots",),
+    # results, how they are compared, and the named figures drawn from them (a result type never imports
+    # plots: HeadScores.heatmap and TrainResult.figure draw with `drawing`, below them)
     ("results",),
+    ("agreement",),
     ("compare",),
+    ("plots",),
     # the methods
     ("mediation",),
     ("atlas",),
@@ -59,13 +62,6 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
-def _type_checking_block(node: ast.AST) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
-
-
 def _resolve(dotted: str) -> str | None:
     """The pear_lens module a dotted name points into ('' for the package itself)."""
     if dotted != "pear_lens" and not dotted.startswith("pear_lens."):
@@ -80,10 +76,6 @@ def imports_of(path: Path) -> set[str]:
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if _type_checking_block(node):
-            for child in node.orelse:  # only the `else:` branch runs
-                visit(child)
-            return
         if isinstance(node, ast.Import):
             found.update(m for a in node.names if (m := _resolve(a.name)) is not None)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -119,7 +111,17 @@ def test_the_parser_sees_function_level_and_package_imports():
     assert "convert" in GRAPH["models.weights"]
     assert "constants" in GRAPH["artifact"]  # `from pear_lens import constants`
     assert "fingerprint" in GRAPH["artifact"]  # imported inside load_artifact
-    assert "results" not in GRAPH["plots"]  # a TYPE_CHECKING import is no dependency
+    assert "results" in GRAPH["agreement"]  # imported only under `if TYPE_CHECKING:`, and it counts
+    assert "drawing" in GRAPH["results"]  # imported inside HeadScores.heatmap
+
+
+def test_a_result_type_never_imports_the_figures_drawn_from_it():
+    """Result types draw themselves with `drawing`, below them; `plots`, above them, draws result objects."""
+    holders = ["results", "reweight", "artifact", "evaluation.runner", "evaluation.confirm_report",
+               *(m for m in GRAPH if m == "atlas" or m.startswith("atlas."))]
+    assert set(holders) <= set(GRAPH)
+    assert not [m for m in holders if "plots" in GRAPH[m]]
+    assert "drawing" in GRAPH["reweight"] and "results" in GRAPH["plots"]
 
 
 def test_every_module_has_a_layer():

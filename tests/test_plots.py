@@ -27,12 +27,12 @@ def uses_pear_template(fig: go.Figure) -> bool:
 def test_import_and_use_leave_the_global_plotly_default_alone():
     code = (
         "import plotly.io as pio; before = pio.templates.default; "
-        "import pear_lens.plots as p, pear_lens.results; "
+        "import pear_lens.drawing, pear_lens.plots as p, pear_lens.results; "
         "assert pio.templates.default == before, 'import changed the default'; "
         "assert p.TEMPLATE_NAME not in pio.templates, 'import registered the template'; "
         "import torch; from pear_lens.results import HeadScores; "
         "s = HeadScores(scores=torch.ones(2, 2), per_setting=torch.ones(1, 2, 2), clean_metric=[1.0], model='m', "
-        "method='path', metric='prob', difference='relative', task={}); p.head_heatmap(s); "
+        "method='path', metric='prob', difference='relative', task={}); p.head_heatmap(s); s.heatmap(); "
         "assert pio.templates.default == before, 'a plot changed the default'; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pear_lens.plots import template
+from pear_lens.drawing import template
 
 DELTA = "delta_pi"
 MARK = dict(symbol="square-open", size=14, color="black", line=dict(width=2))

@@ -298,7 +298,7 @@ def position_figure(pos: pd.DataFrame, title: str):
     """Accuracy by gold position: baseline, PEAR, and the uniform controls as a median line in a 10–90 % band."""
     import plotly.graph_objects as go
 
-    from pear_lens.plots import template
+    from pear_lens.drawing import template
 
     x = pos["gold_position"].tolist()
     fig = go.Figure()
@@ -320,7 +320,7 @@ def errors_figure(err: pd.DataFrame, title: str):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from pear_lens.plots import template
+    from pear_lens.drawing import template
 
     tasks = list(dict.fromkeys(err["task"]))
     fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, shared_yaxes=True)
@@ -412,8 +412,7 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
     draw the position figures, and put each model's record under ``confirmatory`` in ``run_json``."""
     import json
 
-    from pear_lens.io import atomic_path, atomic_write_json, atomic_write_text
-    from pear_lens.plots import save_figure
+    from pear_lens.io import atomic_path, atomic_write_json, atomic_write_text, save_figure
 
     root, out = Path(root), Path(out)
     runs = [load_run(p.parent) for p in sorted(root.glob(f"*/{PLAN_JSON}"))]

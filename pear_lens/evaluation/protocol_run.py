@@ -105,7 +105,8 @@ def dev_stage(model: "LoadedModel", scores: "HeadScores", mdir: Path, recipe: "R
 
 def dev_figure(table: Any, name: str, figures: Path, no_png: bool) -> None:
     """Dev accuracy against K, ``FIGURES/dev_k_NAME.html`` (and ``.png``)."""
-    from pear_lens.plots import dev_accuracy_curve, save_figure
+    from pear_lens.io import save_figure
+    from pear_lens.plots import dev_accuracy_curve
 
     fig = dev_accuracy_curve(table, title=f"{name}: dev accuracy against K")
     save_figure(fig, figures / f"dev_k_{name}.html", formats=["html"] + ([] if no_png else ["png"]))
