@@ -45,6 +45,7 @@ from pear_lens.config import parse_heads
 from pear_lens.models import load_model
 from pear_lens.results import HeadScores
 from pear_lens.reweight import TrainConfig, check_heads, copy_inputs, copy_loss, frozen, scaling_hooks
+from pear_lens.runs import has_scores
 from pear_lens.task import TaskBatch, sample_batch
 
 from _report import kept_output
@@ -96,7 +97,7 @@ def main() -> None:
     model = load_model(args.model)
     if args.heads:
         heads = check_heads(args.heads, model.n_layers, model.n_heads)
-    elif (args.run_dir / "head_scores.csv").exists():
+    elif has_scores(args.run_dir):
         heads = HeadScores.load(args.run_dir).top_k(args.top_k)
     else:
         raise SystemExit(f"no discovery run at {args.run_dir}: run `make demo` first or pass --heads L.H,...")

@@ -9,9 +9,11 @@ Each file has one writer:
 
 - ``head_scores.csv``, ``heatmap.html``/``.png``, ``discovery.json``: :func:`write_run` (``discover``);
   ``discovery.json``'s ``config.out`` is rewritten only by :func:`set_recorded_out` (``demo``). Read by
-  :func:`read_score_table`, :func:`read_info` and :func:`scored_model`.
+  :func:`read_score_table`, :func:`read_info` and :func:`scored_model`; :func:`has_scores` says whether
+  they are there.
 - ``pear.json``, ``coefficients.safetensors``: :meth:`Artifact.save <pear_lens.artifact.Artifact.save>`,
-  called only by :func:`write_training`; read by :func:`pear_lens.artifact.load_artifact`.
+  called only by :func:`write_training`; read by :func:`pear_lens.artifact.load_artifact` (as recorded,
+  unchecked, by :func:`read_pear_json`; its SHA-256 alone by :func:`artifact_sha256`).
 - ``training_log.csv``, ``training.html``/``.png``: :func:`write_training` (``train``).
 - ``ablation.csv``, ``ablation.html``/``.png``: :func:`write_ablation` (``ablate``).
 - ``head_atlas.*``, ``atlas_*.html``: ``pear-lens atlas`` through :meth:`HeadAtlas.save
@@ -108,6 +110,11 @@ def _write_info(run_dir: Path, info: dict[str, Any]) -> None:
 def is_run(folder: str | Path) -> bool:
     """Whether ``folder`` looks like a discovery run folder (it holds a ``discovery.json``)."""
     return (Path(folder) / constants.DISCOVERY_JSON).exists()
+
+
+def has_scores(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a finished discovery (its ``discovery.json`` and ``head_scores.csv``)."""
+    return is_run(folder) and (Path(folder) / constants.HEAD_SCORES_CSV).exists()
 
 
 def find_runs(folder: str | Path) -> list[Path]:
@@ -247,6 +254,18 @@ def _check_score_table(df: pd.DataFrame, csv: Path, shape: tuple[int, int] | Non
 def has_artifact(run_dir: str | Path) -> bool:
     """Whether ``pear-lens train`` has added an artifact to the run folder."""
     return (Path(run_dir) / constants.PEAR_JSON).exists()
+
+
+def read_pear_json(run_dir: str | Path) -> dict[str, Any]:
+    """``pear.json`` of a run folder as recorded, unchecked (:func:`~pear_lens.artifact.load_artifact` checks it
+    against the coefficient file and builds the artifact)."""
+    return json.loads(read_text(Path(run_dir) / constants.PEAR_JSON))
+
+
+def artifact_sha256(run_dir: str | Path) -> str:
+    """The artifact by content: the SHA-256 of its coefficient file as ``pear.json`` records it (which
+    :func:`~pear_lens.artifact.load_artifact` checks against the file; load it first)."""
+    return str(read_pear_json(run_dir)["coefficients_file"]["sha256"])
 
 
 def write_training(run_dir: Path, artifact: "Artifact", log: pd.DataFrame, figure: "go.Figure",

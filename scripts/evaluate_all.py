@@ -38,9 +38,9 @@ from pear_lens.evaluation.protocol_config import ProtocolConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line of :func:`pear_lens.commands.evaluate_all.run`; the options come from
+    """The command line of :func:`pear_lens.evaluation.protocol_stages.run`; the options come from
     :class:`pear_lens.evaluation.protocol_config.ProtocolConfig`."""
-    from pear_lens.commands.evaluate_all import run
+    from pear_lens.evaluation.protocol_stages import run
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, ProtocolConfig, defaults_in_help=False)

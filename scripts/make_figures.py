@@ -53,7 +53,7 @@ def settings_key(scores: HeadScores) -> tuple:
 def discover_cached(cache: Path, model: str, method: str, settings, refresh: bool,
                     allow_weak_copy_task: bool = False) -> Path:
     """A discovery run folder for (model, method, settings), scored only if not cached already."""
-    from pear_lens.commands.discover import DiscoverConfig, discover
+    from pear_lens.workflow import DiscoverConfig, discover
     from pear_lens.task import ProxyTask
 
     tag = "reference" if tuple(settings) == REFERENCE_SETTINGS else "x".join(map(str, settings[0])) + (

@@ -135,7 +135,7 @@ def test_training_runs_on_the_device(precision):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fold_verifies_on_the_device(family):
-    from pear_lens.commands.apply import verify_fold
+    from pear_lens.folding import verify_fold
     from pear_lens.artifact import Artifact
     from pear_lens.convert import fold_into_hf
 

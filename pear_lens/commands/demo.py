@@ -78,12 +78,11 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
 
 def demo(config: DemoConfig) -> dict[str, Any]:
     from pear_lens.ablation import EVAL_SEED, eval_batches
-    from pear_lens.commands.apply import fold_verified, save_folded
-    from pear_lens.commands.discover import DiscoverConfig, discover
-    from pear_lens.commands.train import TrainRunConfig, train_run
+    from pear_lens.folding import fold_verified, save_folded
     from pear_lens.io import check_output, check_static_export, staged_dir
     from pear_lens.models.loaded import load_model
     from pear_lens.runs import set_recorded_out
+    from pear_lens.workflow import DiscoverConfig, discover, train_into_run
 
     out = Path(config.out)
     # the same rule as every command: never replace a folder pear_lens did not write (here: an earlier demo)
@@ -108,8 +107,8 @@ def demo(config: DemoConfig) -> dict[str, Any]:
         model = load_model(config.model)
         train = config.train
         print(f"2/4 train: τ for the top {train.top_k} heads, {train.steps} steps, {train.precision}", flush=True)
-        artifact, result = train_run(TrainRunConfig(run_dir=run, overwrite=True, no_png=config.no_png,
-                                                    quiet=config.quiet, **dataclasses.asdict(train)), model)
+        artifact, result = train_into_run(run, train, model=model, overwrite=True, png=not config.no_png,
+                                          quiet=config.quiet)
         lap("train")
         print(f"3/4 apply: folding τ into a Hugging Face copy -> {out / 'folded_hf'}", flush=True)
         hf, note, _ = fold_verified(run, 1e-4, model)

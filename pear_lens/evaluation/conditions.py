@@ -100,14 +100,11 @@ def from_artifact(model: "LoadedModel", run_dir: str | Path, label: str = "PEAR"
     """The PEAR condition from a trained run folder (:func:`pear_lens.artifact.load_artifact` checks it,
     including that it was trained on ``model``'s weights)."""
     from pear_lens.artifact import load_artifact
-
-    import json
-
-    from pear_lens import constants
+    from pear_lens.runs import artifact_sha256
 
     art = load_artifact(run_dir, model=model)
     # the artifact by content, not by path: a run moved to another folder or machine is the same condition
     # (its cached outputs stay valid), and an artifact retrained in place is a new one
-    sha = json.loads((Path(run_dir) / constants.PEAR_JSON).read_text())["coefficients_file"]["sha256"]
+    sha = artifact_sha256(run_dir)
     return folded(model, art.coefficients(), label, ConditionKind.PEAR, artifact_sha256=sha,
                   base_model=art.base_model.get("name"), training_steps=art.training.get("steps"))

@@ -284,22 +284,21 @@ def make_plan(model: "LoadedModel", artifact_dir: Path, *, test_seed: int, n: in
               exploratory_summary: Path, exploratory_record: Path,
               tasks: Sequence[str] = ("kv", "mdqa", "counterfactual", "closed-book")) -> PL.ConfirmatoryPlan:
     """The plan for ``model`` from the published artifact and the exploratory run (nothing is tuned here)."""
-    from pear_lens import constants
     from pear_lens.artifact import load_artifact
     from pear_lens.reweight import Recipe
+    from pear_lens.runs import artifact_sha256
 
     art = load_artifact(artifact_dir, model=model)
-    pear_json = json.loads((Path(artifact_dir) / constants.PEAR_JSON).read_text())
     deltas = exploratory_deltas(exploratory_summary, model.name)
     k_rule = "K as the exploratory protocol chose it on dev items; not re-tuned"
     if Path(exploratory_record).exists():
         rec = json.loads(Path(exploratory_record).read_text()).get("models", {}).get(model.name, {})
         k_rule = rec.get("k_chosen", k_rule) + "; not re-tuned"
-    recipe = Recipe.from_dict(pear_json["training"]).to_dict()
+    recipe = Recipe.from_dict(art.training).to_dict()
     return PL.ConfirmatoryPlan(
         model=model.name, fingerprint=model.fingerprint, test_seed=test_seed, n=n,
         endpoints=tuple(PL.choose_endpoints(deltas, tasks)),
-        artifact={"path": str(artifact_dir), "sha256": pear_json["coefficients_file"]["sha256"],
+        artifact={"path": str(artifact_dir), "sha256": artifact_sha256(artifact_dir),
                   "heads": [list(h) for h in art.heads], "tau": [round(float(t), 6) for t in art.tau],
                   "k": len(art.heads), "k_rule": k_rule},
         recipe=recipe,

@@ -5,7 +5,6 @@ models, tasks, K grid, dev split, steps, controls, budget, ``n``, ``device``) an
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -31,11 +30,14 @@ def _calibrated_speed(name: str, task: TaskName) -> tuple[float, float] | None:
 
 def _published(name: str, config: ProtocolConfig) -> dict:
     """What an earlier run published for ``name`` (pear.json, discovery.json), to estimate without the model."""
+    from pear_lens.runs import has_artifact, is_run, read_info, read_pear_json
+
+    folder = (config.publish or Path("artifacts")) / name
     out = {}
-    for key, file in (("pear", "pear.json"), ("discovery", "discovery.json")):
-        path = (config.publish or Path("artifacts")) / name / file
-        if path.exists():
-            out[key] = json.loads(path.read_text())
+    if has_artifact(folder):
+        out["pear"] = read_pear_json(folder)
+    if is_run(folder):
+        out["discovery"] = read_info(folder)
     return out
 
 

@@ -1,7 +1,7 @@
 """The stages of the exploratory PEAR protocol that need no command, its resume records and its report.
 
-``scripts/evaluate_all.py`` runs them through :mod:`pear_lens.commands.evaluate_all` (which adds the stages that
-call other commands: discovery, PEAR's training, each task's evaluation). Every stage is cached under
+``scripts/evaluate_all.py`` runs them through :mod:`pear_lens.evaluation.protocol_stages` (which adds the stages
+that write a discovery run, train into it and evaluate: discovery, PEAR's training, each task's evaluation). Every stage is cached under
 ``RUNS/MODEL`` with the inputs it depends on, so an interrupted run continues where it stopped; the record
 ``RUNS/MODEL/evaluate_all.json`` (:func:`save_record`) keeps the protocol, the seconds every stage took and
 the tasks finished, and :func:`report` gathers every model's record into ``REPORT/run.json``.

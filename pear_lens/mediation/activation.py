@@ -34,13 +34,11 @@ from pear_lens.mediation.base import (
     Implementation,
     Positions,
     ablate,
-    check_batch,
     derangement,
     each_head,
     patch_head,
-    record_options,
     register,
-    run_settings,
+    run_method,
 )
 from pear_lens.metrics import Difference, Metric, per_example
 
@@ -161,10 +159,7 @@ def activation_patching(
 ):
     """Score every head by its total effect on π. ``implementation='plain'`` is the slow reference."""
     options = options or ActivationOptions()
-    check_batch(task, options.ablation)
     fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
-    return run_settings(
-        model, task, metric, difference, "activation",
-        lambda batch, bar: fn(model, batch, metric, options.ablation, options.positions, seed, bar),
-        options=record_options(options, seed=seed), progress=progress, steps_per_setting=model.n_layers,
-    )
+    return run_method(model, task, metric, difference, "activation", options,
+                      lambda batch, bar: fn(model, batch, metric, options.ablation, options.positions, seed, bar),
+                      seed=seed, progress=progress)

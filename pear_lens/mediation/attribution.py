@@ -20,11 +20,9 @@ from pear_lens.mediation.base import (
     Ablation,
     Positions,
     ablate,
-    check_batch,
     derangement,
-    record_options,
     register,
-    run_settings,
+    run_method,
 )
 from pear_lens.metrics import Difference, Metric, per_example
 
@@ -93,9 +91,6 @@ def attribution_patching(
 ):
     """Estimate every head's activation-patching score from one forward and one backward pass."""
     options = options or AttributionOptions()
-    check_batch(task, options.ablation)
-    return run_settings(
-        model, task, metric, difference, "attribution",
-        lambda batch, bar: _setting(model, batch, metric, options.ablation, options.positions, seed, bar),
-        options=record_options(options, seed=seed), progress=progress, steps_per_setting=model.n_layers,
-    )
+    return run_method(model, task, metric, difference, "attribution", options,
+                      lambda batch, bar: _setting(model, batch, metric, options.ablation, options.positions, seed, bar),
+                      seed=seed, progress=progress)

@@ -188,6 +188,17 @@ def run_settings(
     )
 
 
+def run_method(model: "LoadedModel", task: "ProxyTask", metric: Metric, difference: Difference, method: str,
+               options: object, per_setting: SettingFn, *, seed: int, progress: bool, **fixed: object) -> HeadScores:
+    """The body every registered scan shares: refuse a batch too small for ``options.ablation``, run
+    ``per_setting`` on each setting (the bar advancing once per layer) and record ``options`` as given, then
+    ``fixed`` (what the method fixes, e.g. ``path``'s positions) and the seed (:func:`record_options`)."""
+    check_batch(task, options.ablation)  # type: ignore[attr-defined]
+    return run_settings(model, task, metric, difference, method, per_setting,
+                        options=record_options(options, **fixed, seed=seed), progress=progress,
+                        steps_per_setting=model.n_layers)
+
+
 def each_head(model: "LoadedModel", heads: list[tuple[int, int]] | None, bar,
               patched_logits: Callable[[int, int], Tensor], targets: Tensor, metric: Metric) -> Tensor:
     """π̃ of every head (or of ``heads``), ``[n_layers, n_heads]`` (NaN where not scored): the loop of the

@@ -29,13 +29,11 @@ from pear_lens.mediation.base import (
     Implementation,
     Positions,
     ablate,
-    check_batch,
     derangement,
     each_head,
     patch_head,
-    record_options,
     register,
-    run_settings,
+    run_method,
 )
 from pear_lens.metrics import Difference, Metric, per_example
 
@@ -150,11 +148,7 @@ def path_patching(
 ):
     """Score every head by reference path patching. ``implementation='plain'`` is the slow reference."""
     options = options or PathOptions()
-    check_batch(task, options.ablation)
     fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
-    return run_settings(
-        model, task, metric, difference, "path",
-        lambda batch, bar: fn(model, batch, metric, options.ablation, seed, bar),
-        options=record_options(options, positions=Positions.END, seed=seed),
-        progress=progress, steps_per_setting=model.n_layers,
-    )
+    return run_method(model, task, metric, difference, "path", options,
+                      lambda batch, bar: fn(model, batch, metric, options.ablation, seed, bar),
+                      seed=seed, progress=progress, positions=Positions.END)

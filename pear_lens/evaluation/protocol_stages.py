@@ -1,12 +1,12 @@
 """The exploratory PEAR protocol of ``scripts/evaluate_all.py``: every model, every stage, every task.
 
-The stages that run other commands live here (discovery, PEAR's training into the discovery run, each task's
-evaluation); the rest, the resume records and the report are in :mod:`pear_lens.evaluation.protocol_run`, the
-options in :class:`pear_lens.evaluation.protocol_config.ProtocolConfig`.
+The stages that write a discovery run, train into it and evaluate live here (through :mod:`pear_lens.workflow`
+and :mod:`pear_lens.evaluation.eval_folder`, as the commands do); the rest, the resume records and the report
+are in :mod:`pear_lens.evaluation.protocol_run`, the options in
+:class:`pear_lens.evaluation.protocol_config.ProtocolConfig`. ``scripts/evaluate_all.py`` is its command line.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,20 +23,19 @@ if TYPE_CHECKING:
 def discovery_stage(model: "LoadedModel", mdir: Path, prepend_bos: bool, config: ProtocolConfig,
                     seconds: dict) -> Path:
     """The discovery run for these weights on the chosen copy task (reused when it is one already)."""
-    from pear_lens import constants
-    from pear_lens.commands.discover import DiscoverConfig, discover
+    from pear_lens.runs import has_scores, read_info
     from pear_lens.task import ProxyTask
+    from pear_lens.workflow import DiscoverConfig, discover
 
     run_dir = mdir / "discovery"
-    meta = run_dir / constants.DISCOVERY_JSON
-    info = json.loads(meta.read_text()) if meta.exists() and (run_dir / constants.HEAD_SCORES_CSV).exists() else {}
+    info = read_info(run_dir) if has_scores(run_dir) else {}
     same = (info.get("model", {}).get("fingerprint") == model.fingerprint
             and bool(info.get("config", {}).get("prepend_bos", False)) == prepend_bos)
     if not same:
         discover(DiscoverConfig(out=run_dir, model=model.name, task=ProxyTask(prepend_bos=prepend_bos), overwrite=True,
                                 allow_weak_copy_task=config.allow_weak_copy_task, no_png=config.no_png,
                                 quiet=config.quiet, device=config.device))
-        info = json.loads(meta.read_text())
+        info = read_info(run_dir)
     if info.get("seconds") is not None:  # runs from before discovery timed itself say nothing
         seconds["discovery"] = info["seconds"]
     return run_dir
@@ -45,14 +44,15 @@ def discovery_stage(model: "LoadedModel", mdir: Path, prepend_bos: bool, config:
 def pear_stage(model: "LoadedModel", run_dir: Path, k: int, recipe: "Recipe", config: ProtocolConfig,
                seconds: dict) -> "Artifact":
     """The PEAR artifact at K (trained into the discovery run unless one of the same heads and recipe is there)."""
-    from pear_lens.commands.train import TrainRunConfig, train_run
+    from pear_lens.reweight import TrainConfig
     from pear_lens.training_cache import matching_artifact
+    from pear_lens.workflow import train_into_run
 
-    train = TrainRunConfig(run_dir=run_dir, top_k=k, overwrite=True, no_png=config.no_png, quiet=config.quiet,
-                           **recipe.to_dict())
+    train = TrainConfig(top_k=k, **recipe.to_dict())
     artifact = matching_artifact(run_dir, train, model)
     if artifact is None:  # training is seeded: an artifact of the same heads and recipe would come out the same
-        artifact, _ = train_run(train, model=model)
+        artifact, _ = train_into_run(run_dir, train, model=model, overwrite=True, png=not config.no_png,
+                                     quiet=config.quiet)
     seconds["train_pear"] = float(artifact.training.get("seconds", 0.0))
     if config.publish:
         R.publish(run_dir, config.publish / model.name)
@@ -78,7 +78,7 @@ def train_conditions(model: "LoadedModel", mdir: Path, config: ProtocolConfig, s
 def evaluate_model(name: str, config: ProtocolConfig, differs: list[dict[str, Any]]) -> None:
     """Every stage for ``name``; ``differs``: the protocol options this run changed
     (:func:`~pear_lens.evaluation.protocol_config.differs_from_default`)."""
-    from pear_lens.commands.eval import EvalConfig, run_eval
+    from pear_lens.evaluation.eval_folder import EvalConfig, run_eval
     from pear_lens.models.loaded import load_model
 
     model = load_model(name, device=config.device)

@@ -1,0 +1,199 @@
+"""The pipeline's first two stages as library calls: score every head into a discovery run folder, then train τ
+into that folder and save the artifact.
+
+The commands (``pear-lens discover``, ``train``, ``demo``) and the protocol of ``scripts/evaluate_all.py``
+(:mod:`pear_lens.evaluation.protocol_stages`) call these functions; which file of the run folder each call
+writes is :mod:`pear_lens.runs`'s business. Folding an artifact into a Hugging Face model is
+:mod:`pear_lens.folding`.
+
+A discovery run folder holds ``head_scores.csv`` (tidy, one row per head), an interactive ``heatmap.html``, a
+static ``heatmap.png`` and ``discovery.json`` (settings, model, weight fingerprint, package versions,
+per-setting scores, and the model's clean accuracy on the proxy task), written by
+:func:`pear_lens.runs.write_run`. Before scoring, the unmodified model's copy accuracy on the proxy task is
+measured: heads ranked on a task the model cannot do (Gemma-3 without BOS copies about one token in eight)
+rank noise, so below :data:`~pear_lens.copy_task.MIN_COPY_ACCURACY` the run stops unless told to go on.
+
+Training reads the run's scores, reloads its model (refusing weights that changed since discovery), trains the
+top-K heads (or an explicit list) and adds to the same folder the training log (``training_log.csv``,
+``training.html``/``.png``) and, last, the artifact (``coefficients.safetensors`` + ``pear.json``), through
+:func:`pear_lens.runs.write_training`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pear_lens import constants
+from pear_lens.artifact import Artifact
+from pear_lens.config import option
+from pear_lens.copy_task import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
+from pear_lens.errors import PearLensError
+from pear_lens.io import check_static_export, check_writable_parent
+from pear_lens.mediation import METHODS, method_options
+from pear_lens.metrics import Difference, Metric
+from pear_lens.models.registry import DEFAULT_MODEL
+from pear_lens.results import HeadScores
+from pear_lens.reweight import (DEFAULT_TOP_K, Recipe, TrainConfig, TrainResult, at_step_limit, select_heads,
+                                step_limit, train_coefficients)
+from pear_lens.runs import (discovery_summary, has_artifact, read_info, run_model, warn_if_bos_differs,
+                            write_run, write_training)
+from pear_lens.task import ProxyTask
+
+if TYPE_CHECKING:
+    from pear_lens.models.loaded import LoadedModel
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _method_options() -> dict[str, type]:
+    return {name: m.options for name, m in METHODS.items()}
+
+
+@dataclass
+class DiscoverConfig:
+    """Settings of one discovery run (``pear-lens discover``): the proxy task, the method and its options."""
+
+    out: Path = option(help="run folder to create")
+    model: str = option(DEFAULT_MODEL, help="registry name (see `pear-lens models`), local Hugging Face folder or hub id")
+    method: str = option("path", help="scoring method, one of the registry pear_lens.mediation.METHODS",
+                         choices=lambda: list(METHODS))
+    metric: Metric = option(Metric.LOGIT_MINUS_MEAN, help="copy metric π")
+    difference: Difference = option(Difference.RELATIVE, help="Δπ as π̃/π−1 (relative) or π̃−π (absolute)")
+    task: ProxyTask = option(default_factory=ProxyTask, prefix="",
+                             help="the copy proxy task the heads are scored on (--seed also seeds resample ablation)")
+    options: Any = option(None, variants=_method_options, selector="method",
+                          help="the chosen method's own options (None: its defaults)")
+    device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, ...)")
+    dtype: str = option("float32", help="dtype of the weights (bfloat16 halves GPU memory)",
+                        choices=["float32", "bfloat16", "float16"])
+    device_map: str | None = option(None, help="spread a large model over several GPUs with an accelerate "
+                                               "device map (auto, balanced, sequential); replaces --device")
+    allow_weak_copy_task: bool = option(False, help=f"score the heads even when the model copies less than "
+                                                    f"{MIN_COPY_ACCURACY:.0%} of the proxy task's tokens")
+    top_k: int = option(10, help="heads outlined on the heatmap")
+    overwrite: bool = option(False, help="replace RUN_DIR if it already exists")
+    no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
+    quiet: bool = option(False, help="no progress bars")
+
+
+def discover(config: DiscoverConfig) -> HeadScores:
+    """Load the model, score every head, write the run folder; return the scores."""
+    from pear_lens.io import check_output
+    from pear_lens.mediation import score_heads
+    from pear_lens.models.loaded import check_device, load_model
+
+    start = time.perf_counter()
+    # everything that can be checked is checked before the slow part
+    inputs = (config.model,)  # a local model folder
+    check_output(config.out, kind="run", inputs=inputs, overwrite=config.overwrite)
+    options = method_options(config.method, config.options)  # an option of another method: one clear line
+    if config.device_map and config.device != "cpu":
+        raise PearLensError("give either --device (one device) or --device-map (several), not both")
+    if not config.device_map:
+        check_device(config.device)
+    if not config.no_png:
+        check_static_export()
+    task = config.task
+    placement = {"device_map": config.device_map} if config.device_map else {"device": config.device}
+    model = load_model(config.model, dtype=config.dtype, **placement)
+    t0 = time.perf_counter()
+    copy_task = copy_task_record(task, clean_copy(model, task), time.perf_counter() - t0)
+    check_copy_task(model.name, copy_task, config.allow_weak_copy_task)  # before the expensive scoring
+    scores = score_heads(model, task, config.metric, config.method, difference=config.difference,
+                         seed=task.seed, progress=not config.quiet, options=options)
+    write_run(config.out, table=scores.to_dataframe(), scores=scores.metadata(),
+              heatmap=scores.heatmap(top_k=config.top_k), config=config_record(config, options),
+              overwrite=config.overwrite, png=not config.no_png, model_info=model.describe(), copy_task=copy_task,
+              seconds=time.perf_counter() - start, inputs=inputs)
+    return scores
+
+
+def config_record(config: DiscoverConfig, options: Any) -> dict[str, Any]:
+    """``discovery.json``'s ``config``: one flat mapping of every setting (task and method options inline)."""
+    record: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "task":
+            record.update({k: v for k, v in value.to_dict().items() if k != "vocab_filter"})
+        elif f.name == "options":
+            record.update({o.name: _plain(getattr(options, o.name)) for o in dataclasses.fields(options)})
+        else:
+            record[f.name] = _plain(value)
+    return record
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    return str(value) if isinstance(value, Path) else value
+
+
+# --------------------------------------------------------------------------- training into the run
+
+
+def step_limit_record(result: TrainResult) -> dict[str, Any]:
+    """pear.json's record of the step limit (:func:`pear_lens.reweight.step_limit`): the bound and which τ sit at it."""
+    recipe = Recipe.from_dict(result.config)
+    at = at_step_limit(result.tau.tolist(), recipe)
+    return {"tau_step_limit": round(step_limit(recipe), 6), "tau_at_step_limit": at}
+
+
+def step_limit_message(result: TrainResult) -> str | None:
+    """One line when any τ sits at the step limit (its value was set by the budget, not the loss), else None."""
+    rec = step_limit_record(result)
+    held = [f"L{l}.H{h} ({float(t):.3f})" for (l, h), t, a in zip(result.heads, result.tau, rec["tau_at_step_limit"]) if a]
+    if not held:
+        return None
+    return (f"note: τ of {', '.join(held)} sit at the optimizer's step limit (|τ - 1| ≥ 90 % of "
+            f"{rec['tau_step_limit']:.3f}, the summed learning rate of {result.config['steps']} steps): they were "
+            "still moving when training stopped; more steps or a larger --lr would move them further")
+
+
+def build_artifact(result: TrainResult, config: TrainConfig, base_model: dict[str, Any], scores: HeadScores | None,
+                   discovery: dict[str, Any]) -> Artifact:
+    """The artifact of a training run with ``config`` (its head selection and recipe are pear.json's
+    ``training``); Δπ and rank come from ``scores`` when given."""
+    ranks = scores.ranks() if scores is not None else None
+    return Artifact(
+        heads=result.heads, tau=result.tau, base_model=base_model,
+        scores=[float(scores.scores[l, h]) if scores is not None else None for l, h in result.heads],
+        ranks=[int(ranks[l, h]) if ranks is not None else None for l, h in result.heads],
+        training={**config.to_dict(), "seconds": round(result.seconds, 2), "loss_first": result.loss_curve[0],
+                  "loss_last": result.loss_curve[-1], **step_limit_record(result)},
+        discovery=discovery,
+    )
+
+
+def train_into_run(run_dir: Path, train_cfg: TrainConfig, *, model: "LoadedModel | None" = None,
+                   overwrite: bool = False, png: bool = True, quiet: bool = False) -> tuple[Artifact, TrainResult]:
+    """Train the coefficients of a discovery run and write the artifact into it.
+
+    ``model``: the run's model if already loaded (it is checked against the run's fingerprint).
+    """
+    run_dir = Path(run_dir)
+    scores, info = HeadScores.load(run_dir), read_info(run_dir)
+    if has_artifact(run_dir) and not overwrite:
+        raise PearLensError(f"{run_dir} already holds an artifact ({constants.PEAR_JSON}); pass --overwrite "
+                            "to replace it")
+    if train_cfg.heads and train_cfg.top_k != DEFAULT_TOP_K:
+        raise PearLensError("give either --heads or --top-k, not both (--heads names the heads, so --top-k "
+                            "would be ignored)")
+    warn_if_bos_differs(info, train_cfg.prepend_bos)
+    heads = select_heads(scores, train_cfg)  # fail on bad heads before loading the model
+    check_writable_parent(run_dir, "RUN_DIR")  # the new run folder is built beside the old one
+    if png:
+        check_static_export()
+    model = run_model(info, model)
+    result = train_coefficients(model, heads, train_cfg.recipe, progress=not quiet)
+    message = step_limit_message(result)
+    if message and not quiet:
+        print(message, file=sys.stderr)
+    artifact = build_artifact(result, train_cfg, model.describe(), scores, discovery_summary(info))
+    write_training(run_dir, artifact, result.to_dataframe(), result.figure(), png=png)
+    return artifact, result
