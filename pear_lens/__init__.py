@@ -21,7 +21,7 @@ _LAZY = {
     "load_model": "pear_lens.models",
     "list_models": "pear_lens.models",
     "LoadedModel": "pear_lens.models",
-    "ProxyTask": "pear_lens.task",
+    "ProxyTask": "pear_lens.proxy_task",
     "Metric": "pear_lens.metrics",
     "Difference": "pear_lens.metrics",
     "HeadScores": "pear_lens.results",

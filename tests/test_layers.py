@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("artifact",),
     ("convert",),
     ("models",),
-    ("task",),
+    ("proxy_task",),
     # the run folder's files (plain tables and records; the result types below read theirs through it)
     ("runs",),
     # results and how they are compared and drawn
@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mediation",),
     ("atlas",),
     ("reweight",),
-    ("ablation", "training_cache", "copy_task"),
+    ("k_sweep", "training_cache", "copy_check"),
     ("evaluation",),
     # commands, in the order they call each other; cli dispatches to all of them
     ("commands.discover", "commands.compare", "commands.atlas"),

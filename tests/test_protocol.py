@@ -8,7 +8,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from pear_lens.ablation import layer_matched_heads
+from pear_lens.k_sweep import layer_matched_heads
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation import protocol as P
 from pear_lens.evaluation.stats import empirical_p

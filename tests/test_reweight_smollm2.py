@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pear_lens.reweight import TrainConfig, copy_logits, reweighted, train_coefficients
-from pear_lens.task import sample_batch
+from pear_lens.proxy_task import sample_batch
 
 from .conftest import check_real_fold
 

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pear_lens.config import option
-from pear_lens.copy_task import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
+from pear_lens.copy_check import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
 from pear_lens.errors import PearLensError
 from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
 from pear_lens.models import DEFAULT_MODEL
 from pear_lens.results import HeadScores
 from pear_lens.runs import write_run
-from pear_lens.task import ProxyTask
+from pear_lens.proxy_task import ProxyTask
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel

@@ -25,7 +25,7 @@ def discovery_stage(model: "LoadedModel", mdir: Path, prepend_bos: bool, config:
     """The discovery run for these weights on the chosen copy task (reused when it is one already)."""
     from pear_lens import constants
     from pear_lens.commands.discover import DiscoverConfig, discover
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     run_dir = mdir / "discovery"
     meta = run_dir / constants.DISCOVERY_JSON

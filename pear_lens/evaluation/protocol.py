@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from pear_lens.ablation import layer_matched_heads, random_heads
+from pear_lens.k_sweep import layer_matched_heads, random_heads
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation.stats import bootstrap_ci
 from pear_lens.evaluation.tasks import TaskName, TaskSettings, generate_items

@@ -46,7 +46,7 @@ from pear_lens.metrics import Difference, Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
-    from pear_lens.task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 Heads = list[tuple[int, int]] | None
 

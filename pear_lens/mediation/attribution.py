@@ -30,7 +30,7 @@ from pear_lens.metrics import Difference, Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
-    from pear_lens.task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 
 def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,

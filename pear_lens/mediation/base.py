@@ -26,7 +26,7 @@ from pear_lens.results import HeadScores
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
-    from pear_lens.task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 
 class Ablation(str, Enum):

@@ -41,7 +41,7 @@ from pear_lens.metrics import Difference, Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
-    from pear_lens.task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 MAX_LOGIT_FLOATS = 2**26
 """Cap on rows × vocab of one logits tensor in the fast scan (256 MB in fp32)."""
