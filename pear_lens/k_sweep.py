@@ -26,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pear_lens.errors import PearLensError
-from pear_lens.reweight import CopyEval, Head, Recipe, evaluate_copy, train_coefficients
 from pear_lens.proxy_task import ProxyTask, TaskBatch
+from pear_lens.reweight import CopyEval, Head, Recipe, evaluate_copy, train_coefficients
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel

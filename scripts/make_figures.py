@@ -34,9 +34,9 @@ from pear_lens import constants, plots
 from pear_lens.compare import compare, concentration_curves, heads_by_depth, load_runs, run_summary
 from pear_lens.errors import CopyTaskTooWeak, PearLensError
 from pear_lens.io import atomic_write_text, save_figure
+from pear_lens.proxy_task import REFERENCE_SETTINGS
 from pear_lens.results import HeadScores
 from pear_lens.runs import find_runs, is_run
-from pear_lens.proxy_task import REFERENCE_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 REDUCED_SETTINGS = ((20, 25),)

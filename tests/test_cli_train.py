@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pear_lens import constants
-from pear_lens.k_sweep import COLUMNS
 from pear_lens.artifact import load_artifact
 from pear_lens.commands.cli import main
 from pear_lens.errors import PearLensError
+from pear_lens.k_sweep import COLUMNS
 from pear_lens.reweight import reweighted
 from tests.conftest import tiny
 

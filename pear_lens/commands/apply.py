@@ -76,8 +76,8 @@ def verify_fold(model: "LoadedModel", folded: "PreTrainedModel", artifact: Artif
     two equally broken models would compare equal. ``scale``, if given, receives ``logit_scale``, the
     hooked model's largest |logit| (the tolerance is relative to it).
     """
-    from pear_lens.reweight import reweighted
     from pear_lens.proxy_task import ProxyTask
+    from pear_lens.reweight import reweighted
 
     if tokens is None:
         task = ProxyTask(settings=((4, 32),), min_token_id=2, seed=VERIFY_SEED)

@@ -77,11 +77,11 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
 
 
 def demo(config: DemoConfig) -> dict[str, Any]:
-    from pear_lens.k_sweep import EVAL_SEED, eval_batches
     from pear_lens.commands.apply import fold_verified, save_folded
     from pear_lens.commands.discover import DiscoverConfig, discover
     from pear_lens.commands.train import TrainRunConfig, train_run
     from pear_lens.io import check_output, check_static_export, staged_dir
+    from pear_lens.k_sweep import EVAL_SEED, eval_batches
     from pear_lens.models import load_model
     from pear_lens.runs import set_recorded_out
 

@@ -26,9 +26,9 @@ from pear_lens.errors import PearLensError
 from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
 from pear_lens.models import DEFAULT_MODEL
+from pear_lens.proxy_task import ProxyTask
 from pear_lens.results import HeadScores
 from pear_lens.runs import write_run
-from pear_lens.proxy_task import ProxyTask
 
 if TYPE_CHECKING:
     from pear_lens.models import LoadedModel
