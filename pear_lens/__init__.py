@@ -1,11 +1,12 @@
 """pear_lens: find the attention heads that make a language model ignore its
 context, and fix them at zero inference cost (PEAR, arXiv 2409.19745).
 
-The pipeline reads top to bottom in the package layout: ``task`` (the copy
+The method reads top to bottom in the package layout: ``proxy_task`` (the copy
 proxy task), ``mediation`` (per-head Δπ scores), ``reweight`` (learn one scalar
 per suppression head), ``convert`` (fold the scalars into a Hugging Face model),
 ``evaluation`` and ``plots``; ``atlas`` puts each head's Δπ beside known head roles. ``pear_lens.commands`` holds the ``pear-lens``
-commands, which call this library and are never imported by it.
+commands, which call this library and are never imported by it. ``docs/architecture.md`` lists the layers
+and every module.
 
 Public names are imported lazily so that ``import pear_lens.convert`` works
 without TransformerLens installed.

@@ -1,4 +1,4 @@
-"""Reference path patching (PEAR_SPEC §2): the default scoring method.
+"""Reference path patching (the head search of PEAR, arXiv 2409.19745): the default scoring method.
 
 Sender: one head's output at the scored position ``end``, replaced by its mean
 over the batch. Frozen: q, k and v of every head in every layer keep their
