@@ -1,5 +1,6 @@
-"""pear_lens: find the attention heads that make a language model ignore its
-context, and fix them at zero inference cost (PEAR, arXiv 2409.19745).
+"""pear_lens: find the attention heads that make a language model ignore its context, and fix them.
+
+The method is PEAR (arXiv 2409.19745); the fix costs nothing at inference.
 
 The method reads top to bottom in the package layout: ``proxy_task`` (the copy
 proxy task), ``mediation`` (per-head Δπ scores), ``reweight`` (learn one scalar

@@ -12,39 +12,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "pear_lens"
+from . import layers  # the order itself: tests/layers.py (docs/architecture.md is written from it)
 
-LAYERS: list[tuple[str, ...]] = [
-    # vocabulary and infrastructure: no pear_lens imports but each other
-    ("errors", "constants", "hooks", "environment"),
-    ("io", "config", "families", "fingerprint", "metrics"),
-    # weights on disk and in memory
-    ("artifact",),
-    ("convert",),
-    ("models",),
-    ("proxy_task",),
-    # the run folder's files (plain tables and records; the result types below read theirs through it)
-    ("runs",),
-    # results and how they are compared and drawn
-    ("agreement",),
-    ("plots",),
-    ("results",),
-    ("compare",),
-    # the methods
-    ("mediation",),
-    ("atlas",),
-    ("reweight",),
-    ("k_sweep", "training_cache", "copy_check"),
-    ("evaluation",),
-    # commands, in the order they call each other; cli dispatches to all of them
-    ("commands.discover", "commands.compare", "commands.atlas"),
-    ("commands.train",),
-    ("commands.apply", "commands.ablate", "commands.eval"),
-    ("commands.demo", "commands.evaluate_all"),
-    ("commands.cli", "commands"),
-]
-"""Bottom to top. A module may import its own layer's modules (without a circle) and any lower layer's.
-A name covers its sub-package (``mediation`` is every ``pear_lens.mediation.*``)."""
+PACKAGE = Path(__file__).resolve().parents[1] / "pear_lens"
 
 
 def module_name(path: Path) -> str:
@@ -100,15 +70,10 @@ GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
 
 
 def layer_of(module: str) -> int:
-    best = None
-    for i, layer in enumerate(LAYERS):
-        for prefix in layer:
-            if module == prefix or module.startswith(prefix + "."):
-                if best is None or len(prefix) > len(best[1]):
-                    best = (i, prefix)
-    if best is None:
-        raise AssertionError(f"pear_lens.{module} is in no layer of tests/test_layers.py: place it in LAYERS")
-    return best[0]
+    layer = layers.layer_of(module)
+    if layer is None:
+        raise AssertionError(f"pear_lens.{module} is in no layer of tests/layers.py: place it in LAYERS")
+    return layer
 
 
 def test_the_parser_sees_function_level_and_package_imports():

@@ -1,4 +1,4 @@
-"""Stage 1 of the pipeline: score every head and write a discovery run folder.
+"""``pear-lens discover --out OUT``: score every head on the copy proxy task and write a discovery run folder.
 
 A run folder holds ``head_scores.csv`` (tidy, one row per head), an interactive
 ``heatmap.html``, a static ``heatmap.png`` and ``discovery.json`` (settings,
