@@ -21,7 +21,7 @@ from pear_lens.atlas import head_atlas
 from pear_lens.mediation import score_heads
 from pear_lens.metrics import Metric
 from pear_lens.models import load_model
-from pear_lens.task import ProxyTask
+from pear_lens.proxy_task import ProxyTask
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 

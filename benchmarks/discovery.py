@@ -43,7 +43,7 @@ from pear_lens.mediation import activation, path
 from pear_lens.mediation.base import Ablation, Positions
 from pear_lens.metrics import Difference, Metric, delta
 from pear_lens.models import load_model
-from pear_lens.task import ProxyTask
+from pear_lens.proxy_task import ProxyTask
 
 
 DEFAULT_MODEL = "smollm2-135m-instruct"

@@ -43,10 +43,10 @@ import torch.nn.functional as F
 
 from pear_lens.config import parse_heads
 from pear_lens.models import load_model
+from pear_lens.proxy_task import TaskBatch, sample_batch
 from pear_lens.results import HeadScores
 from pear_lens.reweight import TrainConfig, check_heads, copy_inputs, copy_loss, frozen, scaling_hooks
 from pear_lens.runs import has_scores
-from pear_lens.task import TaskBatch, sample_batch
 
 from _report import kept_output
 

@@ -1,11 +1,13 @@
-"""pear_lens: find the attention heads that make a language model ignore its
-context, and fix them at zero inference cost (PEAR, arXiv 2409.19745).
+"""pear_lens: find the attention heads that make a language model ignore its context, and fix them.
 
-The pipeline reads top to bottom in the package layout: ``task`` (the copy
+The method is PEAR (arXiv 2409.19745); the fix costs nothing at inference.
+
+The method reads top to bottom in the package layout: ``proxy_task`` (the copy
 proxy task), ``mediation`` (per-head Δπ scores), ``reweight`` (learn one scalar
 per suppression head), ``convert`` (fold the scalars into a Hugging Face model),
 ``evaluation`` and ``plots``; ``atlas`` puts each head's Δπ beside known head roles. ``pear_lens.commands`` holds the ``pear-lens``
-commands, which call this library and are never imported by it.
+commands, which call this library and are never imported by it. ``docs/architecture.md`` lists the layers
+and every module.
 
 Public names are imported lazily so that ``import pear_lens.convert`` works
 without TransformerLens installed.
@@ -21,7 +23,7 @@ _LAZY = {
     "load_model": "pear_lens.models.loaded",
     "list_models": "pear_lens.models.registry",
     "LoadedModel": "pear_lens.models.loaded",
-    "ProxyTask": "pear_lens.task",
+    "ProxyTask": "pear_lens.proxy_task",
     "Metric": "pear_lens.metrics",
     "Difference": "pear_lens.metrics",
     "HeadScores": "pear_lens.results",

@@ -13,9 +13,10 @@ COEFFICIENTS_SAFETENSORS = "coefficients.safetensors"
 TRAINING_CSV = "training_log.csv"
 TRAINING_HTML = "training.html"
 TRAINING_PNG = "training.png"
-ABLATION_CSV = "ablation.csv"
-ABLATION_HTML = "ablation.html"
-ABLATION_PNG = "ablation.png"
+# the K sweep of `pear-lens ablate` (same run folder; the files keep the command's name)
+K_SWEEP_CSV = "ablation.csv"
+K_SWEEP_HTML = "ablation.html"
+K_SWEEP_PNG = "ablation.png"
 
 # converted Hugging Face model folder
 PEAR_NOTE_JSON = "pear_applied.json"

@@ -1,5 +1,4 @@
-"""Plotly primitives: the ``pear`` template, the layout every figure shares, and the figures result types draw
-of themselves.
+"""Plotly primitives: the ``pear`` template, the shared layout, and the figures result types draw of themselves.
 
 Everything here takes plain values (arrays, lists, tables, strings) and returns a ``go.Figure``; it knows
 no pear_lens result type, so it sits below them: :meth:`pear_lens.results.HeadScores.heatmap` and

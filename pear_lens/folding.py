@@ -65,7 +65,7 @@ def verify_fold(model: "LoadedModel", folded: "PreTrainedModel", artifact: Artif
     hooked model's largest |logit| (the tolerance is relative to it).
     """
     from pear_lens.reweight import reweighted
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     if tokens is None:
         task = ProxyTask(settings=((4, 32),), min_token_id=2, seed=VERIFY_SEED)

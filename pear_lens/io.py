@@ -1,4 +1,4 @@
-"""Atomic file writing and run-folder handling.
+"""Atomic writing: every file and folder pear_lens writes appears whole or not at all.
 
 Everything pear_lens writes goes through here so that an interrupted run never
 leaves a half-written artifact: files are written to a temporary sibling and

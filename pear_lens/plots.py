@@ -243,10 +243,10 @@ def accuracy_by_position(summary: "pd.DataFrame", title: str | None = None) -> g
     return fig
 
 
-def ablation_curve(df, title: str | None = None) -> go.Figure:
+def k_sweep_curve(df, title: str | None = None) -> go.Figure:
     """Copy accuracy and copy loss against K: top-K heads, random K heads (mean ± 1 s.d.), baseline.
 
-    ``df`` is the table of :func:`pear_lens.ablation.ablation_curve` (columns
+    ``df`` is the table of :func:`pear_lens.k_sweep.k_sweep` (columns
     ``k, selection, seed, steps, copy_accuracy, copy_loss, n_eval``).
     """
     from plotly.subplots import make_subplots

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from pear_lens import hooks
 from pear_lens.config import Heads, option
 from pear_lens.errors import PearLensError
-from pear_lens.task import ProxyTask, TaskBatch, sample_batch
+from pear_lens.proxy_task import ProxyTask, TaskBatch, sample_batch
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

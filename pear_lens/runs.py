@@ -15,7 +15,7 @@ Each file has one writer:
   called only by :func:`write_training`; read by :func:`pear_lens.artifact.load_artifact` (as recorded,
   unchecked, by :func:`read_pear_json`; its SHA-256 alone by :func:`artifact_sha256`).
 - ``training_log.csv``, ``training.html``/``.png``: :func:`write_training` (``train``).
-- ``ablation.csv``, ``ablation.html``/``.png``: :func:`write_ablation` (``ablate``).
+- ``ablation.csv``, ``ablation.html``/``.png``: :func:`write_k_sweep` (``ablate``).
 - ``head_atlas.*``, ``atlas_*.html``: ``pear-lens atlas`` through :meth:`HeadAtlas.save
   <pear_lens.atlas.HeadAtlas.save>`, read by :meth:`HeadAtlas.load <pear_lens.atlas.HeadAtlas.load>`.
 
@@ -56,7 +56,7 @@ TRAIN_OUTPUTS = (constants.PEAR_JSON, constants.COEFFICIENTS_SAFETENSORS, consta
                  constants.TRAINING_HTML, constants.TRAINING_PNG)
 """What ``train`` writes into a run folder (an earlier training's copies are dropped, not mixed in)."""
 
-ABLATION_OUTPUTS = (constants.ABLATION_CSV, constants.ABLATION_HTML, constants.ABLATION_PNG)
+K_SWEEP_OUTPUTS = (constants.K_SWEEP_CSV, constants.K_SWEEP_HTML, constants.K_SWEEP_PNG)
 """What ``ablate`` writes into a run folder."""
 
 
@@ -284,8 +284,8 @@ def write_training(run_dir: Path, artifact: "Artifact", log: pd.DataFrame, figur
     return artifact
 
 
-def write_ablation(run_dir: Path, table: pd.DataFrame, figure: "go.Figure", png: bool) -> None:
+def write_k_sweep(run_dir: Path, table: pd.DataFrame, figure: "go.Figure", png: bool) -> None:
     """Add the curve over K (``ablation.csv``, ``ablation.html``/``.png``) to a run folder."""
-    with staged_update(run_dir, replaced=ABLATION_OUTPUTS) as stage:
-        table.to_csv(stage / constants.ABLATION_CSV, index=False)
-        save_figure(figure, stage / constants.ABLATION_HTML, formats=_formats(png))
+    with staged_update(run_dir, replaced=K_SWEEP_OUTPUTS) as stage:
+        table.to_csv(stage / constants.K_SWEEP_CSV, index=False)
+        save_figure(figure, stage / constants.K_SWEEP_HTML, formats=_formats(png))

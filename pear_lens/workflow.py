@@ -11,7 +11,7 @@ static ``heatmap.png`` and ``discovery.json`` (settings, model, weight fingerpri
 per-setting scores, and the model's clean accuracy on the proxy task), written by
 :func:`pear_lens.runs.write_run`. Before scoring, the unmodified model's copy accuracy on the proxy task is
 measured: heads ranked on a task the model cannot do (Gemma-3 without BOS copies about one token in eight)
-rank noise, so below :data:`~pear_lens.copy_task.MIN_COPY_ACCURACY` the run stops unless told to go on.
+rank noise, so below :data:`~pear_lens.copy_check.MIN_COPY_ACCURACY` the run stops unless told to go on.
 
 Training reads the run's scores, reloads its model (refusing weights that changed since discovery), trains the
 top-K heads (or an explicit list) and adds to the same folder the training log (``training_log.csv``,
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pear_lens import constants
 from pear_lens.artifact import Artifact
 from pear_lens.config import option
-from pear_lens.copy_task import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
+from pear_lens.copy_check import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
 from pear_lens.errors import PearLensError
 from pear_lens.io import check_static_export, check_writable_parent
 from pear_lens.mediation import METHODS, method_options
@@ -42,7 +42,7 @@ from pear_lens.reweight import (DEFAULT_TOP_K, Recipe, TrainConfig, TrainResult,
                                 step_limit, train_coefficients)
 from pear_lens.runs import (discovery_summary, has_artifact, read_info, run_model, warn_if_bos_differs,
                             write_run, write_training)
-from pear_lens.task import ProxyTask
+from pear_lens.proxy_task import ProxyTask
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel

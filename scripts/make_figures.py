@@ -5,7 +5,7 @@
 
 With no RUN_DIR it runs discovery itself into ``--cache`` (default ``runs/figures``,
 git-ignored): path patching with the reference settings for every ``--models``
-entry, each on a copy task it can do (without BOS, else with BOS: ``pear_lens.copy_task``),
+entry, each on a copy task it can do (without BOS, else with BOS: ``pear_lens.copy_check``),
 and path, activation and attribution patching on a reduced task for
 ``--agreement-model`` (exact activation patching on the reference settings
 takes many minutes on a CPU). A cached run is reused when its model, method and
@@ -17,7 +17,7 @@ From the runs it writes, into ``--out``:
 - ``method_agreement_<a>_vs_<b>``: every pair of runs of one model and task that differ in method;
 - ``compare.csv``, ``compare_summary.csv``: :func:`pear_lens.compare.compare` and ``run_summary`` of all runs;
 - from any folder under the given ones (and, with no RUN_DIR, under ``artifacts/``) that holds them:
-  ``ablation_curve`` (``ablation.csv``), ``accuracy_by_position`` (evaluation ``summary.csv``) and
+  ``ablation_curve`` (the K sweep, ``ablation.csv``), ``accuracy_by_position`` (evaluation ``summary.csv``) and
   ``coefficients_<run>`` (a re-weighting artifact, ``pear.json``).
 Figures are PNG plus HTML (plotly.js from its CDN, so the files stay small).
 """
@@ -34,16 +34,16 @@ from pear_lens import constants, plots
 from pear_lens.compare import compare, concentration_curves, heads_by_depth, load_runs, run_summary
 from pear_lens.errors import CopyTaskTooWeak, PearLensError
 from pear_lens.io import atomic_write_text, save_figure
+from pear_lens.proxy_task import REFERENCE_SETTINGS
 from pear_lens.results import HeadScores
 from pear_lens.runs import find_runs, is_run
-from pear_lens.task import REFERENCE_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 REDUCED_SETTINGS = ((20, 25),)
 FAST_SETTINGS = ((6, 12),)
 AGREEMENT_METHODS = ("path", "activation", "attribution")
 EVAL_COLUMNS = {"model", "task", "condition", "gold_position", "accuracy"}
-ABLATION_COLUMNS = {"k", "selection", "copy_accuracy"}
+K_SWEEP_COLUMNS = {"k", "selection", "copy_accuracy"}
 
 
 def settings_key(scores: HeadScores) -> tuple:
@@ -54,7 +54,7 @@ def discover_cached(cache: Path, model: str, method: str, settings, refresh: boo
                     allow_weak_copy_task: bool = False) -> Path:
     """A discovery run folder for (model, method, settings), scored only if not cached already."""
     from pear_lens.workflow import DiscoverConfig, discover
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     tag = "reference" if tuple(settings) == REFERENCE_SETTINGS else "x".join(map(str, settings[0])) + (
         f"+{len(settings) - 1}" if len(settings) > 1 else "")
@@ -68,7 +68,7 @@ def discover_cached(cache: Path, model: str, method: str, settings, refresh: boo
         except PearLensError:
             pass  # corrupt or foreign: score again
     print(f"scoring {model} with {method} patching, settings {settings} -> {out}", flush=True)
-    # each model on a copy task it can do (pear_lens.copy_task.COPY_RULE): the reference task without BOS,
+    # each model on a copy task it can do (pear_lens.copy_check.COPY_RULE): the reference task without BOS,
     # else with BOS; discover itself measures the copy accuracy and refuses a task the model cannot do
     for bos in (False, True):
         try:
@@ -128,10 +128,10 @@ def discovery_figures(runs: dict[str, HeadScores], write: Writer, k: int) -> Non
 
 
 def other_branch_figures(folders: list[Path], write: Writer) -> None:
-    """Ablation, evaluation and coefficient figures, where both the outputs and their plot exist."""
+    """K-sweep, evaluation and coefficient figures, where both the outputs and their plot exist."""
     for csv in sorted(p for folder in folders for p in folder.rglob("*.csv")):
         columns = set(pd.read_csv(csv, nrows=0).columns)
-        for needed, plot_name, stem in ((ABLATION_COLUMNS, "ablation_curve", "ablation_curve"),
+        for needed, plot_name, stem in ((K_SWEEP_COLUMNS, "k_sweep_curve", "ablation_curve"),
                                         (EVAL_COLUMNS, "accuracy_by_position", "accuracy_by_position")):
             if not needed <= columns:
                 continue
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no discovery run (a folder with {constants.DISCOVERY_JSON}) under {', '.join(map(str, folders))}")
     write = Writer(args.out, ["html"] + ([] if args.no_png else ["png"]))
     discovery_figures(load_runs([str(p) for p in discovery]), write, args.k)
-    published = args.artifacts  # the artifacts of scripts/evaluate_all.py: ablation curve, coefficients
+    published = args.artifacts  # the artifacts of scripts/evaluate_all.py: K sweep, coefficients
     other_branch_figures(folders + ([published] if not args.runs and published.is_dir() else []), write)
     for path in write.written:
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")

@@ -24,7 +24,7 @@ from pathlib import Path
 # only places it, with the headings, prose and figures, in the README
 from pear_lens.evaluation.protocol_config import PROTOCOL_MODELS
 from pear_lens.evaluation.reading import (
-    ablation_table,
+    k_sweep_table,
     atlas_roles_sentence,
     confirmatory_markdown,
     exploratory_markdown,
@@ -106,38 +106,38 @@ def _confirmatory() -> list[str]:
               for png in sorted((RESULTS / "figures").glob("confirm_positions_*.png"))), ""]
 
 
-def _ablations() -> list[str]:
+def _k_sweeps() -> list[str]:
     """Per published artifact: held-out copy loss of the top-K heads beside K random heads (ablation.csv)."""
     out = []
     order = list(PROTOCOL_MODELS)
     for csv in sorted((ROOT / "artifacts").glob("*/ablation.csv"),
                       key=lambda p: (order.index(p.parent.name) if p.parent.name in order else len(order), p)):
-        out += ablation_table(csv)
-    return out or ["No copy-loss ablation is published: K is chosen on dev items (the dev accuracy-versus-K "
+        out += k_sweep_table(csv)
+    return out or ["No K sweep is published: K is chosen on dev items (the dev accuracy-versus-K "
                    "figures above); `pear-lens ablate RUN_DIR` draws this curve for any run."]
 
 
-def _ablation_section() -> list[str]:
+def _k_sweep_section() -> list[str]:
     """The intro and the tables, or only the sentence that says why there are none."""
-    tables = _ablations()
+    tables = _k_sweeps()
     published = any(line.startswith("**") for line in tables)
-    return [_ablation_intro(), "", *tables] if published else tables
+    return [_k_sweep_intro(), "", *tables] if published else tables
 
 
-def _ablation_intro() -> str:
+def _k_sweep_intro() -> str:
     record = RESULTS / "run.json"
     models = json.loads(record.read_text())["models"] if record.exists() else {}
     if any("protocol" in r for r in models.values()):
         return ("Held-out copy loss (nats, lower is better) after re-weighting K heads (`pear-lens ablate`), beside "
                 "the dev accuracy-versus-K curves above; K for the evaluation is chosen on the dev items, not here.")
     return ("Held-out copy loss (nats, lower is better) after re-weighting K heads; K for the evaluation is chosen "
-            "from this curve (`pear_lens.ablation.choose_k`).")
+            "from this curve (`pear_lens.k_sweep.choose_k`).")
 
 
 def results() -> str:
     lines = ["## Results", "", *_evaluation(), "",
-             "### How many heads: the ablation curve", "",
-             *_ablation_section(), "",
+             "### How many heads: the K sweep", "",
+             *_k_sweep_section(), "",
              "### Speed", "", *_benchmarks(), "",
              "### Suppression heads", "",
              "Δπ of every head (`scripts/make_figures.py`; top heads marked):", ""]

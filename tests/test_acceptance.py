@@ -13,7 +13,7 @@ from pear_lens.agreement import spearman
 from pear_lens.mediation import activation, attribution, path
 from pear_lens.mediation.base import Ablation, Positions
 from pear_lens.metrics import Metric
-from pear_lens.task import ProxyTask
+from pear_lens.proxy_task import ProxyTask
 
 pytestmark = pytest.mark.slow
 

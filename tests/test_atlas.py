@@ -23,8 +23,8 @@ from pear_lens.atlas.detectors import (CopySuppressionOptions, PatternOptions, _
                                        pattern_score, retrieval_hits)
 from pear_lens.commands.cli import main
 from pear_lens.errors import PearLensError
+from pear_lens.proxy_task import ProxyTask
 from pear_lens.results import HeadScores
-from pear_lens.task import ProxyTask
 
 from .conftest import tiny
 from .test_reliability import refused, snapshot

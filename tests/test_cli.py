@@ -185,7 +185,7 @@ def test_score_heads_checks_options_against_the_method(toy_method):
     from pear_lens.errors import PearLensError
     from pear_lens.mediation import score_heads
     from pear_lens.models import load_model
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     model, task = load_model("tiny-llama"), ProxyTask(settings=((2, 4),))
     with pytest.raises(PearLensError, match="positions does not apply to method 'path'"):
@@ -210,7 +210,7 @@ def test_a_method_name_is_registered_once(toy_method):
 def test_a_method_records_its_options_as_given(toy_method):
     from pear_lens.mediation import ActivationOptions, PathOptions, method_options, score_heads
     from pear_lens.models import load_model
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     # options are checked once, on the way in: an instance of the method's dataclass passes as it is
     given = ActivationOptions(ablation=Ablation.ZERO, positions=Positions.END)

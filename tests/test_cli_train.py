@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pear_lens import constants
-from pear_lens.ablation import COLUMNS
 from pear_lens.artifact import load_artifact
 from pear_lens.commands.cli import main
 from pear_lens.errors import PearLensError
+from pear_lens.k_sweep import COLUMNS
 from pear_lens.reweight import reweighted
 from tests.conftest import tiny
 
@@ -120,17 +120,17 @@ def test_ablate_writes_the_curve(run_dir):
     assert main(["ablate", str(run_dir), "--k", "1,2", "--seeds", "2", "--steps", "2", "--control-steps", "1",
                  "--batch-size", "2", "--micro-batch", "2", "--n", "8", "--n-eval", "6", "--quiet",
                  "--no-png"]) == 0
-    df = pd.read_csv(run_dir / constants.ABLATION_CSV)
+    df = pd.read_csv(run_dir / constants.K_SWEEP_CSV)
     assert list(df.columns[:len(COLUMNS)]) == COLUMNS
     assert df["selection"].value_counts().to_dict() == {"random": 4, "top": 2, "none": 1}
     assert set(df.loc[df["selection"] == "random", "steps"]) == {1}
     assert set(df.loc[df["selection"] == "top", "steps"]) == {2}
     assert (df["n_eval"] == 6).all() and df["copy_accuracy"].between(0, 1).all()
-    assert (run_dir / constants.ABLATION_HTML).exists()
+    assert (run_dir / constants.K_SWEEP_HTML).exists()
 
 
 def test_choose_k_takes_the_smallest_k_near_the_best_gain():
-    from pear_lens.ablation import choose_k
+    from pear_lens.k_sweep import choose_k
 
     rows = [("none", 0, 2.0), ("top", 1, 1.9), ("top", 5, 1.2), ("top", 10, 1.05), ("top", 20, 1.0), ("random", 5, 1.9)]
     df = pd.DataFrame([{"selection": s, "k": k, "copy_loss": loss} for s, k, loss in rows])
@@ -167,4 +167,4 @@ def test_training_warns_when_bos_differs_from_the_discovery_run(tmp_path):
                      "--control-steps", "1", "--batch-size", "2", "--micro-batch", "2", "--n", "8",
                      "--n-eval", "2", "--quiet", "--no-png"]) == 0
     assert load_artifact(run).training["prepend_bos"] is True
-    assert pd.read_csv(run / constants.ABLATION_CSV)["prepend_bos"].all()
+    assert pd.read_csv(run / constants.K_SWEEP_CSV)["prepend_bos"].all()

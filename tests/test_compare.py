@@ -25,8 +25,8 @@ from pear_lens.compare import (
 )
 from pear_lens.errors import PearLensError
 from pear_lens.mediation import score_heads
+from pear_lens.proxy_task import ProxyTask
 from pear_lens.results import HeadScores
-from pear_lens.task import ProxyTask
 
 from .conftest import tiny
 

@@ -8,7 +8,7 @@ import torch
 from pear_lens.errors import PearLensError
 from pear_lens.mediation import score_heads
 from pear_lens.models import build_tiny, load_model
-from pear_lens.task import ProxyTask
+from pear_lens.proxy_task import ProxyTask
 
 TASK = ProxyTask(settings=((6, 8), (4, 5)), seed=3)
 

@@ -45,7 +45,7 @@ def model(family: str, device: str, dtype: str = "float32"):
 
 
 def task():
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     return ProxyTask(settings=TASK_SETTINGS, seed=0)
 
@@ -166,7 +166,7 @@ def test_apply_writes_a_folded_model_from_the_device(tmp_path):
 def test_bfloat16_discovery_runs_on_the_device(family):
     from pear_lens.agreement import spearman
     from pear_lens.mediation import score_heads
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     half = model(family, DEVICE, "bfloat16")
     assert {p.dtype for p in half.bridge.original_model.parameters()} == {torch.bfloat16}
@@ -184,7 +184,7 @@ def test_bfloat16_discovery_runs_on_the_device(family):
 def test_path_patching_timing():
     """Not a check: prints the path scan's wall time on the device and on the CPU (reference settings)."""
     from pear_lens.mediation import score_heads
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     t = ProxyTask(seed=0)  # the four reference settings
     times = {}

@@ -1,5 +1,9 @@
 """The package imports only downward: library layers in a stated order, commands on top, no circles.
 
+The rule is pyproject.toml's import-linter contracts (``lint-imports``, run by ``make test`` and by
+:func:`test_the_import_contracts_hold`); this file backs it with a scan of its own over the same layers
+(tests/layers.py reads them from pyproject.toml), so a mistake in either shows.
+
 Every ``import`` and ``from … import`` of a pear_lens module counts: at module level, inside a function
 (a dependency that merely runs later) and under ``if TYPE_CHECKING:`` (a dependency of the types a reader
 must follow; annotating with a higher layer's type makes the lower module know about the higher one).
@@ -7,51 +11,14 @@ must follow; annotating with a higher layer's type makes the lower module know a
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "pear_lens"
+from . import layers  # the order itself: tests/layers.py (docs/architecture.md is written from it)
 
-LAYERS: list[tuple[str, ...]] = [
-    # vocabulary and infrastructure: no pear_lens imports but each other
-    ("errors", "constants", "hooks", "environment"),
-    ("io", "config", "families", "fingerprint", "metrics"),
-    # plotly primitives (the template, the shared layout, the figures result types draw of themselves): plain
-    # values in, go.Figure out; they know no result type, so any result module may draw with them
-    ("drawing",),
-    # weights on disk and in memory
-    ("artifact",),
-    ("convert",),
-    ("models.weights",),  # weight files and their checks
-    ("models.tiny",),  # tiny random test models
-    ("models.registry",),  # the models known by name
-    ("models.loaded",),  # LoadedModel and load_model
-    ("models",),  # re-exports the four above
-    ("task",),
-    # the run folder's files (plain tables and records; the result types below read theirs through it)
-    ("runs",),
-    # results, how they are compared, and the named figures drawn from them (a result type never imports
-    # plots: HeadScores.heatmap and TrainResult.figure draw with `drawing`, below them)
-    ("results",),
-    ("agreement",),
-    ("compare",),
-    ("plots",),
-    # the methods
-    ("mediation",),
-    ("atlas",),
-    ("reweight",),
-    ("ablation", "training_cache", "copy_task"),
-    # the pipeline's stages as library calls (discover into a run folder, train into it, fold an artifact)
-    ("workflow", "folding"),
-    ("evaluation",),
-    # commands: each calls the library, never another command (test_commands_never_import_each_other)
-    ("commands",),
-    # cli dispatches to all of them
-    ("commands.cli",),
-]
-"""Bottom to top. A module may import its own layer's modules (without a circle) and any lower layer's.
-A name covers its sub-package (``mediation`` is every ``pear_lens.mediation.*``)."""
+PACKAGE = Path(__file__).resolve().parents[1] / "pear_lens"
 
 
 def module_name(path: Path) -> str:
@@ -96,15 +63,10 @@ GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
 
 
 def layer_of(module: str) -> int:
-    best = None
-    for i, layer in enumerate(LAYERS):
-        for prefix in layer:
-            if module == prefix or module.startswith(prefix + "."):
-                if best is None or len(prefix) > len(best[1]):
-                    best = (i, prefix)
-    if best is None:
-        raise AssertionError(f"pear_lens.{module} is in no layer of tests/test_layers.py: place it in LAYERS")
-    return best[0]
+    layer = layers.layer_of(module)
+    if layer is None:
+        raise AssertionError(f"pear_lens.{module} is in no layer of tests/layers.py: place it in LAYERS")
+    return layer
 
 
 def test_the_parser_sees_function_level_and_package_imports():
@@ -168,3 +130,59 @@ def test_commands_never_import_each_other():
     for module, targets in GRAPH.items():
         if module.startswith("commands.") and module != "commands.cli":
             assert not [t for t in targets if t.startswith("commands")], module
+
+
+def test_the_import_contracts_hold(capsys):
+    """import-linter's verdict on pyproject.toml's contracts (layers, independence, no circles)."""
+    from importlinter.cli import lint_imports
+
+    code = lint_imports(config_filename=str(layers.PYPROJECT), no_cache=True)
+    assert code == 0, capsys.readouterr().out[-3000:]
+
+
+def test_the_scan_and_the_contracts_agree_on_the_modules():
+    """Every module the scan sees is placed by the contracts, and every layer names a module that exists."""
+    named = {name for layer in layers.LAYERS for name in layer}
+    assert not [n for n in named if n not in GRAPH], "a layer names no module"
+    assert "models.loaded" in named and "commands.cli" in named and "drawing" in named
+
+
+ROOT = PACKAGE.parent
+SOURCES = sorted([*PACKAGE.rglob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_is_over_500_lines(path):
+    assert len(path.read_text().splitlines()) <= 500, f"{path.relative_to(ROOT)}: split it by idea"
+
+
+def private_names_used(path: Path) -> list[str]:
+    """``pear_lens`` names starting with one underscore that a file imports or reaches as attributes."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases = {a.asname or a.name.split(".")[0]: a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+               for a in n.names if a.name.split(".")[0] == "pear_lens"}
+    aliases |= {a.asname or a.name: f"{n.module}.{a.name}" for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "pear_lens" for a in n.names}
+    found = [f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+             and (n.module or "").split(".")[0] == "pear_lens" for a in n.names
+             if re.match(r"_[a-z]", a.name) or any(re.match(r"_[a-z]", part) for part in n.module.split("."))]
+    for node in ast.walk(tree):  # pear_lens.x._private or an imported module's alias._private
+        if isinstance(node, ast.Attribute) and re.match(r"_[a-z]", node.attr):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in aliases:
+                found.append(f"{aliases[base.id]}…{node.attr}")
+    return found
+
+
+def test_the_private_name_scan_sees_both_spellings(tmp_path):
+    sample = tmp_path / "s.py"
+    sample.write_text("import pear_lens.io\nfrom pear_lens.plots import _colour\npear_lens.io._chrome_path()\n")
+    assert len(private_names_used(sample)) == 2
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if not p.is_relative_to(PACKAGE)],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_scripts_and_benchmarks_use_only_public_names(path):
+    assert not private_names_used(path), f"{path.relative_to(ROOT)} uses private names of pear_lens"

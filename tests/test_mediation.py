@@ -11,7 +11,7 @@ from pear_lens.errors import PearLensError
 from pear_lens.mediation import METHODS, score_heads
 from pear_lens.mediation.base import derangement
 from pear_lens.models import TINY_FAMILIES, build_tiny, boot_bridge
-from pear_lens.task import ProxyTask
+from pear_lens.proxy_task import ProxyTask
 
 from .conftest import tiny
 

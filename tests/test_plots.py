@@ -116,7 +116,7 @@ def test_save_figure_writes_small_html_and_refuses_unknown_formats(tmp_path):
 
 def test_heatmap_of_real_scores(tiny_model):
     from pear_lens.mediation import score_heads
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     scores: HeadScores = score_heads(tiny_model, ProxyTask(settings=((4, 6),)), progress=False)
     fig = scores.heatmap(top_k=5)
@@ -150,18 +150,18 @@ def test_make_figures_scores_caches_and_plots_tiny_models(tmp_path, capsys):
 
 def test_make_figures_calls_other_plots_by_name_only_when_present(tmp_path, monkeypatch, capsys):
     make_figures = load_make_figures()
-    ablation = tmp_path / "run"
-    ablation.mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
     pd.DataFrame({"k": [5, 10], "selection": ["top", "top"], "seed": 0, "steps": 60, "copy_accuracy": [0.5, 0.6],
-                  "copy_loss": [1.0, 0.9], "n_eval": 100}).to_csv(ablation / "ablation.csv", index=False)
+                  "copy_loss": [1.0, 0.9], "n_eval": 100}).to_csv(run / "ablation.csv", index=False)
     # a `pear-lens compare` summary.csv is not an evaluation summary, despite the name
-    run_summary({"A": A}).to_csv(ablation / "summary.csv", index=False)
+    run_summary({"A": A}).to_csv(run / "summary.csv", index=False)
     write = make_figures.Writer(tmp_path / "out", ["html"])
-    monkeypatch.delattr(plots, "ablation_curve", raising=False)
+    monkeypatch.delattr(plots, "k_sweep_curve", raising=False)
     make_figures.other_branch_figures([tmp_path], write)
-    assert write.written == [] and "plots.ablation_curve is not in this installation" in capsys.readouterr().out
+    assert write.written == [] and "plots.k_sweep_curve is not in this installation" in capsys.readouterr().out
     seen = []
-    monkeypatch.setattr(plots, "ablation_curve", lambda df: seen.append(df) or go.Figure(), raising=False)
+    monkeypatch.setattr(plots, "k_sweep_curve", lambda df: seen.append(df) or go.Figure(), raising=False)
     monkeypatch.setattr(plots, "accuracy_by_position", lambda df: pytest.fail("not an eval summary"), raising=False)
     make_figures.other_branch_figures([tmp_path], write)
     assert len(seen) == 1 and seen[0]["copy_accuracy"].tolist() == [0.5, 0.6]

@@ -8,11 +8,11 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from pear_lens.ablation import layer_matched_heads
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation import protocol as P
 from pear_lens.evaluation.stats import empirical_p
 from pear_lens.evaluation.tasks import TASKS, TaskName
+from pear_lens.k_sweep import layer_matched_heads
 
 PEAR = [(0, 1), (2, 3), (2, 0), (5, 4), (5, 5), (5, 6)]
 

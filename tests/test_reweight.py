@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from pear_lens.errors import PearLensError
 from pear_lens.models import TINY_FAMILIES
+from pear_lens.proxy_task import TaskBatch, sample_batch
 from pear_lens.reweight import (
     TrainConfig,
     check_heads,
@@ -20,7 +21,6 @@ from pear_lens.reweight import (
     scaling_hooks,
     train_coefficients,
 )
-from pear_lens.task import TaskBatch, sample_batch
 from tests.conftest import tiny
 
 SMALL = dict(steps=4, batch_size=4, micro_batch=2, n=8)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pear_lens.proxy_task import sample_batch
 from pear_lens.reweight import TrainConfig, copy_logits, reweighted, train_coefficients
-from pear_lens.task import sample_batch
 
 from .conftest import check_real_fold
 

@@ -18,7 +18,7 @@ from pear_lens.atlas.base import DETECTORS, PromptSet, Recording, detector_optio
 from pear_lens.atlas.needle import NeedleConfig, build_prompts, copied, greedy_answers
 from pear_lens.atlas.result import HeadAtlas
 from pear_lens.errors import PearLensError
-from pear_lens.task import ProxyTask
+from pear_lens.proxy_task import ProxyTask
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel

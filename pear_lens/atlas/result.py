@@ -1,4 +1,4 @@
-"""The head atlas: every head's causal Δπ beside the head roles researchers already know.
+"""``HeadAtlas``, the head atlas's result: Δπ beside every detector's per-head scores, its statistics and files.
 
 A :class:`HeadAtlas` holds a discovery run's Δπ and, per detector, one score per head and prompt;
 the per-prompt scores give bootstrap intervals over prompts for every statistic it reports. On disk

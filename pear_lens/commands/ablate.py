@@ -1,8 +1,8 @@
-"""``pear-lens ablate RUN_DIR``: the curve of held-out copy accuracy and loss against K, written into the run.
+"""``pear-lens ablate RUN_DIR``: the K sweep (held-out copy accuracy and loss against K), written into the run.
 
-The curve itself is :func:`pear_lens.ablation.ablation_curve` (see its module for the protocol and the
-budget); this command reads the discovery run, checks its model, and writes ``ablation.csv``,
-``ablation.html`` and ``ablation.png`` into the run folder (:func:`pear_lens.runs.write_ablation`).
+The command keeps its name and file names (``ablation.*``); it sweeps K, it does not ablate heads. The sweep
+itself is :func:`pear_lens.k_sweep.k_sweep` (see its module for the protocol and the budget); this command reads the discovery run, checks its model, and writes ``ablation.csv``,
+``ablation.html`` and ``ablation.png`` into the run folder (:func:`pear_lens.runs.write_k_sweep`).
 """
 from __future__ import annotations
 
@@ -11,23 +11,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from pear_lens.ablation import EVAL_SEED, ablation_curve
 from pear_lens.config import option
 from pear_lens.io import check_static_export, check_writable_parent
+from pear_lens.k_sweep import EVAL_SEED, k_sweep
 from pear_lens.results import HeadScores
 from pear_lens.reweight import Recipe
-from pear_lens.runs import read_info, run_model, warn_if_bos_differs, write_ablation
+from pear_lens.runs import read_info, run_model, warn_if_bos_differs, write_k_sweep
 
 
 def ablate_training() -> Recipe:
     """The training of every run of the curve: the reference budget halved (30 steps at batch 10, bf16;
-    the module docstring of :mod:`pear_lens.ablation` gives the full reference budget)."""
+    the module docstring of :mod:`pear_lens.k_sweep` gives the full reference budget)."""
     return Recipe(steps=30, batch_size=10, precision="bf16")
 
 
 @dataclass
 class AblateConfig:
-    """``pear-lens ablate``: the curve of copy accuracy and loss against K."""
+    """``pear-lens ablate``: the K sweep, the curve of copy accuracy and loss against K."""
 
     run_dir: Path = option(help="discovery run folder (from `pear-lens discover`)", positional=True)
     k: tuple[int, ...] = option((1, 2, 5, 10, 20, 40), help="numbers of heads to re-weight")
@@ -44,8 +44,8 @@ class AblateConfig:
 
 
 def ablate(config: AblateConfig) -> pd.DataFrame:
-    """Run the ablation on a discovery run and write ``ablation.csv``, ``.html`` and ``.png`` into it."""
-    from pear_lens.plots import ablation_curve as figure
+    """Run the K sweep on a discovery run and write ``ablation.csv``, ``.html`` and ``.png`` into it."""
+    from pear_lens.plots import k_sweep_curve as figure
 
     run_dir = Path(config.run_dir)
     scores, info = HeadScores.load(run_dir), read_info(run_dir)
@@ -54,9 +54,8 @@ def ablate(config: AblateConfig) -> pd.DataFrame:
     if not config.no_png:
         check_static_export()
     model = run_model(info)
-    df = ablation_curve(model, scores, config.k, train=config.train, control_steps=config.control_steps,
-                        seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed,
-                        progress=not config.quiet)
-    write_ablation(run_dir, df, figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),
+    df = k_sweep(model, scores, config.k, train=config.train, control_steps=config.control_steps,
+                 seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed, progress=not config.quiet)
+    write_k_sweep(run_dir, df, figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),
                    png=not config.no_png)
     return df

@@ -77,7 +77,7 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
 
 
 def demo(config: DemoConfig) -> dict[str, Any]:
-    from pear_lens.ablation import EVAL_SEED, eval_batches
+    from pear_lens.k_sweep import EVAL_SEED, eval_batches
     from pear_lens.folding import fold_verified, save_folded
     from pear_lens.io import check_output, check_static_export, staged_dir
     from pear_lens.models.loaded import load_model

@@ -6,7 +6,7 @@ protocol of ``scripts/evaluate_all.py`` call too; the folder's files are :mod:`p
 """
 from __future__ import annotations
 
-from pear_lens.copy_task import MIN_COPY_ACCURACY
+from pear_lens.copy_check import MIN_COPY_ACCURACY
 from pear_lens.workflow import DiscoverConfig, discover
 
 __all__ = ["DiscoverConfig", "MIN_COPY_ACCURACY", "discover"]

@@ -15,9 +15,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from pear_lens.ablation import random_heads  # noqa: F401  (the controls draw heads the same way)
 from pear_lens.convert import fold_coefficients
 from pear_lens.errors import PearLensError
+from pear_lens.k_sweep import random_heads  # noqa: F401  (the controls draw heads the same way)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

@@ -111,7 +111,7 @@ def build_items(model: "LoadedModel", config: EvalConfig, settings: TaskSettings
     return generate_items(task, settings, config.n, positions=config.positions or None, seed=config.seed), {}
 
 
-def conditions_for(model: "LoadedModel", config: EvalConfig) -> list[cond_mod.Condition]:
+def requested_conditions(model: "LoadedModel", config: EvalConfig) -> list[cond_mod.Condition]:
     conds = [cond_mod.baseline(model)]
     if config.artifact is not None:
         conds.append(cond_mod.from_artifact(model, config.artifact))
@@ -135,7 +135,7 @@ def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
     start = time.perf_counter()
     model = model or load_model(config.model)
     settings = resolve_settings(config, model.name, model.tokenizer)
-    conds = list(conditions) if conditions is not None else conditions_for(model, config)
+    conds = list(conditions) if conditions is not None else requested_conditions(model, config)
     items, item_info = build_items(model, config, settings)
     # fail on an over-long prompt before any generation (encode_items raises naming the item)
     encode_items(items, PromptStyle.parse(settings.prompt_style), model.tokenizer, n_ctx=model.n_ctx,

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from pear_lens.ablation import layer_matched_heads, random_heads
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation.stats import bootstrap_ci
 from pear_lens.evaluation.tasks import TaskName, TaskSettings, generate_items
 from pear_lens.io import atomic_write_json
+from pear_lens.k_sweep import layer_matched_heads, random_heads
 
 if TYPE_CHECKING:
     from pear_lens.evaluation.items import Item

@@ -113,7 +113,7 @@ def _load(name: str, model, config):
 
 
 def _time_steps(model, config) -> float:
-    from pear_lens.ablation import random_heads
+    from pear_lens.k_sweep import random_heads
     from pear_lens.reweight import Recipe, train_coefficients
 
     k = P.k_grid(model.n_layers * model.n_heads, config.k_percents)[-1]

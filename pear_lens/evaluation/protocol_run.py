@@ -37,8 +37,8 @@ PUBLISHED = ("pear.json", "coefficients.safetensors", "head_scores.csv", "discov
 
 
 def copy_task_stage(model: "LoadedModel", mdir: Path, config: ProtocolConfig, seconds: dict) -> dict:
-    """Measure clean copy accuracy without and with BOS (cached); choose by ``pear_lens.copy_task.COPY_RULE``."""
-    from pear_lens.copy_task import choose_copy_task, copy_task_variants, measure_copy_tasks
+    """Measure clean copy accuracy without and with BOS (cached); choose by ``pear_lens.copy_check.COPY_RULE``."""
+    from pear_lens.copy_check import choose_copy_task, copy_task_variants, measure_copy_tasks
 
     # the cache key names the tasks measure_copy_tasks measures (discovery's defaults: the reference task)
     key = {"fingerprint": model.fingerprint, "tasks": [t.to_dict() for t in copy_task_variants(model)]}

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 def discovery_stage(model: "LoadedModel", mdir: Path, prepend_bos: bool, config: ProtocolConfig,
                     seconds: dict) -> Path:
     """The discovery run for these weights on the chosen copy task (reused when it is one already)."""
+    from pear_lens.proxy_task import ProxyTask
     from pear_lens.runs import has_scores, read_info
-    from pear_lens.task import ProxyTask
     from pear_lens.workflow import DiscoverConfig, discover
 
     run_dir = mdir / "discovery"

@@ -4,8 +4,8 @@ Two sources of verdicts: the exploratory protocol (``scripts/evaluate_all.py``: 
 ``run.json``'s ``models``) and the confirmatory run (``scripts/confirm.py``: ``run.json``'s ``confirmatory``).
 Both are read with the same rule (:class:`~pear_lens.evaluation.verdict.VerdictRule`, Holm within each model),
 so a word in the README is always the rule applied to a number in the record. Besides: each model's protocol
-and the minutes its stages took (:func:`model_sentence`), a published copy-loss ablation
-(:func:`ablation_table`) and what the head atlas says of the top suppression heads (:func:`atlas_roles_sentence`).
+and the minutes its stages took (:func:`model_sentence`), a published K sweep
+(:func:`k_sweep_table`) and what the head atlas says of the top suppression heads (:func:`atlas_roles_sentence`).
 ``scripts/update_readme.py`` only places these in the README.
 """
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _done(rec: dict[str, Any]) -> dict[str, list[str]]:
 
 def model_sentence(name: str, record: dict[str, Any], artifacts: Path) -> str:
     """One model's exploratory run, read off its ``run.json`` entry (a record from before the protocol, with
-    the copy-loss ablation of ``ARTIFACTS/NAME`` when published, or :func:`protocol_sentence`)."""
+    the K sweep of ``ARTIFACTS/NAME`` when published, or :func:`protocol_sentence`)."""
     if "protocol" in record:
         return protocol_sentence(name, record)
     r = record
@@ -146,11 +146,11 @@ def model_sentence(name: str, record: dict[str, Any], artifacts: Path) -> str:
             f"{control}" + (", drawn from all heads (K is more than half of them, so they may share PEAR heads)"
             if r.get("controls_avoid_pear_heads") is False else ", none of them a PEAR head")
             + f". Artifact: [`artifacts/{name}`](artifacts/{name}).")
-    ablation = artifacts / name / "ablation.csv"
-    if ablation.exists():
-        grid = pd.read_csv(ablation)["k"]
+    sweep = artifacts / name / "ablation.csv"
+    if sweep.exists():
+        grid = pd.read_csv(sweep)["k"]
         if r["k"] == grid.max():
-            text += (f" K is the largest value the ablation tried ({grid.max()}): the copy-loss gain had not "
+            text += (f" K is the largest value the K sweep tried ({grid.max()}): the copy-loss gain had not "
                      "levelled off, so more heads might help further on the proxy task.")
     return text
 
@@ -253,10 +253,10 @@ def stage_minutes(record: dict[str, Any]) -> str:
             + (f"; {', '.join(missing)} not timed (run before stages were timed)" if missing else ""))
 
 
-# --------------------------------------------------------------------------- ablation and atlas
+# --------------------------------------------------------------------------- K sweep and atlas
 
 
-def ablation_table(csv: Path) -> list[str]:
+def k_sweep_table(csv: Path) -> list[str]:
     """A published ``ablation.csv`` (``pear-lens ablate``): held-out copy loss of the top-K heads beside the mean
     of K random heads, per K, as Markdown lines headed by the model's name (the artifact folder's)."""
     df = pd.read_csv(csv)

@@ -28,7 +28,7 @@ from pear_lens.results import HeadScores
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
 __all__ = ["METHODS", "Ablation", "ActivationOptions", "AttributionOptions", "Implementation", "Method", "NoOptions",
            "PathOptions", "Positions", "method_options", "record_options", "register", "score_heads"]
@@ -76,7 +76,7 @@ def score_heads(
     torch.Size([3, 4])
     """
     from pear_lens.models.loaded import as_loaded
-    from pear_lens.task import ProxyTask
+    from pear_lens.proxy_task import ProxyTask
 
     chosen = method_options(method, options, **opts)
     return METHODS[method].fn(

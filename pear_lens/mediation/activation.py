@@ -44,13 +44,9 @@ from pear_lens.metrics import Difference, Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 Heads = list[tuple[int, int]] | None
-
-
-def _where(positions: Positions, end: int) -> int | slice:
-    return end if positions is Positions.END else slice(None)
 
 
 @torch.no_grad()
@@ -71,7 +67,7 @@ def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablat
     logits, acts = capture(bridge, tokens, names, logits_to_keep=1)
     clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
     perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
-    where = _where(positions, end)
+    where = positions.index(end)
 
     def patched_logits(layer: int, head: int) -> Tensor:
         value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
@@ -124,7 +120,7 @@ def setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, abla
     logits, acts = capture(bridge, batch.tokens, [hooks.z(l) for l in range(n_layers)])
     clean = per_example(logits[:, end], batch.targets, metric).mean().item()
     perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
-    where = _where(positions, end)
+    where = positions.index(end)
 
     def patched_logits(layer: int, head: int) -> Tensor:
         value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)

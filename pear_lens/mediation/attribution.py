@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from pear_lens import hooks
-from pear_lens.mediation.activation import _where
 from pear_lens.mediation.base import (
     Ablation,
     Positions,
@@ -28,7 +27,7 @@ from pear_lens.metrics import Difference, Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 
 def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
@@ -55,7 +54,7 @@ def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation:
         grads = torch.autograd.grad(pi, [leaves[n] for n in names])
     clean = pi.item()
     perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
-    where = _where(positions, end)
+    where = positions.index(end)
 
     estimate = torch.empty(n_layers, n_heads)
     for layer, (name, grad) in enumerate(zip(names, grads)):

@@ -26,7 +26,7 @@ from pear_lens.results import HeadScores
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 
 class Ablation(str, Enum):
@@ -50,6 +50,10 @@ class Positions(str, Enum):
     """Every position up to the scored one."""
     END = "end"
     """Only the scored position ``end``."""
+
+    def index(self, end: int) -> int | slice:
+        """The positions replaced, as an index into the sequence axis (``end``: the scored position)."""
+        return end if self is Positions.END else slice(None)
 
     def __str__(self) -> str:
         return self.value

@@ -1,4 +1,4 @@
-"""Reference path patching (PEAR_SPEC §2): the default scoring method.
+"""Reference path patching (the head search of PEAR, arXiv 2409.19745): the default scoring method.
 
 Sender: one head's output at the scored position ``end``, replaced by its mean
 over the batch. Frozen: q, k and v of every head in every layer keep their
@@ -39,7 +39,7 @@ from pear_lens.metrics import Difference, Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 MAX_LOGIT_FLOATS = 2**26
 """Cap on rows × vocab of one logits tensor in the fast scan (256 MB in fp32)."""

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pear_lens.copy_task import MIN_COPY_ACCURACY, choose_copy_task, measure_copy_tasks
+from pear_lens.copy_check import MIN_COPY_ACCURACY, choose_copy_task, measure_copy_tasks
 from pear_lens.errors import PearLensError
-from pear_lens.task import ProxyTask
+from pear_lens.proxy_task import ProxyTask
 
 from .conftest import tiny
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pear_lens.errors import PearLensError
-from pear_lens.task import REFERENCE_SETTINGS, ProxyTask
+from pear_lens.proxy_task import REFERENCE_SETTINGS, ProxyTask
 
 from .conftest import tiny
 

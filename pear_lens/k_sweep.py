@@ -1,4 +1,4 @@
-"""``pear-lens ablate RUN_DIR``: how many heads to re-weight (the curve over K).
+"""The K sweep: how many heads to re-weight (top-K vs random-K heads, retrained for each K; `pear-lens ablate`).
 
 For each K the top-K heads by Δπ are retrained, and so are K heads drawn at
 random (several draws) as a control; each τ is then scored on held-out proxy
@@ -26,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pear_lens.errors import PearLensError
+from pear_lens.proxy_task import ProxyTask, TaskBatch
 from pear_lens.reweight import CopyEval, Head, Recipe, evaluate_copy, train_coefficients
-from pear_lens.task import ProxyTask, TaskBatch
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
@@ -99,13 +99,13 @@ def layer_matched_heads(n_heads: int, reference: Sequence[Head], seed: int) -> L
 
 
 def choose_k(df: pd.DataFrame, fraction: float = 0.9) -> int:
-    """The K an ablation table recommends: the smallest K whose top-K heads reach ``fraction`` of the
+    """The K a K-sweep table recommends: the smallest K whose top-K heads reach ``fraction`` of the
     largest reduction of held-out copy loss over the original model (the ``none`` row)."""
     if not 0 < fraction <= 1:
         raise PearLensError(f"fraction must be in (0, 1], got {fraction}")
     base, top = df[df["selection"] == "none"], df[df["selection"] == "top"].sort_values("k")
     if base.empty or top.empty:
-        raise PearLensError("the ablation table needs the original model's row and top-K rows; rerun `pear-lens ablate`")
+        raise PearLensError("the K-sweep table needs the original model's row and top-K rows; rerun `pear-lens ablate`")
     gain = float(base["copy_loss"].iloc[0]) - top["copy_loss"]
     if gain.max() <= 0:
         raise PearLensError("re-weighting lowered the held-out copy loss for no K; there is no K to recommend")
@@ -121,7 +121,7 @@ def eval_batches(model: "LoadedModel", n_eval: int, n: int, seed: int, batch: in
     return task.batches(model)
 
 
-def ablation_curve(
+def k_sweep(
     model: "LoadedModel",
     scores: "HeadScores",
     ks: Sequence[int],
@@ -165,7 +165,7 @@ def ablation_curve(
 
     jobs = [(k, "top", 0) for k in ks] + [(k, "random", s) for k in ks for s in range(seeds)]
     rows = [row(0, "none", 0, 0, [], evaluate_copy(model, batches), 0.0)]
-    bar = tqdm(jobs, desc="ablation", unit="run", disable=not progress)
+    bar = tqdm(jobs, desc="K sweep", unit="run", disable=not progress)
     for k, selection, seed in bar:
         bar.set_postfix_str(f"K={k} {selection}{'' if selection == 'top' else f' seed {seed}'}")
         heads = scores.top_k(k) if selection == "top" else random_heads(scores.n_layers, scores.n_heads, k, seed)

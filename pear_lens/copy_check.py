@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pear_lens.errors import CopyTaskTooWeak
-from pear_lens.task import ProxyTask, TaskBatch
+from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel

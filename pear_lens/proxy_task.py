@@ -5,8 +5,8 @@ predict the next token by finding it earlier in its context, the retrieval
 skill that retrieval-augmented generation relies on. The scored position is
 the second-to-last token (``end``), whose target is the last token.
 
-Defaults follow the reference head search (PEAR_SPEC §1): ids drawn uniformly
-from the whole vocabulary, no BOS, averaged over four (batch, n) settings.
+Defaults follow the head search of the PEAR reference recipe (arXiv 2409.19745): ids drawn
+uniformly from the whole vocabulary, no BOS, averaged over four (batch, n) settings.
 """
 from __future__ import annotations
 
