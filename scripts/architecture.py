@@ -44,11 +44,12 @@ def _layers():
 
 
 def summary(path: Path) -> str:
-    """The first line of a Python file's docstring (an error names the file if it has none)."""
+    """The first sentence of a Python file's docstring (an error names the file if it has none)."""
     doc = ast.get_docstring(ast.parse(path.read_text(), str(path)))
     if not doc:
         raise SystemExit(f"{path.relative_to(ROOT)} has no docstring: its first line is its line in {PAGE.name}")
-    line = doc.strip().splitlines()[0]
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    line = re.match(r"(.*?[^.]\.)(?:\s|$)", paragraph + " ").group(1)  # its first sentence
     line = re.sub(r":\w+:`~?([^`<]*?)(?: <[^>]*>)?`", r"`\1`", line)  # reST roles (:mod:`x`) as code
     return line.replace("``", "`").replace("|", "\\|")  # a `|` would end the table cell
 
