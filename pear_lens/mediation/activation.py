@@ -37,14 +37,13 @@ from pear_lens.mediation.base import (
     derangement,
     each_head,
     patch_head,
-    register,
-    run_method,
+    scoring_method,
 )
-from pear_lens.metrics import Difference, Metric, per_example
+from pear_lens.metrics import Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.proxy_task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import TaskBatch
 
 Heads = list[tuple[int, int]] | None
 
@@ -141,21 +140,10 @@ class ActivationOptions:
     """fast: the exact scan from the head's block (cached at `end`); plain: one full forward per head"""
 
 
-@register("activation", "AP", "activation patching: total effect of replacing one head's hook_z",
-          ActivationOptions)
-def activation_patching(
-    model: "LoadedModel",
-    task: "ProxyTask",
-    metric: Metric = Metric.LOGIT_MINUS_MEAN,
-    *,
-    difference: Difference = Difference.RELATIVE,
-    seed: int = 0,
-    progress: bool = True,
-    options: ActivationOptions | None = None,
-):
+@scoring_method("activation", "AP", "activation patching: total effect of replacing one head's hook_z",
+                ActivationOptions)
+def activation_patching(model: "LoadedModel", batch: "TaskBatch", metric: Metric, options: ActivationOptions,
+                        seed: int, bar) -> tuple[Tensor, float]:
     """Score every head by its total effect on π. ``implementation='plain'`` is the slow reference."""
-    options = options or ActivationOptions()
     fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
-    return run_method(model, task, metric, difference, "activation", options,
-                      lambda batch, bar: fn(model, batch, metric, options.ablation, options.positions, seed, bar),
-                      seed=seed, progress=progress)
+    return fn(model, batch, metric, options.ablation, options.positions, seed, bar)

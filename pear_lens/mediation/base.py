@@ -14,7 +14,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
@@ -192,15 +192,42 @@ def run_settings(
     )
 
 
-def run_method(model: "LoadedModel", task: "ProxyTask", metric: Metric, difference: Difference, method: str,
-               options: object, per_setting: SettingFn, *, seed: int, progress: bool, **fixed: object) -> HeadScores:
-    """The body every registered scan shares: refuse a batch too small for ``options.ablation``, run
-    ``per_setting`` on each setting (the bar advancing once per layer) and record ``options`` as given, then
-    ``fixed`` (what the method fixes, e.g. ``path``'s positions) and the seed (:func:`record_options`)."""
-    check_batch(task, options.ablation)  # type: ignore[attr-defined]
-    return run_settings(model, task, metric, difference, method, per_setting,
-                        options=record_options(options, **fixed, seed=seed), progress=progress,
-                        steps_per_setting=model.n_layers)
+Scan = Callable[["LoadedModel", "TaskBatch", Metric, Any, int, "tqdm"], tuple[Tensor, float]]
+"""One setting of a scoring method: ``scan(model, batch, metric, options, seed, bar)`` returns π̃ of every head
+(``[n_layers, n_heads]``) and the clean π, advancing ``bar`` once per layer."""
+
+
+def scoring_method(name: str, short: str, description: str, options_type: type, **fixed: object):
+    """Make and register scoring method ``name`` from its per-setting :data:`Scan`.
+
+    The decorated function scans one setting; the name it is bound to becomes the public method, with the
+    signature every method shares, ``(model, task, metric, *, difference, seed, progress, options) ->
+    HeadScores``, and the scan's docstring. The method refuses a batch too small for ``options.ablation``,
+    runs the scan on each setting and records ``options`` as given, then ``fixed`` (what the method fixes,
+    e.g. ``path``'s positions) and the seed (:func:`record_options`).
+    """
+    def make(scan: Scan) -> Callable[..., HeadScores]:
+        def method(
+            model: "LoadedModel",
+            task: "ProxyTask",
+            metric: Metric = Metric.LOGIT_MINUS_MEAN,
+            *,
+            difference: Difference = Difference.RELATIVE,
+            seed: int = 0,
+            progress: bool = True,
+            options: Any = None,
+        ) -> HeadScores:
+            options = options or options_type()
+            check_batch(task, options.ablation)
+            return run_settings(model, task, metric, difference, name,
+                                lambda batch, bar: scan(model, batch, metric, options, seed, bar),
+                                options=record_options(options, **fixed, seed=seed), progress=progress,
+                                steps_per_setting=model.n_layers)
+
+        method.__name__, method.__qualname__ = scan.__name__, scan.__qualname__
+        method.__module__, method.__doc__ = scan.__module__, scan.__doc__
+        return register(name, short, description, options_type)(method)
+    return make
 
 
 def each_head(model: "LoadedModel", heads: list[tuple[int, int]] | None, bar,

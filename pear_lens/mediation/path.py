@@ -32,14 +32,13 @@ from pear_lens.mediation.base import (
     derangement,
     each_head,
     patch_head,
-    register,
-    run_method,
+    scoring_method,
 )
-from pear_lens.metrics import Difference, Metric, per_example
+from pear_lens.metrics import Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.proxy_task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import TaskBatch
 
 MAX_LOGIT_FLOATS = 2**26
 """Cap on rows × vocab of one logits tensor in the fast scan (256 MB in fp32)."""
@@ -134,21 +133,10 @@ class PathOptions:
     """fast: the exact one-token scan; plain: one full hooked forward per head (the reference)"""
 
 
-@register("path", "PP", "reference path patching: batch-mean of one head at `end`, q/k/v frozen, MLPs free",
-          PathOptions)
-def path_patching(
-    model: "LoadedModel",
-    task: "ProxyTask",
-    metric: Metric = Metric.LOGIT_MINUS_MEAN,
-    *,
-    difference: Difference = Difference.RELATIVE,
-    seed: int = 0,
-    progress: bool = True,
-    options: PathOptions | None = None,
-):
+@scoring_method("path", "PP", "reference path patching: batch-mean of one head at `end`, q/k/v frozen, MLPs free",
+                PathOptions, positions=Positions.END)
+def path_patching(model: "LoadedModel", batch: "TaskBatch", metric: Metric, options: PathOptions,
+                  seed: int, bar) -> tuple[Tensor, float]:
     """Score every head by reference path patching. ``implementation='plain'`` is the slow reference."""
-    options = options or PathOptions()
     fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
-    return run_method(model, task, metric, difference, "path", options,
-                      lambda batch, bar: fn(model, batch, metric, options.ablation, seed, bar),
-                      seed=seed, progress=progress, positions=Positions.END)
+    return fn(model, batch, metric, options.ablation, seed, bar)
