@@ -33,10 +33,10 @@ from pear_lens.mediation.base import (
     Ablation,
     Implementation,
     Positions,
-    ablate,
-    derangement,
     each_head,
+    one_forward_per_head,
     patch_head,
+    replacer,
     scoring_method,
 )
 from pear_lens.metrics import Metric, per_example
@@ -65,11 +65,11 @@ def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablat
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
     logits, acts = capture(bridge, tokens, names, logits_to_keep=1)
     clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
-    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
+    replace = replacer(ablation, batch.batch_size, seed)
     where = positions.index(end)
 
     def patched_logits(layer: int, head: int) -> Tensor:
-        value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
+        value = replace(acts[hooks.z(layer)][:, where, head])
         return run_from(bridge, tokens, layer, acts[hooks.resid_pre(layer)],
                         [(hooks.z(layer), patch_head(head, where, value))], logits_to_keep=1)[:, -1]
 
@@ -98,10 +98,10 @@ def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, 
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
     logits, acts = capture(bridge, step, names, past_key_values=copy.deepcopy(prefix_cache))
     clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
-    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
+    replace = replacer(ablation, batch.batch_size, seed)
 
     def patched_logits(layer: int, head: int) -> Tensor:
-        value = ablate(acts[hooks.z(layer)][:, 0, head], ablation, perm)
+        value = replace(acts[hooks.z(layer)][:, 0, head])
         # the step appends its key and value to the cache it is given: each head gets a fresh copy
         return run_from(bridge, step, layer, acts[hooks.resid_pre(layer)],
                         [(hooks.z(layer), patch_head(head, 0, value))],
@@ -110,22 +110,10 @@ def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, 
     return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
-@torch.no_grad()
 def setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                   positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
+                  positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
     """One full hooked forward per head on the whole sequence: the reference implementation."""
-    bridge, n_layers = model.bridge, model.n_layers
-    end = batch.end
-    logits, acts = capture(bridge, batch.tokens, [hooks.z(l) for l in range(n_layers)])
-    clean = per_example(logits[:, end], batch.targets, metric).mean().item()
-    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
-    where = positions.index(end)
-
-    def patched_logits(layer: int, head: int) -> Tensor:
-        value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
-        return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(hooks.z(layer), patch_head(head, where, value))])[:, end]
-
-    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
+    return one_forward_per_head(model, batch, metric, ablation, positions.index(batch.end), seed, bar, heads)
 
 
 @dataclass(frozen=True)

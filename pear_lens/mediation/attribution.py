@@ -18,8 +18,7 @@ from pear_lens import hooks
 from pear_lens.mediation.base import (
     Ablation,
     Positions,
-    ablate,
-    derangement,
+    replacer,
     scoring_method,
 )
 from pear_lens.metrics import Metric, per_example
@@ -52,7 +51,7 @@ def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation:
         pi = per_example(logits[:, -1], batch.targets, metric).mean()
         grads = torch.autograd.grad(pi, [leaves[n] for n in names])
     clean = pi.item()
-    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
+    replace = replacer(ablation, batch.batch_size, seed)
     where = positions.index(end)
 
     estimate = torch.empty(n_layers, n_heads)
@@ -60,7 +59,7 @@ def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation:
         z = clean_z[name]
         for head in range(n_heads):
             z_h = z[:, where, head]
-            estimate[layer, head] = ((ablate(z_h, ablation, perm) - z_h) * grad[:, where, head]).sum().float()
+            estimate[layer, head] = ((replace(z_h) - z_h) * grad[:, where, head]).sum().float()
     bar.update(n_layers)
     return clean + estimate, clean
 

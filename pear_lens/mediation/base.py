@@ -14,13 +14,15 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from pear_lens import hooks
 from pear_lens.errors import PearLensError
+from pear_lens.mediation._forward import capture
 from pear_lens.metrics import Difference, Metric, delta, per_example
 from pear_lens.results import HeadScores
 
@@ -95,6 +97,12 @@ def ablate(z: Tensor, ablation: Ablation, perm: Tensor | None = None) -> Tensor:
         assert perm is not None
         return z[perm]
     raise PearLensError(f"unknown ablation {ablation!r}")
+
+
+def replacer(ablation: Ablation, batch_size: int, seed: int) -> Callable[[Tensor], Tensor]:
+    """:func:`ablate` for one setting: resample's derangement of the batch is drawn once, from ``seed``."""
+    perm = derangement(batch_size, seed) if ablation is Ablation.RESAMPLE else None
+    return lambda z: ablate(z, ablation, perm)
 
 
 def check_batch(task: "ProxyTask", ablation: Ablation) -> None:
@@ -253,3 +261,27 @@ def patch_head(head: int, where: int | slice, value: Tensor):
         z[:, where, head] = value
         return z
     return hook_fn
+
+
+@torch.no_grad()
+def one_forward_per_head(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+                         where: int | slice, seed: int, bar, heads: list[tuple[int, int]] | None = None,
+                         frozen: Sequence[str] = ()) -> tuple[Tensor, float]:
+    """The plain reference scan: one full hooked forward per head on the whole sequence, the head's output
+    replaced at ``where`` (a position or a slice) and the activations named in ``frozen`` pinned to their
+    clean values. Every fast scan is tested against it."""
+    bridge, n_layers = model.bridge, model.n_layers
+    end = batch.end
+    logits, acts = capture(bridge, batch.tokens, [*frozen] + [hooks.z(l) for l in range(n_layers)])
+    clean = per_example(logits[:, end], batch.targets, metric).mean().item()
+    replace = replacer(ablation, batch.batch_size, seed)
+
+    def freeze(name: str):
+        return lambda t, hook: acts[name]
+
+    def patched_logits(layer: int, head: int) -> Tensor:
+        value = replace(acts[hooks.z(layer)][:, where, head])
+        patch = (hooks.z(layer), patch_head(head, where, value))
+        return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(n, freeze(n)) for n in frozen] + [patch])[:, end]
+
+    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
