@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -20,21 +19,19 @@ from torch import Tensor
 
 from pear_lens import hooks
 from pear_lens.errors import PearLensError
+from pear_lens.vocabulary import StrEnum
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
 
 
-class PromptSet(str, Enum):
+class PromptSet(StrEnum):
     """The prompts a detector reads."""
 
     PROXY = "proxy"
     """The discovery run's copy proxy task: random tokens, repeated (the sequences Δπ was scored on)."""
     NEEDLE = "needle"
     """Needle-in-a-haystack prompts from invented facts, with the model's own greedy answer appended."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass

@@ -25,13 +25,14 @@ from pear_lens.errors import PearLensError
 from pear_lens.mediation._forward import capture
 from pear_lens.metrics import Difference, Metric, delta, per_example
 from pear_lens.results import HeadScores
+from pear_lens.vocabulary import StrEnum
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
     from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 
-class Ablation(str, Enum):
+class Ablation(StrEnum):
     """What replaces a head's output."""
 
     MEAN = "mean"
@@ -41,11 +42,8 @@ class Ablation(str, Enum):
     RESAMPLE = "resample"
     """The same head's output on another sequence of the batch (a seeded derangement)."""
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Positions(str, Enum):
+class Positions(StrEnum):
     """Where a head's output is replaced."""
 
     ALL = "all"
@@ -57,20 +55,14 @@ class Positions(str, Enum):
         """The positions replaced, as an index into the sequence axis (``end``: the scored position)."""
         return end if self is Positions.END else slice(None)
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Implementation(str, Enum):
+class Implementation(StrEnum):
     """How an exact scan is computed."""
 
     FAST = "fast"
     """The fast exact scan (batched or cached; see the method's module)."""
     PLAIN = "plain"
     """One full hooked forward per head: the slow reference the tests compare against."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
