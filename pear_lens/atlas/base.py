@@ -19,6 +19,7 @@ from torch import Tensor
 
 from pear_lens import hooks
 from pear_lens.errors import PearLensError
+from pear_lens.proxy_task import Batched
 from pear_lens.vocabulary import StrEnum
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class PromptSet(StrEnum):
 
 
 @dataclass
-class Recording:
+class Recording(Batched):
     """One batch of a prompt set and the activations every detector reads, recorded in one forward.
 
     Sequences of a batch have one length and no padding. ``patterns[l]`` is layer ``l``'s attention
@@ -54,14 +55,6 @@ class Recording:
     needle: list[dict] = field(default_factory=list)
     """Needle prompts: per sequence ``prompt_len``, ``needle_start``, ``needle_end`` (the answer's span in the
     prompt) and ``copied`` (whether the greedy answer reproduced it)."""
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.tokens.shape[0])
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.tokens.shape[1])
 
 
 def record(model: "LoadedModel", tokens: Tensor, *, pattern_hook: Callable | None = None, **info) -> Recording:
