@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, get_args, get_origin
 
 from pear_lens.errors import PearLensError
+from pear_lens.vocabulary import parse_member
 
 MISSING = dataclasses.MISSING
 _SCALARS = (int, float, str, Path)
@@ -430,11 +431,7 @@ def coerce(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
         if key not in names:
             raise PearLensError(f"{cls.__name__} has no option {key!r}; it takes: {', '.join(sorted(names))}")
         typ = _plain(hints[key])
-        if _is_enum(typ) and not isinstance(value, typ):
-            try:
-                value = typ(value)
-            except ValueError:
-                raise PearLensError(f"unknown {key} {value!r}; choose one of: "
-                                    f"{', '.join(str(m.value) for m in typ)}") from None
+        if _is_enum(typ):
+            value = parse_member(typ, value, key)
         out[key] = value
     return out

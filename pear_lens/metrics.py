@@ -6,16 +6,15 @@ batch mean of a per-example quantity.
 """
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from pear_lens.errors import PearLensError
+from pear_lens.vocabulary import StrEnum
 
 
-class Metric(str, Enum):
+class Metric(StrEnum):
     """Per-example copy metric, averaged over the batch."""
 
     LOGIT_MINUS_MEAN = "logit_minus_mean"
@@ -23,30 +22,14 @@ class Metric(str, Enum):
     PROB = "prob"
     """Softmax probability of the target: the paper's formula."""
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Difference(str, Enum):
+class Difference(StrEnum):
     """How a patched π̃ is compared with the clean π."""
 
     RELATIVE = "relative"
     """Δπ = π̃/π − 1 (the paper's formula; default)."""
     ABSOLUTE = "absolute"
     """Δπ = π̃ − π (what the reference code stores)."""
-
-    def __str__(self) -> str:
-        return self.value
-
-
-def parse_enum(enum: type[Enum], value: object, what: str):
-    if isinstance(value, enum):
-        return value
-    try:
-        return enum(value)
-    except ValueError:
-        choices = ", ".join(m.value for m in enum)
-        raise PearLensError(f"unknown {what} {value!r}; choose one of: {choices}") from None
 
 
 def per_example(

@@ -29,14 +29,10 @@ REFERENCE_SETTINGS: tuple[tuple[int, int], ...] = ((20, 50), (40, 25), (80, 15),
 VocabChoice = Literal["all", "no_special"]
 
 
-@dataclass(frozen=True)
-class TaskBatch:
-    """One batch of proxy sequences and where to read the model."""
+class Batched:
+    """The sizes of a batch of equal-length sequences, read off its ``tokens`` ``[batch, seq]``."""
 
     tokens: Int[Tensor, "batch seq"]
-    n: int
-    offset: int
-    """1 when a BOS token was prepended, else 0."""
 
     @property
     def batch_size(self) -> int:
@@ -45,6 +41,16 @@ class TaskBatch:
     @property
     def seq_len(self) -> int:
         return int(self.tokens.shape[1])
+
+
+@dataclass(frozen=True)
+class TaskBatch(Batched):
+    """One batch of proxy sequences and where to read the model."""
+
+    tokens: Int[Tensor, "batch seq"]
+    n: int
+    offset: int
+    """1 when a BOS token was prepended, else 0."""
 
     @property
     def end(self) -> int:

@@ -127,6 +127,15 @@ def read_info(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(read_text(Path(run_dir) / constants.DISCOVERY_JSON))
 
 
+def existing(run_dir: Path, *names: str, fix: str) -> list[Path]:
+    """The files ``names`` of ``run_dir``; the first one missing is refused, the message ending with ``fix``."""
+    paths = [run_dir / name for name in names]
+    for p in paths:
+        if not p.exists():
+            raise PearLensError(f"{p} is missing; {fix}")
+    return paths
+
+
 def read_score_table(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The checked ``head_scores.csv`` and ``discovery.json`` of a run folder (what
     :meth:`HeadScores.load <pear_lens.results.HeadScores.load>` builds the scores from).
@@ -134,10 +143,8 @@ def read_score_table(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
     A missing file, one that does not parse, and a table that cannot be trusted are refused, naming the fix.
     """
     run_dir = Path(run_dir)
-    csv, meta = run_dir / constants.HEAD_SCORES_CSV, run_dir / constants.DISCOVERY_JSON
-    for p in (csv, meta):
-        if not p.exists():
-            raise PearLensError(f"{p} is missing; is {run_dir} a `pear-lens discover` run folder?")
+    csv, meta = existing(run_dir, constants.HEAD_SCORES_CSV, constants.DISCOVERY_JSON,
+                         fix=f"is {run_dir} a `pear-lens discover` run folder?")
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
         df = pd.read_csv(csv, encoding="utf-8")

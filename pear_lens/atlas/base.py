@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -20,12 +19,14 @@ from torch import Tensor
 
 from pear_lens import hooks
 from pear_lens.errors import PearLensError
+from pear_lens.proxy_task import Batched
+from pear_lens.vocabulary import StrEnum
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
 
 
-class PromptSet(str, Enum):
+class PromptSet(StrEnum):
     """The prompts a detector reads."""
 
     PROXY = "proxy"
@@ -33,12 +34,9 @@ class PromptSet(str, Enum):
     NEEDLE = "needle"
     """Needle-in-a-haystack prompts from invented facts, with the model's own greedy answer appended."""
 
-    def __str__(self) -> str:
-        return self.value
-
 
 @dataclass
-class Recording:
+class Recording(Batched):
     """One batch of a prompt set and the activations every detector reads, recorded in one forward.
 
     Sequences of a batch have one length and no padding. ``patterns[l]`` is layer ``l``'s attention
@@ -57,14 +55,6 @@ class Recording:
     needle: list[dict] = field(default_factory=list)
     """Needle prompts: per sequence ``prompt_len``, ``needle_start``, ``needle_end`` (the answer's span in the
     prompt) and ``copied`` (whether the greedy answer reproduced it)."""
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.tokens.shape[0])
-
-    @property
-    def seq_len(self) -> int:
-        return int(self.tokens.shape[1])
 
 
 def record(model: "LoadedModel", tokens: Tensor, *, pattern_hook: Callable | None = None, **info) -> Recording:

@@ -25,6 +25,7 @@ from pear_lens.atlas import figures
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_path, atomic_write_json, save_safetensors
 from pear_lens.results import HeadScores
+from pear_lens.runs import existing
 
 RETRIEVAL_THRESHOLD = 0.1
 """Wu et al. 2024 call a head a retrieval head when its retrieval score exceeds 0.1."""
@@ -191,10 +192,8 @@ class HeadAtlas:
     def load(cls, run_dir: str | Path) -> "HeadAtlas":
         """Read the atlas that ``pear-lens atlas`` wrote into a discovery run folder."""
         run_dir = Path(run_dir)
-        meta_path, tensors = run_dir / constants.HEAD_ATLAS_JSON, run_dir / constants.HEAD_ATLAS_PROMPTS
-        for p in (meta_path, tensors):
-            if not p.exists():
-                raise PearLensError(f"{p} is missing; run `pear-lens atlas {run_dir}` first")
+        meta_path, tensors = existing(run_dir, constants.HEAD_ATLAS_JSON, constants.HEAD_ATLAS_PROMPTS,
+                                      fix=f"run `pear-lens atlas {run_dir}` first")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             per_prompt = load_file(str(tensors))

@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from pear_lens.config import add_arguments, from_namespace
 from pear_lens.errors import one_line
 
 
-def _models(_: argparse.Namespace) -> int:
+def _models(_: None) -> None:
     from pear_lens.models.registry import list_models
 
     rows = list_models()
@@ -20,98 +20,81 @@ def _models(_: argparse.Namespace) -> int:
         print(f"{r['name']:<{width}}  {state:<13}  {r['description']}")
         if not r["installed"]:
             print(f"{'':<{width}}  install with: {r['install']}")
-    return 0
 
 
-def _discover(ns: argparse.Namespace) -> int:
-    from pear_lens.commands.discover import DiscoverConfig, discover
+def _discover(config: Any) -> None:
+    from pear_lens.commands.discover import discover
 
-    config = from_namespace(DiscoverConfig, ns)
     scores = discover(config)
     top = ", ".join(f"L{l}.H{h}" for l, h in scores.top_k(min(5, scores.scores.numel())))
     print(f"scored {scores.scores.numel()} heads of {scores.model} in {scores.extra['seconds']:.1f} s; top: {top}")
     print(f"wrote {config.out}")
-    return 0
 
 
-def _compare(ns: argparse.Namespace) -> int:
-    from pear_lens.commands.compare import CompareConfig, compare_runs
+def _compare(config: Any) -> None:
+    from pear_lens.commands.compare import compare_runs
 
-    config = from_namespace(CompareConfig, ns)
     pairs = compare_runs(config)
     print(f"compared {len(config.run_dirs)} runs ({len(pairs)} pairs); wrote {config.out}")
-    return 0
 
 
-def _eval(ns: argparse.Namespace) -> int:
-    from pear_lens.commands.eval import EvalConfig, run_eval
+def _eval(config: Any) -> None:
+    from pear_lens.commands.eval import run_eval
 
-    config = from_namespace(EvalConfig, ns)
     result = run_eval(config)
     for row in result.summary[result.summary["gold_position"] == "all"].itertuples():
         p = "" if row.p_vs_baseline != row.p_vs_baseline else f", McNemar p = {row.p_vs_baseline:.3g} vs baseline"
         print(f"{row.task} · {row.condition}: {row.accuracy:.1%} [{row.ci_low:.1%}, {row.ci_high:.1%}] "
               f"on {row.n} items{p}")
     print(f"wrote {config.out}")
-    return 0
 
 
-def _eval_report(ns: argparse.Namespace) -> int:
-    from pear_lens.evaluation.report import EvalReportConfig, write_report
+def _eval_report(config: Any) -> None:
+    from pear_lens.evaluation.report import write_report
 
-    config = from_namespace(EvalReportConfig, ns)
     write_report(config)
     print(f"wrote {config.out}")
-    return 0
 
 
-def _train(ns: argparse.Namespace) -> int:
-    from pear_lens.commands.train import TrainRunConfig, train_run
+def _train(config: Any) -> None:
+    from pear_lens.commands.train import train_run
 
-    config = from_namespace(TrainRunConfig, ns)
     artifact, result = train_run(config)
     taus = ", ".join(f"L{l}.H{h}={t:.3f}" for (l, h), t in artifact.coefficients().items())
     print(f"trained τ for {len(artifact.heads)} heads of {result.model} in {result.seconds:.1f} s; "
           f"copy loss {result.loss_curve[0]:.4f} -> {result.loss_curve[-1]:.4f}")
     print(f"τ: {taus}")
     print(f"wrote {config.run_dir}/{{pear.json, coefficients.safetensors, training_log.csv, training.html}}")
-    return 0
 
 
-def _apply(ns: argparse.Namespace) -> int:
-    from pear_lens.commands.apply import ApplyConfig, apply
+def _apply(config: Any) -> None:
+    from pear_lens.commands.apply import apply
 
-    config = from_namespace(ApplyConfig, ns)
     note = apply(config)
     v = note["verification"]
     print(f"folded τ of {len(note['changed'])} heads into {note['base_model']['name']}; largest logit difference "
           f"to the hooked bridge {v['vs_hooked_bridge']:.2g}, to the unfolded model {v['vs_unfolded_hf']:.2g}")
     print(f"wrote {config.out} (load it with AutoModelForCausalLM.from_pretrained({str(config.out)!r}))")
-    return 0
 
 
-def _ablate(ns: argparse.Namespace) -> int:
-    from pear_lens.commands.ablate import AblateConfig, ablate
+def _ablate(config: Any) -> None:
+    from pear_lens.commands.ablate import ablate
 
-    config = from_namespace(AblateConfig, ns)
     df = ablate(config)
     summary = df.groupby(["selection", "k"])[["copy_accuracy", "copy_loss"]].mean()
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {config.run_dir}/{{ablation.csv, ablation.html, ablation.png}} ({df['seconds'].sum():.0f} s of training)")
-    return 0
 
 
-def _demo(ns: argparse.Namespace) -> int:
-    from pear_lens.commands.demo import DemoConfig, demo
+def _demo(config: Any) -> None:
+    from pear_lens.commands.demo import demo
 
-    demo(from_namespace(DemoConfig, ns))
-    return 0
+    demo(config)
 
 
-def _atlas(ns: argparse.Namespace) -> int:
-    from pear_lens.commands.atlas import AtlasConfig, atlas
+def _atlas(config: Any) -> None:
+    from pear_lens.commands.atlas import atlas
 
-    config = from_namespace(AtlasConfig, ns)
     result = atlas(config)
     stats = result.statistics(config.top_k, config.n_boot).set_index("detector")
     print(f"scored {result.delta_pi.scores.numel()} heads of {result.model} with {len(result.names)} detectors in "
@@ -122,7 +105,6 @@ def _atlas(ns: argparse.Namespace) -> int:
               f"{int(s['top_k_overlap'])} of the top {config.top_k} Δπ heads in its top {config.top_k}")
     print(f"wrote {config.run_dir}/{{head_atlas.csv, head_atlas.json, head_atlas_prompts.safetensors, "
           f"atlas_heatmaps, atlas_scatter}}")
-    return 0
 
 
 def _config_command(cls_path: str) -> Callable[[], type]:
@@ -132,8 +114,8 @@ def _config_command(cls_path: str) -> Callable[[], type]:
     return load
 
 
-# name -> (help, config class loader or None, handler)
-COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[argparse.Namespace], int]]] = {
+# name -> (help, config class loader or None, handler: what runs the command on its config and reports it)
+COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[Any], None]]] = {
     "models": ("list the models pear_lens knows and whether each is installed", None, _models),
     "discover": ("score every attention head on the copy proxy task and write a run folder",
                  _config_command("pear_lens.commands.discover:DiscoverConfig"), _discover),
@@ -178,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         if config is not None:
             add_arguments(p, config())
-        p.set_defaults(handler=handler)
     return parser
 
 
@@ -186,8 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     debug = getattr(ns, "debug", False) or os.environ.get("PEAR_LENS_DEBUG", "") not in ("", "0")
+    _, load_config, handler = COMMANDS[ns.command]
     try:
-        return ns.handler(ns)
+        handler(None if load_config is None else from_namespace(load_config(), ns))
+        return 0
     except KeyboardInterrupt:
         if debug:
             raise

@@ -12,6 +12,7 @@ from enum import Enum
 
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation.items import PromptText
+from pear_lens.vocabulary import parse_member
 
 
 class PromptStyle(str, Enum):
@@ -34,10 +35,7 @@ class PromptStyle(str, Enum):
 
     @classmethod
     def parse(cls, value: "str | PromptStyle") -> "PromptStyle":
-        try:
-            return cls(value)
-        except ValueError:
-            raise PearLensError(f"unknown prompt style {value!r}; choose one of {', '.join(s.value for s in cls)}") from None
+        return parse_member(cls, value, "prompt style", colon=False)
 
 
 def has_chat_template(tokenizer) -> bool:

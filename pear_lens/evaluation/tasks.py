@@ -19,6 +19,7 @@ from pear_lens.evaluation import facts as facts_mod
 from pear_lens.evaluation.items import Item
 from pear_lens.evaluation.kv import generate_kv, load_kv_jsonl
 from pear_lens.evaluation.mdqa import generate_mdqa, load_mdqa_jsonl
+from pear_lens.vocabulary import parse_member
 
 
 class TaskName(str, Enum):
@@ -33,10 +34,7 @@ class TaskName(str, Enum):
 
     @classmethod
     def parse(cls, value: "str | TaskName") -> "TaskName":
-        try:
-            return cls(value)
-        except ValueError:
-            raise PearLensError(f"unknown task {value!r}; choose one of {', '.join(t.value for t in cls)}") from None
+        return parse_member(cls, value, "task", colon=False)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation.stats import holm
+from pear_lens.vocabulary import parse_member
 
 
 class EndpointKind(str, Enum):
@@ -29,11 +30,7 @@ class EndpointKind(str, Enum):
 
     @classmethod
     def parse(cls, value: "str | EndpointKind") -> "EndpointKind":
-        try:
-            return cls(value)
-        except ValueError:
-            raise PearLensError(f"unknown endpoint kind {value!r}; choose one of "
-                                f"{', '.join(k.value for k in cls)}") from None
+        return parse_member(cls, value, "endpoint kind", colon=False)
 
 
 class Verdict(str, Enum):

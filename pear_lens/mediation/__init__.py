@@ -23,8 +23,9 @@ from pear_lens.mediation.attribution import AttributionOptions
 from pear_lens.mediation.base import (METHODS, Ablation, Implementation, Method, NoOptions, Positions, record_options,
                                       register)
 from pear_lens.mediation.path import PathOptions
-from pear_lens.metrics import Difference, Metric, parse_enum
+from pear_lens.metrics import Difference, Metric
 from pear_lens.results import HeadScores
+from pear_lens.vocabulary import parse_member
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
@@ -81,6 +82,6 @@ def score_heads(
     chosen = method_options(method, options, **opts)
     return METHODS[method].fn(
         as_loaded(model), task if task is not None else ProxyTask(),
-        parse_enum(Metric, metric, "metric"), difference=parse_enum(Difference, difference, "difference"),
+        parse_member(Metric, metric, "metric"), difference=parse_member(Difference, difference, "difference"),
         seed=seed, progress=progress, options=chosen,
     )

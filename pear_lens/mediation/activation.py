@@ -33,18 +33,17 @@ from pear_lens.mediation.base import (
     Ablation,
     Implementation,
     Positions,
-    ablate,
-    derangement,
     each_head,
+    one_forward_per_head,
     patch_head,
-    register,
-    run_method,
+    replacer,
+    scoring_method,
 )
-from pear_lens.metrics import Difference, Metric, per_example
+from pear_lens.metrics import Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.proxy_task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import TaskBatch
 
 Heads = list[tuple[int, int]] | None
 
@@ -66,11 +65,11 @@ def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablat
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
     logits, acts = capture(bridge, tokens, names, logits_to_keep=1)
     clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
-    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
+    replace = replacer(ablation, batch.batch_size, seed)
     where = positions.index(end)
 
     def patched_logits(layer: int, head: int) -> Tensor:
-        value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
+        value = replace(acts[hooks.z(layer)][:, where, head])
         return run_from(bridge, tokens, layer, acts[hooks.resid_pre(layer)],
                         [(hooks.z(layer), patch_head(head, where, value))], logits_to_keep=1)[:, -1]
 
@@ -99,10 +98,10 @@ def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, 
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
     logits, acts = capture(bridge, step, names, past_key_values=copy.deepcopy(prefix_cache))
     clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
-    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
+    replace = replacer(ablation, batch.batch_size, seed)
 
     def patched_logits(layer: int, head: int) -> Tensor:
-        value = ablate(acts[hooks.z(layer)][:, 0, head], ablation, perm)
+        value = replace(acts[hooks.z(layer)][:, 0, head])
         # the step appends its key and value to the cache it is given: each head gets a fresh copy
         return run_from(bridge, step, layer, acts[hooks.resid_pre(layer)],
                         [(hooks.z(layer), patch_head(head, 0, value))],
@@ -111,22 +110,10 @@ def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, 
     return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
 
 
-@torch.no_grad()
 def setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                   positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
+                  positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
     """One full hooked forward per head on the whole sequence: the reference implementation."""
-    bridge, n_layers = model.bridge, model.n_layers
-    end = batch.end
-    logits, acts = capture(bridge, batch.tokens, [hooks.z(l) for l in range(n_layers)])
-    clean = per_example(logits[:, end], batch.targets, metric).mean().item()
-    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
-    where = positions.index(end)
-
-    def patched_logits(layer: int, head: int) -> Tensor:
-        value = ablate(acts[hooks.z(layer)][:, where, head], ablation, perm)
-        return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(hooks.z(layer), patch_head(head, where, value))])[:, end]
-
-    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
+    return one_forward_per_head(model, batch, metric, ablation, positions.index(batch.end), seed, bar, heads)
 
 
 @dataclass(frozen=True)
@@ -141,21 +128,10 @@ class ActivationOptions:
     """fast: the exact scan from the head's block (cached at `end`); plain: one full forward per head"""
 
 
-@register("activation", "AP", "activation patching: total effect of replacing one head's hook_z",
-          ActivationOptions)
-def activation_patching(
-    model: "LoadedModel",
-    task: "ProxyTask",
-    metric: Metric = Metric.LOGIT_MINUS_MEAN,
-    *,
-    difference: Difference = Difference.RELATIVE,
-    seed: int = 0,
-    progress: bool = True,
-    options: ActivationOptions | None = None,
-):
+@scoring_method("activation", "AP", "activation patching: total effect of replacing one head's hook_z",
+                ActivationOptions)
+def activation_patching(model: "LoadedModel", batch: "TaskBatch", metric: Metric, options: ActivationOptions,
+                        seed: int, bar) -> tuple[Tensor, float]:
     """Score every head by its total effect on π. ``implementation='plain'`` is the slow reference."""
-    options = options or ActivationOptions()
     fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
-    return run_method(model, task, metric, difference, "activation", options,
-                      lambda batch, bar: fn(model, batch, metric, options.ablation, options.positions, seed, bar),
-                      seed=seed, progress=progress)
+    return fn(model, batch, metric, options.ablation, options.positions, seed, bar)

@@ -18,16 +18,14 @@ from pear_lens import hooks
 from pear_lens.mediation.base import (
     Ablation,
     Positions,
-    ablate,
-    derangement,
-    register,
-    run_method,
+    replacer,
+    scoring_method,
 )
-from pear_lens.metrics import Difference, Metric, per_example
+from pear_lens.metrics import Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.proxy_task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import TaskBatch
 
 
 def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
@@ -53,7 +51,7 @@ def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation:
         pi = per_example(logits[:, -1], batch.targets, metric).mean()
         grads = torch.autograd.grad(pi, [leaves[n] for n in names])
     clean = pi.item()
-    perm = derangement(batch.batch_size, seed) if ablation is Ablation.RESAMPLE else None
+    replace = replacer(ablation, batch.batch_size, seed)
     where = positions.index(end)
 
     estimate = torch.empty(n_layers, n_heads)
@@ -61,7 +59,7 @@ def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation:
         z = clean_z[name]
         for head in range(n_heads):
             z_h = z[:, where, head]
-            estimate[layer, head] = ((ablate(z_h, ablation, perm) - z_h) * grad[:, where, head]).sum().float()
+            estimate[layer, head] = ((replace(z_h) - z_h) * grad[:, where, head]).sum().float()
     bar.update(n_layers)
     return clean + estimate, clean
 
@@ -76,20 +74,9 @@ class AttributionOptions:
     """where the head's output is replaced: every position up to `end`, or only `end`"""
 
 
-@register("attribution", "AtP", "attribution patching: linear estimate of activation patching (1 fwd + 1 bwd)",
-          AttributionOptions)
-def attribution_patching(
-    model: "LoadedModel",
-    task: "ProxyTask",
-    metric: Metric = Metric.LOGIT_MINUS_MEAN,
-    *,
-    difference: Difference = Difference.RELATIVE,
-    seed: int = 0,
-    progress: bool = True,
-    options: AttributionOptions | None = None,
-):
+@scoring_method("attribution", "AtP",
+                "attribution patching: linear estimate of activation patching (1 fwd + 1 bwd)", AttributionOptions)
+def attribution_patching(model: "LoadedModel", batch: "TaskBatch", metric: Metric, options: AttributionOptions,
+                         seed: int, bar) -> tuple[Tensor, float]:
     """Estimate every head's activation-patching score from one forward and one backward pass."""
-    options = options or AttributionOptions()
-    return run_method(model, task, metric, difference, "attribution", options,
-                      lambda batch, bar: _setting(model, batch, metric, options.ablation, options.positions, seed, bar),
-                      seed=seed, progress=progress)
+    return _setting(model, batch, metric, options.ablation, options.positions, seed, bar)

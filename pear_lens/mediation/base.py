@@ -14,22 +14,25 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from pear_lens import hooks
 from pear_lens.errors import PearLensError
+from pear_lens.mediation._forward import capture
 from pear_lens.metrics import Difference, Metric, delta, per_example
 from pear_lens.results import HeadScores
+from pear_lens.vocabulary import StrEnum
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
     from pear_lens.proxy_task import ProxyTask, TaskBatch
 
 
-class Ablation(str, Enum):
+class Ablation(StrEnum):
     """What replaces a head's output."""
 
     MEAN = "mean"
@@ -39,11 +42,8 @@ class Ablation(str, Enum):
     RESAMPLE = "resample"
     """The same head's output on another sequence of the batch (a seeded derangement)."""
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Positions(str, Enum):
+class Positions(StrEnum):
     """Where a head's output is replaced."""
 
     ALL = "all"
@@ -55,20 +55,14 @@ class Positions(str, Enum):
         """The positions replaced, as an index into the sequence axis (``end``: the scored position)."""
         return end if self is Positions.END else slice(None)
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Implementation(str, Enum):
+class Implementation(StrEnum):
     """How an exact scan is computed."""
 
     FAST = "fast"
     """The fast exact scan (batched or cached; see the method's module)."""
     PLAIN = "plain"
     """One full hooked forward per head: the slow reference the tests compare against."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -95,6 +89,12 @@ def ablate(z: Tensor, ablation: Ablation, perm: Tensor | None = None) -> Tensor:
         assert perm is not None
         return z[perm]
     raise PearLensError(f"unknown ablation {ablation!r}")
+
+
+def replacer(ablation: Ablation, batch_size: int, seed: int) -> Callable[[Tensor], Tensor]:
+    """:func:`ablate` for one setting: resample's derangement of the batch is drawn once, from ``seed``."""
+    perm = derangement(batch_size, seed) if ablation is Ablation.RESAMPLE else None
+    return lambda z: ablate(z, ablation, perm)
 
 
 def check_batch(task: "ProxyTask", ablation: Ablation) -> None:
@@ -192,15 +192,42 @@ def run_settings(
     )
 
 
-def run_method(model: "LoadedModel", task: "ProxyTask", metric: Metric, difference: Difference, method: str,
-               options: object, per_setting: SettingFn, *, seed: int, progress: bool, **fixed: object) -> HeadScores:
-    """The body every registered scan shares: refuse a batch too small for ``options.ablation``, run
-    ``per_setting`` on each setting (the bar advancing once per layer) and record ``options`` as given, then
-    ``fixed`` (what the method fixes, e.g. ``path``'s positions) and the seed (:func:`record_options`)."""
-    check_batch(task, options.ablation)  # type: ignore[attr-defined]
-    return run_settings(model, task, metric, difference, method, per_setting,
-                        options=record_options(options, **fixed, seed=seed), progress=progress,
-                        steps_per_setting=model.n_layers)
+Scan = Callable[["LoadedModel", "TaskBatch", Metric, Any, int, "tqdm"], tuple[Tensor, float]]
+"""One setting of a scoring method: ``scan(model, batch, metric, options, seed, bar)`` returns π̃ of every head
+(``[n_layers, n_heads]``) and the clean π, advancing ``bar`` once per layer."""
+
+
+def scoring_method(name: str, short: str, description: str, options_type: type, **fixed: object):
+    """Make and register scoring method ``name`` from its per-setting :data:`Scan`.
+
+    The decorated function scans one setting; the name it is bound to becomes the public method, with the
+    signature every method shares, ``(model, task, metric, *, difference, seed, progress, options) ->
+    HeadScores``, and the scan's docstring. The method refuses a batch too small for ``options.ablation``,
+    runs the scan on each setting and records ``options`` as given, then ``fixed`` (what the method fixes,
+    e.g. ``path``'s positions) and the seed (:func:`record_options`).
+    """
+    def make(scan: Scan) -> Callable[..., HeadScores]:
+        def method(
+            model: "LoadedModel",
+            task: "ProxyTask",
+            metric: Metric = Metric.LOGIT_MINUS_MEAN,
+            *,
+            difference: Difference = Difference.RELATIVE,
+            seed: int = 0,
+            progress: bool = True,
+            options: Any = None,
+        ) -> HeadScores:
+            options = options or options_type()
+            check_batch(task, options.ablation)
+            return run_settings(model, task, metric, difference, name,
+                                lambda batch, bar: scan(model, batch, metric, options, seed, bar),
+                                options=record_options(options, **fixed, seed=seed), progress=progress,
+                                steps_per_setting=model.n_layers)
+
+        method.__name__, method.__qualname__ = scan.__name__, scan.__qualname__
+        method.__module__, method.__doc__ = scan.__module__, scan.__doc__
+        return register(name, short, description, options_type)(method)
+    return make
 
 
 def each_head(model: "LoadedModel", heads: list[tuple[int, int]] | None, bar,
@@ -226,3 +253,27 @@ def patch_head(head: int, where: int | slice, value: Tensor):
         z[:, where, head] = value
         return z
     return hook_fn
+
+
+@torch.no_grad()
+def one_forward_per_head(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
+                         where: int | slice, seed: int, bar, heads: list[tuple[int, int]] | None = None,
+                         frozen: Sequence[str] = ()) -> tuple[Tensor, float]:
+    """The plain reference scan: one full hooked forward per head on the whole sequence, the head's output
+    replaced at ``where`` (a position or a slice) and the activations named in ``frozen`` pinned to their
+    clean values. Every fast scan is tested against it."""
+    bridge, n_layers = model.bridge, model.n_layers
+    end = batch.end
+    logits, acts = capture(bridge, batch.tokens, [*frozen] + [hooks.z(l) for l in range(n_layers)])
+    clean = per_example(logits[:, end], batch.targets, metric).mean().item()
+    replace = replacer(ablation, batch.batch_size, seed)
+
+    def freeze(name: str):
+        return lambda t, hook: acts[name]
+
+    def patched_logits(layer: int, head: int) -> Tensor:
+        value = replace(acts[hooks.z(layer)][:, where, head])
+        patch = (hooks.z(layer), patch_head(head, where, value))
+        return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(n, freeze(n)) for n in frozen] + [patch])[:, end]
+
+    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean

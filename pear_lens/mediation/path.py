@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
@@ -28,26 +28,23 @@ from pear_lens.mediation.base import (
     Ablation,
     Implementation,
     Positions,
-    ablate,
-    derangement,
-    each_head,
-    patch_head,
-    register,
-    run_method,
+    one_forward_per_head,
+    replacer,
+    scoring_method,
 )
-from pear_lens.metrics import Difference, Metric, per_example
+from pear_lens.metrics import Metric, per_example
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.proxy_task import ProxyTask, TaskBatch
+    from pear_lens.proxy_task import TaskBatch
 
 MAX_LOGIT_FLOATS = 2**26
 """Cap on rows × vocab of one logits tensor in the fast scan (256 MB in fp32)."""
 
 
-def _patch_values(z_end: Tensor, ablation: Ablation, perm: Tensor | None) -> Tensor:
+def _patch_values(z_end: Tensor, replace: Callable[[Tensor], Tensor]) -> Tensor:
     """``[batch, n_heads, d_head]`` replacement of every head's output at ``end``."""
-    return torch.stack([ablate(z_end[:, h], ablation, perm) for h in range(z_end.shape[1])], dim=1)
+    return torch.stack([replace(z_end[:, h]) for h in range(z_end.shape[1])], dim=1)
 
 
 def _pinning_hooks(acts: dict[str, Tensor], layer: int, heads: list[int], patch: Tensor, n_layers: int):
@@ -78,13 +75,13 @@ def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablat
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
     logits, acts = capture(bridge, tokens, names, pos=end, logits_to_keep=1)
     clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
-    perm = derangement(N, seed) if ablation is Ablation.RESAMPLE else None
+    replace = replacer(ablation, N, seed)
 
     readout = LogitMinusMeanReadout.for_model(bridge) if metric is Metric.LOGIT_MINUS_MEAN else None
     chunk = n_heads if readout else max(1, min(n_heads, MAX_LOGIT_FLOATS // (N * model.d_vocab)))
     patched = torch.empty(n_layers, n_heads)
     for layer in range(n_layers):
-        patch = _patch_values(acts[hooks.z(layer)], ablation, perm)
+        patch = _patch_values(acts[hooks.z(layer)], replace)
         for start in range(0, n_heads, chunk):
             heads = list(range(start, min(start + chunk, n_heads)))
             g = len(heads)
@@ -102,26 +99,12 @@ def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablat
     return patched, clean
 
 
-@torch.no_grad()
 def setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                   seed: int, bar, heads: list[tuple[int, int]] | None = None) -> tuple[Tensor, float]:
-    """One full hooked forward per head on the whole sequence: the reference implementation."""
-    bridge, n_layers = model.bridge, model.n_layers
-    end, N = batch.end, batch.batch_size
-    frozen = [f(l) for l in range(n_layers) for f in (hooks.q, hooks.k, hooks.v)]
-    logits, acts = capture(bridge, batch.tokens, frozen + [hooks.z(l) for l in range(n_layers)])
-    clean = per_example(logits[:, end], batch.targets, metric).mean().item()
-    perm = derangement(N, seed) if ablation is Ablation.RESAMPLE else None
-
-    def freeze(name: str):
-        return lambda t, hook: acts[name]
-
-    def patched_logits(layer: int, head: int) -> Tensor:
-        value = ablate(acts[hooks.z(layer)][:, end, head], ablation, perm)
-        patch = (hooks.z(layer), patch_head(head, end, value))
-        return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(n, freeze(n)) for n in frozen] + [patch])[:, end]
-
-    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
+                  seed: int, bar, heads: list[tuple[int, int]] | None = None) -> tuple[Tensor, float]:
+    """One full hooked forward per head on the whole sequence, every query, key and value pinned to its clean
+    value: the reference implementation."""
+    frozen = [f(l) for l in range(model.n_layers) for f in (hooks.q, hooks.k, hooks.v)]
+    return one_forward_per_head(model, batch, metric, ablation, batch.end, seed, bar, heads, frozen)
 
 
 @dataclass(frozen=True)
@@ -134,21 +117,10 @@ class PathOptions:
     """fast: the exact one-token scan; plain: one full hooked forward per head (the reference)"""
 
 
-@register("path", "PP", "reference path patching: batch-mean of one head at `end`, q/k/v frozen, MLPs free",
-          PathOptions)
-def path_patching(
-    model: "LoadedModel",
-    task: "ProxyTask",
-    metric: Metric = Metric.LOGIT_MINUS_MEAN,
-    *,
-    difference: Difference = Difference.RELATIVE,
-    seed: int = 0,
-    progress: bool = True,
-    options: PathOptions | None = None,
-):
+@scoring_method("path", "PP", "reference path patching: batch-mean of one head at `end`, q/k/v frozen, MLPs free",
+                PathOptions, positions=Positions.END)
+def path_patching(model: "LoadedModel", batch: "TaskBatch", metric: Metric, options: PathOptions,
+                  seed: int, bar) -> tuple[Tensor, float]:
     """Score every head by reference path patching. ``implementation='plain'`` is the slow reference."""
-    options = options or PathOptions()
     fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
-    return run_method(model, task, metric, difference, "path", options,
-                      lambda batch, bar: fn(model, batch, metric, options.ablation, seed, bar),
-                      seed=seed, progress=progress, positions=Positions.END)
+    return fn(model, batch, metric, options.ablation, seed, bar)
