@@ -39,12 +39,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pear-lens demo --out $(RUN) --overwrite  # replaces only an earlier demo folder
 
-test: setup
-	$(BIN)/lint-imports  # the layer order and acyclic contracts in pyproject.toml ([tool.importlinter])
+test: setup  # includes lint-imports: tests/test_layers.py checks pyproject.toml's import contracts
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "" tests
 
 test-fast: setup
-	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow and not notebook" tests
 
 bench: setup  # discovery, then training and overhead on the artifact `make demo` wrote

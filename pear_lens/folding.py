@@ -123,13 +123,15 @@ def check_tolerance(tolerance: float) -> None:
                             f"got {tolerance!r}")
 
 
-def fold_verified(run_dir: Path, tolerance: float, model: "LoadedModel | None" = None
-                  ) -> tuple["PreTrainedModel", dict[str, Any], "LoadedModel"]:
-    """Fold the artifact of ``run_dir`` into a fresh Hugging Face copy and verify it; nothing is written."""
+def fold_verified(run_dir: Path, tolerance: float, model: "LoadedModel | None" = None, *,
+                  artifact: "Artifact | None" = None) -> tuple["PreTrainedModel", dict[str, Any], "LoadedModel"]:
+    """Fold the artifact of ``run_dir`` into a fresh Hugging Face copy and verify it; nothing is written.
+
+    ``artifact``: that run's artifact if already loaded (read from ``run_dir`` otherwise)."""
     from pear_lens.models.loaded import load_model
 
     check_tolerance(tolerance)
-    artifact = load_artifact(run_dir)
+    artifact = artifact or load_artifact(run_dir)
     model = model or load_model(artifact.base_model["name"])
     artifact.check_fingerprint(model.fingerprint, what=f"the weights of {model.name}")
     hf = model.fresh_hf()

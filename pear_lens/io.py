@@ -20,6 +20,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
@@ -44,6 +45,13 @@ KINDS = {
     "report": "a report folder (`pear-lens eval-report`)",
     "compare": "a compare folder (`pear-lens compare`)",
 }
+
+
+def json_value(value: Any) -> Any:
+    """A setting as pear_lens records it in JSON: an Enum by its value, a path as text, anything else as is."""
+    if isinstance(value, Enum):
+        return value.value
+    return str(value) if isinstance(value, Path) else value
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -142,8 +142,13 @@ class HeadScores:
     @classmethod
     def load(cls, run_dir: str | Path) -> "HeadScores":
         """Read the scores of a ``pear-lens discover`` run folder (the files: :func:`pear_lens.runs.read_score_table`)."""
+        return cls.load_run(run_dir)[0]
+
+    @classmethod
+    def load_run(cls, run_dir: str | Path) -> tuple["HeadScores", dict[str, Any]]:
+        """The scores of a run folder and its whole ``discovery.json`` (settings, model, environment), read once."""
         df, info = read_score_table(run_dir)
         try:
-            return cls.from_dataframe(df, info["scores"])
+            return cls.from_dataframe(df, info["scores"]), info
         except (KeyError, TypeError, ValueError) as e:
             raise corrupt_run(Path(run_dir), e) from None

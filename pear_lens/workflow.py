@@ -24,7 +24,6 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +32,14 @@ from pear_lens.artifact import Artifact
 from pear_lens.config import option
 from pear_lens.copy_check import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
 from pear_lens.errors import PearLensError
-from pear_lens.io import check_static_export, check_writable_parent
+from pear_lens.io import check_static_export, check_writable_parent, json_value
 from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
 from pear_lens.models.registry import DEFAULT_MODEL
 from pear_lens.results import HeadScores
 from pear_lens.reweight import (DEFAULT_TOP_K, Recipe, TrainConfig, TrainResult, at_step_limit, select_heads,
                                 step_limit, train_coefficients)
-from pear_lens.runs import (discovery_summary, has_artifact, read_info, run_model, warn_if_bos_differs,
+from pear_lens.runs import (discovery_summary, has_artifact, run_model, warn_if_bos_differs,
                             write_run, write_training)
 from pear_lens.proxy_task import ProxyTask
 
@@ -122,16 +121,10 @@ def config_record(config: DiscoverConfig, options: Any) -> dict[str, Any]:
         if f.name == "task":
             record.update({k: v for k, v in value.to_dict().items() if k != "vocab_filter"})
         elif f.name == "options":
-            record.update({o.name: _plain(getattr(options, o.name)) for o in dataclasses.fields(options)})
+            record.update({o.name: json_value(getattr(options, o.name)) for o in dataclasses.fields(options)})
         else:
-            record[f.name] = _plain(value)
+            record[f.name] = json_value(value)
     return record
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    return str(value) if isinstance(value, Path) else value
 
 
 # --------------------------------------------------------------------------- training into the run
@@ -177,7 +170,7 @@ def train_into_run(run_dir: Path, train_cfg: TrainConfig, *, model: "LoadedModel
     ``model``: the run's model if already loaded (it is checked against the run's fingerprint).
     """
     run_dir = Path(run_dir)
-    scores, info = HeadScores.load(run_dir), read_info(run_dir)
+    scores, info = HeadScores.load_run(run_dir)
     if has_artifact(run_dir) and not overwrite:
         raise PearLensError(f"{run_dir} already holds an artifact ({constants.PEAR_JSON}); pass --overwrite "
                             "to replace it")

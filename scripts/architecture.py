@@ -84,8 +84,9 @@ def render() -> str:
              summary(PACKAGE / "__init__.py"), "",
              "The package is built in layers. A module imports only its own layer and the layers below it, "
              "and no import goes in a circle: `lint-imports` checks the contracts in `pyproject.toml` "
-             "(`[tool.importlinter]`) on every import, function-level and type-checking ones included, in "
-             "`make test`, and `tests/test_layers.py` backs it with a scan of its own. The commands sit on top, "
+             "(`[tool.importlinter]`) on every import, function-level and type-checking ones included (run by "
+             "`tests/test_layers.py` in `make test` and `make test-fast`, which backs it with a scan of its own). "
+             "The commands sit on top, "
              "never import each other, and the library never imports them.", "",
              "## Layers, bottom to top", ""]
     lines += [f"{i + 1}. " + ", ".join(f"`{name}`" for name in layer) for i, layer in enumerate(layers.LAYERS)]

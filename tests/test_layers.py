@@ -1,7 +1,7 @@
 """The package imports only downward: library layers in a stated order, commands on top, no circles.
 
-The rule is pyproject.toml's import-linter contracts (``lint-imports``, run by ``make test`` and by
-:func:`test_the_import_contracts_hold`); this file backs it with a scan of its own over the same layers
+The rule is pyproject.toml's import-linter contracts (``lint-imports``, run here by
+:func:`test_the_import_contracts_hold`, so ``make test`` and ``make test-fast`` check them); this file backs it with a scan of its own over the same layers
 (tests/layers.py reads them from pyproject.toml), so a mistake in either shows.
 
 Every ``import`` and ``from … import`` of a pear_lens module counts: at module level, inside a function

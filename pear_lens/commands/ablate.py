@@ -16,7 +16,7 @@ from pear_lens.io import check_static_export, check_writable_parent
 from pear_lens.k_sweep import EVAL_SEED, k_sweep
 from pear_lens.results import HeadScores
 from pear_lens.reweight import Recipe
-from pear_lens.runs import read_info, run_model, warn_if_bos_differs, write_k_sweep
+from pear_lens.runs import run_model, warn_if_bos_differs, write_k_sweep
 
 
 def ablate_training() -> Recipe:
@@ -48,7 +48,7 @@ def ablate(config: AblateConfig) -> pd.DataFrame:
     from pear_lens.plots import k_sweep_curve as figure
 
     run_dir = Path(config.run_dir)
-    scores, info = HeadScores.load(run_dir), read_info(run_dir)
+    scores, info = HeadScores.load_run(run_dir)
     warn_if_bos_differs(info, config.train.prepend_bos)
     check_writable_parent(run_dir, "RUN_DIR")  # the new run folder is built beside the old one
     if not config.no_png:

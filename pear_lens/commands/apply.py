@@ -38,7 +38,7 @@ def apply(config: ApplyConfig, model: "LoadedModel | None" = None) -> dict[str, 
     artifact = load_artifact(config.run_dir)
     inputs = (config.run_dir, artifact.base_model["name"])  # the base model may be a local folder
     check_output(config.out, kind="folded", inputs=inputs, overwrite=config.overwrite)  # before the slow part
-    hf, note, model = fold_verified(config.run_dir, config.tolerance, model)
+    hf, note, model = fold_verified(config.run_dir, config.tolerance, model, artifact=artifact)
     with staged_dir(config.out, overwrite=config.overwrite, kind="folded", inputs=inputs) as stage:
         save_folded(stage, hf, model.tokenizer, note)
     return note

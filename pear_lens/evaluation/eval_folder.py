@@ -24,7 +24,7 @@ from pear_lens.evaluation.items import Item, check_gold_position, write_jsonl
 from pear_lens.evaluation.prompts import PromptStyle
 from pear_lens.evaluation.runner import EvalResult, encode_items, evaluate, known_facts
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
-from pear_lens.io import atomic_write_json, check_output, staged_dir
+from pear_lens.io import atomic_write_json, check_output, json_value, staged_dir
 from pear_lens.models.registry import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def check_options(config: EvalConfig) -> None:
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+    return {k: json_value(v) for k, v in d.items()}
 
 
 def write_eval_dir(result: EvalResult, items: Sequence[Item], out: Path, *, overwrite: bool,

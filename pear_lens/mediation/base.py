@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 
 from pear_lens import hooks
 from pear_lens.errors import PearLensError
+from pear_lens.io import json_value
 from pear_lens.mediation._forward import capture
 from pear_lens.metrics import Difference, Metric, delta, per_example
 from pear_lens.results import HeadScores
@@ -151,7 +151,7 @@ def record_options(options: object, **values: object) -> dict[str, object]:
     given (an Enum by its value), then ``values`` (what the method fixes, e.g. ``path`` patches only at
     ``end``, and the seed), the shared options first in :data:`RECORD_ORDER`."""
     given = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-    record = {k: (v.value if isinstance(v, Enum) else v) for k, v in {**given, **values}.items()}
+    record = {k: json_value(v) for k, v in {**given, **values}.items()}
     first = [k for k in RECORD_ORDER if k in record]
     return {k: record[k] for k in first + [k for k in record if k not in first]}
 
