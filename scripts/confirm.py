@@ -28,52 +28,62 @@ def run(config: CF.ConfirmConfig) -> int:
     if config.report_only:  # numbers from the saved outputs alone: no model is loaded
         print(f"wrote {report(config)}")
         return 0
+    # every model's plan is fixed before any model runs: a study's plans are all on record before any of its
+    # items exists (the registry closes the study when the first item is drawn)
+    loaded = {}
+    for name in config.models:
+        plan_path = config.out / name / CF.PLAN_JSON
+        if plan_path.exists() and not config.estimate:
+            continue
+        if not plan_path.exists() and config.test_seed < 0:
+            raise PearLensError(f"{name} has no plan yet: give --test-seed, a seed no earlier test used "
+                                f"(the used ones are in {config.registry})")
+        fixed = PL.read_plan(plan_path)[0] if plan_path.exists() else None
+        model = loaded[name] = load_model(name, device=fixed.device if fixed else config.device)
+        plan = (fixed or
+                CF.make_plan(model, config.artifacts / name, test_seed=config.test_seed, n=config.n,
+                             batch_size=config.batch_size, device=config.device,
+                             exploratory_summary=config.exploratory, exploratory_record=config.exploratory_record,
+                             tasks=config.tasks))
+        if config.estimate:
+            print_estimate(name, CF.estimate(model, plan), plan.device)
+            continue
+        plan, sha = PL.fix_plan(plan_path, plan, config.registry, purpose=f"confirmatory run of {name}",
+                                study=config.study)
+        print(f"{name}: plan fixed, SHA-256 {sha[:16]}…, test seed {plan.test_seed}", flush=True)
+    if config.plan_only or config.estimate:
+        return 0
     for name in config.models:
         mdir = config.out / name
-        plan_path = mdir / CF.PLAN_JSON
-        fixed = plan_path.exists()
-        if fixed:
-            plan, sha = PL.read_plan(plan_path)
-            model = load_model(name, device=plan.device)
-            if model.fingerprint != plan.fingerprint:
-                raise PearLensError(f"{name}'s weights (fingerprint {model.fingerprint[:12]}) are not those the plan "
-                                    f"in {plan_path} was fixed for ({plan.fingerprint[:12]}); reinstall the pinned "
-                                    "weights (make setup)")
-        else:
-            if config.test_seed < 0:
-                raise PearLensError(f"{name} has no plan yet: give --test-seed, a seed no earlier test used "
-                                    f"(the used ones are in {config.registry})")
-            model = load_model(name, device=config.device)
-            plan = CF.make_plan(model, config.artifacts / name, test_seed=config.test_seed, n=config.n,
-                                batch_size=config.batch_size, device=config.device,
-                                exploratory_summary=config.exploratory, exploratory_record=config.exploratory_record,
-                                tasks=config.tasks)
-        if config.estimate:
-            est = CF.estimate(model, plan)
-            print(f"{name}: {est['seconds_per_step']:.1f} s per training step, s/item "
-                  + ", ".join(f"{t} {s:.2f}" for t, s in est["seconds_per_item"].items())
-                  + f" (timed now on {plan.device}); {est['work']['trainings']} trainings, evaluations "
-                  + ", ".join(f"{t} {c}" for t, c in est["work"]["evaluations"].items()))
-            for stage, minutes in est["minutes"].items():
-                print(f"  {stage}: {minutes:.0f} min")
-            print(f"  total: {est['total_minutes']:.0f} min ({est['total_minutes'] / 60:.1f} h)", flush=True)
-            continue
-        if not fixed:
-            plan, sha = PL.fix_plan(plan_path, plan, config.registry,
-                                    purpose=f"confirmatory run of {name}", study=config.study)
-            print(f"{name}: plan fixed, SHA-256 {sha[:16]}…, test seed {plan.test_seed}", flush=True)
-        if config.plan_only:
-            continue
+        plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
+        model = loaded.pop(name, None) or load_model(name, device=plan.device)
+        if model.fingerprint != plan.fingerprint:
+            raise PearLensError(f"{name}'s weights (fingerprint {model.fingerprint[:12]}) are not those the plan "
+                                f"in {mdir / CF.PLAN_JSON} was fixed for ({plan.fingerprint[:12]}); reinstall the "
+                                "pinned weights (make setup)")
         CF.run_model(model, plan, config.artifacts / name, mdir, progress=not config.quiet,
-                     max_new=config.max_new or None, log=lambda line: print(line, flush=True))
+                     max_new=config.max_new or None, log=lambda line: print(line, flush=True),
+                     registry=config.registry, study=config.study)
+        del model
         report(config)  # every finished model is in the report, even if a later one is interrupted
     return 0
 
 
-def report(config: CF.ConfirmConfig):
-    from pear_lens.evaluation.confirm_report import write_report
+def print_estimate(name: str, est: dict, device: str) -> None:
+    print(f"{name}: {est['seconds_per_step']:.1f} s per training step, s/item "
+          + ", ".join(f"{t} {s:.2f}" for t, s in est["seconds_per_item"].items())
+          + f" (timed now on {device}); {est['work']['trainings']} trainings, evaluations "
+          + ", ".join(f"{t} {c}" for t, c in est["work"]["evaluations"].items()))
+    for stage, minutes in est["minutes"].items():
+        print(f"  {stage}: {minutes:.0f} min")
+    print(f"  total: {est['total_minutes']:.0f} min ({est['total_minutes'] / 60:.1f} h)", flush=True)
 
-    return write_report(config.out, config.report, run_json=config.run_json, png=not config.no_png)
+
+def report(config: CF.ConfirmConfig):
+    from pear_lens.evaluation.confirm_document import write_report
+
+    return write_report(config.out, config.report, run_json=config.run_json, png=not config.no_png,
+                        registry=config.registry)
 
 
 def main(argv: list[str] | None = None) -> int:

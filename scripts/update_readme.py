@@ -97,7 +97,9 @@ def _confirmatory() -> list[str]:
     table, status = confirmatory_markdown(records)
     return ["### Confirmatory test (plan fixed before fresh test items)", "",
             "`scripts/confirm.py`: per model a plan (endpoints, test, correction, controls, verdict rule) written and "
-            "hashed before its test items existed, on a test seed no earlier run used; 19 uniform and 6 "
+            "hashed before its test items existed, on a test seed no other study used (a study's models share it; "
+            "`figures/results/test_seeds.json` closes a study when it draws its first item, and a plan fixed after "
+            "that is named among its deviations); 19 uniform and 6 "
             "layer-matched random-K controls trained like PEAR on the primary endpoints. Verdicts: Holm over the "
             "model's tests, significant below 0.05. Plans, deviations, arms (fixed damping, unclipped τ), answer "
             "kinds and every per-condition number: [`figures/results/README.md`](figures/results/README.md), "

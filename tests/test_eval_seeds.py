@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation.seeds import SeedUse, claim_test_seed, used_seeds
+from pear_lens.evaluation.seeds import SeedUse, claim_test_seed, close_study, used_seeds
 
 
 def test_claims_are_recorded_in_order(tmp_path):
@@ -16,7 +16,7 @@ def test_claims_are_recorded_in_order(tmp_path):
     assert used_seeds(reg) == [first, second]
     raw = json.loads(reg.read_text())
     assert raw[0] == {"seed": 0, "first_used": first.first_used, "purpose": "issue 9 published table",
-                      "record": "figures/results/run.json", "study": ""}
+                      "record": "figures/results/run.json", "study": "", "closed": ""}
     assert first.first_used.endswith("+00:00") and "T" in first.first_used  # UTC, ISO 8601
 
 
@@ -71,3 +71,23 @@ def test_the_models_of_one_study_share_a_seed_and_no_one_else_does(tmp_path):
         with pytest.raises(PearLensError, match="test seed 9 was already used"):
             claim_test_seed(reg, 9, "a later look", study=study)
     assert reg.read_bytes() == before
+
+
+def test_a_study_is_closed_once_it_draws_items_and_a_plan_claims_once(tmp_path):
+    reg = tmp_path / "seeds.json"
+    a = claim_test_seed(reg, 9, "model A", record="out/a/plan.json", study="s")
+    assert claim_test_seed(reg, 9, "model A again", record="out/a/plan.json", study="s") == a  # an interrupted fix
+    assert len(used_seeds(reg)) == 1
+    claim_test_seed(reg, 9, "model B", record="out/b/plan.json", study="s")  # open: the study's next model joins
+    close_study(reg, "s")
+    closed = [u.closed for u in used_seeds(reg)]
+    assert len(set(closed)) == 1 and closed[0]
+    before = reg.read_bytes()
+    close_study(reg, "s")  # once: the first draw's time stays
+    assert reg.read_bytes() == before
+    for record in ("out/c/plan.json", "out/a/plan.json"):  # nobody joins, nobody re-plans, once items exist
+        with pytest.raises(PearLensError, match="study 's' drew its first items on"):
+            claim_test_seed(reg, 9, "model C", record=record, study="s")
+    assert reg.read_bytes() == before
+    with pytest.raises(PearLensError, match="claimed no seed"):
+        close_study(reg, "another study")

@@ -57,3 +57,20 @@ def test_the_reading_applies_the_rule_to_the_summary_table(tmp_path):
     t = exploratory_table(csv, {"m": {"conditions": conditions}})
     assert t.set_index("task").loc["kv", "verdict"] == "no significant change"
     assert "kv below 0.05 before the correction only" in exploratory_sentences(t)[0]
+
+
+def test_the_first_results_table_has_at_most_one_row_per_model_and_task():
+    """The README's first results table is the compact verdict table: one row per (model, task) at most."""
+    text = (ROOT / "README.md").read_text()
+    results = text[text.index("## Results"):]
+    lines = results.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    assert header[:2] == ["model", "task"], header
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows.append((cells[0], cells[1].split(" (")[0]))
+    assert rows and len(rows) == len(set(rows)), rows

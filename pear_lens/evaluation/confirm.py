@@ -35,7 +35,8 @@ from pear_lens.evaluation.items import Item
 from pear_lens.evaluation.prompts import PromptStyle
 from pear_lens.evaluation.protocol import ControlKind, as_json, draw_control, items_digest
 from pear_lens.evaluation.runner import encode_items, generate_outputs, known_facts
-from pear_lens.evaluation.tasks import TASKS, TaskName, generate_items
+from pear_lens.evaluation.seeds import close_study
+from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
 from pear_lens.io import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
@@ -74,11 +75,29 @@ def load_items(path: Path, task: TaskName) -> tuple[list[Item], dict[str, Any]]:
 
 
 def stored(path: Path, key: dict[str, Any], gz: bool) -> dict[str, Any] | None:
-    """The saved record at ``path`` when it was made under ``key``, else None."""
+    """The saved record at ``path`` (None when there is none yet); refused when it was made under another key.
+
+    A committed output is never replaced: a different key means the study's inputs changed midway (weights,
+    τ, items, settings, batch size, device or dtype), which the plan does not allow. The error names the
+    fields that differ; moving the file aside (it is the user's to keep or drop) lets the stage run again.
+    """
     if not path.exists():
         return None
     rec = read_json_gz(path) if gz else json.loads(path.read_text())
-    return rec if rec.get("key") == as_json(key) else None
+    key = as_json(key)
+    saved = rec.get("key")
+    if saved != key:
+        changed = sorted(k for k in {*key, *(saved or {})} if (saved or {}).get(k) != key.get(k))
+        raise PearLensError(f"{path} was made under another key ({', '.join(changed)} differ); a committed output "
+                            "is not replaced midway through a study: restore what made it (git log), or move the "
+                            "file aside to run that stage again")
+    return rec
+
+
+def weights_device_dtype(model: "LoadedModel") -> tuple[str, str]:
+    """Device type and dtype of the model's weights as loaded (measured, not copied from the plan)."""
+    param = next(model.bridge.parameters())
+    return param.device.type, str(param.dtype).removeprefix("torch.")
 
 
 # --------------------------------------------------------------------------- conditions
@@ -133,14 +152,18 @@ def train_arm(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, path: P
     config = Recipe(**{**plan.recipe, "lr": arm.train_lr})
     recipe = config.to_dict()
     key = {"fingerprint": model.fingerprint, "heads": [list(h) for h in arm.heads], "recipe": recipe,
-           "device": plan.device}
+           "device": weights_device_dtype(model)[0]}
     rec = stored(path, key, gz=False)
     if rec is None:
         result = train_coefficients(model, list(arm.heads), config, progress=False)
         tau = [float(t) for t in result.tau]
         rec = {"key": as_json(key), "tau": tau, "seconds": round(result.seconds, 2), "loss_first": result.loss_curve[0],
                "loss_last": result.loss_curve[-1], "step_limit": round(step_limit(config), 6),
-               "at_step_limit": at_step_limit(tau, config)}
+               "at_step_limit": at_step_limit(tau, config),
+               # the whole path, so whether τ and the loss had settled can be read off (not only the step limit)
+               "loss_curve": [round(float(x), 6) for x in result.loss_curve],
+               "tau_trajectory": [[round(float(t), 6) for t in row] for row in result.tau_trajectory.tolist()],
+               "lr_curve": [float(x) for x in result.lr_curve]}
         atomic_write_json(path, rec)
     record.setdefault("seconds", {})[f"train/{arm.id}"] = rec["seconds"]
     return dict(zip(arm.heads, rec["tau"]))
@@ -169,8 +192,11 @@ def build_condition(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, a
 
 
 def task_items(model: "LoadedModel", task: TaskName, plan: PL.ConfirmatoryPlan, mdir: Path,
-               progress: bool) -> list[Item]:
-    """The plan's test items of ``task``: drawn once (after the plan is on disk), then always read back."""
+               progress: bool, registry: Path | None = None, study: str = "") -> list[Item]:
+    """The plan's test items of ``task``: drawn once (after the plan is on disk), then always read back.
+
+    Before the first item of a ``study`` is drawn the study is closed in ``registry``: no model can join it
+    (and share its seed) once any of its items exist."""
     from pear_lens.evaluation.facts import closed_book_items, load_facts
 
     path = mdir / "items" / f"{task.value}.jsonl.gz"
@@ -178,6 +204,8 @@ def task_items(model: "LoadedModel", task: TaskName, plan: PL.ConfirmatoryPlan, 
         return load_items(path, task)[0]
     if not (mdir / PLAN_JSON).exists():  # the order of events is the point: never draw items without a plan
         raise PearLensError(f"no plan in {mdir}; the plan is fixed before any test item is drawn")
+    if registry is not None and study:
+        close_study(registry, study)
     settings = settings_for(model.name, task, model.tokenizer)
     meta: dict[str, Any] = {"seed": plan.test_seed, "settings": settings.to_dict()}
     known = None
@@ -196,23 +224,32 @@ def task_items(model: "LoadedModel", task: TaskName, plan: PL.ConfirmatoryPlan, 
 # --------------------------------------------------------------------------- the run
 
 
+def item_settings(model: "LoadedModel", task: TaskName, mdir: Path) -> TaskSettings:
+    """The settings ``task``'s items were drawn with (saved beside them), so a later recalibration cannot
+    change how a running study asks its questions; the calibrated ones before any item exists."""
+    path = mdir / "items" / f"{task.value}.jsonl.gz"
+    if path.exists():
+        return TaskSettings(**read_json_gz(path)["meta"]["settings"])
+    return settings_for(model.name, task, model.tokenizer)
+
+
 def output_key(model: "LoadedModel", cond: C.Condition, items: Sequence[Item], task: TaskName,
-               plan: PL.ConfirmatoryPlan) -> dict[str, Any]:
-    settings = settings_for(model.name, task, model.tokenizer)
+               plan: PL.ConfirmatoryPlan, settings: TaskSettings) -> dict[str, Any]:
+    device, dtype = weights_device_dtype(model)
     # the condition by what it computes (heads and τ), not by its label: renaming a row keeps its outputs
     return {"fingerprint": model.fingerprint, "task": task.value, "heads": cond.describe()["heads"],
             "items": items_digest(items), "settings": settings.to_dict(), "batch_size": plan.batch_size,
-            "device": plan.device, "dtype": plan.dtype}
+            "device": device, "dtype": dtype}
 
 
 def evaluate_arm(model: "LoadedModel", cond: C.Condition, arm: Arm, task: TaskName, items: Sequence[Item],
                  plan: PL.ConfirmatoryPlan, mdir: Path, record: dict, progress: bool) -> bool:
     """Generate and save ``cond``'s outputs on ``items`` unless saved under the same key; True when it ran now."""
     path = mdir / "outputs" / task.value / f"{arm.id}.json.gz"
-    key = output_key(model, cond, items, task, plan)
+    settings = item_settings(model, task, mdir)
+    key = output_key(model, cond, items, task, plan, settings)
     if stored(path, key, gz=True) is not None:
         return False
-    settings = settings_for(model.name, task, model.tokenizer)
     prompts = encode_items(items, PromptStyle.parse(settings.prompt_style), model.tokenizer, n_ctx=model.n_ctx,
                            max_new_tokens=settings.max_new_tokens)
     start = time.perf_counter()
@@ -226,10 +263,12 @@ def evaluate_arm(model: "LoadedModel", cond: C.Condition, arm: Arm, task: TaskNa
 
 
 def run_model(model: "LoadedModel", plan: PL.ConfirmatoryPlan, artifact_dir: Path, mdir: Path, *,
-              progress: bool = False, log: Callable[[str], None] = print, max_new: int | None = None) -> dict:
+              progress: bool = False, log: Callable[[str], None] = print, max_new: int | None = None,
+              registry: Path | None = None, study: str = "") -> dict:
     """Every planned condition on every planned task, resuming from what ``mdir`` holds.
 
     ``max_new``: stop after this many newly run evaluations (None: all); the record says what is left.
+    ``registry``, ``study``: the seed registry and the plan's study, closed before its first item is drawn.
     Returns the record (also written to ``mdir/record.json`` after every stage).
     """
     from pear_lens.models.loaded import device_description
@@ -238,7 +277,7 @@ def run_model(model: "LoadedModel", plan: PL.ConfirmatoryPlan, artifact_dir: Pat
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     record["devices"] = list(dict.fromkeys([*record.get("devices", []), device_description(plan.device)]))
     planned = PL.planned_conditions(plan)
-    items = {t: task_items(model, TaskName(t), plan, mdir, progress) for t in plan.tasks()}
+    items = {t: task_items(model, TaskName(t), plan, mdir, progress, registry, study) for t in plan.tasks()}
     ran = 0
     for arm in arms(plan, model.n_layers, model.n_heads):
         tasks = [t for t in plan.tasks() if arm.id in planned[t]]

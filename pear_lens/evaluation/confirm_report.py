@@ -3,8 +3,9 @@
 :func:`load_run` reads one model's folder (:mod:`pear_lens.evaluation.confirm`); :func:`endpoint_table`
 gives one row per task with PEAR's difference from the baseline, the planned test, Holm's adjustment over
 the model's family, the verdict word of the plan's rule, PEAR's rank among the controls and its difference
-from their mean; :func:`condition_table`, :func:`error_table` and :func:`position_table` give the rest.
-Every number is a function of the per-item outputs, so anyone can check the table from the repository.
+from their mean; :func:`condition_table`, :func:`error_table` and :func:`position_table` give the rest, and
+:func:`summarise` one model's record for run.json. Every number is a function of the per-item outputs, so
+anyone can check the table from the repository; :mod:`pear_lens.evaluation.confirm_document` writes them out.
 """
 from __future__ import annotations
 
@@ -101,6 +102,17 @@ def _vs_baseline(run: ConfirmRun, task: str, pear: np.ndarray, base: np.ndarray,
             "p_mcnemar": mcn.p_value, "n_items": diff.n_items, "n_clusters": diff.n_clusters}
 
 
+def rank_among(pear: np.ndarray, base: np.ndarray, controls: list[np.ndarray]) -> tuple[int, float]:
+    """(controls at least as good as PEAR, empirical p) on the same items, compared by item counts.
+
+    Counts are integers, so a control that ties PEAR counts as "at least PEAR"; differences of float means
+    could miss a tie by a rounding step and make the rank p one step too small.
+    """
+    gain = int(pear.sum()) - int(base.sum())
+    gains = [int(c.sum()) - int(base.sum()) for c in controls]
+    return int(sum(g >= gain for g in gains)), empirical_p(float(gain), [float(g) for g in gains])  # exact: integers
+
+
 def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
     """One row per planned task (plus counterfactual's one-item-per-fact row): PEAR against the baseline with
     the planned test, Holm over the model's family, the verdict word, and PEAR against the controls."""
@@ -133,8 +145,8 @@ def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
                     vs = paired_diff_vs_controls(pear, np.stack([correct[c][mask] for c in ids]), clusters,
                                                  n_resamples=resamples, seed=seed)
                     row.update({f"{kind}_median": spread.median, f"{kind}_q10": spread.q10, f"{kind}_q90": spread.q90,
-                                f"{kind}_rank_p": empirical_p(row["delta"], deltas),
-                                f"{kind}_n_at_least_pear": int(np.sum(np.asarray(deltas) >= row["delta"])),
+                                **dict(zip((f"{kind}_n_at_least_pear", f"{kind}_rank_p"),
+                                           rank_among(pear, base, [correct[c][mask] for c in ids]))),
                                 f"pear_minus_{kind}": vs.estimate, f"pear_minus_{kind}_low": vs.ci_low,
                                 f"pear_minus_{kind}_high": vs.ci_high})
             for arm in ("fixed_damping", "pear_unclipped"):
@@ -156,15 +168,20 @@ def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
         df.loc[i, "verdict"] = (rule.verdict(df.loc[i, "delta"], df.loc[i, "p_holm"], df.loc[i, "kind"]).value
                                 if not missing else f"pending ({len(plan.endpoints) - missing} of "
                                                     f"{len(plan.endpoints)} tests in)")
+    # the rank test: Holm over every primary endpoint of the plan (one not ranked yet counts as p = 1), and no
+    # word until every primary endpoint has all its planned controls (an interim word could flip later)
     primary = main & (df["role"] == PL.PRIMARY) & df.get(f"{UNIFORM}_rank_p", pd.Series(np.nan, index=df.index)).notna()
     df[f"{UNIFORM}_rank_p_holm"] = np.nan
+    df["beyond_random_heads"] = ""
     if primary.any():
-        df.loc[primary, f"{UNIFORM}_rank_p_holm"] = holm(df.loc[primary, f"{UNIFORM}_rank_p"].to_numpy())
-        complete = df[f"{UNIFORM}_done"] == df[f"{UNIFORM}_planned"]
-        df["beyond_random_heads"] = ""
-        sig = df[f"{UNIFORM}_rank_p_holm"] < rule.alpha
-        df.loc[primary & complete, "beyond_random_heads"] = np.where(sig[primary & complete], "yes", "no")
-        df.loc[primary & ~complete, "beyond_random_heads"] = "pending"
+        n_primary = sum(e.role == PL.PRIMARY for e in plan.endpoints)
+        ranked = df.loc[primary, f"{UNIFORM}_rank_p"].to_numpy()
+        adjusted = holm(np.concatenate([ranked, np.ones(n_primary - ranked.size)]))
+        df.loc[primary, f"{UNIFORM}_rank_p_holm"] = adjusted[: ranked.size]
+        complete = bool((df.loc[primary, f"{UNIFORM}_done"] == df.loc[primary, f"{UNIFORM}_planned"]).all()
+                        and ranked.size == n_primary)
+        sig = df.loc[primary, f"{UNIFORM}_rank_p_holm"] < rule.alpha
+        df.loc[primary, "beyond_random_heads"] = np.where(sig, "yes", "no") if complete else "pending"
     return df
 
 
@@ -176,10 +193,14 @@ def condition_table(run: ConfirmRun) -> pd.DataFrame:
         base = correct["baseline"].mean() if "baseline" in correct else np.nan
         for cid, ok in correct.items():
             tau = run.tau.get(cid, {})
+            # how τ were trained: a control's own key, PEAR's published recipe (the plan), nothing when untrained
+            recipe = tau["key"]["recipe"] if tau else run.plan.recipe if cid == "pear" else {}
             rows.append({"model": run.plan.model, "task": task, "condition": cid, "label": run.outputs[task][cid]["label"],
                          "n": int(ok.size), "accuracy": float(ok.mean()), "delta": float(ok.mean() - base),
                          "tau_mean": float(np.mean(tau["tau"])) if tau else np.nan,
                          "tau_at_step_limit": int(sum(tau["at_step_limit"])) if tau else np.nan,
+                         "train_steps": recipe.get("steps"), "train_seed": recipe.get("seed"),
+                         "train_lr": recipe.get("lr"),
                          "device": run.outputs[task][cid]["key"]["device"],
                          "dtype": run.outputs[task][cid]["key"]["dtype"],
                          "batch_size": run.outputs[task][cid]["key"]["batch_size"],
@@ -220,16 +241,31 @@ def head_overlap(run: ConfirmRun) -> dict[str, float]:
     return out
 
 
+SETTLE_STEPS = 10
+"""The last steps over which :func:`step_limit_table` measures how far τ still moved."""
+
+
 def step_limit_table(run: ConfirmRun) -> pd.DataFrame:
-    """Per trained condition: how many τ sit at the step limit, of how many (the unclipped arm's criterion)."""
+    """Per trained condition: how many τ sit at the step limit, of how many (the unclipped arm's criterion),
+    the largest |τ − 1| as a share of the limit, and, where the τ path was saved, the largest move of a τ in
+    the last :data:`SETTLE_STEPS` steps as a share of the most it could move in them (the summed learning
+    rate): near 1, τ was still moving at full speed when training stopped; near 0, it had settled."""
     from pear_lens.reweight import Recipe, at_step_limit, step_limit
 
-    rows = [{"condition": "pear (published)", "n_tau": len(run.plan.artifact["tau"]),
-             "at_step_limit": sum(at_step_limit(run.plan.artifact["tau"], Recipe(**run.plan.recipe))),
-             "step_limit": step_limit(Recipe(**run.plan.recipe)), "tau": run.plan.artifact["tau"]}]
+    published = run.plan.artifact["tau"]
+    limit = step_limit(Recipe(**run.plan.recipe))
+    rows = [{"condition": "pear (published)", "n_tau": len(published),
+             "at_step_limit": sum(at_step_limit(published, Recipe(**run.plan.recipe))), "step_limit": limit,
+             "largest_move_share": max(abs(t - 1) for t in published) / limit, "tau": published}]
     for cid, rec in run.tau.items():
-        rows.append({"condition": cid, "n_tau": len(rec["tau"]), "at_step_limit": int(sum(rec["at_step_limit"])),
-                     "step_limit": rec["step_limit"], "tau": [round(t, 4) for t in rec["tau"]]})
+        row = {"condition": cid, "n_tau": len(rec["tau"]), "at_step_limit": int(sum(rec["at_step_limit"])),
+               "step_limit": rec["step_limit"], "largest_move_share": max(abs(t - 1) for t in rec["tau"]) / rec["step_limit"],
+               "tau": [round(t, 4) for t in rec["tau"]]}
+        path, lrs = rec.get("tau_trajectory"), rec.get("lr_curve")
+        if path and lrs and len(lrs) >= SETTLE_STEPS:
+            last = np.asarray(path[-1]) - np.asarray(path[-1 - SETTLE_STEPS])
+            row["last_steps_move_share"] = float(np.abs(last).max() / sum(lrs[-SETTLE_STEPS:]))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -251,112 +287,37 @@ def position_table(run: ConfirmRun, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------- writing
+# --------------------------------------------------------------------------- the record
 
 
-def _pct(x: "float | None", sign: bool = False) -> str:
-    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else (f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}")
-
-
-def _p(x: "float | None") -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "–"
-    return f"{x:.2g}" if x >= 0.001 else f"{x:.1e}"
-
-
-def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The compact verdict table: one row per model and task (all items), the words from the plan's rule."""
-    rows = []
-    for r in table[table["subset"] == "all items"].itertuples():
-        d = r._asdict()
-        n_u, planned = d.get(f"{UNIFORM}_done", 0), d.get(f"{UNIFORM}_planned", 0)
-        rank = ("–" if not n_u else
-                f"{1 + d[f'{UNIFORM}_n_at_least_pear']} of {n_u + 1} (p {_p(d[f'{UNIFORM}_rank_p'])})"
-                + ("" if n_u == planned else f", {n_u}/{planned} controls so far"))
-        rows.append({"model": r.model, "task": f"{r.task} ({r.role})", "baseline %": _pct(r.baseline),
-                     "PEAR Δ pts [95 % CI]": f"{_pct(r.delta, True)} [{_pct(r.ci_low, True)}, {_pct(r.ci_high, True)}]",
-                     "p raw": _p(r.p_raw), "p Holm": _p(r.p_holm), "verdict": r.verdict,
-                     "rank among uniform controls": rank,
-                     "controls' median Δ [10–90 %]": ("–" if not n_u else f"{_pct(d[f'{UNIFORM}_median'], True)} "
-                                                      f"[{_pct(d[f'{UNIFORM}_q10'], True)}, {_pct(d[f'{UNIFORM}_q90'], True)}]"),
-                     "PEAR − controls' mean [95 % CI]": ("–" if not n_u else
-                                                         f"{_pct(d[f'pear_minus_{UNIFORM}'], True)} [{_pct(d[f'pear_minus_{UNIFORM}_low'], True)}, "
-                                                         f"{_pct(d[f'pear_minus_{UNIFORM}_high'], True)}]")})
-    return pd.DataFrame(rows)
-
-
-def markdown(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "(nothing evaluated yet)\n"
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def position_figure(pos: pd.DataFrame, title: str):
-    """Accuracy by gold position: baseline, PEAR, and the uniform controls as a median line in a 10–90 % band."""
-    import plotly.graph_objects as go
-
-    from pear_lens.drawing import template
-
-    x = pos["gold_position"].tolist()
-    fig = go.Figure()
-    if "controls_q10" in pos:
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=(pos["controls_q90"].tolist() + pos["controls_q10"].tolist()[::-1]),
-                                 fill="toself", line=dict(width=0), fillcolor="rgba(120,120,120,0.25)",
-                                 name=f"uniform controls 10–90 % (n = {int(pos['controls_n'].iloc[0])})"))
-        fig.add_trace(go.Scatter(x=x, y=pos["controls_median"], mode="lines", line=dict(color="grey", dash="dash"),
-                                 name="uniform controls, median"))
-    fig.add_trace(go.Scatter(x=x, y=pos["baseline"], mode="lines+markers", line=dict(color="black"), name="baseline"))
-    fig.add_trace(go.Scatter(x=x, y=pos["pear"], mode="lines+markers", line=dict(color="crimson"), name="PEAR"))
-    fig.update_layout(template=template(), title=title, xaxis_title="gold position", yaxis_title="accuracy",
-                      yaxis_range=[0, 1], width=700, height=420)
-    return fig
-
-
-def errors_figure(err: pd.DataFrame, title: str):
-    """Stacked shares of answer kinds for baseline, PEAR, the arms and the uniform controls' mean, per task."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from pear_lens.drawing import template
-
-    tasks = list(dict.fromkeys(err["task"]))
-    fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, shared_yaxes=True)
-    colors = {"correct": "seagreen", "empty": "lightgrey", "other_item": "darkorange", "memorised": "purple",
-              "other": "firebrick"}
-    shown: set[str] = set()
-    for i, task in enumerate(tasks, start=1):
-        share = err[err["task"] == task].pivot(index="condition", columns="kind", values="share")
-        keep = [c for c in ("baseline", "pear", "fixed_damping", "pear_unclipped") if c in share.index]
-        ctrl = [c for c in share.index if c.startswith(f"{UNIFORM}_s")]
-        table = share.loc[keep]
-        if ctrl:
-            table.loc["uniform controls (mean)"] = share.loc[ctrl].mean()
-        for kind in [k for k in colors if k in table.columns]:
-            fig.add_trace(go.Bar(x=table.index.tolist(), y=table[kind].tolist(), name=kind, legendgroup=kind,
-                                 showlegend=kind not in shown, marker_color=colors[kind]), row=1, col=i)
-            shown.add(kind)
-    fig.update_layout(template=template(), barmode="stack", title=title, yaxis_title="share of items",
-                      width=max(500, 380 * len(tasks)), height=430)
-    return fig
-
-
-def summarise(run: ConfirmRun) -> dict[str, Any]:
-    """The record of one model for run.json: plan, its SHA-256, deviations, the tables' numbers."""
-    table = endpoint_table(run)
-    done = {t: list(outs) for t, outs in run.outputs.items()}
-    measured = {"device": run.plan.device if not run.outputs else
-                next(iter(next(iter(run.outputs.values())).values()))["key"]["device"],
-                "n_items": {t: len(items) for t, items in run.items.items()}}
+def plan_created(run: ConfirmRun) -> str | None:
     import json
 
-    created = json.loads((run.folder / PLAN_JSON).read_text()).get("created")
+    return json.loads((run.folder / PLAN_JSON).read_text()).get("created")
+
+
+def summarise(run: ConfirmRun, study_closed: str = "") -> dict[str, Any]:
+    """The record of one model for run.json: plan, its SHA-256, deviations, the tables' numbers.
+
+    ``study_closed``: when the plan's study drew its first items (the seed registry); a plan fixed after
+    that is named among the deviations."""
+    table = endpoint_table(run)
+    done = {t: list(outs) for t, outs in run.outputs.items()}
+    keys = [rec["key"] for outs in run.outputs.values() for rec in outs.values()]
+    # what the outputs were made on, as their keys record it (measured off the weights when they ran)
+    measured = {k: ", ".join(sorted({str(key[k]) for key in keys})) for k in ("device", "dtype") if keys}
+    measured["n_items"] = {t: len(items) for t, items in run.items.items()}
+    created = plan_created(run)
+    deviations = PL.deviations(run.plan, done, measured)
+    if study_closed and created and created > study_closed:
+        deviations.insert(0, f"this plan was fixed on {created}, after its study had drawn its first test items "
+                             f"(by {study_closed}); the plan is computed from the published artifact and the "
+                             "exploratory record alone (make_plan), so no confirmatory result is an input to it")
     return {"plan": run.plan.to_dict(), "plan_sha256": run.sha256, "plan_created": created,
-            "test_seed": run.plan.test_seed,
-            "deviations": PL.deviations(run.plan, done, measured), "endpoints": _records(table),
-            "conditions": _records(condition_table(run)), "memorised_answer_rate": memorised_rates(run),
+            "test_seed": run.plan.test_seed, "study_items_first_drawn": study_closed or None,
+            "deviations": deviations, "endpoints": _records(table),
+            "conditions": _records(condition_table(run)), "answer_kinds": _records(error_table(run)),
+            "memorised_answer_rate": memorised_rates(run),
             "head_overlap": head_overlap(run), "step_limit": _records(step_limit_table(run)),
             "devices": run.record.get("devices", []), "seconds": run.record.get("seconds", {})}
 
@@ -366,126 +327,14 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
             for r in df.to_dict("records")]
 
 
-def _arms_rows(table: pd.DataFrame, run: ConfirmRun) -> pd.DataFrame:
-    rows = []
-    limits = step_limit_table(run).set_index("condition")
-    for r in table[table["subset"] == "all items"].to_dict("records"):
-        rows.append({"model": r["model"], "task": r["task"], "PEAR Δ": _pct(r["delta"], True),
-                     "fixed damping Δ": _pct(r.get("fixed_damping_delta"), True),
-                     "PEAR unclipped Δ": _pct(r.get("pear_unclipped_delta"), True),
-                     "layer-matched median Δ": _pct(r.get(f"{LAYER_MATCHED}_median"), True),
-                     "PEAR − layer-matched mean [95 % CI]": (
-                         "–" if not r.get(f"{LAYER_MATCHED}_done") else
-                         f"{_pct(r[f'pear_minus_{LAYER_MATCHED}'], True)} [{_pct(r[f'pear_minus_{LAYER_MATCHED}_low'], True)}, "
-                         f"{_pct(r[f'pear_minus_{LAYER_MATCHED}_high'], True)}]")})
-    out = pd.DataFrame(rows)
-    if "pear_unclipped" in limits.index:
-        u = limits.loc["pear_unclipped"]
-        out.attrs["unclipped"] = (f"PEAR unclipped τ: {u['tau']} ({u['at_step_limit']} of {u['n_tau']} at the step "
-                                  f"limit {u['step_limit']:.2f}); published PEAR τ: {limits.loc['pear (published)', 'tau']} "
-                                  f"({limits.loc['pear (published)', 'at_step_limit']} of "
-                                  f"{limits.loc['pear (published)', 'n_tau']} at the limit "
-                                  f"{limits.loc['pear (published)', 'step_limit']:.2f})")
-    return out
+def study_closed_at(registry: str | Path | None, run: ConfirmRun) -> str:
+    """When the study that claimed ``run``'s test seed drew its first items ('' when not recorded)."""
+    from pear_lens.evaluation.seeds import used_seeds
 
-
-def _errors_rows(run: ConfirmRun) -> pd.DataFrame:
-    """Answer kinds in % for baseline, PEAR, the arms and the uniform controls' mean, per task."""
-    err = error_table(run)
-    if err.empty:
-        return err
-    rows = []
-    for task, sub in err.groupby("task", sort=False):
-        share = sub.pivot(index="condition", columns="kind", values="share")
-        show = [c for c in ("baseline", "pear", "fixed_damping", "pear_unclipped") if c in share.index]
-        for cid in show:
-            rows.append({"task": task, "condition": cid, **{k: _pct(v) for k, v in share.loc[cid].items()}})
-        ctrl = [c for c in share.index if c.startswith(f"{UNIFORM}_s")]
-        if ctrl:
-            rows.append({"task": task, "condition": f"uniform controls, mean of {len(ctrl)}",
-                         **{k: _pct(v) for k, v in share.loc[ctrl].mean().items()}})
-    return pd.DataFrame(rows).fillna("–")
-
-
-def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | None = None, png: bool = False) -> Path:
-    """Recompute every table of the runs under ``root`` (one folder per model) into ``out/README.md`` and CSVs,
-    draw the position figures, and put each model's record under ``confirmatory`` in ``run_json``."""
-    import json
-
-    from pear_lens.io import atomic_path, atomic_write_json, atomic_write_text, save_figure
-
-    root, out = Path(root), Path(out)
-    runs = [load_run(p.parent) for p in sorted(root.glob(f"*/{PLAN_JSON}"))]
-    order = {m: i for i, m in enumerate(("smollm2-135m-instruct", "gemma-3-270m"))}
-    runs.sort(key=lambda r: order.get(r.plan.model, len(order)))
-    tables = [endpoint_table(r) for r in runs]
-    lines = ["# Confirmatory results (generated by `scripts/confirm.py --report-only`; do not edit)", "",
-             "Every number below is recomputed from the per-item outputs under `figures/results/confirm/MODEL/` "
-             "(items, outputs and τ of every condition), under the plan each model fixed before its test items "
-             "existed. The exploratory run that came before the plans (test seed 0) is in "
-             "[`summary.md`](summary.md).", ""]
-    all_verdicts = [verdict_rows(t) for t in tables if not t.empty]
-    lines += ["## Verdicts", "", markdown(pd.concat(all_verdicts) if all_verdicts else pd.DataFrame())]
-    for run, table in zip(runs, tables):
-        name = run.plan.model
-        lines += [f"## {name}", "", f"**Plan** (SHA-256 `{run.sha256}`): {run.plan.text()}", ""]
-        devs = summarise(run)["deviations"]
-        lines += ["**Deviations from the plan, and what is still pending:** "
-                  + ("none." if not devs else "; ".join(devs) + "."), ""]
-        if table.empty:
-            lines += ["Nothing evaluated yet.", ""]
-            continue
-        sens = table[table["subset"] != "all items"]
-        if not sens.empty:
-            s = sens.iloc[0]
-            lines += [f"Counterfactual on one item per fact ({int(s['n_items'])} items): PEAR Δ "
-                      f"{_pct(s['delta'], True)} points [{_pct(s['ci_low'], True)}, {_pct(s['ci_high'], True)}], "
-                      f"McNemar p {_p(s['p_mcnemar'])}.", ""]
-        arms = _arms_rows(table, run)
-        lines += ["### Arms and layer-matched controls", "", markdown(arms)]
-        if "unclipped" in arms.attrs:
-            lines += [arms.attrs["unclipped"] + ".", ""]
-        overlap = head_overlap(run)
-        if overlap:
-            lines += ["Mean share of heads two control draws have in common: "
-                      + ", ".join(f"{k.replace('_', '-')} {v:.2f}" for k, v in overlap.items()) + ".", ""]
-        rates = memorised_rates(run)
-        if rates:
-            ctrl = [v for k, v in rates.items() if k.startswith(f"{UNIFORM}_s")]
-            lines += ["Counterfactual answered with the memorised fact instead of the context's: "
-                      + ", ".join(f"{k} {_pct(v)} %" for k, v in rates.items() if not k.startswith(("uniform", "layer")))
-                      + (f", uniform controls' mean {_pct(float(np.mean(ctrl)))} %" if ctrl else "") + ".", ""]
-        errors = _errors_rows(run)
-        if not errors.empty:
-            lines += ["### Answer kinds (% of items)", "", markdown(errors)]
-            fig = errors_figure(error_table(run), f"{name}: answer kinds per condition")
-            stem = f"confirm_answer_kinds_{name}"
-            save_figure(fig, out / "figures" / f"{stem}.html", formats=["html"] + (["png"] if png else []))
-            lines += [f"![{name} answer kinds](figures/{stem}.png) ([interactive](figures/{stem}.html))", ""]
-        conds = condition_table(run)
-        show = conds[["task", "condition", "label", "n", "accuracy", "delta", "tau_mean", "tau_at_step_limit",
-                      "device", "dtype", "batch_size"]].copy()
-        for col in ("accuracy", "delta", "tau_mean"):
-            show[col] = show[col].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")
-        lines += ["### Every condition", "", markdown(show.fillna("–"))]
-        for task in run.outputs:
-            if task == TaskName.CLOSED_BOOK.value or not {"baseline", "pear"} <= set(run.outputs[task]):
-                continue
-            pos = position_table(run, task)
-            fig = position_figure(pos, f"{name} · {task}: accuracy by gold position")
-            save_figure(fig, out / "figures" / f"confirm_positions_{name}_{task}.html",
-                        formats=["html"] + (["png"] if png else []))
-            stem = f"confirm_positions_{name}_{task}"
-            lines += [f"![{name} {task}](figures/{stem}.png) ([interactive](figures/{stem}.html))", ""]
-    for stem, frames in (("confirm_endpoints", tables), ("confirm_conditions", [condition_table(r) for r in runs]),
-                         ("confirm_errors", [error_table(r) for r in runs])):
-        frames = [f for f in frames if not f.empty]
-        with atomic_path(out / f"{stem}.csv") as tmp:
-            (pd.concat(frames) if frames else pd.DataFrame()).to_csv(tmp, index=False)
-    atomic_write_text(out / "README.md", "\n".join(lines))
-    if run_json is not None:
-        path = Path(run_json)
-        record = json.loads(path.read_text()) if path.exists() else {}
-        record["confirmatory"] = {r.plan.model: summarise(r) for r in runs}
-        atomic_write_json(path, record)
-    return out / "README.md"
+    if registry is None or not Path(registry).exists():
+        return ""
+    uses = used_seeds(registry)
+    mine = [u for u in uses if u.seed == run.plan.test_seed and u.study
+            and Path(u.record).parts[-2:] == (run.folder.name, PLAN_JSON)]
+    closed = [u.closed for u in uses if mine and u.study == mine[0].study and u.closed]
+    return min(closed) if closed else ""

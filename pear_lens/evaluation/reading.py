@@ -100,7 +100,7 @@ def exploratory_sentences(table: pd.DataFrame, rule: VerdictRule = VerdictRule()
 
 def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
     """The compact verdict table of every confirmatory model and one status line each (plan, progress)."""
-    from pear_lens.evaluation.confirm_report import markdown, verdict_rows
+    from pear_lens.evaluation.confirm_document import markdown, verdict_rows
 
     frames, status = [], []
     for model, rec in records.items():

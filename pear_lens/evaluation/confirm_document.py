@@ -1,0 +1,240 @@
+"""The confirmatory report as a reader sees it: ``figures/results/README.md``, its CSVs and figures, and each
+model's record in ``run.json`` (every number from :mod:`pear_lens.evaluation.confirm_report`).
+
+:func:`write_report` writes them all; :func:`verdict_rows` and :func:`markdown` also give the README's
+compact verdict table (:mod:`pear_lens.evaluation.reading`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pear_lens.evaluation.confirm import PLAN_JSON
+from pear_lens.evaluation.confirm_report import (LAYER_MATCHED, SETTLE_STEPS, UNIFORM, ConfirmRun, condition_table,
+                                                 endpoint_table, error_table, head_overlap, load_run, memorised_rates,
+                                                 position_table, step_limit_table, study_closed_at, summarise)
+from pear_lens.evaluation.tasks import TaskName
+
+
+def _pct(x: "float | None", sign: bool = False) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else (f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}")
+
+
+def _p(x: "float | None") -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "–"
+    return f"{x:.2g}" if x >= 0.001 else f"{x:.1e}"
+
+
+def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The compact verdict table: one row per model and task (all items), the words from the plan's rule."""
+    rows = []
+    for r in table[table["subset"] == "all items"].itertuples():
+        d = r._asdict()
+        n_u, planned = d.get(f"{UNIFORM}_done", 0), d.get(f"{UNIFORM}_planned", 0)
+        rank = ("–" if not n_u else
+                f"{1 + d[f'{UNIFORM}_n_at_least_pear']} of {n_u + 1} (p {_p(d[f'{UNIFORM}_rank_p'])})"
+                + ("" if n_u == planned else f", {n_u}/{planned} controls so far"))
+        rows.append({"model": r.model, "task": f"{r.task} ({r.role})", "baseline %": _pct(r.baseline),
+                     "PEAR Δ pts [95 % CI]": f"{_pct(r.delta, True)} [{_pct(r.ci_low, True)}, {_pct(r.ci_high, True)}]",
+                     "p raw": _p(r.p_raw), "p Holm": _p(r.p_holm), "verdict": r.verdict,
+                     "rank among uniform controls": rank,
+                     "controls' median Δ [10–90 %]": ("–" if not n_u else f"{_pct(d[f'{UNIFORM}_median'], True)} "
+                                                      f"[{_pct(d[f'{UNIFORM}_q10'], True)}, {_pct(d[f'{UNIFORM}_q90'], True)}]"),
+                     "PEAR − controls' mean [95 % CI]": ("–" if not n_u else
+                                                         f"{_pct(d[f'pear_minus_{UNIFORM}'], True)} [{_pct(d[f'pear_minus_{UNIFORM}_low'], True)}, "
+                                                         f"{_pct(d[f'pear_minus_{UNIFORM}_high'], True)}]")})
+    return pd.DataFrame(rows)
+
+
+def markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(nothing evaluated yet)\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def position_figure(pos: pd.DataFrame, title: str):
+    """Accuracy by gold position: baseline, PEAR, and the uniform controls as a median line in a 10–90 % band."""
+    import plotly.graph_objects as go
+
+    from pear_lens.drawing import template
+
+    x = pos["gold_position"].tolist()
+    fig = go.Figure()
+    if "controls_q10" in pos:
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=(pos["controls_q90"].tolist() + pos["controls_q10"].tolist()[::-1]),
+                                 fill="toself", line=dict(width=0), fillcolor="rgba(120,120,120,0.25)",
+                                 name=f"uniform controls 10–90 % (n = {int(pos['controls_n'].iloc[0])})"))
+        fig.add_trace(go.Scatter(x=x, y=pos["controls_median"], mode="lines", line=dict(color="grey", dash="dash"),
+                                 name="uniform controls, median"))
+    fig.add_trace(go.Scatter(x=x, y=pos["baseline"], mode="lines+markers", line=dict(color="black"), name="baseline"))
+    fig.add_trace(go.Scatter(x=x, y=pos["pear"], mode="lines+markers", line=dict(color="crimson"), name="PEAR"))
+    fig.update_layout(template=template(), title=title, xaxis_title="gold position", yaxis_title="accuracy",
+                      yaxis_range=[0, 1], width=700, height=420)
+    return fig
+
+
+def errors_figure(err: pd.DataFrame, title: str):
+    """Stacked shares of answer kinds for baseline, PEAR, the arms and the uniform controls' mean, per task."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from pear_lens.drawing import template
+
+    tasks = list(dict.fromkeys(err["task"]))
+    fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, shared_yaxes=True)
+    colors = {"correct": "seagreen", "empty": "lightgrey", "other_item": "darkorange", "memorised": "purple",
+              "other": "firebrick"}
+    shown: set[str] = set()
+    for i, task in enumerate(tasks, start=1):
+        share = err[err["task"] == task].pivot(index="condition", columns="kind", values="share")
+        keep = [c for c in ("baseline", "pear", "fixed_damping", "pear_unclipped") if c in share.index]
+        ctrl = [c for c in share.index if c.startswith(f"{UNIFORM}_s")]
+        table = share.loc[keep]
+        if ctrl:
+            table.loc["uniform controls (mean)"] = share.loc[ctrl].mean()
+        for kind in [k for k in colors if k in table.columns]:
+            fig.add_trace(go.Bar(x=table.index.tolist(), y=table[kind].tolist(), name=kind, legendgroup=kind,
+                                 showlegend=kind not in shown, marker_color=colors[kind]), row=1, col=i)
+            shown.add(kind)
+    fig.update_layout(template=template(), barmode="stack", title=title, yaxis_title="share of items",
+                      width=max(500, 380 * len(tasks)), height=430)
+    return fig
+
+
+def _arms_rows(table: pd.DataFrame, run: ConfirmRun) -> pd.DataFrame:
+    rows = []
+    limits = step_limit_table(run).set_index("condition")
+    for r in table[table["subset"] == "all items"].to_dict("records"):
+        rows.append({"model": r["model"], "task": r["task"], "PEAR Δ": _pct(r["delta"], True),
+                     "fixed damping Δ": _pct(r.get("fixed_damping_delta"), True),
+                     "PEAR unclipped Δ": _pct(r.get("pear_unclipped_delta"), True),
+                     "layer-matched median Δ": _pct(r.get(f"{LAYER_MATCHED}_median"), True),
+                     "PEAR − layer-matched mean [95 % CI]": (
+                         "–" if not r.get(f"{LAYER_MATCHED}_done") else
+                         f"{_pct(r[f'pear_minus_{LAYER_MATCHED}'], True)} [{_pct(r[f'pear_minus_{LAYER_MATCHED}_low'], True)}, "
+                         f"{_pct(r[f'pear_minus_{LAYER_MATCHED}_high'], True)}]")})
+    out = pd.DataFrame(rows)
+    if "pear_unclipped" in limits.index:
+        u = limits.loc["pear_unclipped"]
+        moving = u.get("last_steps_move_share")
+        out.attrs["unclipped"] = (f"PEAR unclipped τ: {u['tau']} ({u['at_step_limit']} of {u['n_tau']} at the step "
+                                  f"limit {u['step_limit']:.2f}; the largest |τ − 1| is {u['largest_move_share']:.0%} "
+                                  "of it" + ("" if moving is None or pd.isna(moving) else
+                                             f"; in the last {SETTLE_STEPS} steps a τ still moved {moving:.0%} of the "
+                                             "most it could") + "); "
+                                  f"published PEAR τ: {limits.loc['pear (published)', 'tau']} "
+                                  f"({limits.loc['pear (published)', 'at_step_limit']} of "
+                                  f"{limits.loc['pear (published)', 'n_tau']} at the limit "
+                                  f"{limits.loc['pear (published)', 'step_limit']:.2f})")
+    return out
+
+
+def _errors_rows(run: ConfirmRun) -> pd.DataFrame:
+    """Answer kinds in % for baseline, PEAR, the arms and the uniform controls' mean, per task."""
+    err = error_table(run)
+    if err.empty:
+        return err
+    rows = []
+    for task, sub in err.groupby("task", sort=False):
+        share = sub.pivot(index="condition", columns="kind", values="share")
+        show = [c for c in ("baseline", "pear", "fixed_damping", "pear_unclipped") if c in share.index]
+        for cid in show:
+            rows.append({"task": task, "condition": cid, **{k: _pct(v) for k, v in share.loc[cid].items()}})
+        ctrl = [c for c in share.index if c.startswith(f"{UNIFORM}_s")]
+        if ctrl:
+            rows.append({"task": task, "condition": f"uniform controls, mean of {len(ctrl)}",
+                         **{k: _pct(v) for k, v in share.loc[ctrl].mean().items()}})
+    return pd.DataFrame(rows).fillna("–")
+
+
+def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | None = None, png: bool = False,
+                 registry: str | Path | None = None) -> Path:
+    """Recompute every table of the runs under ``root`` (one folder per model) into ``out/README.md`` and CSVs,
+    draw the position figures, and put each model's record under ``confirmatory`` in ``run_json``
+    (``registry``: the seed registry, which says when each plan's study drew its first items)."""
+    import json
+
+    from pear_lens.io import atomic_path, atomic_write_json, atomic_write_text, save_figure
+
+    root, out = Path(root), Path(out)
+    runs = [load_run(p.parent) for p in sorted(root.glob(f"*/{PLAN_JSON}"))]
+    order = {m: i for i, m in enumerate(("smollm2-135m-instruct", "gemma-3-270m"))}
+    runs.sort(key=lambda r: order.get(r.plan.model, len(order)))
+    tables = [endpoint_table(r) for r in runs]
+    summaries = {r.plan.model: summarise(r, study_closed_at(registry, r)) for r in runs}
+    lines = ["# Confirmatory results (generated by `scripts/confirm.py --report-only`; do not edit)", "",
+             "Every number below is recomputed from the per-item outputs under `figures/results/confirm/MODEL/` "
+             "(items, outputs and τ of every condition), under the plan each model fixed before its test items "
+             "existed. The exploratory run that came before the plans (test seed 0) is in "
+             "[`summary.md`](summary.md).", ""]
+    all_verdicts = [verdict_rows(t) for t in tables if not t.empty]
+    lines += ["## Verdicts", "", markdown(pd.concat(all_verdicts) if all_verdicts else pd.DataFrame())]
+    for run, table in zip(runs, tables):
+        name = run.plan.model
+        lines += [f"## {name}", "", f"**Plan** (SHA-256 `{run.sha256}`): {run.plan.text()}", ""]
+        devs = summaries[name]["deviations"]
+        lines += ["**Deviations from the plan, and what is still pending:** "
+                  + ("none." if not devs else "; ".join(devs) + "."), ""]
+        if table.empty:
+            lines += ["Nothing evaluated yet.", ""]
+            continue
+        sens = table[table["subset"] != "all items"]
+        if not sens.empty:
+            s = sens.iloc[0]
+            lines += [f"Counterfactual on one item per fact ({int(s['n_items'])} items): PEAR Δ "
+                      f"{_pct(s['delta'], True)} points [{_pct(s['ci_low'], True)}, {_pct(s['ci_high'], True)}], "
+                      f"McNemar p {_p(s['p_mcnemar'])}.", ""]
+        arms = _arms_rows(table, run)
+        lines += ["### Arms and layer-matched controls", "", markdown(arms)]
+        if "unclipped" in arms.attrs:
+            lines += [arms.attrs["unclipped"] + ".", ""]
+        overlap = head_overlap(run)
+        if overlap:
+            lines += ["Mean share of heads two control draws have in common: "
+                      + ", ".join(f"{k.replace('_', '-')} {v:.2f}" for k, v in overlap.items()) + ".", ""]
+        rates = memorised_rates(run)
+        if rates:
+            ctrl = [v for k, v in rates.items() if k.startswith(f"{UNIFORM}_s")]
+            lines += ["Counterfactual answered with the memorised fact instead of the context's: "
+                      + ", ".join(f"{k} {_pct(v)} %" for k, v in rates.items() if not k.startswith(("uniform", "layer")))
+                      + (f", uniform controls' mean {_pct(float(np.mean(ctrl)))} %" if ctrl else "") + ".", ""]
+        errors = _errors_rows(run)
+        if not errors.empty:
+            lines += ["### Answer kinds (% of items)", "", markdown(errors)]
+            fig = errors_figure(error_table(run), f"{name}: answer kinds per condition")
+            stem = f"confirm_answer_kinds_{name}"
+            save_figure(fig, out / "figures" / f"{stem}.html", formats=["html"] + (["png"] if png else []))
+            lines += [f"![{name} answer kinds](figures/{stem}.png) ([interactive](figures/{stem}.html))", ""]
+        conds = condition_table(run)
+        show = conds[["task", "condition", "label", "n", "accuracy", "delta", "tau_mean", "tau_at_step_limit",
+                      "device", "dtype", "batch_size"]].copy()
+        for col in ("accuracy", "delta", "tau_mean"):
+            show[col] = show[col].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")
+        lines += ["### Every condition", "", markdown(show.fillna("–"))]
+        for task in run.outputs:
+            if task == TaskName.CLOSED_BOOK.value or not {"baseline", "pear"} <= set(run.outputs[task]):
+                continue
+            pos = position_table(run, task)
+            fig = position_figure(pos, f"{name} · {task}: accuracy by gold position")
+            save_figure(fig, out / "figures" / f"confirm_positions_{name}_{task}.html",
+                        formats=["html"] + (["png"] if png else []))
+            stem = f"confirm_positions_{name}_{task}"
+            lines += [f"![{name} {task}](figures/{stem}.png) ([interactive](figures/{stem}.html))", ""]
+    for stem, frames in (("confirm_endpoints", tables), ("confirm_conditions", [condition_table(r) for r in runs]),
+                         ("confirm_errors", [error_table(r) for r in runs])):
+        frames = [f for f in frames if not f.empty]
+        with atomic_path(out / f"{stem}.csv") as tmp:
+            (pd.concat(frames) if frames else pd.DataFrame()).to_csv(tmp, index=False)
+    atomic_write_text(out / "README.md", "\n".join(lines))
+    if run_json is not None:
+        path = Path(run_json)
+        record = json.loads(path.read_text()) if path.exists() else {}
+        record["confirmatory"] = summaries
+        atomic_write_json(path, record)
+    return out / "README.md"
