@@ -400,3 +400,22 @@ def test_every_plan_of_a_study_is_fixed_before_any_item_is_drawn(setup, tmp_path
     assert seen == [sorted([model.name, other.name])]
     uses = used_seeds(tmp_path / "seeds.json")
     assert [u.seed for u in uses] == [13, 13] and all(u.closed for u in uses)
+
+
+def test_a_tau_record_saved_without_its_path_gets_it_by_training_again(run, tmp_path):
+    """retrace_arm keeps the saved τ; it adds the path only when training again ends at them."""
+    _, model, mdir = run
+    plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
+    arm = next(a for a in CF.arms(plan, model.n_layers, model.n_heads) if a.id == "pear_unclipped")
+    saved = json.loads((mdir / "tau" / "pear_unclipped.json").read_text())
+    old = {k: v for k, v in saved.items() if k not in ("loss_curve", "tau_trajectory", "lr_curve")}
+    path = tmp_path / "pear_unclipped.json"
+    path.write_text(json.dumps(old))
+    assert CF.retrace_arm(model, arm, plan, path)
+    assert json.loads(path.read_text()) == saved  # the same path, the same τ
+    assert not CF.retrace_arm(model, arm, plan, path)  # once
+    path.write_text(json.dumps({**old, "tau": [t + 0.1 for t in old["tau"]]}))
+    assert CF.retrace_arm(model, arm, plan, path)
+    rec = json.loads(path.read_text())
+    assert rec["retrace_mismatch"] == pytest.approx(0.1, abs=1e-6) and "tau_trajectory" not in rec
+    assert rec["tau"] == [t + 0.1 for t in old["tau"]]

@@ -159,14 +159,34 @@ def train_arm(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, path: P
         tau = [float(t) for t in result.tau]
         rec = {"key": as_json(key), "tau": tau, "seconds": round(result.seconds, 2), "loss_first": result.loss_curve[0],
                "loss_last": result.loss_curve[-1], "step_limit": round(step_limit(config), 6),
-               "at_step_limit": at_step_limit(tau, config),
-               # the whole path, so whether τ and the loss had settled can be read off (not only the step limit)
-               "loss_curve": [round(float(x), 6) for x in result.loss_curve],
-               "tau_trajectory": [[round(float(t), 6) for t in row] for row in result.tau_trajectory.tolist()],
-               "lr_curve": [float(x) for x in result.lr_curve]}
+               "at_step_limit": at_step_limit(tau, config), **training_path(result)}
         atomic_write_json(path, rec)
     record.setdefault("seconds", {})[f"train/{arm.id}"] = rec["seconds"]
     return dict(zip(arm.heads, rec["tau"]))
+
+
+def training_path(result: Any) -> dict[str, Any]:
+    """The whole path of a training (loss, τ, lr per step), so whether τ and the loss had settled can be read
+    off, not only whether τ sits at the step limit."""
+    return {"loss_curve": [round(float(x), 6) for x in result.loss_curve],
+            "tau_trajectory": [[round(float(t), 6) for t in row] for row in result.tau_trajectory.tolist()],
+            "lr_curve": [float(x) for x in result.lr_curve]}
+
+
+def retrace_arm(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, path: Path) -> bool:
+    """Add the training path to a τ record saved without one (before paths were kept), by training the arm
+    again with its recipe; True when it did. The saved τ stay as they are: the new path is kept only when it
+    ends at them (training is deterministic on one device), else the record says how far apart they were."""
+    from pear_lens.reweight import Recipe, train_coefficients
+
+    rec = json.loads(path.read_text())
+    if "tau_trajectory" in rec or "retrace_mismatch" in rec:
+        return False
+    result = train_coefficients(model, list(arm.heads), Recipe(**{**plan.recipe, "lr": arm.train_lr}), progress=False)
+    gap = max(abs(float(a) - b) for a, b in zip(result.tau, rec["tau"]))
+    extra = training_path(result) if gap <= 1e-6 else {"retrace_mismatch": gap}
+    atomic_write_json(path, {**rec, **extra})
+    return True
 
 
 def build_condition(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, artifact_dir: Path, mdir: Path,
@@ -291,6 +311,11 @@ def run_model(model: "LoadedModel", plan: PL.ConfirmatoryPlan, artifact_dir: Pat
                 secs = record["seconds"][f"eval/{task}/{arm.id}"]
                 log(f"{plan.model} {task} {arm.id}: {secs / 60:.1f} min")
                 atomic_write_json(record_path, record)
+    if max_new is None or ran < max_new:  # the unclipped arms' criterion needs their paths: add any missing
+        for arm in arms(plan, model.n_layers, model.n_heads):
+            path = mdir / "tau" / f"{arm.id}.json"
+            if "unclipped" in arm.id and path.exists() and retrace_arm(model, arm, plan, path):
+                log(f"{plan.model} {arm.id}: training path added")
     atomic_write_json(record_path, record)
     return record
 
