@@ -101,7 +101,8 @@ def _confirmatory() -> list[str]:
             "`figures/results/test_seeds.json` closes a study when it draws its first item, and a plan fixed after "
             "that is named among its deviations); 19 uniform and 6 "
             "layer-matched random-K controls trained like PEAR on the primary endpoints. Verdicts: Holm over the "
-            "model's tests, significant below 0.05. Plans, deviations, arms (fixed damping, unclipped τ), answer "
+            "model's tests, significant below 0.05; on the primary endpoints PEAR's rank among the uniform controls is "
+            "Holm-adjusted over them and read as 'beyond random heads' once every control is in. Plans, deviations, arms (fixed damping, unclipped τ), answer "
             "kinds and every per-condition number: [`figures/results/README.md`](figures/results/README.md), "
             "recomputed from the per-item outputs in `figures/results/confirm/`.", "", *status, "", table.strip(), "",
             *(f"![{png.stem}](figures/results/figures/{png.name})"

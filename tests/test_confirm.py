@@ -312,17 +312,23 @@ def test_a_control_that_ties_pear_counts_as_at_least_pear():
 
 
 def test_no_beyond_random_heads_word_until_every_primary_endpoint_has_its_controls(run, tmp_path):
+    from pear_lens.evaluation import confirm_document as W
     from pear_lens.evaluation import confirm_report as R
 
     _, model, mdir = run
     table = R.endpoint_table(R.load_run(mdir))
     primary = table["role"] == "primary"
     assert set(table.loc[primary, "beyond_random_heads"]) <= {"yes", "no"}
+    cells = W.verdict_rows(table).set_index("task")["rank among uniform controls"]
+    assert "Holm" in cells["kv (primary)"] and "; beyond random heads: " in cells["kv (primary)"]
+    assert "Holm" not in cells["closed-book (safety)"]  # the rank test is the primary endpoints' only
     copy = tmp_path / model.name
     shutil.copytree(mdir, copy)
     (copy / "outputs" / "mdqa" / "uniform_s18.json.gz").unlink()  # one control missing on one endpoint...
     table = R.endpoint_table(R.load_run(copy))
     assert set(table.loc[table["role"] == "primary", "beyond_random_heads"]) == {"pending"}  # ...no word on any
+    cells = W.verdict_rows(table).set_index("task")["rank among uniform controls"]
+    assert "beyond random heads" not in cells["kv (primary)"] and cells["mdqa (primary)"].endswith("18/19 controls so far")
 
 
 def test_the_record_shows_each_conditions_recipe_answer_kinds_and_when_the_study_drew_items(run):

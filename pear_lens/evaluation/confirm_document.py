@@ -34,8 +34,13 @@ def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
     for r in table[table["subset"] == "all items"].itertuples():
         d = r._asdict()
         n_u, planned = d.get(f"{UNIFORM}_done", 0), d.get(f"{UNIFORM}_planned", 0)
+        # primary endpoints: the plan's rank test (Holm over the primary endpoints) and its word, once complete
+        held = d.get(f"{UNIFORM}_rank_p_holm")
+        word = d.get("beyond_random_heads") or ""
         rank = ("–" if not n_u else
-                f"{1 + d[f'{UNIFORM}_n_at_least_pear']} of {n_u + 1} (p {_p(d[f'{UNIFORM}_rank_p'])})"
+                f"{1 + d[f'{UNIFORM}_n_at_least_pear']} of {n_u + 1} (p {_p(d[f'{UNIFORM}_rank_p'])}"
+                + ("" if held is None or pd.isna(held) else f", Holm {_p(held)}") + ")"
+                + (f"; beyond random heads: {word}" if word in ("yes", "no") else "")
                 + ("" if n_u == planned else f", {n_u}/{planned} controls so far"))
         rows.append({"model": r.model, "task": f"{r.task} ({r.role})", "baseline %": _pct(r.baseline),
                      "PEAR Δ pts [95 % CI]": f"{_pct(r.delta, True)} [{_pct(r.ci_low, True)}, {_pct(r.ci_high, True)}]",
