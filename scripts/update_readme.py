@@ -96,7 +96,7 @@ def _confirmatory() -> list[str]:
         return []
     table, status = confirmatory_markdown(records)
     return ["### Confirmatory test (plan fixed before fresh test items)", "",
-            "`scripts/confirm.py`: per model a plan (endpoints, test, correction, controls, verdict rule) written and "
+            "`make confirm` (`scripts/confirm.py`, resuming from the committed outputs): per model a plan (endpoints, test, correction, controls, verdict rule) written and "
             "hashed before its test items existed, on a test seed no other study used (a study's models share it; "
             "`figures/results/test_seeds.json` closes a study when it draws its first item, and a plan fixed after "
             "that is named among its deviations); 19 uniform and 6 "
