@@ -174,9 +174,9 @@ def training_path(result: Any) -> dict[str, Any]:
 
 
 RETRACE_TOLERANCE = 1e-3
-"""Largest |τ difference| at which a retrained path stands for the saved training: another thread count or
-machine changes the last float digits (SmolLM2's pear_unclipped retrained on 1 thread instead of 2 ended
-2.2e-5 from the saved τ), not the path."""
+"""Largest |τ difference| at which a retrained path stands for the saved training: another machine or thread
+count changes the last float digits, not the path (SmolLM2's pear_unclipped, retrained on another machine
+than the one that saved it, ended 2.2e-5 from the saved τ on 1 thread and on 2)."""
 
 
 def retrace_arm(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, path: Path) -> bool:
