@@ -173,7 +173,8 @@ def test_outputs_are_keyed_by_batch_size_device_and_dtype_and_never_replaced(run
     assert CF.weights_device_dtype(model) == ("cpu", "float32")
     assert CF.stored(path, CF.output_key(model, cond, items, kv, plan, settings), gz=True) is not None
     with pytest.raises(PearLensError, match=r"another key \(batch_size differ\)"):
-        CF.evaluate_arm(model, cond, arm, kv, items, dataclasses.replace(plan, batch_size=8), mdir, {}, False)
+        CF.evaluate_arm(model, cond, arm, kv, items, settings, dataclasses.replace(plan, batch_size=8), mdir, {},
+                        False)
     for measured, field in ((("cuda", "float32"), "device"), (("cpu", "bfloat16"), "dtype")):
         monkeypatch.setattr(CF, "weights_device_dtype", lambda m, v=measured: v)
         with pytest.raises(PearLensError, match=rf"another key \({field} differ\).*move the file aside"):

@@ -269,10 +269,10 @@ def output_key(model: "LoadedModel", cond: C.Condition, items: Sequence[Item], t
 
 
 def evaluate_arm(model: "LoadedModel", cond: C.Condition, arm: Arm, task: TaskName, items: Sequence[Item],
-                 plan: PL.ConfirmatoryPlan, mdir: Path, record: dict, progress: bool) -> bool:
-    """Generate and save ``cond``'s outputs on ``items`` unless saved under the same key; True when it ran now."""
+                 settings: TaskSettings, plan: PL.ConfirmatoryPlan, mdir: Path, record: dict, progress: bool) -> bool:
+    """Generate and save ``cond``'s outputs on ``items`` (asked with ``settings``, those they were drawn with:
+    :func:`item_settings`) unless saved under the same key; True when it ran now."""
     path = mdir / "outputs" / task.value / f"{arm.id}.json.gz"
-    settings = item_settings(model, task, mdir)
     key = output_key(model, cond, items, task, plan, settings)
     if stored(path, key, gz=True) is not None:
         return False
@@ -304,6 +304,7 @@ def run_model(model: "LoadedModel", plan: PL.ConfirmatoryPlan, artifact_dir: Pat
     record["devices"] = list(dict.fromkeys([*record.get("devices", []), device_description(plan.device)]))
     planned = PL.planned_conditions(plan)
     items = {t: task_items(model, TaskName(t), plan, mdir, progress, registry, study) for t in plan.tasks()}
+    settings = {t: item_settings(model, TaskName(t), mdir) for t in plan.tasks()}  # read once, not per condition
     ran = 0
     for arm in arms(plan, model.n_layers, model.n_heads):
         tasks = [t for t in plan.tasks() if arm.id in planned[t]]
@@ -312,7 +313,8 @@ def run_model(model: "LoadedModel", plan: PL.ConfirmatoryPlan, artifact_dir: Pat
             if max_new is not None and ran >= max_new:
                 break
             cond = cond or build_condition(model, arm, plan, artifact_dir, mdir, record)
-            if evaluate_arm(model, cond, arm, TaskName(task), items[task], plan, mdir, record, progress):
+            if evaluate_arm(model, cond, arm, TaskName(task), items[task], settings[task], plan, mdir, record,
+                            progress):
                 ran += 1
                 secs = record["seconds"][f"eval/{task}/{arm.id}"]
                 log(f"{plan.model} {task} {arm.id}: {secs / 60:.1f} min")

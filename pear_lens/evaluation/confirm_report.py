@@ -252,10 +252,10 @@ def step_limit_table(run: ConfirmRun) -> pd.DataFrame:
     rate): near 1, τ was still moving at full speed when training stopped; near 0, it had settled."""
     from pear_lens.reweight import Recipe, at_step_limit, step_limit
 
-    published = run.plan.artifact["tau"]
-    limit = step_limit(Recipe(**run.plan.recipe))
+    published, recipe = run.plan.artifact["tau"], Recipe(**run.plan.recipe)
+    limit = step_limit(recipe)
     rows = [{"condition": "pear (published)", "n_tau": len(published),
-             "at_step_limit": sum(at_step_limit(published, Recipe(**run.plan.recipe))), "step_limit": limit,
+             "at_step_limit": sum(at_step_limit(published, recipe)), "step_limit": limit,
              "largest_move_share": max(abs(t - 1) for t in published) / limit, "tau": published}]
     for cid, rec in run.tau.items():
         row = {"condition": cid, "n_tau": len(rec["tau"]), "at_step_limit": int(sum(rec["at_step_limit"])),
@@ -296,12 +296,13 @@ def plan_created(run: ConfirmRun) -> str | None:
     return json.loads((run.folder / PLAN_JSON).read_text()).get("created")
 
 
-def summarise(run: ConfirmRun, study_closed: str = "") -> dict[str, Any]:
+def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | None = None) -> dict[str, Any]:
     """The record of one model for run.json: plan, its SHA-256, deviations, the tables' numbers.
 
     ``study_closed``: when the plan's study drew its first items (the seed registry); a plan fixed after
-    that is named among the deviations."""
-    table = endpoint_table(run)
+    that is named among the deviations. ``table``: ``endpoint_table(run)`` if already computed (its
+    bootstraps are the report's slow part)."""
+    table = endpoint_table(run) if table is None else table
     done = {t: list(outs) for t, outs in run.outputs.items()}
     keys = [rec["key"] for outs in run.outputs.values() for rec in outs.values()]
     # what the outputs were made on, as their keys record it (measured off the weights when they ran)
