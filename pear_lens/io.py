@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -148,6 +149,11 @@ def check_static_export() -> None:
                             "(apt-get install chromium), set BROWSER_PATH, or pass --no-png")
 
 
+def html_div_id(path: Path) -> str:
+    """The id of a figure's div in ``path``'s HTML page: its file stem, made a valid HTML id."""
+    return "pear-lens-" + re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)
+
+
 def save_figure(fig: "go.Figure", path: str | os.PathLike, formats: Iterable[str] | None = None) -> list[Path]:
     """Write ``fig`` (a plotly figure, drawn by :mod:`pear_lens.plots` or :mod:`pear_lens.drawing`) atomically;
     the suffix of ``path`` picks the format, or give ``formats``.
@@ -161,8 +167,8 @@ def save_figure(fig: "go.Figure", path: str | os.PathLike, formats: Iterable[str
     for fmt in formats:
         target = path.with_suffix(f".{fmt}")
         with atomic_path(target) as tmp:
-            if fmt == "html":
-                fig.write_html(str(tmp), include_plotlyjs="cdn")
+            if fmt == "html":  # a div id from the file name, not a random UUID: the same figure, the same bytes
+                fig.write_html(str(tmp), include_plotlyjs="cdn", div_id=html_div_id(target))
             elif fmt in ("png", "svg", "pdf"):
                 chrome = _chrome_path()
                 if chrome is None:

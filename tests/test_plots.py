@@ -114,6 +114,14 @@ def test_save_figure_writes_small_html_and_refuses_unknown_formats(tmp_path):
         plots.save_figure(plots.head_heatmap(A), tmp_path / "h.gif")
 
 
+def test_the_same_figure_saved_twice_is_the_same_bytes(tmp_path):
+    # plotly's default div id is a random UUID: every regenerated report would differ from the committed one
+    first = plots.save_figure(plots.head_heatmap(A), tmp_path / "a" / "h.html")[0]
+    again = plots.save_figure(plots.head_heatmap(A), tmp_path / "b" / "h.html")[0]
+    assert first.read_bytes() == again.read_bytes()
+    assert 'id="pear-lens-h"' in first.read_text()
+
+
 def test_heatmap_of_real_scores(tiny_model):
     from pear_lens.mediation import score_heads
     from pear_lens.proxy_task import ProxyTask
