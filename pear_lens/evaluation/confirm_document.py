@@ -221,6 +221,8 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
                       "device", "dtype", "batch_size"]].copy()
         for col in ("accuracy", "delta", "tau_mean"):
             show[col] = show[col].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")
+        show["tau_at_step_limit"] = [f"{int(a)} of {int(n)}" if pd.notna(n) else "–"
+                                     for a, n in zip(conds["tau_at_step_limit"], conds["n_tau"])]
         lines += ["### Every condition", "", markdown(show.fillna("–"))]
         for task in run.outputs:
             if task == TaskName.CLOSED_BOOK.value or not {"baseline", "pear"} <= set(run.outputs[task]):

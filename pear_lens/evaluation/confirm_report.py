@@ -187,25 +187,31 @@ def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
 
 def condition_table(run: ConfirmRun) -> pd.DataFrame:
     """Accuracy of every condition on every task, with its Δ from the baseline and, where trained, its τ."""
+    from pear_lens.reweight import Recipe, at_step_limit
+
+    published = run.plan.artifact["tau"]  # PEAR's τ come from the artifact, trained with the plan's recipe
+    pear_tau = {"tau": published, "at_step_limit": at_step_limit(published, Recipe(**run.plan.recipe))}
     rows = []
     for task in run.outputs:
         correct = run.correct(task)
         base = correct["baseline"].mean() if "baseline" in correct else np.nan
         for cid, ok in correct.items():
-            tau = run.tau.get(cid, {})
+            tau = run.tau.get(cid) or (pear_tau if cid == "pear" else {})
             # how τ were trained: a control's own key, PEAR's published recipe (the plan), nothing when untrained
-            recipe = tau["key"]["recipe"] if tau else run.plan.recipe if cid == "pear" else {}
+            recipe = tau["key"]["recipe"] if "key" in tau else run.plan.recipe if cid == "pear" else {}
             rows.append({"model": run.plan.model, "task": task, "condition": cid, "label": run.outputs[task][cid]["label"],
                          "n": int(ok.size), "accuracy": float(ok.mean()), "delta": float(ok.mean() - base),
                          "tau_mean": float(np.mean(tau["tau"])) if tau else np.nan,
-                         "tau_at_step_limit": int(sum(tau["at_step_limit"])) if tau else np.nan,
+                         "n_tau": len(tau["tau"]) if tau else None,
+                         "tau_at_step_limit": int(sum(tau["at_step_limit"])) if tau else None,
                          "train_steps": recipe.get("steps"), "train_seed": recipe.get("seed"),
                          "train_lr": recipe.get("lr"),
                          "device": run.outputs[task][cid]["key"]["device"],
                          "dtype": run.outputs[task][cid]["key"]["dtype"],
                          "batch_size": run.outputs[task][cid]["key"]["batch_size"],
                          "seconds": run.outputs[task][cid].get("seconds")})
-    return pd.DataFrame(rows)
+    counts = ("n_tau", "tau_at_step_limit", "train_steps", "train_seed")  # whole numbers, blank where untrained
+    return pd.DataFrame(rows).astype({c: "Int64" for c in counts}) if rows else pd.DataFrame()
 
 
 def error_table(run: ConfirmRun) -> pd.DataFrame:
