@@ -332,6 +332,31 @@ def test_no_beyond_random_heads_word_until_every_primary_endpoint_has_its_contro
     assert "beyond random heads" not in cells["kv (primary)"] and cells["mdqa (primary)"].endswith("18/19 controls so far")
 
 
+def test_pear_unclipped_is_compared_with_the_controls_trained_at_its_learning_rate(run, tmp_path):
+    from pear_lens.evaluation import confirm_document as W
+    from pear_lens.evaluation import confirm_report as R
+
+    _, model, mdir = run
+    copy = tmp_path / model.name
+    shutil.copytree(mdir, copy)
+    loaded = R.load_run(copy)
+    items = loaded.items["kv"]
+    right, wrong = [it.answers[0] for it in items], ["" for _ in items]
+    unclipped = [c for k in (R.UNIFORM, R.LAYER_MATCHED) for c in loaded.controls("kv", k, "_unclipped")]
+    assert len(unclipped) == 6 and not set(unclipped) & set(loaded.controls("kv", R.UNIFORM))
+    for cid in ("baseline", "pear_unclipped", *unclipped):
+        _rewrite(copy, "kv", cid, wrong)
+    _rewrite(copy, "kv", unclipped[0], right)  # one unclipped control right everywhere, PEAR unclipped nowhere
+    row = R.endpoint_table(R.load_run(copy)).set_index("task").loc["kv"]
+    assert row["unclipped_controls_done"] == 6 and row["unclipped_controls_deltas"] == [1.0] + [0.0] * 5
+    assert row["unclipped_controls_n_at_least_pear"] == 6  # the five that tie count as reaching it
+    _rewrite(copy, "kv", "pear_unclipped", right)
+    table = R.endpoint_table(R.load_run(copy))
+    assert table.set_index("task").loc["kv", "unclipped_controls_n_at_least_pear"] == 1
+    cell = W._arms_rows(table, R.load_run(copy)).set_index("task").loc["kv", "unclipped controls' Δ (≥ PEAR unclipped)"]
+    assert cell == "+100.0, +0.0, +0.0, +0.0, +0.0, +0.0 (1 of 6)"
+
+
 def test_the_record_shows_each_conditions_recipe_answer_kinds_and_when_the_study_drew_items(run):
     from pear_lens.evaluation import confirm_report as R
 

@@ -112,6 +112,16 @@ def errors_figure(err: pd.DataFrame, title: str):
     return fig
 
 
+def _unclipped_cell(r: dict) -> str:
+    """The unclipped controls' deltas, uniform draws first, and how many reach PEAR unclipped's delta."""
+    deltas = r.get("unclipped_controls_deltas")
+    if not isinstance(deltas, list) or not deltas:
+        return "–"
+    reach = r.get("unclipped_controls_n_at_least_pear")
+    return (", ".join(_pct(d, True) for d in deltas)
+            + ("" if reach is None or pd.isna(reach) else f" ({int(reach)} of {len(deltas)})"))
+
+
 def _arms_rows(table: pd.DataFrame, run: ConfirmRun) -> pd.DataFrame:
     rows = []
     limits = step_limit_table(run).set_index("condition")
@@ -119,6 +129,7 @@ def _arms_rows(table: pd.DataFrame, run: ConfirmRun) -> pd.DataFrame:
         rows.append({"model": r["model"], "task": r["task"], "PEAR Δ": _pct(r["delta"], True),
                      "fixed damping Δ": _pct(r.get("fixed_damping_delta"), True),
                      "PEAR unclipped Δ": _pct(r.get("pear_unclipped_delta"), True),
+                     "unclipped controls' Δ (≥ PEAR unclipped)": _unclipped_cell(r),
                      "layer-matched median Δ": _pct(r.get(f"{LAYER_MATCHED}_median"), True),
                      "PEAR − layer-matched mean [95 % CI]": (
                          "–" if not r.get(f"{LAYER_MATCHED}_done") else
@@ -196,7 +207,10 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
                       f"{_pct(s['delta'], True)} points [{_pct(s['ci_low'], True)}, {_pct(s['ci_high'], True)}], "
                       f"McNemar p {_p(s['p_mcnemar'])}.", ""]
         arms = _arms_rows(table, run)
-        lines += ["### Arms and layer-matched controls", "", markdown(arms)]
+        lines += ["### Arms and layer-matched controls", "",
+                  "Unclipped controls: the first uniform, then the first layer-matched draws, trained at the unclipped "
+                  "arm's learning rate; in brackets how many reach PEAR unclipped's Δ (too few for a rank test).", "",
+                  markdown(arms)]
         if "unclipped" in arms.attrs:
             lines += [arms.attrs["unclipped"] + ".", ""]
         overlap = head_overlap(run)

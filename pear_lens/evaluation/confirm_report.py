@@ -152,6 +152,15 @@ def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
             for arm in ("fixed_damping", "pear_unclipped"):
                 if arm in correct:
                     row[f"{arm}_delta"] = correct[arm][mask].mean() - base.mean()
+            # the unclipped arm's own controls (same larger learning rate): too few for a rank test, so their
+            # deltas are kept one by one, and how many of them reach PEAR unclipped's
+            unclipped = [c for kind in (UNIFORM, LAYER_MATCHED) for c in run.controls(e.task, kind, "_unclipped")]
+            row["unclipped_controls_done"] = len(unclipped)
+            if unclipped:
+                row["unclipped_controls_deltas"] = [float(correct[c][mask].mean() - base.mean()) for c in unclipped]
+                if "pear_unclipped" in correct:
+                    row["unclipped_controls_n_at_least_pear"] = rank_among(
+                        correct["pear_unclipped"][mask], base, [correct[c][mask] for c in unclipped])[0]
             rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
