@@ -27,6 +27,7 @@ from pear_lens.evaluation.reading import (
     k_sweep_table,
     atlas_roles_sentence,
     confirmatory_markdown,
+    confirmatory_sentences,
     exploratory_markdown,
     exploratory_sentences,
     exploratory_table,
@@ -95,6 +96,7 @@ def _confirmatory() -> list[str]:
     if not records:
         return []
     table, status = confirmatory_markdown(records)
+    reading = confirmatory_sentences(records)
     return ["### Confirmatory test (plan fixed before fresh test items)", "",
             "`make confirm` (`scripts/confirm.py`, resuming from the committed outputs): per model a plan (endpoints, test, correction, controls, verdict rule) written and "
             "hashed before its test items existed, on a test seed no other study used (a study's models share it; "
@@ -105,6 +107,7 @@ def _confirmatory() -> list[str]:
             "Holm-adjusted over them and read as 'beyond random heads' once every control is in. Plans, deviations, arms (fixed damping, unclipped τ), answer "
             "kinds and every per-condition number: [`figures/results/README.md`](figures/results/README.md), "
             "recomputed from the per-item outputs in `figures/results/confirm/`.", "", *status, "", table.strip(), "",
+            *reading, "",
             *(f"![{png.stem}](figures/results/figures/{png.name})"
               for png in sorted((RESULTS / "figures").glob("confirm_positions_*.png"))), ""]
 

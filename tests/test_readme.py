@@ -59,6 +59,32 @@ def test_the_reading_applies_the_rule_to_the_summary_table(tmp_path):
     assert "kv below 0.05 before the correction only" in exploratory_sentences(t)[0]
 
 
+def test_the_confirmatory_reading_transcribes_the_record_and_its_words():
+    import copy
+    import json
+
+    from pear_lens.evaluation.reading import confirmatory_sentences
+
+    records = json.loads((ROOT / "figures" / "results" / "run.json").read_text())["confirmatory"]
+    name = "smollm2-135m-instruct"
+    rec = copy.deepcopy(records[name])
+    rows = {r["task"]: r for r in rec["endpoints"] if r["subset"] == "all items"}
+    for task, row in rows.items():  # a fixture: every primary endpoint with all its controls in
+        row.update(delta=0.05, p_holm=0.01, verdict="helps" if task != "closed-book" else "knowledge kept")
+        if row["role"] == "primary":
+            row.update(uniform_done=19, uniform_n_at_least_pear=0, uniform_rank_p_holm=0.1, beyond_random_heads="no")
+    text = confirmatory_sentences({name: rec})[0]
+    assert "counterfactual helps (Δ +5.0 pts, adjusted p 0.01)" in text and "closed-book knowledge kept" in text
+    assert "counterfactual rank 1 of 20 (adjusted rank p 0.1)" in text and "beyond random heads on none of them" in text
+    rows["counterfactual"].update(uniform_rank_p_holm=0.02, beyond_random_heads="yes")  # the rule's word moves...
+    assert "beyond random heads on counterfactual." in confirmatory_sentences({name: rec})[0]
+    rows["kv"].update(uniform_done=18, beyond_random_heads="pending")  # ...and is withheld while a control is missing
+    text = confirmatory_sentences({name: rec})[0]
+    assert "beyond random heads" not in text and "no word until every planned control is in" in text
+    rows["kv"]["verdict"] = "no significant change"
+    assert "kv no significant change (Δ +5.0 pts" in confirmatory_sentences({name: rec})[0]
+
+
 def test_the_first_results_table_has_at_most_one_row_per_model_and_task():
     """The README's first results table is the compact verdict table: one row per (model, task) at most."""
     text = (ROOT / "README.md").read_text()

@@ -116,6 +116,46 @@ def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
     return table, status
 
 
+def confirmatory_sentences(records: dict[str, Any]) -> list[str]:
+    """What the confirmatory table says, one bullet per model; every word is the plan's rule applied to a
+    number of the record (verdict, 'beyond random heads'), every number a cell of it."""
+    out = []
+    for model, rec in records.items():
+        done = sum(len(c) for c in _done(rec).values())
+        planned = sum(len(c) for c in _planned(rec).values())
+        head = f"- **{model}**" + ("" if done == planned else f" (provisional: {done} of {planned} evaluations)")
+        t = pd.DataFrame(rec["endpoints"])
+        if t.empty:
+            out.append(head + ": no test evaluated yet.")
+            continue
+        t = t[t["subset"] == "all items"]
+        text = head + f": after Holm's correction over its {len(rec['plan']['endpoints'])} tests, " + "; ".join(
+            f"{r.task} {r.verdict} (Δ {_pts(r.delta)} pts, adjusted p {_p(r.p_holm)})" for r in t.itertuples()) + "."
+        primary = t[t["role"] == "primary"]
+        ranked = primary[primary.get("uniform_done", pd.Series(0, index=primary.index)).fillna(0) > 0]
+        if not ranked.empty:
+            words = set(ranked["beyond_random_heads"])
+            text += (" Against the uniform random-K controls on the primary endpoints: "
+                     + ", ".join(f"{r.task} rank {1 + int(r.uniform_n_at_least_pear)} of {1 + int(r.uniform_done)} "
+                                 f"(adjusted rank p {_p(r.uniform_rank_p_holm)})" for r in ranked.itertuples()))
+            yes = ranked.loc[ranked["beyond_random_heads"] == "yes", "task"].tolist()
+            text += (" — beyond random heads on " + (", ".join(yes) if yes else "none of them") + "."
+                     if words <= {"yes", "no"} and len(ranked) == len(primary) else
+                     " — no word until every planned control is in.")
+        arms = [(label, col) for label, col in (("fixed damping (PEAR's heads at their mean τ, untrained)",
+                                                 "fixed_damping_delta"),
+                                                (f"unclipped τ (PEAR's heads trained at lr "
+                                                 f"{rec['plan']['arms']['unclipped_lr']:g})", "pear_unclipped_delta"))
+                if col in t]
+        for label, col in arms:
+            have = t[t[col].notna()]
+            if not have.empty:
+                text += (f" {label[0].upper()}{label[1:]}: Δ " + ", ".join(
+                    f"{_pts(getattr(r, col))} on {r.task} (PEAR {_pts(r.delta)})" for r in have.itertuples()) + ".")
+        out.append(text)
+    return out
+
+
 def _planned(rec: dict[str, Any]) -> dict[str, list[str]]:
     from pear_lens.evaluation import plan as PL
 
