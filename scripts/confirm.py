@@ -1,5 +1,6 @@
 """The confirmatory PEAR run (issue 16): per model, a plan fixed before fresh test items, 19 uniform and 6
-layer-matched controls on the primary endpoints, fixed-damping and unclipped arms, every output kept.
+layer-matched controls on the primary endpoints, fixed-damping and unclipped arms, every output kept; last,
+PEAR retrained on this device (where the controls were trained) against the artifact's τ.
 
     .venv/bin/python scripts/confirm.py --estimate --test-seed 20261201   # time this device, predict the minutes
     .venv/bin/python scripts/confirm.py --test-seed 20261201 --plan-only  # fix every model's plan, run nothing

@@ -16,7 +16,7 @@ from pear_lens.errors import PearLensError
 from pear_lens.evaluation import confirm as CF
 from pear_lens.evaluation import plan as PL
 from pear_lens.evaluation.seeds import claim_test_seed, used_seeds
-from pear_lens.reweight import TrainConfig, at_step_limit, step_limit
+from pear_lens.reweight import TrainConfig, at_step_limit, step_limit, train_coefficients
 
 from .conftest import load_script, tiny
 
@@ -29,7 +29,9 @@ def setup(tmp_path_factory):
     """A tiny model, its 'published' artifact and an exploratory summary (KV and MDQA up, closed-book down)."""
     tmp = tmp_path_factory.mktemp("confirm")
     model = tiny("llama")
-    Artifact(heads=[(1, 0), (2, 3)], tau=torch.tensor([0.8, 0.9]), base_model=model.describe(),
+    heads = [(1, 0), (2, 3)]
+    tau = train_coefficients(model, heads, RECIPE, progress=False).tau  # PEAR's τ, as its recipe gives them
+    Artifact(heads=heads, tau=tau, base_model=model.describe(),
              training=RECIPE.to_dict()).save(tmp / "artifacts" / model.name)
     pd.DataFrame([{"model": model.name, "task": t, "condition": "PEAR", "gold_position": "all",
                    "delta_vs_baseline": d} for t, d in (("kv", 0.02), ("mdqa", 0.01), ("closed-book", -0.01))]
@@ -141,7 +143,8 @@ def test_every_planned_condition_is_evaluated_on_identical_items_with_peArs_reci
         assert rec["key"]["recipe"] == {**recipe, "lr": lr}  # PEAR's steps, seed, sequences; only the lr differs
         assert len(rec["tau"]) == 2 and rec["at_step_limit"] == at_step_limit(rec["tau"], TrainConfig(**{**recipe, "lr": lr}))
     fixed = CF.read_json_gz(mdir / "outputs" / "kv" / "fixed_damping.json.gz")
-    assert [h[2] for h in fixed["key"]["heads"]] == [pytest.approx(0.85)] * 2  # the mean learned τ, untrained
+    mean_tau = round(float(np.mean(plan.artifact["tau"])), 4)
+    assert [h[2] for h in fixed["key"]["heads"]] == [pytest.approx(mean_tau)] * 2  # the mean learned τ, untrained
     assert PL.deviations(plan, {t: list(dict(CF.iter_outputs(mdir, t))) for t in TASKS}, {"device": "cpu"}) == []
 
 
@@ -355,6 +358,33 @@ def test_pear_unclipped_is_compared_with_the_controls_trained_at_its_learning_ra
     assert table.set_index("task").loc["kv", "unclipped_controls_n_at_least_pear"] == 1
     cell = W._arms_rows(table, R.load_run(copy)).set_index("task").loc["kv", "unclipped controls' Δ (≥ PEAR unclipped)"]
     assert cell == "+100.0, +0.0, +0.0, +0.0, +0.0, +0.0 (1 of 6)"
+
+
+def test_pear_is_retrained_on_the_controls_device_and_a_gap_to_the_published_tau_is_named(run, tmp_path):
+    """The controls are trained where the run is; PEAR's τ come from the artifact, trained elsewhere. PEAR is
+    trained again here: the same τ (the fixture's artifact was trained with its recipe on this CPU) leave no
+    deviation; τ that came out otherwise are named among the deviations."""
+    from pear_lens.evaluation import confirm_document as W
+    from pear_lens.evaluation import confirm_report as R
+
+    tmp, model, mdir = run
+    rec = json.loads((mdir / "tau" / f"{CF.PEAR_RETRAINED}.json").read_text())
+    plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
+    assert rec["key"]["heads"] == plan.artifact["heads"] and rec["key"]["recipe"]["lr"] == plan.recipe["lr"]
+    assert rec["tau_trajectory"] and len(rec["loss_curve"]) == RECIPE.steps
+    record = json.loads((tmp / "report" / "run.json").read_text())["confirmatory"][model.name]
+    assert record["pear_retrained"]["within_tolerance"] and record["pear_retrained"]["gap"] <= CF.RETRACE_TOLERANCE
+    assert "within 0.001" in W._retrained_line(R.load_run(mdir))
+    assert CF.PEAR_RETRAINED not in {c["condition"] for c in record["conditions"]}  # a check, not a condition
+    copy = tmp_path / model.name
+    shutil.copytree(mdir, copy)
+    path = copy / "tau" / f"{CF.PEAR_RETRAINED}.json"
+    path.write_text(json.dumps({**rec, "tau": [t + 0.01 for t in plan.artifact["tau"]]}))
+    summary = R.summarise(R.load_run(copy))
+    assert summary["pear_retrained"]["gap"] == pytest.approx(0.01) and not summary["pear_retrained"]["within_tolerance"]
+    assert any("differ from the published τ by up to 0.01" in d for d in summary["deviations"])
+    path.unlink()
+    assert any("not yet retrained" in d for d in R.summarise(R.load_run(copy))["deviations"])
 
 
 def test_the_record_shows_each_conditions_recipe_answer_kinds_and_when_the_study_drew_items(run):

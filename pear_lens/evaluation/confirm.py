@@ -6,7 +6,8 @@ Layout of ``OUT/MODEL`` (meant to be committed; everything a statistic needs is 
   claimed) before any test item exists;
 - ``items/TASK.jsonl.gz``: the test items, drawn once from the plan's seed and then read back;
 - ``tau/ID.json``: each trained condition's τ with the key it was trained under (weights, heads, recipe,
-  device), its loss and whether τ sat at the optimizer's step limit;
+  device), its loss and whether τ sat at the optimizer's step limit; ``tau/pear_retrained.json``: PEAR's heads
+  trained again here with the published recipe, to compare with the artifact's τ (trained elsewhere);
 - ``outputs/TASK/ID.json.gz``: each condition's greedy outputs in item order, keyed by the weights, the
   condition (heads and τ), the items, the settings, the batch size, the device and the dtype;
 - ``record.json``: the seconds every stage took and on which device.
@@ -195,6 +196,25 @@ def retrace_arm(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, path:
     return True
 
 
+PEAR_RETRAINED = "pear_retrained"
+"""The τ record of PEAR trained again on this run's device with the published recipe (not a condition)."""
+
+
+def retrain_pear(model: "LoadedModel", plan: PL.ConfirmatoryPlan, mdir: Path, record: dict) -> bool:
+    """Train PEAR's heads again here with the plan's recipe (the published one); True when it trained now.
+
+    The controls are trained on this run's device; PEAR's τ come from the artifact, trained wherever it was
+    made. The gap between the two sets of PEAR τ (:func:`pear_lens.evaluation.confirm_report.pear_retrained`)
+    says whether that difference could matter, and the path shows whether PEAR's own τ had settled."""
+    path = mdir / "tau" / f"{PEAR_RETRAINED}.json"
+    if path.exists():
+        return False
+    arm = Arm(PEAR_RETRAINED, "PEAR, retrained here", tuple(tuple(h) for h in plan.artifact["heads"]),
+              train_lr=plan.recipe["lr"])
+    train_arm(model, arm, plan, path, record)
+    return True
+
+
 def build_condition(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, artifact_dir: Path, mdir: Path,
                     record: dict) -> C.Condition:
     if arm.id == "baseline":
@@ -324,6 +344,8 @@ def run_model(model: "LoadedModel", plan: PL.ConfirmatoryPlan, artifact_dir: Pat
             path = mdir / "tau" / f"{arm.id}.json"
             if "unclipped" in arm.id and path.exists() and retrace_arm(model, arm, plan, path):
                 log(f"{plan.model} {arm.id}: training path added")
+        if retrain_pear(model, plan, mdir, record):
+            log(f"{plan.model} PEAR retrained on this device: {record['seconds'][f'train/{PEAR_RETRAINED}'] / 60:.1f} min")
     atomic_write_json(record_path, record)
     return record
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pear_lens.evaluation.confirm import PLAN_JSON
+from pear_lens.evaluation.confirm import PEAR_RETRAINED, PLAN_JSON
 from pear_lens.evaluation.confirm_report import (LAYER_MATCHED, SETTLE_STEPS, UNIFORM, ConfirmRun, condition_table,
                                                  endpoint_table, error_table, head_overlap, load_run, memorised_rates,
-                                                 position_table, step_limit_table, study_closed_at, summarise)
+                                                 pear_retrained, position_table, step_limit_table, study_closed_at,
+                                                 summarise)
 from pear_lens.evaluation.tasks import TaskName
 
 
@@ -122,6 +123,21 @@ def _unclipped_cell(r: dict) -> str:
             + ("" if reach is None or pd.isna(reach) else f" ({int(reach)} of {len(deltas)})"))
 
 
+def _retrained_line(run: ConfirmRun) -> str:
+    """Whether PEAR's published τ come out again when trained on this run's device (where the controls were)."""
+    got = pear_retrained(run)
+    if got is None:
+        return "PEAR's τ are not yet retrained on this run's device (the controls' device); pending."
+    limits = step_limit_table(run).set_index("condition")
+    moving = limits.loc[PEAR_RETRAINED].get("last_steps_move_share")
+    return (f"PEAR's τ retrained on {got['device']} with the published recipe: {got['tau']}; largest difference from "
+            f"the published τ {got['gap']:.2g} ({'within' if got['within_tolerance'] else 'more than'} "
+            f"{got['tolerance']:g}, so the device the artifact was trained on "
+            f"{'cannot explain' if got['within_tolerance'] else 'may explain'} a difference from the controls)"
+            + ("" if moving is None or pd.isna(moving) else
+               f"; in its last {SETTLE_STEPS} steps a τ still moved {moving:.0%} of the most it could") + ".")
+
+
 def _arms_rows(table: pd.DataFrame, run: ConfirmRun) -> pd.DataFrame:
     rows = []
     limits = step_limit_table(run).set_index("condition")
@@ -213,6 +229,7 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
                   markdown(arms)]
         if "unclipped" in arms.attrs:
             lines += [arms.attrs["unclipped"] + ".", ""]
+        lines += [_retrained_line(run), ""]
         overlap = head_overlap(run)
         if overlap:
             lines += ["Mean share of heads two control draws have in common: "

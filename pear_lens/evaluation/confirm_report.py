@@ -284,6 +284,21 @@ def step_limit_table(run: ConfirmRun) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def pear_retrained(run: ConfirmRun) -> dict[str, Any] | None:
+    """PEAR's τ retrained on this run's device against the published ones (None until retrained): the
+    largest |τ difference|, whether it is within :data:`~pear_lens.evaluation.confirm.RETRACE_TOLERANCE`
+    (then the device the artifact was trained on cannot matter to PEAR's comparison with the controls), the
+    device it was retrained on, and the retrained τ."""
+    from pear_lens.evaluation.confirm import PEAR_RETRAINED, RETRACE_TOLERANCE
+
+    rec = run.tau.get(PEAR_RETRAINED)
+    if rec is None:
+        return None
+    gap = max(abs(a - b) for a, b in zip(rec["tau"], run.plan.artifact["tau"]))
+    return {"gap": gap, "tolerance": RETRACE_TOLERANCE, "within_tolerance": bool(gap <= RETRACE_TOLERANCE),
+            "device": rec["key"].get("device"), "tau": [round(t, 6) for t in rec["tau"]]}
+
+
 def position_table(run: ConfirmRun, task: str) -> pd.DataFrame:
     """Accuracy by gold position: baseline, PEAR and the uniform controls' median and 10–90 % band."""
     items = run.items[task]
@@ -325,6 +340,14 @@ def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | Non
     measured["n_items"] = {t: len(items) for t, items in run.items.items()}
     created = plan_created(run)
     deviations = PL.deviations(run.plan, done, measured)
+    retrained = pear_retrained(run)
+    if retrained is None:
+        deviations.append("PEAR's τ not yet retrained on this run's device (scripts/confirm.py does it after the "
+                          "planned conditions)")
+    elif not retrained["within_tolerance"]:
+        deviations.append(f"PEAR's τ retrained on {retrained['device']} differ from the published τ by up to "
+                          f"{retrained['gap']:.2g} (more than {retrained['tolerance']:g}): the controls were "
+                          "trained on this device, PEAR's τ on the artifact's")
     if study_closed and created and created > study_closed:
         deviations.insert(0, f"this plan was fixed on {created}, after its study had drawn its first test items "
                              f"(by {study_closed}); the plan is computed from the published artifact and the "
@@ -335,6 +358,7 @@ def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | Non
             "conditions": _records(condition_table(run)), "answer_kinds": _records(error_table(run)),
             "memorised_answer_rate": memorised_rates(run),
             "head_overlap": head_overlap(run), "step_limit": _records(step_limit_table(run)),
+            "pear_retrained": retrained,
             "devices": run.record.get("devices", []), "seconds": run.record.get("seconds", {})}
 
 
