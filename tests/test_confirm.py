@@ -126,7 +126,8 @@ def test_every_planned_condition_is_evaluated_on_identical_items_with_peArs_reci
     assert primary == ["kv", "mdqa"]
     for task in primary:
         ids = planned[task]
-        assert sum(i.startswith("uniform_s") for i in ids) == 19 and sum(i.startswith("layer_matched_s") for i in ids) == 6
+        # two primary endpoints: 40 uniform controls, so Holm over them can bring the rank p below 0.05 (2/41)
+        assert sum(i.startswith("uniform_s") for i in ids) == 40 and sum(i.startswith("layer_matched_s") for i in ids) == 6
         assert {"baseline", "pear", "fixed_damping", "pear_unclipped"} <= set(ids)
         assert sum("_unclipped_s" in i for i in ids) == 6
     assert sum(i.startswith("uniform_s") for i in planned["closed-book"]) == 3
@@ -196,9 +197,9 @@ def test_items_are_asked_with_the_settings_they_were_drawn_with(run, monkeypatch
 def test_deviations_name_missing_conditions_and_another_device(run):
     _, _, mdir = run
     plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
-    done = {t: [i for i in ids if i != "uniform_s18"] for t, ids in PL.planned_conditions(plan).items()}
+    done = {t: [i for i in ids if i != "uniform_s39"] for t, ids in PL.planned_conditions(plan).items()}
     out = PL.deviations(plan, done, {"device": "cuda", "n_items": {"kv": 3}})
-    assert any(d.startswith("kv: 1 of") and "uniform_s18" in d for d in out)
+    assert any(d.startswith("kv: 1 of") and "uniform_s39" in d for d in out)
     assert "device: ran on cuda, planned cpu" in out and "kv: 3 items, planned 4" in out
 
 
@@ -227,12 +228,12 @@ def test_the_report_is_recomputed_from_the_outputs_and_every_word_follows_the_ru
     table = R.endpoint_table(R.load_run(mdir))
     assert list(table["subset"].unique()) == ["all items"] and len(table) == 3
     assert set(table["verdict"]) <= {"no significant change", "knowledge kept"}  # 4 items cannot reach 0.05
-    assert (table.loc[table["role"] == "primary", "uniform_done"] == 19).all()
+    assert (table.loc[table["role"] == "primary", "uniform_done"] == 40).all()
     rank = table.set_index("task").loc["kv"]
-    assert rank["uniform_rank_p"] == (1 + rank["uniform_n_at_least_pear"]) / 20
+    assert rank["uniform_rank_p"] == (1 + rank["uniform_n_at_least_pear"]) / 41
 
     # change the numbers, not the code: PEAR right and the baseline and every control wrong on all 4 items gives
-    # Δ = 1 and the rank 1 of 20; McNemar on 4 items cannot go below 2/2**4 = 0.125, so the word stays "no
+    # Δ = 1 and the rank 1 of 41; McNemar on 4 items cannot go below 2/2**4 = 0.125, so the word stays "no
     # significant change" (test_verdict_words_switch_at_the_planned_alpha moves the word with the rule)
     copy = tmp_path / model.name
     shutil.copytree(mdir, copy)
@@ -243,7 +244,7 @@ def test_the_report_is_recomputed_from_the_outputs_and_every_word_follows_the_ru
     _rewrite(copy, "kv", "pear", right)
     t = R.endpoint_table(R.load_run(copy)).set_index("task")
     assert t.loc["kv", "delta"] == 1.0 and t.loc["kv", "p_raw"] == pytest.approx(2 / 2 ** 4)
-    assert t.loc["kv", "uniform_rank_p"] == pytest.approx(1 / 20)
+    assert t.loc["kv", "uniform_rank_p"] == pytest.approx(1 / 41)
     assert t.loc["kv", "p_holm"] >= 0.125 and t.loc["kv", "verdict"] == "no significant change"
     _rewrite(copy, "kv", "pear", wrong)
     _rewrite(copy, "kv", "baseline", right)
@@ -267,6 +268,32 @@ def test_verdict_words_switch_at_the_planned_alpha(run, tmp_path, monkeypatch):
     for alpha, word in ((min(0.99, p * 1.01), "helps"), (p, "no significant change")):
         run_ = dataclasses.replace(base, plan=dataclasses.replace(base.plan, rule={**base.plan.rule, "alpha": alpha}))
         assert R.endpoint_table(run_).set_index("task").loc["kv", "verdict"] == word
+
+
+def test_beyond_random_heads_is_reachable_with_the_planned_controls_and_said_out_of_reach_without(run, tmp_path):
+    """PEAR above all 40 controls on both primary endpoints: Holm gives 2/41 < 0.05, the word is 'yes'. The same
+    outputs under a plan with 19 controls (the first study's) cannot go below 2/20: the 'no' says so."""
+    from pear_lens.evaluation import confirm_document as W
+    from pear_lens.evaluation import confirm_report as R
+
+    _, model, mdir = run
+    copy = tmp_path / model.name
+    shutil.copytree(mdir, copy)
+    for task in ("kv", "mdqa"):
+        items = R.load_run(copy).items[task]
+        for cid in R.load_run(copy).outputs[task]:
+            _rewrite(copy, task, cid, ["" for _ in items])
+        _rewrite(copy, task, "pear", [it.answers[0] for it in items])
+    loaded = R.load_run(copy)
+    t = R.endpoint_table(loaded).set_index("task")
+    assert t.loc["kv", "uniform_rank_p_holm"] == pytest.approx(2 / 41) and t.loc["kv", "rank_test_reachable"]
+    assert set(t.loc[["kv", "mdqa"], "beyond_random_heads"]) == {"yes"}
+    few = dataclasses.replace(loaded, plan=dataclasses.replace(loaded.plan, controls=PL.ControlPlan(uniform_primary=19)))
+    t = R.endpoint_table(few)
+    assert set(t.loc[t["role"] == "primary", "rank_test_reachable"]) == {False}
+    t.loc[t["role"] == "primary", "beyond_random_heads"] = "no"
+    cell = W.verdict_rows(t).set_index("task").loc["kv (primary)", "rank among uniform controls"]
+    assert "beyond random heads: no (out of reach: these controls allow adjusted p ≥ 0.1)" in cell
 
 
 def test_the_committed_report_is_what_the_saved_outputs_give(tmp_path):
@@ -328,11 +355,11 @@ def test_no_beyond_random_heads_word_until_every_primary_endpoint_has_its_contro
     assert "Holm" not in cells["closed-book (safety)"]  # the rank test is the primary endpoints' only
     copy = tmp_path / model.name
     shutil.copytree(mdir, copy)
-    (copy / "outputs" / "mdqa" / "uniform_s18.json.gz").unlink()  # one control missing on one endpoint...
+    (copy / "outputs" / "mdqa" / "uniform_s39.json.gz").unlink()  # one control missing on one endpoint...
     table = R.endpoint_table(R.load_run(copy))
     assert set(table.loc[table["role"] == "primary", "beyond_random_heads"]) == {"pending"}  # ...no word on any
     cells = W.verdict_rows(table).set_index("task")["rank among uniform controls"]
-    assert "beyond random heads" not in cells["kv (primary)"] and cells["mdqa (primary)"].endswith("18/19 controls so far")
+    assert "beyond random heads" not in cells["kv (primary)"] and cells["mdqa (primary)"].endswith("39/40 controls so far")
 
 
 def test_pear_unclipped_is_compared_with_the_controls_trained_at_its_learning_rate(run, tmp_path):

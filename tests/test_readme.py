@@ -72,12 +72,17 @@ def test_the_confirmatory_reading_transcribes_the_record_and_its_words():
     for task, row in rows.items():  # a fixture: every primary endpoint with all its controls in
         row.update(delta=0.05, p_holm=0.01, verdict="helps" if task != "closed-book" else "knowledge kept")
         if row["role"] == "primary":
-            row.update(uniform_done=19, uniform_n_at_least_pear=0, uniform_rank_p_holm=0.1, beyond_random_heads="no")
+            row.update(uniform_done=19, uniform_n_at_least_pear=0, uniform_rank_p_holm=0.1, beyond_random_heads="no",
+                       rank_test_reachable=True)
     text = confirmatory_sentences({name: rec})[0]
     assert "counterfactual helps (Δ +5.0 pts, adjusted p 0.01)" in text and "closed-book knowledge kept" in text
     assert "counterfactual rank 1 of 20 (adjusted rank p 0.1)" in text and "beyond random heads on none of them" in text
     rows["counterfactual"].update(uniform_rank_p_holm=0.02, beyond_random_heads="yes")  # the rule's word moves...
     assert "beyond random heads on counterfactual." in confirmatory_sentences({name: rec})[0]
+    for task in ("counterfactual", "kv"):  # a plan whose controls cannot reach alpha: its 'no' says so
+        rows[task].update(rank_test_reachable=False, rank_p_floor=0.1, beyond_random_heads="no")
+    assert "none of them (a 'yes' was out of reach under this plan: its 19 controls allow no adjusted rank p below 0.1)." \
+        in confirmatory_sentences({name: rec})[0]
     rows["kv"].update(uniform_done=18, beyond_random_heads="pending")  # ...and is withheld while a control is missing
     text = confirmatory_sentences({name: rec})[0]
     assert "beyond random heads" not in text and "no word until every planned control is in" in text

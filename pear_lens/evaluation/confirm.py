@@ -38,6 +38,7 @@ from pear_lens.evaluation.protocol import ControlKind, as_json, draw_control, it
 from pear_lens.evaluation.runner import encode_items, generate_outputs, known_facts
 from pear_lens.evaluation.seeds import close_study
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
+from pear_lens.evaluation.verdict import VerdictRule
 from pear_lens.io import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
@@ -389,9 +390,14 @@ def make_plan(model: "LoadedModel", artifact_dir: Path, *, test_seed: int, n: in
         rec = json.loads(Path(exploratory_record).read_text()).get("models", {}).get(model.name, {})
         k_rule = rec.get("k_chosen", k_rule) + "; not re-tuned"
     recipe = Recipe.from_dict(art.training).to_dict()
+    endpoints = tuple(PL.choose_endpoints(deltas, tasks))
+    # enough uniform controls that 'beyond random heads' is reachable: Holm over the primary endpoints must be
+    # able to bring the smallest rank p below alpha (19 controls and two primary endpoints cannot: 2/20 = 0.1)
+    n_primary = sum(e.role == PL.PRIMARY for e in endpoints)
+    controls = PL.ControlPlan(uniform_primary=PL.controls_for_rank_test(n_primary, VerdictRule().alpha))
     return PL.ConfirmatoryPlan(
         model=model.name, fingerprint=model.fingerprint, test_seed=test_seed, n=n,
-        endpoints=tuple(PL.choose_endpoints(deltas, tasks)),
+        endpoints=endpoints, controls=controls,
         artifact={"path": str(artifact_dir), "sha256": artifact_sha256(artifact_dir),
                   "heads": [list(h) for h in art.heads], "tau": [round(float(t), 6) for t in art.tau],
                   "k": len(art.heads), "k_rule": k_rule},

@@ -29,6 +29,13 @@ def _p(x: "float | None") -> str:
     return f"{x:.2g}" if x >= 0.001 else f"{x:.1e}"
 
 
+def _out_of_reach(row: dict) -> str:
+    """Said beside a 'no' the plan's controls could not have turned into a 'yes'."""
+    if row.get("rank_test_reachable") is not False:
+        return ""
+    return f" (out of reach: these controls allow adjusted p ≥ {_p(row['rank_p_floor'])})"
+
+
 def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The compact verdict table: one row per model and task (all items), the words from the plan's rule."""
     rows = []
@@ -38,18 +45,24 @@ def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
         # primary endpoints: the plan's rank test (Holm over the primary endpoints) and its word, once complete
         held = d.get(f"{UNIFORM}_rank_p_holm")
         word = d.get("beyond_random_heads") or ""
-        rank = ("–" if not n_u else
-                f"{1 + d[f'{UNIFORM}_n_at_least_pear']} of {n_u + 1} (p {_p(d[f'{UNIFORM}_rank_p'])}"
-                + ("" if held is None or pd.isna(held) else f", Holm {_p(held)}") + ")"
-                + (f"; beyond random heads: {word}" if word in ("yes", "no") else "")
-                + ("" if n_u == planned else f", {n_u}/{planned} controls so far"))
+        if not n_u:
+            rank = "–"
+        elif r.kind == "safety":  # higher Δ is still better (less knowledge lost); no rank test is planned here
+            rank = f"{1 + d[f'{UNIFORM}_n_at_least_pear']} of {n_u + 1} (1 = kept the most)"
+        else:
+            rank = (f"{1 + d[f'{UNIFORM}_n_at_least_pear']} of {n_u + 1} (p {_p(d[f'{UNIFORM}_rank_p'])}"
+                    + ("" if held is None or pd.isna(held) else f", Holm {_p(held)}") + ")"
+                    + (f"; beyond random heads: {word}" if word in ("yes", "no") else "")
+                    + (_out_of_reach(d) if word in ("no", "pending") else ""))
+        if n_u and n_u != planned:
+            rank += f", {n_u}/{planned} controls so far"
         rows.append({"model": r.model, "task": f"{r.task} ({r.role})", "baseline %": _pct(r.baseline),
                      "PEAR Δ pts [95 % CI]": f"{_pct(r.delta, True)} [{_pct(r.ci_low, True)}, {_pct(r.ci_high, True)}]",
                      "p raw": _p(r.p_raw), "p Holm": _p(r.p_holm), "verdict": r.verdict,
                      "rank among uniform controls": rank,
                      "controls' median Δ [10–90 %]": ("–" if not n_u else f"{_pct(d[f'{UNIFORM}_median'], True)} "
                                                       f"[{_pct(d[f'{UNIFORM}_q10'], True)}, {_pct(d[f'{UNIFORM}_q90'], True)}]"),
-                     "PEAR − controls' mean [95 % CI]": ("–" if not n_u else
+                     "PEAR − controls' mean [95 % CI over items]": ("–" if not n_u else
                                                          f"{_pct(d[f'pear_minus_{UNIFORM}'], True)} [{_pct(d[f'pear_minus_{UNIFORM}_low'], True)}, "
                                                          f"{_pct(d[f'pear_minus_{UNIFORM}_high'], True)}]")})
     return pd.DataFrame(rows)
@@ -130,10 +143,15 @@ def _retrained_line(run: ConfirmRun) -> str:
         return "PEAR's τ are not yet retrained on this run's device (the controls' device); pending."
     limits = step_limit_table(run).set_index("condition")
     moving = limits.loc[PEAR_RETRAINED].get("last_steps_move_share")
+    published = limits.loc["pear (published)"]
     return (f"PEAR's τ retrained on {got['device']} with the published recipe: {got['tau']}; largest difference from "
             f"the published τ {got['gap']:.2g} ({'within' if got['within_tolerance'] else 'more than'} "
-            f"{got['tolerance']:g}, so the device the artifact was trained on "
-            f"{'cannot explain' if got['within_tolerance'] else 'may explain'} a difference from the controls)"
+            f"{got['tolerance']:g}: " + ("trained where the controls were, PEAR gets its published τ back up to "
+                                         "that gap" if got['within_tolerance'] else
+                                         "PEAR's τ depend on where they were trained, and the controls were "
+                                         "trained here") +
+            f"; {published['at_step_limit']} of {published['n_tau']} published τ sit at the step limit, where any "
+            "device lands; the retrained τ were not evaluated on the test items)"
             + ("" if moving is None or pd.isna(moving) else
                f"; in its last {SETTLE_STEPS} steps a τ still moved {moving:.0%} of the most it could") + ".")
 
@@ -144,10 +162,14 @@ def _arms_rows(table: pd.DataFrame, run: ConfirmRun) -> pd.DataFrame:
     for r in table[table["subset"] == "all items"].to_dict("records"):
         rows.append({"model": r["model"], "task": r["task"], "PEAR Δ": _pct(r["delta"], True),
                      "fixed damping Δ": _pct(r.get("fixed_damping_delta"), True),
+                     "PEAR − fixed damping [95 % CI], p raw": (
+                         "–" if pd.isna(r.get("pear_minus_fixed_damping", np.nan)) else
+                         f"{_pct(r['pear_minus_fixed_damping'], True)} [{_pct(r['pear_minus_fixed_damping_low'], True)}, "
+                         f"{_pct(r['pear_minus_fixed_damping_high'], True)}], {_p(r['pear_minus_fixed_damping_p'])}"),
                      "PEAR unclipped Δ": _pct(r.get("pear_unclipped_delta"), True),
                      "unclipped controls' Δ (≥ PEAR unclipped)": _unclipped_cell(r),
                      "layer-matched median Δ": _pct(r.get(f"{LAYER_MATCHED}_median"), True),
-                     "PEAR − layer-matched mean [95 % CI]": (
+                     "PEAR − layer-matched mean [95 % CI over items]": (
                          "–" if not r.get(f"{LAYER_MATCHED}_done") else
                          f"{_pct(r[f'pear_minus_{LAYER_MATCHED}'], True)} [{_pct(r[f'pear_minus_{LAYER_MATCHED}_low'], True)}, "
                          f"{_pct(r[f'pear_minus_{LAYER_MATCHED}_high'], True)}]")})
@@ -219,9 +241,12 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
         sens = table[table["subset"] != "all items"]
         if not sens.empty:
             s = sens.iloc[0]
+            whole = table[(table["subset"] == "all items") & (table["task"] == s["task"])].iloc[0]
             lines += [f"Counterfactual on one item per fact ({int(s['n_items'])} items): PEAR Δ "
                       f"{_pct(s['delta'], True)} points [{_pct(s['ci_low'], True)}, {_pct(s['ci_high'], True)}], "
-                      f"McNemar p {_p(s['p_mcnemar'])}.", ""]
+                      f"McNemar p {_p(s['p_mcnemar'])} (a sensitivity check, outside the Holm family). All "
+                      f"{int(whole['n_items'])} items: the planned clustered bootstrap p {_p(whole['p_raw'])}, exact "
+                      f"McNemar beside it p {_p(whole['p_mcnemar'])}.", ""]
         arms = _arms_rows(table, run)
         lines += ["### Arms and layer-matched controls", "",
                   "Unclipped controls: the first uniform, then the first layer-matched draws, trained at the unclipped "

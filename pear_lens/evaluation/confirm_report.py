@@ -152,6 +152,10 @@ def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
             for arm in ("fixed_damping", "pear_unclipped"):
                 if arm in correct:
                     row[f"{arm}_delta"] = correct[arm][mask].mean() - base.mean()
+            if "fixed_damping" in correct:  # does learning τ add to damping the same heads? paired, same test
+                vs = _vs_baseline(run, e.task, pear, correct["fixed_damping"][mask], clusters, seed, resamples)
+                row.update({"pear_minus_fixed_damping": vs["delta"], "pear_minus_fixed_damping_low": vs["ci_low"],
+                            "pear_minus_fixed_damping_high": vs["ci_high"], "pear_minus_fixed_damping_p": vs["p_raw"]})
             # the unclipped arm's own controls (same larger learning rate): too few for a rank test, so their
             # deltas are kept one by one, and how many of them reach PEAR unclipped's
             unclipped = [c for kind in (UNIFORM, LAYER_MATCHED) for c in run.controls(e.task, kind, "_unclipped")]
@@ -182,6 +186,10 @@ def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
     primary = main & (df["role"] == PL.PRIMARY) & df.get(f"{UNIFORM}_rank_p", pd.Series(np.nan, index=df.index)).notna()
     df[f"{UNIFORM}_rank_p_holm"] = np.nan
     df["beyond_random_heads"] = ""
+    # what the plan's controls allow at best: at or above alpha, the rule's 'yes' was out of reach from the start
+    df["rank_p_floor"] = np.where(df["role"] == PL.PRIMARY, plan.rank_p_floor(), np.nan)
+    df["rank_test_reachable"] = [bool(plan.rank_p_floor() < rule.alpha) if role == PL.PRIMARY else None
+                                 for role in df["role"]]
     if primary.any():
         n_primary = sum(e.role == PL.PRIMARY for e in plan.endpoints)
         ranked = df.loc[primary, f"{UNIFORM}_rank_p"].to_numpy()

@@ -83,13 +83,36 @@ class ControlPlan:
     """How many controls of each kind are trained, and on which endpoints they are evaluated."""
 
     uniform_primary: int = 19
-    """Uniform random-K controls on the primary endpoints: 19 lets PEAR's rank reach p = 1/20 = 0.05 alone."""
+    """Uniform random-K controls on the primary endpoints: at least 19 (rank p down to 1/20); a new plan gets
+    as many as its rank test needs to fall below alpha after Holm (:func:`controls_for_rank_test`)."""
     layer_matched_primary: int = 6
     other_per_kind: int = 3
     """Controls of each kind (the first seeds) on the secondary and safety endpoints."""
     rank_test: str = ("empirical p = (1 + #controls with Δ ≥ PEAR's Δ) / (1 + #controls) among the uniform controls, "
                       "Holm-adjusted over the primary endpoints; PEAR is 'beyond random heads' on an endpoint when "
                       "the adjusted value is below alpha")
+
+
+def rank_p_floor(n_controls: int, n_primary: int) -> float:
+    """The smallest Holm-adjusted rank p the rank test can give: PEAR above all ``n_controls`` on each of the
+    ``n_primary`` endpoints (raw p 1/(1 + n_controls) each, Holm multiplies the smallest by ``n_primary``).
+
+    >>> rank_p_floor(19, 2)  # the first plans: 'beyond random heads' (adjusted p below 0.05) was out of reach
+    0.1
+    """
+    return min(1.0, n_primary / (1 + n_controls))
+
+
+def controls_for_rank_test(n_primary: int, alpha: float, at_least: int = 19) -> int:
+    """The fewest uniform controls (at least ``at_least``) with which the rank test can fall below ``alpha``.
+
+    >>> controls_for_rank_test(2, 0.05), controls_for_rank_test(1, 0.05)
+    (40, 20)
+    """
+    n = at_least
+    while rank_p_floor(n, n_primary) >= alpha:
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -145,6 +168,10 @@ class ConfirmatoryPlan:
 
     def tasks(self, role: str | None = None) -> list[str]:
         return [e.task for e in self.endpoints if role is None or e.role == role]
+
+    def rank_p_floor(self) -> float:
+        """The smallest adjusted rank p this plan's controls allow (:func:`rank_p_floor`)."""
+        return rank_p_floor(self.controls.uniform_primary, len(self.tasks(PRIMARY)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": PLAN_KIND, **asdict(self)}

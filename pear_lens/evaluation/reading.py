@@ -139,20 +139,53 @@ def confirmatory_sentences(records: dict[str, Any]) -> list[str]:
                      + ", ".join(f"{r.task} rank {1 + int(r.uniform_n_at_least_pear)} of {1 + int(r.uniform_done)} "
                                  f"(adjusted rank p {_p(r.uniform_rank_p_holm)})" for r in ranked.itertuples()))
             yes = ranked.loc[ranked["beyond_random_heads"] == "yes", "task"].tolist()
-            text += (" — beyond random heads on " + (", ".join(yes) if yes else "none of them") + "."
+            text += (" — beyond random heads on " + (", ".join(yes) if yes else "none of them")
                      if words <= {"yes", "no"} and len(ranked) == len(primary) else
-                     " — no word until every planned control is in.")
-        arms = [(label, col) for label, col in (("fixed damping (PEAR's heads at their mean τ, untrained)",
-                                                 "fixed_damping_delta"),
-                                                (f"unclipped τ (PEAR's heads trained at lr "
-                                                 f"{rec['plan']['arms']['unclipped_lr']:g})", "pear_unclipped_delta"))
-                if col in t]
-        for label, col in arms:
-            have = t[t[col].notna()]
-            if not have.empty:
-                text += (f" {label[0].upper()}{label[1:]}: Δ " + ", ".join(
-                    f"{_pts(getattr(r, col))} on {r.task} (PEAR {_pts(r.delta)})" for r in have.itertuples()) + ".")
+                     " — no word until every planned control is in")
+            if (ranked.get("rank_test_reachable", pd.Series(dtype=object)) == False).any():  # noqa: E712
+                text += (f" (a 'yes' was out of reach under this plan: its {int(ranked['uniform_planned'].iloc[0])} "
+                         f"controls allow no adjusted rank p below {_p(float(ranked['rank_p_floor'].iloc[0]))})")
+            text += "."
+        text += _answer_shifts(rec, t) + _arms_sentences(rec, t)
         out.append(text)
+    return out
+
+
+def _answer_shifts(rec: dict[str, Any], t: pd.DataFrame) -> str:
+    """Where a verdict is not 'no change': how the kinds of answer moved from the baseline to PEAR."""
+    kinds = pd.DataFrame(rec.get("answer_kinds") or [])
+    out = ""
+    for r in t.itertuples():
+        if r.verdict in ("no significant change", "knowledge kept") or kinds.empty or r.task not in set(kinds["task"]):
+            continue
+        k = kinds[kinds["task"] == r.task].pivot_table(index="kind", columns="condition", values="share")
+        if not {"baseline", "pear"} <= set(k.columns):
+            continue
+        out += (f" Answer kinds on {r.task}, baseline → PEAR: "
+                + ", ".join(f"{kind} {100 * k.loc[kind, 'baseline']:.1f} → {100 * k.loc[kind, 'pear']:.1f} %"
+                            for kind in k.index) + ".")
+    return out
+
+
+def _arms_sentences(rec: dict[str, Any], t: pd.DataFrame) -> str:
+    """The fixed-damping arm as PEAR minus it (paired CI), the unclipped arm beside its own controls."""
+    out = ""
+    if "pear_minus_fixed_damping" in t and t["pear_minus_fixed_damping"].notna().any():
+        have = t[t["pear_minus_fixed_damping"].notna()]
+        out += (" PEAR minus fixed damping (PEAR's heads at their mean τ, untrained): " + ", ".join(
+            f"{_pts(r.pear_minus_fixed_damping)} pts [{_pts(r.pear_minus_fixed_damping_low)}, "
+            f"{_pts(r.pear_minus_fixed_damping_high)}] on {r.task}" for r in have.itertuples()) + ".")
+    if "pear_unclipped_delta" in t and t["pear_unclipped_delta"].notna().any():
+        have = t[t["pear_unclipped_delta"].notna()]
+
+        def controls(r: Any) -> str:
+            n = getattr(r, "unclipped_controls_done", 0)
+            reach = getattr(r, "unclipped_controls_n_at_least_pear", None)
+            return "" if not n or reach is None or pd.isna(reach) else f"; {int(reach)} of {int(n)} controls at that lr score at least as high"
+
+        out += (f" Unclipped τ (PEAR's heads trained at lr {rec['plan']['arms']['unclipped_lr']:g}): Δ " + ", ".join(
+            f"{_pts(r.pear_unclipped_delta)} on {r.task} (PEAR {_pts(r.delta)}{controls(r)})" for r in have.itertuples())
+            + ".")
     return out
 
 
