@@ -296,6 +296,20 @@ def test_beyond_random_heads_is_reachable_with_the_planned_controls_and_said_out
     assert "beyond random heads: no (out of reach: these controls allow adjusted p ≥ 0.1)" in cell
 
 
+def test_a_control_drawn_with_one_of_pears_heads_is_named(run, tmp_path):
+    from pear_lens.evaluation import confirm_report as R
+
+    _, model, mdir = run
+    assert R.controls_sharing_pear_heads(R.load_run(mdir)) == []  # the draws exclude PEAR's heads
+    copy = tmp_path / model.name
+    shutil.copytree(mdir, copy)
+    path = copy / "tau" / "layer_matched_s02.json"
+    rec = json.loads(path.read_text())
+    rec["key"]["heads"][0] = list(R.load_run(copy).plan.artifact["heads"][1])
+    path.write_text(json.dumps(rec))
+    assert R.controls_sharing_pear_heads(R.load_run(copy)) == ["layer_matched_s02"]
+
+
 def test_the_committed_report_is_what_the_saved_outputs_give(tmp_path):
     """figures/results/README.md and run.json's confirmatory numbers are recomputed from the committed
     per-item outputs (a stale or hand-edited report fails here)."""

@@ -13,6 +13,7 @@ import pandas as pd
 
 from pear_lens.evaluation.confirm import PEAR_RETRAINED, PLAN_JSON
 from pear_lens.evaluation.confirm_report import (LAYER_MATCHED, SETTLE_STEPS, UNIFORM, ConfirmRun, condition_table,
+                                                 controls_sharing_pear_heads,
                                                  endpoint_table, error_table, head_overlap, load_run, memorised_rates,
                                                  pear_retrained, position_table, step_limit_table, study_closed_at,
                                                  summarise)
@@ -169,6 +170,9 @@ def _arms_rows(table: pd.DataFrame, run: ConfirmRun) -> pd.DataFrame:
                      "PEAR unclipped Δ": _pct(r.get("pear_unclipped_delta"), True),
                      "unclipped controls' Δ (≥ PEAR unclipped)": _unclipped_cell(r),
                      "layer-matched median Δ": _pct(r.get(f"{LAYER_MATCHED}_median"), True),
+                     "rank among layer-matched": ("–" if not r.get(f"{LAYER_MATCHED}_done") else
+                                                  f"{1 + int(r[f'{LAYER_MATCHED}_n_at_least_pear'])} of "
+                                                  f"{int(r[f'{LAYER_MATCHED}_done']) + 1}"),
                      "PEAR − layer-matched mean [95 % CI over items]": (
                          "–" if not r.get(f"{LAYER_MATCHED}_done") else
                          f"{_pct(r[f'pear_minus_{LAYER_MATCHED}'], True)} [{_pct(r[f'pear_minus_{LAYER_MATCHED}_low'], True)}, "
@@ -257,8 +261,11 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
         lines += [_retrained_line(run), ""]
         overlap = head_overlap(run)
         if overlap:
+            shared = controls_sharing_pear_heads(run)
             lines += ["Mean share of heads two control draws have in common: "
-                      + ", ".join(f"{k.replace('_', '-')} {v:.2f}" for k, v in overlap.items()) + ".", ""]
+                      + ", ".join(f"{k.replace('_', '-')} {v:.2f}" for k, v in overlap.items()) + ". Controls "
+                      "with one of PEAR's heads among theirs (read off the saved τ records): "
+                      + (", ".join(shared) if shared else "none") + ".", ""]
         rates = memorised_rates(run)
         if rates:
             ctrl = [v for k, v in rates.items() if k.startswith(f"{UNIFORM}_s")]

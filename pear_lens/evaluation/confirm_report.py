@@ -264,6 +264,14 @@ def head_overlap(run: ConfirmRun) -> dict[str, float]:
     return out
 
 
+def controls_sharing_pear_heads(run: ConfirmRun) -> list[str]:
+    """Controls (any kind, any learning rate) whose drawn heads include one of PEAR's; the draws exclude
+    PEAR's heads, and this reads it off the saved τ records instead of trusting the drawing code."""
+    pear = {tuple(h) for h in run.plan.artifact["heads"]}
+    return sorted(cid for cid, rec in run.tau.items()
+                  if cid.startswith((UNIFORM, LAYER_MATCHED)) and pear & {tuple(h) for h in rec["key"]["heads"]})
+
+
 SETTLE_STEPS = 10
 """The last steps over which :func:`step_limit_table` measures how far τ still moved."""
 
