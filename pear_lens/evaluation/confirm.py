@@ -208,12 +208,11 @@ def retrain_pear(model: "LoadedModel", plan: PL.ConfirmatoryPlan, mdir: Path, re
     made. The gap between the two sets of PEAR τ (:func:`pear_lens.evaluation.confirm_report.pear_retrained`)
     says whether that difference could matter, and the path shows whether PEAR's own τ had settled."""
     path = mdir / "tau" / f"{PEAR_RETRAINED}.json"
-    if path.exists():
-        return False
+    fresh = not path.exists()
     arm = Arm(PEAR_RETRAINED, "PEAR, retrained here", tuple(tuple(h) for h in plan.artifact["heads"]),
               train_lr=plan.recipe["lr"])
-    train_arm(model, arm, plan, path, record)
-    return True
+    train_arm(model, arm, plan, path, record)  # reads a saved record back, or refuses one saved under another key
+    return fresh
 
 
 def build_condition(model: "LoadedModel", arm: Arm, plan: PL.ConfirmatoryPlan, artifact_dir: Path, mdir: Path,

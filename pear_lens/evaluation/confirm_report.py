@@ -303,8 +303,8 @@ def step_limit_table(run: ConfirmRun) -> pd.DataFrame:
 def pear_retrained(run: ConfirmRun) -> dict[str, Any] | None:
     """PEAR's τ retrained on this run's device against the published ones (None until retrained): the
     largest |τ difference|, whether it is within :data:`~pear_lens.evaluation.confirm.RETRACE_TOLERANCE`
-    (then the device the artifact was trained on cannot matter to PEAR's comparison with the controls), the
-    device it was retrained on, and the retrained τ."""
+    (then training where the controls were gives PEAR its published τ up to that gap; the retrained τ are not
+    evaluated), the device it was retrained on, and the retrained τ."""
     from pear_lens.evaluation.confirm import PEAR_RETRAINED, RETRACE_TOLERANCE
 
     rec = run.tau.get(PEAR_RETRAINED)

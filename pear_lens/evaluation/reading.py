@@ -105,8 +105,7 @@ def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
     frames, status = [], []
     for model, rec in records.items():
         endpoints = pd.DataFrame(rec["endpoints"])
-        done = sum(len(c) for c in _done(rec).values())
-        planned = sum(len(c) for c in _planned(rec).values())
+        done, planned = _progress(rec)
         status.append(f"- **{model}**: plan `{rec['plan_sha256'][:12]}` (test seed {rec['test_seed']}, fixed "
                       f"{rec.get('plan_created') or 'before its items'}); {done} of {planned} planned evaluations "
                       f"done" + ("" if done == planned else " — **provisional**, the rest is pending"))
@@ -121,8 +120,7 @@ def confirmatory_sentences(records: dict[str, Any]) -> list[str]:
     number of the record (verdict, 'beyond random heads'), every number a cell of it."""
     out = []
     for model, rec in records.items():
-        done = sum(len(c) for c in _done(rec).values())
-        planned = sum(len(c) for c in _planned(rec).values())
+        done, planned = _progress(rec)
         head = f"- **{model}**" + ("" if done == planned else f" (provisional: {done} of {planned} evaluations)")
         t = pd.DataFrame(rec["endpoints"])
         if t.empty:
@@ -187,6 +185,11 @@ def _arms_sentences(rec: dict[str, Any], t: pd.DataFrame) -> str:
             f"{_pts(r.pear_unclipped_delta)} on {r.task} (PEAR {_pts(r.delta)}{controls(r)})" for r in have.itertuples())
             + ".")
     return out
+
+
+def _progress(rec: dict[str, Any]) -> tuple[int, int]:
+    """(evaluations done, evaluations planned) of one model's confirmatory record."""
+    return sum(len(c) for c in _done(rec).values()), sum(len(c) for c in _planned(rec).values())
 
 
 def _planned(rec: dict[str, Any]) -> dict[str, list[str]]:
