@@ -437,7 +437,9 @@ def test_the_record_shows_each_conditions_recipe_answer_kinds_and_when_the_study
     assert trained and all((c["train_steps"], c["train_seed"]) == (RECIPE.steps, RECIPE.seed) for c in trained)
     assert {c["train_steps"] for c in rec["conditions"] if c["condition"] == "baseline"} == {None}
     kinds = {(k["task"], k["condition"]) for k in rec["answer_kinds"]}
-    assert ("kv", "pear") in kinds and ("mdqa", "baseline") in kinds
+    assert ("kv", "pear") in kinds and ("mdqa", "baseline") in kinds and ("closed-book", "pear") in kinds
+    closed_kinds = {k["kind"] for k in rec["answer_kinds"] if k["task"] == "closed-book"}
+    assert closed_kinds == {"correct", "empty", "looping", "other"}  # no other item to retrieve, no memorised fact
     run_ = R.load_run(mdir)
     closed = R.study_closed_at(tmp / "seeds.json", run_)
     assert closed and R.plan_created(run_) <= closed and rec["study_items_first_drawn"] == closed

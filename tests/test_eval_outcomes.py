@@ -1,4 +1,4 @@
-"""The answer kinds (correct, empty, another item's answer, memorised, other) on hand-made items; "correct"
+"""The answer kinds (correct, empty, another item's answer, memorised, looping, other) on hand-made items; "correct"
 agrees exactly with the accuracy's scoring, and the MDQA distractors are the generator's own."""
 from dataclasses import replace
 
@@ -52,6 +52,14 @@ CB = ClosedBookItem("cb-0", "What is the capital of France?", ("Paris",), catego
     (CF, "Marseille", "other"),
     (CB, "Paris", "correct"),
     (CB, "Lyon", "other"),
+    (CB, "Iceland is a Nordic Nordic Nordic Nordic", "looping"),
+    (CB, "It is Paris Paris Paris", "correct"),      # a loop holding the answer is still correct
+    (CB, "pesungo pesungo pesung", "other"),        # twice, then cut off: not three times
+    (CB, "very very good", "other"),
+    (CB, "of the city of the city of the city", "looping"),  # "of city" after dropping articles, three times
+    (CB, "p q r s t p q r s t p q r s t", "other"),          # period 5 > LOOP_MAX_WORDS
+    (KV, '456 456 456', "other_item"),     # a retrieval error first, however it loops
+    (CF, "Paris Paris Paris", "memorised"),
 ])
 def test_classify_answer(item, output, kind):
     assert classify_answer(item, output) is AnswerKind(kind)
@@ -110,7 +118,7 @@ def test_error_breakdown_counts_and_shares():
     items = [KV, KVItem("kv-1", (("1", "2"), ("3", "4")), key="1")]
     frame = error_breakdown(items, {"baseline": ['012"', '4'], "PEAR": ["", "2"]})
     assert list(frame.columns) == ["condition", "kind", "count", "n", "share"]
-    assert frame["kind"].tolist()[:4] == ["correct", "empty", "other_item", "other"]  # no "memorised" for KV
+    assert frame["kind"].tolist()[:5] == ["correct", "empty", "other_item", "looping", "other"]  # no "memorised" for KV
     table = frame.set_index(["condition", "kind"])
     assert table.loc[("baseline", "correct"), "count"] == 1 and table.loc[("baseline", "other_item"), "count"] == 1
     assert table.loc[("PEAR", "empty"), "share"] == 0.5 and table.loc[("PEAR", "other"), "count"] == 0

@@ -17,6 +17,7 @@ from pear_lens.evaluation.confirm_report import (LAYER_MATCHED, SETTLE_STEPS, UN
                                                  endpoint_table, error_table, head_overlap, load_run, memorised_rates,
                                                  pear_retrained, position_table, step_limit_table, study_closed_at,
                                                  summarise)
+from pear_lens.evaluation.outcomes import LOOP_MAX_WORDS, LOOP_REPEATS, AnswerKind
 from pear_lens.evaluation.tasks import TaskName
 
 
@@ -109,7 +110,7 @@ def errors_figure(err: pd.DataFrame, title: str):
     tasks = list(dict.fromkeys(err["task"]))
     fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, shared_yaxes=True)
     colors = {"correct": "seagreen", "empty": "lightgrey", "other_item": "darkorange", "memorised": "purple",
-              "other": "firebrick"}
+              "looping": "goldenrod", "other": "firebrick"}
     shown: set[str] = set()
     for i, task in enumerate(tasks, start=1):
         share = err[err["task"] == task].pivot(index="condition", columns="kind", values="share")
@@ -208,7 +209,9 @@ def _errors_rows(run: ConfirmRun) -> pd.DataFrame:
         if ctrl:
             rows.append({"task": task, "condition": f"uniform controls, mean of {len(ctrl)}",
                          **{k: _pct(v) for k, v in share.loc[ctrl].mean().items()}})
-    return pd.DataFrame(rows).fillna("–")
+    table = pd.DataFrame(rows)
+    kinds = [k.value for k in AnswerKind if k.value in table.columns]  # the kinds' own order, not the alphabet's
+    return table[["task", "condition", *kinds]].fillna("–")
 
 
 def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | None = None, png: bool = False,
@@ -274,7 +277,11 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
                       + (f", uniform controls' mean {_pct(float(np.mean(ctrl)))} %" if ctrl else "") + ".", ""]
         errors = _errors_rows(run)
         if not errors.empty:
-            lines += ["### Answer kinds (% of items)", "", markdown(errors)]
+            lines += ["### Answer kinds (% of items)", "",
+                      f"Each output gets the first kind that applies: correct, empty, other_item (another key's or "
+                      f"document's answer: a retrieval error), memorised (counterfactual: the real-world fact), "
+                      f"looping (a phrase of up to {LOOP_MAX_WORDS} words {LOOP_REPEATS} or more times in a row), "
+                      f"other.", "", markdown(errors)]
             fig = errors_figure(error_table(run), f"{name}: answer kinds per condition")
             stem = f"confirm_answer_kinds_{name}"
             save_figure(fig, out / "figures" / f"{stem}.html", formats=["html"] + (["png"] if png else []))

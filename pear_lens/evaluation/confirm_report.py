@@ -232,12 +232,10 @@ def condition_table(run: ConfirmRun) -> pd.DataFrame:
 
 
 def error_table(run: ConfirmRun) -> pd.DataFrame:
-    """Answer kinds per condition (correct, empty, another item's answer, memorised, other) for every task
-    with context, plus the memorised-answer rate on counterfactual."""
+    """Answer kinds per condition and task (correct, empty, another item's answer, memorised, looping, other;
+    each task lists the kinds its items can get, closed-book only correct, empty, looping and other)."""
     frames = []
     for task in run.outputs:
-        if task == TaskName.CLOSED_BOOK.value:
-            continue
         outs = {cid: rec["outputs"] for cid, rec in run.outputs[task].items()}
         df = error_breakdown(run.items[task], outs)
         df.insert(0, "task", task)

@@ -23,6 +23,10 @@ from pear_lens.evaluation.mdqa import MDQAItem, distractor_answers
 from pear_lens.evaluation.scoring import best_subspan_em, normalize_answer
 
 BREAKDOWN_COLUMNS = ["condition", "kind", "count", "n", "share"]
+LOOP_MAX_WORDS = 4
+"""The longest phrase (in normalised words) whose back-to-back repeats make an answer :attr:`AnswerKind.LOOPING`."""
+LOOP_REPEATS = 3
+"""How many times in a row a phrase must come to count as a loop (twice is ordinary language: "very very")."""
 
 
 class AnswerKind(str, Enum):
@@ -36,6 +40,9 @@ class AnswerKind(str, Enum):
     """KV and MDQA: the answer of another pair or document in the prompt (a retrieval error)."""
     MEMORISED = "memorised"
     """Counterfactual: the real-world answer the model knows, not the context's."""
+    LOOPING = "looping"
+    """A phrase of up to :data:`LOOP_MAX_WORDS` words :data:`LOOP_REPEATS` or more times in a row (degenerate
+    generation, as over-damped heads give: "Nordic Nordic Nordic ...")."""
     OTHER = "other"
     """Anything else (a made-up or garbled answer)."""
 
@@ -44,7 +51,20 @@ def possible_kinds(item: Item) -> tuple[AnswerKind, ...]:
     """The kinds an item of this type can get (a table lists these, zeros included, and no others)."""
     extra = {KVItem: (AnswerKind.OTHER_ITEM,), MDQAItem: (AnswerKind.OTHER_ITEM,),
              CounterfactualItem: (AnswerKind.MEMORISED,)}.get(type(item), ())
-    return (AnswerKind.CORRECT, AnswerKind.EMPTY, *extra, AnswerKind.OTHER)
+    return (AnswerKind.CORRECT, AnswerKind.EMPTY, *extra, AnswerKind.LOOPING, AnswerKind.OTHER)
+
+
+def loops(output: str) -> bool:
+    """True when some phrase of 1 to :data:`LOOP_MAX_WORDS` normalised words comes :data:`LOOP_REPEATS` or
+    more times back to back ("a b a b a b" loops; "a b c a b" and "very very good" do not)."""
+    words = normalize_answer(output).split()
+    for size in range(1, LOOP_MAX_WORDS + 1):
+        span = size * LOOP_REPEATS
+        for start in range(len(words) - span + 1):
+            phrase = words[start:start + size]
+            if all(words[start + r * size:start + (r + 1) * size] == phrase for r in range(1, LOOP_REPEATS)):
+                return True
+    return False
 
 
 def _other_answers(item: Item) -> tuple[str, ...]:
@@ -69,6 +89,8 @@ def classify_answer(item: Item, output: str) -> AnswerKind:
         return AnswerKind.OTHER_ITEM
     if isinstance(item, CounterfactualItem) and best_subspan_em(output, item.parametric_answers):
         return AnswerKind.MEMORISED
+    if loops(output):
+        return AnswerKind.LOOPING
     return AnswerKind.OTHER
 
 

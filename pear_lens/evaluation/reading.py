@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pear_lens.evaluation.outcomes import AnswerKind
 from pear_lens.evaluation.stats import empirical_p
 from pear_lens.evaluation.verdict import EndpointKind, VerdictRule
 
@@ -159,6 +160,8 @@ def _answer_shifts(rec: dict[str, Any], t: pd.DataFrame) -> str:
         k = kinds[kinds["task"] == r.task].pivot_table(index="kind", columns="condition", values="share")
         if not {"baseline", "pear"} <= set(k.columns):
             continue
+        k = k.reindex([a.value for a in AnswerKind if a.value in k.index])
+        k = k[(k[["baseline", "pear"]] > 0).any(axis=1)]  # a kind neither condition gave says nothing
         out += (f" Answer kinds on {r.task}, baseline → PEAR: "
                 + ", ".join(f"{kind} {100 * k.loc[kind, 'baseline']:.1f} → {100 * k.loc[kind, 'pear']:.1f} %"
                             for kind in k.index) + ".")
@@ -183,8 +186,23 @@ def _arms_sentences(rec: dict[str, Any], t: pd.DataFrame) -> str:
 
         out += (f" Unclipped τ (PEAR's heads trained at lr {rec['plan']['arms']['unclipped_lr']:g}): Δ " + ", ".join(
             f"{_pts(r.pear_unclipped_delta)} on {r.task} (PEAR {_pts(r.delta)}{controls(r)})" for r in have.itertuples())
-            + ".")
+            + "." + _looping(rec, list(have["task"])))
     return out
+
+
+def _looping(rec: dict[str, Any], tasks: list[str]) -> str:
+    """Shares of looping answers (degenerate generation) for baseline, PEAR and PEAR unclipped on ``tasks``."""
+    kinds = pd.DataFrame(rec.get("answer_kinds") or [])
+    if kinds.empty or "looping" not in set(kinds["kind"]):
+        return ""
+    loop = kinds[kinds["kind"] == "looping"].pivot_table(index="task", columns="condition", values="share")
+    conds = [c for c in ("baseline", "pear", "pear_unclipped") if c in loop.columns]
+    cells = [f"{' → '.join(f'{100 * loop.loc[t, c]:.1f}' for c in conds)} % on {t}" for t in tasks if t in loop.index]
+    if "pear_unclipped" not in conds or not cells:
+        return ""
+    return (" Looping answers (a phrase three or more times in a row), " + " → ".join(
+        {"baseline": "baseline", "pear": "PEAR", "pear_unclipped": "PEAR unclipped"}[c] for c in conds)
+        + ": " + ", ".join(cells) + ".")
 
 
 def _progress(rec: dict[str, Any]) -> tuple[int, int]:
