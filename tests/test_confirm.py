@@ -203,6 +203,24 @@ def test_deviations_name_missing_conditions_and_another_device(run):
     assert "device: ran on cuda, planned cpu" in out and "kv: 3 items, planned 4" in out
 
 
+def test_outputs_made_with_other_settings_or_batch_size_are_named_among_the_deviations(run, tmp_path):
+    """A condition generated with other settings (say a longer answer budget) or another batch size than the
+    rest of its task would not be compared on equal terms: the report names it, the key alone is not enough."""
+    from pear_lens.evaluation import confirm_report as R
+
+    _, model, mdir = run
+    assert R.summarise(R.load_run(mdir))["deviations"] == []
+    copy = tmp_path / model.name
+    shutil.copytree(mdir, copy)
+    path = copy / "outputs" / "kv" / "uniform_s00.json.gz"
+    rec = CF.read_json_gz(path)
+    settings = {**rec["key"]["settings"], "max_new_tokens": rec["key"]["settings"]["max_new_tokens"] + 1}
+    CF.write_json_gz(path, {**rec, "key": {**rec["key"], "settings": settings, "batch_size": 7}})
+    out = R.summarise(R.load_run(copy))["deviations"]
+    assert "kv: its conditions' outputs differ in settings, so they are not compared on equal terms" in out
+    assert any(d.startswith("batch_size: ran on ") and "7" in d for d in out)
+
+
 def test_step_limit_of_the_reference_recipe():
     assert step_limit(TrainConfig()) == pytest.approx(0.005 * (0.5 + sum((2500 - s) / 2498 for s in range(2, 60))))
     assert at_step_limit([0.716, 0.7215, 1.034], TrainConfig()) == [True, True, False]

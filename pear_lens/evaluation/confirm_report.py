@@ -10,6 +10,7 @@ anyone can check the table from the repository; :mod:`pear_lens.evaluation.confi
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,6 @@ class ConfirmRun:
 
 
 def load_run(folder: str | Path) -> ConfirmRun:
-    import json
-
     folder = Path(folder)
     plan, sha = PL.read_plan(folder / PLAN_JSON)
     items, outputs = {}, {}
@@ -335,8 +334,6 @@ def position_table(run: ConfirmRun, task: str) -> pd.DataFrame:
 
 
 def plan_created(run: ConfirmRun) -> str | None:
-    import json
-
     return json.loads((run.folder / PLAN_JSON).read_text()).get("created")
 
 
@@ -350,8 +347,12 @@ def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | Non
     done = {t: list(outs) for t, outs in run.outputs.items()}
     keys = [rec["key"] for outs in run.outputs.values() for rec in outs.values()]
     # what the outputs were made on, as their keys record it (measured off the weights when they ran)
-    measured = {k: ", ".join(sorted({str(key[k]) for key in keys})) for k in ("device", "dtype") if keys}
+    measured: dict[str, Any] = {k: ", ".join(sorted({str(key.get(k)) for key in keys}))
+                                for k in ("device", "dtype", "batch_size") if keys}
     measured["n_items"] = {t: len(items) for t, items in run.items.items()}
+    measured["mixed"] = {t: [f for f in ("items", "settings") if len({json.dumps(rec["key"].get(f), sort_keys=True)
+                                                                      for rec in outs.values()}) > 1]
+                         for t, outs in run.outputs.items()}
     created = plan_created(run)
     deviations = PL.deviations(run.plan, done, measured)
     retrained = pear_retrained(run)

@@ -244,21 +244,27 @@ def fix_plan(path: str | Path, plan: ConfirmatoryPlan, registry: str | Path, pur
 
 def deviations(plan: ConfirmatoryPlan, done: Mapping[str, Sequence[str]], measured: Mapping[str, Any]) -> list[str]:
     """What the run did differently from ``plan``: missing conditions per task (``done``: task → condition ids
-    evaluated), a device or dtype other than planned, fewer items than planned (``measured``: ``device``,
-    ``dtype``, ``n_items`` per task)."""
+    evaluated), a device, dtype or batch size other than planned, fewer items than planned, conditions of one
+    task asked on other items or with other settings than the rest (``measured``: ``device``, ``dtype``,
+    ``batch_size``, ``n_items`` per task, ``mixed`` per task: the key fields that differ between its
+    conditions)."""
     out = []
     for task, wanted in planned_conditions(plan).items():
         missing = [c for c in wanted if c not in set(done.get(task, ()))]
         if missing:
             out.append(f"{task}: {len(missing)} of {len(wanted)} planned conditions not evaluated yet "
                        f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})")
-    for key in ("device", "dtype"):
+    for key in ("device", "dtype", "batch_size"):
         got = measured.get(key)
-        if got is not None and got != getattr(plan, key):
+        if got is not None and str(got) != str(getattr(plan, key)):
             out.append(f"{key}: ran on {got}, planned {getattr(plan, key)}")
     for task, n in measured.get("n_items", {}).items():
         if n != plan.n:
             out.append(f"{task}: {n} items, planned {plan.n}")
+    for task, fields in measured.get("mixed", {}).items():
+        if fields:
+            out.append(f"{task}: its conditions' outputs differ in {' and '.join(fields)}, so they are not "
+                       "compared on equal terms")
     return out
 
 
