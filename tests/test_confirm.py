@@ -203,6 +203,27 @@ def test_deviations_name_missing_conditions_and_another_device(run):
     assert "device: ran on cuda, planned cpu" in out and "kv: 3 items, planned 4" in out
 
 
+def test_pending_work_counts_what_is_missing_and_prices_it_at_the_runs_own_pace(run, tmp_path):
+    from pear_lens.evaluation import confirm_report as R
+    from pear_lens.evaluation.reading import _pending
+
+    _, model, mdir = run
+    done = R.pending_work(R.load_run(mdir))
+    assert (done["evaluations"], done["trainings"]) == (0, 0) and _pending(done) == ""
+    copy = tmp_path / model.name
+    shutil.copytree(mdir, copy)
+    (copy / "outputs" / "kv" / "uniform_s05.json.gz").unlink()
+    (copy / "tau" / "uniform_s05.json").unlink()
+    run_ = R.load_run(copy)
+    left = R.pending_work(run_)
+    seconds = run_.record["seconds"]
+    train = np.mean([v for k, v in seconds.items() if k.startswith("train/")])
+    kv = np.mean([v for k, v in seconds.items() if k.startswith("eval/kv/")])
+    assert (left["evaluations"], left["trainings"]) == (1, 1)
+    assert left["minutes_estimate"] == pytest.approx((train + kv) / 60)
+    assert _pending(left).startswith(" (1 evaluations and 1 trainings, about ") and "make confirm" in _pending(left)
+
+
 def test_outputs_made_with_other_settings_or_batch_size_are_named_among_the_deviations(run, tmp_path):
     """A condition generated with other settings (say a longer answer budget) or another batch size than the
     rest of its task would not be compared on equal terms: the report names it, the key alone is not enough."""

@@ -20,7 +20,7 @@ import pandas as pd
 
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation import plan as PL
-from pear_lens.evaluation.confirm import PLAN_JSON, RECORD_JSON, iter_outputs, load_items
+from pear_lens.evaluation.confirm import PEAR_RETRAINED, PLAN_JSON, RECORD_JSON, iter_outputs, load_items
 from pear_lens.evaluation.facts import fact_clusters
 from pear_lens.evaluation.outcomes import error_breakdown, memorised_answer_rate
 from pear_lens.evaluation.runner import score_items
@@ -333,6 +333,34 @@ def position_table(run: ConfirmRun, task: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- the record
 
 
+def pending_work(run: ConfirmRun) -> dict[str, Any]:
+    """What is left of the plan and about how long it takes at this run's own measured pace.
+
+    Evaluations: planned (task, condition) pairs without saved outputs. Trainings: planned controls and arms
+    without a τ record, plus PEAR's retraining. The estimate prices each with the mean seconds this run
+    measured for a training and for an evaluation of that task (None until one of each kind was measured).
+    """
+    planned = PL.planned_conditions(run.plan)
+    evals = {t: [c for c in ids if c not in run.outputs.get(t, {})] for t, ids in planned.items()}
+    trained = {c for ids in planned.values() for c in ids if c.startswith((UNIFORM, LAYER_MATCHED, "pear_unclipped"))}
+    trainings = sorted(c for c in trained | {PEAR_RETRAINED} if c not in run.tau)
+    seconds = run.record.get("seconds", {})
+    train_s = [v for k, v in seconds.items() if k.startswith("train/")]
+    minutes: float | None = None
+    if train_s or not trainings:
+        total = len(trainings) * (float(np.mean(train_s)) if train_s else 0.0)
+        for task, missing in evals.items():
+            task_s = [v for k, v in seconds.items() if k.startswith(f"eval/{task}/")]
+            if missing and not task_s:
+                total = float("nan")
+                break
+            total += len(missing) * (float(np.mean(task_s)) if task_s else 0.0)
+        minutes = None if np.isnan(total) else total / 60
+    return {"evaluations": sum(len(m) for m in evals.values()), "trainings": len(trainings),
+            "minutes_estimate": minutes, "devices": run.record.get("devices", []),
+            "basis": "the mean seconds this run measured per training and per evaluation of each task"}
+
+
 def plan_created(run: ConfirmRun) -> str | None:
     return json.loads((run.folder / PLAN_JSON).read_text()).get("created")
 
@@ -369,7 +397,7 @@ def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | Non
                              "exploratory record alone (make_plan), so no confirmatory result is an input to it")
     return {"plan": run.plan.to_dict(), "plan_sha256": run.sha256, "plan_created": created,
             "test_seed": run.plan.test_seed, "study_items_first_drawn": study_closed or None,
-            "deviations": deviations, "endpoints": _records(table),
+            "deviations": deviations, "pending": pending_work(run), "endpoints": _records(table),
             "conditions": _records(condition_table(run)), "answer_kinds": _records(error_table(run)),
             "memorised_answer_rate": memorised_rates(run),
             "head_overlap": head_overlap(run), "step_limit": _records(step_limit_table(run)),

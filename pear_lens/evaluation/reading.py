@@ -109,7 +109,8 @@ def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
         done, planned = _progress(rec)
         status.append(f"- **{model}**: plan `{rec['plan_sha256'][:12]}` (test seed {rec['test_seed']}, fixed "
                       f"{rec.get('plan_created') or 'before its items'}); {done} of {planned} planned evaluations "
-                      f"done" + ("" if done == planned else " — **provisional**, the rest is pending"))
+                      f"done" + ("" if done == planned else " — **provisional**, the rest is pending"
+                                 + _pending(rec.get("pending"))))
         if not endpoints.empty:
             frames.append(verdict_rows(endpoints))
     table = markdown(pd.concat(frames)) if frames else "(no confirmatory evaluation finished yet)\n"
@@ -203,6 +204,18 @@ def _looping(rec: dict[str, Any], tasks: list[str]) -> str:
     return (" Looping answers (a phrase three or more times in a row), " + " → ".join(
         {"baseline": "baseline", "pear": "PEAR", "pear_unclipped": "PEAR unclipped"}[c] for c in conds)
         + ": " + ", ".join(cells) + ".")
+
+
+def _pending(pending: dict[str, Any] | None) -> str:
+    """" (N evaluations and M trainings, about H h at this run's pace on DEVICE; `make confirm` resumes)"."""
+    if not pending or not (pending["evaluations"] or pending["trainings"]):
+        return ""
+    pace = ""
+    if pending.get("minutes_estimate") is not None:
+        where = f" on {pending['devices'][-1]}" if pending.get("devices") else ""
+        pace = f", about {pending['minutes_estimate'] / 60:.1f} h at this run's measured pace{where}"
+    return (f" ({pending['evaluations']} evaluations and {pending['trainings']} trainings{pace}; "
+            "`make confirm` resumes)")
 
 
 def _progress(rec: dict[str, Any]) -> tuple[int, int]:
