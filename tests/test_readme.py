@@ -92,7 +92,10 @@ def test_the_confirmatory_reading_transcribes_the_record_and_its_words():
     rec["answer_kinds"] = [{"task": task, "condition": c, "kind": k, "share": share}
                            for task in rows for c, share in (("baseline", 0.0), ("pear", 0.01), ("pear_unclipped", 0.25))
                            for k in ("looping", "other")]
-    assert "PEAR unclipped: 0.0 → 1.0 → 25.0 % on counterfactual" in confirmatory_sentences({name: rec})[0]
+    assert "PEAR unclipped: 0.0 → 1.0 → 25.0 % on counterfactual," in confirmatory_sentences({name: rec})[0]
+    rec["answer_kinds"] += [{"task": "kv", "condition": "uniform_unclipped_s00", "kind": "looping", "share": 0.5},
+                            {"task": "kv", "condition": "layer_matched_unclipped_s00", "kind": "looping", "share": 0.1}]
+    assert "0.0 → 1.0 → 25.0 % on kv (its 2 controls 30.0 %)" in confirmatory_sentences({name: rec})[0]
     rec["answer_kinds"] = [r for r in rec["answer_kinds"] if r["kind"] != "looping"]
     assert "Looping answers" not in confirmatory_sentences({name: rec})[0]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pear_lens.evaluation.outcomes import AnswerKind
+from pear_lens.evaluation.outcomes import LOOP_MAX_WORDS, LOOP_REPEATS, AnswerKind
 from pear_lens.evaluation.stats import empirical_p
 from pear_lens.evaluation.verdict import EndpointKind, VerdictRule
 
@@ -192,22 +192,30 @@ def _arms_sentences(rec: dict[str, Any], t: pd.DataFrame) -> str:
 
 
 def _looping(rec: dict[str, Any], tasks: list[str]) -> str:
-    """Shares of looping answers (degenerate generation) for baseline, PEAR and PEAR unclipped on ``tasks``."""
+    """Shares of looping answers (degenerate generation) for baseline, PEAR, PEAR unclipped and the mean of the
+    controls trained at the unclipped learning rate, on ``tasks``."""
     kinds = pd.DataFrame(rec.get("answer_kinds") or [])
-    if kinds.empty or "looping" not in set(kinds["kind"]):
+    if kinds.empty or AnswerKind.LOOPING.value not in set(kinds["kind"]):
         return ""
-    loop = kinds[kinds["kind"] == "looping"].pivot_table(index="task", columns="condition", values="share")
-    conds = [c for c in ("baseline", "pear", "pear_unclipped") if c in loop.columns]
-    cells = [f"{' → '.join(f'{100 * loop.loc[t, c]:.1f}' for c in conds)} % on {t}" for t in tasks if t in loop.index]
-    if "pear_unclipped" not in conds or not cells:
+    loop = kinds[kinds["kind"] == AnswerKind.LOOPING.value].pivot_table(index="task", columns="condition", values="share")
+    if "pear_unclipped" not in loop.columns:
         return ""
-    return (" Looping answers (a phrase three or more times in a row), " + " → ".join(
-        {"baseline": "baseline", "pear": "PEAR", "pear_unclipped": "PEAR unclipped"}[c] for c in conds)
-        + ": " + ", ".join(cells) + ".")
+    ctrl = [c for c in loop.columns if c.startswith(("uniform_unclipped_s", "layer_matched_unclipped_s"))]
+
+    def cell(t: str) -> str:
+        shares = " → ".join(f"{100 * loop.loc[t, c]:.1f}" for c in ("baseline", "pear", "pear_unclipped")
+                            if c in loop.columns)
+        have = loop.loc[t, ctrl].dropna() if ctrl else pd.Series(dtype=float)
+        return f"{shares} % on {t}" + (f" (its {len(have)} controls {100 * have.mean():.1f} %)" if len(have) else "")
+
+    names = {"baseline": "baseline", "pear": "PEAR", "pear_unclipped": "PEAR unclipped"}
+    cells = [cell(t) for t in tasks if t in loop.index]
+    return (f" Looping answers (a phrase of up to {LOOP_MAX_WORDS} words {LOOP_REPEATS} or more times in a row), "
+            + " → ".join(names[c] for c in names if c in loop.columns) + ": " + ", ".join(cells) + "." if cells else "")
 
 
 def _pending(pending: dict[str, Any] | None) -> str:
-    """" (N evaluations and M trainings, about H h at this run's pace on DEVICE; `make confirm` resumes)"."""
+    """The status line's tail: how many evaluations and trainings are left, about how long, how to resume."""
     if not pending or not (pending["evaluations"] or pending["trainings"]):
         return ""
     pace = ""
