@@ -217,11 +217,15 @@ def test_pending_work_counts_what_is_missing_and_prices_it_at_the_runs_own_pace(
     run_ = R.load_run(copy)
     left = R.pending_work(run_)
     seconds = run_.record["seconds"]
-    train = np.mean([v for k, v in seconds.items() if k.startswith("train/")])
-    kv = np.mean([v for k, v in seconds.items() if k.startswith("eval/kv/")])
+    train = np.median([v for k, v in seconds.items() if k.startswith("train/")])
+    kv = np.median([v for k, v in seconds.items() if k.startswith("eval/kv/")])
     assert (left["evaluations"], left["trainings"]) == (1, 1)
     assert left["minutes_estimate"] == pytest.approx((train + kv) / 60)
-    assert _pending(left).startswith(" (1 evaluations and 1 trainings, about ") and "make confirm" in _pending(left)
+    assert _pending(left).startswith(" (1 evaluations and 1 trainings left, about ") and "make confirm" in _pending(left)
+    run_.record["seconds"] = {k: v for k, v in seconds.items() if not k.startswith("train/")}
+    unpriced = R.pending_work(run_)  # no training measured yet: counted, not priced
+    assert unpriced["trainings"] == 1 and unpriced["minutes_estimate"] is None
+    assert _pending(unpriced) == " (1 evaluations and 1 trainings left; `make confirm` resumes)"
 
 
 def test_outputs_made_with_other_settings_or_batch_size_are_named_among_the_deviations(run, tmp_path):
@@ -238,8 +242,13 @@ def test_outputs_made_with_other_settings_or_batch_size_are_named_among_the_devi
     settings = {**rec["key"]["settings"], "max_new_tokens": rec["key"]["settings"]["max_new_tokens"] + 1}
     CF.write_json_gz(path, {**rec, "key": {**rec["key"], "settings": settings, "batch_size": 7}})
     out = R.summarise(R.load_run(copy))["deviations"]
-    assert "kv: its conditions' outputs differ in settings, so they are not compared on equal terms" in out
+    assert "kv: uniform_s00 made on other settings than the task's other conditions, so not compared on equal terms" \
+        in out
     assert any(d.startswith("batch_size: ran on ") and "7" in d for d in out)
+    path = copy / "outputs" / "mdqa" / "pear.json.gz"
+    rec = CF.read_json_gz(path)
+    CF.write_json_gz(path, {**rec, "key": {**rec["key"], "items": "another digest"}})
+    assert any(d.startswith("mdqa: pear made on other items") for d in R.summarise(R.load_run(copy))["deviations"])
 
 
 def test_step_limit_of_the_reference_recipe():

@@ -10,8 +10,8 @@ from pear_lens.evaluation import mdqa as mdqa_mod
 from pear_lens.evaluation.facts import ClosedBookItem, CounterfactualItem, fact_clusters, generate_counterfactual, load_facts
 from pear_lens.evaluation.kv import KVItem, generate_kv
 from pear_lens.evaluation.mdqa import Document, MDQAItem, distractor_answers, generate_mdqa
-from pear_lens.evaluation.outcomes import (AnswerKind, classify_answer, error_breakdown, memorised_answer_rate,
-                                           outputs_by_condition, read_items_table)
+from pear_lens.evaluation.outcomes import (AnswerKind, classify_answer, error_breakdown, looping_rate,
+                                           memorised_answer_rate, outputs_by_condition, read_items_table)
 from pear_lens.evaluation.runner import score_items
 
 KV = KVItem("kv-0", (("123", "456"), ("789", "012"), ("345", "678")), key="789")
@@ -57,7 +57,10 @@ CB = ClosedBookItem("cb-0", "What is the capital of France?", ("Paris",), catego
     (CB, "pesungo pesungo pesung", "other"),        # twice, then cut off: not three times
     (CB, "very very good", "other"),
     (CB, "of the city of the city of the city", "looping"),  # "of city" after dropping articles, three times
-    (CB, "p q r s t p q r s t p q r s t", "other"),          # period 5 > LOOP_MAX_WORDS
+    (CB, "Mn is a metal element. Mn is a metal element.", "looping"),  # four words, twice
+    (CB, "x y x y", "other"),                      # two words twice: an echoed title, not yet a loop
+    (CB, "p q r s p q", "other"),
+    (CB, "p q r s t u v w x p q r s t u v w x p q r s t u v w x", "other"),  # nine words > LOOP_MAX_WORDS
     (KV, '456 456 456', "other_item"),     # a retrieval error first, however it loops
     (CF, "Paris Paris Paris", "memorised"),
 ])
@@ -125,6 +128,15 @@ def test_error_breakdown_counts_and_shares():
     assert frame.groupby("condition")["share"].sum().tolist() == [1.0, 1.0]
     with pytest.raises(PearLensError, match="1 outputs for 2 items"):
         error_breakdown(items, {"baseline": ["x"]})
+
+
+def test_looping_rate_counts_loops_of_every_kind():
+    """The looping kind leaves out a loop that holds the gold answer; the rate does not."""
+    outputs = ["Paris Paris Paris", "Nordic Nordic Nordic", "Paris", ""]
+    assert [classify_answer(CB, o).value for o in outputs] == ["correct", "looping", "correct", "empty"]
+    assert looping_rate(outputs) == 0.5
+    with pytest.raises(PearLensError, match="no outputs"):
+        looping_rate([])
 
 
 def test_memorised_answer_rate():

@@ -88,16 +88,18 @@ def test_the_confirmatory_reading_transcribes_the_record_and_its_words():
     assert "beyond random heads" not in text and "no word until every planned control is in" in text
     rows["kv"]["verdict"] = "no significant change"
     assert "kv no significant change (Δ +5.0 pts" in confirmatory_sentences({name: rec})[0]
-    # the unclipped arm's looping answers, transcribed from the answer kinds (and absent without them)
-    rec["answer_kinds"] = [{"task": task, "condition": c, "kind": k, "share": share}
-                           for task in rows for c, share in (("baseline", 0.0), ("pear", 0.01), ("pear_unclipped", 0.25))
-                           for k in ("looping", "other")]
-    assert "PEAR unclipped: 0.0 → 1.0 → 25.0 % on counterfactual," in confirmatory_sentences({name: rec})[0]
-    rec["answer_kinds"] += [{"task": "kv", "condition": "uniform_unclipped_s00", "kind": "looping", "share": 0.5},
-                            {"task": "kv", "condition": "layer_matched_unclipped_s00", "kind": "looping", "share": 0.1}]
-    assert "0.0 → 1.0 → 25.0 % on kv (its 2 controls 30.0 %)" in confirmatory_sentences({name: rec})[0]
-    rec["answer_kinds"] = [r for r in rec["answer_kinds"] if r["kind"] != "looping"]
-    assert "Looping answers" not in confirmatory_sentences({name: rec})[0]
+    # the unclipped arm's looping answers, transcribed from the looping rates (and absent without them)
+    rec["looping_rate"] = {task: {"baseline": {"share": 0.0, "correct_share": 0.0},
+                                  "pear": {"share": 0.01, "correct_share": 0.0},
+                                  "pear_unclipped": {"share": 0.25, "correct_share": 0.1}} for task in rows}
+    text = confirmatory_sentences({name: rec})[0]
+    assert "PEAR unclipped: 0.0 → 1.0 → 25.0 % on counterfactual (10.0 % loop yet score correct)," in text
+    rec["looping_rate"]["kv"].update(uniform_unclipped_s00={"share": 0.5, "correct_share": 0.0},
+                                     layer_matched_unclipped_s00={"share": 0.1, "correct_share": 0.0})
+    assert ("0.0 → 1.0 → 25.0 % on kv (10.0 % loop yet score correct; its 2 controls 30.0 %)"
+            in confirmatory_sentences({name: rec})[0])
+    del rec["looping_rate"]
+    assert "Answers that loop" not in confirmatory_sentences({name: rec})[0]
 
 
 def test_the_first_results_table_has_at_most_one_row_per_model_and_task():

@@ -14,10 +14,10 @@ import pandas as pd
 from pear_lens.evaluation.confirm import PEAR_RETRAINED, PLAN_JSON
 from pear_lens.evaluation.confirm_report import (LAYER_MATCHED, SETTLE_STEPS, UNIFORM, ConfirmRun, condition_table,
                                                  controls_sharing_pear_heads,
-                                                 endpoint_table, error_table, head_overlap, load_run, memorised_rates,
+                                                 endpoint_table, error_table, head_overlap, load_run, looping_rates, memorised_rates,
                                                  pear_retrained, position_table, step_limit_table, study_closed_at,
                                                  summarise)
-from pear_lens.evaluation.outcomes import LOOP_MAX_WORDS, LOOP_REPEATS, AnswerKind
+from pear_lens.evaluation.outcomes import LOOP_RULE, AnswerKind
 from pear_lens.evaluation.tasks import TaskName
 
 
@@ -209,6 +209,8 @@ def _errors_rows(run: ConfirmRun) -> pd.DataFrame:
         if ctrl:
             rows.append({"task": task, "condition": f"uniform controls, mean of {len(ctrl)}",
                          **{k: _pct(v) for k, v in share.loc[ctrl].mean().items()}})
+    if not rows:  # only controls of other kinds evaluated so far: nothing this table shows
+        return pd.DataFrame()
     table = pd.DataFrame(rows)
     kinds = [k.value for k in AnswerKind if k.value in table.columns]  # the kinds' own order, not the alphabet's
     return table[["task", "condition", *kinds]].fillna("–")
@@ -280,8 +282,13 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
             lines += ["### Answer kinds (% of items)", "",
                       f"Each output gets the first kind that applies: correct, empty, other_item (another key's or "
                       f"document's answer: a retrieval error), memorised (counterfactual: the real-world fact), "
-                      f"looping (a phrase of up to {LOOP_MAX_WORDS} words {LOOP_REPEATS} or more times in a row), "
-                      f"other.", "", markdown(errors)]
+                      f"looping ({LOOP_RULE}: the loops no earlier kind claimed), other.", "", markdown(errors)]
+            loop = looping_rates(run)
+            lines += ["Answers that loop, whatever their kind (a lower bound: answers are cut at the task's token "
+                      "budget), with the share that loops yet scores correct: " + "; ".join(
+                          f"{task}: " + ", ".join(f"{cid} {_pct(r['share'])} % ({_pct(r['correct_share'])} % correct)"
+                                                  for cid, r in rates_.items() if not cid.startswith(("uniform", "layer")))
+                          for task, rates_ in loop.items()) + ".", ""]
             fig = errors_figure(error_table(run), f"{name}: answer kinds per condition")
             stem = f"confirm_answer_kinds_{name}"
             save_figure(fig, out / "figures" / f"{stem}.html", formats=["html"] + (["png"] if png else []))

@@ -20,9 +20,10 @@ import pandas as pd
 
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation import plan as PL
-from pear_lens.evaluation.confirm import PEAR_RETRAINED, PLAN_JSON, RECORD_JSON, iter_outputs, load_items
+from pear_lens.evaluation.confirm import (PEAR_RETRAINED, PLAN_JSON, RECORD_JSON, RETRACE_TOLERANCE, iter_outputs,
+                                         load_items)
 from pear_lens.evaluation.facts import fact_clusters
-from pear_lens.evaluation.outcomes import error_breakdown, memorised_answer_rate
+from pear_lens.evaluation.outcomes import error_breakdown, loops, memorised_answer_rate
 from pear_lens.evaluation.runner import score_items
 from pear_lens.evaluation.stats import (controls_distribution, empirical_p, holm, mcnemar_exact,
                                         paired_cluster_bootstrap_diff, paired_diff_vs_controls)
@@ -243,6 +244,19 @@ def error_table(run: ConfirmRun) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def looping_rates(run: ConfirmRun) -> dict[str, dict[str, dict[str, float]]]:
+    """task → condition → ``share``: outputs that loop whatever their kind; ``correct_share``: outputs that loop
+    and still score correct (the accuracy counts them, the looping kind does not)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for task, outs in run.outputs.items():
+        correct = run.correct(task)
+        for cid, rec in outs.items():
+            loop = np.asarray([loops(o) for o in rec["outputs"]], dtype=bool)
+            out.setdefault(task, {})[cid] = {"share": float(loop.mean()),
+                                             "correct_share": float((loop & correct[cid]).mean())}
+    return out
+
+
 def memorised_rates(run: ConfirmRun) -> dict[str, float]:
     task = TaskName.COUNTERFACTUAL.value
     if task not in run.outputs:
@@ -302,7 +316,6 @@ def pear_retrained(run: ConfirmRun) -> dict[str, Any] | None:
     largest |τ difference|, whether it is within :data:`~pear_lens.evaluation.confirm.RETRACE_TOLERANCE`
     (then training where the controls were gives PEAR its published τ up to that gap; the retrained τ are not
     evaluated), the device it was retrained on, and the retrained τ."""
-    from pear_lens.evaluation.confirm import PEAR_RETRAINED, RETRACE_TOLERANCE
 
     rec = run.tau.get(PEAR_RETRAINED)
     if rec is None:
@@ -337,32 +350,42 @@ def pending_work(run: ConfirmRun) -> dict[str, Any]:
     """What is left of the plan and about how long it takes at this run's own measured pace.
 
     Evaluations: planned (task, condition) pairs without saved outputs. Trainings: planned controls and arms
-    without a τ record, plus PEAR's retraining. The estimate prices each with the mean seconds this run
-    measured for a training and for an evaluation of that task (None until one of each kind was measured).
+    without a τ record, plus PEAR's retraining. The estimate prices each with the median seconds this run
+    measured for a training and for an evaluation of that task (the median, since a training slowed by another
+    job on the machine would pull a mean far up); None until one of each needed kind was measured.
     """
     planned = PL.planned_conditions(run.plan)
     evals = {t: [c for c in ids if c not in run.outputs.get(t, {})] for t, ids in planned.items()}
     trained = {c for ids in planned.values() for c in ids if c.startswith((UNIFORM, LAYER_MATCHED, "pear_unclipped"))}
     trainings = sorted(c for c in trained | {PEAR_RETRAINED} if c not in run.tau)
     seconds = run.record.get("seconds", {})
-    train_s = [v for k, v in seconds.items() if k.startswith("train/")]
-    minutes: float | None = None
-    if train_s or not trainings:
-        total = len(trainings) * (float(np.mean(train_s)) if train_s else 0.0)
-        for task, missing in evals.items():
-            task_s = [v for k, v in seconds.items() if k.startswith(f"eval/{task}/")]
-            if missing and not task_s:
-                total = float("nan")
-                break
-            total += len(missing) * (float(np.mean(task_s)) if task_s else 0.0)
-        minutes = None if np.isnan(total) else total / 60
+
+    def median(prefix: str) -> float | None:
+        values = [v for k, v in seconds.items() if k.startswith(prefix)]
+        return float(np.median(values)) if values else None
+
+    costs = [(len(trainings), median("train/"))] + [(len(m), median(f"eval/{t}/")) for t, m in evals.items()]
+    known = all(sec is not None for n, sec in costs if n)
+    minutes = sum(n * sec for n, sec in costs if n) / 60 if known else None
     return {"evaluations": sum(len(m) for m in evals.values()), "trainings": len(trainings),
             "minutes_estimate": minutes, "devices": run.record.get("devices", []),
-            "basis": "the mean seconds this run measured per training and per evaluation of each task"}
+            "basis": "the median seconds this run measured per training and per evaluation of each task"}
 
 
 def plan_created(run: ConfirmRun) -> str | None:
     return json.loads((run.folder / PLAN_JSON).read_text()).get("created")
+
+
+def _odd_conditions(outs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """key field ("items", "settings") → the conditions whose value differs from the one most of the task's
+    conditions share (empty when they all agree)."""
+    odd = {}
+    for field in ("items", "settings"):
+        values = {cid: json.dumps(rec["key"].get(field), sort_keys=True) for cid, rec in outs.items()}
+        common = max(set(values.values()), key=list(values.values()).count) if values else None
+        if any(v != common for v in values.values()):
+            odd[field] = sorted(cid for cid, v in values.items() if v != common)
+    return odd
 
 
 def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -378,9 +401,7 @@ def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | Non
     measured: dict[str, Any] = {k: ", ".join(sorted({str(key.get(k)) for key in keys}))
                                 for k in ("device", "dtype", "batch_size") if keys}
     measured["n_items"] = {t: len(items) for t, items in run.items.items()}
-    measured["mixed"] = {t: [f for f in ("items", "settings") if len({json.dumps(rec["key"].get(f), sort_keys=True)
-                                                                      for rec in outs.values()}) > 1]
-                         for t, outs in run.outputs.items()}
+    measured["mixed"] = {t: _odd_conditions(outs) for t, outs in run.outputs.items()}
     created = plan_created(run)
     deviations = PL.deviations(run.plan, done, measured)
     retrained = pear_retrained(run)
@@ -399,7 +420,7 @@ def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | Non
             "test_seed": run.plan.test_seed, "study_items_first_drawn": study_closed or None,
             "deviations": deviations, "pending": pending_work(run), "endpoints": _records(table),
             "conditions": _records(condition_table(run)), "answer_kinds": _records(error_table(run)),
-            "memorised_answer_rate": memorised_rates(run),
+            "memorised_answer_rate": memorised_rates(run), "looping_rate": looping_rates(run),
             "head_overlap": head_overlap(run), "step_limit": _records(step_limit_table(run)),
             "pear_retrained": retrained,
             "devices": run.record.get("devices", []), "seconds": run.record.get("seconds", {})}

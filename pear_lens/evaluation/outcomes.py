@@ -23,10 +23,16 @@ from pear_lens.evaluation.mdqa import MDQAItem, distractor_answers
 from pear_lens.evaluation.scoring import best_subspan_em, normalize_answer
 
 BREAKDOWN_COLUMNS = ["condition", "kind", "count", "n", "share"]
-LOOP_MAX_WORDS = 4
-"""The longest phrase (in normalised words) whose back-to-back repeats make an answer :attr:`AnswerKind.LOOPING`."""
+LOOP_MAX_WORDS = 8
+"""The longest phrase (in normalised words) whose back-to-back repeats can make an answer loop."""
 LOOP_REPEATS = 3
-"""How many times in a row a phrase must come to count as a loop (twice is ordinary language: "very very")."""
+"""Any phrase of up to :data:`LOOP_MAX_WORDS` words this many times in a row loops ("Nordic Nordic Nordic")."""
+LOOP_TWICE_WORDS = 3
+"""A phrase of at least this many words loops already when it comes twice in a row ("Mn is a metal element. Mn is a
+metal element."); shorter ones twice are ordinary language ("very very") or an echoed two-word title."""
+LOOP_RULE = (f"a phrase of up to {LOOP_MAX_WORDS} words {LOOP_REPEATS} or more times in a row, or one of "
+             f"{LOOP_TWICE_WORDS} or more words twice")
+"""The rule of :func:`loops` in words, for reports."""
 
 
 class AnswerKind(str, Enum):
@@ -41,8 +47,7 @@ class AnswerKind(str, Enum):
     MEMORISED = "memorised"
     """Counterfactual: the real-world answer the model knows, not the context's."""
     LOOPING = "looping"
-    """A phrase of up to :data:`LOOP_MAX_WORDS` words :data:`LOOP_REPEATS` or more times in a row (degenerate
-    generation, as over-damped heads give: "Nordic Nordic Nordic ...")."""
+    """An output that :func:`loops` and no earlier kind claimed (degenerate generation: "Nordic Nordic Nordic")."""
     OTHER = "other"
     """Anything else (a made-up or garbled answer)."""
 
@@ -55,16 +60,27 @@ def possible_kinds(item: Item) -> tuple[AnswerKind, ...]:
 
 
 def loops(output: str) -> bool:
-    """True when some phrase of 1 to :data:`LOOP_MAX_WORDS` normalised words comes :data:`LOOP_REPEATS` or
-    more times back to back ("a b a b a b" loops; "a b c a b" and "very very good" do not)."""
+    """True when a phrase of 1 to :data:`LOOP_MAX_WORDS` normalised words comes :data:`LOOP_REPEATS` or more times
+    back to back, or one of :data:`LOOP_TWICE_WORDS` or more words twice ("x y x y x y" and "p q r p q r" loop;
+    "p q r s p q" and "very very good" do not)."""
     words = normalize_answer(output).split()
-    for size in range(1, LOOP_MAX_WORDS + 1):
-        span = size * LOOP_REPEATS
-        for start in range(len(words) - span + 1):
+
+    def repeated(size: int, times: int) -> bool:
+        for start in range(len(words) - size * times + 1):
             phrase = words[start:start + size]
-            if all(words[start + r * size:start + (r + 1) * size] == phrase for r in range(1, LOOP_REPEATS)):
+            if all(words[start + r * size:start + (r + 1) * size] == phrase for r in range(1, times)):
                 return True
-    return False
+        return False
+
+    return any(repeated(size, LOOP_REPEATS if size < LOOP_TWICE_WORDS else 2)
+               for size in range(1, LOOP_MAX_WORDS + 1))
+
+
+def looping_rate(outputs: Sequence[str]) -> float:
+    """Share of ``outputs`` that :func:`loops`, whatever their kind (a loop holding the gold answer included)."""
+    if not outputs:
+        raise PearLensError("no outputs")
+    return sum(loops(o) for o in outputs) / len(outputs)
 
 
 def _other_answers(item: Item) -> tuple[str, ...]:

@@ -246,8 +246,8 @@ def deviations(plan: ConfirmatoryPlan, done: Mapping[str, Sequence[str]], measur
     """What the run did differently from ``plan``: missing conditions per task (``done``: task → condition ids
     evaluated), a device, dtype or batch size other than planned, fewer items than planned, conditions of one
     task asked on other items or with other settings than the rest (``measured``: ``device``, ``dtype``,
-    ``batch_size``, ``n_items`` per task, ``mixed`` per task: the key fields that differ between its
-    conditions)."""
+    ``batch_size``, ``n_items`` per task, ``mixed`` per task: key field → the conditions that differ in it from
+    the rest)."""
     out = []
     for task, wanted in planned_conditions(plan).items():
         missing = [c for c in wanted if c not in set(done.get(task, ()))]
@@ -262,9 +262,9 @@ def deviations(plan: ConfirmatoryPlan, done: Mapping[str, Sequence[str]], measur
         if n != plan.n:
             out.append(f"{task}: {n} items, planned {plan.n}")
     for task, fields in measured.get("mixed", {}).items():
-        if fields:
-            out.append(f"{task}: its conditions' outputs differ in {' and '.join(fields)}, so they are not "
-                       "compared on equal terms")
+        for field, odd in fields.items():
+            out.append(f"{task}: {', '.join(odd)} made on other {field} than the task's other conditions, so "
+                       "not compared on equal terms")
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pear_lens.evaluation.outcomes import LOOP_MAX_WORDS, LOOP_REPEATS, AnswerKind
+from pear_lens.evaluation.outcomes import LOOP_RULE, AnswerKind
 from pear_lens.evaluation.stats import empirical_p
 from pear_lens.evaluation.verdict import EndpointKind, VerdictRule
 
@@ -109,8 +109,8 @@ def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
         done, planned = _progress(rec)
         status.append(f"- **{model}**: plan `{rec['plan_sha256'][:12]}` (test seed {rec['test_seed']}, fixed "
                       f"{rec.get('plan_created') or 'before its items'}); {done} of {planned} planned evaluations "
-                      f"done" + ("" if done == planned else " — **provisional**, the rest is pending"
-                                 + _pending(rec.get("pending"))))
+                      f"done" + ("" if done == planned else " — **provisional**, the rest is pending")
+                      + _pending(rec.get("pending")))
         if not endpoints.empty:
             frames.append(verdict_rows(endpoints))
     table = markdown(pd.concat(frames)) if frames else "(no confirmatory evaluation finished yet)\n"
@@ -192,26 +192,26 @@ def _arms_sentences(rec: dict[str, Any], t: pd.DataFrame) -> str:
 
 
 def _looping(rec: dict[str, Any], tasks: list[str]) -> str:
-    """Shares of looping answers (degenerate generation) for baseline, PEAR, PEAR unclipped and the mean of the
-    controls trained at the unclipped learning rate, on ``tasks``."""
-    kinds = pd.DataFrame(rec.get("answer_kinds") or [])
-    if kinds.empty or AnswerKind.LOOPING.value not in set(kinds["kind"]):
-        return ""
-    loop = kinds[kinds["kind"] == AnswerKind.LOOPING.value].pivot_table(index="task", columns="condition", values="share")
-    if "pear_unclipped" not in loop.columns:
-        return ""
-    ctrl = [c for c in loop.columns if c.startswith(("uniform_unclipped_s", "layer_matched_unclipped_s"))]
-
-    def cell(t: str) -> str:
-        shares = " → ".join(f"{100 * loop.loc[t, c]:.1f}" for c in ("baseline", "pear", "pear_unclipped")
-                            if c in loop.columns)
-        have = loop.loc[t, ctrl].dropna() if ctrl else pd.Series(dtype=float)
-        return f"{shares} % on {t}" + (f" (its {len(have)} controls {100 * have.mean():.1f} %)" if len(have) else "")
-
+    """Shares of answers that loop (whatever their kind) for baseline, PEAR, PEAR unclipped and the mean of the
+    controls trained at the unclipped learning rate, on ``tasks``; with the share of PEAR unclipped's answers
+    that loop yet score correct."""
+    rates = rec.get("looping_rate") or {}
     names = {"baseline": "baseline", "pear": "PEAR", "pear_unclipped": "PEAR unclipped"}
-    cells = [cell(t) for t in tasks if t in loop.index]
-    return (f" Looping answers (a phrase of up to {LOOP_MAX_WORDS} words {LOOP_REPEATS} or more times in a row), "
-            + " → ".join(names[c] for c in names if c in loop.columns) + ": " + ", ".join(cells) + "." if cells else "")
+
+    def cell(task: str) -> str:
+        r = rates[task]
+        shares = " → ".join(f"{100 * r[c]['share']:.1f}" for c in names if c in r)
+        ctrl = [v["share"] for c, v in r.items() if c.startswith(("uniform_unclipped_s", "layer_matched_unclipped_s"))]
+        extra = [f"{100 * r['pear_unclipped']['correct_share']:.1f} % loop yet score correct"]
+        extra += [f"its {len(ctrl)} controls {100 * float(np.mean(ctrl)):.1f} %"] if ctrl else []
+        return f"{shares} % on {task} ({'; '.join(extra)})"
+
+    cells = [cell(t) for t in tasks if "pear_unclipped" in rates.get(t, {})]
+    if not cells:
+        return ""
+    shown = [names[c] for c in names if any(c in rates[t] for t in tasks if t in rates)]
+    return (f" Answers that loop ({LOOP_RULE}; a lower bound, answers are cut at the task's token budget), "
+            + " → ".join(shown) + ": " + ", ".join(cells) + ".")
 
 
 def _pending(pending: dict[str, Any] | None) -> str:
@@ -220,9 +220,9 @@ def _pending(pending: dict[str, Any] | None) -> str:
         return ""
     pace = ""
     if pending.get("minutes_estimate") is not None:
-        where = f" on {pending['devices'][-1]}" if pending.get("devices") else ""
+        where = f" on {' and '.join(pending['devices'])}" if pending.get("devices") else ""
         pace = f", about {pending['minutes_estimate'] / 60:.1f} h at this run's measured pace{where}"
-    return (f" ({pending['evaluations']} evaluations and {pending['trainings']} trainings{pace}; "
+    return (f" ({pending['evaluations']} evaluations and {pending['trainings']} trainings left{pace}; "
             "`make confirm` resumes)")
 
 
