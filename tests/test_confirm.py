@@ -203,6 +203,15 @@ def test_deviations_name_missing_conditions_and_another_device(run):
     assert "device: ran on cuda, planned cpu" in out and "kv: 3 items, planned 4" in out
 
 
+def test_the_plan_names_the_trainings_the_run_builds(run):
+    """pending_work counts trainings from the plan alone; the run decides them from its arms: they must agree."""
+    _, model, mdir = run
+    plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
+    built = [a.id for a in CF.arms(plan, model.n_layers, model.n_heads) if a.train_lr is not None]
+    assert sorted(PL.planned_trainings(plan)) == sorted(built) and len(built) == len(set(built))
+    assert "pear_unclipped" in built and not set(PL.UNTRAINED) & set(built)
+
+
 def test_pending_work_counts_what_is_missing_and_prices_it_at_the_runs_own_pace(run, tmp_path):
     from pear_lens.evaluation import confirm_report as R
     from pear_lens.evaluation.reading import _pending

@@ -356,8 +356,7 @@ def pending_work(run: ConfirmRun) -> dict[str, Any]:
     """
     planned = PL.planned_conditions(run.plan)
     evals = {t: [c for c in ids if c not in run.outputs.get(t, {})] for t, ids in planned.items()}
-    trained = {c for ids in planned.values() for c in ids if c.startswith((UNIFORM, LAYER_MATCHED, "pear_unclipped"))}
-    trainings = sorted(c for c in trained | {PEAR_RETRAINED} if c not in run.tau)
+    trainings = [c for c in [*PL.planned_trainings(run.plan), PEAR_RETRAINED] if c not in run.tau]
     seconds = run.record.get("seconds", {})
 
     def median(prefix: str) -> float | None:

@@ -272,13 +272,17 @@ def control_ids(kind: str, count: int, suffix: str = "") -> list[str]:
     return [f"{kind}{suffix}_s{seed:02d}" for seed in range(count)]
 
 
+# conditions whose τ is not trained by the run: none, PEAR's artifact as shipped, its mean fixed on PEAR's heads
+UNTRAINED = ("baseline", "pear", "fixed_damping")
+
+
 def planned_conditions(plan: ConfirmatoryPlan) -> dict[str, list[str]]:
     """Condition ids per task, in the order the run evaluates them (the report's order too)."""
     c, a = plan.controls, plan.arms
     out = {}
     for e in plan.endpoints:
         primary = e.role == PRIMARY
-        conds = ["baseline", "pear", "fixed_damping", "pear_unclipped"]
+        conds = [*UNTRAINED, "pear_unclipped"]
         conds += control_ids("uniform", c.uniform_primary if primary else c.other_per_kind)
         conds += control_ids("layer_matched", c.layer_matched_primary if primary else c.other_per_kind)
         if primary or e.role == SAFETY:
@@ -286,3 +290,9 @@ def planned_conditions(plan: ConfirmatoryPlan) -> dict[str, list[str]]:
             conds += control_ids("layer_matched", a.unclipped_controls_per_kind, "_unclipped")
         out[e.task] = conds
     return out
+
+
+def planned_trainings(plan: ConfirmatoryPlan) -> list[str]:
+    """The conditions whose τ the run trains, each once however many tasks evaluate it (first-evaluated first)."""
+    ids = (c for conds in planned_conditions(plan).values() for c in conds if c not in UNTRAINED)
+    return list(dict.fromkeys(ids))
