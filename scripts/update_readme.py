@@ -97,9 +97,9 @@ def _confirmatory() -> list[str]:
         return []
     table, status = confirmatory_markdown(records)
     reading = confirmatory_sentences(records)
-    return ["### Confirmatory test (plan fixed before fresh test items)", "",
+    return ["### Confirmatory test (plans fixed in advance, fresh test items)", "",
             "`make confirm` (`scripts/confirm.py`, resuming from the committed outputs): per model a plan (endpoints, test, correction, controls, verdict rule) written and "
-            "hashed before its test items existed, on a test seed no other study used (a study's models share it; "
+            "hashed before any of its results existed, on a test seed no other study used (a study's models share it; "
             "`figures/results/test_seeds.json` closes a study when it draws its first item, and a plan fixed after "
             "that is named among its deviations); 19 uniform and 6 "
             "layer-matched random-K controls trained like PEAR on the primary endpoints. Verdicts: Holm over the "

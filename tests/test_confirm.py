@@ -230,11 +230,11 @@ def test_pending_work_counts_what_is_missing_and_prices_it_at_the_runs_own_pace(
     kv = np.median([v for k, v in seconds.items() if k.startswith("eval/kv/")])
     assert (left["evaluations"], left["trainings"]) == (1, 1)
     assert left["minutes_estimate"] == pytest.approx((train + kv) / 60)
-    assert _pending(left).startswith(" (1 evaluations and 1 trainings left, about ") and "make confirm" in _pending(left)
+    assert _pending(left).startswith(" (1 evaluation and 1 training left, about ") and "make confirm" in _pending(left)
     run_.record["seconds"] = {k: v for k, v in seconds.items() if not k.startswith("train/")}
     unpriced = R.pending_work(run_)  # no training measured yet: counted, not priced
     assert unpriced["trainings"] == 1 and unpriced["minutes_estimate"] is None
-    assert _pending(unpriced) == " (1 evaluations and 1 trainings left; `make confirm` resumes)"
+    assert _pending(unpriced) == " (1 evaluation and 1 training left; `make confirm` resumes)"
 
 
 def test_outputs_made_with_other_settings_or_batch_size_are_named_among_the_deviations(run, tmp_path):
@@ -349,8 +349,8 @@ def test_beyond_random_heads_is_reachable_with_the_planned_controls_and_said_out
     t = R.endpoint_table(few)
     assert set(t.loc[t["role"] == "primary", "rank_test_reachable"]) == {False}
     t.loc[t["role"] == "primary", "beyond_random_heads"] = "no"
-    cell = W.verdict_rows(t).set_index("task").loc["kv (primary)", "rank among uniform controls"]
-    assert "beyond random heads: no (out of reach: these controls allow adjusted p ≥ 0.1)" in cell
+    cell = W.verdict_rows(t).set_index("task").loc["kv (primary)", "PEAR's rank among uniform controls"]
+    assert "beyond random heads: no (out of reach: the plan's 19 controls allow adjusted p ≥ 0.1)" in cell
 
 
 def test_a_control_drawn_with_one_of_pears_heads_is_named(run, tmp_path):
@@ -421,7 +421,7 @@ def test_no_beyond_random_heads_word_until_every_primary_endpoint_has_its_contro
     table = R.endpoint_table(R.load_run(mdir))
     primary = table["role"] == "primary"
     assert set(table.loc[primary, "beyond_random_heads"]) <= {"yes", "no"}
-    cells = W.verdict_rows(table).set_index("task")["rank among uniform controls"]
+    cells = W.verdict_rows(table).set_index("task")["PEAR's rank among uniform controls"]
     assert "Holm" in cells["kv (primary)"] and "; beyond random heads: " in cells["kv (primary)"]
     assert "Holm" not in cells["closed-book (safety)"]  # the rank test is the primary endpoints' only
     copy = tmp_path / model.name
@@ -429,7 +429,7 @@ def test_no_beyond_random_heads_word_until_every_primary_endpoint_has_its_contro
     (copy / "outputs" / "mdqa" / "uniform_s39.json.gz").unlink()  # one control missing on one endpoint...
     table = R.endpoint_table(R.load_run(copy))
     assert set(table.loc[table["role"] == "primary", "beyond_random_heads"]) == {"pending"}  # ...no word on any
-    cells = W.verdict_rows(table).set_index("task")["rank among uniform controls"]
+    cells = W.verdict_rows(table).set_index("task")["PEAR's rank among uniform controls"]
     assert "beyond random heads" not in cells["kv (primary)"] and cells["mdqa (primary)"].endswith("39/40 controls so far")
 
 
@@ -481,8 +481,12 @@ def test_pear_is_retrained_on_the_controls_device_and_a_gap_to_the_published_tau
     summary = R.summarise(R.load_run(copy))
     assert summary["pear_retrained"]["gap"] == pytest.approx(0.01) and not summary["pear_retrained"]["within_tolerance"]
     assert any("differ from the published τ by up to 0.01" in d for d in summary["deviations"])
+    assert summary["standing_deviations"] == [d for d in summary["deviations"] if "differ from the published" in d]
     path.unlink()
-    assert any("not yet retrained" in d for d in R.summarise(R.load_run(copy))["deviations"])
+    (copy / "outputs" / "kv" / "uniform_s05.json.gz").unlink()
+    pending = R.summarise(R.load_run(copy))  # work left is among the deviations, not among those that stand
+    assert any("not yet retrained" in d for d in pending["deviations"])
+    assert any(d.startswith("kv: 1 of") for d in pending["deviations"]) and pending["standing_deviations"] == []
 
 
 def test_the_record_shows_each_conditions_recipe_answer_kinds_and_when_the_study_drew_items(run):
@@ -500,8 +504,28 @@ def test_the_record_shows_each_conditions_recipe_answer_kinds_and_when_the_study
     run_ = R.load_run(mdir)
     closed = R.study_closed_at(tmp / "seeds.json", run_)
     assert closed and R.plan_created(run_) <= closed and rec["study_items_first_drawn"] == closed
-    late = R.summarise(run_, study_closed="2000-01-01T00:00:00+00:00")["deviations"][0]
-    assert late.startswith("this plan was fixed on") and "after its study had drawn its first test items" in late
+    late = R.summarise(run_, study_closed="2000-01-01T00:00:00+00:00")
+    assert late["deviations"][0].startswith("this plan was fixed on") and late["standing_deviations"] == late["deviations"]
+    assert "after its study had drawn its first test items" in late["deviations"][0]
+
+
+def test_few_controls_show_their_extremes_and_missing_ones_say_pending():
+    """Below ten controls the 10–90 % quantiles are interpolations: the cell shows the extremes; a planned
+    kind with none in yet says 'pending', a kind not planned on the task says '–'."""
+    from pear_lens.evaluation import confirm_document as W
+
+    row = {"uniform_done": 3, "uniform_median": 0.003, "uniform_q10": -0.005, "uniform_q90": 0.017,
+           "uniform_min": -0.007, "uniform_max": 0.02}
+    assert W._spread_cell(row, "uniform") == "+0.3 (3 controls: -0.7 to +2.0)"
+    assert W._spread_cell({**row, "uniform_done": 10}, "uniform") == "+0.3 [-0.5, +1.7]"
+    assert W._spread_cell({"uniform_done": 0}, "uniform") == "–"
+    assert W._unclipped_cell({"unclipped_controls_planned": 6}) == "pending (0/6)"
+    assert W._unclipped_cell({"unclipped_controls_planned": 0}) == "–"
+    cell = W._unclipped_cell({"unclipped_controls_planned": 6, "unclipped_controls_deltas": [0.01, -0.02],
+                              "unclipped_controls_n_at_least_pear": 1})
+    assert cell == "+1.0, -2.0 (1 of 2); 2/6 so far"
+    assert W._so_far({"layer_matched_done": 3, "layer_matched_planned": 6}, "layer_matched") == ", 3/6 so far"
+    assert W._so_far({"layer_matched_done": 6, "layer_matched_planned": 6}, "layer_matched") == ""
 
 
 def test_tau_paths_are_saved_and_say_whether_tau_settled(run):

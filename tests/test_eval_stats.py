@@ -206,6 +206,7 @@ def test_controls_distribution_quantiles():
     assert (one.median, one.q10, one.q90) == (-0.01, -0.01, -0.01)
     s6 = controls_distribution([-0.02, 0.0, 0.0, 0.01, 0.05, 0.30])  # one lucky control moves q90, not the median
     assert s6.median == pytest.approx(0.005) and s6.q90 == pytest.approx(0.175)
+    assert (s6.low, s6.high) == (-0.02, 0.30)  # the extremes, which the quantiles of few controls interpolate away
     with pytest.raises(PearLensError):
         controls_distribution([])
 

@@ -70,12 +70,28 @@ def test_the_confirmatory_reading_transcribes_the_record_and_its_words():
     rec = copy.deepcopy(records[name])
     rows = {r["task"]: r for r in rec["endpoints"] if r["subset"] == "all items"}
     for task, row in rows.items():  # a fixture: every primary endpoint with all its controls in
-        row.update(delta=0.05, p_holm=0.01, verdict="helps" if task != "closed-book" else "knowledge kept")
+        row.update(delta=0.05, ci_low=0.01, ci_high=0.09, p_holm=0.01,
+                   verdict="helps" if task != "closed-book" else "knowledge kept")
         if row["role"] == "primary":
             row.update(uniform_done=19, uniform_n_at_least_pear=0, uniform_rank_p_holm=0.1, beyond_random_heads="no",
                        rank_test_reachable=True)
     text = confirmatory_sentences({name: rec})[0]
-    assert "counterfactual helps (Δ +5.0 pts, adjusted p 0.01)" in text and "closed-book knowledge kept" in text
+    assert "counterfactual helps (Δ +5.0 pts [+1.0, +9.0], adjusted p 0.01)" in text and "closed-book knowledge kept" in text
+    assert "the CI reaches" not in text  # a 'kept' whose CI allows no loss needs no warning...
+    rows["closed-book"].update(ci_low=-0.06, pear_minus_uniform=-0.03, pear_minus_uniform_low=-0.06,
+                               pear_minus_uniform_high=-0.002)
+    text = confirmatory_sentences({name: rec})[0]  # ...one that allows a loss says how large, and beside the controls
+    assert ("no significant loss, which is not evidence of none: the CI reaches -6.0 pts; PEAR − the uniform "
+            "controls' mean -3.0 pts [-6.0, -0.2])") in text
+    # the fixed-damping arm: whether learning τ beats damping the same heads follows the CIs
+    for row in rows.values():
+        row.update(pear_minus_fixed_damping=0.01, pear_minus_fixed_damping_low=-0.01, pear_minus_fixed_damping_high=0.03)
+    assert "learning τ beats damping the same heads by their mean τ on no task (no CI above 0)." in \
+        confirmatory_sentences({name: rec})[0]
+    rows["kv"].update(pear_minus_fixed_damping_low=0.005)
+    rows["mdqa"].update(pear_minus_fixed_damping_high=-0.005)
+    assert ("learning τ beats damping the same heads by their mean τ on kv (CI above 0), and loses to it on mdqa "
+            "(CI below 0).") in confirmatory_sentences({name: rec})[0]
     assert "counterfactual rank 1 of 20 (adjusted rank p 0.1)" in text and "beyond random heads on none of them" in text
     rows["counterfactual"].update(uniform_rank_p_holm=0.02, beyond_random_heads="yes")  # the rule's word moves...
     assert "beyond random heads on counterfactual." in confirmatory_sentences({name: rec})[0]
@@ -85,7 +101,10 @@ def test_the_confirmatory_reading_transcribes_the_record_and_its_words():
         in confirmatory_sentences({name: rec})[0]
     rows["kv"].update(uniform_done=18, beyond_random_heads="pending")  # ...and is withheld while a control is missing
     text = confirmatory_sentences({name: rec})[0]
-    assert "beyond random heads" not in text and "no word until every planned control is in" in text
+    assert "beyond random heads" not in text and "'no' once every planned control is in, whatever the rest give" in text
+    for task in ("counterfactual", "kv"):  # a reachable plan gives no word while a control is missing
+        rows[task].update(rank_test_reachable=True)
+    assert "no word until every planned control is in" in confirmatory_sentences({name: rec})[0]
     rows["kv"]["verdict"] = "no significant change"
     assert "kv no significant change (Δ +5.0 pts" in confirmatory_sentences({name: rec})[0]
     # the unclipped arm's looping answers, transcribed from the looping rates (and absent without them)
@@ -100,6 +119,27 @@ def test_the_confirmatory_reading_transcribes_the_record_and_its_words():
             in confirmatory_sentences({name: rec})[0])
     del rec["looping_rate"]
     assert "Answers that loop" not in confirmatory_sentences({name: rec})[0]
+
+
+def test_the_status_line_names_standing_deviations_and_stays_provisional_while_any_work_is_left():
+    import copy
+    import json
+
+    from pear_lens.evaluation.reading import confirmatory_markdown, confirmatory_sentences
+
+    records = json.loads((ROOT / "figures" / "results" / "run.json").read_text())["confirmatory"]
+    name = "smollm2-135m-instruct"  # complete: every planned evaluation and training done
+    rec = copy.deepcopy(records[name])
+    rec.update(standing_deviations=[], pending={"evaluations": 0, "trainings": 0, "minutes_estimate": None})
+    (line,) = confirmatory_markdown({name: rec})[1]
+    assert "provisional" not in line and "Deviation" not in line
+    assert "provisional" not in confirmatory_sentences({name: rec})[0]
+    rec["pending"]["trainings"] = 1  # every evaluation in, PEAR's retraining still to do: still provisional
+    (line,) = confirmatory_markdown({name: rec})[1]
+    assert "**provisional**" in line and "(0 evaluations and 1 training left; `make confirm` resumes)" in line
+    assert "(provisional: 96 of 96 evaluations, 1 training left)" in confirmatory_sentences({name: rec})[0]
+    rec["standing_deviations"] = ["this plan was fixed late"]
+    assert confirmatory_markdown({name: rec})[1][0].endswith(". Deviation from the plan: this plan was fixed late.")
 
 
 def test_the_first_results_table_has_at_most_one_row_per_model_and_task():

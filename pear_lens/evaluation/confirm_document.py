@@ -35,7 +35,31 @@ def _out_of_reach(row: dict) -> str:
     """Said beside a 'no' the plan's controls could not have turned into a 'yes'."""
     if row.get("rank_test_reachable") is not False:
         return ""
-    return f" (out of reach: these controls allow adjusted p ≥ {_p(row['rank_p_floor'])})"
+    return (f" (out of reach: the plan's {int(row.get(f'{UNIFORM}_planned') or 0)} controls allow adjusted p ≥ "
+            f"{_p(row['rank_p_floor'])})")
+
+
+SPREAD_MIN_CONTROLS = 10
+"""From this many controls on, their spread is shown as 10–90 % quantiles; below it, as the extremes."""
+# below the verdict table wherever it appears: what each column measures, so no cell is read as another claim
+LEGEND = ("Δ and CIs in percentage points; CIs: 95 % paired bootstrap over items (over facts on counterfactual). "
+          "p raw: the plan's test (exact McNemar; counterfactual: the fact-clustered bootstrap), Holm over the "
+          "model's tests. Rank: 1 = the largest Δ among PEAR and the controls evaluated, ties counted against "
+          "PEAR, with its empirical p. Controls' Δ: median and 10–90 % quantiles, or the extremes where fewer than "
+          f"{SPREAD_MIN_CONTROLS} controls exist. PEAR − controls' mean resamples items with the control draws held fixed: it says "
+          "how PEAR's answers differ from these draws' answers, not where PEAR stands among head draws (the rank "
+          "does).")
+
+
+def _spread_cell(d: dict, kind: str) -> str:
+    """The controls' median Δ with their 10–90 % quantiles, or with their extremes when there are few."""
+    n = d.get(f"{kind}_done", 0)
+    if not n:
+        return "–"
+    med = _pct(d[f"{kind}_median"], True)
+    if n >= SPREAD_MIN_CONTROLS:
+        return f"{med} [{_pct(d[f'{kind}_q10'], True)}, {_pct(d[f'{kind}_q90'], True)}]"
+    return f"{med} ({n} controls: {_pct(d.get(f'{kind}_min'), True)} to {_pct(d.get(f'{kind}_max'), True)})"
 
 
 def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -61,10 +85,9 @@ def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"model": r.model, "task": f"{r.task} ({r.role})", "baseline %": _pct(r.baseline),
                      "PEAR Δ pts [95 % CI]": f"{_pct(r.delta, True)} [{_pct(r.ci_low, True)}, {_pct(r.ci_high, True)}]",
                      "p raw": _p(r.p_raw), "p Holm": _p(r.p_holm), "verdict": r.verdict,
-                     "rank among uniform controls": rank,
-                     "controls' median Δ [10–90 %]": ("–" if not n_u else f"{_pct(d[f'{UNIFORM}_median'], True)} "
-                                                      f"[{_pct(d[f'{UNIFORM}_q10'], True)}, {_pct(d[f'{UNIFORM}_q90'], True)}]"),
-                     "PEAR − controls' mean [95 % CI over items]": ("–" if not n_u else
+                     "PEAR's rank among uniform controls": rank,
+                     "controls' median Δ [10–90 %]": _spread_cell(d, UNIFORM),
+                     "PEAR − controls' mean [95 % CI, draws fixed]": ("–" if not n_u else
                                                          f"{_pct(d[f'pear_minus_{UNIFORM}'], True)} [{_pct(d[f'pear_minus_{UNIFORM}_low'], True)}, "
                                                          f"{_pct(d[f'pear_minus_{UNIFORM}_high'], True)}]")})
     return pd.DataFrame(rows)
@@ -131,11 +154,20 @@ def errors_figure(err: pd.DataFrame, title: str):
 def _unclipped_cell(r: dict) -> str:
     """The unclipped controls' deltas, uniform draws first, and how many reach PEAR unclipped's delta."""
     deltas = r.get("unclipped_controls_deltas")
-    if not isinstance(deltas, list) or not deltas:
-        return "–"
+    deltas = deltas if isinstance(deltas, list) else []
+    planned = int(r.get("unclipped_controls_planned") or 0)
+    if not deltas:
+        return f"pending (0/{planned})" if planned else "–"  # '–': none planned on this task
     reach = r.get("unclipped_controls_n_at_least_pear")
     return (", ".join(_pct(d, True) for d in deltas)
-            + ("" if reach is None or pd.isna(reach) else f" ({int(reach)} of {len(deltas)})"))
+            + ("" if reach is None or pd.isna(reach) else f" ({int(reach)} of {len(deltas)})")
+            + (f"; {len(deltas)}/{planned} so far" if len(deltas) < planned else ""))
+
+
+def _so_far(r: dict, kind: str) -> str:
+    """', 3/6 so far' while a kind's planned controls are not all in; nothing once they are."""
+    done, planned = int(r.get(f"{kind}_done") or 0), int(r.get(f"{kind}_planned") or 0)
+    return f", {done}/{planned} so far" if done < planned else ""
 
 
 def _retrained_line(run: ConfirmRun) -> str:
@@ -170,11 +202,13 @@ def _arms_rows(table: pd.DataFrame, run: ConfirmRun) -> pd.DataFrame:
                          f"{_pct(r['pear_minus_fixed_damping_high'], True)}], {_p(r['pear_minus_fixed_damping_p'])}"),
                      "PEAR unclipped Δ": _pct(r.get("pear_unclipped_delta"), True),
                      "unclipped controls' Δ (≥ PEAR unclipped)": _unclipped_cell(r),
-                     "layer-matched median Δ": _pct(r.get(f"{LAYER_MATCHED}_median"), True),
-                     "rank among layer-matched": ("–" if not r.get(f"{LAYER_MATCHED}_done") else
-                                                  f"{1 + int(r[f'{LAYER_MATCHED}_n_at_least_pear'])} of "
-                                                  f"{int(r[f'{LAYER_MATCHED}_done']) + 1}"),
-                     "PEAR − layer-matched mean [95 % CI over items]": (
+                     "layer-matched median Δ": _spread_cell(r, LAYER_MATCHED),
+                     "PEAR's rank among layer-matched (1 = largest Δ)": (
+                         ("–" if not r.get(f"{LAYER_MATCHED}_planned") else
+                          f"pending (0/{int(r[f'{LAYER_MATCHED}_planned'])})") if not r.get(f"{LAYER_MATCHED}_done") else
+                         f"{1 + int(r[f'{LAYER_MATCHED}_n_at_least_pear'])} of {int(r[f'{LAYER_MATCHED}_done']) + 1}"
+                         + _so_far(r, LAYER_MATCHED)),
+                     "PEAR − layer-matched mean [95 % CI, draws fixed]": (
                          "–" if not r.get(f"{LAYER_MATCHED}_done") else
                          f"{_pct(r[f'pear_minus_{LAYER_MATCHED}'], True)} [{_pct(r[f'pear_minus_{LAYER_MATCHED}_low'], True)}, "
                          f"{_pct(r[f'pear_minus_{LAYER_MATCHED}_high'], True)}]")})
@@ -237,7 +271,7 @@ def write_report(root: str | Path, out: str | Path, *, run_json: str | Path | No
              "existed. The exploratory run that came before the plans (test seed 0) is in "
              "[`summary.md`](summary.md).", ""]
     all_verdicts = [verdict_rows(t) for t in tables if not t.empty]
-    lines += ["## Verdicts", "", markdown(pd.concat(all_verdicts) if all_verdicts else pd.DataFrame())]
+    lines += ["## Verdicts", "", markdown(pd.concat(all_verdicts) if all_verdicts else pd.DataFrame()), LEGEND, ""]
     for run, table in zip(runs, tables):
         name = run.plan.model
         lines += [f"## {name}", "", f"**Plan** (SHA-256 `{run.sha256}`): {run.plan.text()}", ""]

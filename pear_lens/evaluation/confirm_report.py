@@ -145,6 +145,7 @@ def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
                     vs = paired_diff_vs_controls(pear, np.stack([correct[c][mask] for c in ids]), clusters,
                                                  n_resamples=resamples, seed=seed)
                     row.update({f"{kind}_median": spread.median, f"{kind}_q10": spread.q10, f"{kind}_q90": spread.q90,
+                                f"{kind}_min": spread.low, f"{kind}_max": spread.high,
                                 **dict(zip((f"{kind}_n_at_least_pear", f"{kind}_rank_p"),
                                            rank_among(pear, base, [correct[c][mask] for c in ids]))),
                                 f"pear_minus_{kind}": vs.estimate, f"pear_minus_{kind}_low": vs.ci_low,
@@ -160,6 +161,7 @@ def endpoint_table(run: ConfirmRun, sensitivity: bool = True) -> pd.DataFrame:
             # deltas are kept one by one, and how many of them reach PEAR unclipped's
             unclipped = [c for kind in (UNIFORM, LAYER_MATCHED) for c in run.controls(e.task, kind, "_unclipped")]
             row["unclipped_controls_done"] = len(unclipped)
+            row["unclipped_controls_planned"] = sum("_unclipped_s" in c for c in planned[e.task])
             if unclipped:
                 row["unclipped_controls_deltas"] = [float(correct[c][mask].mean() - base.mean()) for c in unclipped]
                 if "pear_unclipped" in correct:
@@ -387,6 +389,9 @@ def _odd_conditions(outs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     return odd
 
 
+NOT_RETRAINED = "PEAR's τ not yet retrained on this run's device"
+
+
 def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | None = None) -> dict[str, Any]:
     """The record of one model for run.json: plan, its SHA-256, deviations, the tables' numbers.
 
@@ -403,10 +408,10 @@ def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | Non
     measured["mixed"] = {t: _odd_conditions(outs) for t, outs in run.outputs.items()}
     created = plan_created(run)
     deviations = PL.deviations(run.plan, done, measured)
+    missing = PL.missing_conditions(run.plan, done)  # pending work, not a departure that will stand
     retrained = pear_retrained(run)
     if retrained is None:
-        deviations.append("PEAR's τ not yet retrained on this run's device (scripts/confirm.py does it after the "
-                          "planned conditions)")
+        deviations.append(f"{NOT_RETRAINED} (scripts/confirm.py does it after the planned conditions)")
     elif not retrained["within_tolerance"]:
         deviations.append(f"PEAR's τ retrained on {retrained['device']} differ from the published τ by up to "
                           f"{retrained['gap']:.2g} (more than {retrained['tolerance']:g}): the controls were "
@@ -417,7 +422,10 @@ def summarise(run: ConfirmRun, study_closed: str = "", table: pd.DataFrame | Non
                              "exploratory record alone (make_plan), so no confirmatory result is an input to it")
     return {"plan": run.plan.to_dict(), "plan_sha256": run.sha256, "plan_created": created,
             "test_seed": run.plan.test_seed, "study_items_first_drawn": study_closed or None,
-            "deviations": deviations, "pending": pending_work(run), "endpoints": _records(table),
+            "deviations": deviations,
+            # what stays a deviation once the pending work is done (the status line names these)
+            "standing_deviations": [d for d in deviations if d not in missing and not d.startswith(NOT_RETRAINED)],
+            "pending": pending_work(run), "endpoints": _records(table),
             "conditions": _records(condition_table(run)), "answer_kinds": _records(error_table(run)),
             "memorised_answer_rate": memorised_rates(run), "looping_rate": looping_rates(run),
             "head_overlap": head_overlap(run), "step_limit": _records(step_limit_table(run)),

@@ -242,18 +242,25 @@ def fix_plan(path: str | Path, plan: ConfirmatoryPlan, registry: str | Path, pur
     return plan, sha256_of(path)
 
 
-def deviations(plan: ConfirmatoryPlan, done: Mapping[str, Sequence[str]], measured: Mapping[str, Any]) -> list[str]:
-    """What the run did differently from ``plan``: missing conditions per task (``done``: task → condition ids
-    evaluated), a device, dtype or batch size other than planned, fewer items than planned, conditions of one
-    task asked on other items or with other settings than the rest (``measured``: ``device``, ``dtype``,
-    ``batch_size``, ``n_items`` per task, ``mixed`` per task: key field → the conditions that differ in it from
-    the rest)."""
+def missing_conditions(plan: ConfirmatoryPlan, done: Mapping[str, Sequence[str]]) -> list[str]:
+    """One line per task with planned conditions not evaluated yet (``done``: task → condition ids evaluated):
+    pending work, which :func:`deviations` also names."""
     out = []
     for task, wanted in planned_conditions(plan).items():
         missing = [c for c in wanted if c not in set(done.get(task, ()))]
         if missing:
             out.append(f"{task}: {len(missing)} of {len(wanted)} planned conditions not evaluated yet "
                        f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})")
+    return out
+
+
+def deviations(plan: ConfirmatoryPlan, done: Mapping[str, Sequence[str]], measured: Mapping[str, Any]) -> list[str]:
+    """What the run did differently from ``plan``: missing conditions per task (``done``: task → condition ids
+    evaluated), a device, dtype or batch size other than planned, fewer items than planned, conditions of one
+    task asked on other items or with other settings than the rest (``measured``: ``device``, ``dtype``,
+    ``batch_size``, ``n_items`` per task, ``mixed`` per task: key field → the conditions that differ in it from
+    the rest)."""
+    out = missing_conditions(plan, done)
     for key in ("device", "dtype", "batch_size"):
         got = measured.get(key)
         if got is not None and str(got) != str(getattr(plan, key)):

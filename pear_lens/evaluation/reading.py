@@ -103,18 +103,30 @@ def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
     """The compact verdict table of every confirmatory model and one status line each (plan, progress)."""
     from pear_lens.evaluation.confirm_document import markdown, verdict_rows
 
+    from pear_lens.evaluation.confirm_document import LEGEND
+
     frames, status = [], []
     for model, rec in records.items():
         endpoints = pd.DataFrame(rec["endpoints"])
         done, planned = _progress(rec)
+        standing = rec.get("standing_deviations") or []
         status.append(f"- **{model}**: plan `{rec['plan_sha256'][:12]}` (test seed {rec['test_seed']}, fixed "
                       f"{rec.get('plan_created') or 'before its items'}); {done} of {planned} planned evaluations "
-                      f"done" + ("" if done == planned else " — **provisional**, the rest is pending")
-                      + _pending(rec.get("pending")))
+                      f"done" + (" — **provisional**, the rest is pending" if _provisional(rec) else "")
+                      + _pending(rec.get("pending"))
+                      + ("" if not standing else f". Deviation{'s' * (len(standing) > 1)} from the plan: "
+                         + "; ".join(standing) + "."))
         if not endpoints.empty:
             frames.append(verdict_rows(endpoints))
-    table = markdown(pd.concat(frames)) if frames else "(no confirmatory evaluation finished yet)\n"
+    table = (markdown(pd.concat(frames)) + "\n" + LEGEND + "\n") if frames else "(no confirmatory evaluation finished yet)\n"
     return table, status
+
+
+def _provisional(rec: dict[str, Any]) -> bool:
+    """Any planned evaluation or training (PEAR's retraining included) still to do."""
+    done, planned = _progress(rec)
+    pending = rec.get("pending") or {}
+    return done < planned or bool(pending.get("evaluations") or pending.get("trainings"))
 
 
 def confirmatory_sentences(records: dict[str, Any]) -> list[str]:
@@ -123,14 +135,18 @@ def confirmatory_sentences(records: dict[str, Any]) -> list[str]:
     out = []
     for model, rec in records.items():
         done, planned = _progress(rec)
-        head = f"- **{model}**" + ("" if done == planned else f" (provisional: {done} of {planned} evaluations)")
+        trainings = int((rec.get("pending") or {}).get("trainings") or 0)
+        head = f"- **{model}**" + ("" if not _provisional(rec) else
+                                   f" (provisional: {done} of {planned} evaluations" +
+                                   (f", {_count(trainings, 'training')} left)" if trainings else ")"))
         t = pd.DataFrame(rec["endpoints"])
         if t.empty:
             out.append(head + ": no test evaluated yet.")
             continue
         t = t[t["subset"] == "all items"]
         text = head + f": after Holm's correction over its {len(rec['plan']['endpoints'])} tests, " + "; ".join(
-            f"{r.task} {r.verdict} (Δ {_pts(r.delta)} pts, adjusted p {_p(r.p_holm)})" for r in t.itertuples()) + "."
+            f"{r.task} {r.verdict} (Δ {_pts(r.delta)} pts [{_pts(r.ci_low)}, {_pts(r.ci_high)}], adjusted p "
+            f"{_p(r.p_holm)}" + _safety_note(r) + ")" for r in t.itertuples()) + "."
         primary = t[t["role"] == "primary"]
         ranked = primary[primary.get("uniform_done", pd.Series(0, index=primary.index)).fillna(0) > 0]
         if not ranked.empty:
@@ -139,15 +155,30 @@ def confirmatory_sentences(records: dict[str, Any]) -> list[str]:
                      + ", ".join(f"{r.task} rank {1 + int(r.uniform_n_at_least_pear)} of {1 + int(r.uniform_done)} "
                                  f"(adjusted rank p {_p(r.uniform_rank_p_holm)})" for r in ranked.itertuples()))
             yes = ranked.loc[ranked["beyond_random_heads"] == "yes", "task"].tolist()
+            unreachable = bool((ranked.get("rank_test_reachable", pd.Series(dtype=object)) == False).any())  # noqa: E712
             text += (" — beyond random heads on " + (", ".join(yes) if yes else "none of them")
                      if words <= {"yes", "no"} and len(ranked) == len(primary) else
+                     " — 'no' once every planned control is in, whatever the rest give" if unreachable else
                      " — no word until every planned control is in")
-            if (ranked.get("rank_test_reachable", pd.Series(dtype=object)) == False).any():  # noqa: E712
+            if unreachable:
                 text += (f" (a 'yes' was out of reach under this plan: its {int(ranked['uniform_planned'].iloc[0])} "
                          f"controls allow no adjusted rank p below {_p(float(ranked['rank_p_floor'].iloc[0]))})")
             text += "."
         text += _answer_shifts(rec, t) + _arms_sentences(rec, t)
         out.append(text)
+    return out
+
+
+def _safety_note(r: Any) -> str:
+    """Beside 'knowledge kept': how large a loss the CI still allows, and PEAR against the controls' mean."""
+    if r.verdict != "knowledge kept":
+        return ""
+    out = (f"; no significant loss, which is not evidence of none: the CI reaches {_pts(r.ci_low)} pts"
+           if r.ci_low < 0 else "")
+    vs = getattr(r, "pear_minus_uniform", None)
+    if vs is not None and not pd.isna(vs):
+        out += (f"; PEAR − the uniform controls' mean {_pts(vs)} pts [{_pts(r.pear_minus_uniform_low)}, "
+                f"{_pts(r.pear_minus_uniform_high)}]")
     return out
 
 
@@ -176,7 +207,12 @@ def _arms_sentences(rec: dict[str, Any], t: pd.DataFrame) -> str:
         have = t[t["pear_minus_fixed_damping"].notna()]
         out += (" PEAR minus fixed damping (PEAR's heads at their mean τ, untrained): " + ", ".join(
             f"{_pts(r.pear_minus_fixed_damping)} pts [{_pts(r.pear_minus_fixed_damping_low)}, "
-            f"{_pts(r.pear_minus_fixed_damping_high)}] on {r.task}" for r in have.itertuples()) + ".")
+            f"{_pts(r.pear_minus_fixed_damping_high)}] on {r.task}" for r in have.itertuples()) + "")
+        above = have.loc[have["pear_minus_fixed_damping_low"] > 0, "task"].tolist()
+        below = have.loc[have["pear_minus_fixed_damping_high"] < 0, "task"].tolist()
+        out += ("; learning τ beats damping the same heads by their mean τ " + (
+            f"on {', '.join(above)} (CI above 0)" if above else "on no task (no CI above 0)")
+            + (f", and loses to it on {', '.join(below)} (CI below 0)" if below else "") + ".")
     if "pear_unclipped_delta" in t and t["pear_unclipped_delta"].notna().any():
         have = t[t["pear_unclipped_delta"].notna()]
 
@@ -222,8 +258,12 @@ def _pending(pending: dict[str, Any] | None) -> str:
     if pending.get("minutes_estimate") is not None:
         where = f" on {' and '.join(pending['devices'])}" if pending.get("devices") else ""
         pace = f", about {pending['minutes_estimate'] / 60:.1f} h at this run's measured pace{where}"
-    return (f" ({pending['evaluations']} evaluations and {pending['trainings']} trainings left{pace}; "
-            "`make confirm` resumes)")
+    return (f" ({_count(pending['evaluations'], 'evaluation')} and {_count(pending['trainings'], 'training')} "
+            f"left{pace}; `make confirm` resumes)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _progress(rec: dict[str, Any]) -> tuple[int, int]:

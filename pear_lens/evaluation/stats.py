@@ -218,12 +218,15 @@ def paired_diff_vs_controls(pear: Bool[np.ndarray, " n"], controls: Bool[np.ndar
 
 @dataclass(frozen=True)
 class ControlsSpread:
-    """Where the controls' deltas lie: median and the 10–90 % range (``np.quantile``'s linear interpolation)."""
+    """Where the controls' deltas lie: median, the 10–90 % range (``np.quantile``'s linear interpolation) and
+    the extremes (with fewer than ten controls the quantiles are interpolations, so a reader wants these)."""
 
     median: float
     q10: float
     q90: float
     n: int
+    low: float
+    high: float
 
 
 def controls_distribution(deltas: "np.ndarray | Sequence[float]") -> ControlsSpread:
@@ -233,11 +236,12 @@ def controls_distribution(deltas: "np.ndarray | Sequence[float]") -> ControlsSpr
     random heads land, so PEAR's delta can be read against them.
 
     >>> s = controls_distribution([0.0, 0.01, 0.02, 0.03, 0.04])
-    >>> round(s.median, 6), round(s.q10, 6), round(s.q90, 6), s.n
-    (0.02, 0.004, 0.036, 5)
+    >>> round(s.median, 6), round(s.q10, 6), round(s.q90, 6), s.n, s.low, s.high
+    (0.02, 0.004, 0.036, 5, 0.0, 0.04)
     """
     d = np.asarray(deltas, dtype=np.float64)
     if d.ndim != 1 or d.size == 0 or np.isnan(d).any():
         raise PearLensError(f"controls_distribution needs a non-empty 1-D list of deltas without NaN, got {d.tolist()}")
     q10, median, q90 = np.quantile(d, [0.1, 0.5, 0.9])
-    return ControlsSpread(median=float(median), q10=float(q10), q90=float(q90), n=int(d.size))
+    return ControlsSpread(median=float(median), q10=float(q10), q90=float(q90), n=int(d.size),
+                          low=float(d.min()), high=float(d.max()))
