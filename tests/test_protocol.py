@@ -47,6 +47,17 @@ def test_control_draws_record_how_they_relate_to_pear():
     assert matched.note == {"partial": False, "partial_layers": []}
 
 
+def test_the_k_phrase_says_when_percentages_round_to_one_k():
+    from pear_lens.evaluation.protocol_run import k_selection_phrase
+
+    sel = dict(split="dev", rule="best dev accuracy", grid=list(P.k_grid(72)), grid_percents=[1, 2, 5, 10, 20],
+               dev_steps=20, dev_seed=1, test_seed=0)
+    assert "K = 1, 4, 7, 14 (1, 2, 5, 10, 20 % of the heads, rounded; percentages that round to the same K tried " \
+           "once), 20 training steps" in k_selection_phrase(sel)
+    sel.update(grid=list(P.k_grid(270)))
+    assert "tried once" not in k_selection_phrase(sel) and "K = 3, 5, 14, 27, 54 (" in k_selection_phrase(sel)
+
+
 def test_k_grid_is_relative_to_the_head_count():
     assert P.k_grid(270) == (3, 5, 14, 27, 54)  # SmolLM2-135M: 30 layers × 9 heads
     assert P.k_grid(72) == (1, 4, 7, 14)  # Gemma-3-270m: 18 × 4, duplicates dropped

@@ -182,11 +182,15 @@ def conditions_around_pear(model: "LoadedModel", mdir: Path, run_dir: Path, arti
 
 
 def k_selection_phrase(sel: dict) -> str:
-    """How K was chosen, in one phrase (the record's ``k_chosen``)."""
+    """How K was chosen, in one phrase (the record's ``k_chosen``); says so where percentages of the grid
+    round to one K."""
     if sel["split"] != "dev":
         return sel["rule"]
-    return (f"{sel['rule']}, over K = {', '.join(map(str, sel['grid']))} ({', '.join(f'{p:g}' for p in sel['grid_percents'])} % "
-            f"of the heads), {sel['dev_steps']} training steps, dev items seed {sel['dev_seed']} (test seed "
+    grid, percents = list(sel["grid"]), list(sel["grid_percents"])
+    # percentages that round to one K are tried once (Gemma: 1 % and 2 % of 72 heads are both K = 1)
+    merged = "" if len(grid) == len(percents) else "; percentages that round to the same K tried once"
+    return (f"{sel['rule']}, over K = {', '.join(map(str, grid))} ({', '.join(f'{p:g}' for p in percents)} % "
+            f"of the heads, rounded{merged}), {sel['dev_steps']} training steps, dev items seed {sel['dev_seed']} (test seed "
             f"{sel['test_seed']})")
 
 
