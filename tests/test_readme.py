@@ -57,6 +57,11 @@ def test_the_reading_applies_the_rule_to_the_summary_table(tmp_path):
     t = exploratory_table(csv, {"m": {"conditions": conditions}})
     assert t.set_index("task").loc["kv", "verdict"] == "no significant change"
     assert "kv below 0.05 before the correction only" in exploratory_sentences(t)[0]
+    assert "band" not in exploratory_sentences(t)[0]  # every baseline inside the calibration's 20-80 %...
+    csv.write_text("\n".join(r.replace("m,kv,baseline,all,300,0.40", "m,kv,baseline,all,300,0.987") for r in rows) + "\n")
+    text = exploratory_sentences(exploratory_table(csv, {"m": {"conditions": conditions}}))[0]
+    assert ("kv: the baseline answers 98.7 %, above the calibrated 20–80 % band, so PEAR could gain at most 1.3 pts "
+            "there and the test can hardly show help.") in text  # ...a ceiling is named
 
 
 def test_the_confirmatory_reading_transcribes_the_record_and_its_words():

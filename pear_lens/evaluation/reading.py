@@ -95,7 +95,26 @@ def exploratory_sentences(table: pd.DataFrame, rule: VerdictRule = VerdictRule()
             text += (f"; PEAR above all {int(best['n_controls'].iloc[0])} controls on {', '.join(top)}" if top else
                      "; PEAR above every control on no task")
             text += f" (the smallest rank p {int(best['n_controls'].iloc[0])} controls allow is {_p(1 / (1 + best['n_controls'].iloc[0]))})"
-        out.append(text + ".")
+        out.append(text + "." + _outside_band(g))
+    return out
+
+
+def _outside_band(g: pd.DataFrame) -> str:
+    """Tasks whose test baseline left the calibration's band: near a ceiling a test cannot show help (near a
+    floor, harm), so its 'no significant change' says little."""
+    from pear_lens.evaluation.calibration import TARGET
+
+    low, high = TARGET
+    out = ""
+    for r in g.itertuples():
+        if r.baseline > high:
+            out += (f" {r.task}: the baseline answers {100 * r.baseline:.1f} %, above the calibrated "
+                    f"{100 * low:.0f}–{100 * high:.0f} % band, so PEAR could gain at most "
+                    f"{100 * (1 - r.baseline):.1f} pts there and the test can hardly show help.")
+        elif r.baseline < low:
+            out += (f" {r.task}: the baseline answers {100 * r.baseline:.1f} %, below the calibrated "
+                    f"{100 * low:.0f}–{100 * high:.0f} % band, so PEAR could lose at most "
+                    f"{100 * r.baseline:.1f} pts there and the test can hardly show harm.")
     return out
 
 
