@@ -350,7 +350,7 @@ def test_beyond_random_heads_is_reachable_with_the_planned_controls_and_said_out
     assert set(t.loc[t["role"] == "primary", "rank_test_reachable"]) == {False}
     t.loc[t["role"] == "primary", "beyond_random_heads"] = "no"
     cell = W.verdict_rows(t).set_index("task").loc["kv (primary)", "PEAR's rank among uniform controls"]
-    assert "beyond random heads: no (out of reach: the plan's 19 controls allow adjusted p ≥ 0.1)" in cell
+    assert "beyond random heads: no (out of reach: the plan's controls, its 19, allow adjusted p ≥ 0.1)" in cell
 
 
 def test_a_control_drawn_with_one_of_pears_heads_is_named(run, tmp_path):
@@ -519,6 +519,9 @@ def test_few_controls_show_their_extremes_and_missing_ones_say_pending():
     assert W._spread_cell(row, "uniform") == "+0.3 (3 controls: -0.7 to +2.0)"
     assert W._spread_cell({**row, "uniform_done": 10}, "uniform") == "+0.3 [-0.5, +1.7]"
     assert W._spread_cell({"uniform_done": 0}, "uniform") == "–"
+    assert W._spread_cell({**row, "uniform_done": 1}, "uniform").startswith("+0.3 (1 control: ")
+    old = {k: v for k, v in row.items() if k not in ("uniform_min", "uniform_max")}  # a record from before the extremes
+    assert W._spread_cell(old, "uniform") == "+0.3 [-0.5, +1.7]"
     assert W._unclipped_cell({"unclipped_controls_planned": 6}) == "pending (0/6)"
     assert W._unclipped_cell({"unclipped_controls_planned": 0}) == "–"
     cell = W._unclipped_cell({"unclipped_controls_planned": 6, "unclipped_controls_deltas": [0.01, -0.02],

@@ -52,8 +52,8 @@ def test_the_k_phrase_says_when_percentages_round_to_one_k():
 
     sel = dict(split="dev", rule="best dev accuracy", grid=list(P.k_grid(72)), grid_percents=[1, 2, 5, 10, 20],
                dev_steps=20, dev_seed=1, test_seed=0)
-    assert "K = 1, 4, 7, 14 (1, 2, 5, 10, 20 % of the heads, rounded; percentages that round to the same K tried " \
-           "once), 20 training steps" in k_selection_phrase(sel)
+    assert "K = 1, 4, 7, 14 (1, 2, 5, 10, 20 % of the heads, rounded half up, at least 1; percentages that give " \
+           "the same K tried once), 20 training steps" in k_selection_phrase(sel)
     sel.update(grid=list(P.k_grid(270)))
     assert "tried once" not in k_selection_phrase(sel) and "K = 3, 5, 14, 27, 54 (" in k_selection_phrase(sel)
 

@@ -58,10 +58,19 @@ def test_the_reading_applies_the_rule_to_the_summary_table(tmp_path):
     assert t.set_index("task").loc["kv", "verdict"] == "no significant change"
     assert "kv below 0.05 before the correction only" in exploratory_sentences(t)[0]
     assert "band" not in exploratory_sentences(t)[0]  # every baseline inside the calibration's 20-80 %...
-    csv.write_text("\n".join(r.replace("m,kv,baseline,all,300,0.40", "m,kv,baseline,all,300,0.987") for r in rows) + "\n")
+    ceiling = [r.replace("m,kv,baseline,all,300,0.40", "m,kv,baseline,all,300,0.987") for r in rows]
+    csv.write_text("\n".join(r.replace("0.05,0.01,s", "0.05,0.03,s") for r in ceiling) + "\n")
     text = exploratory_sentences(exploratory_table(csv, {"m": {"conditions": conditions}}))[0]
-    assert ("kv: the baseline answers 98.7 %, above the calibrated 20–80 % band, so PEAR could gain at most 1.3 pts "
-            "there and the test can hardly show help.") in text  # ...a ceiling is named
+    assert ("kv: the baseline answers 98.7 %, above the calibrated 20–80 % band: even fixing all 4 items it gets "
+            "wrong, PEAR could reach no McNemar p below 0.12.") in text  # ...a ceiling is named where it limits
+    helps = "\n".join(ceiling) + "\n"
+    csv.write_text(helps)  # a verdict the ceiling did not stop needs no excuse
+    assert "band" not in exploratory_sentences(exploratory_table(csv, {"m": {"conditions": conditions}}))[0]
+    csv.write_text(helps.replace("m,closed-book,baseline,all,300,0.5", "m,closed-book,baseline,all,300,0.1")
+                   .replace("m,closed-book,PEAR,all,300,0.3,0.2,0.4,-0.2,1e-6", "m,closed-book,PEAR,all,300,0.1,0,0.2,0,1"))
+    text = exploratory_sentences(exploratory_table(csv, {"m": {"conditions": conditions}}))[0]
+    assert ("closed-book: the baseline answers 10.0 %, below the calibrated 20–80 % band: even losing all 30 items it "
+            "gets right, PEAR could reach no McNemar p below 1.9e-09.") in text  # a floor limits a safety test
 
 
 def test_the_confirmatory_reading_transcribes_the_record_and_its_words():
@@ -87,16 +96,16 @@ def test_the_confirmatory_reading_transcribes_the_record_and_its_words():
                                pear_minus_uniform_high=-0.002)
     text = confirmatory_sentences({name: rec})[0]  # ...one that allows a loss says how large, and beside the controls
     assert ("no significant loss, which is not evidence of none: the CI reaches -6.0 pts; PEAR − the uniform "
-            "controls' mean -3.0 pts [-6.0, -0.2])") in text
+            "controls' mean of 3 draws -3.0 pts [-6.0, -0.2], the CI over items with the draws held fixed)") in text
     # the fixed-damping arm: whether learning τ beats damping the same heads follows the CIs
     for row in rows.values():
         row.update(pear_minus_fixed_damping=0.01, pear_minus_fixed_damping_low=-0.01, pear_minus_fixed_damping_high=0.03)
-    assert "learning τ beats damping the same heads by their mean τ on no task (no CI above 0)." in \
-        confirmatory_sentences({name: rec})[0]
+    assert "by these unadjusted CIs, learning τ beats damping the same heads by their mean τ on none of the 4 " \
+        "tasks evaluated." in confirmatory_sentences({name: rec})[0]
     rows["kv"].update(pear_minus_fixed_damping_low=0.005)
     rows["mdqa"].update(pear_minus_fixed_damping_high=-0.005)
-    assert ("learning τ beats damping the same heads by their mean τ on kv (CI above 0), and loses to it on mdqa "
-            "(CI below 0).") in confirmatory_sentences({name: rec})[0]
+    assert ("learning τ beats damping the same heads by their mean τ on kv of the 4 tasks evaluated, and loses to "
+            "it on mdqa.") in confirmatory_sentences({name: rec})[0]
     assert "counterfactual rank 1 of 20 (adjusted rank p 0.1)" in text and "beyond random heads on none of them" in text
     rows["counterfactual"].update(uniform_rank_p_holm=0.02, beyond_random_heads="yes")  # the rule's word moves...
     assert "beyond random heads on counterfactual." in confirmatory_sentences({name: rec})[0]

@@ -18,6 +18,7 @@ from pear_lens.evaluation.confirm_report import (LAYER_MATCHED, SETTLE_STEPS, UN
                                                  pear_retrained, position_table, step_limit_table, study_closed_at,
                                                  summarise)
 from pear_lens.evaluation.outcomes import LOOP_RULE, AnswerKind
+from pear_lens.evaluation.stats import LEVEL
 from pear_lens.evaluation.tasks import TaskName
 
 
@@ -35,14 +36,15 @@ def _out_of_reach(row: dict) -> str:
     """Said beside a 'no' the plan's controls could not have turned into a 'yes'."""
     if row.get("rank_test_reachable") is not False:
         return ""
-    return (f" (out of reach: the plan's {int(row.get(f'{UNIFORM}_planned') or 0)} controls allow adjusted p ≥ "
-            f"{_p(row['rank_p_floor'])})")
+    planned = row.get(f"{UNIFORM}_planned")
+    which = "its" if planned is None or pd.isna(planned) else f"its {int(planned)}"
+    return f" (out of reach: the plan's controls, {which}, allow adjusted p ≥ {_p(row.get('rank_p_floor'))})"
 
 
 SPREAD_MIN_CONTROLS = 10
 """From this many controls on, their spread is shown as 10–90 % quantiles; below it, as the extremes."""
 # below the verdict table wherever it appears: what each column measures, so no cell is read as another claim
-LEGEND = ("Δ and CIs in percentage points; CIs: 95 % paired bootstrap over items (over facts on counterfactual). "
+LEGEND = (f"Δ and CIs in percentage points; CIs: {100 * LEVEL:g} % paired bootstrap over items (over facts on counterfactual). "
           "p raw: the plan's test (exact McNemar; counterfactual: the fact-clustered bootstrap), Holm over the "
           "model's tests. Rank: 1 = the largest Δ among PEAR and the controls evaluated, ties counted against "
           "PEAR, with its empirical p. Controls' Δ: median and 10–90 % quantiles, or the extremes where fewer than "
@@ -57,9 +59,10 @@ def _spread_cell(d: dict, kind: str) -> str:
     if not n:
         return "–"
     med = _pct(d[f"{kind}_median"], True)
-    if n >= SPREAD_MIN_CONTROLS:
+    lo, hi = d.get(f"{kind}_min"), d.get(f"{kind}_max")
+    if n >= SPREAD_MIN_CONTROLS or lo is None or hi is None or pd.isna(lo) or pd.isna(hi):  # older records: quantiles
         return f"{med} [{_pct(d[f'{kind}_q10'], True)}, {_pct(d[f'{kind}_q90'], True)}]"
-    return f"{med} ({n} controls: {_pct(d.get(f'{kind}_min'), True)} to {_pct(d.get(f'{kind}_max'), True)})"
+    return f"{med} ({int(n)} control{'' if n == 1 else 's'}: {_pct(lo, True)} to {_pct(hi, True)})"
 
 
 def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -74,19 +77,19 @@ def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
         if not n_u:
             rank = "–"
         elif r.kind == "safety":  # higher Δ is still better (less knowledge lost); no rank test is planned here
-            rank = f"{1 + d[f'{UNIFORM}_n_at_least_pear']} of {n_u + 1} (1 = kept the most)"
+            rank = f"{1 + int(d[f'{UNIFORM}_n_at_least_pear'])} of {int(n_u) + 1} (1 = kept the most)"
         else:
-            rank = (f"{1 + d[f'{UNIFORM}_n_at_least_pear']} of {n_u + 1} (p {_p(d[f'{UNIFORM}_rank_p'])}"
+            rank = (f"{1 + int(d[f'{UNIFORM}_n_at_least_pear'])} of {int(n_u) + 1} (p {_p(d[f'{UNIFORM}_rank_p'])}"
                     + ("" if held is None or pd.isna(held) else f", Holm {_p(held)}") + ")"
                     + (f"; beyond random heads: {word}" if word in ("yes", "no") else "")
                     + (_out_of_reach(d) if word in ("no", "pending") else ""))
         if n_u and n_u != planned:
-            rank += f", {n_u}/{planned} controls so far"
+            rank += f", {int(n_u)}/{int(planned)} controls so far"
         rows.append({"model": r.model, "task": f"{r.task} ({r.role})", "baseline %": _pct(r.baseline),
                      "PEAR Δ pts [95 % CI]": f"{_pct(r.delta, True)} [{_pct(r.ci_low, True)}, {_pct(r.ci_high, True)}]",
                      "p raw": _p(r.p_raw), "p Holm": _p(r.p_holm), "verdict": r.verdict,
                      "PEAR's rank among uniform controls": rank,
-                     "controls' median Δ [10–90 %]": _spread_cell(d, UNIFORM),
+                     "controls' median Δ [10–90 %] or (extremes)": _spread_cell(d, UNIFORM),
                      "PEAR − controls' mean [95 % CI, draws fixed]": ("–" if not n_u else
                                                          f"{_pct(d[f'pear_minus_{UNIFORM}'], True)} [{_pct(d[f'pear_minus_{UNIFORM}_low'], True)}, "
                                                          f"{_pct(d[f'pear_minus_{UNIFORM}_high'], True)}]")})

@@ -188,9 +188,9 @@ def k_selection_phrase(sel: dict) -> str:
         return sel["rule"]
     grid, percents = list(sel["grid"]), list(sel["grid_percents"])
     # percentages that round to one K are tried once (Gemma: 1 % and 2 % of 72 heads are both K = 1)
-    merged = "" if len(grid) == len(percents) else "; percentages that round to the same K tried once"
+    merged = "" if len(grid) == len(percents) else "; percentages that give the same K tried once"
     return (f"{sel['rule']}, over K = {', '.join(map(str, grid))} ({', '.join(f'{p:g}' for p in percents)} % "
-            f"of the heads, rounded{merged}), {sel['dev_steps']} training steps, dev items seed {sel['dev_seed']} (test seed "
+            f"of the heads, rounded half up, at least 1{merged}), {sel['dev_steps']} training steps, dev items seed {sel['dev_seed']} (test seed "
             f"{sel['test_seed']})")
 
 

@@ -100,22 +100,32 @@ def exploratory_sentences(table: pd.DataFrame, rule: VerdictRule = VerdictRule()
 
 
 def _outside_band(g: pd.DataFrame) -> str:
-    """Tasks whose test baseline left the calibration's band: near a ceiling a test cannot show help (near a
-    floor, harm), so its 'no significant change' says little."""
+    """Beside a 'no significant change' (or 'knowledge kept'): a test baseline outside the calibration's band
+    leaves little room to move in the direction the test is about (an efficacy task near its ceiling, a
+    safety task near its floor); said with the smallest exact McNemar p that room allows."""
     from pear_lens.evaluation.calibration import TARGET
 
     low, high = TARGET
+    band = f"the calibrated {100 * low:.0f}–{100 * high:.0f} % band"
     out = ""
     for r in g.itertuples():
-        if r.baseline > high:
-            out += (f" {r.task}: the baseline answers {100 * r.baseline:.1f} %, above the calibrated "
-                    f"{100 * low:.0f}–{100 * high:.0f} % band, so PEAR could gain at most "
-                    f"{100 * (1 - r.baseline):.1f} pts there and the test can hardly show help.")
-        elif r.baseline < low:
-            out += (f" {r.task}: the baseline answers {100 * r.baseline:.1f} %, below the calibrated "
-                    f"{100 * low:.0f}–{100 * high:.0f} % band, so PEAR could lose at most "
-                    f"{100 * r.baseline:.1f} pts there and the test can hardly show harm.")
+        if r.verdict not in ("no significant change", "knowledge kept"):
+            continue
+        safety = _kind(r.task) == EndpointKind.SAFETY
+        if not safety and r.baseline > high:
+            room = int(round(r.n * (1 - r.baseline)))
+            out += (f" {r.task}: the baseline answers {100 * r.baseline:.1f} %, above {band}: even fixing all "
+                    f"{room} items it gets wrong, PEAR could reach no McNemar p below {_p(_min_mcnemar_p(room))}.")
+        elif safety and r.baseline < low:
+            room = int(round(r.n * r.baseline))
+            out += (f" {r.task}: the baseline answers {100 * r.baseline:.1f} %, below {band}: even losing all "
+                    f"{room} items it gets right, PEAR could reach no McNemar p below {_p(_min_mcnemar_p(room))}.")
     return out
+
+
+def _min_mcnemar_p(flips: int) -> float:
+    """The exact two-sided McNemar p when ``flips`` discordant items all go one way (its smallest value)."""
+    return min(1.0, 2 * 0.5 ** flips)
 
 
 def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
@@ -128,7 +138,7 @@ def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
     for model, rec in records.items():
         endpoints = pd.DataFrame(rec["endpoints"])
         done, planned = _progress(rec)
-        standing = rec.get("standing_deviations") or []
+        standing = _standing(rec)
         status.append(f"- **{model}**: plan `{rec['plan_sha256'][:12]}` (test seed {rec['test_seed']}, fixed "
                       f"{rec.get('plan_created') or 'before its items'}); {done} of {planned} planned evaluations "
                       f"done" + (" — **provisional**, the rest is pending" if _provisional(rec) else "")
@@ -139,6 +149,15 @@ def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
             frames.append(verdict_rows(endpoints))
     table = (markdown(pd.concat(frames)) + "\n" + LEGEND + "\n") if frames else "(no confirmatory evaluation finished yet)\n"
     return table, status
+
+
+def _standing(rec: dict[str, Any]) -> list[str]:
+    """The deviations that stay once the pending work is done; a record written before they were kept apart
+    gives all its deviations but the pending-work ones."""
+    if "standing_deviations" in rec:
+        return list(rec["standing_deviations"])
+    pending = ("planned conditions not evaluated yet", "not yet retrained")
+    return [d for d in rec.get("deviations", []) if not any(p in d for p in pending)]
 
 
 def _provisional(rec: dict[str, Any]) -> bool:
@@ -196,8 +215,10 @@ def _safety_note(r: Any) -> str:
            if r.ci_low < 0 else "")
     vs = getattr(r, "pear_minus_uniform", None)
     if vs is not None and not pd.isna(vs):
-        out += (f"; PEAR − the uniform controls' mean {_pts(vs)} pts [{_pts(r.pear_minus_uniform_low)}, "
-                f"{_pts(r.pear_minus_uniform_high)}]")
+        n = getattr(r, "uniform_done", None)
+        draws = "" if n is None or pd.isna(n) else f" of {_count(int(n), 'draw')}"
+        out += (f"; PEAR − the uniform controls' mean{draws} {_pts(vs)} pts [{_pts(r.pear_minus_uniform_low)}, "
+                f"{_pts(r.pear_minus_uniform_high)}], the CI over items with the draws held fixed")
     return out
 
 
@@ -226,12 +247,12 @@ def _arms_sentences(rec: dict[str, Any], t: pd.DataFrame) -> str:
         have = t[t["pear_minus_fixed_damping"].notna()]
         out += (" PEAR minus fixed damping (PEAR's heads at their mean τ, untrained): " + ", ".join(
             f"{_pts(r.pear_minus_fixed_damping)} pts [{_pts(r.pear_minus_fixed_damping_low)}, "
-            f"{_pts(r.pear_minus_fixed_damping_high)}] on {r.task}" for r in have.itertuples()) + "")
+            f"{_pts(r.pear_minus_fixed_damping_high)}] on {r.task}" for r in have.itertuples()))
         above = have.loc[have["pear_minus_fixed_damping_low"] > 0, "task"].tolist()
         below = have.loc[have["pear_minus_fixed_damping_high"] < 0, "task"].tolist()
-        out += ("; learning τ beats damping the same heads by their mean τ " + (
-            f"on {', '.join(above)} (CI above 0)" if above else "on no task (no CI above 0)")
-            + (f", and loses to it on {', '.join(below)} (CI below 0)" if below else "") + ".")
+        out += (f"; by these unadjusted CIs, learning τ beats damping the same heads by their mean τ on "
+                + (f"{', '.join(above)}" if above else "none") + f" of the {_count(len(have), 'task')} evaluated"
+                + (f", and loses to it on {', '.join(below)}" if below else "") + ".")
     if "pear_unclipped_delta" in t and t["pear_unclipped_delta"].notna().any():
         have = t[t["pear_unclipped_delta"].notna()]
 
