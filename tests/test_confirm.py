@@ -527,8 +527,11 @@ def test_few_controls_show_their_extremes_and_missing_ones_say_pending():
     cell = W._unclipped_cell({"unclipped_controls_planned": 6, "unclipped_controls_deltas": [0.01, -0.02],
                               "unclipped_controls_n_at_least_pear": 1})
     assert cell == "+1.0, -2.0 (1 of 2); 2/6 so far"
-    assert W._so_far({"layer_matched_done": 3, "layer_matched_planned": 6}, "layer_matched") == ", 3/6 so far"
-    assert W._so_far({"layer_matched_done": 6, "layer_matched_planned": 6}, "layer_matched") == ""
+    lm = {"layer_matched_done": 3, "layer_matched_planned": 6, "layer_matched_n_at_least_pear": 1}
+    assert W._layer_matched_rank(lm) == "2 of 4, 3/6 so far"
+    assert W._layer_matched_rank({**lm, "layer_matched_done": 6}) == "2 of 7"
+    assert W._layer_matched_rank({**lm, "layer_matched_done": 0}) == "pending (0/6)"
+    assert W._layer_matched_rank({"layer_matched_done": 0, "layer_matched_planned": 0}) == "–"
 
 
 def test_tau_paths_are_saved_and_say_whether_tau_settled(run):

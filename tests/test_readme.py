@@ -154,6 +154,10 @@ def test_the_status_line_names_standing_deviations_and_stays_provisional_while_a
     assert "(provisional: 96 of 96 evaluations, 1 training left)" in confirmatory_sentences({name: rec})[0]
     rec["standing_deviations"] = ["this plan was fixed late"]
     assert confirmatory_markdown({name: rec})[1][0].endswith(". Deviation from the plan: this plan was fixed late.")
+    del rec["standing_deviations"]  # a record from before they were kept apart: its deviations but the pending work
+    rec["deviations"] = ["this plan was fixed late", "kv: 1 of 8 planned conditions not evaluated yet (u)",
+                         "PEAR's τ not yet retrained on this run's device (later)"]
+    assert confirmatory_markdown({name: rec})[1][0].endswith(". Deviation from the plan: this plan was fixed late.")
 
 
 def test_the_first_results_table_has_at_most_one_row_per_model_and_task():

@@ -84,7 +84,7 @@ def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
                     + (f"; beyond random heads: {word}" if word in ("yes", "no") else "")
                     + (_out_of_reach(d) if word in ("no", "pending") else ""))
         if n_u and n_u != planned:
-            rank += f", {int(n_u)}/{int(planned)} controls so far"
+            rank += f", {_so_far(n_u, planned, 'controls')}"
         rows.append({"model": r.model, "task": f"{r.task} ({r.role})", "baseline %": _pct(r.baseline),
                      "PEAR Δ pts [95 % CI]": f"{_pct(r.delta, True)} [{_pct(r.ci_low, True)}, {_pct(r.ci_high, True)}]",
                      "p raw": _p(r.p_raw), "p Holm": _p(r.p_holm), "verdict": r.verdict,
@@ -160,17 +160,30 @@ def _unclipped_cell(r: dict) -> str:
     deltas = deltas if isinstance(deltas, list) else []
     planned = int(r.get("unclipped_controls_planned") or 0)
     if not deltas:
-        return f"pending (0/{planned})" if planned else "–"  # '–': none planned on this task
+        return _none_yet(planned)
     reach = r.get("unclipped_controls_n_at_least_pear")
     return (", ".join(_pct(d, True) for d in deltas)
             + ("" if reach is None or pd.isna(reach) else f" ({int(reach)} of {len(deltas)})")
-            + (f"; {len(deltas)}/{planned} so far" if len(deltas) < planned else ""))
+            + (f"; {_so_far(len(deltas), planned)}" if len(deltas) < planned else ""))
 
 
-def _so_far(r: dict, kind: str) -> str:
-    """', 3/6 so far' while a kind's planned controls are not all in; nothing once they are."""
-    done, planned = int(r.get(f"{kind}_done") or 0), int(r.get(f"{kind}_planned") or 0)
-    return f", {done}/{planned} so far" if done < planned else ""
+def _so_far(done: int | float, planned: int | float, noun: str = "") -> str:
+    """'3/6 so far' (or '3/6 controls so far'): how many of the planned controls are in."""
+    return f"{int(done)}/{int(planned)}{' ' + noun if noun else ''} so far"
+
+
+def _none_yet(planned: int | float | None) -> str:
+    """The cell of a kind with no control in: 'pending (0/6)' where the plan asks for some, '–' where none."""
+    return f"pending (0/{int(planned)})" if planned else "–"
+
+
+def _layer_matched_rank(r: dict) -> str:
+    """PEAR's rank among the layer-matched controls in so far, and how many of the planned ones that is."""
+    done, planned = int(r.get(f"{LAYER_MATCHED}_done") or 0), int(r.get(f"{LAYER_MATCHED}_planned") or 0)
+    if not done:
+        return _none_yet(planned)
+    return (f"{1 + int(r[f'{LAYER_MATCHED}_n_at_least_pear'])} of {done + 1}"
+            + (f", {_so_far(done, planned)}" if done < planned else ""))
 
 
 def _retrained_line(run: ConfirmRun) -> str:
@@ -206,11 +219,7 @@ def _arms_rows(table: pd.DataFrame, run: ConfirmRun) -> pd.DataFrame:
                      "PEAR unclipped Δ": _pct(r.get("pear_unclipped_delta"), True),
                      "unclipped controls' Δ (≥ PEAR unclipped)": _unclipped_cell(r),
                      "layer-matched median Δ": _spread_cell(r, LAYER_MATCHED),
-                     "PEAR's rank among layer-matched (1 = largest Δ)": (
-                         ("–" if not r.get(f"{LAYER_MATCHED}_planned") else
-                          f"pending (0/{int(r[f'{LAYER_MATCHED}_planned'])})") if not r.get(f"{LAYER_MATCHED}_done") else
-                         f"{1 + int(r[f'{LAYER_MATCHED}_n_at_least_pear'])} of {int(r[f'{LAYER_MATCHED}_done']) + 1}"
-                         + _so_far(r, LAYER_MATCHED)),
+                     "PEAR's rank among layer-matched (1 = largest Δ)": _layer_matched_rank(r),
                      "PEAR − layer-matched mean [95 % CI, draws fixed]": (
                          "–" if not r.get(f"{LAYER_MATCHED}_done") else
                          f"{_pct(r[f'pear_minus_{LAYER_MATCHED}'], True)} [{_pct(r[f'pear_minus_{LAYER_MATCHED}_low'], True)}, "

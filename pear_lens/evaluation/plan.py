@@ -242,6 +242,10 @@ def fix_plan(path: str | Path, plan: ConfirmatoryPlan, registry: str | Path, pur
     return plan, sha256_of(path)
 
 
+NOT_EVALUATED = "planned conditions not evaluated yet"
+"""The words of a :func:`missing_conditions` line (pending work, not a departure that stands)."""
+
+
 def missing_conditions(plan: ConfirmatoryPlan, done: Mapping[str, Sequence[str]]) -> list[str]:
     """One line per task with planned conditions not evaluated yet (``done``: task → condition ids evaluated):
     pending work, which :func:`deviations` also names."""
@@ -249,7 +253,7 @@ def missing_conditions(plan: ConfirmatoryPlan, done: Mapping[str, Sequence[str]]
     for task, wanted in planned_conditions(plan).items():
         missing = [c for c in wanted if c not in set(done.get(task, ()))]
         if missing:
-            out.append(f"{task}: {len(missing)} of {len(wanted)} planned conditions not evaluated yet "
+            out.append(f"{task}: {len(missing)} of {len(wanted)} {NOT_EVALUATED} "
                        f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})")
     return out
 

@@ -130,9 +130,7 @@ def _min_mcnemar_p(flips: int) -> float:
 
 def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
     """The compact verdict table of every confirmatory model and one status line each (plan, progress)."""
-    from pear_lens.evaluation.confirm_document import markdown, verdict_rows
-
-    from pear_lens.evaluation.confirm_document import LEGEND
+    from pear_lens.evaluation.confirm_document import LEGEND, markdown, verdict_rows
 
     frames, status = [], []
     for model, rec in records.items():
@@ -154,10 +152,12 @@ def confirmatory_markdown(records: dict[str, Any]) -> tuple[str, list[str]]:
 def _standing(rec: dict[str, Any]) -> list[str]:
     """The deviations that stay once the pending work is done; a record written before they were kept apart
     gives all its deviations but the pending-work ones."""
+    from pear_lens.evaluation.confirm_report import NOT_RETRAINED
+    from pear_lens.evaluation.plan import NOT_EVALUATED
+
     if "standing_deviations" in rec:
         return list(rec["standing_deviations"])
-    pending = ("planned conditions not evaluated yet", "not yet retrained")
-    return [d for d in rec.get("deviations", []) if not any(p in d for p in pending)]
+    return [d for d in rec.get("deviations", []) if NOT_EVALUATED not in d and not d.startswith(NOT_RETRAINED)]
 
 
 def _provisional(rec: dict[str, Any]) -> bool:
