@@ -226,11 +226,16 @@ def test_pending_work_counts_what_is_missing_and_prices_it_at_the_runs_own_pace(
     run_ = R.load_run(copy)
     left = R.pending_work(run_)
     seconds = run_.record["seconds"]
-    train = np.median([v for k, v in seconds.items() if k.startswith("train/")])
-    kv = np.median([v for k, v in seconds.items() if k.startswith("eval/kv/")])
+    train = np.median([v for k, v in seconds.items() if k.startswith("train/")][-R.RECENT_PACE:])
+    kv = np.median([v for k, v in seconds.items() if k.startswith("eval/kv/")][-R.RECENT_PACE:])
     assert (left["evaluations"], left["trainings"]) == (1, 1)
     assert left["minutes_estimate"] == pytest.approx((train + kv) / 60)
     assert _pending(left).startswith(" (1 evaluation and 1 training left, about ") and "make confirm" in _pending(left)
+    # priced at the recent pace: slower measurements of another day, even most of them, no longer count
+    slow = {f"{kind}old{i}": 6000.0 for kind in ("train/", "eval/kv/") for i in range(R.RECENT_PACE + 1)}
+    run_.record["seconds"] = {**slow, **{f"train/c{i}": 60.0 for i in range(R.RECENT_PACE)},
+                              **{f"eval/kv/c{i}": 30.0 for i in range(R.RECENT_PACE)}}
+    assert R.pending_work(run_)["minutes_estimate"] == pytest.approx(1.5)
     run_.record["seconds"] = {k: v for k, v in seconds.items() if not k.startswith("train/")}
     unpriced = R.pending_work(run_)  # no training measured yet: counted, not priced
     assert unpriced["trainings"] == 1 and unpriced["minutes_estimate"] is None

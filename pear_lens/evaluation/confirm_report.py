@@ -348,21 +348,26 @@ def position_table(run: ConfirmRun, task: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- the record
 
 
+RECENT_PACE = 5  # measurements of a kind that price pending work
+
+
 def pending_work(run: ConfirmRun) -> dict[str, Any]:
     """What is left of the plan and about how long it takes at this run's own measured pace.
 
     Evaluations: planned (task, condition) pairs without saved outputs. Trainings: planned controls and arms
-    without a τ record, plus PEAR's retraining. The estimate prices each with the median seconds this run
-    measured for a training and for an evaluation of that task (the median, since a training slowed by another
-    job on the machine would pull a mean far up); None until one of each needed kind was measured.
+    without a τ record, plus PEAR's retraining. The estimate prices each with the median seconds of the last
+    ``RECENT_PACE`` measurements this run saved of that kind (a training; an evaluation of that task): recent,
+    since the same machine's pace drifts between sessions (Gemma's trainings took 800–930 s one day and
+    1130–1215 s two days later, both uncontended), and a median, since one measurement slowed by another job
+    would pull a mean far up. None until one of each needed kind was measured.
     """
     planned = PL.planned_conditions(run.plan)
     evals = {t: [c for c in ids if c not in run.outputs.get(t, {})] for t, ids in planned.items()}
     trainings = [c for c in [*PL.planned_trainings(run.plan), PEAR_RETRAINED] if c not in run.tau]
     seconds = run.record.get("seconds", {})
 
-    def median(prefix: str) -> float | None:
-        values = [v for k, v in seconds.items() if k.startswith(prefix)]
+    def median(prefix: str) -> float | None:  # the record keeps its measurements in the order they were made
+        values = [v for k, v in seconds.items() if k.startswith(prefix)][-RECENT_PACE:]
         return float(np.median(values)) if values else None
 
     costs = [(len(trainings), median("train/"))] + [(len(m), median(f"eval/{t}/")) for t, m in evals.items()]
@@ -370,7 +375,8 @@ def pending_work(run: ConfirmRun) -> dict[str, Any]:
     minutes = sum(n * sec for n, sec in costs if n) / 60 if known else None
     return {"evaluations": sum(len(m) for m in evals.values()), "trainings": len(trainings),
             "minutes_estimate": minutes, "devices": run.record.get("devices", []),
-            "basis": "the median seconds this run measured per training and per evaluation of each task"}
+            "basis": f"the median seconds of the last {RECENT_PACE} trainings and of the last {RECENT_PACE} "
+                     "evaluations of each task this run measured"}
 
 
 def plan_created(run: ConfirmRun) -> str | None:

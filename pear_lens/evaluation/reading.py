@@ -297,7 +297,7 @@ def _pending(pending: dict[str, Any] | None) -> str:
     pace = ""
     if pending.get("minutes_estimate") is not None:
         where = f" on {' and '.join(pending['devices'])}" if pending.get("devices") else ""
-        pace = f", about {pending['minutes_estimate'] / 60:.1f} h at this run's measured pace{where}"
+        pace = f", about {pending['minutes_estimate'] / 60:.1f} h at this run's recent pace{where}"
     return (f" ({_count(pending['evaluations'], 'evaluation')} and {_count(pending['trainings'], 'training')} "
             f"left{pace}; `make confirm` resumes)")
 
