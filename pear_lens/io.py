@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -154,6 +155,29 @@ def html_div_id(path: Path) -> str:
     return "pear-lens-" + re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)
 
 
+BROWSER_LOGGERS = ("choreographer", "kaleido", "chrome_wrapper")
+"""Loggers of kaleido's browser driver. They print a traceback for a browser message they then ignore
+("JSONError decoding message. Ignoring"), a harmless hiccup of Chromium's pipe that a user must not read as a
+failure; a real failure still raises from ``write_image``."""
+
+
+@contextlib.contextmanager
+def quiet_browser_log() -> Iterator[None]:
+    """Hold kaleido's browser-driver loggers at CRITICAL for the block (unless ``PEAR_LENS_DEBUG`` is set)."""
+    if os.environ.get("PEAR_LENS_DEBUG", "") not in ("", "0"):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in BROWSER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def save_figure(fig: "go.Figure", path: str | os.PathLike, formats: Iterable[str] | None = None) -> list[Path]:
     """Write ``fig`` (a plotly figure, drawn by :mod:`pear_lens.plots` or :mod:`pear_lens.drawing`) atomically;
     the suffix of ``path`` picks the format, or give ``formats``.
@@ -177,7 +201,8 @@ def save_figure(fig: "go.Figure", path: str | os.PathLike, formats: Iterable[str
                         "(apt-get install chromium) or set BROWSER_PATH"
                     )
                 os.environ.setdefault("BROWSER_PATH", chrome)
-                fig.write_image(str(tmp), format=fmt, scale=2 if fmt == "png" else 1)
+                with quiet_browser_log():
+                    fig.write_image(str(tmp), format=fmt, scale=2 if fmt == "png" else 1)
             else:
                 raise PearLensError(f"unknown figure format {fmt!r}; use html, png, svg or pdf")
         written.append(target)

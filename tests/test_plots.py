@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -120,6 +121,38 @@ def test_the_same_figure_saved_twice_is_the_same_bytes(tmp_path):
     again = plots.save_figure(plots.head_heatmap(A), tmp_path / "b" / "h.html")[0]
     assert first.read_bytes() == again.read_bytes()
     assert 'id="pear-lens-h"' in first.read_text()
+
+
+def _browser_hiccup(fig, path, **kwargs):
+    """What kaleido's browser driver does when Chromium's pipe sends it a line that is not JSON: it logs a
+    traceback under "choreographer.channels.pipe", ignores the line, and the image is written all the same."""
+    import logging
+
+    try:
+        raise ValueError("Expecting property name enclosed in double quotes")
+    except ValueError:
+        logging.getLogger("choreographer.channels.pipe").exception("JSONError decoding message. Ignoring")
+    Path(path).write_bytes(b"\x89PNG")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_static_figure_hides_the_browser_drivers_ignored_errors(tmp_path, monkeypatch, caplog, debug):
+    # a traceback on the terminal reads as a failure; the driver says itself that it ignored the message
+    import logging
+
+    import pear_lens.io
+
+    monkeypatch.setattr(pear_lens.io, "_chrome_path", lambda: "/usr/bin/chromium")
+    monkeypatch.setattr(go.Figure, "write_image", _browser_hiccup)
+    if debug:
+        monkeypatch.setenv("PEAR_LENS_DEBUG", "1")
+    else:
+        monkeypatch.delenv("PEAR_LENS_DEBUG", raising=False)
+    before = logging.getLogger("choreographer").level
+    assert plots.save_figure(plots.head_heatmap(A), tmp_path / "h.png") == [tmp_path / "h.png"]
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("choreographer")]
+    assert (logged == ["JSONError decoding message. Ignoring"]) == debug  # the debug switch shows it, for bug reports
+    assert logging.getLogger("choreographer").level == before  # the logger is left as it was found
 
 
 def test_heatmap_of_real_scores(tiny_model):
