@@ -142,6 +142,12 @@ def test_a_static_figure_hides_the_browser_drivers_ignored_errors(tmp_path, monk
 
     import pear_lens.io
 
+    # the driver's logger as a fresh process has it, whatever earlier tests did to logging's global state
+    caplog.set_level(logging.WARNING, logger="choreographer")
+    pipe = logging.getLogger("choreographer.channels.pipe")
+    monkeypatch.setattr(pipe, "disabled", False)
+    monkeypatch.setattr(pipe, "level", logging.NOTSET)
+    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
     monkeypatch.setattr(pear_lens.io, "_chrome_path", lambda: "/usr/bin/chromium")
     monkeypatch.setattr(go.Figure, "write_image", _browser_hiccup)
     if debug:
