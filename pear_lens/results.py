@@ -41,6 +41,13 @@ class HeadScores:
     fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     """Timings and diagnostics; never needed to interpret ``scores``."""
+    per_prompt: Float[Tensor, "n_prompts n_layers n_heads"] | None = None
+    """The patched metric π̃ of every prompt with each head patched (what error bars are computed from)."""
+    clean_per_prompt: Float[Tensor, " n_prompts"] | None = None
+    """The clean metric π of every prompt."""
+    prompt_setting: Tensor | None = None
+    """``[n_prompts]`` int: the setting (index into ``per_setting``) each prompt belongs to. A setting's Δπ is
+    ``delta(mean π̃, mean π)`` over its prompts and ``scores`` is the mean over settings."""
 
     def __post_init__(self) -> None:
         self.scores = torch.as_tensor(self.scores, dtype=torch.float32).detach().cpu()
@@ -54,6 +61,22 @@ class HeadScores:
             )
         if len(self.clean_metric) != self.per_setting.shape[0]:
             raise PearLensError("clean_metric needs one value per setting")
+        given = [x is not None for x in (self.per_prompt, self.clean_per_prompt, self.prompt_setting)]
+        if any(given) and not all(given):
+            raise PearLensError("per_prompt, clean_per_prompt and prompt_setting go together: give all three or none")
+        if all(given):
+            self.per_prompt = torch.as_tensor(self.per_prompt, dtype=torch.float32).detach().cpu()
+            self.clean_per_prompt = torch.as_tensor(self.clean_per_prompt, dtype=torch.float32).detach().cpu()
+            self.prompt_setting = torch.as_tensor(self.prompt_setting, dtype=torch.long).detach().cpu()
+            n = self.per_prompt.shape[0]
+            if self.per_prompt.shape[1:] != self.scores.shape or self.clean_per_prompt.shape != (n,) \
+                    or self.prompt_setting.shape != (n,):
+                raise PearLensError(
+                    f"per_prompt must be [n_prompts, {self.n_layers}, {self.n_heads}] with clean_per_prompt and "
+                    f"prompt_setting [n_prompts]; got {tuple(self.per_prompt.shape)}, "
+                    f"{tuple(self.clean_per_prompt.shape)}, {tuple(self.prompt_setting.shape)}")
+            if n and (int(self.prompt_setting.min()) < 0 or int(self.prompt_setting.max()) >= self.per_setting.shape[0]):
+                raise PearLensError("prompt_setting holds a setting index outside per_setting")
 
     @property
     def n_layers(self) -> int:
