@@ -24,6 +24,7 @@ _LAZY = {
     "list_models": "pear_lens.models.registry",
     "LoadedModel": "pear_lens.models.loaded",
     "ProxyTask": "pear_lens.proxy_task",
+    "PromptTask": "pear_lens.prompt_task",
     "Metric": "pear_lens.metrics",
     "Difference": "pear_lens.metrics",
     "HeadScores": "pear_lens.results",

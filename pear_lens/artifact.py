@@ -26,11 +26,11 @@ from torch import Tensor
 from pear_lens import __version__, constants
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_path, atomic_write_json, save_safetensors
+from pear_lens.heads import Head
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Head = tuple[int, int]
 KIND = "pear_lens re-weighting artifact"
 _KEYS = {"format_version", "kind", "pear_lens_version", "base_model", "heads", "training", "discovery",
          "coefficients_file"}

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from pear_lens.agreement import depth_bin, jaccard, layer_depth, pair_bins, same_model, spearman
 from pear_lens.errors import PearLensError
+from pear_lens.heads import head_label
 from pear_lens.results import Head, HeadScores
 
 Run = Union[HeadScores, str, os.PathLike]
@@ -52,10 +53,6 @@ def _k(scores: HeadScores, k: int) -> int:
 def top_depth_bins(scores: HeadScores, k: int, n_bins: int) -> set[int]:
     """The relative-depth bins that hold at least one of the top-``k`` heads."""
     return {depth_bin(layer_depth(l, scores.n_layers), n_bins) for l, _ in scores.top_k(_k(scores, k))}
-
-
-def head_label(head: Head) -> str:
-    return f"L{head[0]}.H{head[1]}"
 
 
 CONCENTRATION_FRACTIONS = (0.01, 0.05)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, get_args, get_origin
 
 from pear_lens.errors import PearLensError
+from pear_lens.heads import HEAD_NAME, parse_head
 from pear_lens.vocabulary import parse_member
 
 MISSING = dataclasses.MISSING
@@ -99,13 +100,13 @@ def parse_pairs(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def parse_heads(text: str) -> tuple[tuple[int, int], ...]:
-    """``26.28,11.6`` → ((26, 28), (11, 6))."""
+    """``26.28,11.6`` (or ``L26.H28,L11.H6``) → ((26, 28), (11, 6))."""
     parts = _entries(text, "26.28,11.6 (LAYER.HEAD)")
-    bad = [p for p in parts if not re.fullmatch(r"\d+\.\d+", p)]
+    bad = [p for p in parts if HEAD_NAME.fullmatch(p) is None]
     if bad:
         raise argparse.ArgumentTypeError(f"expected LAYER.HEAD pairs like 26.28,11.6, got {text!r} "
                                          f"({bad[0]!r} is not LAYER.HEAD)")
-    return tuple(tuple(int(v) for v in p.split(".")) for p in parts)  # type: ignore[misc]
+    return tuple(parse_head(p) for p in parts)
 
 
 Settings = Annotated[tuple[tuple[int, int], ...],

@@ -25,13 +25,13 @@ from pear_lens import __version__, constants
 from pear_lens.errors import PearLensError
 from pear_lens.families import Family, family_for
 from pear_lens.fingerprint import fingerprint
+from pear_lens.heads import Head
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from pear_lens.artifact import Artifact
 
-Head = tuple[int, int]
 
 
 def _get_module(model: torch.nn.Module, path: str) -> torch.nn.Module:
@@ -130,36 +130,88 @@ def drop_gguf_quantizer(model: "PreTrainedModel") -> "PreTrainedModel":
     return model
 
 
-def _as_artifact(artifact: "Artifact | str | os.PathLike | Mapping[Head, float]") -> tuple[dict[Head, float], Any]:
-    """``(coefficients, Artifact or None)`` from a run folder, a loaded artifact or ``{(layer, head): τ}``."""
+def _is_training_result(x: Any) -> bool:
+    """Whether ``x`` is a :class:`pear_lens.reweight.TrainResult` (or has its ``heads``, ``tau`` and base
+    ``fingerprint``). Duck-typed: this module sits below :mod:`pear_lens.reweight` and may not import it."""
+    return isinstance(getattr(x, "fingerprint", None), str) and hasattr(x, "heads") and hasattr(x, "tau")
+
+
+def _as_artifact(artifact: "Artifact | str | os.PathLike | Mapping[Head, float] | Any",
+                 ) -> tuple[dict[Head, float], Any]:
+    """``(coefficients, their source or None)`` from a run folder, a loaded artifact, a training result
+    or ``{(layer, head): τ}``; the source has the ``fingerprint`` of the weights τ were trained on."""
     from pear_lens.artifact import Artifact, load_artifact
 
     if isinstance(artifact, (str, os.PathLike)):
         artifact = load_artifact(artifact)
     if isinstance(artifact, Artifact):
         return artifact.coefficients(), artifact
+    if _is_training_result(artifact):
+        heads = [(int(l), int(h)) for l, h in artifact.heads]
+        tau = [float(t) for t in artifact.tau]
+        if len(heads) != len(tau) or len(set(heads)) != len(heads):
+            raise PearLensError(f"the training result's heads {heads} and its {len(tau)} τ do not pair up, one τ "
+                                "per distinct head; retrain with pear_lens.train_coefficients")
+        return dict(zip(heads, tau)), artifact
     if isinstance(artifact, Mapping):
         return {(int(l), int(h)): float(t) for (l, h), t in artifact.items()}, None
     raise PearLensError(
-        f"expected a run folder, a pear_lens Artifact or a {{(layer, head): tau}} mapping, got {type(artifact).__name__}"
+        f"expected a run folder, a pear_lens Artifact, a TrainResult (from pear_lens.train_coefficients) or a "
+        f"{{(layer, head): tau}} mapping, got {type(artifact).__name__}"
+    )
+
+
+def _check_trained_on(source: Any, model: "PreTrainedModel") -> None:
+    """Refuse weights other than those ``source`` (an Artifact or a training result) was trained on."""
+    from pear_lens.artifact import Artifact
+
+    what, got = f"the weights of this {type(model).__name__}", fingerprint(model)
+    if isinstance(source, Artifact):
+        source.check_fingerprint(got, what=what)
+    elif got != source.fingerprint:
+        name = getattr(source, "model", "its base model")
+        raise PearLensError(
+            f"{what} are not the weights this training result was trained on (expected fingerprint "
+            f"{source.fingerprint} of {name}; got {got}). Fold into a fresh copy of the original float32 weights "
+            f"(`pear_lens.load_model({name!r}).fresh_hf()`); an already folded copy cannot be folded again."
+        )
+
+
+def _refuse_hooked(model: Any) -> None:
+    """Refuse a pear_lens LoadedModel or a TransformerLens model: folding edits weights in place, and such a
+    model would keep the fingerprint (and the name) of the original weights it no longer has."""
+    bases = {cls.__name__ for cls in type(model).__mro__}
+    if hasattr(model, "bridge") and hasattr(model, "fresh_hf"):  # a LoadedModel (duck-typed: models sits above)
+        what = "a pear_lens LoadedModel"
+    elif bases & {"TransformerBridge", "HookedTransformer"}:
+        what = f"a TransformerLens {type(model).__name__}"
+    else:
+        return
+    raise PearLensError(
+        f"fold_into_hf folds into a Hugging Face model, got {what}; fold into a fresh Hugging Face copy instead, "
+        "e.g. `pear_lens.fold_into_hf(loaded.fresh_hf(), result)` for a LoadedModel `loaded` (to try τ on the "
+        "hooked model without changing it, use `pear_lens.reweighted`)"
     )
 
 
 def fold_into_hf(
     model: "PreTrainedModel",
-    artifact: "Artifact | str | os.PathLike | Mapping[Head, float]",
+    artifact: "Artifact | str | os.PathLike | Mapping[Head, float] | Any",
     *,
     check_fingerprint: bool = True,
 ) -> "PreTrainedModel":
     """Fold learned τ into ``model``'s output projections, in place, and return it.
 
-    ``artifact`` is a run folder written by ``pear-lens train``, a loaded
-    :class:`~pear_lens.artifact.Artifact`, or a plain ``{(layer, head): τ}``
-    mapping (which carries no fingerprint, so only the already-folded check
+    ``model`` is a Hugging Face model (for a pear_lens ``LoadedModel``: its ``.fresh_hf()``; the
+    LoadedModel itself and TransformerLens models are refused). ``artifact`` is a run folder written by
+    ``pear-lens train``, a loaded :class:`~pear_lens.artifact.Artifact`, a
+    :class:`~pear_lens.reweight.TrainResult` from :func:`~pear_lens.reweight.train_coefficients`, or a
+    plain ``{(layer, head): τ}`` mapping (which carries no fingerprint, so only the already-folded check
     applies). The weights must be those the coefficients were trained on: a
     foreign or already folded model is refused. The folded model records what
     was folded in ``model.config.pear_lens_folded`` (saved in ``config.json``).
     """
+    _refuse_hooked(model)
     coefficients, art = _as_artifact(artifact)
     family_for(model.config.model_type)  # an unsupported family fails before the fingerprint is hashed
     previous = getattr(model.config, constants.PEAR_CONFIG_KEY, None)
@@ -170,7 +222,7 @@ def fold_into_hf(
             "`pear_lens.load_model(name).fresh_hf()`)."
         )
     if art is not None and check_fingerprint:
-        art.check_fingerprint(fingerprint(model), what=f"the weights of this {type(model).__name__}")
+        _check_trained_on(art, model)
     fold_coefficients(model, coefficients)
     setattr(model.config, constants.PEAR_CONFIG_KEY, {
         "pear_lens_version": __version__,

@@ -63,9 +63,14 @@ def require_columns(df: "pd.DataFrame", columns: Iterable[str], what: str) -> No
 
 
 def delta_pi_heatmap(z: "np.ndarray", top: Sequence[tuple[int, int]] | None, *, model: str, method: str,
-                     metric: str, difference: str, title: str | None = None) -> go.Figure:
+                     metric: str, difference: str, title: str | None = None,
+                     significant: Sequence[tuple[int, int]] | None = None, level: float | None = None,
+                     n_boot: int | None = None) -> go.Figure:
     """Layers (rows) × heads (columns) of Δπ ``z``, diverging colours centred at 0, the ``top`` heads (strongest
-    first) outlined and ranked; ``model``, ``method``, ``metric`` and ``difference`` say how Δπ was made."""
+    first) outlined and ranked; ``model``, ``method``, ``metric`` and ``difference`` say how Δπ was made.
+
+    With ``significant`` (a list, possibly empty: the heads whose ``level`` bootstrap interval from ``n_boot``
+    resamples excludes 0), a small black dot marks each of them, named in the legend and the subtitle."""
     n_layers, n_heads = z.shape
     bound = float(abs(z).max()) or 1.0
     fig = go.Figure(go.Heatmap(
@@ -81,15 +86,59 @@ def delta_pi_heatmap(z: "np.ndarray", top: Sequence[tuple[int, int]] | None, *, 
             text=[str(i + 1) for i in range(len(top))], textposition="middle right",
             textfont=dict(size=10), name=f"top {len(top)} (rank beside the box)", hoverinfo="skip",
         ))
+    subtitle = f"{method} patching, {metric}, {difference} Δπ\nred (Δπ > 0): removing the head helps copying"
+    if significant is not None:
+        rule = f"{interval_text(level, n_boot)} excludes 0"
+        fig.add_trace(go.Scatter(
+            x=[h for _, h in significant], y=[l for l, _ in significant], mode="markers",
+            marker=dict(symbol="circle", size=5, color="black"), name=f"dot: {rule}", hoverinfo="skip",
+        ))
+        subtitle += f"\ndot: {rule} ({len(significant)} of {n_layers * n_heads} heads)"
     return finish(
-        fig, title or f"{model}: Δπ per head",
-        f"{method} patching, {metric}, {difference} Δπ\n"
-        "red (Δπ > 0): removing the head helps copying",
+        fig, title or f"{model}: Δπ per head", subtitle,
         xaxis=dict(title="head", dtick=1, range=[-0.5, n_heads - 0.5]),
         yaxis=dict(title="layer", range=[n_layers - 0.5, -0.5],
                    dtick=1 if n_layers <= 12 else 2 if n_layers <= 24 else 5),
-        showlegend=bool(top), width=max(520, 60 * n_heads + 220),
+        showlegend=bool(top) or significant is not None, width=max(520, 60 * n_heads + 220),
         height=max(380, 18 * n_layers + 180),
+    )
+
+
+def interval_text(level: float, n_boot: int) -> str:
+    """How an interval was made, for a caption: ``95 % bootstrap CI (B = 2000, prompts resampled within settings)``."""
+    return f"{100 * level:.10g} % bootstrap CI (B = {n_boot}, prompts resampled within settings)"
+
+
+def caterpillar(labels: Sequence[str], scores: Sequence[float], lo: Sequence[float], hi: Sequence[float],
+                filled: Sequence[bool], *, level: float, n_boot: int, alpha: float, n_tested: int, model: str,
+                method: str, metric: str, difference: str, title: str | None = None) -> go.Figure:
+    """Heads ranked by score (``labels`` such as ``L3.H1``, strongest at the top), each a point at its score with
+    its interval ``[lo, hi]`` as a horizontal error bar and a line at 0; a point is filled where ``filled``
+    (its FDR-adjusted q < ``alpha`` over ``n_tested`` heads) and hollow otherwise. ``level`` and ``n_boot`` say
+    how the intervals were made, ``model`` … ``difference`` how the scores were."""
+    if not len(labels) == len(scores) == len(lo) == len(hi) == len(filled):
+        raise PearLensError("caterpillar needs one label, score, interval and filled flag per head")
+    groups = [(True, "circle", f"q < {alpha:g} (t-test per head, Benjamini–Hochberg over {n_tested} heads)"),
+              (False, "circle-open", f"q ≥ {alpha:g}")]
+    fig = go.Figure()
+    for want, symbol, name in groups:
+        rows = [i for i, f in enumerate(filled) if bool(f) is want]
+        fig.add_trace(go.Scatter(
+            x=[scores[i] for i in rows], y=[labels[i] for i in rows], mode="markers", name=name,
+            marker=dict(symbol=symbol, size=9, color="black", line=dict(width=1.5, color="black")),
+            error_x=dict(type="data", symmetric=False, array=[hi[i] - scores[i] for i in rows],
+                         arrayminus=[scores[i] - lo[i] for i in rows], color="black", thickness=1.2, width=3),
+            customdata=[[lo[i], hi[i]] for i in rows],
+            hovertemplate="%{y}: Δπ = %{x:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra></extra>",
+        ))
+    fig.add_vline(x=0.0, line=dict(color="grey", dash="dot"))
+    return finish(
+        fig, title or f"{model}: the top {len(labels)} heads by Δπ",
+        f"{method} patching, {metric}, {difference} Δπ; error bars: {interval_text(level, n_boot)}",
+        xaxis=dict(title=f"Δπ with {interval_text(level, n_boot)}", zeroline=False),
+        yaxis=dict(title="head", type="category", categoryorder="array", categoryarray=list(labels),
+                   autorange="reversed"),
+        width=720, height=max(360, 22 * len(labels) + 200),
     )
 
 

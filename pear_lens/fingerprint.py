@@ -7,7 +7,7 @@ without importing each other.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 
@@ -21,8 +21,12 @@ def fingerprint(model: "PreTrainedModel") -> str:
     Artifacts record the fingerprint of the weights they were trained on; folding
     into any other weights (including an already folded copy) is refused.
     """
+    return fingerprint_state(model.state_dict())
+
+
+def fingerprint_state(state: Mapping[str, torch.Tensor]) -> str:
+    """:func:`fingerprint` of a state dict (for weights that are no longer one plain model)."""
     h = hashlib.blake2b(digest_size=16)
-    state = model.state_dict()
     for name in sorted(state):
         t = state[name].detach()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())

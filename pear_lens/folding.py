@@ -119,8 +119,8 @@ def changed_slices(model: "PreTrainedModel", artifact: Artifact) -> list[dict[st
 
 def check_tolerance(tolerance: float) -> None:
     if not (math.isfinite(tolerance) and tolerance > 0):
-        raise PearLensError(f"--tolerance must be a positive number (a relative logit difference such as 1e-4), "
-                            f"got {tolerance!r}")
+        raise PearLensError(f"tolerance must be a positive number (a relative logit difference such as 1e-4), "
+                            f"got {tolerance!r} (tolerance= in Python, --tolerance on the command line)")
 
 
 def fold_verified(run_dir: Path, tolerance: float, model: "LoadedModel | None" = None, *,
@@ -144,7 +144,8 @@ def fold_verified(run_dir: Path, tolerance: float, model: "LoadedModel | None" =
     if not relative <= tolerance:
         raise PearLensError(
             f"the folded model's logits differ from the unfolded re-weighting by {diffs} (relative "
-            f"{relative:.3g} of the largest |logit| {scale:.3g}) > --tolerance {tolerance:g}; nothing was written. "
+            f"{relative:.3g} of the largest |logit| {scale:.3g}) > tolerance {tolerance:g} (--tolerance); "
+            "nothing was written. "
             f"Is {model.model_type} laid out as pear_lens.families says?"
         )
     note = {

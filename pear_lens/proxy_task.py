@@ -51,6 +51,20 @@ class TaskBatch(Batched):
     n: int
     offset: int
     """1 when a BOS token was prepended, else 0."""
+    setting: int = 0
+    """Which of the task's (batch, n) settings this batch is."""
+
+    foils = None
+    """The proxy task has no foil tokens."""
+    corrupted = None
+    """Nor corrupted prompts."""
+    prompt_index = None
+    """Its prompts are numbered in batch order."""
+
+    @property
+    def label(self) -> str:
+        """How a progress bar names the batch."""
+        return f"N={self.batch_size} n={self.n}"
 
     @property
     def end(self) -> int:
@@ -148,10 +162,16 @@ class ProxyTask:
         gen = torch.Generator().manual_seed(self.seed)
         device = model.cfg.device
         out = []
-        for b, n in self.settings:
+        for setting, (b, n) in enumerate(self.settings):
             bos = model.tokenizer.bos_token_id if self.prepend_bos else None
-            out.append(_to(sample_batch(ids, b, n, gen, bos), device))
+            batch = sample_batch(ids, b, n, gen, bos)
+            out.append(TaskBatch(batch.tokens.to(device), batch.n, batch.offset, setting))
         return out
+
+    @property
+    def default_difference(self) -> str:
+        """How a change in π is reported unless told: relative, as in the paper."""
+        return "relative"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -168,10 +188,6 @@ class ProxyTask:
             raise PearLensError("this task used a custom vocab_filter function, which cannot be restored from JSON; pass it again")
         d["settings"] = tuple(tuple(s) for s in d["settings"])
         return cls(**d)
-
-
-def _to(batch: TaskBatch, device) -> TaskBatch:
-    return TaskBatch(batch.tokens.to(device), batch.n, batch.offset)
 
 
 def sample_batch(

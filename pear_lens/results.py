@@ -1,11 +1,16 @@
 """Result objects: per-head scores with the settings that produced them (their files: :mod:`pear_lens.runs`)."""
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -14,8 +19,18 @@ from torch import Tensor
 from pear_lens import constants
 from pear_lens.errors import PearLensError
 from pear_lens.runs import corrupt_run, read_score_table
+from pear_lens.heads import Head
 
-Head = tuple[int, int]
+if TYPE_CHECKING:
+    from pear_lens.uncertainty import Stability
+
+
+SCORES_JSON = "scores.json"
+"""The metadata of a folder written by :meth:`HeadScores.save` (its marker: ``kind`` is :data:`SCORES_KIND`)."""
+SCORES_SAFETENSORS = "head_scores.safetensors"
+"""The tensors of a folder written by :meth:`HeadScores.save`."""
+SCORES_KIND = "pear_lens head scores"
+_TENSORS = ("scores", "per_setting", "per_prompt", "clean_per_prompt", "prompt_setting")
 
 
 @dataclass
@@ -107,8 +122,13 @@ class HeadScores:
                      for k, v in self.options.items()})
         return cols
 
-    def to_dataframe(self) -> pd.DataFrame:
-        """Tidy table: one row per head with layer, head, score, rank and the settings."""
+    def to_dataframe(self, ci: bool = False, *, level: float = 0.95, n_boot: int = 2000,
+                     seed: int = 0) -> pd.DataFrame:
+        """Tidy table: one row per head with layer, head, score, rank and the settings.
+
+        With ``ci=True`` (which needs the per-prompt values) also ``ci_low``, ``ci_high`` (:meth:`ci`),
+        ``p_value`` (:meth:`pvalues`), ``q_value`` (Benjamini–Hochberg over all heads), ``n_boot`` and ``level``.
+        """
         ranks = self.ranks()
         layers, heads = torch.meshgrid(torch.arange(self.n_layers), torch.arange(self.n_heads), indexing="ij")
         df = pd.DataFrame({
@@ -117,6 +137,14 @@ class HeadScores:
             "score": self.scores.flatten().numpy(),
             "rank": ranks.flatten().numpy(),
         })
+        if ci:
+            lo, hi = self.ci(level=level, n_boot=n_boot, seed=seed)
+            from pear_lens.uncertainty import fdr
+
+            p = self.pvalues().numpy()
+            df["ci_low"], df["ci_high"] = lo.flatten().numpy(), hi.flatten().numpy()
+            df["p_value"], df["q_value"] = p.ravel(), fdr(p)[1].ravel()
+            df["n_boot"], df["level"] = n_boot, level
         for k, v in self.settings_columns().items():
             df[k] = v
         return df
@@ -132,13 +160,118 @@ class HeadScores:
                                  "clean_metric": self.clean_metric[s]})
         return pd.DataFrame(rows)
 
-    def heatmap(self, top_k: int | None = 10, title: str | None = None):
-        """Layers × heads heatmap (plotly ``go.Figure``), diverging at 0, top-k heads marked."""
+    def heatmap(self, top_k: int | None = 10, title: str | None = None, mark_significant: bool = False, *,
+                level: float = 0.95, n_boot: int = 2000, seed: int = 0):
+        """Layers × heads heatmap (plotly ``go.Figure``), diverging at 0, top-k heads marked.
+
+        With ``mark_significant``, a small black dot marks each head whose bootstrap interval (:meth:`ci` with
+        ``level``, ``n_boot``, ``seed``) excludes 0; the legend and subtitle say so.
+        """
         from pear_lens.drawing import delta_pi_heatmap  # plotly loads only when a figure is drawn
 
         top = self.top_k(min(top_k, self.scores.numel())) if top_k else None
+        if not mark_significant:
+            return delta_pi_heatmap(self.scores.numpy(), top, model=self.model, method=self.method,
+                                    metric=self.metric, difference=self.difference, title=title)
+        lo, hi = self.ci(level=level, n_boot=n_boot, seed=seed)
+        excludes = ((lo > 0) | (hi < 0)).nonzero().tolist()
         return delta_pi_heatmap(self.scores.numpy(), top, model=self.model, method=self.method, metric=self.metric,
-                                difference=self.difference, title=title)
+                                difference=self.difference, title=title,
+                                significant=[(int(l), int(h)) for l, h in excludes], level=level, n_boot=n_boot)
+
+    def caterpillar(self, top: int = 20, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                    alpha: float = 0.05):
+        """The ``top`` heads by score, strongest first, each with its bootstrap interval (:meth:`ci`) as an
+        error bar, a line at 0, and filled where the head's FDR-adjusted q < ``alpha`` (hollow otherwise);
+        a plotly ``go.Figure``."""
+        from pear_lens.drawing import caterpillar  # plotly loads only when a figure is drawn
+
+        heads = self.top_k(min(top, self.scores.numel()))
+        lo, hi = self.ci(level=level, n_boot=n_boot, seed=seed)
+        q = self.qvalues()
+        layers = [l for l, _ in heads]
+        cols = [h for _, h in heads]
+        return caterpillar([f"L{l}.H{h}" for l, h in heads], self.scores[layers, cols].tolist(),
+                           lo[layers, cols].tolist(), hi[layers, cols].tolist(),
+                           [bool(q[l, h] < alpha) for l, h in heads], level=level, n_boot=n_boot, alpha=alpha,
+                           n_tested=self.scores.numel(), model=self.model, method=self.method, metric=self.metric,
+                           difference=self.difference)
+
+    # ------------------------------------------------------------------ uncertainty (pear_lens.uncertainty)
+    def _prompt_arrays(self) -> tuple[Any, Any, Any]:
+        """``(per_prompt, clean_per_prompt, prompt_setting)`` as numpy arrays, refused if absent or partial."""
+        if self.per_prompt is None:
+            raise PearLensError(
+                "this HeadScores has no per-prompt values (made before pear_lens kept them, after version 0.1.0, "
+                "or loaded from a discovery run folder's head_scores.csv); rescore it to get intervals and tests")
+        covered = set(self.prompt_setting.unique().tolist())
+        missing = sorted(set(range(self.per_setting.shape[0])) - covered)
+        if missing:
+            raise PearLensError(f"settings {missing} of this HeadScores have no per-prompt values, so its scores "
+                                "cannot be recomputed from its prompts; rescore it")
+        return self.per_prompt.numpy(), self.clean_per_prompt.numpy(), self.prompt_setting.numpy()
+
+    def ci(self, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """``(lo, hi)``, float64 ``[n_layers, n_heads]``: each head's stratified, paired percentile bootstrap
+        interval at ``level`` from ``n_boot`` resamples of the prompts (:func:`pear_lens.uncertainty.bootstrap_ci`,
+        which says what it does with degenerate heads). The last result is kept, keyed by the arguments."""
+        from pear_lens.uncertainty import bootstrap_ci
+
+        key = (level, n_boot, seed, id(self.per_prompt), id(self.clean_per_prompt), id(self.prompt_setting))
+        cached = self.__dict__.get("_ci_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        lo, hi = bootstrap_ci(*self._prompt_arrays(), self.difference, n_boot=n_boot, level=level, seed=seed)
+        result = (torch.from_numpy(lo), torch.from_numpy(hi))
+        self.__dict__["_ci_cache"] = (key, result)  # not a dataclass field: equality and metadata ignore it
+        return result
+
+    def pvalues(self) -> Tensor:
+        """Float64 ``[n_layers, n_heads]``: each head's two-sided p-value for "its effect is 0", a t-test on
+        per-prompt effects (:func:`pear_lens.uncertainty.head_pvalues`). NaN for a head whose per-prompt
+        effects are all identical (a warning names them): such a head is never a finding."""
+        from pear_lens.uncertainty import constant_effects, head_pvalues
+
+        arrays = self._prompt_arrays()
+        p = head_pvalues(*arrays, self.difference)
+        constant = constant_effects(*arrays[:2]).nonzero()
+        if len(constant[0]):
+            named = ", ".join(f"L{l}.H{h}" for l, h in zip(*constant[:2]))
+            warnings.warn(f"{len(constant[0])} heads have the same effect on every prompt, so no test applies "
+                          f"(p = NaN, never significant): {named}", UserWarning, stacklevel=2)
+        return torch.from_numpy(p)
+
+    def qvalues(self) -> Tensor:
+        """Benjamini–Hochberg q-values of :meth:`pvalues` over all heads (NaN where p is NaN)."""
+        from pear_lens.uncertainty import fdr
+
+        return torch.from_numpy(fdr(self.pvalues().numpy())[1])
+
+    def significant(self, alpha: float = 0.05) -> list[Head]:
+        """Heads whose FDR-adjusted q (Benjamini–Hochberg over all heads) is below ``alpha``, by score,
+        largest first."""
+        from pear_lens.uncertainty import fdr
+
+        reject = fdr(self.pvalues().numpy(), alpha)[0].ravel()
+        order = torch.argsort(self.scores.flatten(), descending=True, stable=True)
+        return [(int(i) // self.n_heads, int(i) % self.n_heads) for i in order if reject[int(i)]]
+
+    def stability(self, others: Sequence["HeadScores"], k: int) -> "Stability":
+        """Top-k stability of this map and ``others`` (the same model, method, metric and difference, other
+        seeds): :func:`pear_lens.uncertainty.stability`, this map first."""
+        from pear_lens.uncertainty import stability
+
+        for other in others:
+            if not isinstance(other, HeadScores):
+                raise PearLensError(f"stability compares HeadScores, got a {type(other).__name__}")
+            for what in ("model", "method", "metric", "difference"):
+                if getattr(other, what) != getattr(self, what):
+                    raise PearLensError(f"stability compares maps of one {what}; got {getattr(self, what)!r} "
+                                        f"and {getattr(other, what)!r}")
+            if other.scores.shape != self.scores.shape:
+                raise PearLensError(f"stability compares maps of one shape; got {tuple(self.scores.shape)} and "
+                                    f"{tuple(other.scores.shape)}")
+        return stability([self.scores.numpy(), *(o.scores.numpy() for o in others)], k)
 
     # ------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, Any]:
@@ -162,10 +295,99 @@ class HeadScores:
                    difference=meta["difference"], task=meta["task"], options=meta.get("options", {}),
                    fingerprint=meta.get("fingerprint", ""), extra=meta.get("extra", {}))
 
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write ``scores.json`` (:meth:`metadata`, the tensors' shapes and SHA-256) and ``head_scores.safetensors``
+        (scores, per_setting and, where present, the per-prompt values) into ``folder``, read back by :meth:`load`.
+
+        The folder is built in a temporary sibling and moved into place whole. An existing non-empty folder is
+        replaced only with ``overwrite`` and only if this method wrote it (its ``scores.json`` says so).
+        """
+        from pear_lens import __version__
+        from pear_lens.io import _swap_in, atomic_write_json, normalise_permissions, save_safetensors
+
+        out = Path(folder)
+        if out.exists() or out.is_symlink():
+            if not out.is_dir():
+                raise PearLensError(f"{out} exists and is not a folder; choose another folder")
+            if any(out.iterdir()):
+                if _saved_kind(out) != SCORES_KIND:
+                    raise PearLensError(f"{out} already exists and was not written by HeadScores.save; it is never "
+                                        "replaced: choose a new folder")
+                if not overwrite:
+                    raise PearLensError(f"{out} already holds saved head scores; choose a new folder or pass "
+                                        "overwrite=True to replace them")
+        out = out.resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: getattr(self, name).contiguous() for name in _TENSORS if getattr(self, name) is not None}
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            save_safetensors(tensors, stage / SCORES_SAFETENSORS,
+                             metadata={"format_version": str(constants.FORMAT_VERSION), "kind": SCORES_KIND})
+            meta = {"kind": SCORES_KIND, "pear_lens_version": __version__, **self.metadata(),
+                    "tensors": {"file": SCORES_SAFETENSORS, "sha256": _sha256(stage / SCORES_SAFETENSORS),
+                                "shapes": {name: list(t.shape) for name, t in tensors.items()}}}
+            atomic_write_json(stage / SCORES_JSON, meta)
+            normalise_permissions(stage)
+            _swap_in(stage, out)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
+        return out
+
     @classmethod
     def load(cls, run_dir: str | Path) -> "HeadScores":
-        """Read the scores of a ``pear-lens discover`` run folder (the files: :func:`pear_lens.runs.read_score_table`)."""
+        """Read head scores: a folder written by :meth:`save` (``scores.json``), or the scores of a
+        ``pear-lens discover`` run folder (the files: :func:`pear_lens.runs.read_score_table`)."""
+        if (Path(run_dir) / SCORES_JSON).is_file():
+            return cls._load_saved(Path(run_dir))
         return cls.load_run(run_dir)[0]
+
+    @classmethod
+    def _load_saved(cls, folder: Path) -> "HeadScores":
+        meta_path, tensor_path = folder / SCORES_JSON, folder / SCORES_SAFETENSORS
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            kind, version = meta["kind"], meta["format_version"]
+            recorded = meta["tensors"]
+            expected_sha, shapes = recorded["sha256"], {k: tuple(v) for k, v in recorded["shapes"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise _damaged(meta_path, f"not the scores.json HeadScores.save writes: {e}") from None
+        if kind != SCORES_KIND:
+            raise _damaged(meta_path, f"its kind is {kind!r}, not {SCORES_KIND!r}")
+        if version != constants.FORMAT_VERSION:
+            raise PearLensError(f"{meta_path} has format version {version!r}; this pear_lens reads version "
+                                f"{constants.FORMAT_VERSION}: use the pear_lens that wrote it "
+                                f"({meta.get('pear_lens_version', 'unknown')}) or rescore")
+        if not tensor_path.is_file():
+            raise _damaged(tensor_path, "missing")
+        if _sha256(tensor_path) != expected_sha:
+            raise _damaged(tensor_path, f"its SHA-256 differs from the one recorded in {SCORES_JSON}: cut, edited "
+                                        "or from another save")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(tensor_path))
+        except (SafetensorError, OSError) as e:
+            raise _damaged(tensor_path, f"unreadable: {' '.join(str(e).split())}") from None
+        found = {k: tuple(t.shape) for k, t in tensors.items()}
+        if found != shapes or not {"scores", "per_setting"} <= set(found) or not set(found) <= set(_TENSORS):
+            raise _damaged(meta_path, f"its tensors {found} differ from those recorded {shapes}")
+        try:
+            same = np.array_equal(np.asarray(meta["per_setting"], dtype=np.float32), tensors["per_setting"].numpy(),
+                                  equal_nan=True)
+        except (KeyError, TypeError, ValueError):
+            same = False
+        if not same:
+            raise _damaged(meta_path, f"its per_setting differs from the one in {SCORES_SAFETENSORS}, whose "
+                                      f"SHA-256 matches the one recorded: {SCORES_JSON} was edited")
+        try:
+            return cls(**{k: tensors.get(k) for k in _TENSORS}, clean_metric=list(meta["clean_metric"]),
+                       model=meta["model"], method=meta["method"], metric=meta["metric"],
+                       difference=meta["difference"], task=meta["task"], options=meta.get("options", {}),
+                       fingerprint=meta.get("fingerprint", ""), extra=meta.get("extra", {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise _damaged(meta_path, f"missing or malformed field {' '.join(str(e).split())}") from None
 
     @classmethod
     def load_run(cls, run_dir: str | Path) -> tuple["HeadScores", dict[str, Any]]:
@@ -175,3 +397,20 @@ class HeadScores:
             return cls.from_dataframe(df, info["scores"]), info
         except (KeyError, TypeError, ValueError) as e:
             raise corrupt_run(Path(run_dir), e) from None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _saved_kind(folder: Path) -> str | None:
+    """The ``kind`` recorded in ``folder``'s ``scores.json``, or None if it has none that parses."""
+    try:
+        meta = json.loads((folder / SCORES_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("kind") if isinstance(meta, dict) else None
+
+
+def _damaged(path: Path, why: str) -> PearLensError:
+    return PearLensError(f"{path} is damaged or foreign ({why}); save the scores again with HeadScores.save")

@@ -25,15 +25,15 @@ from tqdm.auto import tqdm
 from pear_lens import hooks
 from pear_lens.config import Heads, option
 from pear_lens.errors import PearLensError
+from pear_lens.heads import Head, check_heads
 from pear_lens.proxy_task import ProxyTask, TaskBatch, sample_batch
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from pear_lens.models.loaded import LoadedModel
+    from pear_lens.models.loaded import LoadedModel, ModelLike
     from pear_lens.results import HeadScores
 
-Head = tuple[int, int]
 
 DEFAULT_TOP_K = 10
 """Heads trained when neither ``heads`` nor ``top_k`` is given. The reference scripts use
@@ -95,8 +95,9 @@ class Recipe:
                 raise PearLensError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "weight_decay"):  # NaN passes every comparison, so finiteness is checked first
             if not math.isfinite(getattr(self, name)):
+                example = 0.005 if name == "lr" else 0.0
                 raise PearLensError(f"{name} must be a finite number, got {getattr(self, name)}; give e.g. "
-                                    f"--{name.replace('_', '-')} {0.005 if name == 'lr' else 0.0}")
+                                    f"{name}={example} (--{name.replace('_', '-')} {example})")
         if self.warmup_steps < 0 or self.lr <= 0:
             raise PearLensError("warmup_steps must be >= 0 and lr > 0")
         if self.n < 2:
@@ -144,17 +145,38 @@ class TrainConfig(Recipe, HeadSelection):
 # --------------------------------------------------------------------------- heads
 
 
-def check_heads(heads: Sequence[Head], n_layers: int, n_heads: int) -> list[Head]:
-    """Validate a head list: non-empty, in range, no duplicates."""
-    out = [(int(l), int(h)) for l, h in heads]
-    if not out:
-        raise PearLensError("no heads to re-weight; give --heads LAYER.HEAD,... or --top-k K")
-    bad = [lh for lh in out if not (0 <= lh[0] < n_layers and 0 <= lh[1] < n_heads)]
-    if bad:
-        raise PearLensError(f"heads {bad} are outside the model ({n_layers} layers × {n_heads} heads)")
-    if len(set(out)) != len(out):
-        raise PearLensError(f"duplicate heads in {out}; list each head once")
-    return out
+def training_heads(heads: "Sequence[Any] | str | HeadScores", k: int | None,
+                   n_layers: int, n_heads: int) -> list[Head]:
+    """The heads :func:`train_coefficients` trains: ``heads`` as pairs or names, or the top ``k`` of a
+    :class:`~pear_lens.results.HeadScores`; checked against the model's shape."""
+    from pear_lens.results import HeadScores
+
+    if isinstance(heads, HeadScores):
+        if k is None:
+            raise PearLensError("heads= is a HeadScores: give k= too, the number of its top heads to train "
+                                "(e.g. train_coefficients(model, scores, recipe, k=10))")
+        if (heads.n_layers, heads.n_heads) != (n_layers, n_heads):
+            raise PearLensError(f"heads= is a HeadScores of a {heads.n_layers} layers × {heads.n_heads} heads model "
+                                f"({heads.model}), this model has {n_layers} × {n_heads}: score this model's heads")
+        heads = heads.top_k(k)
+    elif k is not None:
+        raise PearLensError("k= picks the top heads of a HeadScores; with heads= listing the heads, leave k out")
+    return check_heads(heads, n_layers, n_heads)
+
+
+def as_recipe(recipe: Recipe | None) -> Recipe:
+    """The recipe alone; a :class:`TrainConfig` that selects heads is refused, for only ``heads=`` says which
+    heads train (its selection would be silently ignored)."""
+    if recipe is None:
+        return Recipe()
+    if not isinstance(recipe, Recipe):
+        raise PearLensError(f"recipe= must be a pear_lens Recipe (or None for the reference recipe), got "
+                            f"{type(recipe).__name__}")
+    if isinstance(recipe, TrainConfig) and (recipe.heads or recipe.top_k != DEFAULT_TOP_K):
+        raise PearLensError("recipe= is a TrainConfig that selects heads (heads= or top_k=), which "
+                            "train_coefficients would ignore: pass config.recipe (or a Recipe) and give the heads as "
+                            "heads= (e.g. select_heads(scores, config))")
+    return recipe.recipe
 
 
 def select_heads(scores: "HeadScores", config: HeadSelection) -> list[Head]:
@@ -395,12 +417,15 @@ class TrainResult:
         return training_curves(self.loss_curve, self.tau_trajectory.tolist(), self.heads, self.model)
 
 
-def train_coefficients(model: "LoadedModel", heads: Sequence[Head], recipe: Recipe | None = None,
-                       progress: bool = True) -> TrainResult:
+def train_coefficients(model: "ModelLike", heads: "Sequence[Any] | str | HeadScores",
+                       recipe: Recipe | None = None,
+                       progress: bool = True, *, k: int | None = None) -> TrainResult:
     """Learn one τ per head of ``heads`` on the copy proxy task with ``recipe``, the model frozen.
 
-    A :class:`TrainConfig` may stand for the recipe: its head selection plays no part here (``heads`` are
-    the heads trained) and is not recorded in :attr:`TrainResult.config`.
+    ``heads``: ``(layer, head)`` pairs, head names (``"24.4"``, ``"L24.H4"``), or a
+    :class:`~pear_lens.results.HeadScores` with ``k``, the number of its top heads to train. A
+    :class:`TrainConfig` may stand for the recipe only while it selects no heads (``heads`` are the heads
+    trained); its selection is not recorded in :attr:`TrainResult.config`.
 
     >>> from pear_lens import load_model
     >>> m = load_model("tiny-llama")
@@ -408,8 +433,11 @@ def train_coefficients(model: "LoadedModel", heads: Sequence[Head], recipe: Reci
     >>> r.tau_trajectory.shape
     torch.Size([3, 1])
     """
-    config = (recipe or Recipe()).recipe
-    heads = check_heads(heads, model.n_layers, model.n_heads)
+    from pear_lens.models.loaded import as_loaded
+
+    model = as_loaded(model)  # a LoadedModel, a name, a Hugging Face model with its tokenizer, or a bridge
+    config = as_recipe(recipe)
+    heads = training_heads(heads, k, model.n_layers, model.n_heads)
     task = config.task()
     task.check_fits(model)
     ids = task.candidate_ids(model)

@@ -93,7 +93,8 @@ def discover(config: DiscoverConfig) -> HeadScores:
     check_output(config.out, kind="run", inputs=inputs, overwrite=config.overwrite)
     options = method_options(config.method, config.options)  # an option of another method: one clear line
     if config.device_map and config.device != "cpu":
-        raise PearLensError("give either --device (one device) or --device-map (several), not both")
+        raise PearLensError("give either device (--device, one device) or device_map (--device-map, several), "
+                            "not both")
     if not config.device_map:
         check_device(config.device)
     if not config.no_png:
@@ -172,11 +173,11 @@ def train_into_run(run_dir: Path, train_cfg: TrainConfig, *, model: "LoadedModel
     run_dir = Path(run_dir)
     scores, info = HeadScores.load_run(run_dir)
     if has_artifact(run_dir) and not overwrite:
-        raise PearLensError(f"{run_dir} already holds an artifact ({constants.PEAR_JSON}); pass --overwrite "
-                            "to replace it")
+        raise PearLensError(f"{run_dir} already holds an artifact ({constants.PEAR_JSON}); pass overwrite=True "
+                            "(--overwrite) to replace it")
     if train_cfg.heads and train_cfg.top_k != DEFAULT_TOP_K:
-        raise PearLensError("give either --heads or --top-k, not both (--heads names the heads, so --top-k "
-                            "would be ignored)")
+        raise PearLensError("give either heads or top_k (--heads or --top-k), not both (heads names the heads, "
+                            "so top_k would be ignored)")
     warn_if_bos_differs(info, train_cfg.prepend_bos)
     heads = select_heads(scores, train_cfg)  # fail on bad heads before loading the model
     check_writable_parent(run_dir, "RUN_DIR")  # the new run folder is built beside the old one

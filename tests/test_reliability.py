@@ -261,7 +261,7 @@ def test_flags_that_do_not_apply_are_refused(tmp_path, capsys, args, says):
 def test_a_bad_tolerance_blames_the_tolerance(run_dir, tmp_path, capsys, tolerance):
     before = snapshot(tmp_path)
     err = refused(capsys, ["apply", run_dir, "--out", tmp_path / "hf", "--tolerance", tolerance],
-                  says="--tolerance must be a positive number")
+                  says="tolerance must be a positive number")
     assert "families" not in err
     assert snapshot(tmp_path) == before
 

@@ -21,7 +21,7 @@ from pear_lens.errors import PearLensError
 from pear_lens.proxy_task import ProxyTask
 
 if TYPE_CHECKING:
-    from pear_lens.models.loaded import LoadedModel
+    from pear_lens.models.loaded import ModelLike
     from pear_lens.results import HeadScores
 
 ANSWER_EXTRA_TOKENS = 3
@@ -55,7 +55,7 @@ def _plain(options: Any) -> dict[str, Any]:
 
 
 def head_atlas(
-    model: "LoadedModel",
+    model: "ModelLike",
     delta_pi: "HeadScores",
     detectors: Sequence[str] | None = None,
     options: Mapping[str, Any] | None = None,
@@ -71,6 +71,7 @@ def head_atlas(
     run's own sequences (``proxy_settings`` replaces its (batch, n) settings, same seed and BOS: fewer
     sequences for a quick look). ``options`` maps a detector's name to its options (an options dataclass or a
     mapping). ``pattern_hook(layer, pattern) -> pattern`` may edit attention while recording (tests).
+    ``model`` is any form :func:`~pear_lens.models.loaded.as_loaded` accepts.
 
     >>> import pear_lens as pl
     >>> m = pl.load_model("tiny-llama")
@@ -79,6 +80,9 @@ def head_atlas(
     >>> list(atlas.to_dataframe().columns)[:5]
     ['layer', 'head', 'relative_depth', 'delta_pi', 'delta_pi_rank']
     """
+    from pear_lens.models.loaded import as_loaded
+
+    model = as_loaded(model)
     chosen = check_detectors(detectors, options)
     if delta_pi.fingerprint and delta_pi.fingerprint != model.fingerprint:
         raise PearLensError(f"the Δπ scores were computed on other weights ({delta_pi.model}, fingerprint "

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from pear_lens.convert import fold_coefficients
 from pear_lens.errors import PearLensError
 from pear_lens.k_sweep import random_heads  # noqa: F401  (the controls draw heads the same way)
+from pear_lens.heads import Head
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from pear_lens.models.loaded import LoadedModel
 
-Head = tuple[int, int]
 BASELINE = "baseline"
 
 

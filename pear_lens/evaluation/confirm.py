@@ -40,11 +40,11 @@ from pear_lens.evaluation.seeds import close_study
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
 from pear_lens.evaluation.verdict import VerdictRule
 from pear_lens.io import atomic_write_bytes, atomic_write_json
+from pear_lens.heads import Head
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
 
-Head = tuple[int, int]
 PLAN_JSON, RECORD_JSON = "plan.json", "record.json"
 
 

@@ -26,13 +26,13 @@ from pear_lens.evaluation.stats import bootstrap_ci
 from pear_lens.evaluation.tasks import TaskName, TaskSettings, generate_items
 from pear_lens.io import atomic_write_json
 from pear_lens.k_sweep import layer_matched_heads, random_heads
+from pear_lens.heads import Head
 
 if TYPE_CHECKING:
     from pear_lens.evaluation.items import Item
     from pear_lens.models.loaded import LoadedModel
     from pear_lens.reweight import Recipe
 
-Head = tuple[int, int]
 
 K_PERCENTS: tuple[int | float, ...] = (1, 2, 5, 10, 20)
 """Default grid of K, in percent of the model's heads (the paper's K is 0.5-4 % of Llama-2-7B's heads)."""

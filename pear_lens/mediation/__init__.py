@@ -1,4 +1,4 @@
-"""Per-head mediation scores (Δπ) for the copy proxy task.
+"""Per-head mediation scores (Δπ) on the copy proxy task or a task of your own.
 
 Every method has the signature ``(model, task, metric, *, difference, seed, progress,
 options) -> HeadScores`` and is registered in :data:`METHODS` with the dataclass of
@@ -23,12 +23,13 @@ from pear_lens.mediation.attribution import AttributionOptions
 from pear_lens.mediation.base import (METHODS, Ablation, Implementation, Method, NoOptions, Positions, record_options,
                                       register)
 from pear_lens.mediation.path import PathOptions
-from pear_lens.metrics import Difference, Metric
+from pear_lens.metrics import Difference, Metric, MetricLike, parse_metric
 from pear_lens.results import HeadScores
 from pear_lens.vocabulary import parse_member
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
+    from pear_lens.prompt_task import PromptTask
     from pear_lens.proxy_task import ProxyTask
 
 __all__ = ["METHODS", "Ablation", "ActivationOptions", "AttributionOptions", "Implementation", "Method", "NoOptions",
@@ -55,21 +56,27 @@ def method_options(method: str, options: Any = None, **opts: Any) -> Any:
 
 
 def score_heads(
-    model: "LoadedModel | str",
-    task: "ProxyTask | None" = None,
-    metric: Metric | str = Metric.LOGIT_MINUS_MEAN,
+    model: Any,
+    task: "ProxyTask | PromptTask | None" = None,
+    metric: MetricLike = Metric.LOGIT_MINUS_MEAN,
     method: str = "path",
     *,
-    difference: Difference | str = Difference.RELATIVE,
+    difference: Difference | str | None = None,
     seed: int = 0,
     progress: bool = True,
     options: Any = None,
     **opts: Any,
 ) -> HeadScores:
-    """Score every attention head of ``model`` on the copy proxy task.
+    """Score every attention head of ``model`` on ``task`` (default: PEAR's copy proxy task).
 
-    ``options`` (the method's options dataclass, e.g. :class:`ActivationOptions`, or a mapping) or
-    keyword options (``positions="end"``) set the method's own options; ``seed`` seeds resample ablation.
+    ``model``: a :class:`~pear_lens.models.loaded.LoadedModel`, a registry name or folder, or a model object
+    (:func:`~pear_lens.models.loaded.as_loaded`). ``task``: a :class:`~pear_lens.proxy_task.ProxyTask` or
+    your own :class:`~pear_lens.prompt_task.PromptTask`. ``metric``: a :class:`~pear_lens.metrics.Metric` (or
+    its name) or your own callable ``fn(logits [batch, vocab], batch) -> [batch]``. ``difference``: relative or
+    absolute (default: the task's own, relative on the proxy task, absolute on yours). ``options`` (the method's
+    options dataclass, e.g. :class:`ActivationOptions`, or a mapping) or keyword options (``positions="end"``)
+    set the method's own options; ``seed`` seeds resample ablation. The result keeps every prompt's values, so
+    :meth:`~pear_lens.results.HeadScores.ci` can put error bars on it.
 
     >>> from pear_lens import load_model, ProxyTask
     >>> scores = score_heads(load_model("tiny-llama"), ProxyTask(settings=((4, 8),)), progress=False)
@@ -80,8 +87,13 @@ def score_heads(
     from pear_lens.proxy_task import ProxyTask
 
     chosen = method_options(method, options, **opts)
+    task = task if task is not None else ProxyTask()
+    if not hasattr(task, "batches"):
+        raise PearLensError(f"task must be a ProxyTask or a PromptTask, got {type(task).__name__}; build your "
+                            "prompts into pear_lens.PromptTask(prompts, answers, ...)")
+    difference = task.default_difference if difference is None else difference
     return METHODS[method].fn(
-        as_loaded(model), task if task is not None else ProxyTask(),
-        parse_member(Metric, metric, "metric"), difference=parse_member(Difference, difference, "difference"),
+        as_loaded(model), task, parse_metric(metric),
+        difference=parse_member(Difference, difference, "difference"),
         seed=seed, progress=progress, options=chosen,
     )

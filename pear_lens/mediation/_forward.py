@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from pear_lens import hooks
+from pear_lens.metrics import Metric
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -131,23 +132,27 @@ def capture(
     return logits, store
 
 
-class LogitMinusMeanReadout:
-    """``logit[target] − mean(logits)`` straight from the final hidden state.
+class LinearReadout:
+    """A metric that is linear in the final hidden state, read without the full logits.
 
-    Both terms are linear in the hidden state, so neither needs the full
-    ``[rows, vocab]`` logits: the unembedding is skipped (it is a third of the
-    path scan's cost on a 49k vocabulary). Only valid for a plain linear
-    unembedding, so :meth:`for_model` returns ``None`` when logits are soft-capped.
+    ``logit[answer] − mean(logits)`` (PEAR's metric) and ``logit[answer] − logit[foil]`` (logit difference) are
+    both linear in the final (normalised) hidden state, so neither needs the full ``[rows, vocab]`` logits: the
+    unembedding is skipped (it is a third of the path scan's cost on a 49k vocabulary). Only valid for a plain
+    linear unembedding, so :meth:`for_model` returns ``None`` when logits are soft-capped (or for any other
+    metric).
     """
 
-    def __init__(self, weight: Tensor, bias: Tensor | None):
+    def __init__(self, weight: Tensor, bias: Tensor | None, metric: Metric):
         self.weight = weight  # [vocab, d_model]
+        self.metric = metric
         self.bias = bias if bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
         self.weight_mean = weight.mean(0)
         self.bias_mean = self.bias.mean()
 
     @classmethod
-    def for_model(cls, bridge: "TransformerBridge") -> "LogitMinusMeanReadout | None":
+    def for_model(cls, bridge: "TransformerBridge", metric: object) -> "LinearReadout | None":
+        if metric not in (Metric.LOGIT_MINUS_MEAN, Metric.LOGIT_DIFF):
+            return None
         config = bridge.original_model.config
         config = getattr(config, "text_config", None) or config
         if getattr(config, "final_logit_softcapping", None):
@@ -155,13 +160,19 @@ class LogitMinusMeanReadout:
         head = bridge.unembed.original_component
         if not isinstance(head, torch.nn.Linear):
             return None
-        return cls(head.weight, head.bias)
+        return cls(head.weight, head.bias, metric)
 
-    def __call__(self, hidden: Tensor, targets: Tensor) -> Tensor:
+    def _logit(self, hidden: Tensor, ids: Tensor) -> Tensor:
+        return (hidden * self.weight[ids]).sum(-1) + self.bias[ids]
+
+    def __call__(self, hidden: Tensor, batch, copies: int = 1) -> Tensor:
+        """The metric of every row of ``hidden``: ``copies`` copies of ``batch`` stacked."""
         hidden = hidden.to(self.weight.device, self.weight.dtype)  # under a device map the final norm
-        targets = targets.to(self.weight.device)  # and the unembedding may sit on different devices
-        target_logit = (hidden * self.weight[targets]).sum(-1) + self.bias[targets]
-        return (target_logit - (hidden @ self.weight_mean + self.bias_mean)).float()
+        targets = batch.targets.repeat(copies).to(self.weight.device)  # and the unembedding may sit apart
+        if self.metric is Metric.LOGIT_DIFF:
+            foils = batch.foils.repeat(copies).to(self.weight.device)
+            return (self._logit(hidden, targets) - self._logit(hidden, foils)).float()
+        return (self._logit(hidden, targets) - (hidden @ self.weight_mean + self.bias_mean)).float()
 
     @contextlib.contextmanager
     def hidden_states(self, bridge: "TransformerBridge") -> Iterator[None]:

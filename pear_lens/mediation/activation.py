@@ -33,24 +33,26 @@ from pear_lens.mediation.base import (
     Ablation,
     Implementation,
     Positions,
+    SettingScan,
+    corrupted_z,
     each_head,
     one_forward_per_head,
     patch_head,
     replacer,
     scoring_method,
 )
-from pear_lens.metrics import Metric, per_example
+from pear_lens.metrics import Metric, MetricFn, evaluate
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.proxy_task import TaskBatch
+    from pear_lens.prompt_task import ScoredBatch
 
 Heads = list[tuple[int, int]] | None
 
 
 @torch.no_grad()
-def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                  positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
+def setting_fast(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation,
+                 positions: Positions, seed: int, bar, heads: Heads = None) -> SettingScan:
     if positions is Positions.END:
         with passing_kv_cache(model.bridge):
             result = _setting_fast_end(model, batch, metric, ablation, seed, bar, heads)
@@ -64,21 +66,23 @@ def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablat
     tokens = batch.tokens[:, : end + 1]
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
     logits, acts = capture(bridge, tokens, names, logits_to_keep=1)
-    clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
+    corrupt = corrupted_z(model, batch, ablation, upto=end + 1)
+    clean_each = evaluate(metric, logits[:, -1], batch)
     replace = replacer(ablation, batch.batch_size, seed)
     where = positions.index(end)
 
     def patched_logits(layer: int, head: int) -> Tensor:
-        value = replace(acts[hooks.z(layer)][:, where, head])
+        name = hooks.z(layer)
+        value = replace(acts[name][:, where, head], corrupt[name][:, where, head] if corrupt else None)
         return run_from(bridge, tokens, layer, acts[hooks.resid_pre(layer)],
-                        [(hooks.z(layer), patch_head(head, where, value))], logits_to_keep=1)[:, -1]
+                        [(name, patch_head(head, where, value))], logits_to_keep=1)[:, -1]
 
-    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
+    return each_head(model, heads, bar, patched_logits, batch, metric, clean_each)
 
 
 @torch.no_grad()
-def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                      seed: int, bar, heads: Heads = None) -> tuple[Tensor, float] | None:
+def _setting_fast_end(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation,
+                      seed: int, bar, heads: Heads = None) -> SettingScan | None:
     """Patch at ``end`` only: one-token steps on the clean key-value cache of the positions before it
     (run it under :func:`passing_kv_cache`).
 
@@ -97,21 +101,23 @@ def _setting_fast_end(model: "LoadedModel", batch: "TaskBatch", metric: Metric, 
     step = batch.tokens[:, end:end + 1]
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
     logits, acts = capture(bridge, step, names, past_key_values=copy.deepcopy(prefix_cache))
-    clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
+    corrupt = corrupted_z(model, batch, ablation, pos=end, upto=end + 1)
+    clean_each = evaluate(metric, logits[:, -1], batch)
     replace = replacer(ablation, batch.batch_size, seed)
 
     def patched_logits(layer: int, head: int) -> Tensor:
-        value = replace(acts[hooks.z(layer)][:, 0, head])
+        name = hooks.z(layer)
+        value = replace(acts[name][:, 0, head], corrupt[name][:, head] if corrupt else None)
         # the step appends its key and value to the cache it is given: each head gets a fresh copy
         return run_from(bridge, step, layer, acts[hooks.resid_pre(layer)],
-                        [(hooks.z(layer), patch_head(head, 0, value))],
+                        [(name, patch_head(head, 0, value))],
                         past_key_values=copy.deepcopy(prefix_cache))[:, -1]
 
-    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
+    return each_head(model, heads, bar, patched_logits, batch, metric, clean_each)
 
 
-def setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                  positions: Positions, seed: int, bar, heads: Heads = None) -> tuple[Tensor, float]:
+def setting_plain(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation,
+                  positions: Positions, seed: int, bar, heads: Heads = None) -> SettingScan:
     """One full hooked forward per head on the whole sequence: the reference implementation."""
     return one_forward_per_head(model, batch, metric, ablation, positions.index(batch.end), seed, bar, heads)
 
@@ -130,8 +136,8 @@ class ActivationOptions:
 
 @scoring_method("activation", "AP", "activation patching: total effect of replacing one head's hook_z",
                 ActivationOptions)
-def activation_patching(model: "LoadedModel", batch: "TaskBatch", metric: Metric, options: ActivationOptions,
-                        seed: int, bar) -> tuple[Tensor, float]:
+def activation_patching(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn",
+                        options: ActivationOptions, seed: int, bar) -> SettingScan:
     """Score every head by its total effect on π. ``implementation='plain'`` is the slow reference."""
     fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
     return fn(model, batch, metric, options.ablation, options.positions, seed, bar)

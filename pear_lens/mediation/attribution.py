@@ -18,20 +18,22 @@ from pear_lens import hooks
 from pear_lens.mediation.base import (
     Ablation,
     Positions,
+    SettingScan,
+    corrupted_z,
     replacer,
     scoring_method,
 )
-from pear_lens.metrics import Metric, per_example
+from pear_lens.metrics import Metric, MetricFn, evaluate
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.proxy_task import TaskBatch
+    from pear_lens.prompt_task import ScoredBatch
 
 
-def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-             positions: Positions, seed: int, bar) -> tuple[Tensor, float]:
+def _setting(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation,
+             positions: Positions, seed: int, bar) -> SettingScan:
     bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
-    end = batch.end
+    end, N = batch.end, batch.batch_size
     tokens = batch.tokens[:, : end + 1]
     names = [hooks.z(l) for l in range(n_layers)]
     clean_z: dict[str, Tensor] = {}
@@ -48,20 +50,28 @@ def _setting(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation:
 
     with torch.enable_grad():
         logits = bridge.run_with_hooks(tokens, fwd_hooks=[(n, attach(n)) for n in names], logits_to_keep=1)
-        pi = per_example(logits[:, -1], batch.targets, metric).mean()
+        values = evaluate(metric, logits[:, -1], batch)
+        pi = values.mean()
         grads = torch.autograd.grad(pi, [leaves[n] for n in names])
     clean = pi.item()
-    replace = replacer(ablation, batch.batch_size, seed)
+    corrupt = corrupted_z(model, batch, ablation, upto=end + 1)
+    replace = replacer(ablation, N, seed)
     where = positions.index(end)
 
+    # a prompt's metric depends on its own activations only, so N·∂π/∂z_i is the gradient of its own metric
+    # and the per-prompt estimates average to the batch estimate
     estimate = torch.empty(n_layers, n_heads)
+    each = torch.empty(N, n_layers, n_heads)
     for layer, (name, grad) in enumerate(zip(names, grads)):
         z = clean_z[name]
         for head in range(n_heads):
             z_h = z[:, where, head]
-            estimate[layer, head] = ((replace(z_h) - z_h) * grad[:, where, head]).sum().float()
+            change = (replace(z_h, corrupt[name][:, where, head] if corrupt else None) - z_h) * grad[:, where, head]
+            estimate[layer, head] = change.sum().float()
+            each[:, layer, head] = (N * change.reshape(N, -1).sum(1)).float().cpu()
     bar.update(n_layers)
-    return clean + estimate, clean
+    clean_each = values.detach().float().cpu()
+    return SettingScan(clean + estimate, clean, clean_each[:, None, None] + each, clean_each)
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ class AttributionOptions:
 
 @scoring_method("attribution", "AtP",
                 "attribution patching: linear estimate of activation patching (1 fwd + 1 bwd)", AttributionOptions)
-def attribution_patching(model: "LoadedModel", batch: "TaskBatch", metric: Metric, options: AttributionOptions,
-                         seed: int, bar) -> tuple[Tensor, float]:
+def attribution_patching(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn",
+                         options: AttributionOptions, seed: int, bar) -> SettingScan:
     """Estimate every head's activation-patching score from one forward and one backward pass."""
     return _setting(model, batch, metric, options.ablation, options.positions, seed, bar)

@@ -23,13 +23,13 @@ from pear_lens import hooks
 from pear_lens.errors import PearLensError
 from pear_lens.io import json_value
 from pear_lens.mediation._forward import capture
-from pear_lens.metrics import Difference, Metric, delta, per_example
+from pear_lens.metrics import Difference, Metric, MetricFn, check_metric, delta, evaluate, metric_name
 from pear_lens.results import HeadScores
 from pear_lens.vocabulary import StrEnum
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.proxy_task import ProxyTask, TaskBatch
+    from pear_lens.prompt_task import ScoredBatch, ScoredTask
 
 
 class Ablation(StrEnum):
@@ -41,6 +41,9 @@ class Ablation(StrEnum):
     """Zeros."""
     RESAMPLE = "resample"
     """The same head's output on another sequence of the batch (a seeded derangement)."""
+    CORRUPTED = "corrupted"
+    """The same head's output on the prompt's corrupted version (a task with corrupted prompts): patching from a
+    corrupted run."""
 
 
 class Positions(StrEnum):
@@ -79,8 +82,9 @@ def derangement(n: int, seed: int) -> Tensor:
             return perm
 
 
-def ablate(z: Tensor, ablation: Ablation, perm: Tensor | None = None) -> Tensor:
-    """Replacement for one head's clean output ``z`` of shape ``[batch, ...]``."""
+def ablate(z: Tensor, ablation: Ablation, perm: Tensor | None = None, corrupt: Tensor | None = None) -> Tensor:
+    """Replacement for one head's clean output ``z`` of shape ``[batch, ...]``; ``corrupt`` is the same slice of
+    the corrupted run (only for :attr:`Ablation.CORRUPTED`)."""
     if ablation is Ablation.MEAN:
         return z.mean(0, keepdim=True).expand_as(z)
     if ablation is Ablation.ZERO:
@@ -88,23 +92,62 @@ def ablate(z: Tensor, ablation: Ablation, perm: Tensor | None = None) -> Tensor:
     if ablation is Ablation.RESAMPLE:
         assert perm is not None
         return z[perm]
+    if ablation is Ablation.CORRUPTED:
+        assert corrupt is not None and corrupt.shape == z.shape
+        return corrupt
     raise PearLensError(f"unknown ablation {ablation!r}")
 
 
-def replacer(ablation: Ablation, batch_size: int, seed: int) -> Callable[[Tensor], Tensor]:
+Replace = Callable[..., Tensor]
+"""``replace(z, corrupt=None)``: the replacement of one head's clean output slice ``z`` (``corrupt``: the same
+slice of the corrupted run, needed by :attr:`Ablation.CORRUPTED` only)."""
+
+
+def replacer(ablation: Ablation, batch_size: int, seed: int) -> Replace:
     """:func:`ablate` for one setting: resample's derangement of the batch is drawn once, from ``seed``."""
     perm = derangement(batch_size, seed) if ablation is Ablation.RESAMPLE else None
-    return lambda z: ablate(z, ablation, perm)
+    return lambda z, corrupt=None: ablate(z, ablation, perm, corrupt)
 
 
-def check_batch(task: "ProxyTask", ablation: Ablation) -> None:
+def check_batches(batches: Sequence["ScoredBatch"], ablation: Ablation) -> None:
+    """Refuse, before any scoring, a batch the ablation cannot use (one line with the fix)."""
     if ablation in (Ablation.MEAN, Ablation.RESAMPLE):
-        small = [b for b, _ in task.settings if b < 2]
+        small = [b.batch_size for b in batches if b.batch_size < 2]
         if small:
             raise PearLensError(
                 f"{ablation.value} ablation needs a batch of at least 2 sequences (got {small[0]}); "
-                "increase the batch or use ablation='zero'"
+                "increase the batch (on a task of your own: at least 2 prompts of each scored length) or use "
+                "ablation='zero' or 'corrupted'"
             )
+    if ablation is Ablation.CORRUPTED and any(getattr(b, "corrupted", None) is None for b in batches):
+        raise PearLensError("ablation 'corrupted' needs a corrupted version of every prompt; give corrupted=... "
+                            "to the task (the copy proxy task has none), or use ablation='mean'")
+
+
+def corrupted_z(model: "LoadedModel", batch: "ScoredBatch", ablation: Ablation, pos: int | None = None,
+                upto: int | None = None) -> dict[str, Tensor]:
+    """Every layer's ``hook_z`` on the batch's corrupted prompts (tokens up to ``upto``, kept at ``pos``), for
+    :attr:`Ablation.CORRUPTED`; empty for any other ablation."""
+    if ablation is not Ablation.CORRUPTED:
+        return {}
+    tokens = batch.corrupted if upto is None else batch.corrupted[:, :upto]
+    _, acts = capture(model.bridge, tokens, [hooks.z(l) for l in range(model.n_layers)], pos=pos, logits_to_keep=1)
+    return acts
+
+
+@dataclass
+class SettingScan:
+    """What one scan of one batch gives: the mean patched metric of every head, the clean one, and both per
+    prompt (the error bars are computed from these)."""
+
+    patched: Tensor
+    """``[n_layers, n_heads]``: the batch mean of π̃ with each head patched (NaN where a head was not scored)."""
+    clean: float
+    """The batch mean of the clean π."""
+    patched_each: Tensor
+    """``[batch, n_layers, n_heads]``: π̃ of every prompt."""
+    clean_each: Tensor
+    """``[batch]``: the clean π of every prompt."""
 
 
 @dataclass(frozen=True)
@@ -156,13 +199,13 @@ def record_options(options: object, **values: object) -> dict[str, object]:
     return {k: record[k] for k in first + [k for k in record if k not in first]}
 
 
-SettingFn = Callable[["TaskBatch", "tqdm"], tuple[Tensor, float]]
+SettingFn = Callable[["ScoredBatch", "tqdm"], SettingScan]
 
 
 def run_settings(
     model: "LoadedModel",
-    task: "ProxyTask",
-    metric: Metric,
+    task: "ScoredTask",
+    metric: "Metric | MetricFn",
     difference: Difference,
     method: str,
     per_setting: SettingFn,
@@ -170,47 +213,73 @@ def run_settings(
     options: dict,
     progress: bool,
     steps_per_setting: int,
+    batches: Sequence["ScoredBatch"] | None = None,
 ) -> HeadScores:
-    """Loop over the task's settings, collect π̃ and π, and build the :class:`HeadScores`."""
-    batches = task.batches(model)
-    deltas, cleans, seconds = [], [], []
+    """Scan every batch of the task, pool the batches of each setting, and build the :class:`HeadScores`.
+
+    A setting's Δπ compares the mean π̃ and the mean π over its prompts (a setting scanned in one batch keeps
+    the batch's own means, so the proxy task's scores are what they always were); the score is the mean over
+    settings. Per-prompt values are kept in the task's prompt order.
+    """
+    batches = task.batches(model) if batches is None else batches
+    scans: list[SettingScan] = []
+    seconds = []
     bar = tqdm(total=steps_per_setting * len(batches), desc=f"{method} scan", unit="layer",
                disable=not progress, leave=False)
     with bar:
         for batch in batches:
-            bar.set_postfix_str(f"N={batch.batch_size} n={batch.n}")
+            bar.set_postfix_str(batch.label)
             t0 = time.perf_counter()
-            patched, clean = per_setting(batch, bar)
+            scans.append(per_setting(batch, bar))
             seconds.append(time.perf_counter() - t0)
-            deltas.append(delta(patched.double(), clean, difference).float())
-            cleans.append(float(clean))
+    settings = [int(b.setting) for b in batches]
+    deltas, cleans = [], []
+    for s in range(max(settings) + 1):
+        mine = [(b, scan) for b, scan in zip(batches, scans) if b.setting == s]
+        if len(mine) == 1:
+            patched, clean = mine[0][1].patched, mine[0][1].clean
+        else:  # a setting scanned in several batches (prompts of different lengths): means over all its prompts
+            n = sum(b.batch_size for b, _ in mine)
+            patched = sum(scan.patched.double() * b.batch_size for b, scan in mine) / n
+            clean = float(sum(scan.clean * b.batch_size for b, scan in mine) / n)
+        deltas.append(delta(patched.double(), clean, difference).float())
+        cleans.append(float(clean))
     per = torch.stack(deltas)
+    order = torch.cat([b.prompt_index if getattr(b, "prompt_index", None) is not None
+                       else torch.full((b.batch_size,), -1) for b in batches])
+    each = torch.cat([scan.patched_each for scan in scans])
+    clean_each = torch.cat([scan.clean_each for scan in scans])
+    setting_each = torch.cat([torch.full((b.batch_size,), int(b.setting)) for b in batches])
+    if bool((order >= 0).all()):  # back to the order the user gave the prompts in
+        inverse = torch.argsort(order)
+        each, clean_each, setting_each = each[inverse], clean_each[inverse], setting_each[inverse]
     return HeadScores(
         scores=per.mean(0), per_setting=per, clean_metric=cleans, model=model.name, method=method,
-        metric=metric.value, difference=difference.value, task=task.to_dict(), options=options,
+        metric=metric_name(metric), difference=difference.value, task=task.to_dict(), options=options,
         fingerprint=model.fingerprint, extra={"seconds_per_setting": seconds, "seconds": sum(seconds)},
+        per_prompt=each, clean_per_prompt=clean_each, prompt_setting=setting_each,
     )
 
 
-Scan = Callable[["LoadedModel", "TaskBatch", Metric, Any, int, "tqdm"], tuple[Tensor, float]]
-"""One setting of a scoring method: ``scan(model, batch, metric, options, seed, bar)`` returns π̃ of every head
-(``[n_layers, n_heads]``) and the clean π, advancing ``bar`` once per layer."""
+Scan = Callable[["LoadedModel", "ScoredBatch", "Metric | MetricFn", Any, int, "tqdm"], SettingScan]
+"""One batch of a scoring method: ``scan(model, batch, metric, options, seed, bar)`` returns its
+:class:`SettingScan`, advancing ``bar`` once per layer."""
 
 
 def scoring_method(name: str, short: str, description: str, options_type: type, **fixed: object):
-    """Make and register scoring method ``name`` from its per-setting :data:`Scan`.
+    """Make and register scoring method ``name`` from its per-batch :data:`Scan`.
 
-    The decorated function scans one setting; the name it is bound to becomes the public method, with the
+    The decorated function scans one batch; the name it is bound to becomes the public method, with the
     signature every method shares, ``(model, task, metric, *, difference, seed, progress, options) ->
-    HeadScores``, and the scan's docstring. The method refuses a batch too small for ``options.ablation``,
-    runs the scan on each setting and records ``options`` as given, then ``fixed`` (what the method fixes,
-    e.g. ``path``'s positions) and the seed (:func:`record_options`).
+    HeadScores``, and the scan's docstring. The method refuses a batch the ablation cannot use and a metric the
+    task cannot give, runs the scan on each batch and records ``options`` as given, then ``fixed`` (what the
+    method fixes, e.g. ``path``'s positions) and the seed (:func:`record_options`).
     """
     def make(scan: Scan) -> Callable[..., HeadScores]:
         def method(
             model: "LoadedModel",
-            task: "ProxyTask",
-            metric: Metric = Metric.LOGIT_MINUS_MEAN,
+            task: "ScoredTask",
+            metric: "Metric | MetricFn" = Metric.LOGIT_MINUS_MEAN,
             *,
             difference: Difference = Difference.RELATIVE,
             seed: int = 0,
@@ -218,11 +287,13 @@ def scoring_method(name: str, short: str, description: str, options_type: type, 
             options: Any = None,
         ) -> HeadScores:
             options = options or options_type()
-            check_batch(task, options.ablation)
+            batches = task.batches(model)
+            check_batches(batches, options.ablation)
+            check_metric(metric, batches[0])
             return run_settings(model, task, metric, difference, name,
                                 lambda batch, bar: scan(model, batch, metric, options, seed, bar),
                                 options=record_options(options, **fixed, seed=seed), progress=progress,
-                                steps_per_setting=model.n_layers)
+                                steps_per_setting=model.n_layers, batches=batches)
 
         method.__name__, method.__qualname__ = scan.__name__, scan.__qualname__
         method.__module__, method.__doc__ = scan.__module__, scan.__doc__
@@ -231,19 +302,23 @@ def scoring_method(name: str, short: str, description: str, options_type: type, 
 
 
 def each_head(model: "LoadedModel", heads: list[tuple[int, int]] | None, bar,
-              patched_logits: Callable[[int, int], Tensor], targets: Tensor, metric: Metric) -> Tensor:
-    """π̃ of every head (or of ``heads``), ``[n_layers, n_heads]`` (NaN where not scored): the loop of the
-    one-head-at-a-time scans. ``patched_logits(layer, head)`` returns the logits at ``end`` with that head
-    patched; ``bar`` advances once per layer (once per head when ``heads`` is given).
+              patched_logits: Callable[[int, int], Tensor], batch: "ScoredBatch", metric: "Metric | MetricFn",
+              clean_each: Tensor) -> SettingScan:
+    """π̃ of every head (or of ``heads``; NaN where not scored): the loop of the one-head-at-a-time scans.
+    ``patched_logits(layer, head)`` returns the logits at ``end`` with that head patched; ``bar`` advances once
+    per layer (once per head when ``heads`` is given).
     """
     n_layers, n_heads = model.n_layers, model.n_heads
     patched = torch.full((n_layers, n_heads), float("nan"))
+    each = torch.full((batch.batch_size, n_layers, n_heads), float("nan"))
     todo = heads if heads is not None else [(l, h) for l in range(n_layers) for h in range(n_heads)]
     for layer, head in todo:
-        patched[layer, head] = per_example(patched_logits(layer, head), targets, metric).mean().float()
+        values = evaluate(metric, patched_logits(layer, head), batch)
+        patched[layer, head] = values.mean().float()
+        each[:, layer, head] = values.float().cpu()
         if head == n_heads - 1 or heads is not None:
             bar.update(1)
-    return patched
+    return SettingScan(patched, clean_each.mean().item(), each, clean_each.float().cpu())
 
 
 def patch_head(head: int, where: int | slice, value: Tensor):
@@ -256,24 +331,26 @@ def patch_head(head: int, where: int | slice, value: Tensor):
 
 
 @torch.no_grad()
-def one_forward_per_head(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                         where: int | slice, seed: int, bar, heads: list[tuple[int, int]] | None = None,
-                         frozen: Sequence[str] = ()) -> tuple[Tensor, float]:
+def one_forward_per_head(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn",
+                         ablation: Ablation, where: int | slice, seed: int, bar,
+                         heads: list[tuple[int, int]] | None = None, frozen: Sequence[str] = ()) -> SettingScan:
     """The plain reference scan: one full hooked forward per head on the whole sequence, the head's output
     replaced at ``where`` (a position or a slice) and the activations named in ``frozen`` pinned to their
     clean values. Every fast scan is tested against it."""
     bridge, n_layers = model.bridge, model.n_layers
     end = batch.end
     logits, acts = capture(bridge, batch.tokens, [*frozen] + [hooks.z(l) for l in range(n_layers)])
-    clean = per_example(logits[:, end], batch.targets, metric).mean().item()
+    corrupt = corrupted_z(model, batch, ablation)
+    clean_each = evaluate(metric, logits[:, end], batch)
     replace = replacer(ablation, batch.batch_size, seed)
 
     def freeze(name: str):
         return lambda t, hook: acts[name]
 
     def patched_logits(layer: int, head: int) -> Tensor:
-        value = replace(acts[hooks.z(layer)][:, where, head])
-        patch = (hooks.z(layer), patch_head(head, where, value))
+        name = hooks.z(layer)
+        value = replace(acts[name][:, where, head], corrupt[name][:, where, head] if corrupt else None)
+        patch = (name, patch_head(head, where, value))
         return bridge.run_with_hooks(batch.tokens, fwd_hooks=[(n, freeze(n)) for n in frozen] + [patch])[:, end]
 
-    return each_head(model, heads, bar, patched_logits, batch.targets, metric), clean
+    return each_head(model, heads, bar, patched_logits, batch, metric, clean_each)

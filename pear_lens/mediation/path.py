@@ -17,34 +17,38 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from pear_lens import hooks
-from pear_lens.mediation._forward import LogitMinusMeanReadout, capture, run_from
+from pear_lens.mediation._forward import LinearReadout, capture, run_from
 from pear_lens.mediation.base import (
     Ablation,
     Implementation,
     Positions,
+    Replace,
+    SettingScan,
+    corrupted_z,
     one_forward_per_head,
     replacer,
     scoring_method,
 )
-from pear_lens.metrics import Metric, per_example
+from pear_lens.metrics import Metric, MetricFn, evaluate
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
-    from pear_lens.proxy_task import TaskBatch
+    from pear_lens.prompt_task import ScoredBatch
 
 MAX_LOGIT_FLOATS = 2**26
 """Cap on rows × vocab of one logits tensor in the fast scan (256 MB in fp32)."""
 
 
-def _patch_values(z_end: Tensor, replace: Callable[[Tensor], Tensor]) -> Tensor:
+def _patch_values(z_end: Tensor, replace: Replace, corrupt_end: Tensor | None) -> Tensor:
     """``[batch, n_heads, d_head]`` replacement of every head's output at ``end``."""
-    return torch.stack([replace(z_end[:, h]) for h in range(z_end.shape[1])], dim=1)
+    return torch.stack([replace(z_end[:, h], corrupt_end[:, h] if corrupt_end is not None else None)
+                        for h in range(z_end.shape[1])], dim=1)
 
 
 def _pinning_hooks(acts: dict[str, Tensor], layer: int, heads: list[int], patch: Tensor, n_layers: int):
@@ -67,21 +71,24 @@ def _pinning_hooks(acts: dict[str, Tensor], layer: int, heads: list[int], patch:
 
 
 @torch.no_grad()
-def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                  seed: int, bar) -> tuple[Tensor, float]:
+def setting_fast(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation,
+                 seed: int, bar) -> SettingScan:
     bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
     end, N = batch.end, batch.batch_size
     tokens = batch.tokens[:, : end + 1]  # later positions cannot influence `end`
     names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
     logits, acts = capture(bridge, tokens, names, pos=end, logits_to_keep=1)
-    clean = per_example(logits[:, -1], batch.targets, metric).mean().item()
+    corrupt = corrupted_z(model, batch, ablation, pos=end, upto=end + 1)
+    clean_each = evaluate(metric, logits[:, -1], batch)
     replace = replacer(ablation, N, seed)
 
-    readout = LogitMinusMeanReadout.for_model(bridge) if metric is Metric.LOGIT_MINUS_MEAN else None
+    readout = LinearReadout.for_model(bridge, metric)
     chunk = n_heads if readout else max(1, min(n_heads, MAX_LOGIT_FLOATS // (N * model.d_vocab)))
     patched = torch.empty(n_layers, n_heads)
+    each = torch.empty(N, n_layers, n_heads)
     for layer in range(n_layers):
-        patch = _patch_values(acts[hooks.z(layer)], replace)
+        name = hooks.z(layer)
+        patch = _patch_values(acts[name], replace, corrupt.get(name))
         for start in range(0, n_heads, chunk):
             heads = list(range(start, min(start + chunk, n_heads)))
             g = len(heads)
@@ -92,15 +99,16 @@ def setting_fast(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablat
                     acts[hooks.resid_pre(layer)][:, None].repeat(g, 1, 1),
                     _pinning_hooks(acts, layer, heads, patch, n_layers),
                 )
-            targets = batch.targets.repeat(g)
-            m = readout(out[:, -1], targets) if readout else per_example(out[:, -1], targets, metric)
-            patched[layer, heads] = m.view(g, N).mean(1).float().cpu()  # index_put_ wants one device
+            m = readout(out[:, -1], batch, g) if readout else evaluate(metric, out[:, -1], batch)
+            m = m.view(g, N)
+            patched[layer, heads] = m.mean(1).float().cpu()  # index_put_ wants one device
+            each[:, layer, heads] = m.t().float().cpu()
         bar.update(1)
-    return patched, clean
+    return SettingScan(patched, clean_each.mean().item(), each, clean_each.float().cpu())
 
 
-def setting_plain(model: "LoadedModel", batch: "TaskBatch", metric: Metric, ablation: Ablation,
-                  seed: int, bar, heads: list[tuple[int, int]] | None = None) -> tuple[Tensor, float]:
+def setting_plain(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation,
+                  seed: int, bar, heads: list[tuple[int, int]] | None = None) -> SettingScan:
     """One full hooked forward per head on the whole sequence, every query, key and value pinned to its clean
     value: the reference implementation."""
     frozen = [f(l) for l in range(model.n_layers) for f in (hooks.q, hooks.k, hooks.v)]
@@ -119,8 +127,8 @@ class PathOptions:
 
 @scoring_method("path", "PP", "reference path patching: batch-mean of one head at `end`, q/k/v frozen, MLPs free",
                 PathOptions, positions=Positions.END)
-def path_patching(model: "LoadedModel", batch: "TaskBatch", metric: Metric, options: PathOptions,
-                  seed: int, bar) -> tuple[Tensor, float]:
+def path_patching(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", options: PathOptions,
+                  seed: int, bar) -> SettingScan:
     """Score every head by reference path patching. ``implementation='plain'`` is the slow reference."""
     fn = {Implementation.FAST: setting_fast, Implementation.PLAIN: setting_plain}[options.implementation]
     return fn(model, batch, metric, options.ablation, seed, bar)

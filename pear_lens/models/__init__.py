@@ -9,7 +9,8 @@ hub id where the machine has a hub. The sub-modules import only downward, in thi
   verified by size and SHA-256);
 - :mod:`~pear_lens.models.tiny`: tiny random models, one per family;
 - :mod:`~pear_lens.models.registry`: the table of models known by name;
-- :mod:`~pear_lens.models.loaded`: :class:`LoadedModel` and :func:`load_model`.
+- :mod:`~pear_lens.models.loaded`: :class:`LoadedModel`, :func:`load_model`, and :func:`as_loaded`
+  (every form a model may take: a name, a Hugging Face model object with its tokenizer, a bridge).
 
 The names below are re-exported so that ``from pear_lens.models import load_model`` keeps working;
 library modules import from the sub-module that defines a name.
@@ -19,6 +20,7 @@ from __future__ import annotations
 from pear_lens.models.loaded import (
     DTYPES,
     LoadedModel,
+    ModelLike,
     as_loaded,
     boot_bridge,
     check_device,
@@ -31,6 +33,6 @@ from pear_lens.models.weights import SplitGGUF, assemble_verified, cache_dir
 
 __all__ = [
     "DEFAULT_MODEL", "DTYPES", "GEMMA", "QWEN", "REGISTRY", "TINY_FAMILIES", "TINY_SEED", "TINY_VOCAB",
-    "LoadedModel", "ModelSpec", "SplitGGUF", "as_loaded", "assemble_verified", "boot_bridge", "build_tiny",
-    "cache_dir", "check_device", "device_description", "list_models", "load_model", "tiny_tokenizer",
+    "LoadedModel", "ModelLike", "ModelSpec", "SplitGGUF", "as_loaded", "assemble_verified", "boot_bridge",
+    "build_tiny", "cache_dir", "check_device", "device_description", "list_models", "load_model", "tiny_tokenizer",
 ]

@@ -1,24 +1,38 @@
-"""The loaded model: a Hugging Face model wrapped in a TransformerLens bridge, and how a name becomes one.
+"""The loaded model: a Hugging Face model wrapped in a TransformerLens bridge, and how a model becomes one.
 
 Every loaded model is wrapped in a TransformerLens ``TransformerBridge`` for hooking. The bridge rebuilds
 the Hugging Face model it wraps in place, so generation, evaluation and folding always use a *separate*
 Hugging Face copy (:meth:`LoadedModel.fresh_hf`). :func:`load_model` takes a registry name
-(:mod:`pear_lens.models.registry`), a local Hugging Face folder or a hub id.
+(:mod:`pear_lens.models.registry`), a local Hugging Face folder or a hub id. :func:`as_loaded`, which every
+function that takes a model calls, also takes the model object a notebook already holds, without reloading it:
+
+- a :class:`LoadedModel` (used as is) or a name, folder or hub id (:func:`load_model`);
+- a Hugging Face causal LM with its tokenizer, ``as_loaded(hf_model, tokenizer=tok)`` or
+  ``as_loaded((hf_model, tok))``: a deep copy is bridged, so ``hf_model`` itself stays usable;
+- a ``TransformerBridge``, used as is (its ``fresh_hf`` is refused: pass the Hugging Face model to fold or
+  generate).
+
+>>> from pear_lens.models.tiny import build_tiny
+>>> hf_model, tok = build_tiny("llama")
+>>> m = as_loaded(hf_model, tokenizer=tok)
+>>> m.fingerprint == load_model("tiny-llama").fingerprint
+True
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import torch
 
 from pear_lens.errors import ModelNotAvailable, PearLensError
-from pear_lens.fingerprint import fingerprint
+from pear_lens.fingerprint import fingerprint, fingerprint_state
 from pear_lens.models.registry import DEFAULT_MODEL, REGISTRY, ModelSpec
 from pear_lens.models.weights import load_hf_folder
 
@@ -62,7 +76,10 @@ class LoadedModel:
         return int(self.bridge.cfg.n_ctx)
 
     def fresh_hf(self) -> "PreTrainedModel":
-        """A separate, un-hooked Hugging Face copy of the same weights (for generation and folding)."""
+        """A separate, un-hooked Hugging Face copy of the same weights (for generation and folding).
+
+        Refused for a model given as a ``TransformerBridge``, which keeps no clean copy.
+        """
         return self._fresh()
 
     def describe(self) -> dict[str, Any]:
@@ -231,13 +248,102 @@ def load_model(
     )
 
 
-def as_loaded(model: Any) -> LoadedModel:
-    """Accept a :class:`LoadedModel` or a registry name; reject anything else clearly."""
-    if isinstance(model, LoadedModel):
-        return model
-    if isinstance(model, str):
-        return load_model(model)
+ModelLike = Union[LoadedModel, str, "PreTrainedModel", "TransformerBridge",
+                  tuple["PreTrainedModel", "PreTrainedTokenizerBase"]]
+"""What :func:`as_loaded`, and so every function that takes a model, accepts."""
+
+IN_MEMORY = "in-memory"
+"""The revision recorded for a model object handed over in memory (no file names its weights)."""
+
+
+def as_loaded(model: ModelLike, *, tokenizer: "PreTrainedTokenizerBase | None" = None) -> LoadedModel:
+    """``model`` as a :class:`LoadedModel`, whichever accepted form it comes in (see the module docstring).
+
+    A Hugging Face model is deep-copied twice (one copy bridged, one kept untouched in CPU memory for
+    :meth:`LoadedModel.fresh_hf`); its fingerprint is taken from the object itself. Each call wraps anew, so
+    call this once and pass the result on when scoring a model object several times.
+
+    >>> from pear_lens.models.tiny import build_tiny
+    >>> hf_model, tok = build_tiny("gpt2")
+    >>> as_loaded((hf_model, tok)).revision
+    'in-memory'
+    """
+    if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
+        model, tokenizer = model
+    if isinstance(model, (LoadedModel, str)):
+        if tokenizer is not None:
+            raise PearLensError("tokenizer= goes with a Hugging Face model object; a LoadedModel or a model name "
+                                "brings its own tokenizer, so drop tokenizer=")
+        return model if isinstance(model, LoadedModel) else load_model(model)
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel
+
+    if isinstance(model, TransformerBridge):
+        return _from_bridge(model, tokenizer)
+    if isinstance(model, PreTrainedModel):
+        return _from_hf(model, tokenizer)
     raise PearLensError(
-        f"expected a pear_lens LoadedModel (from pear_lens.load_model) or a model name, got "
-        f"{type(model).__name__}"
+        f"cannot use a {type(model).__name__} as a model; pass a pear_lens LoadedModel, a model name, a Hugging "
+        "Face model with tokenizer=, an (hf_model, tokenizer) pair or a TransformerBridge"
     )
+
+
+def _label(hf_model: "PreTrainedModel") -> str:
+    """The name recorded for a model object: where it was loaded from, else its class."""
+    return hf_model.name_or_path or type(hf_model).__name__
+
+
+def _from_hf(hf_model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase | None") -> LoadedModel:
+    name = _label(hf_model)
+    if tokenizer is None:
+        raise PearLensError(f"the Hugging Face model {name} came without its tokenizer; pass it as "
+                            "as_loaded(model, tokenizer=tok) or as the pair (model, tok)")
+    digest = fingerprint(hf_model)  # the user's object, before any copy is bridged
+    # the bridge rebuilds the model it wraps, so it gets a copy; another copy stays untouched for fresh_hf
+    # (kept in CPU memory, where a model that fills an accelerator still fits)
+    device = next(hf_model.parameters()).device
+    pristine = copy.deepcopy(hf_model).to("cpu").eval()
+    bridge = boot_bridge(copy.deepcopy(hf_model).eval(), tokenizer, name)
+    return LoadedModel(
+        name=name, bridge=bridge, tokenizer=tokenizer, fingerprint=digest, revision=IN_MEMORY, hf_id=name,
+        model_type=hf_model.config.model_type, _fresh=lambda: copy.deepcopy(pristine).to(device),
+    )
+
+
+def _from_bridge(bridge: "TransformerBridge", tokenizer: "PreTrainedTokenizerBase | None") -> LoadedModel:
+    if bridge.tokenizer is None:
+        raise PearLensError("this TransformerBridge has no tokenizer; boot it with one "
+                            "(TransformerBridge.boot_transformers(..., tokenizer=tok)) or pass the Hugging Face model")
+    if tokenizer is not None and tokenizer is not bridge.tokenizer:
+        raise PearLensError("a TransformerBridge brings its own tokenizer (bridge.tokenizer); drop tokenizer=")
+    hf_model = bridge.original_model
+    name = _label(hf_model)
+
+    def fresh() -> "PreTrainedModel":
+        raise PearLensError(f"{name} was given as a TransformerBridge, which has rebuilt its Hugging Face model; "
+                            "generation and folding need a clean copy: pass the Hugging Face model object "
+                            "(with tokenizer=) or a model name instead")
+
+    return LoadedModel(
+        name=name, bridge=bridge, tokenizer=bridge.tokenizer, fingerprint=bridged_fingerprint(hf_model),
+        revision=IN_MEMORY, hf_id=name, model_type=hf_model.config.model_type, _fresh=fresh,
+    )
+
+
+def bridged_fingerprint(hf_model: "PreTrainedModel") -> str:
+    """The :func:`~pear_lens.fingerprint.fingerprint` ``hf_model`` had before a TransformerBridge rebuilt it.
+
+    The bridge nests each module it wraps as ``_original_component`` (so its weights appear under longer
+    names, some more than once) and gives a bias-free unembedding a zero ``bias`` buffer. The names the
+    model's own class has (built on the meta device, so free) are read back through that nesting.
+    """
+    with torch.device("meta"):
+        names = type(hf_model)(copy.deepcopy(hf_model.config)).state_dict().keys()
+    rebuilt: dict[str, torch.Tensor] = {}
+    for key, tensor in hf_model.state_dict().items():
+        rebuilt.setdefault(key.replace("._original_component", ""), tensor)
+    missing = [n for n in names if n not in rebuilt]
+    if missing:
+        raise PearLensError(f"cannot find the weight {missing[0]} in this TransformerBridge's model, so its "
+                            "fingerprint is unknown; pass the Hugging Face model object (with tokenizer=) instead")
+    return fingerprint_state({n: rebuilt[n] for n in names})
