@@ -50,7 +50,8 @@ def option(default: Any = MISSING, *, help: str | None = None, positional: bool 
            choices: list[str] | Callable[[], list[str]] | None = None, default_factory: Any = MISSING, prefix: str | None = None,
            omit: tuple[str, ...] = (), cli_type: Any = None, cli: bool = True,
            variants: Callable[[], Mapping[str, type]] | None = None, selector: str | None = None,
-           sections: Callable[[], Mapping[str, type]] | None = None, nargs: str | None = None) -> Any:
+           sections: Callable[[], Mapping[str, type]] | None = None, nargs: str | None = None,
+           flag: str | None = None) -> Any:
     """A config field with its command-line form.
 
     ``help`` (default: the attribute docstring); ``positional``; ``choices`` for a ``str`` field (a list, or a function returning one when the parser is built);
@@ -59,11 +60,12 @@ def option(default: Any = MISSING, *, help: str | None = None, positional: bool 
     parses when the field's own type has no command-line form; ``cli=False`` leaves the field off the
     command line; ``variants``/``selector`` and ``sections``/``selector``: see the module docstring;
     ``nargs`` (``"+"`` or ``"*"``) takes a ``tuple[X, ...]`` field as separate values (``--seeds 0 1 2``)
-    instead of a comma-separated list. ``help=""`` states that an option has no help line.
+    instead of a comma-separated list. ``help=""`` states that an option has no help line. ``flag``: the option's
+    name on the command line when it is not the field's (``flag="task"`` gives ``--task``).
     """
     meta = {"help": help, "positional": positional, "choices": choices, "prefix": prefix, "omit": tuple(omit),
             "cli_type": cli_type, "cli": cli, "variants": variants, "selector": selector, "sections": sections,
-            "nargs": nargs}
+            "nargs": nargs, "flag": flag}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -266,7 +268,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
             continue
         typ = meta.get("cli_type") or hints[f.name]
         default = _default_of(f, base)
-        flag = "--" + (prefix + f.name).replace("_", "-")
+        flag = "--" + (prefix + (meta.get("flag") or f.name)).replace("_", "-")
         if meta.get("variants"):
             _add_variants(parser, cls, f, meta, dest + f.name)
             continue

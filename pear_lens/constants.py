@@ -6,6 +6,12 @@ HEAD_SCORES_CSV = "head_scores.csv"
 HEATMAP_HTML = "heatmap.html"
 HEATMAP_PNG = "heatmap.png"
 DISCOVERY_JSON = "discovery.json"
+RUN_SCORES_DIR = "scores"
+"""The run's scores with every prompt's values (``HeadScores.save``), from which error bars are computed."""
+SEEDS_DIR = "seeds"
+"""``discover --seeds``: the scores of every further seed, ``seeds/seed_S/`` (``HeadScores.save``)."""
+STABILITY_CSV = "stability.csv"
+STABILITY_JSON = "stability.json"
 
 # re-weighting artifact (same run folder)
 PEAR_JSON = "pear.json"

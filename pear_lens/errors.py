@@ -14,6 +14,17 @@ class PearLensError(ValueError):
     """Bad input or a missing prerequisite, with the fix in the message."""
 
 
+class ManyProblems(PearLensError):
+    """Several independent mistakes in one input (e.g. malformed records of a file): one line each.
+
+    The command line prints ``summary`` and then every line of ``problems``.
+    """
+
+    def __init__(self, summary: str, problems: list[str]):
+        self.summary, self.problems = summary, list(problems)
+        super().__init__("\n".join([summary, *self.problems]))
+
+
 class ModelNotAvailable(PearLensError):
     """The model is unknown, or known but not installed on this machine."""
 

@@ -353,7 +353,8 @@ def _interrupts_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _swap_in(stage: Path, out: Path) -> None:
+def swap_in(stage: Path, out: Path) -> None:
+    """Move the finished folder ``stage`` to ``out`` (the old ``out`` aside first, removed only after the swap)."""
     with _interrupts_deferred():
         if not (out.exists() or out.is_symlink()):
             os.replace(stage, out)
@@ -383,7 +384,7 @@ def staged_dir(out: str | os.PathLike, overwrite: bool = False, *, kind: str,
         yield stage
         write_marker(stage, kind)
         normalise_permissions(stage)
-        _swap_in(stage, out)
+        swap_in(stage, out)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
@@ -415,7 +416,7 @@ def staged_update(folder: str | os.PathLike, replaced: Iterable[str]) -> Iterato
         if kind is not None and not (stage / MARKER).exists():
             write_marker(stage, kind)  # a folder from before the marker: record what it is
         normalise_permissions(stage)
-        _swap_in(stage, folder)
+        swap_in(stage, folder)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)

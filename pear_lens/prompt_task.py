@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from pear_lens.errors import PearLensError
+from pear_lens.errors import ManyProblems, PearLensError
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
@@ -139,6 +139,8 @@ class PromptTask:
                     raise PearLensError(f"prompt {i}: position {_describe(p)} is not a whole number")
         self.name = str(name)
         self.add_special_tokens = bool(add_special_tokens)
+        self.labels: list[str] | None = None
+        """Where each prompt came from (``file.jsonl:LINE``), for messages; None for prompts from Python."""
 
     # ------------------------------------------------------------------ input checks
     @staticmethod
@@ -205,32 +207,44 @@ class PromptTask:
         return int(ids[0])
 
     def encoded(self, model: "LoadedModel") -> list[dict[str, Any]]:
-        """Every prompt as token ids, cut after its scored position, with its answer, foil and corrupted ids."""
-        tok, vocab = model.tokenizer, model.d_vocab
-        out = []
-        for i, prompt in enumerate(self.prompts):
-            ids = self._encode(tok, prompt)
-            bad = [t for t in ids if not 0 <= t < vocab]
-            if bad:
-                raise PearLensError(f"prompt {i}: token id {bad[0]} is outside the model's vocabulary of {vocab}")
-            pos = self.positions[i]
-            if not -len(ids) <= pos < len(ids):
-                raise PearLensError(f"prompt {i}: position {pos} is beyond the prompt of {len(ids)} tokens; give a "
-                                    f"position from {-len(ids)} to {len(ids) - 1}")
-            cut = pos % len(ids) + 1
-            if cut > model.n_ctx:
-                raise PearLensError(f"prompt {i}: {cut} tokens are longer than {model.name}'s context of {model.n_ctx}")
-            item = {"tokens": ids[:cut], "answer": self._token_id(tok, self.answers[i], "answer", i, vocab)}
-            if self.foils is not None:
-                item["foil"] = self._token_id(tok, self.foils[i], "foil", i, vocab)
-            if self.corrupted is not None:
-                corrupt = self._encode(tok, self.corrupted[i])
-                if len(corrupt) != len(ids):
-                    raise PearLensError(f"prompt {i}: the corrupted prompt is {len(corrupt)} tokens and the prompt "
-                                        f"{len(ids)}; a corrupted prompt must have the same number of tokens")
-                item["corrupted"] = corrupt[:cut]
-            out.append(item)
+        """Every prompt as token ids, cut after its scored position, with its answer, foil and corrupted ids.
+
+        Every prompt is checked; each one that cannot be scored is named on a line of its own."""
+        out, problems = [], []
+        for i in range(len(self.prompts)):
+            try:
+                out.append(self._encode_one(model, i))
+            except PearLensError as e:
+                problems.append(str(e) if self.labels is None else f"{self.labels[i]}: {e}")
+        if len(problems) == 1:
+            raise PearLensError(problems[0])
+        if problems:
+            raise ManyProblems(f"{len(problems)} prompts cannot be scored; fix each and rerun:", problems)
         return out
+
+    def _encode_one(self, model: "LoadedModel", i: int) -> dict[str, Any]:
+        tok, vocab = model.tokenizer, model.d_vocab
+        ids = self._encode(tok, self.prompts[i])
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise PearLensError(f"prompt {i}: token id {bad[0]} is outside the model's vocabulary of {vocab}")
+        pos = self.positions[i]
+        if not -len(ids) <= pos < len(ids):
+            raise PearLensError(f"prompt {i}: position {pos} is beyond the prompt of {len(ids)} tokens; give a "
+                                f"position from {-len(ids)} to {len(ids) - 1}")
+        cut = pos % len(ids) + 1
+        if cut > model.n_ctx:
+            raise PearLensError(f"prompt {i}: {cut} tokens are longer than {model.name}'s context of {model.n_ctx}")
+        item = {"tokens": ids[:cut], "answer": self._token_id(tok, self.answers[i], "answer", i, vocab)}
+        if self.foils is not None:
+            item["foil"] = self._token_id(tok, self.foils[i], "foil", i, vocab)
+        if self.corrupted is not None:
+            corrupt = self._encode(tok, self.corrupted[i])
+            if len(corrupt) != len(ids):
+                raise PearLensError(f"prompt {i}: the corrupted prompt is {len(corrupt)} tokens and the prompt "
+                                    f"{len(ids)}; a corrupted prompt must have the same number of tokens")
+            item["corrupted"] = corrupt[:cut]
+        return item
 
     def batches(self, model: "LoadedModel") -> list[PromptBatch]:
         """One batch per scored length, prompts in the task's order within each (every prompt checked first)."""
@@ -314,10 +328,12 @@ class PromptTask:
             raise MalformedTask(problems)
         if not cols["prompts"]:
             raise PearLensError("the task file holds no records; write one JSON object per line")
-        return cls(cols["prompts"], cols["answers"],
+        task = cls(cols["prompts"], cols["answers"],
                    foils=cols["foils"] if cols["foils"][0] is not None else None,
                    corrupted=cols["corrupted"] if cols["corrupted"][0] is not None else None,
                    positions=cols["positions"], name=name, add_special_tokens=add_special_tokens)
+        task.labels = list(where)
+        return task
 
     @classmethod
     def from_jsonl(cls, path: str | Path, *, add_special_tokens: bool = True) -> "PromptTask":
@@ -380,10 +396,8 @@ def _ids(value: Any) -> bool:
                                                              for t in value)
 
 
-class MalformedTask(PearLensError):
+class MalformedTask(ManyProblems):
     """Records of a task file that cannot be read: one line each (the command line prints every line)."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems
-        head = f"{len(problems)} malformed task record(s); fix each and rerun:"
-        super().__init__("\n".join([head, *problems]))
+        super().__init__(f"{len(problems)} malformed task record(s); fix each and rerun:", problems)

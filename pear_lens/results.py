@@ -108,11 +108,23 @@ class HeadScores:
         ranks[order] = torch.arange(1, order.numel() + 1)
         return ranks.view_as(self.scores)
 
-    def top_k(self, k: int) -> list[Head]:
-        """The ``k`` heads with the largest Δπ, strongest first."""
-        if not 1 <= k <= self.scores.numel():
-            raise PearLensError(f"k must be between 1 and {self.scores.numel()}, got {k}")
-        order = torch.argsort(self.scores.flatten(), descending=True, stable=True)[:k]
+    def top_k(self, k: int, by: str = "score", *, level: float = 0.95, n_boot: int = 2000,
+              seed: int = 0) -> list[Head]:
+        """The ``k`` heads with the largest Δπ, strongest first (ties: the lower layer, then the lower head).
+
+        ``by="lower_bound"`` ranks by the lower end of each head's bootstrap interval (:meth:`ci` with ``level``,
+        ``n_boot`` and ``seed``) instead: a head whose score is large but uncertain ranks below one that is
+        reliably positive. PEAR ranks by the score (the default).
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.scores.numel():
+            raise PearLensError(f"k must be a whole number between 1 and {self.scores.numel()}, got {k!r}")
+        if by == "score":
+            key = self.scores
+        elif by == "lower_bound":
+            key = self.ci(level=level, n_boot=n_boot, seed=seed)[0].float()
+        else:
+            raise PearLensError(f"by must be 'score' or 'lower_bound', got {by!r}")
+        order = torch.argsort(key.flatten(), descending=True, stable=True)[:k]
         return [(int(i) // self.n_heads, int(i) % self.n_heads) for i in order]
 
     def settings_columns(self) -> dict[str, Any]:
@@ -303,7 +315,7 @@ class HeadScores:
         replaced only with ``overwrite`` and only if this method wrote it (its ``scores.json`` says so).
         """
         from pear_lens import __version__
-        from pear_lens.io import _swap_in, atomic_write_json, normalise_permissions, save_safetensors
+        from pear_lens.io import swap_in, atomic_write_json, normalise_permissions, save_safetensors
 
         out = Path(folder)
         if out.exists() or out.is_symlink():
@@ -328,7 +340,7 @@ class HeadScores:
                                 "shapes": {name: list(t.shape) for name, t in tensors.items()}}}
             atomic_write_json(stage / SCORES_JSON, meta)
             normalise_permissions(stage)
-            _swap_in(stage, out)
+            swap_in(stage, out)
         finally:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
@@ -394,9 +406,20 @@ class HeadScores:
         """The scores of a run folder and its whole ``discovery.json`` (settings, model, environment), read once."""
         df, info = read_score_table(run_dir)
         try:
-            return cls.from_dataframe(df, info["scores"]), info
+            table = cls.from_dataframe(df, info["scores"])
         except (KeyError, TypeError, ValueError) as e:
             raise corrupt_run(Path(run_dir), e) from None
+        saved = Path(run_dir) / constants.RUN_SCORES_DIR
+        if not (saved / SCORES_JSON).is_file():
+            return table, info  # a run from before the per-prompt values were kept
+        full = cls._load_saved(saved)
+        if not torch.equal(full.scores, table.scores):
+            raise corrupt_run(Path(run_dir), ValueError(f"{constants.HEAD_SCORES_CSV} and {constants.RUN_SCORES_DIR}/ "
+                                                        "hold different scores"))
+        if full.fingerprint != table.fingerprint:
+            raise corrupt_run(Path(run_dir), ValueError(f"{constants.DISCOVERY_JSON} and {constants.RUN_SCORES_DIR}/ "
+                                                        "name different weights"))
+        return full, info
 
 
 def _sha256(path: Path) -> str:

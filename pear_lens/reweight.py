@@ -13,7 +13,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from pear_lens import hooks
 from pear_lens.config import Heads, option
+from pear_lens.copy_accuracy import CopyEval, copy_inputs
 from pear_lens.errors import PearLensError
 from pear_lens.heads import Head, check_heads
 from pear_lens.proxy_task import ProxyTask, TaskBatch, sample_batch
@@ -46,11 +47,16 @@ class HeadSelection:
 
     top_k: int = option(DEFAULT_TOP_K, help="train the K heads with the largest Δπ (ignored when --heads is given)")
     heads: Heads = option((), help="explicit heads to train, LAYER.HEAD pairs like 24.4,29.0 (overrides --top-k)")
+    select_by: Literal["score", "lower_bound"] = option(
+        "score", help="rank heads for --top-k by their score (PEAR) or by the lower end of their 95 % bootstrap "
+                      "interval (needs a run with per-prompt values: discovered by this version)")
 
     def __post_init__(self) -> None:
         self.heads = tuple((int(l), int(h)) for l, h in self.heads)
         if self.top_k < 1:
             raise PearLensError(f"top_k must be at least 1, got {self.top_k}")
+        if self.select_by not in ("score", "lower_bound"):
+            raise PearLensError(f"select_by must be 'score' or 'lower_bound', got {self.select_by!r}")
 
     @property
     def selection(self) -> "HeadSelection":
@@ -58,7 +64,9 @@ class HeadSelection:
         return HeadSelection(**{f.name: getattr(self, f.name) for f in fields(HeadSelection)})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"top_k": self.top_k, "heads": [list(h) for h in self.heads]}
+        # select_by is recorded only when it is not PEAR's, so records written before it existed read the same
+        extra = {"select_by": self.select_by} if self.select_by != "score" else {}
+        return {"top_k": self.top_k, "heads": [list(h) for h in self.heads], **extra}
 
 
 @dataclass
@@ -180,10 +188,14 @@ def as_recipe(recipe: Recipe | None) -> Recipe:
 
 
 def select_heads(scores: "HeadScores", config: HeadSelection) -> list[Head]:
-    """``config.heads`` if given, else the ``config.top_k`` heads with the largest Δπ."""
+    """``config.heads`` if given, else the ``config.top_k`` heads with the largest Δπ (or, with
+    ``select_by="lower_bound"``, the largest lower end of their bootstrap interval)."""
     if config.heads:
         return check_heads(config.heads, scores.n_layers, scores.n_heads)
-    return scores.top_k(config.top_k)
+    if config.select_by == "lower_bound" and scores.per_prompt is None:
+        raise PearLensError("select_by='lower_bound' (--select-by lower_bound) needs the per-prompt values that "
+                            "discovery keeps since this version; rerun `pear-lens discover` (or score_heads)")
+    return scores.top_k(config.top_k, by=config.select_by)
 
 
 # --------------------------------------------------------------------------- the re-weighted forward
@@ -225,13 +237,6 @@ def reweighted(model: "LoadedModel", heads: Sequence[Head], tau: Tensor | Sequen
         yield model.bridge
 
 
-def copy_inputs(batch: TaskBatch) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch n"], int]:
-    """``(tokens, targets, keep)``: the tokens a forward needs, the copy-half targets, and how many
-    final positions' logits predict them (the last token is only ever a target, so it is dropped)."""
-    copy = batch.copy_slice
-    return batch.tokens[:, : copy.stop], batch.tokens[:, copy.start + 1: copy.stop + 1], copy.stop - copy.start
-
-
 def copy_logits(
     model: "LoadedModel", batch: TaskBatch, heads: Sequence[Head], tau: Tensor | None,
 ) -> tuple[Float[Tensor, "batch n vocab"], Int[Tensor, "batch n"]]:
@@ -255,40 +260,6 @@ def copy_loss(model: "LoadedModel", batch: TaskBatch, heads: Sequence[Head], tau
     """Mean cross-entropy of the copy-half targets (the training loss)."""
     logits, targets = copy_logits(model, batch, heads, tau)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-
-
-@dataclass(frozen=True)
-class CopyEval:
-    """Copy-half accuracy (greedy prediction = target) and mean cross-entropy.
-
-    The positions are those of the training loss. The first of them predicts
-    the start of the repeat, which the context cannot reveal, so ``accuracy`` is at
-    most ``(n-1)/n``; ``copyable_accuracy`` leaves that position out, so it measures
-    copying alone (1.0 for a perfect copier at every n).
-    """
-
-    accuracy: float
-    loss: float
-    n_sequences: int
-    n_predictions: int
-    copyable_accuracy: float = float("nan")
-
-    @classmethod
-    def of(cls, outputs: Iterable[tuple[Tensor, Tensor]]) -> "CopyEval":
-        """Pool ``(logits [batch, n, vocab], targets [batch, n])`` pairs."""
-        correct = total = sequences = copyable = copyable_total = 0
-        loss_sum = 0.0
-        for logits, targets in outputs:
-            logits = logits.float()
-            hits = logits.argmax(-1) == targets
-            correct += int(hits.sum())
-            copyable += int(hits[:, 1:].sum())  # the first target starts the repeat: nothing to copy yet
-            loss_sum += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum"))
-            total += targets.numel()
-            copyable_total += hits[:, 1:].numel()
-            sequences += targets.shape[0]
-        return cls(accuracy=correct / total, loss=loss_sum / total, n_sequences=sequences, n_predictions=total,
-                   copyable_accuracy=copyable / copyable_total if copyable_total else float("nan"))
 
 
 @torch.no_grad()

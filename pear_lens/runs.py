@@ -7,7 +7,9 @@ folder byte-identical. Commands and scripts call these functions, never each oth
 
 Each file has one writer:
 
-- ``head_scores.csv``, ``heatmap.html``/``.png``, ``discovery.json``: :func:`write_run` (``discover``);
+- ``head_scores.csv``, ``heatmap.html``/``.png``, ``discovery.json``: :func:`write_run` (``discover``), with
+  ``scores/`` (every prompt's values, :meth:`HeadScores.save <pear_lens.results.HeadScores.save>`) and, after
+  ``--seeds``, ``seeds/seed_S/`` and ``stability.csv``/``.json``;
   ``discovery.json``'s ``config.out`` is rewritten only by :func:`set_recorded_out` (``demo``). Read by
   :func:`read_score_table`, :func:`read_info` and :func:`scored_model`; :func:`has_scores` says whether
   they are there.
@@ -34,7 +36,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
@@ -69,14 +71,17 @@ def _formats(png: bool) -> list[str]:
 
 def write_run(out: Path, *, table: pd.DataFrame, scores: dict[str, Any], heatmap: "go.Figure", config: dict,
               overwrite: bool, png: bool, model_info: dict, copy_task: dict | None = None,
-              seconds: float | None = None, inputs: tuple = ()) -> Path:
+              seconds: float | None = None, inputs: tuple = (), extras: Callable[[Path], None] | None = None) -> Path:
     """Write a complete discovery run folder atomically.
 
     ``table``: the scores as :meth:`HeadScores.to_dataframe <pear_lens.results.HeadScores.to_dataframe>`
     gives them; ``scores``: their :meth:`~pear_lens.results.HeadScores.metadata`; ``config``: the
-    settings of the run, flat.
+    settings of the run, flat; ``extras(folder)`` writes the files of result types into the folder being built
+    (``scores/``, ``seeds/``, ``stability.*``).
     """
     with staged_dir(out, overwrite=overwrite, kind="run", inputs=inputs) as stage:
+        if extras is not None:
+            extras(stage)
         table.to_csv(stage / constants.HEAD_SCORES_CSV, index=False)
         save_figure(heatmap, stage / constants.HEATMAP_HTML, formats=_formats(png))
         _write_info(stage, {

@@ -2,7 +2,8 @@
 
 A head's score is the mean over the proxy task's settings of ``delta(mean π̃, mean π)`` over each setting's
 prompts (:func:`score_statistic`). Its interval comes from a stratified, paired bootstrap over prompts
-(:func:`bootstrap_ci`), its p-value from a t-test on a per-prompt linearisation of the score
+(:func:`bootstrap_ci`; :func:`bootstrap_replicates` gives its replicates to statistics of the whole
+map, such as a correlation over heads), its p-value from a t-test on a per-prompt linearisation of the score
 (:func:`head_pvalues`), corrected over all heads with Benjamini–Hochberg (:func:`fdr`); :func:`stability` says
 how often each head is in the top k across score maps made with different seeds. Plain arrays in and out.
 """
@@ -155,7 +156,40 @@ def bootstrap_ci(
         raise PearLensError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
     data = _prompts(patched, clean, setting, difference)
     point = _statistic(data)
-    rng = np.random.default_rng(seed)
+    replicates = _replicates(data, n_boot, np.random.default_rng(seed))
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
+    constant = _constant(data)
+    if data.difference is Difference.RELATIVE:  # a common effect of 0 only: otherwise the clean means vary it
+        constant &= np.abs(point) <= 4 * data.eps * (np.abs(point) + 1)
+    lo[constant] = hi[constant] = point[constant]
+    return lo.reshape(data.shape), hi.reshape(data.shape)
+
+
+def bootstrap_replicates(
+    patched: Float[np.ndarray, "n_prompts n_layers n_heads"], clean: Float[np.ndarray, " n_prompts"],
+    setting: Int[np.ndarray, " n_prompts"], difference: str, *, n_boot: int = 2000,
+    seed: int | np.random.Generator = 0,
+) -> Float[np.ndarray, "n_boot n_layers n_heads"]:
+    """The ``n_boot`` bootstrap replicates of :func:`score_statistic` that :func:`bootstrap_ci` takes its
+    quantiles of, float64: prompts resampled within each setting (n_s − 1 draws of a setting of n_s prompts),
+    each prompt's π̃ and π kept together, every head seeing the same resamples.
+
+    For statistics of the whole score map that :func:`bootstrap_ci` does not compute (a correlation over
+    heads: :meth:`pear_lens.atlas.HeadAtlas.statistics`). ``seed`` may be a ``numpy.random.Generator``, which
+    is drawn from (so one generator can feed several resamplings); the same int seed gives the replicates
+    :func:`bootstrap_ci` uses. A plain mean over prompts is the statistic of ``clean = 0``, one setting and an
+    absolute difference. Refused: ``n_boot`` below 1, and a relative difference where a setting's clean mean
+    is 0 in the data or in a resample.
+    """
+    if n_boot < 1:
+        raise PearLensError(f"n_boot must be at least 1, got {n_boot}")
+    data = _prompts(patched, clean, setting, difference)
+    return _replicates(data, n_boot, np.random.default_rng(seed)).reshape(n_boot, *data.shape)
+
+
+def _replicates(data: _Prompts, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_boot, n_values]`` replicates of :func:`_statistic`, drawn in chunks of about 32 MiB."""
     n_values = data.patched.shape[1]
     chunk = max(1, min(n_boot, _CHUNK_ELEMENTS // max(n_values, data.patched.shape[0])))
     replicates = np.empty((n_boot, n_values))
@@ -169,13 +203,7 @@ def bootstrap_ci(
             total += _delta(_product(counts, data.patched[idx]) / m, _product(counts, data.clean[idx, None]) / m,
                             data.difference)
         replicates[start:start + size] = total / len(data.groups)
-    tail = (1.0 - level) / 2.0
-    lo, hi = np.quantile(replicates, [tail, 1.0 - tail], axis=0)
-    constant = _constant(data)
-    if data.difference is Difference.RELATIVE:  # a common effect of 0 only: otherwise the clean means vary it
-        constant &= np.abs(point) <= 4 * data.eps * (np.abs(point) + 1)
-    lo[constant] = hi[constant] = point[constant]
-    return lo.reshape(data.shape), hi.reshape(data.shape)
+    return replicates
 
 
 def linearised_effects(

@@ -32,7 +32,8 @@ from pear_lens.artifact import Artifact
 from pear_lens.config import option
 from pear_lens.copy_check import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
 from pear_lens.errors import PearLensError
-from pear_lens.io import check_static_export, check_writable_parent, json_value
+from pear_lens.heads import head_label
+from pear_lens.io import atomic_write_json, atomic_write_text, check_static_export, check_writable_parent, json_value
 from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
 from pear_lens.models.registry import DEFAULT_MODEL
@@ -41,6 +42,7 @@ from pear_lens.reweight import (DEFAULT_TOP_K, Recipe, TrainConfig, TrainResult,
                                 step_limit, train_coefficients)
 from pear_lens.runs import (discovery_summary, has_artifact, run_model, warn_if_bos_differs,
                             write_run, write_training)
+from pear_lens.prompt_task import PromptTask
 from pear_lens.proxy_task import ProxyTask
 
 if TYPE_CHECKING:
@@ -62,10 +64,21 @@ class DiscoverConfig:
     model: str = option(DEFAULT_MODEL, help="registry name (see `pear-lens models`), local Hugging Face folder or hub id")
     method: str = option("path", help="scoring method, one of the registry pear_lens.mediation.METHODS",
                          choices=lambda: list(METHODS))
-    metric: Metric = option(Metric.LOGIT_MINUS_MEAN, help="copy metric π")
-    difference: Difference = option(Difference.RELATIVE, help="Δπ as π̃/π−1 (relative) or π̃−π (absolute)")
+    metric: Metric = option(Metric.LOGIT_MINUS_MEAN, help="the metric π read at the scored position (logit_diff "
+                                                          "needs a --task file with foils)")
+    difference: Difference | None = option(None, cli_type=Difference,
+                                           help="Δπ as π̃/π−1 (relative) or π̃−π (absolute); None: relative on the "
+                                                "proxy task, absolute on a --task file")
     task: ProxyTask = option(default_factory=ProxyTask, prefix="",
                              help="the copy proxy task the heads are scored on (--seed also seeds resample ablation)")
+    task_file: Path | None = option(None, flag="task",
+                                    help="score the heads on a task of your own instead of the proxy task: a JSONL "
+                                         "file, one prompt per line with the keys prompt (or tokens), answer and "
+                                         "optionally foil, corrupted and position (pear_lens.prompt_task)")
+    seeds: tuple[int, ...] = option((), nargs="+",
+                                    help="score the proxy task once per seed (new random sequences each) and add a "
+                                         "stability report of the top --top-k heads across the seeds "
+                                         "(stability.csv/.json); the run's scores are the first seed's")
     options: Any = option(None, variants=_method_options, selector="method",
                           help="the chosen method's own options (None: its defaults)")
     device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, ...)")
@@ -75,7 +88,7 @@ class DiscoverConfig:
                                                "device map (auto, balanced, sequential); replaces --device")
     allow_weak_copy_task: bool = option(False, help=f"score the heads even when the model copies less than "
                                                     f"{MIN_COPY_ACCURACY:.0%} of the proxy task's tokens")
-    top_k: int = option(10, help="heads outlined on the heatmap")
+    top_k: int = option(10, help="heads outlined on the heatmap (and the K of the --seeds stability report)")
     overwrite: bool = option(False, help="replace RUN_DIR if it already exists")
     no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bars")
@@ -89,7 +102,7 @@ def discover(config: DiscoverConfig) -> HeadScores:
 
     start = time.perf_counter()
     # everything that can be checked is checked before the slow part
-    inputs = (config.model,)  # a local model folder
+    inputs = (config.model, config.task_file)  # a local model folder, the task file
     check_output(config.out, kind="run", inputs=inputs, overwrite=config.overwrite)
     options = method_options(config.method, config.options)  # an option of another method: one clear line
     if config.device_map and config.device != "cpu":
@@ -97,21 +110,50 @@ def discover(config: DiscoverConfig) -> HeadScores:
                             "not both")
     if not config.device_map:
         check_device(config.device)
+    if config.task_file is not None and config.seeds:
+        raise PearLensError("--seeds draws new random sequences of the proxy task; a --task file's prompts are "
+                            "fixed: drop one of them")
+    if len(set(config.seeds)) != len(config.seeds) or len(config.seeds) == 1:
+        raise PearLensError(f"--seeds needs at least 2 different seeds for a stability report, got {list(config.seeds)}")
     if not config.no_png:
         check_static_export()
-    task = config.task
+    task = PromptTask.from_jsonl(config.task_file) if config.task_file is not None else config.task
+    difference = config.difference or Difference(task.default_difference)
     placement = {"device_map": config.device_map} if config.device_map else {"device": config.device}
     model = load_model(config.model, dtype=config.dtype, **placement)
-    t0 = time.perf_counter()
-    copy_task = copy_task_record(task, clean_copy(model, task), time.perf_counter() - t0)
-    check_copy_task(model.name, copy_task, config.allow_weak_copy_task)  # before the expensive scoring
-    scores = score_heads(model, task, config.metric, config.method, difference=config.difference,
-                         seed=task.seed, progress=not config.quiet, options=options)
+    copy_task = None
+    if isinstance(task, ProxyTask):
+        t0 = time.perf_counter()
+        copy_task = copy_task_record(task, clean_copy(model, task), time.perf_counter() - t0)
+        check_copy_task(model.name, copy_task, config.allow_weak_copy_task)  # before the expensive scoring
+    seeds = config.seeds or (getattr(task, "seed", 0),)
+    runs = [score_heads(model, dataclasses.replace(task, seed=s) if isinstance(task, ProxyTask) else task,
+                        config.metric, config.method, difference=difference, seed=s, progress=not config.quiet,
+                        options=options, copy_check="off") for s in seeds]
+    scores = runs[0]
+    record = config_record(dataclasses.replace(config, difference=difference,
+                                               task=dataclasses.replace(config.task, seed=seeds[0])), options)
     write_run(config.out, table=scores.to_dataframe(), scores=scores.metadata(),
-              heatmap=scores.heatmap(top_k=config.top_k), config=config_record(config, options),
+              heatmap=scores.heatmap(top_k=config.top_k), config=record,
               overwrite=config.overwrite, png=not config.no_png, model_info=model.describe(), copy_task=copy_task,
-              seconds=time.perf_counter() - start, inputs=inputs)
+              seconds=time.perf_counter() - start, inputs=inputs,
+              extras=lambda folder: _write_scores(folder, runs, config.top_k))
     return scores
+
+
+def _write_scores(folder: Path, runs: list[HeadScores], k: int) -> None:
+    """The run's scores with every prompt's values and, for several seeds, each seed's and their stability."""
+    runs[0].save(folder / constants.RUN_SCORES_DIR)
+    if len(runs) < 2:
+        return
+    for run in runs[1:]:
+        run.save(folder / constants.SEEDS_DIR / f"seed_{run.task['seed']}")
+    stability = runs[0].stability(runs[1:], k)
+    atomic_write_text(folder / constants.STABILITY_CSV, stability.to_dataframe().to_csv(index=False))
+    atomic_write_json(folder / constants.STABILITY_JSON, {
+        "k": k, "seeds": [run.task["seed"] for run in runs], "top_k_overlap": stability.overlap.tolist(),
+        "mean_top_k_overlap": stability.mean_overlap,
+        "heads_in_every_top_k": [head_label(h) for h in stability.stable_heads(1.0)]})
 
 
 def config_record(config: DiscoverConfig, options: Any) -> dict[str, Any]:
@@ -121,6 +163,8 @@ def config_record(config: DiscoverConfig, options: Any) -> dict[str, Any]:
         value = getattr(config, f.name)
         if f.name == "task":
             record.update({k: v for k, v in value.to_dict().items() if k != "vocab_filter"})
+        elif f.name == "seeds":
+            record[f.name] = list(value)
         elif f.name == "options":
             record.update({o.name: json_value(getattr(options, o.name)) for o in dataclasses.fields(options)})
         else:

@@ -7,9 +7,10 @@ Each model's run folder is its published artifact (``artifacts/MODEL``: the disc
 copy task the model can do, Gemma-3 with BOS). From each folder's ``head_atlas.*`` it writes into
 ``--out``:
 
-- ``atlas_summary.csv``: per model and detector, Spearman ρ of Δπ with the score (95 % bootstrap CI over
-  the detector's prompts), how many of the top-K Δπ heads are in the detector's top K, and the needle
-  copy rate behind the retrieval score;
+- ``atlas_summary.csv``: per model and detector, Spearman ρ of Δπ with the score and its 95 % bootstrap
+  interval (``HeadAtlas.statistics``: heads and prompts resampled together; ``interval`` prints it or says
+  why it is undefined, ``resampled`` and ``note`` say what was resampled), how many of the top-K Δπ heads
+  are in the detector's top K, and the needle copy rate behind the retrieval score;
 - ``atlas_roles.csv``: each model's top-K Δπ heads with every score, rank and role;
 - ``atlas_heatmaps_MODEL``, ``atlas_scatter_MODEL`` and ``atlas_across_models`` (HTML and PNG).
 
@@ -30,6 +31,7 @@ from pear_lens.errors import PearLensError
 from pear_lens.evaluation.protocol_config import PROTOCOL_MODELS
 from pear_lens.io import atomic_path
 from pear_lens.io import save_figure
+from pear_lens.uncertainty import MIN_BOOT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / "artifacts", help="folder of the models' run folders")
     parser.add_argument("--out", type=Path, default=ROOT / "figures")
     parser.add_argument("--top-k", type=int, default=10)
-    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--n-boot", type=int, default=MIN_BOOT, help=f"bootstrap replicates (at least {MIN_BOOT})")
     parser.add_argument("--compute", action="store_true", help="run `pear-lens atlas` where a run has no atlas yet")
     parser.add_argument("--no-png", action="store_true")
     args = parser.parse_args(argv)

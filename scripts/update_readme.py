@@ -5,6 +5,8 @@ Blocks (``<!-- BEGIN GENERATED: NAME -->`` ... ``<!-- END GENERATED: NAME -->``)
 - ``quickstart``: ``examples/quickstart.py`` (tests run it, on a tiny model, so it cannot rot);
 - ``commands``: the command table and the scoring-method table, from the parser that the config
   dataclasses generate (``pear_lens.commands.cli``) and the method registry (``pear_lens.mediation.METHODS``);
+- ``stability``: ``figures/results/stability/*/summary.json`` from ``scripts/stability.py`` (seeds, top-K
+  probability, intervals) and its caterpillar figures;
 - ``results``: ``figures/results/`` from ``scripts/evaluate_all.py`` (table, K and how it was chosen,
   accuracy-by-position figures), the benchmark lines in ``figures/benchmarks/``, the paper figures of
   ``scripts/make_figures.py`` and the head atlas of ``scripts/make_atlas.py``.
@@ -112,6 +114,46 @@ def _confirmatory() -> list[str]:
               for png in sorted((RESULTS / "figures").glob("confirm_positions_*.png"))), ""]
 
 
+STABILITY = RESULTS / "stability"
+
+
+def stability() -> str:
+    """The ``stability`` block: ``scripts/stability.py``'s summaries, one paragraph and figure per model."""
+    summaries = [json.loads(p.read_text()) for p in sorted(STABILITY.glob("*/summary.json"))]
+    order = list(PROTOCOL_MODELS)
+    summaries.sort(key=lambda s: order.index(s["model"]) if s["model"] in order else len(order))
+    if not summaries:
+        return "No stability run yet: `python scripts/stability.py`.\n"
+    out = ["`python scripts/stability.py`: the path scan of each published discovery run (same method, metric, "
+           "settings and BOS) repeated on new proxy-task seeds, every prompt's values kept "
+           "(`figures/results/stability/`). K is the number of heads the published artifact trained; the top-K "
+           "probability is the share of seeds in whose top K a head is. Intervals: percentile bootstrap over the "
+           "seed-0 sequences, resampled within each (batch, n) setting; tests: one-sample t-test of each head's "
+           "per-sequence effect, Benjamini-Hochberg over all heads. Per-head tables: `figures/stability_MODEL.csv`.",
+           ""]
+    for s in summaries:
+        k, seeds = s["k"], s["seeds"]
+        probs = ", ".join(f"{h} {p:.2f}" for h, p in s["pear_top_k_probability"].items())
+        seed0 = s["seed0"]
+        sig = seed0["significant_heads_fdr"]
+        out.append(
+            f"- **{s['model']}** ({s['n_heads']} heads, {len(seeds)} seeds: {', '.join(map(str, seeds))}; "
+            f"{s['n_prompts_per_seed']} sequences a seed): {s['pear_heads_in_every_top_k']} of PEAR's K = {k} heads "
+            f"are in the top {k} of every seed (top-{k} probability: {probs}). Heads in every seed's top {k}: "
+            f"{', '.join(s['stable_heads']) or 'none'}. Top-{k} overlap between two seeds: mean "
+            f"{s['mean_top_k_overlap']:.2f}, lowest {s['min_top_k_overlap']:.2f}. On seed 0, "
+            f"{seed0['pear_heads_ci_excluding_zero']} of the {k} have a {seed0['level']:.0%} interval "
+            f"(B = {seed0['n_boot']}) that excludes 0, and {len(sig)} of {s['n_heads']} heads differ from 0 at a "
+            f"false discovery rate of {seed0['alpha']}"
+            + (f" ({', '.join(sig[:12])}{', ...' if len(sig) > 12 else ''})." if sig else "."))
+    out.append("")
+    for s in summaries:
+        png = ROOT / "figures" / f"caterpillar_{s['model']}.png"
+        if png.exists():
+            out.append(f"![caterpillar_{s['model']}](figures/{png.name})")
+    return "\n".join(out) + "\n"
+
+
 def _k_sweeps() -> list[str]:
     """Per published artifact: held-out copy loss of the top-K heads beside K random heads (ablation.csv)."""
     out = []
@@ -164,24 +206,25 @@ def _atlas() -> list[str]:
         return []
     summary, roles = pd.read_csv(summary_csv), pd.read_csv(roles_csv)
     k = int(summary["top_k"].iloc[0])
+    level = "/".join(f"{100 * v:.10g} %" for v in summary["level"].unique())
     out = ["### Head atlas: what the suppression heads are", "",
            "`scripts/make_atlas.py` on each model's run folder (`pear-lens atlas artifacts/MODEL`): every head's Δπ "
            "beside six head scores (definitions and sources: `pear-lens atlas --help`, `pear_lens.atlas.DETECTORS`). "
-           f"ρ is Spearman's rank correlation of Δπ with the score over all heads, with a 95 % bootstrap interval over "
-           f"the detector's prompts; overlap counts the top-{k} Δπ heads among the detector's top {k} (for copy "
-           "suppression, its most negative). The retrieval score reads needle prompts the model answered by copying "
-           "the needle (count in the last column). Signs: induction and retrieval scores are high for heads that copy, "
-           "whose Δπ is negative (removing them hurts copying); a copy-suppression score is negative for heads that "
-           "lower the logit of what they attend to.", "",
-           f"| model | detector | ρ with Δπ [95 % CI] | top-{k} overlap | shared heads | prompts |",
+           f"ρ is Spearman's rank correlation of Δπ with the score over all heads, with a {level} percentile bootstrap "
+           f"interval; overlap counts the top-{k} Δπ heads among the detector's top {k} (for copy suppression, its "
+           f"most negative). {_atlas_resampling(summary)} The retrieval score reads needle prompts the model answered "
+           "by copying the needle (count in the last column). Signs: induction and retrieval scores are high for heads "
+           "that copy, whose Δπ is negative (removing them hurts copying); a copy-suppression score is negative for "
+           "heads that lower the logit of what they attend to.", "",
+           f"| model | detector | ρ with Δπ [{level} CI] | top-{k} overlap | shared heads | prompts |",
            "| --- | --- | --- | --- | --- | --- |"]
     for row in summary.to_dict("records"):
         prompts = (f"{int(row['n_prompts'])} of {int(row['needle_prompts'])} needle prompts copied"
                    if row["detector"] == "retrieval" and row.get("needle_prompts") == row.get("needle_prompts")
                    else f"{int(row['n_prompts'])} proxy sequences")
         shared = row["overlap_heads"] if isinstance(row["overlap_heads"], str) and row["overlap_heads"] else "—"
-        out.append(f"| {row['model']} | {row['short']} | {row['spearman']:+.2f} [{row['ci_low']:+.2f}, "
-                   f"{row['ci_high']:+.2f}] | {int(row['top_k_overlap'])} | {shared} | {prompts} |")
+        out.append(f"| {row['model']} | {row['short']} | {row['interval']} | {int(row['top_k_overlap'])} | {shared} "
+                   f"| {prompts} |")
     out += ["", f"What the top-{k} Δπ heads are (a role: the head is in that detector's top {k}; a retrieval head: "
             "retrieval score above 0.1, Wu et al.'s threshold):", ""]
     for model, part in roles.groupby("model", sort=False):
@@ -190,6 +233,23 @@ def _atlas() -> list[str]:
         if (ROOT / "figures" / f"{stem}.png").exists():
             out.append(f"\n![{stem}](figures/{stem}.png)")
     return out
+
+
+def _atlas_resampling(summary) -> str:
+    """How the atlas's ρ intervals were drawn, one sentence from ``atlas_summary.csv``'s ``n_boot``, ``resampled``
+    and ``note`` columns: B, what the replicates resampled and why anything was held fixed (naming the models
+    where that differs)."""
+    every = list(summary["model"].unique())
+
+    def which(rows) -> str:
+        models = list(rows["model"].unique())
+        return "" if models == every else f" ({', '.join(models)})"
+
+    boots = "/".join(str(int(b)) for b in summary["n_boot"].unique())
+    drawn = "; ".join(f"{what}{which(rows)}" for what, rows in summary.groupby("resampled", sort=False))
+    notes = summary.assign(note=summary["note"].fillna("")).query("note != ''")
+    why = "".join(f"; {note}{which(rows)}" for note, rows in notes.groupby("note", sort=False))
+    return f"Each interval's {boots} bootstrap replicates resampled {drawn}{why}."
 
 
 def _families() -> list[str]:
@@ -271,7 +331,7 @@ def commands() -> str:
     return "\n".join(rows) + "\n"
 
 
-GENERATORS = {"quickstart": quickstart, "results": results, "commands": commands}
+GENERATORS = {"quickstart": quickstart, "results": results, "stability": stability, "commands": commands}
 
 
 def render(text: str) -> str:

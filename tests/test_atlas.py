@@ -29,7 +29,7 @@ from pear_lens.results import HeadScores
 from .conftest import tiny
 from .test_reliability import refused, snapshot
 
-ATLAS = ["--no-png", "--quiet", "--needle.n-prompts", "2", "--needle.haystack-tokens", "16", "--n-boot", "20"]
+ATLAS = ["--no-png", "--quiet", "--needle.n-prompts", "2", "--needle.haystack-tokens", "16", "--n-boot", "1000"]
 
 
 def zero_scores(model, task: ProxyTask, scores: torch.Tensor | None = None) -> HeadScores:
@@ -252,7 +252,7 @@ def test_retrieval_skips_prompts_whose_answer_missed_the_needle(monkeypatch):
     atlas = head_atlas(model, zero_scores(model, ProxyTask(settings=((2, 4),))), ["retrieval"], needle=needle)
     per_prompt = atlas.per_prompt["retrieval"]
     assert torch.isfinite(per_prompt[0]).all() and torch.isnan(per_prompt[1]).all()
-    assert atlas.statistics(n_boot=5).loc[0, "n_prompts"] == 1
+    assert atlas.statistics().loc[0, "n_prompts"] == 1
     everyone = head_atlas(model, zero_scores(model, ProxyTask(settings=((2, 4),))), ["retrieval"],
                           {"retrieval": {"all_prompts": True}}, needle=needle)
     assert torch.isfinite(everyone.per_prompt["retrieval"]).all()
@@ -346,15 +346,19 @@ def test_the_table_has_one_row_per_head_with_each_score_and_its_role_rank():
 
 def test_statistics_spearman_interval_and_top_k_overlap():
     atlas = made_atlas()
-    stats = atlas.statistics(top_k=2, n_boot=200).set_index("detector")
+    stats = atlas.statistics(top_k=2, n_boot=1000).set_index("detector")
     delta = DELTA.flatten()
     for name in ("a", "b", "flat"):
         s = stats.loc[name]
         assert s["spearman"] == pytest.approx(spearman(delta, atlas.score(name).flatten()))
         assert math.isfinite(s["ci_low"]) and s["ci_low"] <= s["ci_high"]
+        assert s["interval"] == f"{s['spearman']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+        assert (s["n_boot"], s["level"]) == (1000, 0.95)
+        # the made-up Δπ keeps no per-prompt values: heads and the detector's prompts only, and it says so
+        assert s["resampled"] == "heads, detector prompts" and "no per-prompt values" in s["note"]
     assert stats.loc["a", "n_prompts"] == 4 and stats.loc["b", "n_prompts"] == 3
-    # every resample of identical prompts has the same scores, so the same ρ
-    assert stats.loc["flat", "ci_low"] == stats.loc["flat", "ci_high"] == stats.loc["flat", "spearman"]
+    # identical prompts give every resample the same scores, but the heads drawn still vary ρ
+    assert stats.loc["flat", "ci_low"] < stats.loc["flat", "spearman"] < stats.loc["flat", "ci_high"]
     # top 2 by Δπ: L1.H0, L0.H0; a's top 2: L0.H1, L1.H0; b's role end (most negative): L1.H0, L0.H0
     assert (stats.loc["a", "top_k_overlap"], stats.loc["a", "overlap_heads"]) == (1, "L1.H0")
     assert (stats.loc["b", "top_k_overlap"], stats.loc["b", "overlap_heads"]) == (2, "L0.H0 L1.H0")
@@ -364,19 +368,31 @@ def test_statistics_spearman_interval_and_top_k_overlap():
     assert roles["roles"].tolist() == ["A, B, FLAT", "B"]
 
 
-def test_the_interval_is_a_percentile_bootstrap_of_the_mean_over_used_prompts():
+def test_the_interval_is_a_percentile_bootstrap_over_heads_and_the_used_prompts():
+    """Replicate b pairs Δπ with the detector's resampled score at the heads drawn for b; the interval is the
+    replicates' percentile interval. A plain loop of ``spearman`` over the same draws agrees."""
+    from pear_lens.atlas import correlation
+    from pear_lens.uncertainty import bootstrap_replicates
+
     made = made_atlas()
     noisy = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(1))  # prompts that disagree
     noisy[5] = float("nan")  # a prompt the detector skipped
     atlas = HeadAtlas(made.delta_pi, {"b": noisy}, {"b": made.detectors["b"]})
-    s = atlas.statistics(top_k=2, n_boot=300, seed=7, level=0.9).iloc[0]
+    s = atlas.statistics(top_k=2, n_boot=1000, seed=7, level=0.9).iloc[0]
     assert s["n_prompts"] == 5
-    used = noisy[:5]  # the NaN prompt is never drawn
-    gen = torch.Generator().manual_seed(7)
-    boot = [spearman(DELTA, used[torch.randint(5, (5,), generator=gen)].mean(0)) for _ in range(300)]
-    low, high = np.quantile(boot, [0.05, 0.95])
+    # the statistics' draws in their order (Δπ keeps no per-prompt values, so none for it): heads, then prompts
+    rng = np.random.default_rng(7)
+    heads = rng.integers(0, 6, size=(1000, 6))
+    used = noisy[:5].numpy()  # the NaN prompt is never drawn
+    scores = bootstrap_replicates(used, np.zeros(5), np.zeros(5, dtype=np.int64), "absolute", n_boot=1000,
+                                  seed=rng).reshape(1000, 6)
+    boot = np.array([spearman(DELTA.flatten()[heads[b]], scores[b, heads[b]]) for b in range(1000)])
+    low, high = np.quantile(boot[np.isfinite(boot)], [0.05, 0.95])
     assert (s["ci_low"], s["ci_high"]) == pytest.approx((low, high))
-    assert low < high  # the resamples differ, so the check means something
+    assert low < high
+    vectorised = correlation.row_spearman(DELTA.flatten().double().numpy()[heads],
+                                          np.take_along_axis(scores, heads, 1))
+    np.testing.assert_allclose(vectorised, boot, atol=1e-12)
 
 
 def test_an_atlas_round_trips_through_its_files(tmp_path):
@@ -385,7 +401,7 @@ def test_an_atlas_round_trips_through_its_files(tmp_path):
     run.mkdir()
     atlas.delta_pi.to_dataframe().to_csv(run / constants.HEAD_SCORES_CSV, index=False)
     (run / constants.DISCOVERY_JSON).write_text(json.dumps({"scores": atlas.delta_pi.metadata()}))
-    written = atlas.save(run, top_k=2, n_boot=20)
+    written = atlas.save(run, top_k=2, n_boot=1000)
     assert {p.name for p in written} == {constants.HEAD_ATLAS_CSV, constants.HEAD_ATLAS_JSON,
                                          constants.HEAD_ATLAS_PROMPTS}
     back = HeadAtlas.load(run)
@@ -421,7 +437,7 @@ def test_figures_have_one_panel_per_score():
     assert isinstance(heat, go.Figure)
     assert sum(isinstance(t, go.Heatmap) for t in heat.data) == 4  # Δπ, a, b, flat
     assert [a.text for a in heat.layout.annotations][:4] == ["Δπ (suppression > 0)", "A", "B", "FLAT"]
-    scatter = atlas.scatter(top_k=2, n_boot=20)
+    scatter = atlas.scatter(top_k=2, n_boot=1000)
     assert isinstance(scatter, go.Figure)
     assert len({t.xaxis for t in scatter.data}) == 3 and len(scatter.layout.annotations) == 3
     assert scatter.layout.annotations[0].text.startswith("A: ρ = ")
@@ -549,14 +565,20 @@ def test_atlas_adds_its_files_to_the_run_folder(run_dir, tmp_path, capsys):
 
 
 def _edit_fingerprint(run: Path) -> None:
+    """The run as if scored on other weights: every record of its fingerprint says so."""
     path = run / constants.DISCOVERY_JSON
     meta = json.loads(path.read_text())
     meta["scores"]["fingerprint"] = meta["model"]["fingerprint"] = "blake2b:" + "0" * 32
     path.write_text(json.dumps(meta, indent=2))
+    saved = run / constants.RUN_SCORES_DIR / "scores.json"
+    if saved.exists():
+        meta = json.loads(saved.read_text())
+        meta["fingerprint"] = "blake2b:" + "0" * 32
+        saved.write_text(json.dumps(meta, indent=2))
 
 
 @pytest.mark.parametrize("case", ["other model", "edited fingerprint", "unknown detector", "option of another detector",
-                                  "longer than the context", "not a run folder"])
+                                  "longer than the context", "not a run folder", "too few replicates"])
 def test_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys, case):
     args, says = {
         "other model": (["--model", "tiny-gpt2"], "was scored on other weights"),
@@ -566,6 +588,7 @@ def test_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys, cas
                                        "--retrieval.all-prompts is an option of 'retrieval'"),
         "longer than the context": (["--needle.haystack-tokens", "100000"], "do not fit tiny-llama's context of 256"),
         "not a run folder": ([], "is missing"),
+        "too few replicates": (["--n-boot", "999"], "--n-boot must be at least 1000"),
     }[case]
     if case == "edited fingerprint":
         _edit_fingerprint(run_dir)

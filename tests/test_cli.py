@@ -26,7 +26,8 @@ def test_discover_writes_a_complete_run_folder(tmp_path):
     code, out = discover(tmp_path)
     assert code == 0
     assert {p.name for p in out.iterdir()} == {constants.HEAD_SCORES_CSV, constants.HEATMAP_HTML,
-                                               constants.HEATMAP_PNG, constants.DISCOVERY_JSON, MARKER}
+                                               constants.HEATMAP_PNG, constants.DISCOVERY_JSON, MARKER,
+                                               constants.RUN_SCORES_DIR}
     assert json.loads((out / MARKER).read_text())["kind"] == "run"
     df = pd.read_csv(out / constants.HEAD_SCORES_CSV)
     assert len(df) == 12 and {"layer", "head", "score", "rank", "method", "metric"} <= set(df.columns)
@@ -128,7 +129,7 @@ class ToyOptions:
 @pytest.fixture
 def toy_method():
     """A scoring method registered the way a new one would be, removed again after the test."""
-    from pear_lens.mediation.base import METHODS, record_options, register, run_settings
+    from pear_lens.mediation.base import METHODS, SettingScan, record_options, register, run_settings
 
     @register("toy", "T", "toy: Δπ = ±scale × layer, no forward pass", ToyOptions)
     def toy(model, task, metric, *, difference, seed, progress, options=ToyOptions()):
@@ -136,7 +137,8 @@ def toy_method():
         effect = options.scale * (1 if options.sign is Sign.PLUS else -1) * layer
 
         def per_setting(batch, bar):  # clean π = 1, so the relative Δπ is the effect itself
-            return 1.0 + effect, 1.0
+            n = batch.batch_size
+            return SettingScan(1.0 + effect, 1.0, (1.0 + effect).float().expand(n, -1, -1), torch.ones(n))
 
         return run_settings(model, task, metric, difference, "toy", per_setting,
                             options=record_options(options), progress=progress, steps_per_setting=1)

@@ -69,7 +69,8 @@ def atlas_heatmaps(df: pd.DataFrame, columns: dict[str, str], top_k: int = 10, t
 
 def atlas_scatter(df: pd.DataFrame, columns: dict[str, str], stats: pd.DataFrame, top_k: int = 10,
                   title: str | None = None) -> go.Figure:
-    """Δπ against each score, one panel per score, with Spearman ρ (bootstrap CI) and the top-K overlap."""
+    """Δπ against each score, one panel per score, with Spearman ρ (its printable ``interval``) and the top-K
+    overlap; the title states the intervals' level, B and what they resample."""
     n = len(columns)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -77,8 +78,11 @@ def atlas_scatter(df: pd.DataFrame, columns: dict[str, str], stats: pd.DataFrame
     titles = []
     for column, label in columns.items():
         s = by.loc[column]
-        titles.append(f"{label}: ρ = {s['spearman']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}], "
-                      f"top-{top_k} overlap {int(s['top_k_overlap'])}")
+        titles.append(f"{label}: ρ = {s['interval']}, top-{top_k} overlap {int(s['top_k_overlap'])}")
+    parts = [by.loc[c] for c in columns]
+    how = "; ".join(sorted({f"{100 * s['level']:.10g} % bootstrap interval (B = {int(s['n_boot'])}, "
+                            f"resampled: {s['resampled']})" for s in parts}))
+    title = f"{title or 'Δπ against each head score'}<br><sup>ρ: Spearman over heads, {how}</sup>"
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.08, vertical_spacing=0.14)
     top = set(map(tuple, _top(df, DELTA, top_k)[["layer", "head"]].to_numpy()))
     is_top = np.array([(l, h) in top for l, h in zip(df["layer"], df["head"])])
@@ -93,8 +97,8 @@ def atlas_scatter(df: pd.DataFrame, columns: dict[str, str], stats: pd.DataFrame
                           row=r, col=c)
         fig.update_xaxes(title_text=label, row=r, col=c)
         fig.update_yaxes(title_text="Δπ", row=r, col=c)
-    fig.update_layout(template=template(), title=title or "Δπ against each head score", height=340 * rows + 80,
-                      width=420 * cols + 80, legend=dict(orientation="h", y=-0.08))
+    fig.update_layout(template=template(), title=title, height=340 * rows + 80, margin=dict(t=100),
+                      width=420 * cols + 80, legend=dict(orientation="h", y=-0.08))  # t: room for the subtitle
     fig.update_annotations(font_size=11)
     return fig
 

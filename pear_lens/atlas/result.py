@@ -1,7 +1,8 @@
 """``HeadAtlas``, the head atlas's result: Δπ beside every detector's per-head scores, its statistics and files.
 
 A :class:`HeadAtlas` holds a discovery run's Δπ and, per detector, one score per head and prompt;
-the per-prompt scores give bootstrap intervals over prompts for every statistic it reports. On disk
+the per-prompt scores (and Δπ's, where it keeps them) give each rank correlation a bootstrap interval
+that resamples heads and prompts together (:mod:`pear_lens.atlas.correlation`). On disk
 it is ``head_atlas.csv`` (one row per head), ``head_atlas.json`` (definitions, sources, options,
 prompt sets, timings, statistics) and ``head_atlas_prompts.safetensors`` (the per-prompt scores).
 """
@@ -21,11 +22,12 @@ from torch import Tensor
 
 from pear_lens import constants
 from pear_lens.agreement import layer_depth, spearman
-from pear_lens.atlas import figures
+from pear_lens.atlas import correlation, figures
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_path, atomic_write_json, save_safetensors
 from pear_lens.results import HeadScores
 from pear_lens.runs import existing
+from pear_lens.uncertainty import MIN_BOOT
 
 RETRIEVAL_THRESHOLD = 0.1
 """Wu et al. 2024 call a head a retrieval head when its retrieval score exceeds 0.1."""
@@ -105,28 +107,48 @@ class HeadAtlas:
         return df
 
     def statistics(self, top_k: int = 10, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-        """Per detector: Spearman ρ of Δπ with the score (percentile bootstrap CI over the detector's prompts),
-        and how many of the top-``top_k`` Δπ heads are among the detector's top ``top_k`` (its role end;
-        ``top_k`` is capped at the number of heads)."""
+        """Per detector: Spearman ρ of Δπ with the score over heads, its bootstrap interval, and how many of the
+        top-``top_k`` Δπ heads are among the detector's top ``top_k`` (its role end; ``top_k`` is capped at the
+        number of heads).
+
+        Each of the ``n_boot`` replicates (at least 1000) draws the heads with replacement and recomputes both
+        scores from prompts drawn with replacement: the detector's used prompts, and Δπ's per-prompt values
+        within each setting as :func:`pear_lens.uncertainty.bootstrap_ci` resamples them (the two prompt sets
+        are drawn independently, and all detectors share the head draws). The interval is the replicates'
+        percentile interval at ``level`` (:mod:`pear_lens.atlas.correlation`). Where Δπ keeps no per-prompt
+        values (a run from before pear_lens kept them) its scores are held fixed: ``resampled`` says what was
+        resampled and ``note`` why. ``interval`` is the printable ρ and interval; where ρ or its interval is
+        undefined (a score constant over the heads, fewer than 3 heads) it says "undefined" and why, and
+        ``ci_low`` and ``ci_high`` are NaN. ``n_boot`` and ``level`` are columns, so every table states them.
+        """
+        if n_boot < MIN_BOOT:
+            raise PearLensError(f"n_boot={n_boot} is too few for the tails of an interval; use n_boot >= {MIN_BOOT}")
+        if not 0 < level < 1:
+            raise PearLensError(f"level must be between 0 and 1 (e.g. 0.95), got {level}")
         top_k = min(top_k, self.delta_pi.scores.numel())
         delta = self.delta_pi.scores.flatten()
+        delta_np = delta.double().numpy()
         top_delta = set(self.delta_pi.top_k(top_k))
-        gen = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        delta_reps, why_fixed = correlation.delta_pi_replicates(self.delta_pi, n_boot, rng)
+        heads = rng.integers(0, delta_np.size, size=(n_boot, delta_np.size))
         rows = []
         for name in self.names:
             used = self.used(name)
-            rho = spearman(delta, self.score(name).flatten())
-            boot = []
-            for _ in range(n_boot):
-                idx = torch.randint(used.shape[0], (used.shape[0],), generator=gen)
-                boot.append(spearman(delta, used[idx].mean(0).flatten()))
-            boot_arr = np.array(boot, dtype=float)
-            boot_arr = boot_arr[np.isfinite(boot_arr)]
-            lo, hi = (np.quantile(boot_arr, [(1 - level) / 2, (1 + level) / 2]) if len(boot_arr) else (np.nan, np.nan))
+            score = self.score(name).flatten()
+            label = self.detectors[name]["short"]
+            corr = correlation.rank_correlation(
+                spearman(delta, score), delta_np, score.double().numpy(), label=label, delta_reps=delta_reps,
+                score_reps=correlation.score_replicates(used.numpy(), n_boot, rng), heads=heads, level=level)
+            notes = [why_fixed] if why_fixed else []
+            if corr.n_undefined and not corr.undefined:
+                notes.append(f"ρ undefined in {corr.n_undefined} of {n_boot} replicates, left out")
             overlap = sorted(top_delta & set(self.top_heads(name, top_k)))
-            rows.append({"detector": name, "short": self.detectors[name]["short"], "n_prompts": int(used.shape[0]),
-                         "spearman": rho, "ci_low": float(lo), "ci_high": float(hi), "top_k": top_k,
-                         "top_k_overlap": len(overlap), "overlap_heads": " ".join(f"L{l}.H{h}" for l, h in overlap)})
+            rows.append({"detector": name, "short": label, "n_prompts": int(used.shape[0]),
+                         "spearman": corr.rho, "ci_low": corr.low, "ci_high": corr.high, "interval": corr.text,
+                         "resampled": corr.resampled.value, "n_boot": n_boot, "level": level,
+                         "note": "; ".join(notes), "top_k": top_k, "top_k_overlap": len(overlap),
+                         "overlap_heads": " ".join(f"L{l}.H{h}" for l, h in overlap)})
         return pd.DataFrame(rows)
 
     def roles(self, top_k: int = 10) -> pd.DataFrame:
@@ -161,7 +183,8 @@ class HeadAtlas:
                                       higher_is_role={n: self.detectors[n]["higher_is_role"] for n in self.names})
 
     def scatter(self, top_k: int = 10, n_boot: int = 1000, title: str | None = None):
-        """Δπ against each score, with Spearman ρ (bootstrap CI) and the top-``top_k`` overlap."""
+        """Δπ against each score, with Spearman ρ (the interval of :meth:`statistics`) and the top-``top_k``
+        overlap."""
         return figures.atlas_scatter(self.to_dataframe(), self._columns(), self.statistics(top_k, n_boot),
                                      top_k=top_k, title=title or f"{self.model}: Δπ against each head score")
 
@@ -173,7 +196,7 @@ class HeadAtlas:
                                                                        "difference": self.delta_pi.difference,
                                                                        "task": self.delta_pi.task},
                 "detectors": self.detectors, "prompts": self.prompts, "extra": self.extra,
-                "statistics": self.statistics(top_k, n_boot).to_dict(orient="records"),
+                "statistics": _records(self.statistics(top_k, n_boot)),
                 "roles": self.roles(top_k).to_dict(orient="records")}
 
     def save(self, folder: str | Path, top_k: int = 10, n_boot: int = 1000) -> list[Path]:
@@ -202,3 +225,9 @@ class HeadAtlas:
         except (KeyError, TypeError, ValueError, OSError) as e:
             raise PearLensError(f"{run_dir} holds a corrupt head atlas ({' '.join(str(e).split())}); "
                                 f"rerun `pear-lens atlas {run_dir} --overwrite`") from None
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts for JSON: an undefined number is null, never NaN (which JSON lacks)."""
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+            for row in df.to_dict(orient="records")]

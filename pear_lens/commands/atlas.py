@@ -16,6 +16,7 @@ from pear_lens import constants
 from pear_lens.atlas import DETECTORS, HeadAtlas, NeedleConfig
 from pear_lens.config import Settings, option
 from pear_lens.errors import PearLensError
+from pear_lens.uncertainty import MIN_BOOT
 
 ATLAS_FILES = (constants.HEAD_ATLAS_CSV, constants.HEAD_ATLAS_JSON, constants.HEAD_ATLAS_PROMPTS,
                constants.ATLAS_HEATMAPS_HTML, constants.ATLAS_SCATTER_HTML,
@@ -45,7 +46,9 @@ class AtlasConfig:
     device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, ...)")
     dtype: str = option("float32", help="dtype of the weights", choices=["float32", "bfloat16", "float16"])
     top_k: int = option(10, help="top-K Δπ heads compared with each detector's top K, and outlined on the figures")
-    n_boot: int = option(1000, help="bootstrap resamples (over prompts) of each Spearman ρ's interval")
+    n_boot: int = option(MIN_BOOT, help=f"bootstrap replicates of each Spearman ρ's interval (at least {MIN_BOOT}); "
+                                        "each resamples the heads, Δπ's prompts where the run kept per-prompt "
+                                        "values, and the detector's prompts")
     overwrite: bool = option(False, help="replace an atlas already in RUN_DIR")
     no_png: bool = option(False, help="skip the static PNGs (need a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bars")
@@ -59,6 +62,9 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
     from pear_lens.results import HeadScores
     from pear_lens.runs import scored_model
 
+    if config.n_boot < MIN_BOOT:
+        raise PearLensError(f"--n-boot must be at least {MIN_BOOT} (the interval's tails need them), "
+                            f"got {config.n_boot}")
     run_dir = Path(config.run_dir)
     if not run_dir.is_dir():
         raise PearLensError(f"{run_dir} is not a folder; give a `pear-lens discover` run folder")
@@ -70,8 +76,6 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
         raise PearLensError(f"{run_dir} already holds a head atlas ({present[0]}); pass --overwrite to replace it")
     if config.top_k < 1 or config.top_k > scores.scores.numel():
         raise PearLensError(f"--top-k must be between 1 and {scores.scores.numel()}, got {config.top_k}")
-    if config.n_boot < 1:
-        raise PearLensError(f"--n-boot must be at least 1, got {config.n_boot}")
     check_device(config.device)
     if not config.no_png:
         check_static_export()

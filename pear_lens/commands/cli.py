@@ -7,7 +7,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from pear_lens.config import add_arguments, from_namespace
-from pear_lens.errors import one_line
+from pear_lens.errors import ManyProblems, PearLensError, one_line
 
 
 def _models(_: None) -> None:
@@ -28,6 +28,15 @@ def _discover(config: Any) -> None:
     scores = discover(config)
     top = ", ".join(f"L{l}.H{h}" for l, h in scores.top_k(min(5, scores.scores.numel())))
     print(f"scored {scores.scores.numel()} heads of {scores.model} in {scores.extra['seconds']:.1f} s; top: {top}")
+    if config.seeds:
+        import json
+
+        from pear_lens.constants import STABILITY_JSON
+
+        stability = json.loads((config.out / STABILITY_JSON).read_text(encoding="utf-8"))
+        print(f"over seeds {', '.join(map(str, config.seeds))}: mean top-{stability['k']} overlap "
+              f"{stability['mean_top_k_overlap']:.2f}; in every top {stability['k']}: "
+              f"{', '.join(stability['heads_in_every_top_k']) or 'none'}")
     print(f"wrote {config.out}")
 
 
@@ -117,7 +126,7 @@ def _config_command(cls_path: str) -> Callable[[], type]:
 # name -> (help, config class loader or None, handler: what runs the command on its config and reports it)
 COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[Any], None]]] = {
     "models": ("list the models pear_lens knows and whether each is installed", None, _models),
-    "discover": ("score every attention head on the copy proxy task and write a run folder",
+    "discover": ("score every attention head on the copy proxy task (or your own --task file) and write a run folder",
                  _config_command("pear_lens.commands.discover:DiscoverConfig"), _discover),
     "train": ("learn one coefficient τ per top head of a discovery run and save the artifact in it",
               _config_command("pear_lens.commands.train:TrainRunConfig"), _train),
@@ -181,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # one line, never a traceback (unless --debug)
         if debug:
             raise
+        if isinstance(e, ManyProblems):  # one line for each problem
+            for line in [e.summary, *e.problems]:
+                print(f"pear-lens {ns.command}: error: {one_line(PearLensError(line))[0]}", file=sys.stderr)
+            return 2
         message, code = one_line(e)
         print(f"pear-lens {ns.command}: error: {message}", file=sys.stderr)
         return code

@@ -470,7 +470,8 @@ def k_sweep_table(csv: Path) -> list[str]:
 
 def atlas_roles_sentence(part: pd.DataFrame, k: int, stats: pd.DataFrame) -> str:
     """What one model's top-``k`` Δπ heads are (``atlas_roles.csv`` rows of the model), with the largest rank
-    correlation of its ``atlas_summary.csv`` rows: one sentence, every number from the two tables."""
+    correlation of its ``atlas_summary.csv`` rows and its printable ``interval`` (an undefined one is named,
+    never NaN): one sentence, every number from the two tables."""
     counts: dict[str, int] = {}
     for roles in part["roles"]:
         for role in ([] if roles == "none" else roles.split(", ")):
@@ -478,9 +479,11 @@ def atlas_roles_sentence(part: pd.DataFrame, k: int, stats: pd.DataFrame) -> str
     neither = int((part["roles"] == "none").sum())
     held = ", ".join(f"{n} in the top {k} by {role}" for role, n in sorted(counts.items(), key=lambda x: -x[1]))
     retrieval = int(part["retrieval_head"].sum()) if "retrieval_head" in part else 0
-    best = stats.loc[stats["spearman"].abs().idxmax()]
     top = part.sort_values("delta_pi_rank").iloc[0]
-    return (f"{held or 'none in any detector’s top ' + str(k)}; {retrieval} retrieval head(s) by the threshold; "
+    text = (f"{held or 'none in any detector’s top ' + str(k)}; {retrieval} retrieval head(s) by the threshold; "
             f"{neither} of {len(part)} hold none of the roles. The strongest suppressor, {top['head']}, holds: "
-            f"{top['roles']}. The largest rank correlation of Δπ is with {best['short']} "
-            f"(ρ = {best['spearman']:+.2f}).")
+            f"{top['roles']}.")
+    if stats["spearman"].isna().all():
+        return text + " The rank correlation of Δπ is undefined with every detector's score (see the table)."
+    best = stats.loc[stats["spearman"].abs().idxmax()]
+    return text + f" The largest rank correlation of Δπ is with {best['short']} (ρ = {best['interval']})."

@@ -13,10 +13,12 @@ options.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+import warnings
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from pear_lens.config import variant_options
-from pear_lens.errors import PearLensError
+from pear_lens.copy_accuracy import clean_copy, copy_task_record, weak_copy_message
+from pear_lens.errors import CopyTaskTooWeak, PearLensError
 from pear_lens.mediation import activation, attribution, path  # noqa: F401  (registers the methods)
 from pear_lens.mediation.activation import ActivationOptions
 from pear_lens.mediation.attribution import AttributionOptions
@@ -32,7 +34,11 @@ if TYPE_CHECKING:
     from pear_lens.prompt_task import PromptTask
     from pear_lens.proxy_task import ProxyTask
 
-__all__ = ["METHODS", "Ablation", "ActivationOptions", "AttributionOptions", "Implementation", "Method", "NoOptions",
+class WeakCopyTask(UserWarning):
+    """The model copies too little of the proxy task for its head scores to mean much (``copy_check='warn'``)."""
+
+
+__all__ = ["WeakCopyTask", "METHODS", "Ablation", "ActivationOptions", "AttributionOptions", "Implementation", "Method", "NoOptions",
            "PathOptions", "Positions", "method_options", "record_options", "register", "score_heads"]
 
 
@@ -65,6 +71,8 @@ def score_heads(
     seed: int = 0,
     progress: bool = True,
     options: Any = None,
+    tokenizer: Any = None,
+    copy_check: Literal["warn", "refuse", "off"] = "warn",
     **opts: Any,
 ) -> HeadScores:
     """Score every attention head of ``model`` on ``task`` (default: PEAR's copy proxy task).
@@ -75,8 +83,14 @@ def score_heads(
     its name) or your own callable ``fn(logits [batch, vocab], batch) -> [batch]``. ``difference``: relative or
     absolute (default: the task's own, relative on the proxy task, absolute on yours). ``options`` (the method's
     options dataclass, e.g. :class:`ActivationOptions`, or a mapping) or keyword options (``positions="end"``)
-    set the method's own options; ``seed`` seeds resample ablation. The result keeps every prompt's values, so
-    :meth:`~pear_lens.results.HeadScores.ci` can put error bars on it.
+    set the method's own options; ``seed`` seeds resample ablation. ``tokenizer``: the tokenizer of a Hugging Face
+    model object. The result keeps every prompt's values, so :meth:`~pear_lens.results.HeadScores.ci` can put
+    error bars on it.
+
+    On the proxy task the unmodified model's copy accuracy is measured first, as ``pear-lens discover`` does
+    (:func:`~pear_lens.copy_accuracy.check_copy_task`): heads ranked on a task the model cannot do rank noise.
+    ``copy_check``: ``"warn"`` (one warning line), ``"refuse"`` (a :class:`~pear_lens.errors.CopyTaskTooWeak`) or
+    ``"off"``.
 
     >>> from pear_lens import load_model, ProxyTask
     >>> scores = score_heads(load_model("tiny-llama"), ProxyTask(settings=((4, 8),)), progress=False)
@@ -92,8 +106,18 @@ def score_heads(
         raise PearLensError(f"task must be a ProxyTask or a PromptTask, got {type(task).__name__}; build your "
                             "prompts into pear_lens.PromptTask(prompts, answers, ...)")
     difference = task.default_difference if difference is None else difference
+    if copy_check not in ("warn", "refuse", "off"):
+        raise PearLensError(f"copy_check must be 'warn', 'refuse' or 'off', got {copy_check!r}")
+    model = as_loaded(model, tokenizer=tokenizer)
+    if isinstance(task, ProxyTask) and copy_check != "off":
+        record = copy_task_record(task, clean_copy(model, task), 0.0)
+        message = weak_copy_message(model.name, record, python=True)
+        if message and copy_check == "refuse":
+            raise CopyTaskTooWeak(message)
+        if message:
+            warnings.warn(message, WeakCopyTask, stacklevel=2)
     return METHODS[method].fn(
-        as_loaded(model), task, parse_metric(metric),
+        model, task, parse_metric(metric),
         difference=parse_member(Difference, difference, "difference"),
         seed=seed, progress=progress, options=chosen,
     )
