@@ -69,16 +69,18 @@ def summarise(model: str, runs: list[HeadScores], pear_heads: list[tuple[int, in
     lo, hi = first.ci(level=LEVEL, n_boot=N_BOOT, seed=BOOT_SEED)
     q = first.qvalues()
     table = stability.to_dataframe()
-    table["seed0_score"] = [float(first.scores[l, h]) for l, h in zip(table.layer, table.head)]
-    table["seed0_ci_low"] = [float(lo[l, h]) for l, h in zip(table.layer, table.head)]
-    table["seed0_ci_high"] = [float(hi[l, h]) for l, h in zip(table.layer, table.head)]
-    table["seed0_q_value"] = [float(q[l, h]) for l, h in zip(table.layer, table.head)]
-    table["in_pear"] = [(l, h) in pear_heads for l, h in zip(table.layer, table.head)]
+    table["seed0_score"] = [float(first.scores[l, h]) for l, h in zip(table["layer"], table["head"])]
+    table["seed0_ci_low"] = [float(lo[l, h]) for l, h in zip(table["layer"], table["head"])]
+    table["seed0_ci_high"] = [float(hi[l, h]) for l, h in zip(table["layer"], table["head"])]
+    table["seed0_q_value"] = [float(q[l, h]) for l, h in zip(table["layer"], table["head"])]
+    table["in_pear"] = [(l, h) in pear_heads for l, h in zip(table["layer"], table["head"])]
     table = table.sort_values(["top_k_probability", "mean_score"], ascending=False)
     atomic_write_text(FIGURES / f"stability_{model}.csv", table.to_csv(index=False, float_format="%.6g"))
-    save_figure(first.caterpillar(top=20, level=LEVEL, n_boot=N_BOOT, seed=BOOT_SEED), FIGURES / f"caterpillar_{model}")
+    save_figure(first.caterpillar(top=20, level=LEVEL, n_boot=N_BOOT, seed=BOOT_SEED), FIGURES / f"caterpillar_{model}.html",
+                formats=["html", "png"])
     prob = {head_label(h): float(stability.top_k_probability[h]) for h in pear_heads}
     excludes_zero = [(l, h) for l, h in pear_heads if lo[l, h] > 0 or hi[l, h] < 0]
+    significant = first.significant(ALPHA)
     summary = {
         "model": model, "k": k, "seeds": [r.task["seed"] for r in runs], "n_heads": first.scores.numel(),
         "method": first.method, "metric": first.metric, "difference": first.difference,
@@ -91,7 +93,8 @@ def summarise(model: str, runs: list[HeadScores], pear_heads: list[tuple[int, in
         "min_top_k_overlap": float(stability.overlap[~_eye(len(runs))].min()),
         "seed0": {"level": LEVEL, "n_boot": N_BOOT, "bootstrap_seed": BOOT_SEED, "alpha": ALPHA,
                   "pear_heads_ci_excluding_zero": len(excludes_zero),
-                  "significant_heads_fdr": [head_label(h) for h in first.significant(ALPHA)]},
+                  "significant_suppressors": [head_label(h) for h in significant if first.scores[h] > 0],
+                  "significant_helpers": [head_label(h) for h in significant if first.scores[h] < 0]},
     }
     atomic_write_json(OUT / model / "summary.json", summary)
     return summary

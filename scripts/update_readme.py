@@ -135,17 +135,18 @@ def stability() -> str:
         k, seeds = s["k"], s["seeds"]
         probs = ", ".join(f"{h} {p:.2f}" for h, p in s["pear_top_k_probability"].items())
         seed0 = s["seed0"]
-        sig = seed0["significant_heads_fdr"]
+        up, down = seed0["significant_suppressors"], seed0["significant_helpers"]
         out.append(
             f"- **{s['model']}** ({s['n_heads']} heads, {len(seeds)} seeds: {', '.join(map(str, seeds))}; "
             f"{s['n_prompts_per_seed']} sequences a seed): {s['pear_heads_in_every_top_k']} of PEAR's K = {k} heads "
             f"are in the top {k} of every seed (top-{k} probability: {probs}). Heads in every seed's top {k}: "
             f"{', '.join(s['stable_heads']) or 'none'}. Top-{k} overlap between two seeds: mean "
             f"{s['mean_top_k_overlap']:.2f}, lowest {s['min_top_k_overlap']:.2f}. On seed 0, "
-            f"{seed0['pear_heads_ci_excluding_zero']} of the {k} have a {seed0['level']:.0%} interval "
-            f"(B = {seed0['n_boot']}) that excludes 0, and {len(sig)} of {s['n_heads']} heads differ from 0 at a "
-            f"false discovery rate of {seed0['alpha']}"
-            + (f" ({', '.join(sig[:12])}{', ...' if len(sig) > 12 else ''})." if sig else "."))
+            f"{seed0['pear_heads_ci_excluding_zero']} of PEAR's {k} have a {seed0['level']:.0%} interval "
+            f"(B = {seed0['n_boot']}) that excludes 0; at a false discovery rate of {seed0['alpha']} over all "
+            f"{s['n_heads']} heads, {len(up)} differ from 0 as suppressors (Δπ > 0"
+            + (f": {', '.join(up[:10])}{', ...' if len(up) > 10 else ''}" if up else "")
+            + f") and {len(down)} as helpers of copying (Δπ < 0).")
     out.append("")
     for s in summaries:
         png = ROOT / "figures" / f"caterpillar_{s['model']}.png"
