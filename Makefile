@@ -45,8 +45,9 @@ test: setup  # includes lint-imports: tests/test_layers.py checks pyproject.toml
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not notebook" tests
 
-bench: setup  # discovery, then training and overhead on the artifact `make demo` wrote
+bench: setup  # discovery and the path scan on a task of your own, then training and overhead on the artifact `make demo` wrote
 	$(BIN)/python benchmarks/discovery.py
+	$(BIN)/python benchmarks/custom_task.py
 	test -f $(RUN)/pear.json || $(MAKE) demo
 	$(BIN)/python benchmarks/training.py --run-dir $(RUN)
 	$(BIN)/python benchmarks/overhead.py --run-dir $(RUN)

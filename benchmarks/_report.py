@@ -11,6 +11,7 @@ import io
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +20,26 @@ import torch
 from pear_lens.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class Bar:
+    """A progress bar that shows nothing (the per-setting scans advance one)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def spread(n_layers: int, n_heads: int, count: int) -> list[tuple[int, int]]:
+    """``count`` heads spread evenly over the layers: the subset a plain per-head loop is timed on."""
+    layers = torch.linspace(0, n_layers - 1, count).round().long().tolist()
+    return [(layer, (i * 4) % n_heads) for i, layer in enumerate(layers)]
+
+
+def timed(fn):
+    """``(fn(), seconds)``."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
 
 
 class Report:

@@ -36,7 +36,7 @@ import time
 
 import torch
 
-from _report import Report
+from _report import Bar as _Bar, Report, spread, timed
 
 from pear_lens.agreement import spearman
 from pear_lens.mediation import activation, path
@@ -49,30 +49,15 @@ from pear_lens.proxy_task import ProxyTask
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-class _Bar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-
-def spread(n_layers: int, n_heads: int, count: int) -> list[tuple[int, int]]:
-    layers = torch.linspace(0, n_layers - 1, count).round().long().tolist()
-    return [(layer, (i * 4) % n_heads) for i, layer in enumerate(layers)]
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
 def plain_subset(setting_fn, model, task, heads, **kw):
     """Plain per-setting loop restricted to ``heads``; returns π̃ [S, L, H], π [S], seconds."""
     patched, cleans = [], []
     t0 = time.perf_counter()
     for batch in task.batches(model):
-        p, c = setting_fn(model, batch, Metric.LOGIT_MINUS_MEAN, Ablation.MEAN, *kw.get("extra", ()), 0, _Bar(), heads=heads)
-        patched.append(p)
-        cleans.append(c)
+        scan = setting_fn(model, batch, Metric.LOGIT_MINUS_MEAN, Ablation.MEAN, *kw.get("extra", ()), 0, _Bar(),
+                          heads=heads)
+        patched.append(scan.patched)
+        cleans.append(scan.clean)
     return torch.stack(patched), torch.tensor(cleans), time.perf_counter() - t0
 
 

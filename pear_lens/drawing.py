@@ -65,7 +65,7 @@ def require_columns(df: "pd.DataFrame", columns: Iterable[str], what: str) -> No
 def delta_pi_heatmap(z: "np.ndarray", top: Sequence[tuple[int, int]] | None, *, model: str, method: str,
                      metric: str, difference: str, title: str | None = None,
                      significant: Sequence[tuple[int, int]] | None = None, level: float | None = None,
-                     n_boot: int | None = None) -> go.Figure:
+                     n_boot: int | None = None, proxy_task: bool = True) -> go.Figure:
     """Layers (rows) × heads (columns) of Δπ ``z``, diverging colours centred at 0, the ``top`` heads (strongest
     first) outlined and ranked; ``model``, ``method``, ``metric`` and ``difference`` say how Δπ was made.
 
@@ -86,7 +86,9 @@ def delta_pi_heatmap(z: "np.ndarray", top: Sequence[tuple[int, int]] | None, *, 
             text=[str(i + 1) for i in range(len(top))], textposition="middle right",
             textfont=dict(size=10), name=f"top {len(top)} (rank beside the box)", hoverinfo="skip",
         ))
-    subtitle = f"{method} patching, {metric}, {difference} Δπ\nred (Δπ > 0): removing the head helps copying"
+    reading = ("removing the head helps copying" if proxy_task
+               else "patching the head raises the metric, blue: lowers it")
+    subtitle = f"{method} patching, {metric}, {difference} Δπ\nred (Δπ > 0): {reading}"
     if significant is not None:
         rule = f"{interval_text(level, n_boot)} excludes 0"
         fig.add_trace(go.Scatter(

@@ -184,12 +184,14 @@ class HeadScores:
         top = self.top_k(min(top_k, self.scores.numel())) if top_k else None
         if not mark_significant:
             return delta_pi_heatmap(self.scores.numpy(), top, model=self.model, method=self.method,
-                                    metric=self.metric, difference=self.difference, title=title)
+                                    metric=self.metric, difference=self.difference, title=title,
+                                    proxy_task=self.task.get("kind") != "prompts")
         lo, hi = self.ci(level=level, n_boot=n_boot, seed=seed)
         excludes = ((lo > 0) | (hi < 0)).nonzero().tolist()
         return delta_pi_heatmap(self.scores.numpy(), top, model=self.model, method=self.method, metric=self.metric,
                                 difference=self.difference, title=title,
-                                significant=[(int(l), int(h)) for l, h in excludes], level=level, n_boot=n_boot)
+                                significant=[(int(l), int(h)) for l, h in excludes], level=level, n_boot=n_boot,
+                                proxy_task=self.task.get("kind") != "prompts")
 
     def caterpillar(self, top: int = 20, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
                     alpha: float = 0.05):

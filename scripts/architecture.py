@@ -29,7 +29,9 @@ FOLDERS = {
                   "`figures/benchmarks/`",
     "notebooks": "tutorials, executed top to bottom (fast mode) by `tests/test_notebooks.py`; committed without "
                  "outputs",
-    "examples": "`quickstart.py`, the README's quick start, shown there verbatim and run by `tests/test_readme.py`",
+    "examples": "`quickstart.py`, the README's quick start, shown there verbatim and run by `tests/test_readme.py`; "
+                "`ioi_task.py`, an indirect-object task of your own (and its `ioi_task.jsonl`), read by a test, a "
+                "benchmark and notebook 05",
     "docs": "this page and `gpu.md` (large models on a GPU)",
 }
 """The folders beside the package, and what they are (scripts, benchmarks and notebooks list each file)."""

@@ -22,9 +22,9 @@ SEED = 0
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def load_script(name: str):
-    """``scripts/NAME.py`` imported as a module (the scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+def load_script(name: str, folder: Path = SCRIPTS):
+    """``scripts/NAME.py`` (or ``FOLDER/NAME.py``) imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -39,7 +39,8 @@ def test_discover_default_run_on_smollm2(tmp_path, smol):
 
 def _subset_check(setting_fn, fast_scores, model, task, heads, *extra, tol=1e-4):
     (batch,) = task.batches(model)
-    plain, clean = setting_fn(model, batch, Metric.LOGIT_MINUS_MEAN, Ablation.MEAN, *extra, 0, _Bar(), heads=heads)
+    scan = setting_fn(model, batch, Metric.LOGIT_MINUS_MEAN, Ablation.MEAN, *extra, 0, _Bar(), heads=heads)
+    plain, clean = scan.patched, scan.clean
     idx = tuple(torch.tensor(heads).T)
     plain_rel = plain[idx].double() / clean - 1  # in float64: π̃/π − 1 cancels most digits of a float32 ratio
     assert fast_scores.clean_metric[0] == pytest.approx(clean, rel=1e-5)

@@ -24,10 +24,10 @@ def notebook_paths() -> list[Path]:
     return sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
-def test_the_four_notebooks_exist():
+def test_the_five_notebooks_exist():
     names = [p.name for p in notebook_paths()]
     assert names == ["01_discover_heads.ipynb", "02_reweight_and_fold.ipynb", "03_compare_families.ipynb",
-                     "04_head_atlas.ipynb"]
+                     "04_head_atlas.ipynb", "05_your_own_task.ipynb"]
 
 
 @pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)

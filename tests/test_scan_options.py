@@ -142,3 +142,11 @@ def test_heads_can_be_selected_by_the_lower_end_of_their_interval():
                      method="path", metric="logprob", difference="absolute", task={})
     with pytest.raises(PearLensError, match="per-prompt values"):
         select_heads(old, HeadSelection(top_k=1, select_by="lower_bound"))
+
+
+def test_the_heatmap_of_a_task_of_your_own_does_not_speak_of_copying():
+    model = tiny("llama")
+    mine = score_heads(model, PromptTask([[5, 6, 7], [5, 8, 7]], [9, 9]), "logprob", progress=False)
+    proxy = score_heads(model, ProxyTask(settings=((4, 6),)), progress=False, copy_check="off")
+    assert "raises the metric" in mine.heatmap().layout.title.text and "copying" not in mine.heatmap().layout.title.text
+    assert "helps copying" in proxy.heatmap().layout.title.text
