@@ -25,15 +25,17 @@ NON_DEFAULT = dict(top_k=3, heads=((2, 1), (0, 3)), steps=7, lr=0.02, weight_dec
 
 
 def old_to_dict(config: TrainConfig) -> dict:
-    """``TrainConfig.to_dict`` before the split: ``asdict`` with the heads as lists."""
+    """``TrainConfig.to_dict`` before the split: ``asdict`` with the heads as lists (and without ``select_by``,
+    added later and recorded only when it is not PEAR's ``score``, so that records read as before)."""
     d = dataclasses.asdict(config)
     d["heads"] = [list(h) for h in config.heads]
+    assert d.pop("select_by") == "score"
     return d
 
 
 def old_recipe(config: TrainConfig) -> dict:
     """The comprehension that keyed τ before the split (protocol.cached_tau, confirm.train_arm)."""
-    return {k: v for k, v in old_to_dict(config).items() if k not in ("heads", "top_k")}
+    return {k: v for k, v in old_to_dict(config).items() if k not in ("heads", "top_k", "select_by")}
 
 
 def typed_items(d: dict) -> list:
@@ -50,10 +52,16 @@ def test_the_recipe_dict_is_the_old_cache_key(config):
     assert type(config.recipe) is Recipe  # the recipe alone, not a TrainConfig
 
 
+def test_a_selection_by_the_interval_is_recorded_and_leaves_the_recipe_alone():
+    config = TrainConfig(select_by="lower_bound")
+    assert config.to_dict()["select_by"] == "lower_bound"
+    assert config.recipe.to_dict() == TrainConfig().recipe.to_dict()
+
+
 @pytest.mark.parametrize("config", [TrainConfig(), TrainConfig(**NON_DEFAULT)], ids=["default", "non-default"])
 def test_train_config_dict_and_fields_are_unchanged(config):
     assert json.dumps(config.to_dict()) == json.dumps(old_to_dict(config))  # pear.json's "training" starts with it
-    assert [f.name for f in dataclasses.fields(TrainConfig)] == ["top_k", "heads", *RECIPE_KEYS]  # CLI option order
+    assert [f.name for f in dataclasses.fields(TrainConfig)] == ["top_k", "heads", "select_by", *RECIPE_KEYS]  # CLI order
     assert config.selection == HeadSelection(top_k=config.top_k, heads=config.heads)
 
 
