@@ -11,7 +11,6 @@ TransformerLens nor a model.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from pear_lens import __version__, constants
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_path, atomic_write_json, save_safetensors
+from pear_lens.io import atomic_path, atomic_write_json, file_sha256, save_safetensors
 from pear_lens.heads import Head
 
 if TYPE_CHECKING:
@@ -155,16 +154,12 @@ class Artifact:
         with atomic_path(run_dir / constants.COEFFICIENTS_SAFETENSORS) as tmp:
             save_safetensors({"tau": self.tau.contiguous(), "heads": heads}, tmp,
                              metadata={"format_version": str(constants.FORMAT_VERSION), "kind": KIND})
-            digest = _sha256(tmp)
+            digest = file_sha256(tmp)
         meta = self.to_json()
         meta["coefficients_file"] = {"name": constants.COEFFICIENTS_SAFETENSORS, "sha256": digest}
         atomic_write_json(run_dir / constants.PEAR_JSON, meta)
         self.path = run_dir
         return run_dir
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _corrupt(path: Path, why: str) -> PearLensError:
@@ -215,7 +210,7 @@ def load_artifact(run_dir: str | Path, model: Any = None) -> Artifact:
 
     if not coef_path.exists():
         raise PearLensError(f"{coef_path} is missing; retrain with `pear-lens train {run_dir}`")
-    if _sha256(coef_path) != expected_sha:
+    if file_sha256(coef_path) != expected_sha:
         raise _corrupt(coef_path, f"its SHA-256 differs from the one recorded in {constants.PEAR_JSON}: "
                                   "truncated, edited or from another training run")
     from safetensors import SafetensorError

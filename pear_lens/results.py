@@ -1,7 +1,6 @@
 """Result objects: per-head scores with the settings that produced them (their files: :mod:`pear_lens.runs`)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -18,8 +17,9 @@ from torch import Tensor
 
 from pear_lens import constants
 from pear_lens.errors import PearLensError
+from pear_lens.io import file_sha256
 from pear_lens.runs import corrupt_run, read_score_table
-from pear_lens.heads import Head
+from pear_lens.heads import Head, head_label
 
 if TYPE_CHECKING:
     from pear_lens.uncertainty import Stability
@@ -205,7 +205,7 @@ class HeadScores:
         q = self.qvalues()
         layers = [l for l, _ in heads]
         cols = [h for _, h in heads]
-        return caterpillar([f"L{l}.H{h}" for l, h in heads], self.scores[layers, cols].tolist(),
+        return caterpillar([head_label(h) for h in heads], self.scores[layers, cols].tolist(),
                            lo[layers, cols].tolist(), hi[layers, cols].tolist(),
                            [bool(q[l, h] < alpha) for l, h in heads], level=level, n_boot=n_boot, alpha=alpha,
                            n_tested=self.scores.numel(), model=self.model, method=self.method, metric=self.metric,
@@ -250,7 +250,7 @@ class HeadScores:
         p = head_pvalues(*arrays, self.difference)
         constant = constant_effects(*arrays[:2]).nonzero()
         if len(constant[0]):
-            named = ", ".join(f"L{l}.H{h}" for l, h in zip(*constant[:2]))
+            named = ", ".join(head_label((int(l), int(h))) for l, h in zip(*constant[:2]))
             warnings.warn(f"{len(constant[0])} heads have the same effect on every prompt, so no test applies "
                           f"(p = NaN, never significant): {named}", UserWarning, stacklevel=2)
         return torch.from_numpy(p)
@@ -338,7 +338,7 @@ class HeadScores:
             save_safetensors(tensors, stage / SCORES_SAFETENSORS,
                              metadata={"format_version": str(constants.FORMAT_VERSION), "kind": SCORES_KIND})
             meta = {"kind": SCORES_KIND, "pear_lens_version": __version__, **self.metadata(),
-                    "tensors": {"file": SCORES_SAFETENSORS, "sha256": _sha256(stage / SCORES_SAFETENSORS),
+                    "tensors": {"file": SCORES_SAFETENSORS, "sha256": file_sha256(stage / SCORES_SAFETENSORS),
                                 "shapes": {name: list(t.shape) for name, t in tensors.items()}}}
             atomic_write_json(stage / SCORES_JSON, meta)
             normalise_permissions(stage)
@@ -374,7 +374,7 @@ class HeadScores:
                                 f"({meta.get('pear_lens_version', 'unknown')}) or rescore")
         if not tensor_path.is_file():
             raise _damaged(tensor_path, "missing")
-        if _sha256(tensor_path) != expected_sha:
+        if file_sha256(tensor_path) != expected_sha:
             raise _damaged(tensor_path, f"its SHA-256 differs from the one recorded in {SCORES_JSON}: cut, edited "
                                         "or from another save")
         from safetensors import SafetensorError
@@ -422,10 +422,6 @@ class HeadScores:
             raise corrupt_run(Path(run_dir), ValueError(f"{constants.DISCOVERY_JSON} and {constants.RUN_SCORES_DIR}/ "
                                                         "name different weights"))
         return full, info
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _saved_kind(folder: Path) -> str | None:

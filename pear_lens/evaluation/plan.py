@@ -10,7 +10,6 @@ results, with every deviation (:func:`deviations`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -21,7 +20,7 @@ from pear_lens.errors import PearLensError
 from pear_lens.evaluation.seeds import claim_test_seed
 from pear_lens.evaluation.tasks import TaskName
 from pear_lens.evaluation.verdict import EndpointKind, VerdictRule
-from pear_lens.io import atomic_write_text
+from pear_lens.io import atomic_write_text, file_sha256
 
 PLAN_KIND = "pear_lens confirmatory plan"
 PRIMARY, SAFETY, SECONDARY = "primary", "safety", "secondary"
@@ -200,10 +199,6 @@ def plan_bytes(plan: ConfirmatoryPlan, created: str) -> bytes:
     return (json.dumps({**plan.to_dict(), "created": created}, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def read_plan(path: str | Path) -> tuple[ConfirmatoryPlan, str]:
     """The plan in ``path`` and its SHA-256 (of the file's bytes, as recorded)."""
     path = Path(path)
@@ -215,7 +210,7 @@ def read_plan(path: str | Path) -> tuple[ConfirmatoryPlan, str]:
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise PearLensError(f"{path} is not a readable confirmatory plan ({type(e).__name__}: {e}); restore it from "
                             "git: a plan is never rewritten") from None
-    return plan, sha256_of(path)
+    return plan, file_sha256(path)
 
 
 def fix_plan(path: str | Path, plan: ConfirmatoryPlan, registry: str | Path, purpose: str,
@@ -239,7 +234,7 @@ def fix_plan(path: str | Path, plan: ConfirmatoryPlan, registry: str | Path, pur
         return fixed, sha
     claim_test_seed(registry, plan.test_seed, purpose, record=str(path), study=study)
     atomic_write_text(path, plan_bytes(plan, datetime.now(timezone.utc).isoformat(timespec="seconds")).decode())
-    return plan, sha256_of(path)
+    return plan, file_sha256(path)
 
 
 NOT_EVALUATED = "planned conditions not evaluated yet"
