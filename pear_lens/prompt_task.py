@@ -27,25 +27,13 @@ from jaxtyping import Int
 from torch import Tensor
 
 from pear_lens.errors import ManyProblems, PearLensError
+from pear_lens.task_records import JSONL_FIELDS, MalformedTask, describe_value, read_jsonl, record_problem
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
 
 Prompt = Union[str, Sequence[int], Tensor]
 Token = Union[str, int]
-
-JSONL_FIELDS = {
-    "prompt": "the prompt as text (tokenized with the model's tokenizer, its own special tokens added), or",
-    "tokens": "the prompt as a list of token ids (give one of prompt/tokens)",
-    "answer": "the token scored at the position: text that is exactly one token (mind the leading space), or an id",
-    "foil": "optional: the competing token (text or id), needed by the logit_diff metric",
-    "corrupted": "optional: a corrupted prompt with the same number of tokens (text or a list of ids), patched "
-                 "from with ablation 'corrupted'",
-    "position": "optional: the scored token's index in the prompt (negative counts from the end; default -1, "
-                "the last token, whose next token is the answer)",
-}
-"""The JSONL task format: one JSON object per line with these keys (``pear-lens discover --task FILE``)."""
-
 
 class ScoredBatch(Protocol):
     """What a scoring method reads of a batch (a proxy batch or a batch of your prompts)."""
@@ -98,11 +86,6 @@ class PromptBatch:
         return f"{self.batch_size} prompts of {self.tokens.shape[1]} tokens"
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 class PromptTask:
     """Prompts of your own with, per prompt, the answer scored at a position (and optionally a foil and a
     corrupted prompt of the same length).
@@ -136,7 +119,7 @@ class PromptTask:
                 raise PearLensError(f"positions has {len(self.positions)} entries for {n} prompts; give one each")
             for i, p in enumerate(self.positions):
                 if isinstance(p, bool) or not isinstance(p, int):
-                    raise PearLensError(f"prompt {i}: position {_describe(p)} is not a whole number")
+                    raise PearLensError(f"prompt {i}: position {describe_value(p)} is not a whole number")
         self.name = str(name)
         self.add_special_tokens = bool(add_special_tokens)
         self.labels: list[str] | None = None
@@ -161,7 +144,7 @@ class PromptTask:
             elif isinstance(r, (list, tuple)):
                 if not r or not all(isinstance(t, int) and not isinstance(t, bool) for t in r):
                     raise PearLensError(f"{what}[{i}] must be text or a non-empty list of token ids, got "
-                                        f"{_describe(r)}")
+                                        f"{describe_value(r)}")
                 r = list(r)
             else:
                 raise PearLensError(f"{what}[{i}] must be text or a list of token ids, got {type(r).__name__}")
@@ -181,7 +164,7 @@ class PromptTask:
             if v is None or (isinstance(v, str) and not v):
                 raise PearLensError(f"prompt {i} has no {what[:-1]}; give one token (text or id) for every prompt")
             if isinstance(v, bool) or not isinstance(v, (str, int)):
-                raise PearLensError(f"prompt {i}: {what[:-1]} {_describe(v)} must be text or a token id")
+                raise PearLensError(f"prompt {i}: {what[:-1]} {describe_value(v)} must be text or a token id")
         return values
 
     def __len__(self) -> int:
@@ -309,7 +292,7 @@ class PromptTask:
         problems: list[str] = []
         cols: dict[str, list] = {"prompts": [], "answers": [], "foils": [], "corrupted": [], "positions": []}
         for label, rec in zip(where, records):
-            problem = _record_problem(rec)
+            problem = record_problem(rec)
             if problem:
                 problems.append(f"{label}: {problem}")
                 continue
@@ -343,18 +326,7 @@ class PromptTask:
             raise PearLensError(f"task file {path} does not exist; check the path")
         if path.is_dir():
             raise PearLensError(f"task file {path} is a folder; give a .jsonl file")
-        records, where, problems = [], [], []
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    problems.append(f"{path.name}:{number}: not JSON ({e.msg} at column {e.colno})")
-                    continue
-                records.append(rec)
-                where.append(f"{path.name}:{number}")
+        records, where, problems = read_jsonl(path)
         try:
             task = cls.from_records(records, name=path.stem, add_special_tokens=add_special_tokens, where=where)
         except MalformedTask as e:
@@ -362,42 +334,3 @@ class PromptTask:
         if problems:
             raise MalformedTask(problems)
         return task
-
-
-def _record_problem(rec: Any) -> str | None:
-    """What is wrong with one task record, or None."""
-    if not isinstance(rec, dict):
-        return f"a record must be a JSON object, got {type(rec).__name__}"
-    unknown = sorted(set(rec) - set(JSONL_FIELDS))
-    if unknown:
-        return f"unknown key {unknown[0]!r}; the keys are {', '.join(JSONL_FIELDS)}"
-    if ("prompt" in rec) == ("tokens" in rec):
-        return "give exactly one of 'prompt' (text) or 'tokens' (token ids)"
-    if "prompt" in rec and (not isinstance(rec["prompt"], str) or not rec["prompt"]):
-        return f"'prompt' must be non-empty text, got {_describe(rec['prompt'])}"
-    if "tokens" in rec and not _ids(rec["tokens"]):
-        return f"'tokens' must be a non-empty list of token ids, got {_describe(rec['tokens'])}"
-    if "answer" not in rec or rec["answer"] in (None, ""):
-        return "no 'answer' (each record needs the token scored at its position)"
-    for key in ("answer", "foil"):
-        v = rec.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int))):
-            return f"'{key}' must be text or a token id, got {_describe(v)}"
-    if "corrupted" in rec and not (isinstance(rec["corrupted"], str) and rec["corrupted"]) \
-            and not _ids(rec["corrupted"]):
-        return f"'corrupted' must be text or a list of token ids, got {_describe(rec['corrupted'])}"
-    if "position" in rec and (isinstance(rec["position"], bool) or not isinstance(rec["position"], int)):
-        return f"'position' must be a whole number, got {_describe(rec['position'])}"
-    return None
-
-
-def _ids(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool)
-                                                             for t in value)
-
-
-class MalformedTask(ManyProblems):
-    """Records of a task file that cannot be read: one line each (the command line prints every line)."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__(f"{len(problems)} malformed task record(s); fix each and rerun:", problems)

@@ -17,7 +17,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from pear_lens.config import Settings, option
+from pear_lens.config import option
+from pear_lens.text_formats import Settings
 from pear_lens.errors import PearLensError
 
 if TYPE_CHECKING:

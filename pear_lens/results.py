@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -17,20 +14,12 @@ from torch import Tensor
 
 from pear_lens import constants
 from pear_lens.errors import PearLensError
-from pear_lens.io import file_sha256
 from pear_lens.runs import corrupt_run, read_score_table
+from pear_lens.scores_folder import SCORES_JSON, TENSORS, damaged, read_scores, write_scores
 from pear_lens.heads import Head, head_label
 
 if TYPE_CHECKING:
     from pear_lens.uncertainty import Stability
-
-
-SCORES_JSON = "scores.json"
-"""The metadata of a folder written by :meth:`HeadScores.save` (its marker: ``kind`` is :data:`SCORES_KIND`)."""
-SCORES_SAFETENSORS = "head_scores.safetensors"
-"""The tensors of a folder written by :meth:`HeadScores.save`."""
-SCORES_KIND = "pear_lens head scores"
-_TENSORS = ("scores", "per_setting", "per_prompt", "clean_per_prompt", "prompt_setting")
 
 
 @dataclass
@@ -316,37 +305,8 @@ class HeadScores:
         The folder is built in a temporary sibling and moved into place whole. An existing non-empty folder is
         replaced only with ``overwrite`` and only if this method wrote it (its ``scores.json`` says so).
         """
-        from pear_lens import __version__
-        from pear_lens.io import swap_in, atomic_write_json, normalise_permissions, save_safetensors
-
-        out = Path(folder)
-        if out.exists() or out.is_symlink():
-            if not out.is_dir():
-                raise PearLensError(f"{out} exists and is not a folder; choose another folder")
-            if any(out.iterdir()):
-                if _saved_kind(out) != SCORES_KIND:
-                    raise PearLensError(f"{out} already exists and was not written by HeadScores.save; it is never "
-                                        "replaced: choose a new folder")
-                if not overwrite:
-                    raise PearLensError(f"{out} already holds saved head scores; choose a new folder or pass "
-                                        "overwrite=True to replace them")
-        out = out.resolve()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {name: getattr(self, name).contiguous() for name in _TENSORS if getattr(self, name) is not None}
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            save_safetensors(tensors, stage / SCORES_SAFETENSORS,
-                             metadata={"format_version": str(constants.FORMAT_VERSION), "kind": SCORES_KIND})
-            meta = {"kind": SCORES_KIND, "pear_lens_version": __version__, **self.metadata(),
-                    "tensors": {"file": SCORES_SAFETENSORS, "sha256": file_sha256(stage / SCORES_SAFETENSORS),
-                                "shapes": {name: list(t.shape) for name, t in tensors.items()}}}
-            atomic_write_json(stage / SCORES_JSON, meta)
-            normalise_permissions(stage)
-            swap_in(stage, out)
-        finally:
-            if stage.exists():
-                shutil.rmtree(stage, ignore_errors=True)
-        return out
+        tensors = {name: getattr(self, name).contiguous() for name in TENSORS if getattr(self, name) is not None}
+        return write_scores(folder, tensors, self.metadata(), overwrite=overwrite)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "HeadScores":
@@ -358,50 +318,14 @@ class HeadScores:
 
     @classmethod
     def _load_saved(cls, folder: Path) -> "HeadScores":
-        meta_path, tensor_path = folder / SCORES_JSON, folder / SCORES_SAFETENSORS
+        tensors, meta = read_scores(folder)
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            kind, version = meta["kind"], meta["format_version"]
-            recorded = meta["tensors"]
-            expected_sha, shapes = recorded["sha256"], {k: tuple(v) for k, v in recorded["shapes"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise _damaged(meta_path, f"not the scores.json HeadScores.save writes: {e}") from None
-        if kind != SCORES_KIND:
-            raise _damaged(meta_path, f"its kind is {kind!r}, not {SCORES_KIND!r}")
-        if version != constants.FORMAT_VERSION:
-            raise PearLensError(f"{meta_path} has format version {version!r}; this pear_lens reads version "
-                                f"{constants.FORMAT_VERSION}: use the pear_lens that wrote it "
-                                f"({meta.get('pear_lens_version', 'unknown')}) or rescore")
-        if not tensor_path.is_file():
-            raise _damaged(tensor_path, "missing")
-        if file_sha256(tensor_path) != expected_sha:
-            raise _damaged(tensor_path, f"its SHA-256 differs from the one recorded in {SCORES_JSON}: cut, edited "
-                                        "or from another save")
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(str(tensor_path))
-        except (SafetensorError, OSError) as e:
-            raise _damaged(tensor_path, f"unreadable: {' '.join(str(e).split())}") from None
-        found = {k: tuple(t.shape) for k, t in tensors.items()}
-        if found != shapes or not {"scores", "per_setting"} <= set(found) or not set(found) <= set(_TENSORS):
-            raise _damaged(meta_path, f"its tensors {found} differ from those recorded {shapes}")
-        try:
-            same = np.array_equal(np.asarray(meta["per_setting"], dtype=np.float32), tensors["per_setting"].numpy(),
-                                  equal_nan=True)
-        except (KeyError, TypeError, ValueError):
-            same = False
-        if not same:
-            raise _damaged(meta_path, f"its per_setting differs from the one in {SCORES_SAFETENSORS}, whose "
-                                      f"SHA-256 matches the one recorded: {SCORES_JSON} was edited")
-        try:
-            return cls(**{k: tensors.get(k) for k in _TENSORS}, clean_metric=list(meta["clean_metric"]),
+            return cls(**{k: tensors.get(k) for k in TENSORS}, clean_metric=list(meta["clean_metric"]),
                        model=meta["model"], method=meta["method"], metric=meta["metric"],
                        difference=meta["difference"], task=meta["task"], options=meta.get("options", {}),
                        fingerprint=meta.get("fingerprint", ""), extra=meta.get("extra", {}))
         except (KeyError, TypeError, ValueError) as e:
-            raise _damaged(meta_path, f"missing or malformed field {' '.join(str(e).split())}") from None
+            raise damaged(folder / SCORES_JSON, f"missing or malformed field {' '.join(str(e).split())}") from None
 
     @classmethod
     def load_run(cls, run_dir: str | Path) -> tuple["HeadScores", dict[str, Any]]:
@@ -422,16 +346,3 @@ class HeadScores:
             raise corrupt_run(Path(run_dir), ValueError(f"{constants.DISCOVERY_JSON} and {constants.RUN_SCORES_DIR}/ "
                                                         "name different weights"))
         return full, info
-
-
-def _saved_kind(folder: Path) -> str | None:
-    """The ``kind`` recorded in ``folder``'s ``scores.json``, or None if it has none that parses."""
-    try:
-        meta = json.loads((folder / SCORES_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta.get("kind") if isinstance(meta, dict) else None
-
-
-def _damaged(path: Path, why: str) -> PearLensError:
-    return PearLensError(f"{path} is damaged or foreign ({why}); save the scores again with HeadScores.save")

@@ -43,7 +43,8 @@ import pandas as pd
 from pear_lens import constants
 from pear_lens.environment import environment
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_path, atomic_write_json, read_text, save_figure, staged_dir, staged_update
+from pear_lens.io import atomic_path, atomic_write_json, read_text, staged_dir, staged_update
+from pear_lens.figure_files import save_figure
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

@@ -19,6 +19,7 @@ from jaxtyping import Bool, Float, Int
 from pear_lens.errors import PearLensError
 from pear_lens.metrics import Difference
 from pear_lens.vocabulary import parse_member
+from pear_lens.heads import Head
 
 MIN_BOOT = 1000
 """Fewer bootstrap replicates than this make the tails of a 95 % interval too coarse to report."""
@@ -321,7 +322,7 @@ class Stability:
                              "top_k_probability": self.top_k_probability.ravel(),
                              "mean_score": self.mean_score.ravel(), "rank": rank})
 
-    def stable_heads(self, threshold: float = 1.0) -> list[tuple[int, int]]:
+    def stable_heads(self, threshold: float = 1.0) -> list[Head]:
         """Heads in the top k of at least ``threshold`` of the maps (1.0: of every map), by mean score."""
         n_heads = self.mean_score.shape[1]
         chosen = self.top_k_probability.ravel() >= threshold - 1e-12  # a fraction m/n of maps, not a rounding

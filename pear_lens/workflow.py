@@ -1,10 +1,9 @@
 """The pipeline's first two stages as library calls: score every head into a discovery run folder, then train τ
 into that folder and save the artifact.
 
-The commands (``pear-lens discover``, ``train``, ``demo``) and the protocol of ``scripts/evaluate_all.py``
-(:mod:`pear_lens.evaluation.protocol_stages`) call these functions; which file of the run folder each call
-writes is :mod:`pear_lens.runs`'s business. Folding an artifact into a Hugging Face model is
-:mod:`pear_lens.folding`.
+The commands (``pear-lens discover``, ``train``, ``demo``) and any study built on them call these functions;
+which file of the run folder each call writes is :mod:`pear_lens.runs`'s business. Folding an artifact into a Hugging Face model is
+:mod:`pear_lens.verified_fold`.
 
 A discovery run folder holds ``head_scores.csv`` (tidy, one row per head), an interactive ``heatmap.html``, a
 static ``heatmap.png`` and ``discovery.json`` (settings, model, weight fingerprint, package versions,
@@ -33,13 +32,14 @@ from pear_lens.config import option
 from pear_lens.copy_check import MIN_COPY_ACCURACY, check_copy_task, clean_copy, copy_task_record
 from pear_lens.errors import PearLensError
 from pear_lens.heads import head_label
-from pear_lens.io import atomic_write_json, atomic_write_text, check_static_export, check_writable_parent, json_value
+from pear_lens.io import atomic_write_json, atomic_write_text, check_writable_parent, as_json
+from pear_lens.figure_files import check_static_export
 from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
 from pear_lens.models.registry import DEFAULT_MODEL
 from pear_lens.results import HeadScores
-from pear_lens.reweight import (DEFAULT_TOP_K, Recipe, TrainConfig, TrainResult, at_step_limit, select_heads,
-                                step_limit, train_coefficients)
+from pear_lens.reweight import TrainResult, at_step_limit, step_limit, train_coefficients
+from pear_lens.recipe import DEFAULT_TOP_K, Recipe, TrainConfig, select_heads
 from pear_lens.runs import (discovery_summary, has_artifact, run_model, warn_if_bos_differs,
                             write_run, write_training)
 from pear_lens.prompt_task import PromptTask
@@ -166,9 +166,9 @@ def config_record(config: DiscoverConfig, options: Any) -> dict[str, Any]:
         elif f.name == "seeds":
             record[f.name] = list(value)
         elif f.name == "options":
-            record.update({o.name: json_value(getattr(options, o.name)) for o in dataclasses.fields(options)})
+            record.update({o.name: as_json(getattr(options, o.name)) for o in dataclasses.fields(options)})
         else:
-            record[f.name] = json_value(value)
+            record[f.name] = as_json(value)
     return record
 
 

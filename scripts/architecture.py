@@ -23,16 +23,19 @@ PAGE = ROOT / "docs" / "architecture.md"
 PACKAGE = ROOT / "pear_lens"
 
 FOLDERS = {
-    "scripts": "what the maintainers run to produce the README's results, figures and data; "
-               "not installed with the package",
+    "studies": "our experiments: users of the library, beside it and never installed with it (`pear_lens` never "
+               "imports them: an import-linter contract); run from the repository root as `python -m studies.NAME`, "
+               "they write the README's results, `docs/`, `figures/` and the calibration data; their tests are in "
+               "`studies/tests/`",
+    "scripts": "tools that keep the repository itself in order; not installed with the package",
     "benchmarks": "speed and exactness, each measured side by side in one run; their output is kept in "
                   "`figures/benchmarks/`",
     "notebooks": "tutorials, executed top to bottom (fast mode) by `tests/test_notebooks.py`; committed without "
                  "outputs",
-    "examples": "`quickstart.py`, the README's quick start, shown there verbatim and run by `tests/test_readme.py`; "
+    "examples": "`quickstart.py`, the README's quick start, shown there verbatim and run by `studies/tests/test_readme.py`; "
                 "`ioi_task.py`, an indirect-object task of your own (and its `ioi_task.jsonl`), read by a test, a "
                 "benchmark and notebook 05",
-    "docs": "this page and `gpu.md` (large models on a GPU)",
+    "docs": "the pages the README links to",
 }
 """The folders beside the package, and what they are (scripts, benchmarks and notebooks list each file)."""
 
@@ -63,6 +66,11 @@ def notebook_title(path: Path) -> str:
     return "".join(first["source"]).splitlines()[0].lstrip("#").strip()
 
 
+def page_title(path: Path) -> str:
+    """The first heading of a Markdown page, without its ``#``."""
+    return next(line for line in path.read_text().splitlines() if line.startswith("#")).lstrip("#").strip()
+
+
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -89,7 +97,8 @@ def render() -> str:
              "(`[tool.importlinter]`) on every import, function-level and type-checking ones included (run by "
              "`tests/test_layers.py` in `make test` and `make test-fast`, which backs it with a scan of its own). "
              "The commands sit on top, "
-             "never import each other, and the library never imports them.", "",
+             "never import each other, and the library never imports them; nor does it import the studies "
+             "(`studies/`), which use it as any user would.", "",
              "## Layers, bottom to top", ""]
     lines += [f"{i + 1}. " + ", ".join(f"`{name}`" for name in layer) for i, layer in enumerate(layers.LAYERS)]
     lines += ["", "## Modules of `pear_lens/`", "", "| layer | module | what it is |", "|---|---|---|"]
@@ -105,6 +114,12 @@ def render() -> str:
         elif folder in ("scripts", "benchmarks"):
             lines += ["", *(f"- [`{p.name}`](../{folder}/{p.name}): {summary(p)}"
                             for p in sorted((ROOT / folder).glob("*.py")))]
+        elif folder == "studies":
+            found = sorted(p for p in (ROOT / folder).rglob("*.py") if "tests" not in p.relative_to(ROOT).parts)
+            lines += ["", *(f"- [`{p.relative_to(ROOT / folder).as_posix()}`](../{p.relative_to(ROOT).as_posix()}): "
+                            f"{summary(p)}" for p in found)]
+        elif folder == "docs":
+            lines += ["", *(f"- [`{p.name}`]({p.name}): {page_title(p)}" for p in sorted((ROOT / folder).glob("*.md")))]
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,7 @@
     python scripts/strip_notebooks.py a.ipynb ... # the given ones
     python scripts/strip_notebooks.py --check     # exit 1 if any notebook still holds outputs
 
-Figures meant for the repository come from scripts/make_figures.py, never from notebook outputs.
+Figures meant for the repository come from studies/make_figures.py, never from notebook outputs.
 """
 from __future__ import annotations
 

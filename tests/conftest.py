@@ -98,7 +98,7 @@ def check_real_fold(model, heads, tau, tmp_path: Path, tol: float, seq: int = 40
     from pear_lens import constants
     from pear_lens.artifact import Artifact
     from pear_lens.commands.apply import ApplyConfig, apply
-    from pear_lens.folding import verify_fold
+    from pear_lens.verified_fold import verify_fold
     from pear_lens.convert import fold_into_hf
     from pear_lens.reweight import reweighted
 

@@ -9,9 +9,10 @@ import torch
 import pear_lens
 from pear_lens.artifact import Artifact
 from pear_lens.errors import PearLensError
-from pear_lens.folding import check_tolerance
+from pear_lens.verified_fold import check_tolerance
 from pear_lens.models import load_model
-from pear_lens.reweight import DEFAULT_TOP_K, Recipe, TrainConfig, train_coefficients
+from pear_lens.reweight import train_coefficients
+from pear_lens.recipe import DEFAULT_TOP_K, Recipe, TrainConfig
 from tests.conftest import tiny
 
 FAST = dict(steps=2, batch_size=2, micro_batch=2, n=8)

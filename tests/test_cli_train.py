@@ -49,8 +49,9 @@ def test_train_says_when_tau_sits_at_the_step_limit(run_dir, tmp_path, capsys, m
     import shutil
 
     import pear_lens.reweight as rw
+    from pear_lens.recipe import TrainConfig
 
-    config = rw.TrainConfig(steps=3, batch_size=4, micro_batch=2, n=8)
+    config = TrainConfig(steps=3, batch_size=4, micro_batch=2, n=8)
     for share in (rw.AT_LIMIT_SHARE, 0.0):  # 0: any τ counts as held, so the note must appear
         monkeypatch.setattr(rw, "AT_LIMIT_SHARE", share)
         run = tmp_path / f"run{share}"

@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import pytest
 
-from pear_lens.config import Heads, Settings, add_arguments, from_namespace, option
+from pear_lens.config import add_arguments, from_namespace, option
+from pear_lens.text_formats import Heads, Settings
 from pear_lens.errors import PearLensError
 
 

@@ -4,8 +4,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from pear_lens.controls import random_heads
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation import calibration as cal
+from pear_lens.evaluation.tasks import calibration as cal
 from pear_lens.evaluation import conditions as C
 from pear_lens.evaluation.generate import _FirstLineStop, first_line, greedy_generate
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings
@@ -54,11 +55,11 @@ def test_conditions_fold_into_fresh_models(tiny):
     kw = dict(max_new_tokens=4, stop_at_newline=False, progress=False)
     base = C.baseline(tiny)
     ident = C.folded(tiny, {(0, 1): 1.0, (2, 3): 1.0}, "identity")
-    zero = C.uniform(tiny, 0.0)
+    zero = C.all_heads(tiny, 0.0)
     out_base = greedy_generate(base.build(), tiny.tokenizer, prompts, **kw)
     assert greedy_generate(ident.build(), tiny.tokenizer, prompts, **kw) == out_base
     assert greedy_generate(zero.build(), tiny.tokenizer, prompts, **kw) != out_base  # silencing every head matters
-    assert zero.describe()["n_heads"] == 12 and zero.kind is C.ConditionKind.UNIFORM
+    assert zero.describe()["n_heads"] == 12 and zero.kind is C.ConditionKind.ALL_HEADS
     # each build is a fresh copy: folding one never leaks into the baseline
     assert greedy_generate(base.build(), tiny.tokenizer, prompts, **kw) == out_base
     with pytest.raises(PearLensError, match="outside"):
@@ -66,14 +67,14 @@ def test_conditions_fold_into_fresh_models(tiny):
 
 
 def test_random_heads_are_seeded_distinct_and_avoid_excluded():
-    a = C.random_heads(30, 9, 10, seed=0, exclude=[(0, 0), (1, 1)])
-    assert a == C.random_heads(30, 9, 10, seed=0, exclude=[(0, 0), (1, 1)])
-    assert a != C.random_heads(30, 9, 10, seed=1, exclude=[(0, 0), (1, 1)])
+    a = random_heads(30, 9, 10, seed=0, exclude=[(0, 0), (1, 1)])
+    assert a == random_heads(30, 9, 10, seed=0, exclude=[(0, 0), (1, 1)])
+    assert a != random_heads(30, 9, 10, seed=1, exclude=[(0, 0), (1, 1)])
     assert len(set(a)) == 10 and (0, 0) not in a and (1, 1) not in a
 
 
 def test_random_k_condition_records_its_seed_and_budget(tiny):
-    heads = C.random_heads(tiny.n_layers, tiny.n_heads, 3, seed=7)
+    heads = random_heads(tiny.n_layers, tiny.n_heads, 3, seed=7)
     cond = C.random_k(tiny, {h: 0.5 for h in heads}, seed=7, training_steps=20)
     info = cond.describe()
     assert cond.kind is C.ConditionKind.RANDOM_K and info["seed"] == 7 and info["training_steps"] == 20

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation import mdqa as mdqa_mod
-from pear_lens.evaluation.facts import ClosedBookItem, CounterfactualItem, fact_clusters, generate_counterfactual, load_facts
-from pear_lens.evaluation.kv import KVItem, generate_kv
-from pear_lens.evaluation.mdqa import Document, MDQAItem, distractor_answers, generate_mdqa
+from pear_lens.evaluation.tasks import mdqa as mdqa_mod
+from pear_lens.evaluation.tasks.facts import ClosedBookItem, CounterfactualItem, fact_clusters, generate_counterfactual, load_facts
+from pear_lens.evaluation.tasks.kv import KVItem, generate_kv
+from pear_lens.evaluation.tasks.mdqa import Document, MDQAItem, distractor_answers, generate_mdqa
 from pear_lens.evaluation.outcomes import (AnswerKind, classify_answer, error_breakdown, looping_rate,
                                            memorised_answer_rate, outputs_by_condition, read_items_table)
 from pear_lens.evaluation.runner import score_items

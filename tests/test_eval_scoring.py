@@ -1,7 +1,7 @@
 """Answer normalisation and best_subspan_em, as in Lost in the Middle / SQuAD."""
 import pytest
 
-from pear_lens.evaluation.scoring import best_subspan_em, normalize_answer
+from pear_lens.evaluation.tasks.scoring import best_subspan_em, normalize_answer
 
 
 @pytest.mark.parametrize("text, expected", [

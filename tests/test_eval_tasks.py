@@ -4,12 +4,12 @@ from pathlib import Path
 import pytest
 
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation.facts import (closed_book_items, generate_counterfactual,
+from pear_lens.evaluation.tasks.facts import (closed_book_items, generate_counterfactual,
                                         load_closed_book_jsonl, load_counterfactual_jsonl, load_facts)
-from pear_lens.evaluation.items import write_jsonl
-from pear_lens.evaluation.kv import generate_kv, load_kv_jsonl
-from pear_lens.evaluation.mdqa import generate_mdqa, load_mdqa_jsonl
-from pear_lens.evaluation.scoring import normalize_answer
+from pear_lens.evaluation.tasks.items import write_jsonl
+from pear_lens.evaluation.tasks.kv import generate_kv, load_kv_jsonl
+from pear_lens.evaluation.tasks.mdqa import generate_mdqa, load_mdqa_jsonl
+from pear_lens.evaluation.tasks.scoring import normalize_answer
 
 DATA = Path(__file__).parent / "data"
 

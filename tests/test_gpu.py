@@ -105,7 +105,8 @@ HEADS = [(1, 3), (2, 2)]
 
 
 def _train(family: str, device: str, precision: str):
-    from pear_lens.reweight import TrainConfig, train_coefficients
+    from pear_lens.reweight import train_coefficients
+    from pear_lens.recipe import TrainConfig
 
     config = TrainConfig(steps=4, batch_size=4, micro_batch=2, n=8, lr=0.05, precision=precision)
     return train_coefficients(model(family, device), HEADS, config, progress=False)
@@ -135,7 +136,7 @@ def test_training_runs_on_the_device(precision):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fold_verifies_on_the_device(family):
-    from pear_lens.folding import verify_fold
+    from pear_lens.verified_fold import verify_fold
     from pear_lens.artifact import Artifact
     from pear_lens.convert import fold_into_hf
 

@@ -79,7 +79,7 @@ def test_the_parser_sees_function_level_and_package_imports():
 
 def test_a_result_type_never_imports_the_figures_drawn_from_it():
     """Result types draw themselves with `drawing`, below them; `plots`, above them, draws result objects."""
-    holders = ["results", "reweight", "artifact", "evaluation.runner", "evaluation.confirm_report", "evaluation.confirm_document",
+    holders = ["results", "reweight", "recipe", "artifact", "evaluation.runner",
                *(m for m in GRAPH if m == "atlas" or m.startswith("atlas."))]
     assert set(holders) <= set(GRAPH)
     assert not [m for m in holders if "plots" in GRAPH[m]]

@@ -18,7 +18,8 @@ from pear_lens.errors import PearLensError
 from pear_lens.fingerprint import fingerprint
 from pear_lens.models import TINY_FAMILIES, as_loaded, boot_bridge, build_tiny, loaded
 from pear_lens.models.registry import DEFAULT_MODEL, REGISTRY
-from pear_lens.reweight import Recipe, train_coefficients
+from pear_lens.reweight import train_coefficients
+from pear_lens.recipe import Recipe
 from tests.conftest import tiny
 
 TASK = ProxyTask(settings=((4, 8),))

@@ -13,11 +13,11 @@ import torch
 
 from pear_lens import plots
 from pear_lens.agreement import spearman
-from pear_lens.compare import heads_by_depth, run_summary
+from pear_lens.compare import heads_by_depth
 from pear_lens.errors import PearLensError
+from pear_lens.figure_files import save_figure
 from pear_lens.results import HeadScores
 
-from .conftest import load_script
 from .test_compare import A, B, D, E, fake
 
 
@@ -107,18 +107,18 @@ def test_same_method_twice_gets_distinct_axis_labels():
 
 
 def test_save_figure_writes_small_html_and_refuses_unknown_formats(tmp_path):
-    written = plots.save_figure(plots.head_heatmap(A), tmp_path / "h.html")
+    written = save_figure(plots.head_heatmap(A), tmp_path / "h.html")
     assert written == [tmp_path / "h.html"]
     html = written[0].read_text()
     assert "cdn.plot.ly" in html and len(html) < 100_000  # plotly.js from the CDN, not inlined
     with pytest.raises(PearLensError, match="unknown figure format"):
-        plots.save_figure(plots.head_heatmap(A), tmp_path / "h.gif")
+        save_figure(plots.head_heatmap(A), tmp_path / "h.gif")
 
 
 def test_the_same_figure_saved_twice_is_the_same_bytes(tmp_path):
     # plotly's default div id is a random UUID: every regenerated report would differ from the committed one
-    first = plots.save_figure(plots.head_heatmap(A), tmp_path / "a" / "h.html")[0]
-    again = plots.save_figure(plots.head_heatmap(A), tmp_path / "b" / "h.html")[0]
+    first = save_figure(plots.head_heatmap(A), tmp_path / "a" / "h.html")[0]
+    again = save_figure(plots.head_heatmap(A), tmp_path / "b" / "h.html")[0]
     assert first.read_bytes() == again.read_bytes()
     assert 'id="pear-lens-h"' in first.read_text()
 
@@ -140,7 +140,7 @@ def test_a_static_figure_hides_the_browser_drivers_ignored_errors(tmp_path, monk
     # a traceback on the terminal reads as a failure; the driver says itself that it ignored the message
     import logging
 
-    import pear_lens.io
+    import pear_lens.figure_files
 
     # the driver's logger as a fresh process has it, whatever earlier tests did to logging's global state
     caplog.set_level(logging.WARNING, logger="choreographer")
@@ -148,14 +148,14 @@ def test_a_static_figure_hides_the_browser_drivers_ignored_errors(tmp_path, monk
     monkeypatch.setattr(pipe, "disabled", False)
     monkeypatch.setattr(pipe, "level", logging.NOTSET)
     monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
-    monkeypatch.setattr(pear_lens.io, "_chrome_path", lambda: "/usr/bin/chromium")
+    monkeypatch.setattr(pear_lens.figure_files, "_chrome_path", lambda: "/usr/bin/chromium")
     monkeypatch.setattr(go.Figure, "write_image", _browser_hiccup)
     if debug:
         monkeypatch.setenv("PEAR_LENS_DEBUG", "1")
     else:
         monkeypatch.delenv("PEAR_LENS_DEBUG", raising=False)
     before = logging.getLogger("choreographer").level
-    assert plots.save_figure(plots.head_heatmap(A), tmp_path / "h.png") == [tmp_path / "h.png"]
+    assert save_figure(plots.head_heatmap(A), tmp_path / "h.png") == [tmp_path / "h.png"]
     logged = [r.getMessage() for r in caplog.records if r.name.startswith("choreographer")]
     assert (logged == ["JSONError decoding message. Ignoring"]) == debug  # the debug switch shows it, for bug reports
     assert logging.getLogger("choreographer").level == before  # the logger is left as it was found
@@ -168,48 +168,3 @@ def test_heatmap_of_real_scores(tiny_model):
     scores: HeadScores = score_heads(tiny_model, ProxyTask(settings=((4, 6),)), progress=False)
     fig = scores.heatmap(top_k=5)
     torch.testing.assert_close(torch.tensor(fig.data[0].z, dtype=torch.float32), scores.scores)
-
-
-def load_make_figures():
-    return load_script("make_figures")
-
-
-def test_make_figures_scores_caches_and_plots_tiny_models(tmp_path, capsys):
-    make_figures = load_make_figures()
-    cache, out = tmp_path / "cache", tmp_path / "figures"
-    argv = ["--fast", "--models", "tiny-llama", "tiny-gpt2", "--agreement-model", "tiny-llama",
-            "--cache", str(cache), "--out", str(out), "--no-png", "--artifacts", str(tmp_path / "no-artifacts"),
-            "--allow-weak-copy-task"]
-    assert make_figures.main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted([
-        "heatmap_tiny-llama.html", "heatmap_tiny-gpt2.html", "relative_depth.html", "score_distributions.html",
-        "method_agreement_tiny-llama_path_vs_activation.html", "method_agreement_tiny-llama_path_vs_attribution.html",
-        "method_agreement_tiny-llama_activation_vs_attribution.html", "compare.csv", "compare_summary.csv",
-        "concentration.html"])
-    compared = pd.read_csv(out / "compare.csv")
-    assert len(compared) == 6  # 4 runs: tiny-gpt2 path; tiny-llama path (shared with the agreement task), activation, attribution
-    stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("discovery.json")}
-    capsys.readouterr()
-    assert make_figures.main(argv) == 0  # the second run reuses every cached scan
-    assert stamps == {p: p.stat().st_mtime_ns for p in cache.rglob("discovery.json")}
-    assert "scoring" not in capsys.readouterr().out
-
-
-def test_make_figures_calls_other_plots_by_name_only_when_present(tmp_path, monkeypatch, capsys):
-    make_figures = load_make_figures()
-    run = tmp_path / "run"
-    run.mkdir()
-    pd.DataFrame({"k": [5, 10], "selection": ["top", "top"], "seed": 0, "steps": 60, "copy_accuracy": [0.5, 0.6],
-                  "copy_loss": [1.0, 0.9], "n_eval": 100}).to_csv(run / "ablation.csv", index=False)
-    # a `pear-lens compare` summary.csv is not an evaluation summary, despite the name
-    run_summary({"A": A}).to_csv(run / "summary.csv", index=False)
-    write = make_figures.Writer(tmp_path / "out", ["html"])
-    monkeypatch.delattr(plots, "k_sweep_curve", raising=False)
-    make_figures.other_branch_figures([tmp_path], write)
-    assert write.written == [] and "plots.k_sweep_curve is not in this installation" in capsys.readouterr().out
-    seen = []
-    monkeypatch.setattr(plots, "k_sweep_curve", lambda df: seen.append(df) or go.Figure(), raising=False)
-    monkeypatch.setattr(plots, "accuracy_by_position", lambda df: pytest.fail("not an eval summary"), raising=False)
-    make_figures.other_branch_figures([tmp_path], write)
-    assert len(seen) == 1 and seen[0]["copy_accuracy"].tolist() == [0.5, 0.6]
-    assert [p.name for p in write.written] == ["ablation_curve_run.html"]

@@ -1,4 +1,4 @@
-"""The training recipe is one type (pear_lens.reweight.Recipe), split from the head selection.
+"""The training recipe is one type (pear_lens.recipe.Recipe), split from the head selection.
 
 τ trained before are kept on disk under the recipe's dict (the evaluation's τ caches, the confirmatory
 run's ``tau/*.json``, the plans), and pear.json's ``training`` starts with the whole TrainConfig: both must
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pear_lens.errors import PearLensError
-from pear_lens.reweight import HeadSelection, Recipe, TrainConfig
+from pear_lens.recipe import HeadSelection, Recipe, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

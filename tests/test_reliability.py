@@ -137,6 +137,7 @@ def test_ablate_that_fails_while_saving_leaves_the_run(run_dir, tmp_path, capsys
 
 
 def test_what_can_be_checked_early_is_checked_before_the_slow_part(run_dir, tmp_path, capsys, monkeypatch):
+    import pear_lens.figure_files
     import pear_lens.io
     import pear_lens.models
     import pear_lens.models.loaded
@@ -149,7 +150,7 @@ def test_what_can_be_checked_early_is_checked_before_the_slow_part(run_dir, tmp_
         monkeypatch.setattr(home, "load_model", too_late)
     monkeypatch.setattr(pear_lens.workflow, "train_coefficients", too_late)
     before = snapshot(tmp_path)
-    monkeypatch.setattr(pear_lens.io, "_chrome_path", lambda: None)
+    monkeypatch.setattr(pear_lens.figure_files, "_chrome_path", lambda: None)
     refused(capsys, ["discover", "--model", "tiny-llama", "--out", tmp_path / "new"], says="pass --no-png")
     refused(capsys, ["train", run_dir, "--overwrite", *TRAIN[:-1]], says="pass --no-png")
     (tmp_path / "a-file").write_text("")
@@ -267,7 +268,7 @@ def test_a_bad_tolerance_blames_the_tolerance(run_dir, tmp_path, capsys, toleran
 
 
 def test_fold_verification_refuses_degenerate_logits():
-    from pear_lens.folding import check_logits
+    from pear_lens.verified_fold import check_logits
     from pear_lens.errors import PearLensError
 
     check_logits(torch.randn(2, 3, 5), "the model", "x")

@@ -9,18 +9,8 @@ import torch.nn.functional as F
 from pear_lens.errors import PearLensError
 from pear_lens.models import TINY_FAMILIES
 from pear_lens.proxy_task import TaskBatch, sample_batch
-from pear_lens.reweight import (
-    TrainConfig,
-    check_heads,
-    copy_inputs,
-    copy_logits,
-    copy_loss,
-    evaluate_copy,
-    linear_warmup,
-    reweighted,
-    scaling_hooks,
-    train_coefficients,
-)
+from pear_lens.reweight import check_heads, copy_inputs, copy_logits, copy_loss, evaluate_copy, linear_warmup, reweighted, scaling_hooks, train_coefficients
+from pear_lens.recipe import TrainConfig
 from tests.conftest import tiny
 
 SMALL = dict(steps=4, batch_size=4, micro_batch=2, n=8)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pear_lens.proxy_task import sample_batch
-from pear_lens.reweight import TrainConfig, copy_logits, reweighted, train_coefficients
+from pear_lens.reweight import copy_logits, reweighted, train_coefficients
+from pear_lens.recipe import TrainConfig
 
 from .conftest import check_real_fold
 

@@ -15,7 +15,7 @@ from pear_lens.mediation import WeakCopyTask, score_heads
 from pear_lens.prompt_task import PromptTask
 from pear_lens.proxy_task import ProxyTask
 from pear_lens.results import HeadScores
-from pear_lens.reweight import HeadSelection, select_heads
+from pear_lens.recipe import HeadSelection, select_heads
 
 from .conftest import tiny
 

@@ -8,7 +8,7 @@ import pytest
 from pear_lens.commands.cli import main
 from pear_lens.commands.train import TrainRunConfig
 from pear_lens.models import load_model
-from pear_lens.reweight import TrainConfig
+from pear_lens.recipe import TrainConfig
 from pear_lens.training_cache import matching_artifact
 
 SMALL = TrainConfig(steps=2, batch_size=4, micro_batch=2, n=8)

@@ -12,7 +12,8 @@ from statsmodels.stats.multitest import multipletests
 
 from pear_lens import uncertainty as u
 from pear_lens.errors import PearLensError
-from pear_lens.results import SCORES_JSON, SCORES_SAFETENSORS, HeadScores
+from pear_lens.results import HeadScores
+from pear_lens.scores_folder import SCORES_JSON, SCORES_SAFETENSORS
 
 SIZES = (15, 30, 45)
 """Prompts in each of the three settings (unequal, as the proxy task's settings can be)."""

@@ -28,6 +28,7 @@ from pear_lens.io import atomic_path, atomic_write_json, save_safetensors
 from pear_lens.results import HeadScores
 from pear_lens.runs import existing
 from pear_lens.uncertainty import MIN_BOOT
+from pear_lens.heads import Head
 
 RETRIEVAL_THRESHOLD = 0.1
 """Wu et al. 2024 call a head a retrieval head when its retrieval score exceeds 0.1."""
@@ -90,7 +91,7 @@ class HeadAtlas:
         v = (self.score(name) if values is None else values).flatten()
         return torch.argsort(v, descending=self.detectors[name]["higher_is_role"], stable=True)
 
-    def top_heads(self, name: str, k: int) -> list[tuple[int, int]]:
+    def top_heads(self, name: str, k: int) -> list[Head]:
         n_heads = self.delta_pi.n_heads
         return [(int(i) // n_heads, int(i) % n_heads) for i in self.role_order(name)[:k]]
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from pear_lens.config import option
-from pear_lens.io import check_static_export, check_writable_parent
+from pear_lens.io import check_writable_parent
+from pear_lens.figure_files import check_static_export
 from pear_lens.k_sweep import EVAL_SEED, k_sweep
 from pear_lens.results import HeadScores
-from pear_lens.reweight import Recipe
+from pear_lens.recipe import Recipe
 from pear_lens.runs import run_model, warn_if_bos_differs, write_k_sweep
 
 

@@ -1,6 +1,6 @@
 """``pear-lens apply RUN_DIR --out HF_DIR``: fold an artifact into a plain Hugging Face model folder.
 
-The fold and its check are :mod:`pear_lens.folding`: the folded copy is saved only if its logits equal the
+The fold and its check are :mod:`pear_lens.verified_fold`: the folded copy is saved only if its logits equal the
 hooked bridge's (and an unfolded, pre-hooked Hugging Face copy's) on held-out proxy sequences, so the folder
 ``from_pretrained`` loads is the model that was trained.
 """
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pear_lens.artifact import load_artifact
 from pear_lens.config import option
-from pear_lens.folding import check_tolerance, fold_verified, save_folded, verify_fold
+from pear_lens.verified_fold import check_tolerance, fold_verified, save_folded, verify_fold
 from pear_lens.io import check_output, staged_dir
 
 if TYPE_CHECKING:

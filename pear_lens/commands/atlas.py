@@ -14,7 +14,8 @@ from typing import Any
 
 from pear_lens import constants
 from pear_lens.atlas import DETECTORS, HeadAtlas, NeedleConfig
-from pear_lens.config import Settings, option
+from pear_lens.config import option
+from pear_lens.text_formats import Settings
 from pear_lens.errors import PearLensError
 from pear_lens.uncertainty import MIN_BOOT
 
@@ -57,7 +58,8 @@ class AtlasConfig:
 def atlas(config: AtlasConfig) -> HeadAtlas:
     """Load the run's model, run the detectors and add the atlas files to the run folder."""
     from pear_lens.atlas import check_detectors, head_atlas
-    from pear_lens.io import check_static_export, save_figure, staged_update
+    from pear_lens.io import staged_update
+    from pear_lens.figure_files import check_static_export, save_figure
     from pear_lens.models.loaded import check_device, load_model
     from pear_lens.results import HeadScores
     from pear_lens.runs import scored_model

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any, Callable, Sequence
 
 from pear_lens.config import add_arguments, from_namespace
-from pear_lens.errors import ManyProblems, PearLensError, one_line
+from pear_lens.errors import ManyProblems, PearLensError, debug_enabled, one_line
 
 
 def _models(_: None) -> None:
@@ -59,7 +58,7 @@ def _eval(config: Any) -> None:
 
 
 def _eval_report(config: Any) -> None:
-    from pear_lens.evaluation.report import write_report
+    from pear_lens.commands.eval_report import write_report
 
     write_report(config)
     print(f"wrote {config.out}")
@@ -145,7 +144,7 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[Any], None]]
               "and add head_atlas.csv to a run folder", _config_command("pear_lens.commands.atlas:AtlasConfig"),
               _atlas),
     "eval-report": ("draw accuracy-by-position curves and a results table from eval folders",
-                    _config_command("pear_lens.evaluation.report:EvalReportConfig"), _eval_report),
+                    _config_command("pear_lens.commands.eval_report:EvalReportConfig"), _eval_report),
 }
 
 
@@ -175,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    debug = getattr(ns, "debug", False) or os.environ.get("PEAR_LENS_DEBUG", "") not in ("", "0")
+    debug = debug_enabled(getattr(ns, "debug", False))
     _, load_config, handler = COMMANDS[ns.command]
     try:
         handler(None if load_config is None else from_namespace(load_config(), ns))

@@ -34,7 +34,8 @@ class CompareConfig:
 
 def compare_runs(config: CompareConfig) -> pd.DataFrame:
     """Compare the run folders of ``config`` and write the output folder atomically."""
-    from pear_lens.io import check_output, check_static_export, save_figure, staged_dir
+    from pear_lens.io import check_output, staged_dir
+    from pear_lens.figure_files import check_static_export, save_figure
     from pear_lens.plots import concentration as concentration_figure
     from pear_lens.plots import relative_depth as depth_figure
 

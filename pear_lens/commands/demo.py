@@ -20,7 +20,7 @@ import torch
 from pear_lens.config import option
 from pear_lens.io import atomic_write_json, write_marker
 from pear_lens.models.registry import DEFAULT_MODEL
-from pear_lens.reweight import TrainConfig
+from pear_lens.recipe import TrainConfig
 
 DEMO_CHECK_JSON = "demo_check.json"
 
@@ -47,7 +47,7 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
     from transformers import AutoModelForCausalLM
 
     from pear_lens.evaluation import conditions as C
-    from pear_lens.evaluation.calibration import settings_for
+    from pear_lens.evaluation.tasks.calibration import settings_for
     from pear_lens.evaluation.runner import evaluate
     from pear_lens.evaluation.tasks import TaskName, generate_items
     from pear_lens.reweight import evaluate_copy_hf
@@ -78,8 +78,9 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
 
 def demo(config: DemoConfig) -> dict[str, Any]:
     from pear_lens.k_sweep import EVAL_SEED, eval_batches
-    from pear_lens.folding import fold_verified, save_folded
-    from pear_lens.io import check_output, check_static_export, staged_dir
+    from pear_lens.verified_fold import fold_verified, save_folded
+    from pear_lens.io import check_output, staged_dir
+    from pear_lens.figure_files import check_static_export
     from pear_lens.models.loaded import load_model
     from pear_lens.runs import set_recorded_out
     from pear_lens.workflow import DiscoverConfig, discover, train_into_run

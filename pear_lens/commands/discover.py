@@ -1,8 +1,8 @@
 """``pear-lens discover``: score every head and write a discovery run folder.
 
 The settings (:class:`~pear_lens.workflow.DiscoverConfig`) and the run itself
-(:func:`~pear_lens.workflow.discover`) are library code in :mod:`pear_lens.workflow`, which the demo and the
-protocol of ``scripts/evaluate_all.py`` call too; the folder's files are :mod:`pear_lens.runs`'s.
+(:func:`~pear_lens.workflow.discover`) are library code in :mod:`pear_lens.workflow`, which the demo and any
+study built on discovery call too; the folder's files are :mod:`pear_lens.runs`'s.
 """
 from __future__ import annotations
 

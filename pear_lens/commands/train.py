@@ -1,6 +1,6 @@
 """``pear-lens train RUN_DIR``: learn τ for the heads of a discovery run and save the artifact.
 
-The training settings are :class:`pear_lens.reweight.TrainConfig` plus where to read and write; the work is
+The training settings are :class:`pear_lens.recipe.TrainConfig` plus where to read and write; the work is
 :func:`pear_lens.workflow.train_into_run` (the training log and, last, the artifact are added to the run
 folder through :func:`pear_lens.runs.write_training`).
 """
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from pear_lens.artifact import Artifact
 from pear_lens.config import option
-from pear_lens.reweight import TrainConfig, TrainResult
+from pear_lens.reweight import TrainResult
+from pear_lens.recipe import TrainConfig
 from pear_lens.workflow import train_into_run
 
 if TYPE_CHECKING:

@@ -1,11 +1,10 @@
 """RAG evaluation of baseline and re-weighted models, with honest controls.
 
-Tasks (``kv``, ``mdqa``, ``facts``; one interface in ``tasks``) make or load
-items; ``prompts`` renders them in the plain or chat style chosen on the
-baseline (``calibration``); ``generate`` decodes greedily in batches with a
-separate Hugging Face model; ``scoring`` and ``stats`` turn outputs into
-accuracies with bootstrap intervals and exact McNemar tests; ``conditions``
-names the models compared (baseline, PEAR, random-K, uniform); ``runner``
-evaluates them on identical items (``pear-lens eval``, in ``pear_lens.commands.eval``,
-calls it) and ``report`` is ``pear-lens eval-report``.
+``tasks`` makes or reads items (key-value retrieval, multi-document QA, counterfactual and closed-book facts)
+and renders them as prompts; ``splits`` keeps dev and test items apart; ``generate`` decodes greedily in batches
+with a separate Hugging Face model; ``conditions`` names the models compared (baseline, PEAR, random-K, all heads
+scaled); ``runner`` evaluates them on identical items; ``outcomes`` sorts each answer into a kind; ``stats`` and
+``verdict`` turn outputs into accuracies with bootstrap intervals, exact McNemar tests and the words a table may
+use. ``pear-lens eval`` and ``pear-lens eval-report`` are :mod:`pear_lens.commands.eval` and
+:mod:`pear_lens.commands.eval_report`.
 """

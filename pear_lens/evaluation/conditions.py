@@ -4,7 +4,7 @@ A condition is the base model with a ``{(layer, head): τ}`` mapping folded into
 its output projections (:func:`pear_lens.convert.fold_coefficients`): empty
 for the baseline, the learned PEAR coefficients, coefficients learned for
 randomly chosen heads (the control that rules out "any re-weighting helps"),
-or one scalar on every head (uniform scaling). How the mapping was obtained
+or one scalar on every head (all heads scaled alike). How the mapping was obtained
 (seed, training budget, artifact) travels along as metadata and ends up in the
 results.
 """
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from pear_lens.convert import fold_coefficients
 from pear_lens.errors import PearLensError
-from pear_lens.k_sweep import random_heads  # noqa: F401  (the controls draw heads the same way)
 from pear_lens.heads import Head
 
 if TYPE_CHECKING:
@@ -35,8 +34,9 @@ class ConditionKind(str, Enum):
     """Learned coefficients on the discovered suppression heads."""
     RANDOM_K = "random-k"
     """Learned coefficients on K randomly chosen heads (control)."""
-    UNIFORM = "uniform"
-    """One scalar on every head (control)."""
+    ALL_HEADS = "uniform"
+    """One scalar on every head (control). The recorded value stays ``"uniform"``, as in the committed records;
+    heads *drawn* uniformly are :attr:`pear_lens.controls.ControlKind.UNIFORM`."""
     CUSTOM = "custom"
     """Any other mapping."""
 
@@ -81,15 +81,15 @@ def folded(model: "LoadedModel", coefficients: Mapping[Head, float], label: str,
     return Condition(label, kind, build, coefficients, dict(metadata))
 
 
-def uniform(model: "LoadedModel", tau: float, label: str | None = None) -> Condition:
+def all_heads(model: "LoadedModel", tau: float, label: str | None = None) -> Condition:
     """Every head of every layer scaled by the same ``tau``."""
     heads = {(l, h): tau for l in range(model.n_layers) for h in range(model.n_heads)}
-    return folded(model, heads, label or f"uniform τ={tau:g}", ConditionKind.UNIFORM, tau=tau)
+    return folded(model, heads, label or f"uniform τ={tau:g}", ConditionKind.ALL_HEADS, tau=tau)
 
 
 def random_k(model: "LoadedModel", coefficients: Mapping[Head, float], seed: int, label: str | None = None,
              **metadata: Any) -> Condition:
-    """The random-K control for one seed, from coefficients trained on :func:`random_heads`.
+    """The random-K control for one seed, from coefficients trained on :func:`pear_lens.controls.random_heads`.
 
     Put a reduced training budget in ``label`` (e.g. ``"random-K seed 0 (20 steps)"``) so tables state it.
     """

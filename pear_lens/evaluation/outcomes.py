@@ -16,11 +16,11 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation.facts import ClosedBookItem, CounterfactualItem
-from pear_lens.evaluation.items import Item
-from pear_lens.evaluation.kv import KVItem
-from pear_lens.evaluation.mdqa import MDQAItem, distractor_answers
-from pear_lens.evaluation.scoring import best_subspan_em, normalize_answer
+from pear_lens.evaluation.tasks.facts import ClosedBookItem, CounterfactualItem
+from pear_lens.evaluation.tasks.items import Item
+from pear_lens.evaluation.tasks.kv import KVItem
+from pear_lens.evaluation.tasks.mdqa import MDQAItem, distractor_answers
+from pear_lens.evaluation.tasks.scoring import best_subspan_em, normalize_answer
 
 BREAKDOWN_COLUMNS = ["condition", "kind", "count", "n", "share"]
 LOOP_MAX_WORDS = 8

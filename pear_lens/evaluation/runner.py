@@ -21,9 +21,9 @@ import pandas as pd
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation.conditions import BASELINE, Condition
 from pear_lens.evaluation.generate import greedy_generate
-from pear_lens.evaluation.items import Item
-from pear_lens.evaluation.prompts import PromptStyle, encode
-from pear_lens.evaluation.scoring import best_subspan_em
+from pear_lens.evaluation.tasks.items import Item
+from pear_lens.evaluation.tasks.prompts import PromptStyle, encode
+from pear_lens.evaluation.tasks.scoring import best_subspan_em
 from pear_lens.evaluation.stats import bootstrap_ci, mcnemar_exact
 from pear_lens.evaluation.tasks import TaskSettings
 
@@ -119,7 +119,8 @@ def evaluate(model_name: str, task: str, items: Sequence[Item], conditions: Sequ
             outputs = run()
             timings[cond.label] = time.perf_counter() - start
         else:
-            from pear_lens.evaluation.protocol import cached_stage, items_digest
+            from pear_lens.evaluation.splits import items_digest
+            from pear_lens.stage_cache import cached_stage
 
             key = {**(cache_key or {}), "model": model_name, "task": task, "condition": cond.describe(),
                    "items": items_digest(items), "settings": settings.to_dict(), "batch_size": batch_size}

@@ -42,12 +42,13 @@ from pear_lens.mediation.base import (
     scoring_method,
 )
 from pear_lens.metrics import Metric, MetricFn, evaluate
+from pear_lens.heads import Head
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
     from pear_lens.prompt_task import ScoredBatch
 
-Heads = list[tuple[int, int]] | None
+Heads = list[Head] | None
 
 
 @torch.no_grad()

@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 
 from pear_lens import hooks
 from pear_lens.errors import PearLensError
-from pear_lens.io import json_value
+from pear_lens.io import as_json
 from pear_lens.mediation._forward import capture
 from pear_lens.metrics import Difference, Metric, MetricFn, check_metric, delta, evaluate, metric_name
 from pear_lens.results import HeadScores
 from pear_lens.vocabulary import StrEnum
+from pear_lens.heads import Head
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
@@ -194,7 +195,7 @@ def record_options(options: object, **values: object) -> dict[str, object]:
     given (an Enum by its value), then ``values`` (what the method fixes, e.g. ``path`` patches only at
     ``end``, and the seed), the shared options first in :data:`RECORD_ORDER`."""
     given = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-    record = {k: json_value(v) for k, v in {**given, **values}.items()}
+    record = {k: as_json(v) for k, v in {**given, **values}.items()}
     first = [k for k in RECORD_ORDER if k in record]
     return {k: record[k] for k in first + [k for k in record if k not in first]}
 
@@ -301,7 +302,7 @@ def scoring_method(name: str, short: str, description: str, options_type: type, 
     return make
 
 
-def each_head(model: "LoadedModel", heads: list[tuple[int, int]] | None, bar,
+def each_head(model: "LoadedModel", heads: list[Head] | None, bar,
               patched_logits: Callable[[int, int], Tensor], batch: "ScoredBatch", metric: "Metric | MetricFn",
               clean_each: Tensor) -> SettingScan:
     """π̃ of every head (or of ``heads``; NaN where not scored): the loop of the one-head-at-a-time scans.
@@ -333,7 +334,7 @@ def patch_head(head: int, where: int | slice, value: Tensor):
 @torch.no_grad()
 def one_forward_per_head(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn",
                          ablation: Ablation, where: int | slice, seed: int, bar,
-                         heads: list[tuple[int, int]] | None = None, frozen: Sequence[str] = ()) -> SettingScan:
+                         heads: list[Head] | None = None, frozen: Sequence[str] = ()) -> SettingScan:
     """The plain reference scan: one full hooked forward per head on the whole sequence, the head's output
     replaced at ``where`` (a position or a slice) and the activations named in ``frozen`` pinned to their
     clean values. Every fast scan is tested against it."""

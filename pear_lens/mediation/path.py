@@ -36,6 +36,7 @@ from pear_lens.mediation.base import (
     scoring_method,
 )
 from pear_lens.metrics import Metric, MetricFn, evaluate
+from pear_lens.heads import Head
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
@@ -108,7 +109,7 @@ def setting_fast(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | M
 
 
 def setting_plain(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation,
-                  seed: int, bar, heads: list[tuple[int, int]] | None = None) -> SettingScan:
+                  seed: int, bar, heads: list[Head] | None = None) -> SettingScan:
     """One full hooked forward per head on the whole sequence, every query, key and value pinned to its clean
     value: the reference implementation."""
     frozen = [f(l) for l in range(model.n_layers) for f in (hooks.q, hooks.k, hooks.v)]
