@@ -4,9 +4,11 @@ A condition is the base model with a ``{(layer, head): τ}`` mapping folded into
 its output projections (:func:`pear_lens.convert.fold_coefficients`): empty
 for the baseline, the learned PEAR coefficients, coefficients learned for
 randomly chosen heads (the control that rules out "any re-weighting helps"),
-or one scalar on every head (all heads scaled alike). How the mapping was obtained
-(seed, training budget, artifact) travels along as metadata and ends up in the
-results.
+one scalar on every head (all heads scaled alike), τ = 0 on chosen heads (pruning)
+or one untrained τ on them (damping). Context-aware decoding (CAD) changes no
+weight: its condition is the base model with ``cad_alpha`` set, which the runner
+honours when it decodes and scores. How the mapping was obtained (seed, training
+budget, artifact) travels along as metadata and ends up in the results.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from pear_lens.convert import fold_coefficients
 from pear_lens.errors import PearLensError
+from pear_lens.evaluation.decoding import CAD_ALPHA
 from pear_lens.heads import Head
 
 if TYPE_CHECKING:
@@ -37,6 +40,12 @@ class ConditionKind(str, Enum):
     ALL_HEADS = "uniform"
     """One scalar on every head (control). The recorded value stays ``"uniform"``, as in the committed records;
     heads *drawn* uniformly are :attr:`pear_lens.controls.ControlKind.UNIFORM`."""
+    PRUNED = "pruned"
+    """τ = 0 on chosen heads: head pruning (Jin et al. 2024, "Cutting Off the Head Ends the Conflict")."""
+    DAMPED = "damped"
+    """One untrained τ on chosen heads (e.g. random heads at PEAR's mean τ): a control that costs no training."""
+    CAD = "cad"
+    """The unmodified model decoded context-aware (Shi et al. 2023): two passes per step, no weights changed."""
     CUSTOM = "custom"
     """Any other mapping."""
 
@@ -51,13 +60,16 @@ class Condition:
     """Returns a new Hugging Face model each call (never a booted bridge's model)."""
     coefficients: Mapping[Head, float] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    cad_alpha: float | None = None
+    """Context-aware decoding's α when the condition decodes context-aware (``None``: ordinary decoding)."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for ``eval.json``."""
         taus = list(self.coefficients.values())
         return {"label": self.label, "kind": self.kind.value, "n_heads": len(taus),
                 "heads": [[l, h, float(t)] for (l, h), t in sorted(self.coefficients.items())],
-                "tau_mean": (sum(taus) / len(taus)) if taus else None, **dict(self.metadata)}
+                "tau_mean": (sum(taus) / len(taus)) if taus else None,
+                **({"cad_alpha": self.cad_alpha} if self.cad_alpha is not None else {}), **dict(self.metadata)}
 
 
 def baseline(model: "LoadedModel") -> Condition:
@@ -108,3 +120,20 @@ def from_artifact(model: "LoadedModel", run_dir: str | Path, label: str = "PEAR"
     sha = artifact_sha256(run_dir)
     return folded(model, art.coefficients(), label, ConditionKind.PEAR, artifact_sha256=sha,
                   base_model=art.base_model.get("name"), training_steps=art.training.get("steps"))
+
+
+def pruned(model: "LoadedModel", heads: Sequence[Head], label: str, **metadata: Any) -> Condition:
+    """``heads`` removed (τ = 0, the columns of their output projection zeroed), nothing trained."""
+    return folded(model, {h: 0.0 for h in heads}, label, ConditionKind.PRUNED, **metadata)
+
+
+def damped(model: "LoadedModel", heads: Sequence[Head], tau: float, label: str, **metadata: Any) -> Condition:
+    """``heads`` scaled by one untrained ``tau`` (e.g. PEAR's mean τ on random heads): a control without training."""
+    return folded(model, {h: float(tau) for h in heads}, label, ConditionKind.DAMPED, tau=float(tau), **metadata)
+
+
+def context_aware(model: "LoadedModel", alpha: float = CAD_ALPHA, label: str | None = None) -> Condition:
+    """The unmodified model, decoded and scored with context-aware decoding at ``alpha``."""
+    if not alpha >= 0:
+        raise PearLensError(f"CAD's α must be ≥ 0, got {alpha}")
+    return Condition(label or f"CAD α={alpha:g}", ConditionKind.CAD, model.fresh_hf, cad_alpha=float(alpha))

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pear_lens.errors import PearLensError
+from pear_lens.evaluation.decoding import CAD_ALPHA, ContextAwareLogits, ContextFree, NoEmptyAnswer, left_pad
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -66,10 +67,17 @@ def _eos_ids(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> 
 @torch.no_grad()
 def greedy_generate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", prompts: Sequence[Sequence[int]],
                     *, max_new_tokens: int, batch_size: int = 16, stop_at_newline: bool = True,
-                    progress: bool = True, desc: str = "generate") -> list[str]:
-    """Greedy continuations of tokenised ``prompts`` (in input order); the first line of each when ``stop_at_newline``."""
-    from transformers import GenerationConfig, StoppingCriteriaList
+                    progress: bool = True, desc: str = "generate", context_free: Sequence[Sequence[int]] | None = None,
+                    cad_alpha: float = CAD_ALPHA, no_empty: bool = False) -> list[str]:
+    """Greedy continuations of tokenised ``prompts`` (in input order); the first line of each when ``stop_at_newline``.
 
+    With ``context_free`` (one context-free prompt per prompt) decoding is context-aware (CAD, ``cad_alpha``);
+    with ``no_empty`` the end of sequence is forbidden until the answer holds some text.
+    """
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+    if context_free is not None and len(context_free) != len(prompts):
+        raise PearLensError(f"{len(prompts)} prompts but {len(context_free)} context-free prompts")
     if max_new_tokens < 1 or batch_size < 1:
         raise PearLensError(f"max_new_tokens and batch_size must be ≥ 1, got {max_new_tokens}, {batch_size}")
     eos = _eos_ids(model, tokenizer)
@@ -84,16 +92,17 @@ def greedy_generate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBas
     with tqdm(total=len(prompts), desc=desc, disable=not progress, unit="item") as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                p = torch.as_tensor(list(prompts[i]), dtype=torch.long)
-                ids[row, width - len(p):] = p  # left padding: every prompt ends where generation starts
-                mask[row, width - len(p):] = 1
+            ids, mask, _ = left_pad([prompts[i] for i in idx], pad)  # every prompt ends where generation starts
+            width = ids.shape[1]
             stops = StoppingCriteriaList([_FirstLineStop(width, newline, content)]) if stop_at_newline else None
+            processors = LogitsProcessorList()
+            if context_free is not None:
+                processors.append(ContextAwareLogits(model, ContextFree([context_free[i] for i in idx], cad_alpha),
+                                                     width, pad))
+            if no_empty:
+                processors.append(NoEmptyAnswer(width, eos, _token_tables(tokenizer)[1]))
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                                 stopping_criteria=stops)
+                                 stopping_criteria=stops, logits_processor=processors or None)
             for row, i in enumerate(idx):
                 text = tokenizer.decode(out[row, width:], skip_special_tokens=True)
                 outputs[i] = first_line(text) if stop_at_newline else text.strip()

@@ -18,8 +18,9 @@ import pandas as pd
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation.tasks.facts import ClosedBookItem, CounterfactualItem
 from pear_lens.evaluation.tasks.items import Item
+from pear_lens.evaluation.tasks.candidates import in_context_alternatives
 from pear_lens.evaluation.tasks.kv import KVItem
-from pear_lens.evaluation.tasks.mdqa import MDQAItem, distractor_answers
+from pear_lens.evaluation.tasks.mdqa import MDQAItem
 from pear_lens.evaluation.tasks.scoring import best_subspan_em, normalize_answer
 
 BREAKDOWN_COLUMNS = ["condition", "kind", "count", "n", "share"]
@@ -83,14 +84,6 @@ def looping_rate(outputs: Sequence[str]) -> float:
     return sum(loops(o) for o in outputs) / len(outputs)
 
 
-def _other_answers(item: Item) -> tuple[str, ...]:
-    if isinstance(item, KVItem):
-        return item.distractor_values
-    if isinstance(item, MDQAItem):
-        return distractor_answers(item)
-    return ()
-
-
 def classify_answer(item: Item, output: str) -> AnswerKind:
     """The kind of one output; ``CORRECT`` exactly when the accuracy counts it correct.
 
@@ -101,7 +94,7 @@ def classify_answer(item: Item, output: str) -> AnswerKind:
         return AnswerKind.CORRECT
     if not normalize_answer(output):
         return AnswerKind.EMPTY
-    if any(best_subspan_em(output, [other]) for other in _other_answers(item)):
+    if any(best_subspan_em(output, [other]) for other in in_context_alternatives(item)):
         return AnswerKind.OTHER_ITEM
     if isinstance(item, CounterfactualItem) and best_subspan_em(output, item.parametric_answers):
         return AnswerKind.MEMORISED

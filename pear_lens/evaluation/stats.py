@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from jaxtyping import Bool
+from jaxtyping import Bool, Float
 
 from pear_lens.errors import PearLensError
 
@@ -183,11 +183,13 @@ def _diff(per_item: np.ndarray, clusters, n_resamples: int, level: float, seed: 
     return BootstrapDiff(float(per_item.mean()), low, high, p, int(per_item.size), g)
 
 
-def paired_cluster_bootstrap_diff(a: Bool[np.ndarray, " n"], b: Bool[np.ndarray, " n"],
+def paired_cluster_bootstrap_diff(a: Bool[np.ndarray, " n"] | Float[np.ndarray, " n"],
+                                  b: Bool[np.ndarray, " n"] | Float[np.ndarray, " n"],
                                   clusters: "np.ndarray | Sequence[str] | Sequence[int] | None" = None, *,
                                   n_resamples: int = N_RESAMPLES, level: float = LEVEL,
                                   seed: int = 0) -> BootstrapDiff:
-    """Accuracy of A minus accuracy of B on the same items, both resampled with the same clusters.
+    """Accuracy (or mean of any per-item value, e.g. a log-probability) of A minus B's on the same items, both
+    resampled with the same clusters.
 
     Pairing removes the between-item variance both conditions share, so the interval is much narrower than
     two separate intervals suggest; clustering keeps items of one fact together (McNemar cannot).
