@@ -253,3 +253,48 @@ def test_evaluate_likelihood_pairs_conditions_and_resumes_from_its_cache(tmp_pat
     again = [cond_mod.Condition(c.label, c.kind, refuse, c.coefficients, c.metadata) for c in conds]
     res2 = evaluate_likelihood("tiny-llama", "words", items, again, model.tokenizer, settings, cache_dir=tmp_path, **kw)
     assert res2.items.equals(res.items) and res2.summary.equals(res.summary)
+
+
+def _one_token_items(n: int = 10) -> list[_WordItem]:
+    rng = np.random.default_rng(3)
+    w = lambda: f"w{rng.integers(4, 500)}"  # noqa: E731
+    return [_WordItem(f"i{i}", " ".join(w() for _ in range(6 + i % 3)), w(), (w(),)) for i in range(n)]
+
+
+def test_the_task_scan_of_a_head_equals_pruning_that_head_alone():
+    """Two methods against each other: the head scan's effect on the first answer token's log-probability and
+    the likelihood endpoint of the pruned condition (items of different lengths, answers of one token)."""
+    from pear_lens.evaluation.task_scan import scan_items
+    from pear_lens.evaluation.likelihood import score_candidates
+    from pear_lens.evaluation.runner import encode_items
+
+    model = tiny("llama")
+    items = _one_token_items()
+    scores, scan = scan_items(model, items, "plain", name="words", metric="logprob", progress=False)
+    assert scan.item_ids == tuple(it.item_id for it in items)
+    prompts = encode_items(items, PromptStyle.PLAIN, model.tokenizer, n_ctx=256, max_new_tokens=1)
+    base = [r["logp_gold"] for r in score_candidates(model.fresh_hf(), model.tokenizer, items, prompts,
+                                                     PromptStyle.PLAIN, progress=False)]
+    for head in [(0, 1), (1, 3), (2, 0)]:
+        hf = cond_mod.pruned(model, [head], "p").build()
+        pruned = [r["logp_gold"] for r in score_candidates(hf, model.tokenizer, items, prompts, PromptStyle.PLAIN,
+                                                           progress=False)]
+        expected = float(np.mean(np.subtract(pruned, base)))
+        assert abs(expected) > 1e-4  # pruning the head does something, so agreement is not 0 = 0
+        assert float(scores.scores[head]) == pytest.approx(expected, abs=2e-5)
+
+
+def test_head_score_correlation_is_an_interval_around_rho():
+    from pear_lens.atlas.correlation import head_score_correlation
+    from pear_lens.evaluation.task_scan import scan_items
+
+    model = tiny("llama")
+    items = _word_items(16)
+    diff, _ = scan_items(model, items, "plain", name="diff", progress=False)
+    lp, _ = scan_items(model, items, "plain", name="lp", metric="logprob", progress=False)
+    # the two maps' prompts are resampled independently (as for the proxy task's and a RAG task's prompts), so
+    # even a map against itself has an interval below 1: the noise of both maps' means is in it
+    same = head_score_correlation(diff, diff, n_boot=1000)
+    assert same.rho == pytest.approx(1.0) and same.low < same.high <= 1.0
+    other = head_score_correlation(diff, lp, n_boot=1000)
+    assert other.low <= other.rho <= other.high and other.high - other.low > 0.05

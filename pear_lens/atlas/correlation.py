@@ -141,3 +141,23 @@ def rank_correlation(rho: float, delta: np.ndarray, score: np.ndarray, *, label:
                                 f"for every head drawn)", n_undefined=n_undefined)
     low, high = np.quantile(defined, [tail, 1.0 - tail])
     return result(low, high, n_undefined=n_undefined)
+
+
+def head_score_correlation(a: "HeadScores", b: "HeadScores", *, n_boot: int = 2000, level: float = 0.95,
+                           seed: int = 0, label: str = "second") -> RankCorrelation:
+    """Spearman's ρ over heads of two head-score maps of one model (e.g. the proxy task's Δπ and a RAG task's
+    effect), with heads and both maps' prompts resampled as the atlas resamples Δπ and a detector."""
+    from pear_lens.agreement import spearman
+
+    if tuple(a.scores.shape) != tuple(b.scores.shape):
+        raise PearLensError(f"the two score maps have different shapes {tuple(a.scores.shape)} and "
+                            f"{tuple(b.scores.shape)}; compare maps of one model")
+    x, y = a.scores.flatten(), b.scores.flatten()
+    rng = np.random.default_rng(seed)
+    a_reps, _ = delta_pi_replicates(a, n_boot, rng)
+    b_reps, why = delta_pi_replicates(b, n_boot, rng)
+    if b_reps is None:
+        raise PearLensError(f"the {label} map cannot be resampled: {why}")
+    heads = rng.integers(0, x.numel(), size=(n_boot, x.numel()))
+    return rank_correlation(spearman(x, y), x.double().numpy(), y.double().numpy(), label=label,
+                            delta_reps=a_reps, score_reps=b_reps, heads=heads, level=level)
