@@ -284,7 +284,7 @@ class PromptTask:
                                 add_special_tokens=d.get("add_special_tokens", True))
 
     @classmethod
-    def from_records(cls, records: Sequence[dict[str, Any]], *, name: str = "custom",
+    def from_records(cls, records: Sequence[Any], *, name: str = "custom",
                      add_special_tokens: bool = True, where: Sequence[str] | None = None) -> "PromptTask":
         """A task from JSONL-style records (:data:`JSONL_FIELDS`); every malformed record is named, one line
         each, in one :class:`PearLensError` (``where``: how to name each record, e.g. ``file.jsonl:3``)."""
