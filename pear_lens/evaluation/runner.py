@@ -251,7 +251,7 @@ def evaluate_likelihood(model_name: str, task: str, items: Sequence[Item], condi
             key = {**(cache_key or {}), "endpoint": "likelihood", "model": model_name, "task": task,
                    "condition": cond.describe(), "items": items_digest(items), "settings": settings.to_dict(),
                    "batch_size": batch_size}
-            scores, timings[cond.label], _ = cached_stage(Path(cache_dir) / f"{_slug(cond.label)}.likelihood.json",
+            scores, timings[cond.label], _ = cached_stage(Path(cache_dir) / f"{_slug(cond.label)}.likelihood.json.gz",
                                                           key, run)
         for it, c, cl, sc in zip(items, cands, clusters, scores, strict=True):
             rows.append({"model": model_name, "task": task, "condition": cond.label, "item_id": it.item_id,

@@ -38,3 +38,133 @@ def test_every_fact_has_a_probe_question_other_than_its_test_question():
 def test_the_committed_bank_is_what_the_builder_writes():
     pytest.importorskip("pycountry")
     assert fact_bank.main(["--check"]) == 0
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", *args], cwd=fact_bank.ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def test_smallest_detectable_effect_follows_the_normal_power_formula():
+    from scipy.stats import norm
+
+    from studies.context_use import plan
+
+    z = norm.ppf(1 - 0.05 / 3 / 2) + norm.ppf(0.8)
+    assert plan.mde(2.0, 100) == pytest.approx(z * 2.0 / 10)
+    assert plan.mde(2.0, 400) == pytest.approx(plan.mde(2.0, 100) / 2)  # four times the items, half the effect
+    assert plan.mde(1.0, 100, m_tests=1) < plan.mde(1.0, 100, m_tests=3)
+
+
+def test_the_size_rule_takes_the_largest_n_within_budget():
+    from studies.context_use import plan
+
+    pilot = {"tasks": {t: {"seconds_per_item": {"baseline": 0.05, "PEAR": 0.06}}
+                       for t in ("kv", "mdqa", "counterfactual", "closed-book")}}
+    big = plan.size("smollm2-135m-instruct", pilot)
+    assert big["n"] == max(plan.N_CHOICES) and big["estimated_hours"] <= plan.BUDGET_HOURS
+    slow = {"tasks": {t: {"seconds_per_item": {"baseline": 0.5}} for t in pilot["tasks"]}}
+    sized = plan.size("smollm2-135m-instruct", slow)
+    assert sized["n"] < big["n"]
+    if sized["n"] != plan.N_CHOICES[-1]:
+        assert sized["estimated_hours"] <= plan.BUDGET_HOURS
+
+
+def test_an_uncommitted_plan_is_refused():
+    from studies.context_use import design, plan
+
+    with pytest.raises(SystemExit, match="not committed"):
+        plan.check_committed_before(design.RESULTS / "no_such_plan.json")
+
+
+def test_the_plan_was_committed_alone_before_any_item_of_the_study():
+    """The order git shows: the commit adding plan.json touches only the plan and the seed record, and every
+    item file of the study was added in a later commit that descends from it."""
+    from studies.context_use import design
+
+    rel = (design.RESULTS / "plan.json").relative_to(fact_bank.ROOT)
+    added = _git("log", "--format=%H", "--diff-filter=A", "--", str(rel)).split()
+    if not added:
+        pytest.skip("the context-use plan is not committed yet")
+    commit = added[-1]
+    touched = set(_git("show", "--name-only", "--format=", commit).split())
+    allowed = {str(rel), str(rel.with_suffix(".md")), "figures/results/test_seeds.json"}
+    assert touched <= allowed, f"the plan's commit also holds {sorted(touched - allowed)}"
+    for path in sorted(design.RESULTS.glob("*/items/*.jsonl")):
+        item_rel = str(path.relative_to(fact_bank.ROOT))
+        first = _git("log", "--format=%H", "--diff-filter=A", "--", item_rel).split()
+        if not first:
+            continue  # drawn, not committed yet
+        assert first[-1] != commit
+        _git("merge-base", "--is-ancestor", commit, first[-1])  # raises unless the plan came first
+
+
+def _synthetic_study(folder, pear_shift: float, n_controls: int = 19):
+    """Items and per-item outputs as the run writes them: PEAR shifted by ``pear_shift`` nats on every item."""
+    import numpy as np
+
+    from pear_lens.evaluation.tasks.facts import load_facts
+    from pear_lens.evaluation.tasks.items import write_jsonl
+    from pear_lens.evaluation.tasks.kv import generate_kv
+    from pear_lens.evaluation.tasks.mdqa import generate_mdqa
+    from pear_lens.stage_cache import write_record
+    from studies.context_use.design import closed_book
+
+    facts = load_facts(fact_bank.OUT)[:30]
+    items = {"kv": generate_kv(40, 4, seed=0), "mdqa": generate_mdqa(40, 3, seed=0),
+             "counterfactual": generate_counterfactual(facts, 40, n_context=2, seed=0),
+             "closed-book": closed_book(facts)}
+    rng = np.random.default_rng(0)
+    labels = [("baseline", "baseline", 0.0), ("PEAR", "pear", pear_shift), ("PEAR heads damped", "damped", 0.1),
+              ("PEAR heads pruned", "pruned", -0.1)]
+    labels += [(f"damped uniform s{s:02d}", "damped", 0.0) for s in range(n_controls)]
+    for task, its in items.items():
+        write_jsonl(its, folder / "items" / f"{task}.jsonl")
+        base = rng.normal(-2.0, 1.0, len(its))
+        for label, kind, shift in labels:
+            noise = rng.normal(0, 0.3, len(its))
+            value = [{"logp_gold": float(b + shift + e), "contrast": float(b + shift + e), "n_alternatives": 1,
+                      "gold_tokens": 1} for b, e in zip(base, noise)]
+            write_record(folder / "outputs" / task / f"{label.replace(' ', '-')}.likelihood.json.gz",
+                         {"key": {"condition": {"label": label, "kind": kind}}, "value": value, "seconds": 1.0})
+
+
+def test_the_report_applies_the_verdict_rule_to_the_outputs(tmp_path):
+    from studies.context_use import report
+
+    plan = {"ni_margin_nats": 0.10}
+    _synthetic_study(tmp_path / "up", 1.0, n_controls=100)
+    up = report.model_report(tmp_path / "up", plan)
+    for task in ("kv", "mdqa", "counterfactual"):
+        e = up["tasks"][task]
+        assert e["damped_controls"]["n"] == 100 and e["damped_controls"]["rank_p"] == pytest.approx(1 / 101)
+        assert e["rank_p_holm"] == pytest.approx(3 / 101)
+        assert e["vs_baseline"]["PEAR"]["delta"] == pytest.approx(1.0, abs=0.3)
+        assert e["verdict"] == "improves context use"
+    assert up["tasks"]["closed-book"]["verdict"] == "retained"
+    # 19 controls, as the issue-16 study had: PEAR beats all of them and still cannot pass the rank test
+    _synthetic_study(tmp_path / "few", 1.0, n_controls=19)
+    few = report.model_report(tmp_path / "few", plan)
+    assert {few["tasks"][t]["verdict"] for t in ("kv", "mdqa", "counterfactual")} == {
+        "beats baseline, not random damped heads"}
+    _synthetic_study(tmp_path / "flat", 0.0)
+    flat = report.model_report(tmp_path / "flat", plan)
+    assert all(flat["tasks"][t]["verdict"] in ("no detectable effect", "beats baseline, not random damped heads")
+               for t in ("kv", "mdqa", "counterfactual"))
+    _synthetic_study(tmp_path / "down", -1.0)
+    down = report.model_report(tmp_path / "down", plan)
+    assert {down["tasks"][t]["verdict"] for t in ("kv", "mdqa", "counterfactual")} == {"hurts context use"}
+    assert down["tasks"]["closed-book"]["verdict"] == "not shown retained"
+
+
+def test_the_report_is_regenerated_byte_for_byte_from_the_outputs(tmp_path):
+    from studies.context_use import report
+
+    _synthetic_study(tmp_path, 0.5, n_controls=20)
+    first = report.model_report(tmp_path, {"ni_margin_nats": 0.1})
+    again = report.model_report(tmp_path, {"ni_margin_nats": 0.1})
+    assert json.dumps(first) == json.dumps(again)
+    text = report.markdown({"models": {"tiny": first}})
+    assert text == report.markdown({"models": {"tiny": again}})
+    assert "| kv | contrast | 40 |" in text and "improves context use" not in text  # 20 controls cannot pass
