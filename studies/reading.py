@@ -366,7 +366,36 @@ def verdict_legend(records: dict[str, Any]) -> str:
             "uniform random-K controls trained like it.")
 
 
-def headline(records: dict[str, Any], exploratory: pd.DataFrame | None = None) -> list[str]:
+def empty_answer_lines(t: pd.DataFrame, empty: dict[str, Any] | None) -> list[str]:
+    """For each significant greedy gain, how much of it is fewer empty answers
+    (``figures/results/context_use/empty_answers.json``, :mod:`studies.context_use.empty_answers`)."""
+    out = []
+    if not empty:
+        return out
+    for r in t[(t["verdict"] == "helps") & (t["delta"] > 0)].itertuples():
+        tab = empty.get(r.model, {}).get(r.task)
+        rows = {row["condition"]: row for row in (tab or {}).get("rows", [])}
+        if not tab or "pear" not in rows or "baseline" not in rows:
+            continue
+        pear, base, fit = rows["pear"], rows["baseline"], tab["fit"]
+        out.append(f"  - Empty answers: {pear['d_empty']:+.1f} pts with PEAR on {r.model} {r.task}.")
+        if "slope" in fit:
+            out.append(f"  - Over the {fit['n_controls']} trained random-head controls, Δcorrect = {fit['intercept']:+.2f} "
+                       f"{fit['slope']:+.2f}·Δempty (r {fit['r']:+.2f}): {fit['intercept'] + fit['slope'] * pear['d_empty']:+.1f}"
+                       f" pts at PEAR's Δempty; PEAR {pear['d_correct']:+.1f} (residual {fit['pear_residual']:+.1f}, "
+                       f"controls' SD {fit['control_residual_sd']:.1f}).")
+        if pear["acc_answered_both"] is not None:
+            out.append(f"  - On the {pear['answered_both']} items both answered, accuracy "
+                       f"{pear['base_acc_answered_both']:.1f} → {pear['acc_answered_both']:.1f} %; memorised answers "
+                       f"{base['memorised']:.1f} → {pear['memorised']:.1f} %.")
+        if "slope" in fit and abs(fit["slope"] * pear["d_empty"]) > abs(pear["d_correct"]) / 2:
+            out.append("  - More than half of the gain is what the controls' line gives for fewer empty answers "
+                       "([docs/results.md](docs/results.md#greedy-accuracy-and-empty-answers)).")
+    return out
+
+
+def headline(records: dict[str, Any], exploratory: pd.DataFrame | None = None,
+             empty: dict[str, Any] | None = None) -> list[str]:
     """What PEAR did on these models, in a few lines for the README's first screen: the confirmatory verdicts
     grouped by word (each significant one with its Δ and CI), the plans' rank test against random heads, what
     is still provisional, and the models only the exploratory run evaluated. Every word is the record's."""
@@ -399,6 +428,8 @@ def headline(records: dict[str, Any], exploratory: pd.DataFrame | None = None) -
             cases = "; ".join(f"{r.model} on {r.task} (Δ {_pts(r.delta)} pts [{_pts(r.ci_low)}, {_pts(r.ci_high)}], "
                               f"adjusted p {_p(r.p_holm)})" for r in part.itertuples())
         out.append(f"- **{word}** ({len(part)} of {len(t)}): {cases}.")
+        if word == "helps":
+            out += empty_answer_lines(part, empty)
     out += _random_heads_line(t, alpha)
     if provisional:
         out.append(f"- **provisional**, planned work still to do: {', '.join(provisional)}; `make confirm` resumes.")

@@ -10,7 +10,8 @@ function ``GENERATORS[NAME]`` writes its body. The README holds the first screen
   ``studies/evaluate_all.py``: tables, K and how it was chosen, accuracy-by-position figures), ``k-sweep``
   (published ``artifacts/*/ablation.csv``), ``heatmaps`` and ``families`` (``studies/make_figures.py``),
   ``atlas`` (``studies/make_atlas.py``), ``stability`` (``figures/results/stability/*/summary.json`` from
-  ``studies/stability.py``: seeds, top-K probability, intervals, caterpillar figures);
+  ``studies/stability.py``: seeds, top-K probability, intervals, caterpillar figures), ``empty-answers``
+  (``studies/context_use/empty_answers.py``: greedy accuracy against empty answers);
 - docs/methods.md: ``commands`` (the command table, the scoring-method and head-detector tables, from the parser
   that the config dataclasses generate, ``pear_lens.mediation.METHODS`` and ``pear_lens.atlas.DETECTORS``);
 - docs/benchmarks.md: ``benchmarks`` (the result lines of ``figures/benchmarks/*.txt``).
@@ -83,7 +84,9 @@ def _records() -> tuple[dict, dict]:
 def headline_block() -> str:
     models, records = _records()
     exploratory = exploratory_table(RESULTS / "summary.csv", models) if models else None
-    return "\n".join(headline(records, exploratory)) + "\n"
+    empty_path = RESULTS / "context_use" / "empty_answers.json"
+    empty = json.loads(empty_path.read_text()) if empty_path.exists() else None
+    return "\n".join(headline(records, exploratory, empty)) + "\n"
 
 
 def verdicts() -> str:
@@ -96,6 +99,16 @@ def verdicts() -> str:
 
 
 # --------------------------------------------------------------------------- docs/results.md
+
+
+def empty_answers() -> str:
+    """The table :mod:`studies.context_use.empty_answers` wrote (without its title) and its figure."""
+    path = RESULTS / "context_use" / "empty_answers.md"
+    if not path.exists():
+        return "Not computed yet: `python -m studies.context_use.empty_answers`.\n"
+    body = path.read_text().split("\n", 2)[2].strip("\n")
+    return (body + "\n\n![Δcorrect against Δempty per condition](figures/empty_vs_correct.png)\n\n"
+            "(`python -m studies.context_use.empty_answers`, from the committed outputs of the confirmatory test.)\n")
 
 
 def confirmatory() -> str:
@@ -382,7 +395,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "headline": headline_block, "verdicts": verdicts, "quickstart": quickstart,
     "confirmatory": confirmatory, "exploratory": exploratory, "k-sweep": k_sweep, "heatmaps": heatmaps,
     "families": families, "atlas": atlas, "stability": stability,
-    "benchmarks": benchmarks, "commands": commands,
+    "benchmarks": benchmarks, "commands": commands, "empty-answers": empty_answers,
 }
 
 

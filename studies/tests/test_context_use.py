@@ -168,3 +168,22 @@ def test_the_report_is_regenerated_byte_for_byte_from_the_outputs(tmp_path):
     text = report.markdown({"models": {"tiny": first}})
     assert text == report.markdown({"models": {"tiny": again}})
     assert "| kv | contrast | 40 |" in text and "improves context use" not in text  # 20 controls cannot pass
+
+
+def test_the_headline_reads_the_empty_answer_share_off_the_record():
+    import pandas as pd
+
+    from studies.reading import empty_answer_lines
+
+    t = pd.DataFrame([{"model": "m", "task": "counterfactual", "verdict": "helps", "delta": 0.067}])
+    rows = [{"condition": "baseline", "d_correct": 0.0, "d_empty": 0.0, "memorised": 11.0, "answered_both": 300,
+             "acc_answered_both": 50.0, "base_acc_answered_both": 50.0},
+            {"condition": "pear", "d_correct": 6.7, "d_empty": -11.0, "memorised": 12.7, "answered_both": 227,
+             "acc_answered_both": 50.7, "base_acc_answered_both": 48.5}]
+    fit = {"n_controls": 26, "intercept": 0.42, "slope": -0.56, "r": -0.95, "pear_residual": 0.12,
+           "control_residual_sd": 1.5}
+    line = "\n".join(empty_answer_lines(t, {"m": {"counterfactual": {"rows": rows, "fit": fit}}}))
+    assert "+6.6 pts at PEAR" in line and "48.5 → 50.7" in line and "More than half" in line
+    flat = "\n".join(empty_answer_lines(t, {"m": {"counterfactual": {"rows": rows, "fit": {**fit, "slope": -0.1}}}}))
+    assert "More than half" not in flat  # the sentence follows the number
+    assert empty_answer_lines(t, None) == []
