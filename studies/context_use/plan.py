@@ -37,18 +37,20 @@ ALPHA, POWER = 0.05, 0.80
 NI_MARGIN_NATS = 0.10
 """Closed-book non-inferiority: the lower end of the 95 % interval of PEAR − baseline in mean log p(gold) must
 lie above −0.10 nats (a drop of at most about 10 % in the probability of the true answer)."""
-N_DAMPED = {"uniform": 50, "layer-matched": 50}
-"""Random head sets of PEAR's size per kind, damped at PEAR's mean τ without training (100 in all)."""
-N_PRUNED = {"uniform": 50}
+N_DAMPED = {"uniform": 40, "layer-matched": 40}
+"""Random head sets of PEAR's size per kind, damped at PEAR's mean τ without training (80 in all: the smallest
+Holm-adjusted rank p over 3 tasks is 3/81 = 0.037)."""
+N_PRUNED = {"uniform": 20}
 """Random head sets of PEAR's size pruned (τ = 0): the pruning peer's control."""
 CAD_ALPHA = 0.5
 N_SCAN = 100
 """Items per task in each head scan (the dev scan choosing the task's heads; the test scan beside the proxy)."""
 N_CHOICES = (300, 250, 200, 150, 100)
-BUDGET_HOURS = 8.0
+BUDGET_HOURS = 6.0
 SIZE_RULE = (f"n items per task = the largest of {', '.join(map(str, N_CHOICES))} whose likelihood passes (items × "
-             f"conditions × the pilot's seconds per item and condition, CAD counted twice) fit in {BUDGET_HOURS:g} "
-             "CPU hours per model on this machine; counterfactual n is further capped by the known test facts × 2")
+             f"conditions × the pilot's baseline seconds per item, CAD counted twice) fit in {BUDGET_HOURS:g} CPU "
+             "hours per model on this machine (the smallest choice where none fits); counterfactual n is further "
+             "capped by the known test facts × 2")
 
 ENDPOINTS = [
     {"name": "contrast", "tasks": list(PRIMARY_TASKS), "role": "primary",
@@ -56,8 +58,8 @@ ENDPOINTS = [
                    "other documents' answers; counterfactual: the memorised answer)",
      "test": "PEAR − baseline, paired; 95 % cluster-bootstrap interval and two-sided bootstrap p (items of one fact "
              "resampled together); Holm over the 3 tasks within a model",
-     "rank_test": "PEAR's mean Δ against the 100 damped random controls' Δ: one-sided empirical p = (1 + #controls "
-                  "≥ PEAR) / 101; Holm over the 3 tasks within a model (smallest adjusted p 3/101 = 0.030)"},
+     "rank_test": "PEAR's mean Δ against the 80 damped random controls' Δ: one-sided empirical p = (1 + #controls "
+                  "≥ PEAR) / 81; Holm over the 3 tasks within a model (smallest adjusted p 3/81 = 0.037)"},
     {"name": "logp_gold", "tasks": ["closed-book"], "role": "safety (non-inferiority)",
      "definition": "log p(true answer) closed-book, test question, known test facts",
      "test": f"lower end of the 95 % cluster-bootstrap interval of PEAR − baseline above −{NI_MARGIN_NATS} nats"},
@@ -82,7 +84,7 @@ CONDITIONS = [
     {"label": f"CAD α={CAD_ALPHA:g}", "what": "context-aware decoding (Shi et al. 2023, arXiv 2305.14739), no "
                                                   "weight changed, two passes"},
     {"label": "damped random", "what": f"{sum(N_DAMPED.values())} random head sets of PEAR's size ({N_DAMPED}) at "
-                                        "PEAR's mean τ, drawn by pear_lens.controls with seeds 0…49 per kind"},
+                                        "PEAR's mean τ, drawn by pear_lens.controls with seeds 0…39 per kind"},
     {"label": "pruned random", "what": f"{sum(N_PRUNED.values())} random head sets of PEAR's size ({N_PRUNED}), τ = 0"},
     {"label": "task-scan heads pruned", "what": f"per context task, the K heads (K = PEAR's number of heads) whose removal "
                                                  f"raises the task's contrast most in the head scan of the first "
@@ -100,6 +102,12 @@ VERDICT = ("On a model and task, PEAR **improves context use** when the Holm-adj
            "same paired test, as secondary results.")
 
 
+HISTORY = ("The endpoints, the non-inferiority margin and the verdict rule were first committed in this file before "
+           "the pilot ran (git log -- studies/context_use/plan.py); the number of controls, the budget and the cost "
+           "rule were set after the SmolLM2 pilot's costs and spreads on dev items had been read. No test item "
+           "existed at either time.")
+
+
 def mde(sd: float, n_clusters: int, m_tests: int = len(PRIMARY_TASKS)) -> float:
     """Smallest mean paired difference detectable at :data:`POWER` by a two-sided test at ``ALPHA / m_tests``
     (Holm's first step, the conservative end), normal approximation on cluster means."""
@@ -109,7 +117,7 @@ def mde(sd: float, n_clusters: int, m_tests: int = len(PRIMARY_TASKS)) -> float:
 
 def n_conditions(task: str, model: str) -> float:
     """Likelihood passes per item, CAD counted twice (two prompt passes)."""
-    n = 1 + 1 + 1 + 1 + sum(N_DAMPED.values()) + sum(N_PRUNED.values())
+    n = 1 + 1 + 1 + 1 + sum(N_DAMPED.values()) + sum(N_PRUNED.values()) + 1  # + the task-scan heads
     if task != "closed-book":
         n += 2  # CAD
     if model in MODELS_ALL:
@@ -118,7 +126,7 @@ def n_conditions(task: str, model: str) -> float:
 
 
 def size(model: str, pilot: dict[str, Any]) -> dict[str, Any]:
-    sec = {t: max(v["seconds_per_item"].values()) for t, v in pilot["tasks"].items()}
+    sec = {t: v["seconds_per_item"]["baseline"] for t, v in pilot["tasks"].items()}
     for n in N_CHOICES:
         hours = sum(n * n_conditions(t, model) * s for t, s in sec.items()) / 3600
         if hours <= BUDGET_HOURS or n == N_CHOICES[-1]:
@@ -159,6 +167,7 @@ def build(models: list[str]) -> dict[str, Any]:
                               "(closed-book settings of the model's calibration)",
             "size_rule": SIZE_RULE, "alpha": ALPHA, "power": POWER, "ni_margin_nats": NI_MARGIN_NATS,
             "cad_alpha": CAD_ALPHA, "endpoints": ENDPOINTS, "conditions": CONDITIONS, "verdict": VERDICT,
+            "history": HISTORY,
             "models": plans}
 
 
@@ -170,7 +179,7 @@ def markdown(plan: dict[str, Any]) -> str:
         lines.append(f"- **{e['name']}** on {', '.join(e['tasks'])} ({e['role']}): {e['definition']}. Test: {e['test']}."
                      + (f" Rank test: {e['rank_test']}." if "rank_test" in e else ""))
     lines += ["", "## Conditions", ""] + [f"- **{c['label']}**: {c['what']}." for c in plan["conditions"]]
-    lines += ["", "## Verdict rule", "", plan["verdict"], "", "## Size and power (from the pilot, dev items only)", "",
+    lines += ["", "## Verdict rule", "", plan["verdict"], "", "## History", "", plan["history"], "", "## Size and power (from the pilot, dev items only)", "",
               plan["size_rule"] + ".", "",
               "| model | n per task | est. CPU hours | task | endpoint | pilot SD (cluster) | clusters | smallest effect at 80 % |",
               "|---|---|---|---|---|---|---|---|"]
