@@ -126,3 +126,35 @@ def test_accuracy_by_position_draws_one_line_and_band_per_condition():
     assert [t.name for t in lines] == ["baseline", "PEAR"]
     assert list(lines[1].y) == [0.6, 0.6, 0.6] and list(lines[0].x) == [0, 1, 2]
     assert sum(t.fill == "toself" for t in fig.data) == 2
+
+
+def test_eval_with_likelihood_pruning_cad_and_the_no_empty_arm(tmp_path):
+    from pear_lens.evaluation.runner import LIKELIHOOD_COLUMNS, LIKELIHOOD_SUMMARY_COLUMNS
+
+    from pear_lens.artifact import Artifact
+    from pear_lens.models import load_model
+
+    art = tmp_path / "run"
+    Artifact(heads=[(0, 0), (1, 2)], tau=torch.tensor([0.5, 1.5]), base_model=load_model("tiny-llama").describe()
+             ).save(art)
+    out = tmp_path / "kv"
+    assert run("eval", "--task", "kv", "--n", 6, "--n-context", 3, "--artifact", art, "--prune", "--cad", 0.5,
+               "--likelihood", "--no-empty", "--out", out, *FAST) == 0
+    items = pd.read_csv(out / "items.csv")
+    assert set(items["condition"]) == {"baseline", "PEAR", "PEAR heads pruned", "CAD α=0.5"}
+    assert not (items["output"].fillna("").str.strip() == "").any()  # the no-empty arm: no empty answer
+    lik = pd.read_csv(out / "likelihood.csv")
+    summary = pd.read_csv(out / "likelihood_summary.csv")
+    assert list(lik.columns) == LIKELIHOOD_COLUMNS and list(summary.columns) == LIKELIHOOD_SUMMARY_COLUMNS
+    assert len(lik) == 4 * 6 and lik["logp_gold"].lt(0).all() and lik["n_alternatives"].eq(2).all()
+    meta = json.loads((out / "eval.json").read_text())
+    assert meta["no_empty"] is True and set(meta["likelihood"]["seconds_per_condition"]) == set(items["condition"])
+    assert [c["cad_alpha"] for c in meta["conditions"] if c["kind"] == "cad"] == [0.5]
+
+
+def test_eval_refuses_prune_without_an_artifact_and_cad_closed_book(tmp_path, capsys):
+    assert run("eval", "--task", "kv", "--n", 2, "--prune", "--out", tmp_path / "a", *FAST) == 2
+    assert "--prune" in capsys.readouterr().err
+    assert run("eval", "--task", "closed-book", "--n", 2, "--cad", 0.5, "--out", tmp_path / "b", *FAST) == 2
+    assert "closed-book has none" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -3,7 +3,10 @@
 An eval folder holds ``items.csv`` (one row per condition and item),
 ``summary.csv`` (accuracy, 95% bootstrap CI and the paired test against the
 baseline), ``items.jsonl`` (the exact items, in their loader's format, to rerun
-them) and ``eval.json`` (settings, conditions, model, versions, timings).
+them) and ``eval.json`` (settings, conditions, model, versions, timings); with
+``--likelihood`` also ``likelihood.csv`` (teacher-forced log p(gold) and the
+gold-vs-competitors contrast per condition and item) and ``likelihood_summary.csv``
+(paired differences from the baseline with cluster-bootstrap intervals).
 Everything is validated before the first model runs, and the folder appears
 whole or not at all. A study calls :func:`run_eval` with conditions of its own.
 """
@@ -19,10 +22,12 @@ from pear_lens.config import option
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation import conditions as cond_mod
 from pear_lens.evaluation.tasks.calibration import settings_for
-from pear_lens.evaluation.tasks.facts import ClosedBookItem, CounterfactualItem, Fact, closed_book_items, load_facts
+from pear_lens.evaluation.tasks.facts import ClosedBookItem, CounterfactualItem, Fact, closed_book_items, \
+    fact_clusters, load_facts
 from pear_lens.evaluation.tasks.items import Item, check_gold_position, write_jsonl
 from pear_lens.evaluation.tasks.prompts import PromptStyle
-from pear_lens.evaluation.runner import EvalResult, encode_items, evaluate, known_facts
+from pear_lens.evaluation.runner import EvalResult, LikelihoodResult, encode_items, evaluate, evaluate_likelihood, \
+    known_facts
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
 from pear_lens.io import atomic_write_json, check_output, as_json, staged_dir
 from pear_lens.models.registry import DEFAULT_MODEL
@@ -49,6 +54,14 @@ class EvalConfig:
     key_format: str | None = option(None, help="KV keys: hexL, digitsD, alphaL or uuid (None = calibrated)")
     value_format: str | None = option(None, help="KV values: hexL, digitsD, alphaL or uuid (None = calibrated)")
     uniform: float | None = option(None, help="also evaluate every head scaled by this one scalar")
+    prune: bool = option(False, help="also evaluate the artifact's heads pruned (τ = 0, Jin et al. 2024); needs "
+                                     "--artifact")
+    cad: float | None = option(None, help="also evaluate context-aware decoding (Shi et al. 2023) at this α (0.5 "
+                                          "in the paper; 1 on knowledge conflicts)")
+    likelihood: bool = option(False, help="also score every condition teacher-forced: log p(gold answer) and its "
+                                          "contrast with the competing answers, per item (likelihood.csv)")
+    no_empty: bool = option(False, help="sensitivity arm: forbid the end of the answer until it holds text, so an "
+                                        "accuracy change cannot come from empty answers alone")
     batch_size: int = option(16, help="prompts per generation batch")
     seed: int = option(0, help="seed of generated items and bootstrap resampling")
     overwrite: bool = option(False, help="replace EVAL_DIR if it already exists")
@@ -117,6 +130,10 @@ def requested_conditions(model: "LoadedModel", config: EvalConfig) -> list[cond_
         conds.append(cond_mod.from_artifact(model, config.artifact))
     if config.uniform is not None:
         conds.append(cond_mod.all_heads(model, config.uniform))
+    if config.prune:
+        conds.append(cond_mod.pruned(model, sorted(conds[1].coefficients), "PEAR heads pruned"))
+    if config.cad is not None:
+        conds.append(cond_mod.context_aware(model, config.cad))
     return conds
 
 
@@ -142,10 +159,20 @@ def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
                  max_new_tokens=settings.max_new_tokens)
     result = evaluate(model.name, TaskName.parse(config.task).value, items, conds, model.tokenizer, settings,
                       n_ctx=model.n_ctx, batch_size=config.batch_size, progress=not config.quiet, seed=config.seed,
-                      cache_dir=cache_dir, cache_key={"fingerprint": model.fingerprint})
+                      cache_dir=cache_dir, cache_key={"fingerprint": model.fingerprint}, no_empty=config.no_empty)
+    likelihood = None
+    if config.likelihood:
+        clusters = fact_clusters(items) if TaskName.parse(config.task) in (TaskName.COUNTERFACTUAL,
+                                                                           TaskName.CLOSED_BOOK) else None
+        likelihood = evaluate_likelihood(model.name, TaskName.parse(config.task).value, items, conds, model.tokenizer,
+                                         settings, n_ctx=model.n_ctx, batch_size=config.batch_size,
+                                         progress=not config.quiet, seed=config.seed, clusters=clusters,
+                                         cache_dir=cache_dir, cache_key={"fingerprint": model.fingerprint})
+        result.info["likelihood"] = {"seconds_per_condition": likelihood.info["seconds_per_condition"],
+                                     "n_clusters": likelihood.info["n_clusters"]}
     result.info.update(items=item_info, model=model.describe(), config=as_json(asdict(config)),
                        seconds_total=time.perf_counter() - start)
-    write_eval_dir(result, items, config.out, overwrite=config.overwrite, inputs=inputs)
+    write_eval_dir(result, items, config.out, overwrite=config.overwrite, inputs=inputs, likelihood=likelihood)
     return result
 
 
@@ -170,19 +197,28 @@ def check_options(config: EvalConfig) -> None:
         raise PearLensError(f"--n-context must be at least 1, got {config.n_context}")
     if config.uniform is not None:
         check_tau([config.uniform], "--uniform")
+    if config.prune and config.artifact is None:
+        raise PearLensError("--prune prunes the artifact's heads; give the trained run with --artifact")
+    if config.cad is not None and not config.cad >= 0:
+        raise PearLensError(f"--cad takes CAD's α ≥ 0 (0.5 in the paper), got {config.cad}")
+    if config.cad is not None and task is TaskName.CLOSED_BOOK:
+        raise PearLensError("--cad contrasts the model with and without the context; --task closed-book has none")
     if config.batch_size < 1:
         raise PearLensError(f"--batch-size must be at least 1, got {config.batch_size}")
 
 
 
 def write_eval_dir(result: EvalResult, items: Sequence[Item], out: Path, *, overwrite: bool,
-                   inputs: Sequence[Any] = ()) -> Path:
+                   inputs: Sequence[Any] = (), likelihood: "LikelihoodResult | None" = None) -> Path:
     from pear_lens.environment import environment
 
     with staged_dir(out, overwrite=overwrite, kind="eval", inputs=inputs) as stage:
         result.items.to_csv(stage / constants.EVAL_ITEMS_CSV, index=False)
         result.summary.to_csv(stage / constants.EVAL_SUMMARY_CSV, index=False)
         write_jsonl(items, stage / constants.EVAL_ITEMS_JSONL)
+        if likelihood is not None:
+            likelihood.items.to_csv(stage / constants.EVAL_LIKELIHOOD_CSV, index=False)
+            likelihood.summary.to_csv(stage / constants.EVAL_LIKELIHOOD_SUMMARY_CSV, index=False)
         atomic_write_json(stage / constants.EVAL_JSON, {
             "format_version": constants.FORMAT_VERSION, "kind": "pear_lens evaluation",
             **result.info, "environment": environment()})
