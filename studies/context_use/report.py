@@ -24,6 +24,8 @@ from pear_lens.io import atomic_write_text
 from pear_lens.stage_cache import read_record
 from pear_lens.tables import markdown_table
 from studies.context_use.design import RESULTS
+
+ROOT = RESULTS.parents[2]
 from studies.context_use.run import LOADERS, TASKS
 
 PRIMARY = ("kv", "mdqa", "counterfactual")
@@ -110,11 +112,69 @@ def model_report(folder: Path, plan: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def scan_summary(folder: Path, proxy: Any, pear_heads: list) -> dict[str, Any]:
+    """Per task: Spearman's ρ of the task scan with the proxy Δπ (interval), and where PEAR's heads rank in it."""
+    from pear_lens.atlas.correlation import head_score_correlation
+    from pear_lens.results import HeadScores
+
+    out = {}
+    for task in (t.value for t in TASKS):
+        path = folder / "scans" / f"test_{task}"
+        if not (path / "scores.json").is_file():
+            continue
+        scan = HeadScores.load(path)
+        corr = head_score_correlation(proxy, scan, n_boot=2000, seed=SEED, label=f"{task} scan")
+        order = scan.top_k(scan.scores.numel())
+        out[task] = {"rho": corr.rho, "ci_low": corr.low, "ci_high": corr.high, "interval": corr.text,
+                     "resampled": corr.resampled.value, "top_heads": [list(h) for h in order[:len(pear_heads)]],
+                     "pear_head_ranks": sorted(order.index(tuple(h)) + 1 for h in pear_heads),
+                     "n_heads": len(order)}
+    return out
+
+
+def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str):
+    """Proxy Δπ against each task's head effect, PEAR's heads marked: one panel per task."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from pear_lens.results import HeadScores
+
+    tasks = [t.value for t in TASKS if (folder / "scans" / f"test_{t.value}" / "scores.json").is_file()]
+    fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, horizontal_spacing=0.07)
+    x = proxy.scores.flatten().tolist()
+    n_heads = proxy.scores.shape[1]
+    pear = {int(l) * n_heads + int(h) for l, h in pear_heads}
+    for j, task in enumerate(tasks, start=1):
+        y = HeadScores.load(folder / "scans" / f"test_{task}").scores.flatten().tolist()
+        for mask, name, style in [(False, "other heads", dict(color="#999999", size=5)),
+                                  (True, "PEAR's heads", dict(color="#D55E00", size=10, symbol="star"))]:
+            idx = [i for i in range(len(x)) if (i in pear) == mask]
+            fig.add_trace(go.Scatter(x=[x[i] for i in idx], y=[y[i] for i in idx], mode="markers", name=name,
+                                     marker=style, showlegend=j == 1, legendgroup=name,
+                                     text=[f"L{i // n_heads}.H{i % n_heads}" for i in idx],
+                                     hovertemplate="%{text}<br>proxy Δπ %{x:.4f}<br>task effect %{y:.4f}<extra></extra>"),
+                          row=1, col=j)
+        fig.update_xaxes(title_text="proxy Δπ (copy task)", row=1, col=j)
+    fig.update_yaxes(title_text="effect of removing the head on the task (nats)", row=1, col=1)
+    fig.update_layout(template="simple_white", width=320 * len(tasks) + 120, height=420, font=dict(size=13),
+                      title=f"{model}: do the proxy's heads matter on the real tasks?")
+    return fig
+
+
 def build() -> dict[str, Any]:
     plan = json.loads((RESULTS / "plan.json").read_text(encoding="utf-8"))
-    return {"plan_written_at": plan["written_at"], "models": {m["model"]: model_report(RESULTS / m["model"], plan)
-                                                               for m in plan["models"]
-                                                               if (RESULTS / m["model"] / "items").is_dir()}}
+    from pear_lens.artifact import load_artifact
+    from pear_lens.results import HeadScores
+
+    models = {}
+    for m in plan["models"]:
+        folder = RESULTS / m["model"]
+        if not (folder / "items").is_dir():
+            continue
+        models[m["model"]] = model_report(folder, plan)
+        art = ROOT / "artifacts" / m["model"]
+        models[m["model"]]["scans"] = scan_summary(folder, HeadScores.load(art), load_artifact(art).heads)
+    return {"plan_written_at": plan["written_at"], "models": models}
 
 
 def _fmt(d: dict[str, Any]) -> str:
@@ -137,12 +197,18 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{e['rank_p_holm']:.3g}" if "rank_p_holm" in e else "–", e.get("verdict", "–")])
         lines += [f"## {model}", "", markdown_table(["task", "endpoint", "n", "baseline", *MAIN, "p (Holm)",
                                                      "rank p (Holm)", "verdict"], rows), ""]
+        scans = r.get("scans", {})
+        if scans:
+            lines += [markdown_table(["task", "Spearman ρ with proxy Δπ [95 %]", "PEAR's heads' ranks in the task scan"],
+                                     [[t, v["interval"], f"{', '.join(map(str, v['pear_head_ranks']))} of {v['n_heads']}"]
+                                      for t, v in scans.items()]), ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare with the written report instead of writing")
+    ap.add_argument("--no-figures", action="store_true", help="the numbers only")
     args = ap.parse_args(argv)
     report = build()
     files = {RESULTS / "report.json": json.dumps(report, ensure_ascii=False, indent=1, allow_nan=True) + "\n",
@@ -153,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if stale else 0
     for path, text in files.items():
         atomic_write_text(path, text)
+    if not args.no_figures:
+        from pear_lens.artifact import load_artifact
+        from pear_lens.figure_files import save_figure
+        from pear_lens.results import HeadScores
+
+        for model in report["models"]:
+            art = ROOT / "artifacts" / model
+            fig = scan_figure(RESULTS / model, HeadScores.load(art), load_artifact(art).heads, model)
+            for suffix in ("html", "png"):
+                save_figure(fig, ROOT / "figures" / f"task_scan_{model}.{suffix}")
     print(markdown(report))
     return 0
 

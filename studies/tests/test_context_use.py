@@ -187,3 +187,25 @@ def test_the_headline_reads_the_empty_answer_share_off_the_record():
     flat = "\n".join(empty_answer_lines(t, {"m": {"counterfactual": {"rows": rows, "fit": {**fit, "slope": -0.1}}}}))
     assert "More than half" not in flat  # the sentence follows the number
     assert empty_answer_lines(t, None) == []
+
+
+def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
+    from pear_lens.evaluation.task_scan import scan_items
+    from pear_lens.mediation import score_heads
+    from studies.context_use import report
+    from tests.conftest import tiny
+    from tests.test_likelihood import _word_items
+
+    model = tiny("llama")
+    proxy = score_heads(model, progress=False, copy_check="off")
+    scan, _ = scan_items(model, _word_items(12), "plain", name="kv", progress=False)
+    scan.save(tmp_path / "scans" / "test_kv")
+    pear = [(0, 1), (2, 3)]
+    out = report.scan_summary(tmp_path, proxy, pear)
+    assert list(out) == ["kv"]
+    kv = out["kv"]
+    assert kv["n_heads"] == 12 and len(kv["pear_head_ranks"]) == 2 and all(1 <= r <= 12 for r in kv["pear_head_ranks"])
+    assert kv["ci_low"] <= kv["rho"] <= kv["ci_high"]
+    fig = report.scan_figure(tmp_path, proxy, pear, "tiny-llama")
+    stars = [t for t in fig.data if t.name == "PEAR's heads"]
+    assert len(stars) == 1 and len(stars[0].x) == 2
