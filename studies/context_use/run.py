@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -65,8 +66,8 @@ def test_items(model, plan: dict[str, Any], mplan: dict[str, Any], folder: Path,
             settings = settings_for(model.name, task, model.tokenizer)
             if task is TaskName.COUNTERFACTUAL:
                 items = generate_counterfactual(kept, n, n_context=settings.n_context, seed=seed)
-            elif task is TaskName.CLOSED_BOOK:
-                items = closed_book(kept)[:n]
+            elif task is TaskName.CLOSED_BOOK:  # a seeded sample: the bank is ordered by country code
+                items = random.Random(seed).sample(closed_book(kept), min(n, len(kept)))
             else:
                 items = generate_items(task, settings, n, seed=seed)
             write_jsonl(items, path)
