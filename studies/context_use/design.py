@@ -50,3 +50,25 @@ def closed_book(facts: Sequence[Fact]) -> list[ClosedBookItem]:
 
 def known(facts: Sequence[Fact], known_ids: set[str]) -> list[Fact]:
     return [replace(f) for f in facts if f.fact_id in known_ids]
+
+
+def known_bank_facts(model, split: str, cache: Path, batch_size: int, on_mismatch: str = "recompute"
+                     ) -> tuple[list[Fact], float]:
+    """The facts of ``split`` the baseline knows (:func:`probe_items`, greedy, the model's closed-book settings),
+    kept in ``cache`` under the model, its weights, the facts and the settings; and the probe's seconds per fact."""
+    from pear_lens.evaluation.runner import known_facts
+    from pear_lens.evaluation.tasks import TaskName
+    from pear_lens.evaluation.tasks.calibration import settings_for
+    from pear_lens.stage_cache import cached_stage
+
+    facts = bank_facts(split)
+    settings = settings_for(model.name, TaskName.CLOSED_BOOK, model.tokenizer)
+
+    def probe() -> list[str]:
+        return sorted(known_facts(model.fresh_hf(), model.tokenizer, probe_items(facts), settings, n_ctx=model.n_ctx,
+                                  batch_size=batch_size, progress=True))
+
+    ids, seconds, _ = cached_stage(cache, {"model": model.name, "fingerprint": model.fingerprint,
+                                           "facts": [f.fact_id for f in facts], "settings": settings.to_dict()},
+                                   probe, on_mismatch=on_mismatch)
+    return known(facts, set(ids)), seconds / len(facts)

@@ -25,34 +25,16 @@ from scipy import stats
 
 from pear_lens.evaluation.outcomes import AnswerKind, classify_answer
 from pear_lens.evaluation.tasks import TaskName
-from pear_lens.evaluation.tasks.facts import load_closed_book_jsonl, load_counterfactual_jsonl
-from pear_lens.evaluation.tasks.kv import load_kv_jsonl
-from pear_lens.evaluation.tasks.mdqa import load_mdqa_jsonl
 from pear_lens.figure_files import save_figure
 from pear_lens.io import atomic_write_text
-from pear_lens.stage_cache import read_record
 from pear_lens.tables import markdown_table
+from studies.confirmatory.run import iter_outputs, load_items
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIRM = ROOT / "figures" / "results" / "confirm"
 OUT = ROOT / "figures" / "results" / "context_use"
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 TASKS = ("kv", "mdqa", "counterfactual", "closed-book")
-LOADERS = {"kv": load_kv_jsonl, "mdqa": load_mdqa_jsonl, "counterfactual": load_counterfactual_jsonl,
-           "closed-book": load_closed_book_jsonl}
-
-
-def _items(model: str, task: str) -> list:
-    """The test items as the confirmatory run wrote them (one gzip JSON record with ``items``)."""
-    import gzip
-    import tempfile
-
-    record = json.loads(gzip.decompress((CONFIRM / model / "items" / f"{task}.jsonl.gz").read_bytes()))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{task}.jsonl"
-        path.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in record["items"]),
-                        encoding="utf-8")
-        return LOADERS[task](path)
 
 
 def family(label: str) -> str:
@@ -67,13 +49,11 @@ def family(label: str) -> str:
 
 
 def task_table(model: str, task: str) -> dict[str, Any]:
-    items = _items(model, task)
+    items, _ = load_items(CONFIRM / model / "items" / f"{task}.jsonl.gz", TaskName(task))
     by_id = {it.item_id: it for it in items}
     kinds: dict[str, list[AnswerKind]] = {}
     labels: dict[str, str] = {}
-    for path in sorted((CONFIRM / model / "outputs" / task).glob("*.json.gz")):
-        rec = read_record(path)
-        stem = path.name[:-len(".json.gz")]  # the file names the condition (labels carry training details)
+    for stem, rec in iter_outputs(CONFIRM / model, task):  # the file names the condition (labels carry details)
         kinds[stem] = [classify_answer(by_id[i], o) for i, o in zip(rec["item_ids"], rec["outputs"])]
         labels[stem] = rec["label"]
     base = np.asarray([k is AnswerKind.CORRECT for k in kinds["baseline"]])

@@ -19,31 +19,21 @@ from typing import Any
 import numpy as np
 
 from pear_lens.evaluation import conditions as cond_mod
-from pear_lens.evaluation.runner import evaluate_likelihood, known_facts
+from pear_lens.evaluation.runner import evaluate_likelihood
 from pear_lens.evaluation.tasks import TaskName, generate_items
 from pear_lens.evaluation.tasks.calibration import settings_for
 from pear_lens.evaluation.tasks.facts import fact_clusters, generate_counterfactual
 from pear_lens.io import atomic_write_json
 from pear_lens.models import load_model
-from pear_lens.stage_cache import cached_stage
 from studies.confirmatory.ledger import claim_test_seed
-from studies.context_use.design import DEV, DEV_SEED, REGISTRY, RESULTS, bank_facts, closed_book, known, probe_items
+from studies.context_use.design import (DEV, DEV_SEED, REGISTRY, RESULTS, bank_facts, closed_book,
+                                        known_bank_facts)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def known_dev_facts(model, folder: Path, batch_size: int) -> tuple[list, float]:
-    facts = bank_facts(DEV)
-    settings = settings_for(model.name, TaskName.CLOSED_BOOK, model.tokenizer)
-
-    def probe() -> list[str]:
-        return sorted(known_facts(model.fresh_hf(), model.tokenizer, probe_items(facts), settings, n_ctx=model.n_ctx,
-                                  batch_size=batch_size, progress=True))
-
-    ids, seconds, _ = cached_stage(folder / "known_facts.json", {"model": model.name, "fingerprint": model.fingerprint,
-                                                                 "facts": [f.fact_id for f in facts],
-                                                                 "settings": settings.to_dict()}, probe)
-    return known(facts, set(ids)), seconds / len(facts)
+    return known_bank_facts(model, DEV, folder / "known_facts.json", batch_size)
 
 
 def task_items(task: TaskName, model, n: int, facts: list) -> tuple[list, list[str] | None]:

@@ -26,7 +26,7 @@ from pear_lens.tables import markdown_table
 from studies.context_use.design import RESULTS
 
 ROOT = RESULTS.parents[2]
-from studies.context_use.run import LOADERS, TASKS
+from studies.context_use.run import TASKS
 
 PRIMARY = ("kv", "mdqa", "counterfactual")
 MAIN = ("PEAR", "PEAR heads damped", "PEAR heads pruned", "CAD α=0.5")
@@ -35,9 +35,10 @@ SEED = 0
 
 def read_outputs(folder: Path, task: str) -> pd.DataFrame:
     """One row per (condition, item): the endpoints the run wrote, with each item's cluster."""
+    from pear_lens.evaluation.tasks import TASKS as TASKS_SPEC
     from pear_lens.evaluation.tasks import TaskName
 
-    items = LOADERS[TaskName(task)](folder / "items" / f"{task}.jsonl")
+    items = TASKS_SPEC[TaskName(task)].load(folder / "items" / f"{task}.jsonl")
     ids = [it.item_id for it in items]
     clusters = fact_clusters(items) if task in ("counterfactual", "closed-book") else ids
     rows = []

@@ -22,42 +22,28 @@ from typing import Any
 
 from pear_lens.controls import ControlKind, draw_control
 from pear_lens.evaluation import conditions as cond_mod
-from pear_lens.evaluation.runner import evaluate, evaluate_likelihood, known_facts
+from pear_lens.evaluation.runner import evaluate, evaluate_likelihood
 from pear_lens.evaluation.splits import items_digest
+from pear_lens.evaluation.tasks import TASKS as TASKS_SPEC
 from pear_lens.evaluation.tasks import TaskName, generate_items
 from pear_lens.evaluation.tasks.calibration import settings_for
-from pear_lens.evaluation.tasks.facts import fact_clusters, generate_counterfactual, load_closed_book_jsonl, \
-    load_counterfactual_jsonl
+from pear_lens.evaluation.tasks.facts import fact_clusters, generate_counterfactual
 from pear_lens.evaluation.tasks.items import write_jsonl
-from pear_lens.evaluation.tasks.kv import load_kv_jsonl
-from pear_lens.evaluation.tasks.mdqa import load_mdqa_jsonl
 from pear_lens.models import load_model
-from pear_lens.stage_cache import OnMismatch, cached_stage
+from pear_lens.stage_cache import OnMismatch
 from studies.confirmatory.ledger import close_study
-from studies.context_use.design import REGISTRY, RESULTS, TEST, bank_facts, closed_book, known, probe_items
+from studies.context_use.design import REGISTRY, RESULTS, TEST, closed_book, known_bank_facts
 from studies.context_use.plan import N_SCAN, STUDY, check_committed_before
 
 ROOT = Path(__file__).resolve().parents[2]
 N_MAIN = 5
 """The main conditions (baseline, PEAR, damped and pruned PEAR heads, CAD): also decoded greedily."""
 TASKS = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL, TaskName.CLOSED_BOOK)
-LOADERS = {TaskName.KV: load_kv_jsonl, TaskName.MDQA: load_mdqa_jsonl,
-           TaskName.COUNTERFACTUAL: load_counterfactual_jsonl, TaskName.CLOSED_BOOK: load_closed_book_jsonl}
 
 
 def test_items(model, plan: dict[str, Any], mplan: dict[str, Any], folder: Path, batch_size: int) -> dict:
     """Each task's test items: read back when written, else drawn from the plan's seed and written first."""
-    facts = bank_facts(TEST)
-    cb = settings_for(model.name, TaskName.CLOSED_BOOK, model.tokenizer)
-
-    def probe() -> list[str]:
-        return sorted(known_facts(model.fresh_hf(), model.tokenizer, probe_items(facts), cb, n_ctx=model.n_ctx,
-                                  batch_size=batch_size, progress=True))
-
-    ids, _, _ = cached_stage(folder / "known_facts.json", {"model": model.name, "fingerprint": model.fingerprint,
-                                                           "facts": [f.fact_id for f in facts], "settings": cb.to_dict()},
-                             probe, on_mismatch=OnMismatch.REFUSE)
-    kept = known(facts, set(ids))
+    kept, _ = known_bank_facts(model, TEST, folder / "known_facts.json", batch_size, OnMismatch.REFUSE)
     n, seed = mplan["n_items_per_task"], plan["test_seed"]
     out = {}
     for task in TASKS:
@@ -71,7 +57,7 @@ def test_items(model, plan: dict[str, Any], mplan: dict[str, Any], folder: Path,
             else:
                 items = generate_items(task, settings, n, seed=seed)
             write_jsonl(items, path)
-        out[task] = LOADERS[task](path)
+        out[task] = TASKS_SPEC[task].load(path)
     return out
 
 
