@@ -33,7 +33,7 @@ from pear_lens.models import load_model
 from pear_lens.stage_cache import OnMismatch
 from studies.confirmatory.ledger import close_study
 from studies.context_use.design import REGISTRY, RESULTS, TEST, closed_book, known_bank_facts
-from studies.context_use.plan import N_SCAN, STUDY, check_committed_before
+from studies.context_use.plan import CAD_ALPHA, N_SCAN, STUDY, check_committed_before
 
 ROOT = Path(__file__).resolve().parents[2]
 N_MAIN = 5
@@ -98,12 +98,25 @@ def scan(model, task: TaskName, task_items: list, out: Path):
     return scores
 
 
+MAIN_LABELS = ("baseline", "PEAR", "PEAR heads damped", "PEAR heads pruned", f"CAD α={CAD_ALPHA:g}")
+"""The main conditions, in the order the run evaluates them (these are also decoded greedily)."""
+
+
+def main_conditions(model, pear: cond_mod.Condition) -> list[cond_mod.Condition]:
+    """Baseline, PEAR, PEAR's heads damped at PEAR's mean τ (untrained), PEAR's heads pruned, and CAD."""
+    heads = sorted(pear.coefficients)
+    tau = sum(pear.coefficients.values()) / len(heads)
+    conds = [cond_mod.baseline(model), pear, cond_mod.damped(model, heads, tau, "PEAR heads damped"),
+             cond_mod.pruned(model, heads, "PEAR heads pruned"), cond_mod.context_aware(model, CAD_ALPHA)]
+    assert len(conds) == N_MAIN, "N_MAIN counts the main conditions"
+    return conds
+
+
 def conditions(model, plan_model: dict[str, Any], only_main: bool) -> list[cond_mod.Condition]:
     pear = cond_mod.from_artifact(model, ROOT / "artifacts" / model.name)
     heads = sorted(pear.coefficients)
-    tau = sum(pear.coefficients.values()) / len(heads)
-    conds = [cond_mod.baseline(model), pear,  # the first N_MAIN cond_mod.damped(model, heads, tau, "PEAR heads damped"),
-             cond_mod.pruned(model, heads, "PEAR heads pruned"), cond_mod.context_aware(model, 0.5)]
+    tau = sum(pear.coefficients.values()) / len(heads)  # as in main_conditions
+    conds = main_conditions(model, pear)
     if only_main:
         return conds
     from studies.context_use.plan import N_DAMPED, N_PRUNED

@@ -209,3 +209,20 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     fig = report.scan_figure(tmp_path, proxy, pear, "tiny-llama")
     stars = [t for t in fig.data if t.name == "PEAR's heads"]
     assert len(stars) == 1 and len(stars[0].x) == 2
+
+
+def test_the_run_evaluates_the_five_main_conditions_the_plan_names():
+    from pear_lens.evaluation import conditions as cond_mod
+    from studies.context_use import plan, run
+    from tests.conftest import tiny
+
+    model = tiny("llama")
+    pear = cond_mod.folded(model, {(0, 1): 0.5, (1, 0): 0.7}, "PEAR")
+    conds = run.main_conditions(model, pear)
+    assert tuple(c.label for c in conds) == run.MAIN_LABELS
+    assert set(run.MAIN_LABELS) - {"baseline", "PEAR"} <= {c["label"] for c in plan.CONDITIONS}
+    K = cond_mod.ConditionKind
+    assert [c.kind for c in conds] == [K.BASELINE, pear.kind, K.DAMPED, K.PRUNED, K.CAD]
+    assert conds[2].coefficients == pytest.approx({(0, 1): 0.6, (1, 0): 0.6})  # PEAR's heads at its mean τ
+    assert conds[3].coefficients == {(0, 1): 0.0, (1, 0): 0.0}
+    assert conds[4].cad_alpha == plan.CAD_ALPHA
