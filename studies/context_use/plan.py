@@ -192,6 +192,11 @@ def markdown(plan: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def purpose(models: list[str]) -> str:
+    """The seed record's purpose line for the study's test items."""
+    return f"test items of the context-use study (issue 33): {', '.join(models)}"
+
+
 def check_committed_before(plan_path: Path = RESULTS / "plan.json") -> str:
     """The commit that added the plan, refusing a plan that is not committed or that changed since."""
     rel = plan_path.relative_to(ROOT)
@@ -211,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     if (RESULTS / "plan.json").exists():
         raise SystemExit(f"{(RESULTS / 'plan.json').relative_to(ROOT)} exists: a plan is written once")
     plan = build(args.models)
-    for m in args.models:
-        claim_test_seed(REGISTRY, TEST_SEED, f"context-use study of {m}", record="figures/results/context_use/plan.json",
-                        study=STUDY)
+    # one claim for the study: its one plan file covers every model (a second claim by the same record would
+    # return the first entry, naming one model only)
+    claim_test_seed(REGISTRY, TEST_SEED, purpose(args.models), record="figures/results/context_use/plan.json",
+                    study=STUDY)
     plan["written_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     atomic_write_text(RESULTS / "plan.json", json.dumps(plan, ensure_ascii=False, indent=1) + "\n")
     atomic_write_text(RESULTS / "plan.md", markdown(plan))
