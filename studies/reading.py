@@ -394,8 +394,31 @@ def empty_answer_lines(t: pd.DataFrame, empty: dict[str, Any] | None) -> list[st
     return out
 
 
+def freshness_phrase(fresh: dict[str, Any] | None) -> str:
+    """Which test items were new (``figures/results/confirm/freshness.json``, :mod:`studies.confirmatory.freshness`):
+    a drawn task is new when none of its items repeats one of test seed 0; a fact task names how many of its
+    facts seed 0 had asked already."""
+    if not fresh:
+        return "not checked against earlier test seeds (run `python -m studies.confirmatory.freshness`)"
+    new, reasked = [], []
+    for task in ("kv", "mdqa", "counterfactual", "closed-book"):
+        per = {name: m["tasks"][task] for name, m in fresh["models"].items() if task in m["tasks"]}
+        if not per:
+            continue
+        if all(e["same_item_as_seed_0"] == 0 and not e.get("facts_asked_at_seed_0") for e in per.values()):
+            new.append(task)
+        elif all("n_facts" in e for e in per.values()):
+            counts = ", ".join(f"{e['facts_asked_at_seed_0']} of {e['n_facts']} on {name}" for name, e in per.items())
+            reasked.append(f"{task}: {counts}")
+    text = f"new {' and '.join(new)} items" if new else "no task on new items"
+    if reasked:
+        text += (f"; {' and '.join(t.split(':')[0] for t in reasked)} ask about one fact bank, and most of their "
+                 f"facts had been asked under the exploratory test seed 0 ({'; '.join(reasked)})")
+    return text
+
+
 def headline(records: dict[str, Any], exploratory: pd.DataFrame | None = None,
-             empty: dict[str, Any] | None = None) -> list[str]:
+             empty: dict[str, Any] | None = None, fresh: dict[str, Any] | None = None) -> list[str]:
     """What PEAR did on these models, in a few lines for the README's first screen: the confirmatory verdicts
     grouped by word (each significant one with its Δ and CI), the plans' rank test against random heads, what
     is still provisional, and the models only the exploratory run evaluated. Every word is the record's."""
@@ -413,7 +436,7 @@ def headline(records: dict[str, Any], exploratory: pd.DataFrame | None = None,
     alpha = "/".join(sorted({f"{rec['plan']['rule']['alpha']:g}" for rec in records.values()}))
     models = list(dict.fromkeys(t["model"]))
     out = [f"**What PEAR did here.** The confirmatory test ({_count(len(t), 'test')} on {', '.join(models)}; each "
-           "plan fixed before any of its results existed, on fresh test items; Holm over each model's tests, "
+           "plan fixed before any of its results existed; Holm over each model's tests, "
            f"significant below {alpha}):", ""]
     for word in (*(w for w in dict.fromkeys(t["verdict"]) if w not in QUIET), *QUIET):
         part = t[t["verdict"] == word]
@@ -431,6 +454,7 @@ def headline(records: dict[str, Any], exploratory: pd.DataFrame | None = None,
         if word == "helps":
             out += empty_answer_lines(part, empty)
     out += _random_heads_line(t, alpha)
+    out.append(f"- **Which test items were new**: {freshness_phrase(fresh)}.")
     if provisional:
         out.append(f"- **provisional**, planned work still to do: {', '.join(provisional)}; `make confirm` resumes.")
     if exploratory is not None and not exploratory.empty:

@@ -86,7 +86,9 @@ def headline_block() -> str:
     exploratory = exploratory_table(RESULTS / "summary.csv", models) if models else None
     empty_path = RESULTS / "context_use" / "empty_answers.json"
     empty = json.loads(empty_path.read_text()) if empty_path.exists() else None
-    return "\n".join(headline(records, exploratory, empty)) + "\n"
+    fresh_path = RESULTS / "confirm" / "freshness.json"
+    fresh = json.loads(fresh_path.read_text()) if fresh_path.exists() else None
+    return "\n".join(headline(records, exploratory, empty, fresh)) + "\n"
 
 
 def verdicts() -> str:

@@ -226,3 +226,34 @@ def test_the_run_evaluates_the_five_main_conditions_the_plan_names():
     assert conds[2].coefficients == pytest.approx({(0, 1): 0.6, (1, 0): 0.6})  # PEAR's heads at its mean τ
     assert conds[3].coefficients == {(0, 1): 0.0, (1, 0): 0.0}
     assert conds[4].cad_alpha == plan.CAD_ALPHA
+
+
+def test_the_committed_freshness_record_is_what_the_script_computes():
+    from studies.confirmatory import freshness
+
+    assert freshness.main(["--check"]) == 0
+    rec = json.loads(freshness.OUT.read_text(encoding="utf-8"))
+    for m in rec["models"].values():  # drawn tasks are new; the fact tasks re-ask facts of one bank
+        assert m["tasks"]["kv"]["same_item_as_seed_0"] == 0 and m["tasks"]["mdqa"]["same_item_as_seed_0"] == 0
+        assert 0 < m["tasks"]["closed-book"]["facts_asked_at_seed_0"] <= m["tasks"]["closed-book"]["n_facts"]
+
+
+def test_the_known_facts_are_read_off_counterfactual_items():
+    from pear_lens.evaluation.tasks.facts import generate_counterfactual
+    from studies.confirmatory.freshness import known_from_items
+
+    facts = load_facts()
+    known = facts[::3]
+    items = generate_counterfactual(known, 400, n_context=5, seed=3)
+    assert known_from_items(items, facts) == known  # every known fact shows up in 400 items of 5 statements
+
+
+def test_the_headline_names_which_items_were_new():
+    from studies.reading import freshness_phrase
+
+    fresh = {"models": {"m": {"tasks": {
+        "kv": {"n_items": 3, "same_item_as_seed_0": 0},
+        "closed-book": {"n_items": 3, "same_item_as_seed_0": 2, "n_facts": 3, "facts_asked_at_seed_0": 2}}}}}
+    text = freshness_phrase(fresh)
+    assert text.startswith("new kv items") and "closed-book: 2 of 3 on m" in text
+    assert "not checked" in freshness_phrase(None)
