@@ -40,6 +40,9 @@ _LAZY = {
     "fold_into_hf": "pear_lens.convert",
     "head_atlas": "pear_lens.atlas",
     "HeadAtlas": "pear_lens.atlas",
+    "intervention": "pear_lens.evaluation.conditions",
+    "INTERVENTIONS": "pear_lens.evaluation.conditions",
+    "register_intervention": "pear_lens.evaluation.conditions",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -180,6 +180,40 @@ def test_damped_and_cad_conditions_record_what_they_are():
     assert c.describe()["cad_alpha"] == CAD_ALPHA and c.describe()["n_heads"] == 0
 
 
+def test_every_intervention_is_built_through_one_registry_with_one_signature():
+    from pear_lens.errors import PearLensError
+
+    model = tiny("llama")
+    heads = [(1, 2), (0, 1)]
+    built = {
+        "prune": cond_mod.intervention("prune", model, heads),
+        "damp": cond_mod.intervention("damp", model, heads, tau=0.6),
+        "scale": cond_mod.intervention("scale", model, {(0, 1): 0.5}),
+        "all-heads": cond_mod.intervention("all-heads", model, tau=0.9),
+        "cad": cond_mod.intervention("cad", model, alpha=1.0),
+    }
+    assert set(built) == set(cond_mod.INTERVENTIONS)
+    assert built["prune"].coefficients == cond_mod.pruned(model, heads, "x").coefficients == {(0, 1): 0.0, (1, 2): 0.0}
+    assert built["damp"].kind is cond_mod.ConditionKind.DAMPED and set(built["damp"].coefficients.values()) == {0.6}
+    assert len(built["all-heads"].coefficients) == model.n_layers * model.n_heads
+    assert built["cad"].cad_alpha == 1.0 and not built["cad"].coefficients
+    for bad in (lambda: cond_mod.intervention("prnue", model, heads), lambda: cond_mod.intervention("cad", model, heads),
+                lambda: cond_mod.intervention("prune", model, []), lambda: cond_mod.intervention("scale", model, heads)):
+        with pytest.raises(PearLensError):
+            bad()
+
+    @cond_mod.register_intervention("test-double")
+    def double(model, heads, *, label=None):
+        return cond_mod.folded(model, {h: 2.0 for h in heads}, label or "doubled")
+
+    try:
+        assert cond_mod.intervention("test-double", model, heads).coefficients == {(1, 2): 2.0, (0, 1): 2.0}
+        with pytest.raises(PearLensError, match="registered already"):
+            cond_mod.register_intervention("test-double")(double)
+    finally:
+        del cond_mod.INTERVENTIONS["test-double"]
+
+
 def test_candidates_per_task():
     kv = KVItem("k", (("001", "111"), ("002", "222"), ("003", "333")), "002")
     c = answer_candidates(kv)

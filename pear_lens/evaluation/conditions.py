@@ -137,3 +137,79 @@ def context_aware(model: "LoadedModel", alpha: float = CAD_ALPHA, label: str | N
     if not alpha >= 0:
         raise PearLensError(f"CAD's α must be ≥ 0, got {alpha}")
     return Condition(label or f"CAD α={alpha:g}", ConditionKind.CAD, model.fresh_hf, cad_alpha=float(alpha))
+
+
+# --------------------------------------------------------------------------- the intervention registry
+
+Intervention = Callable[..., Condition]
+"""``(model, heads, *, label=None, **params) -> Condition``: one signature for every way of changing a model."""
+
+INTERVENTIONS: dict[str, Intervention] = {}
+"""The interventions by name (:func:`register_intervention` adds one; :func:`intervention` builds one)."""
+
+
+def register_intervention(name: str) -> Callable[[Intervention], Intervention]:
+    """Register ``fn(model, heads, *, label=None, **params) -> Condition`` under ``name`` (refused if taken)."""
+
+    def add(fn: Intervention) -> Intervention:
+        if name in INTERVENTIONS:
+            raise PearLensError(f"an intervention named {name!r} is registered already; choose another name")
+        INTERVENTIONS[name] = fn
+        return fn
+
+    return add
+
+
+def intervention(name: str, model: "LoadedModel", heads: Sequence[Head] | Mapping[Head, float] = (), *,
+                 label: str | None = None, **params: Any) -> Condition:
+    """The condition of intervention ``name`` on ``heads`` of ``model`` (e.g. ``intervention("prune", model,
+    [(3, 1)])``, ``intervention("damp", model, heads, tau=0.7)``, ``intervention("cad", model, alpha=0.5)``)."""
+    if name not in INTERVENTIONS:
+        raise PearLensError(f"no intervention named {name!r}; registered: {', '.join(sorted(INTERVENTIONS))}")
+    return INTERVENTIONS[name](model, heads, label=label, **params)
+
+
+def _heads_only(name: str, heads) -> list[Head]:
+    if isinstance(heads, Mapping):
+        raise PearLensError(f"the {name!r} intervention takes a list of heads, not a head → τ mapping")
+    if not heads:
+        raise PearLensError(f"the {name!r} intervention needs at least one head")
+    return sorted((int(l), int(h)) for l, h in heads)
+
+
+@register_intervention("scale")
+def _scale(model, heads, *, label=None, **metadata):
+    """Given τ per head (PEAR's learned coefficients, or any others), folded into the output projection."""
+    if not isinstance(heads, Mapping) or not heads:
+        raise PearLensError("the 'scale' intervention takes a head → τ mapping, e.g. {(3, 1): 0.7}")
+    return folded(model, heads, label or "scaled heads", ConditionKind.CUSTOM, **metadata)
+
+
+@register_intervention("prune")
+def _prune(model, heads, *, label=None, **metadata):
+    """τ = 0 on the heads (Jin et al. 2024)."""
+    heads = _heads_only("prune", heads)
+    return pruned(model, heads, label or f"{len(heads)} heads pruned", **metadata)
+
+
+@register_intervention("damp")
+def _damp(model, heads, *, label=None, tau: float, **metadata):
+    """One untrained τ on the heads."""
+    heads = _heads_only("damp", heads)
+    return damped(model, heads, tau, label or f"{len(heads)} heads damped τ={tau:g}", **metadata)
+
+
+@register_intervention("all-heads")
+def _all_heads(model, heads, *, label=None, tau: float):
+    """One τ on every head of the model (``heads`` must be empty)."""
+    if heads:
+        raise PearLensError("the 'all-heads' intervention scales every head; give no heads")
+    return all_heads(model, tau, label)
+
+
+@register_intervention("cad")
+def _cad(model, heads, *, label=None, alpha: float = CAD_ALPHA):
+    """Context-aware decoding (Shi et al. 2023): no weight changes, so no heads."""
+    if heads:
+        raise PearLensError("context-aware decoding changes no head; give no heads")
+    return context_aware(model, alpha, label)
