@@ -659,3 +659,66 @@ def atlas_roles_sentence(part: pd.DataFrame, k: int, stats: pd.DataFrame) -> str
         return text + " The rank correlation of Δπ is undefined with every detector's score (see the table)."
     best = stats.loc[stats["spearman"].abs().idxmax()]
     return text + f" The largest rank correlation of Δπ is with {best['short']} (ρ = {best['interval']})."
+
+
+# --------------------------------------------------------------------------- the context-use study's verdict
+
+
+_TASK_NAMES = {"kv": "KV", "mdqa": "MDQA", "counterfactual": "counterfactual", "closed-book": "closed-book"}
+
+
+def _nats(d: dict[str, Any]) -> str:
+    return f"{d['delta']:+.3f} nats [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+
+def _peer_sentence(tasks: dict[str, Any], label: str, name: str) -> str | None:
+    """How PEAR compares with one peer over the context tasks: where the interval of PEAR − peer excludes 0."""
+    got = {t: e["vs_pear"][label] for t, e in tasks.items() if t != "closed-book" and e["vs_pear"].get(label)}
+    if not got:
+        return None
+    above = [_TASK_NAMES[t] for t, d in got.items() if d["ci_low"] > 0]
+    below = [_TASK_NAMES[t] for t, d in got.items() if d["ci_high"] < 0]
+    parts = ([f"above it on {', '.join(above)}"] if above else []) + ([f"below it on {', '.join(below)}"] if below
+                                                                       else [])
+    return f"{name}: PEAR {' and '.join(parts) if parts else 'indistinguishable from it'} ({len(got)} tasks)"
+
+
+def context_use_lines(report: dict[str, Any] | None) -> list[str]:
+    """The README's first lines: what PEAR does to context use, read off the context-use study's report
+    (``figures/results/context_use/report.json``, :mod:`studies.context_use.report`) — per model the primary
+    contrast per task with its verdict, the rank among random heads, and the peers; provisional while outputs
+    are missing."""
+    if not report or not report.get("models"):
+        return ["**Does PEAR make these models use their context?** The context-use study (teacher-forced "
+                "log-probabilities, plan committed before its items) has no results yet: "
+                "`python -m studies.context_use.run --model MODEL`."]
+    out = ["**Does PEAR make these models use their context?** The context-use study measures it directly: the "
+           "log-probability contrast of the context's answer against its competitors, teacher-forced, on facts no "
+           "earlier study asked, under a plan committed before any item "
+           "([results](docs/results.md#context-use-study)).", ""]
+    for model, r in report["models"].items():
+        prog = r.get("progress", {})
+        status = (f" *provisional: {prog['done']} of {prog['planned']} planned outputs in*"
+                  if prog and prog["done"] < prog["planned"] else "")
+        per_task = []
+        for task, e in r["tasks"].items():
+            d = e["vs_baseline"].get("PEAR")
+            if not d:
+                continue
+            extra = (f", smallest detectable {e['mde_80']:.2f}" if e.get("verdict") == "no detectable effect"
+                     and "mde_80" in e else "")
+            per_task.append(f"{_TASK_NAMES[task]} {_nats(d)} ({e['verdict']}{extra})")
+        out.append(f"- **{model}**{status}: PEAR − baseline on " + "; ".join(per_task) + ".")
+        ranks = [(t, e["damped_controls"]) for t, e in r["tasks"].items() if t != "closed-book"]
+        if all(c.get("rank_p") is None for _, c in ranks):
+            out.append("  - Against random heads damped alike: no controls in yet.")
+        else:
+            out.append("  - Against random heads damped alike: " + "; ".join(
+                f"{_TASK_NAMES[t]} rank p {c['rank_p']:.3g} among {c['n']}" for t, c in ranks
+                if c.get("rank_p") is not None) + " (Holm over the three tasks in the verdict).")
+        peers = [s for s in (_peer_sentence(r["tasks"], "PEAR heads damped", "untrained damping of PEAR's heads"),
+                             _peer_sentence(r["tasks"], "PEAR heads pruned", "pruning them"),
+                             _peer_sentence(r["tasks"], "CAD α=0.5", "context-aware decoding")) if s]
+        if peers:
+            out.append("  - Peers (PEAR − peer, 95 % interval excluding 0): " + "; ".join(peers) + ".")
+    return out

@@ -91,6 +91,27 @@ def headline_block() -> str:
     return "\n".join(headline(records, exploratory, empty, fresh)) + "\n"
 
 
+def context_use_verdict() -> str:
+    """The README's lead: the context-use study's verdict, read off its report."""
+    from studies.reading import context_use_lines
+
+    path = RESULTS / "context_use" / "report.json"
+    return "\n".join(context_use_lines(json.loads(path.read_text()) if path.exists() else None)) + "\n"
+
+
+def context_use() -> str:
+    """docs/results.md: the context-use study's report (without its title) and its figures."""
+    path = RESULTS / "context_use" / "report.md"
+    if not path.exists():
+        return ("No results yet: `python -m studies.context_use.run --model MODEL`, then "
+                "`python -m studies.context_use.report`.\n")
+    body = path.read_text().split("\n", 2)[2].strip("\n").replace("\n## ", "\n### ")
+    figs = [f"![{png.stem}](figures/{png.name})" for png in sorted((ROOT / "figures").glob("task_scan_*.png"))]
+    return (f"The plan: [`figures/results/context_use/plan.md`](figures/results/context_use/plan.md). Every number "
+            "below is recomputed from the committed per-item outputs by `python -m studies.context_use.report`.\n\n"
+            + body + "\n" + ("\n" + "\n\n".join(figs) + "\n" if figs else ""))
+
+
 def verdicts() -> str:
     _, records = _records()
     table = verdict_table(records)
@@ -394,6 +415,7 @@ def commands() -> str:
 
 
 GENERATORS: dict[str, Callable[[], str]] = {
+    "context-use-verdict": context_use_verdict, "context-use": context_use,
     "headline": headline_block, "verdicts": verdicts, "quickstart": quickstart,
     "confirmatory": confirmatory, "exploratory": exploratory, "k-sweep": k_sweep, "heatmaps": heatmaps,
     "families": families, "atlas": atlas, "stability": stability,

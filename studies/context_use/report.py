@@ -51,8 +51,53 @@ def read_outputs(folder: Path, task: str) -> pd.DataFrame:
         for item_id, cluster, v in zip(ids, clusters, record["value"]):
             rows.append({"condition": cond["label"], "kind": cond["kind"], "control": cond.get("control", ""),
                          "item_id": item_id, "cluster": cluster, "logp_gold": v["logp_gold"],
-                         "contrast": v["contrast"]})
+                         "contrast": v["contrast"], "seconds": record.get("seconds", np.nan) / len(ids)})
     return pd.DataFrame(rows)
+
+
+def greedy_report(folder: Path, task: str) -> dict[str, Any]:
+    """The secondary endpoint: greedy accuracy per main condition, in both arms (as decoded, and with an empty
+    answer blocked), broken down by answer kind, with the paired difference from the baseline."""
+    from pear_lens.evaluation.outcomes import classify_answer, possible_kinds
+    from pear_lens.evaluation.tasks import TASKS as TASKS_SPEC
+    from pear_lens.evaluation.tasks import TaskName
+
+    items = TASKS_SPEC[TaskName(task)].load(folder / "items" / f"{task}.jsonl")
+    clusters = np.asarray(fact_clusters(items) if task in ("counterfactual", "closed-book")
+                          else [it.item_id for it in items])
+    kinds = [k.value for k in possible_kinds(items[0])]
+    out: dict[str, Any] = {}
+    for arm in ("greedy", "greedy_no_empty"):
+        correct, rows = {}, {}
+        for label in ("baseline", *MAIN):
+            path = folder / "outputs" / task / arm / f"{label.replace(' ', '-')}.json"
+            if not path.is_file():
+                continue
+            outputs = read_record(path)["value"]
+            if len(outputs) != len(items):
+                raise SystemExit(f"{path} holds {len(outputs)} answers, the task {len(items)}; it is not this "
+                                 "study's output")
+            got = [classify_answer(it, o).value for it, o in zip(items, outputs)]
+            correct[label] = np.asarray([g == "correct" for g in got], dtype=np.float64)
+            rows[label] = {"accuracy": float(correct[label].mean()),
+                           "kinds": {k: got.count(k) / len(got) for k in kinds}}
+        for label in rows:
+            if label != "baseline" and "baseline" in correct:
+                d = paired_cluster_bootstrap_diff(correct[label], correct["baseline"], clusters, seed=SEED)
+                rows[label]["vs_baseline"] = {"delta": d.estimate, "ci_low": d.ci_low, "ci_high": d.ci_high,
+                                              "p": d.p_value}
+        if rows:
+            out[arm] = rows
+    return out
+
+
+def _rank(value: float, controls: np.ndarray, what: str) -> dict[str, Any]:
+    """PEAR's (or a peer's) Δ ranked among control Δs, or why no rank can be given."""
+    if controls.size == 0:
+        return {"n": 0, "rank_p": None, "undefined": f"no {what} in the outputs yet"}
+    if not np.isfinite(value) or not np.all(np.isfinite(controls)):
+        return {"n": int(controls.size), "rank_p": None, "undefined": "a Δ is not finite"}
+    return {"n": int(controls.size), "median": float(np.median(controls)), "rank_p": empirical_p(value, controls)}
 
 
 def paired(frame: pd.DataFrame, a: str, b: str, endpoint: str) -> dict[str, Any]:
@@ -65,15 +110,44 @@ def paired(frame: pd.DataFrame, a: str, b: str, endpoint: str) -> dict[str, Any]
             "n_clusters": d.n_clusters}
 
 
+CONTROL_PREFIX = {"damped": "damped ", "pruned": "pruned ", "random-k": "trained uniform "}
+"""The random controls' labels by condition kind (the run names them so; PEAR's own heads are not controls)."""
+
+
 def control_deltas(frame: pd.DataFrame, endpoint: str, kind: str) -> np.ndarray:
+    """Each random control's mean Δ from the baseline, for the controls of one condition kind."""
     means = frame.groupby("condition")[endpoint].mean()
-    labels = sorted({c for c, k in zip(frame["condition"], frame["kind"]) if k == kind and c.startswith(
-        "damped" if kind == "damped" else "pruned")} - {"PEAR heads damped", "PEAR heads pruned"})
+    labels = sorted({c for c, k in zip(frame["condition"], frame["kind"])
+                     if k == kind and c.startswith(CONTROL_PREFIX[kind])})
     return np.asarray([means[c] - means["baseline"] for c in labels], dtype=np.float64)
 
 
-def model_report(folder: Path, plan: dict[str, Any]) -> dict[str, Any]:
+def planned_conditions(model: str, model_plan: dict[str, Any]) -> int:
+    """How many conditions the plan evaluates on each context task of ``model`` (closed-book: all but CAD and the
+    task-scan heads): the main ones, one task-scan selection, the damped and pruned random controls, and the
+    committed trained controls where the model has every endpoint."""
+    from studies.context_use.plan import N_DAMPED, N_PRUNED
+    from studies.context_use.run import N_MAIN
+
+    trained = (len(list((ROOT / "figures" / "results" / "confirm" / model / "tau").glob("uniform_s*.json")))
+               if model_plan.get("endpoints") == "all" else 0)
+    return N_MAIN + 1 + sum(N_DAMPED.values()) + sum(N_PRUNED.values()) + trained
+
+
+def progress(folder: Path, model: str, model_plan: dict[str, Any]) -> dict[str, int]:
+    """Likelihood outputs written against those the plan calls for, over every task."""
+    per_task = planned_conditions(model, model_plan)
+    planned = per_task * 3 + per_task - 2  # closed-book: no CAD, no task-scan selection
+    done = sum(1 for _ in (folder / "outputs").glob("*/*.likelihood.json.gz"))
+    return {"done": done, "planned": planned}
+
+
+def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every endpoint of one model: the primary contrast and its verdict (paired test, rank among the damped
+    random controls), closed-book non-inferiority, the secondary log p(gold), the peers (damping, pruning, CAD)
+    against PEAR, PEAR's and pruning's ranks among their controls, the greedy arms, and what each cost."""
     out: dict[str, Any] = {"tasks": {}}
+    power = (model_plan or {}).get("power", {})
     for task in (t.value for t in TASKS):
         frame = read_outputs(folder, task)
         endpoint = "logp_gold" if task == "closed-book" else "contrast"
@@ -81,27 +155,50 @@ def model_report(folder: Path, plan: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"endpoint": endpoint, "n_items": int(frame["item_id"].nunique()),
                                  "baseline_mean": float(frame[frame["condition"] == "baseline"][endpoint].mean()),
                                  "vs_baseline": {}, "vs_pear": {}}
+        if task in power:
+            entry["mde_80"] = power[task]["mde_80"]
         for label in [*MAIN, *sorted(c for c in conds if c.startswith("task-scan"))]:
             if label in conds:
                 entry["vs_baseline"][label] = paired(frame, label, "baseline", endpoint)
         for label in MAIN[1:]:
             if label in conds:
                 entry["vs_pear"][label] = paired(frame, "PEAR", label, endpoint)
-        damped = control_deltas(frame, endpoint, "damped")
-        pear_delta = entry["vs_baseline"].get("PEAR", {}).get("delta", np.nan)
-        entry["damped_controls"] = {"n": int(damped.size), "median": float(np.median(damped)) if damped.size else None,
-                                    "rank_p": empirical_p(pear_delta, damped) if damped.size else None}
+        if task in PRIMARY and "PEAR" in conds:
+            entry["secondary_logp_gold"] = paired(frame, "PEAR", "baseline", "logp_gold")
+        means = frame.groupby("condition")[endpoint].mean()
+        delta = {c: float(means[c] - means["baseline"]) for c in ("PEAR", "PEAR heads pruned") if c in conds}
+        entry["damped_controls"] = _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "damped"),
+                                         "damped random controls")
+        entry["pruned_controls"] = _rank(delta.get("PEAR heads pruned", np.nan),
+                                         control_deltas(frame, endpoint, "pruned"), "pruned random controls")
+        entry["trained_controls"] = _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "random-k"),
+                                          "trained random controls")
+        per_item = frame.groupby("condition")["seconds"].first()
+        if "baseline" in per_item and per_item["baseline"] > 0:
+            entry["seconds_per_item"] = {c: float(per_item[c]) for c in ("baseline", *MAIN)
+                                         if c in per_item and np.isfinite(per_item[c])}
+        greedy = greedy_report(folder, task)
+        if greedy:
+            entry["greedy"] = greedy
         out["tasks"][task] = entry
     raw = [out["tasks"][t]["vs_baseline"].get("PEAR", {}).get("p", np.nan) for t in PRIMARY]
     ranks = [out["tasks"][t]["damped_controls"]["rank_p"] for t in PRIMARY]
-    for t, p, r in zip(PRIMARY, holm(raw), holm([np.nan if x is None else x for x in ranks])):
+    secondary = [out["tasks"][t].get("secondary_logp_gold", {}).get("p", np.nan) for t in PRIMARY]
+    for t, p, r, p2 in zip(PRIMARY, holm(raw), holm([np.nan if x is None else x for x in ranks]), holm(secondary)):
         e = out["tasks"][t]
-        e["p_holm"], e["rank_p_holm"] = float(p), float(r)
+        e["p_holm"] = None if np.isnan(p) else float(p)
+        e["rank_p_holm"] = None if np.isnan(r) else float(r)
+        if e.get("secondary_logp_gold"):
+            e["secondary_logp_gold"]["p_holm"] = float(p2)
         d = e["vs_baseline"].get("PEAR", {}).get("delta", np.nan)
-        if p < 0.05 and d > 0 and r < 0.05:
+        if np.isnan(p):
+            e["verdict"] = "not evaluated yet"
+        elif p < 0.05 and d > 0 and e["rank_p_holm"] is not None and r < 0.05:
             e["verdict"] = "improves context use"
         elif p < 0.05 and d < 0:
             e["verdict"] = "hurts context use"
+        elif p < 0.05 and d > 0 and e["rank_p_holm"] is None:
+            e["verdict"] = "beats baseline; rank test pending"
         elif p < 0.05 and d > 0:
             e["verdict"] = "beats baseline, not random damped heads"
         else:
@@ -172,7 +269,8 @@ def build() -> dict[str, Any]:
         folder = RESULTS / m["model"]
         if not (folder / "items").is_dir():
             continue
-        models[m["model"]] = model_report(folder, plan)
+        models[m["model"]] = model_report(folder, plan, m)
+        models[m["model"]]["progress"] = progress(folder, m["model"], m)
         art = ROOT / "artifacts" / m["model"]
         models[m["model"]]["scans"] = scan_summary(folder, HeadScores.load(art), load_artifact(art).heads)
     return {"plan_written_at": plan["written_at"], "models": models}
@@ -184,20 +282,67 @@ def _fmt(d: dict[str, Any]) -> str:
     return f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
 
 
+def _pct(d: dict[str, Any]) -> str:
+    return "–" if not d else f"{100 * d['delta']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+
+
+def _rank_text(r: dict[str, Any]) -> str:
+    if r.get("rank_p") is None:
+        return f"undefined ({r.get('undefined', 'no controls')})"
+    return f"p {r['rank_p']:.3g} among {r['n']} (median Δ {r['median']:+.3f})"
+
+
+def _p(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3g}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Context-use study: results", "",
              "Δ = condition − baseline in mean nats (contrast on KV, MDQA and counterfactual; log p(true answer) "
              "closed-book), 95 % cluster-bootstrap intervals; p Holm-adjusted over the three context tasks; rank p "
-             "against the damped random controls.", ""]
+             "against the damped random controls. The smallest effect each task could detect at 80 % power is the "
+             "plan's, from the pilot.", ""]
     for model, r in report["models"].items():
         rows = []
         for task, e in r["tasks"].items():
             rows.append([task, e["endpoint"], e["n_items"], f"{e['baseline_mean']:.3f}",
-                         *(_fmt(e["vs_baseline"].get(c, {})) for c in MAIN),
-                         f"{e['p_holm']:.3g}" if "p_holm" in e else "–",
-                         f"{e['rank_p_holm']:.3g}" if "rank_p_holm" in e else "–", e.get("verdict", "–")])
+                         *(_fmt(e["vs_baseline"].get(c, {})) for c in MAIN), _p(e.get("p_holm")),
+                         _p(e.get("rank_p_holm")), f"{e['mde_80']:.3f}" if "mde_80" in e else "–",
+                         e.get("verdict", "–")])
         lines += [f"## {model}", "", markdown_table(["task", "endpoint", "n", "baseline", *MAIN, "p (Holm)",
-                                                     "rank p (Holm)", "verdict"], rows), ""]
+                                                     "rank p (Holm)", "smallest effect at 80 %", "verdict"], rows), ""]
+        lines += ["Against controls (one-sided rank p of the condition's Δ among the controls' Δ, unadjusted for the "
+                  "trained and pruned rows, which are descriptive):", "",
+                  markdown_table(["task", "PEAR among damped random heads", "PEAR among trained random heads",
+                                  "PEAR's heads pruned among random heads pruned"],
+                                 [[t, _rank_text(e["damped_controls"]), _rank_text(e["trained_controls"]),
+                                   _rank_text(e["pruned_controls"])] for t, e in r["tasks"].items()]), ""]
+        lines += ["PEAR against its peers (PEAR − peer, same items; positive: PEAR higher) and the secondary "
+                  "endpoint (PEAR − baseline in log p(gold), Holm over the three context tasks):", "",
+                  markdown_table(["task", *(f"PEAR − {c}" for c in MAIN[1:]), "secondary log p(gold)", "p (Holm)"],
+                                 [[t, *(_fmt(e["vs_pear"].get(c, {})) for c in MAIN[1:]),
+                                   _fmt(e.get("secondary_logp_gold", {})),
+                                   _p(e.get("secondary_logp_gold", {}).get("p_holm"))]
+                                  for t, e in r["tasks"].items()]), ""]
+        greedy_rows = []
+        for t, e in r["tasks"].items():
+            for arm, conds in e.get("greedy", {}).items():
+                for label, g in conds.items():
+                    kinds = ", ".join(f"{k} {100 * v:.0f}" for k, v in g["kinds"].items() if k != "correct")
+                    greedy_rows.append([t, "as decoded" if arm == "greedy" else "empty blocked", label,
+                                        f"{100 * g['accuracy']:.1f}", _pct(g.get("vs_baseline", {})), kinds])
+        if greedy_rows:
+            lines += ["Greedy accuracy (secondary; % of items, Δ in points with 95 % cluster-bootstrap interval) and "
+                      "what the other answers were (% of items, by kind):", "",
+                      markdown_table(["task", "arm", "condition", "accuracy %", "Δ pts", "other answers %"],
+                                     greedy_rows), ""]
+        cost = [[t, *(f"{e['seconds_per_item'][c]:.3f}" if c in e["seconds_per_item"] else "–"
+                      for c in ("baseline", *MAIN))]
+                for t, e in r["tasks"].items() if "seconds_per_item" in e]
+        if cost:
+            lines += ["Cost: seconds per item of the likelihood scoring on this machine (CAD scores each candidate "
+                      "with and without the context: two passes).", "",
+                      markdown_table(["task", "baseline", *MAIN], cost), ""]
         scans = r.get("scans", {})
         if scans:
             lines += [markdown_table(["task", "Spearman ρ with proxy Δπ [95 %]", "PEAR's heads' ranks in the task scan"],

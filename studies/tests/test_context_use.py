@@ -257,3 +257,59 @@ def test_the_headline_names_which_items_were_new():
     text = freshness_phrase(fresh)
     assert text.startswith("new kv items") and "closed-book: 2 of 3 on m" in text
     assert "not checked" in freshness_phrase(None)
+
+
+def test_the_committed_report_is_what_the_outputs_give():
+    from studies.context_use import report
+
+    assert report.main(["--check", "--no-figures"]) == 0
+
+
+def test_greedy_arms_are_scored_by_answer_kind_and_paired(tmp_path):
+    from pear_lens.evaluation.tasks.items import write_jsonl
+    from pear_lens.evaluation.tasks.kv import generate_kv
+    from pear_lens.stage_cache import write_record
+    from studies.context_use import report
+
+    items = generate_kv(20, 4, seed=0)
+    write_jsonl(items, tmp_path / "items" / "kv.jsonl")
+    from pear_lens.evaluation.tasks.candidates import in_context_alternatives
+
+    other = [in_context_alternatives(it)[0] for it in items]
+    arms = {"baseline": ["" if i < 10 else it.answers[0] for i, it in enumerate(items)],
+            "PEAR": [it.answers[0] if i < 15 else other[i] for i, it in enumerate(items)]}
+    for label, outs in arms.items():
+        write_record(tmp_path / "outputs" / "kv" / "greedy" / f"{label}.json", {"key": {}, "value": outs})
+    g = report.greedy_report(tmp_path, "kv")["greedy"]
+    assert g["baseline"]["accuracy"] == 0.5 and g["baseline"]["kinds"]["empty"] == 0.5
+    assert g["PEAR"]["accuracy"] == 0.75 and g["PEAR"]["kinds"]["other_item"] == 0.25
+    assert g["PEAR"]["vs_baseline"]["delta"] == pytest.approx(0.25)
+    assert "greedy_no_empty" not in report.greedy_report(tmp_path, "kv")
+
+
+def test_ranks_among_no_or_broken_controls_are_named_undefined():
+    import numpy as np
+
+    from studies.context_use.report import _rank
+
+    assert _rank(0.3, np.array([]), "damped controls")["undefined"] == "no damped controls in the outputs yet"
+    assert _rank(float("nan"), np.array([0.1, 0.2]), "x")["rank_p"] is None
+    assert _rank(0.3, np.array([0.1, 0.2, 0.4]), "x")["rank_p"] == pytest.approx(2 / 4)
+
+
+def test_the_readme_lead_follows_the_context_use_report():
+    from studies.reading import context_use_lines
+
+    d = lambda x, lo, hi: {"delta": x, "ci_low": lo, "ci_high": hi}  # noqa: E731
+    none = {"n": 0, "rank_p": None, "undefined": "no controls"}
+    tasks = {"kv": {"vs_baseline": {"PEAR": d(0.1, 0.05, 0.15)}, "verdict": "improves context use",
+                    "damped_controls": {"n": 80, "rank_p": 0.01}, "vs_pear": {"CAD α=0.5": d(-0.2, -0.3, -0.1)}},
+             "mdqa": {"vs_baseline": {"PEAR": d(0.0, -0.1, 0.1)}, "verdict": "no detectable effect", "mde_80": 0.16,
+                      "damped_controls": none, "vs_pear": {}},
+             "closed-book": {"vs_baseline": {"PEAR": d(-0.01, -0.05, 0.03)}, "verdict": "retained",
+                             "damped_controls": none, "vs_pear": {}}}
+    text = "\n".join(context_use_lines({"models": {"m": {"tasks": tasks, "progress": {"done": 3, "planned": 9}}}}))
+    assert "provisional: 3 of 9" in text and "KV +0.100 nats [+0.050, +0.150] (improves context use)" in text
+    assert "smallest detectable 0.16" in text and "KV rank p 0.01 among 80" in text
+    assert "context-aware decoding: PEAR below it on KV" in text
+    assert "no results yet" in context_use_lines(None)[0]
