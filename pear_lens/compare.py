@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Union
+from typing import Literal, Union
 
 import numpy as np
 import pandas as pd
@@ -59,19 +59,23 @@ CONCENTRATION_FRACTIONS = (0.01, 0.05)
 """The shares of heads whose part of the total |Δπ| ``run_summary`` reports (top 1 % and 5 %)."""
 
 
-def cumulative_share(scores: HeadScores) -> Float[Tensor, " n"]:
+def cumulative_share(scores: HeadScores, ranked_by: Literal["score", "magnitude"] = "score") -> Float[Tensor, " n"]:
     """Entry ``i``: the share of the total |Δπ| of all heads held by the top ``i + 1`` heads, ranked by Δπ.
 
-    Ranked by Δπ, not |Δπ|: the top heads are the ones PEAR would pick (the strongest suppressors), so
-    the curve says how much of a model's whole head-level effect they carry. Evenly spread effects give
-    the diagonal ``(i + 1) / n``; one dominant suppressor gives a curve that jumps at once.
+    Ranked by Δπ (``ranked_by="score"``), not |Δπ|: the top heads are the ones PEAR would pick (the strongest
+    suppressors), so the curve says how much of a model's whole head-level effect they carry; the heads with
+    the most negative Δπ come last, so such a curve jumps at its end. ``ranked_by="magnitude"`` ranks by the
+    quantity the curve accumulates, |Δπ| (a concave curve: the figure's). Evenly spread effects give the
+    diagonal ``(i + 1) / n``; one dominant head gives a curve that jumps at once.
     """
     flat = scores.scores.flatten().double()
     flat = flat[torch.isfinite(flat)]
     total = flat.abs().sum()
     if flat.numel() == 0 or total == 0:
         raise PearLensError(f"{scores.model}: no finite, non-zero Δπ to measure concentration on")
-    return (flat.sort(descending=True).values.abs().cumsum(0) / total).float()
+    ranked = flat.sort(descending=True).values.abs() if ranked_by == "score" else \
+        flat.abs().sort(descending=True).values
+    return (ranked.cumsum(0) / total).float()
 
 
 def top_share(scores: HeadScores, fraction: float) -> tuple[int, float]:
@@ -207,13 +211,14 @@ def run_summary(runs: Runs, k: int = 10) -> pd.DataFrame:
 
 
 def concentration_curves(runs: Runs) -> pd.DataFrame:
-    """Tidy :func:`cumulative_share` of every run (input of :func:`pear_lens.plots.concentration`).
+    """Tidy :func:`cumulative_share` of every run, heads ranked by |Δπ|, the quantity the curve accumulates
+    (input of :func:`pear_lens.plots.concentration`).
 
     Columns: ``run, model, heads, fraction_of_heads, share``.
     """
     frames = []
     for label, scores in load_runs(runs).items():
-        curve = cumulative_share(scores).numpy()
+        curve = cumulative_share(scores, ranked_by="magnitude").numpy()
         n = len(curve)
         frames.append(pd.DataFrame({"run": label, "model": scores.model, "heads": np.arange(1, n + 1),
                                     "fraction_of_heads": np.arange(1, n + 1) / n, "share": curve}))

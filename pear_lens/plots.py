@@ -8,6 +8,7 @@ default.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
@@ -15,11 +16,21 @@ import plotly.graph_objects as go
 
 from pear_lens.agreement import same_model, spearman
 from pear_lens.drawing import DIVERGING, PALETTE, TEMPLATE_NAME, template  # noqa: F401  (users read them here too)
-from pear_lens.drawing import finish, nth_colour, require_columns
+from pear_lens.drawing import GREY, SMALL_FONT, WIDTHS, Width, finish, nth_colour, require_columns, width_px, wrap
 from pear_lens.errors import PearLensError
 
 if TYPE_CHECKING:
     from pear_lens.results import HeadScores
+
+
+AT_LIMIT_SHARE = 0.9
+"""A τ this share of the way to the step limit or further sits at it: :data:`pear_lens.reweight.AT_LIMIT_SHARE`,
+which sits above this module (a test holds the two equal)."""
+
+
+def wrap_lines(lines: list[str], chars: int) -> str:
+    """Each line wrapped at ``chars`` characters, joined as one subtitle."""
+    return "\n".join(wrap(line, chars) for line in lines)
 
 
 def head_heatmap(scores: "HeadScores", top_k: int | None = 10, title: str | None = None) -> go.Figure:
@@ -28,14 +39,30 @@ def head_heatmap(scores: "HeadScores", top_k: int | None = 10, title: str | None
     return scores.heatmap(top_k=top_k, title=title)
 
 
-def coefficient_bars(coefficients: pd.DataFrame | Any, title: str | None = None) -> go.Figure:
-    """Learned τ per head as bars with a line at τ = 1 (the unmodified model).
+def coefficient_step_limit(coefficients: Any) -> float | None:
+    """How far the optimiser's steps could move τ from 1 (:func:`pear_lens.reweight.step_limit`) for an artifact
+    (the ``tau_step_limit`` its training recorded) or a training log (the sum of its ``lr`` column, one value per
+    step); None where neither says (give ``step_limit`` to :func:`coefficient_bars`)."""
+    training = getattr(coefficients, "training", None)
+    if isinstance(training, Mapping) and training.get("tau_step_limit") is not None:
+        return float(training["tau_step_limit"])
+    if isinstance(coefficients, pd.DataFrame) and {"step", "lr"} <= set(coefficients.columns):
+        return float(coefficients.groupby("step")["lr"].first().dropna().sum())
+    return None
+
+
+def coefficient_bars(coefficients: pd.DataFrame | Any, title: str | None = None, *,
+                     step_limit: float | None = None, width: Width | int | None = None) -> go.Figure:
+    """Learned τ per head as bars with a line at τ = 1 (the unmodified model) and the optimiser's step limit.
 
     ``coefficients`` is a table with columns ``layer, head, tau`` (and optionally
     ``score``, then heads are ordered by it, strongest first), or any object with
     a ``.to_dataframe()`` returning one (a re-weighting artifact). A training log
-    with a ``step`` column shows τ after the last step.
+    with a ``step`` column shows τ after the last step. ``step_limit`` (read from an artifact or a training log
+    when not given: :func:`coefficient_step_limit`) draws dashed lines at τ = 1 ± it, the furthest the
+    optimiser's steps could move τ: a bar that ends there was held by the step budget, not chosen by the loss.
     """
+    limit = step_limit if step_limit is not None else coefficient_step_limit(coefficients)
     df = coefficients.to_dataframe() if hasattr(coefficients, "to_dataframe") else coefficients
     if not isinstance(df, pd.DataFrame):
         raise PearLensError(f"coefficient_bars needs a DataFrame or an artifact, got {type(coefficients).__name__}")
@@ -47,18 +74,30 @@ def coefficient_bars(coefficients: pd.DataFrame | Any, title: str | None = None)
     df = df.assign(label=labels)
     hover = "%{x}<br>τ = %{y:.3f}" + ("<br>Δπ = %{customdata:.4g}" if "score" in df.columns else "")
     fig = go.Figure()
-    for i, (name, part) in enumerate((("τ < 1: head dampened", df[df["tau"] < 1]),
+    for i, (name, part) in enumerate((("τ < 1: head damped", df[df["tau"] < 1]),
                                       ("τ ≥ 1: head kept or amplified", df[df["tau"] >= 1]))):
         fig.add_trace(go.Bar(
             x=part["label"], y=part["tau"], name=name, marker_color=nth_colour(i),
             customdata=part["score"] if "score" in df.columns else None, hovertemplate=hover + "<extra></extra>",
         ))
-    fig.add_hline(y=1.0, line=dict(color="black", dash="dash", width=1))
+    fig.add_hline(y=1.0, line=dict(color="black", width=1.2))
     order = "heads by Δπ, strongest first" if "score" in df.columns else "heads by layer"
-    return finish(fig, title or "Learned coefficient τ per head", f"{order}; dashed: τ = 1 (the unmodified model)",
-                  xaxis=dict(title="head", tickangle=-45, categoryorder="array", categoryarray=labels),
-                  yaxis=dict(title="τ", rangemode="tozero"), width=max(560, 34 * len(df) + 220), height=460,
-                  legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))  # clear of the tick labels
+    lines = [f"{order}; solid line: τ = 1 (the unmodified model)"]
+    top = max(1.05, float(df["tau"].max()) * 1.05)
+    if limit is not None:
+        held = int(((df["tau"] - 1.0).abs() >= AT_LIMIT_SHARE * limit).sum())
+        for y in (1.0 - limit, 1.0 + limit):
+            fig.add_hline(y=y, line=dict(color="black", dash="dash", width=1.2))
+        fig.add_annotation(x=1, xref="paper", xanchor="right", y=1.0 - limit, yanchor="top", showarrow=False,
+                           text=f"step limit 1 − {limit:.3f}", font=dict(size=SMALL_FONT))
+        lines.append(f"dashed: τ = 1 ± {limit:.3f}, the furthest the optimiser's steps could move τ; "
+                     f"{held} of {len(df)} τ at ≥ {AT_LIMIT_SHARE:.0%} of it (held by the budget, not the loss)")
+        top = max(top, 1.0 + limit * 1.1)
+    px = width_px(width or ("column" if len(df) <= 8 else "full"))
+    return finish(fig, title or "Learned coefficient τ per head", wrap_lines(lines, max(40, (px - 40) // 6)),
+                  xaxis=dict(title="head", tickangle=-45 if len(df) > 8 else 0, categoryorder="array",
+                             categoryarray=labels),
+                  yaxis=dict(title="τ", range=[0, top]), width=px, height=380 if px < 500 else 420)
 
 
 def relative_depth(df: pd.DataFrame, title: str | None = None) -> go.Figure:
@@ -85,7 +124,7 @@ def relative_depth(df: pd.DataFrame, title: str | None = None) -> go.Figure:
     fig.add_hline(y=0.0, line=dict(color="grey", width=1))
     return finish(fig, title or "Heads by relative depth", "large, outlined: each run's top-K heads",
                   xaxis=dict(title="relative depth  layer / (n_layers − 1)", range=[-0.03, 1.03]),
-                  yaxis=dict(title="Δπ"), width=760, height=480)
+                  yaxis=dict(title="Δπ"), height=440, legend_rows=2)
 
 
 def score_distributions(runs: "Mapping[str, HeadScores] | pd.DataFrame",
@@ -113,38 +152,48 @@ def score_distributions(runs: "Mapping[str, HeadScores] | pd.DataFrame",
     fig.add_hline(y=0.0, line=dict(color="grey", width=1))
     return finish(fig, title or "Δπ of every head, per run", yaxis=dict(title="Δπ"),
                   xaxis=dict(tickangle=-20 if len(groups) > 3 else 0),
-                  width=max(520, 150 * len(groups) + 160), height=460)
+                  width="column" if len(groups) <= 3 else "full", height=400)
 
 
+GUIDES = (0.01, 0.05)
 _LOG_TICKS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-def concentration(df: pd.DataFrame, title: str | None = None) -> go.Figure:
+def concentration(df: pd.DataFrame, title: str | None = None, *, width: Width | int = "full") -> go.Figure:
     """How concentrated each run's head effects are: the share of the total |Δπ| held by its top heads.
 
     ``df`` is :func:`pear_lens.compare.concentration_curves` (columns ``run, heads, fraction_of_heads,
-    share``). The x axis is the fraction of a model's heads (log scale, so the top 1 % is visible), which
-    puts models with different head counts on one scale; the dotted line is an even spread.
+    share``; heads ranked by |Δπ|, the quantity the curve accumulates). The x axis is the fraction of a model's
+    heads (log scale, so the top 1 % is visible), which puts models with different head counts on one scale;
+    the dotted line is an even spread, the dashed guide lines mark the top 1 % and 5 % of heads, and each
+    run's share at them is printed in its legend entry.
     """
     require_columns(df, ["run", "heads", "fraction_of_heads", "share"], "concentration")
     fig = go.Figure()
     for i, (run, g) in enumerate(df.groupby("run", sort=False)):
+        at = [float(g.loc[g["fraction_of_heads"] >= f, "share"].iloc[0]) for f in GUIDES]
         fig.add_trace(go.Scatter(
-            x=g["fraction_of_heads"], y=g["share"], mode="lines", name=str(run), line=dict(color=nth_colour(i), width=2),
-            customdata=g[["heads"]].to_numpy(),
+            x=g["fraction_of_heads"], y=g["share"], mode="lines", line=dict(color=nth_colour(i), width=2),
+            name=f"{run}: top 1 % {at[0]:.0%}, top 5 % {at[1]:.0%}", customdata=g[["heads"]].to_numpy(),
             hovertemplate=f"{run}<br>top %{{customdata[0]}} heads (%{{x:.1%}})<br>share of Σ|Δπ| %{{y:.1%}}"
                           "<extra></extra>",
         ))
     grid = sorted(set(df["fraction_of_heads"]))
     fig.add_trace(go.Scatter(x=grid, y=grid, mode="lines", name="even spread",
-                             line=dict(color="grey", width=1, dash="dot")))
-    for f in (0.01, 0.05):
-        fig.add_vline(x=f, line=dict(color="lightgrey", width=1))
+                             line=dict(color=GREY, width=1.2, dash="dot")))
+    for f in GUIDES:
+        fig.add_vline(x=f, line=dict(color="#404040", width=1, dash="dash"))
+        fig.add_annotation(x=math.log10(f), y=1.02, yref="y", text=f"top {f:.0%}", showarrow=False,
+                           xanchor="left", yanchor="bottom", font=dict(size=SMALL_FONT))
+    n_runs = df["run"].nunique()
     return finish(fig, title or "How concentrated are the head effects?",
-                  "share of the total |Δπ| held by the top heads (ranked by Δπ); grey lines: top 1 % and 5 %",
-                  xaxis=dict(title="fraction of heads (top by Δπ)", type="log", tickvals=_LOG_TICKS,
+                  "share of the total |Δπ| held by the heads with the largest |Δπ|; dashed: top 1 % and 5 % of heads",
+                  xaxis=dict(title="fraction of heads (largest |Δπ| first, log scale)", type="log",
+                             tickvals=_LOG_TICKS,
                              ticktext=[f"{t:.0%}" if t >= 0.01 else f"{t:.1%}" for t in _LOG_TICKS]),
-                  yaxis=dict(title="share of Σ|Δπ|", tickformat=".0%", range=[0, 1.02]), width=760, height=460)
+                  yaxis=dict(title="share of Σ|Δπ|", tickformat=".0%", range=[0, 1.1]),
+                  legend=dict(orientation="v", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
+                  margin=dict(b=60 + 18 * (n_runs + 1)), width=width, height=360 + 18 * (n_runs + 1))
 
 
 def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int = 10,
@@ -189,7 +238,7 @@ def method_agreement(scores_a: "HeadScores", scores_b: "HeadScores", top_k: int 
     return finish(
         fig, title or f"{scores_a.model}: {la} vs {lb}",
         f"Spearman ρ = {rho:.2f} over {len(a)} heads; top-{k} overlap {len(top_a & top_b)}/{k}",
-        xaxis=dict(title=f"Δπ ({la})"), yaxis=dict(title=f"Δπ ({lb})"), width=680, height=560,
+        xaxis=dict(title=f"Δπ ({la})"), yaxis=dict(title=f"Δπ ({lb})"), height=520, legend_rows=2,
     )
 
 
@@ -237,7 +286,7 @@ def accuracy_by_position(summary: "pd.DataFrame", title: str | None = None) -> g
     fig.update_xaxes(title_text="position of the gold evidence (0 = first)", dtick=1)
     fig.update_yaxes(title_text="accuracy", range=[0, 1], tickformat=".0%", col=1)
     fig.update_layout(template=template(), title=title or "Accuracy by gold position (95% bootstrap CI)",
-                      width=max(700, 420 * len(tasks) + 260), height=max(400, 320 * len(models)),
+                      width=WIDTHS["full"], height=max(360, 280 * len(models)),
                       legend=dict(x=1.02, xanchor="left", y=1, yanchor="top"))
     return fig
 
@@ -282,14 +331,14 @@ def k_sweep_curve(df, title: str | None = None) -> go.Figure:
             ), row=1, col=col)
         if not top.empty:
             fig.add_trace(go.Scatter(
-                x=top["k"], y=top[metric], mode="lines+markers", line=dict(color="#b2182b", width=2),
+                x=top["k"], y=top[metric], mode="lines+markers", line=dict(color=nth_colour(1), width=2),
                 name=f"top-K by Δπ ({steps(top)} steps)", showlegend=first,
             ), row=1, col=col)
     n_eval = int(df["n_eval"].iloc[0]) if len(df) else 0
     fig.update_xaxes(title_text="K (heads re-weighted)", type="log", tickvals=ks, ticktext=[str(k) for k in ks])
     fig.update_layout(
-        template=template(), width=950, height=460, margin=dict(t=110),
+        template=template(), width=WIDTHS["full"], height=440, margin=dict(t=90, b=110),
         title=f"{title or 'Re-weighting K heads'}<br><sup>held-out copy task, {n_eval} sequences</sup>",
-        legend=dict(orientation="h", yanchor="top", y=-0.2, x=0),
+        legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0),
     )
     return fig

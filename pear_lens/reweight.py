@@ -219,10 +219,12 @@ class TrainResult:
         return pd.DataFrame(rows)
 
     def figure(self) -> "go.Figure":
-        """Loss and τ of every head against the step (plotly ``go.Figure``)."""
+        """Loss and τ of every head against the step, with the step limit (the summed learning rates) drawn
+        (plotly ``go.Figure``)."""
         from pear_lens.drawing import training_curves  # plotly loads only when a figure is drawn
 
-        return training_curves(self.loss_curve, self.tau_trajectory.tolist(), self.heads, self.model)
+        return training_curves(self.loss_curve, self.tau_trajectory.tolist(), self.heads, self.model,
+                               step_limit=float(sum(self.lr_curve)) if len(self.lr_curve) else None)
 
 
 def train_coefficients(model: "ModelLike", heads: "Sequence[Any] | str | HeadScores",

@@ -19,7 +19,8 @@ From the runs it writes, into ``--out``:
 - from any folder under the given ones (and, with no RUN_DIR, under ``artifacts/``) that holds them:
   ``ablation_curve`` (the K sweep, ``ablation.csv``), ``accuracy_by_position`` (evaluation ``summary.csv``) and
   ``coefficients_<run>`` (a re-weighting artifact, ``pear.json``).
-Figures are PNG plus HTML (plotly.js from its CDN, so the files stay small).
+Figures are HTML (plotly.js from its CDN, so the files stay small) plus PNG, PDF and SVG in the print style of
+:mod:`pear_lens.drawing` (``--no-png``: HTML only).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from pear_lens import constants, plots
 from pear_lens.compare import compare, concentration_curves, heads_by_depth, load_runs, run_summary
 from pear_lens.errors import CopyTaskTooWeak, PearLensError
 from pear_lens.io import atomic_write_text
-from pear_lens.figure_files import save_figure
+from pear_lens.figure_files import figure_formats, save_figure
 from pear_lens.proxy_task import REFERENCE_SETTINGS
 from pear_lens.results import HeadScores
 from pear_lens.runs import find_runs, is_run
@@ -149,7 +150,22 @@ def other_branch_figures(folders: list[Path], write: Writer) -> None:
             continue
         artifact = load_artifact(pear_json.parent)
         # named by model, not folder: a discovery run folder is called `discovery` for every model
-        write.figure(plots.coefficient_bars(artifact), f"coefficients_{artifact.base_model.get('name', pear_json.parent.name)}")
+        write.figure(plots.coefficient_bars(artifact, step_limit=artifact_step_limit(artifact)),
+                     f"coefficients_{artifact.base_model.get('name', pear_json.parent.name)}")
+
+
+def artifact_step_limit(artifact) -> float | None:
+    """The step limit of an artifact's training: recorded by newer artifacts, else from its recipe."""
+    from pear_lens.recipe import Recipe
+    from pear_lens.reweight import step_limit
+
+    t = artifact.training
+    if t.get("tau_step_limit") is not None:
+        return float(t["tau_step_limit"])
+    if not {"steps", "lr", "warmup_steps", "schedule_steps"} <= set(t):
+        return None
+    return step_limit(Recipe(steps=int(t["steps"]), lr=float(t["lr"]), warmup_steps=int(t["warmup_steps"]),
+                             schedule_steps=int(t["schedule_steps"])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh", action="store_true", help="score again even where a cached run matches")
     parser.add_argument("--allow-weak-copy-task", action="store_true",
                         help="score models that copy the proxy task poorly (tiny random ones: a smoke test)")
-    parser.add_argument("--no-png", action="store_true", help="HTML only (PNG needs a Chrome for kaleido)")
+    parser.add_argument("--no-png", action="store_true", help="HTML only (PNG, PDF and SVG need a Chrome for kaleido)")
     args = parser.parse_args(argv)
 
     folders = list(args.runs)
@@ -186,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     discovery = list(dict.fromkeys(found))  # in the order given, each once
     if not discovery:
         raise SystemExit(f"no discovery run (a folder with {constants.DISCOVERY_JSON}) under {', '.join(map(str, folders))}")
-    write = Writer(args.out, ["html"] + ([] if args.no_png else ["png"]))
+    write = Writer(args.out, figure_formats(static=not args.no_png))
     discovery_figures(load_runs([str(p) for p in discovery]), write, args.k)
     published = args.artifacts  # the artifacts of studies/evaluate_all.py: K sweep, coefficients
     other_branch_figures(folders + ([published] if not args.runs and published.is_dir() else []), write)

@@ -166,5 +166,117 @@ def test_heatmap_of_real_scores(tiny_model):
     from pear_lens.proxy_task import ProxyTask
 
     scores: HeadScores = score_heads(tiny_model, ProxyTask(settings=((4, 6),)), progress=False)
-    fig = scores.heatmap(top_k=5)
-    torch.testing.assert_close(torch.tensor(fig.data[0].z, dtype=torch.float32), scores.scores)
+    fig = scores.heatmap(top_k=5)  # the real Δπ in customdata (the colours may be on a symmetric-log scale)
+    torch.testing.assert_close(torch.tensor(fig.data[0].customdata, dtype=torch.float32), scores.scores)
+
+
+# --------------------------------------------------------------------------- the print style (issue 35)
+
+
+def _outlier_grid() -> HeadScores:
+    """SmolLM2's shape of problem: two large effects, the next suppressors at 0.001–0.0035, the rest tiny."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 0.0003, size=(30, 9))
+    z[24, 4], z[29, 0] = 0.114, 0.05
+    for i, v in enumerate((0.0035, 0.003, 0.0025, 0.002, 0.0015, 0.0012, 0.001, 0.001)):
+        z[10 + i, i] = v
+    return fake("m", z.tolist())
+
+
+def test_heatmap_colours_show_small_suppressors_beside_an_outlier():
+    # a linear ±0.114 scale left heads ranked 3–10 (Δπ 0.001–0.0035) on white: under 3 % of the colour range
+    s = _outlier_grid()
+    heat = plots.head_heatmap(s, top_k=10).data[0]
+    bound = heat.zmax
+    share = [heat.z[10 + i][i] / bound for i in range(8)]
+    assert min(share) > 0.15, share  # each small suppressor gets a visible share of the red
+    assert heat.zmin == -bound and heat.zmid == 0  # still symmetric about 0
+    assert heat.customdata[24][4] == pytest.approx(0.114)  # the hover shows the real Δπ
+    title = plots.head_heatmap(s).layout.title.text
+    assert "symmetric-log" in title  # the figure states its scale
+    ticks = dict(zip(heat.colorbar.ticktext, heat.colorbar.tickvals))
+    assert "+10%" in ticks and "0" in ticks  # the colour bar names real values
+
+
+def test_heatmap_names_units_and_no_code_names():
+    fig = plots.head_heatmap(A)
+    assert "relative change" in fig.data[0].colorbar.title.text  # a unit on the colour bar
+    title = fig.layout.title.text
+    assert "logit_minus_mean" not in title and "answer logit − mean logit" in title
+    assert "path patching" in title
+    assert "symmetric-log" not in title  # six even effects: a linear scale
+    assert [list(r) for r in fig.data[0].z] == [list(r) for r in A.scores.tolist()]
+
+
+def test_coefficient_bars_draw_the_optimisers_step_limit():
+    df = pd.DataFrame({"layer": [3, 1, 2], "head": [0, 1, 0], "tau": [0.72, 1.03, 0.70], "score": [0.1, 0.5, 0.3]})
+    fig = plots.coefficient_bars(df, step_limit=0.2886)
+    lines = sorted(round(s.y0, 4) for s in fig.layout.shapes)
+    assert lines == [round(1 - 0.2886, 4), 1.0, round(1 + 0.2886, 4)]
+    assert "2 of 3 τ at" in fig.layout.title.text  # the bars held by the budget are counted
+    assert fig.layout.yaxis.range[1] >= 1.2886  # the upper limit is inside the plot
+
+    class Artifact:  # an artifact records the limit its training had
+        training = {"tau_step_limit": 0.25}
+
+        def to_dataframe(self):
+            return df
+
+    assert sorted(round(s.y0, 2) for s in plots.coefficient_bars(Artifact()).layout.shapes) == [0.75, 1.0, 1.25]
+    log = pd.concat([df.assign(step=0, tau=1.0, lr=0.1), df.assign(step=1, lr=0.05),
+                     df.assign(step=2, lr=float("nan"))])  # a training log: the summed learning rates
+    assert sorted(round(s.y0, 2) for s in plots.coefficient_bars(log).layout.shapes) == [0.85, 1.0, 1.15]
+
+
+def test_training_curves_draw_the_step_limit():
+    from pear_lens.drawing import training_curves
+
+    fig = training_curves([3.0, 2.9], [[1.0], [0.9], [0.8]], [(0, 1)], "m", step_limit=0.25)
+    assert sorted(round(s.y0, 2) for s in fig.layout.shapes) == [0.75, 1.0, 1.25]
+
+
+def test_the_step_limit_share_is_the_optimisers():
+    from pear_lens import reweight
+
+    assert plots.AT_LIMIT_SHARE == reweight.AT_LIMIT_SHARE
+
+
+def test_concentration_ranks_by_the_quantity_it_accumulates():
+    from pear_lens.compare import concentration_curves
+
+    df = concentration_curves({"A": A, "E": E})
+    for _, g in df.groupby("run"):
+        steps = g["share"].diff().dropna()
+        assert (steps.diff().dropna() <= 1e-6).all()  # concave: no jump at the end from a negative head
+    fig = plots.concentration(df)
+    guides = [s for s in fig.layout.shapes if s.x0 in (0.01, 0.05)]
+    assert len(guides) == 2 and all(s.line.dash == "dash" and s.line.color not in ("lightgrey",) for s in guides)
+    assert any("top 1 %" in t.name for t in fig.data)  # each run's share at the guides, in its legend entry
+
+
+def test_figures_are_laid_out_at_print_widths_in_the_colour_blind_safe_palette():
+    from pear_lens.drawing import PALETTE, WIDTHS, style
+
+    assert plots.head_heatmap(D).layout.width == WIDTHS["column"]
+    assert plots.concentration(pd.DataFrame({"run": ["a", "a"], "heads": [1, 2], "fraction_of_heads": [0.5, 1.0],
+                                             "share": [0.6, 1.0]})).layout.width == WIDTHS["full"]
+    assert PALETTE[:3] == ["#0072B2", "#D55E00", "#009E73"]  # Okabe & Ito
+    assert pio.templates[plots.template()].layout.font.size >= 12
+    fig = style(go.Figure(), "column")
+    assert fig.layout.width == WIDTHS["column"] and uses_pear_template(fig)
+
+
+def test_without_a_chrome_the_html_is_written_and_one_line_says_why_not_the_rest(tmp_path, monkeypatch, capsys):
+    import pear_lens.figure_files as ff
+
+    monkeypatch.setattr(ff, "_chrome_path", lambda: None)
+    monkeypatch.setattr(ff, "_said", set())
+    assert ff.check_static_export() is False  # said before any slow work, and the run goes on
+    written = save_figure(plots.head_heatmap(A), tmp_path / "h.html", formats=ff.ALL_FORMATS)
+    save_figure(plots.head_heatmap(A), tmp_path / "g.html", formats=ff.ALL_FORMATS)
+    assert written == [tmp_path / "h.html"] and sorted(p.name for p in tmp_path.iterdir()) == ["g.html", "h.html"]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 1 and "PNG/PDF/SVG skipped" in lines[0] and "apt-get install chromium" in lines[0]
+    assert ff.figure_formats() == ["html", "png", "pdf", "svg"] and ff.figure_formats(static=False) == ["html"]
