@@ -43,6 +43,7 @@ _LAZY = {
     "intervention": "pear_lens.evaluation.conditions",
     "INTERVENTIONS": "pear_lens.evaluation.conditions",
     "register_intervention": "pear_lens.evaluation.conditions",
+    "run_report": "pear_lens.run_page",
 }
 
 __all__ = ["__version__", *_LAZY]

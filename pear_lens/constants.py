@@ -55,3 +55,9 @@ HEAD_ATLAS_JSON = "head_atlas.json"
 HEAD_ATLAS_PROMPTS = "head_atlas_prompts.safetensors"
 ATLAS_HEATMAPS_HTML = "atlas_heatmaps.html"
 ATLAS_SCATTER_HTML = "atlas_scatter.html"
+
+# `pear-lens demo`'s before/after check, in the run folder
+DEMO_CHECK_JSON = "demo_check.json"
+
+# `pear-lens report`: the run's one HTML page (default place: in the run folder)
+RUN_REPORT_HTML = "report.html"

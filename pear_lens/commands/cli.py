@@ -145,6 +145,7 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[Any], None]]
               _atlas),
     "eval-report": ("draw accuracy-by-position curves and a results table from eval folders",
                     _config_command("pear_lens.commands.eval_report:EvalReportConfig"), _eval_report),
+    "report": ("write one self-contained HTML page about a run folder (figures, heads, τ, settings; opens offline)", _config_command("pear_lens.commands.report:ReportConfig"), lambda config: __import__("pear_lens.commands.report", fromlist=["report"]).report(config)),
 }
 
 
