@@ -230,33 +230,42 @@ def scan_summary(folder: Path, proxy: Any, pear_heads: list) -> dict[str, Any]:
     return out
 
 
-def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str):
-    """Proxy Δπ against each task's head effect, PEAR's heads marked: one panel per task."""
+def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: dict[str, Any] | None = None):
+    """Proxy Δπ against each task's head effect, PEAR's heads marked and labelled, Spearman's ρ with its interval
+    in each panel's title: a 2 × 2 grid at full print width."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from pear_lens.drawing import GREY, SMALL_FONT, finish, nth_colour
     from pear_lens.results import HeadScores
 
     tasks = [t.value for t in TASKS if (folder / "scans" / f"test_{t.value}" / "scores.json").is_file()]
-    fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=tasks, horizontal_spacing=0.07)
+    titles = [f"{t}: ρ {scans[t]['interval']}" if scans and t in scans else t for t in tasks]
+    cols = 2 if len(tasks) > 1 else 1
+    rows = max(1, -(-len(tasks) // cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.12, vertical_spacing=0.2)
     x = proxy.scores.flatten().tolist()
     n_heads = proxy.scores.shape[1]
     pear = {int(l) * n_heads + int(h) for l, h in pear_heads}
-    for j, task in enumerate(tasks, start=1):
+    for j, task in enumerate(tasks):
+        row, col = j // cols + 1, j % cols + 1
         y = HeadScores.load(folder / "scans" / f"test_{task}").scores.flatten().tolist()
-        for mask, name, style in [(False, "other heads", dict(color="#999999", size=5)),
-                                  (True, "PEAR's heads", dict(color="#D55E00", size=10, symbol="star"))]:
+        for mask, name, style in [(False, "other heads", dict(color=GREY, size=4, opacity=0.6)),
+                                  (True, "PEAR's heads", dict(color=nth_colour(1), size=9, symbol="star"))]:
             idx = [i for i in range(len(x)) if (i in pear) == mask]
-            fig.add_trace(go.Scatter(x=[x[i] for i in idx], y=[y[i] for i in idx], mode="markers", name=name,
-                                     marker=style, showlegend=j == 1, legendgroup=name,
-                                     text=[f"L{i // n_heads}.H{i % n_heads}" for i in idx],
+            labels = [f"L{i // n_heads}.H{i % n_heads}" for i in idx]
+            fig.add_trace(go.Scatter(x=[x[i] for i in idx], y=[y[i] for i in idx], name=name, marker=style,
+                                     mode="markers+text" if mask else "markers", text=labels,
+                                     textposition="top center", textfont=dict(size=SMALL_FONT - 1),
+                                     showlegend=j == 0, legendgroup=name,
                                      hovertemplate="%{text}<br>proxy Δπ %{x:.4f}<br>task effect %{y:.4f}<extra></extra>"),
-                          row=1, col=j)
-        fig.update_xaxes(title_text="proxy Δπ (copy task)", row=1, col=j)
-    fig.update_yaxes(title_text="effect of removing the head on the task (nats)", row=1, col=1)
-    fig.update_layout(template="simple_white", width=320 * len(tasks) + 120, height=420, font=dict(size=13),
-                      title=f"{model}: do the proxy's heads matter on the real tasks?")
-    return fig
+                          row=row, col=col)
+        fig.update_xaxes(title_text="proxy Δπ (copy task)", zeroline=True, row=row, col=col)
+        fig.update_yaxes(title_text="Δ when removed (nats)" if col == 1 else None, zeroline=True, row=row, col=col)
+    fig.update_annotations(font_size=SMALL_FONT + 1)
+    return finish(fig, f"{model}: do the proxy's heads matter on the real tasks?",
+                  "each head removed (zeroed) on 100 test items; y > 0: the task's contrast rises without it",
+                  width="full", height=300 * rows + 140)
 
 
 def build() -> dict[str, Any]:
@@ -372,9 +381,11 @@ def main(argv: list[str] | None = None) -> int:
 
         for model in report["models"]:
             art = ROOT / "artifacts" / model
-            fig = scan_figure(RESULTS / model, HeadScores.load(art), load_artifact(art).heads, model)
-            for suffix in ("html", "png"):
-                save_figure(fig, ROOT / "figures" / f"task_scan_{model}.{suffix}")
+            if not report["models"][model].get("scans"):
+                continue
+            fig = scan_figure(RESULTS / model, HeadScores.load(art), load_artifact(art).heads, model,
+                              report["models"][model]["scans"])
+            save_figure(fig, ROOT / "figures" / f"task_scan_{model}.html", formats=("html", "png", "pdf", "svg"))
     print(markdown(report))
     return 0
 
