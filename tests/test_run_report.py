@@ -12,18 +12,16 @@ from pear_lens import constants
 from pear_lens.commands.cli import main
 from pear_lens.run_page import GENERATOR, run_report
 
-TRAIN = ["--steps", "3", "--batch-size", "4", "--micro-batch", "2", "--n", "8", "--quiet", "--no-png"]
 ATLAS = ["--no-png", "--quiet", "--needle.n-prompts", "2", "--needle.haystack-tokens", "16", "--n-boot", "1000",
          "--retrieval.all-prompts"]
 
 
 def build_run(folder: Path) -> tuple[Path, Path]:
-    """A tiny-llama run folder with every stage that adds to it (discover, train, atlas, ablate), and an eval
-    folder of the same model."""
+    """A tiny-llama demo run (discover, train, apply, the before/after check) with every stage that adds to a run
+    folder (atlas, ablate), and an eval folder of the same model."""
     run, evals = folder / "run", folder / "eval"
-    assert main(["discover", "--model", "tiny-llama", "--out", str(run), "--settings", "4x8", "--quiet", "--no-png",
-                 "--allow-weak-copy-task"]) == 0
-    assert main(["train", str(run), *TRAIN]) == 0
+    assert main(["demo", "--model", "tiny-llama", "--out", str(run), "--steps", "3", "--n-eval", "4",
+                 "--kv-items", "4", "--no-png", "--quiet", "--allow-weak-copy-task"]) == 0
     assert main(["atlas", str(run), *ATLAS]) == 0
     assert main(["ablate", str(run), "--k", "1,2", "--seeds", "1", "--steps", "1", "--control-steps", "1",
                  "--batch-size", "2", "--micro-batch", "2", "--n", "8", "--n-eval", "4", "--quiet", "--no-png"]) == 0
@@ -77,8 +75,9 @@ def test_the_page_holds_every_part_of_a_full_run(page):
             "figure-k-sweep"} <= set(figures)
     assert any(f.startswith("figure-eval-") for f in figures)
     assert len(figures) == len(set(figures))
-    for word in ("ci_low", "q_value", "L", "pear-lens discover", "pear-lens train", "pear-lens atlas",
-                 "pear-lens ablate", "blake2b:", "transformers", "tiny-llama"):
+    for word in ("ci_low", "q_value", "pear-lens discover", "pear-lens train", "pear-lens atlas", "pear-lens ablate",
+                 "pear-lens demo", "Before and after folding", "key-value retrieval", "blake2b:", "transformers",
+                 "tiny-llama"):
         assert word in text, word
 
 
