@@ -90,7 +90,8 @@ def task_table(model: str, task: str) -> dict[str, Any]:
 def figure(result: dict[str, Any]) -> go.Figure:
     models = list(result)
     fig = make_subplots(rows=len(models), cols=len(TASKS), shared_xaxes=False, shared_yaxes=False,
-                        subplot_titles=[f"{m} · {t}" for m in models for t in TASKS], horizontal_spacing=0.06,
+                        subplot_titles=[t if i == 0 else "" for i, _ in enumerate(models) for t in TASKS],
+                        horizontal_spacing=0.08,
                         vertical_spacing=0.14)
     style = {"uniform random heads (trained)": ("#0072B2", "circle"),
              "layer-matched random heads (trained)": ("#56B4E9", "diamond"),
@@ -120,13 +121,15 @@ def figure(result: dict[str, Any]) -> go.Figure:
                                          showlegend=False, hoverinfo="skip"), row=i, col=j)
                 fig.add_annotation(text=f"r = {fit['r']:.2f}", xref=f"x{(i - 1) * len(TASKS) + j} domain",
                                    yref=f"y{(i - 1) * len(TASKS) + j} domain", x=0.98, y=0.02, showarrow=False,
-                                   font=dict(size=11), xanchor="right", yanchor="bottom")
+                                   xanchor="right", yanchor="bottom")
             fig.update_xaxes(title_text="Δ empty answers (points)" if i == len(models) else None, row=i, col=j)
-            fig.update_yaxes(title_text="Δ correct (points)" if j == 1 else None, row=i, col=j)
-    fig.update_layout(template="simple_white", width=1400, height=380 * len(models) + 120, font=dict(size=13),
-                      title=dict(text="Greedy accuracy moves with empty answers: each condition against the baseline "
-                                      "(issue-16 test items); dashed: fit over the trained random-head controls"),
-                      legend=dict(orientation="h", yanchor="top", y=-0.12, x=0))
+            fig.update_yaxes(title_text=f"<b>{m}</b><br>Δ correct (points)" if j == 1 else None, row=i, col=j)
+    from pear_lens.drawing import SMALL_FONT, finish
+
+    fig.update_annotations(font_size=SMALL_FONT)
+    finish(fig, "Greedy accuracy moves with empty answers",
+           "each condition against the baseline on the issue-16 test items; dashed: fit over the trained "
+           "random-head controls", width="full", height=250 * len(models) + 170, legend_rows=3)
     return fig
 
 
@@ -157,15 +160,14 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--no-png", action="store_true", help="write the figure as HTML only")
+    ap.add_argument("--no-png", action="store_true", help="write the figure as HTML only (no PNG, PDF, SVG)")
     args = ap.parse_args(argv)
     result = {m: {t: task_table(m, t) for t in TASKS} for m in MODELS}
     atomic_write_text(OUT / "empty_answers.json", json.dumps(result, ensure_ascii=False, indent=1) + "\n")
     atomic_write_text(OUT / "empty_answers.md", markdown(result))
     fig = figure(result)
-    save_figure(fig, ROOT / "figures" / "empty_vs_correct.html")
-    if not args.no_png:
-        save_figure(fig, ROOT / "figures" / "empty_vs_correct.png")
+    save_figure(fig, ROOT / "figures" / "empty_vs_correct.html",
+                formats=("html",) if args.no_png else ("html", "png", "pdf", "svg"))
     print(markdown(result))
     return 0
 
