@@ -134,12 +134,17 @@ def planned_conditions(model: str, model_plan: dict[str, Any]) -> int:
     return N_MAIN + 1 + sum(N_DAMPED.values()) + sum(N_PRUNED.values()) + trained
 
 
-def progress(folder: Path, model: str, model_plan: dict[str, Any]) -> dict[str, int]:
-    """Likelihood outputs written against those the plan calls for, over every task."""
+def progress(folder: Path, model: str, model_plan: dict[str, Any]) -> dict[str, Any]:
+    """Likelihood outputs written against those the plan calls for, over every task, and the CPU hours the
+    outputs recorded so far against the plan's estimate (which counted the likelihood passes only)."""
     per_task = planned_conditions(model, model_plan)
     planned = per_task * 3 + per_task - 2  # closed-book: no CAD, no task-scan selection
-    done = sum(1 for _ in (folder / "outputs").glob("*/*.likelihood.json.gz"))
-    return {"done": done, "planned": planned}
+    likelihood = sorted((folder / "outputs").glob("*/*.likelihood.json.gz"))
+    greedy = sorted((folder / "outputs").glob("*/greedy*/*.json"))
+    hours = {name: round(sum(read_record(p).get("seconds", 0.0) for p in paths) / 3600, 2)
+             for name, paths in (("likelihood", likelihood), ("greedy", greedy))}
+    return {"done": len(likelihood), "planned": planned, "hours": hours,
+            "estimated_hours": model_plan.get("estimated_hours")}
 
 
 def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -345,6 +350,12 @@ def markdown(report: dict[str, Any]) -> str:
                       "what the other answers were (% of items, by kind):", "",
                       markdown_table(["task", "arm", "condition", "accuracy %", "Δ pts", "other answers %"],
                                      greedy_rows), ""]
+        prog = r.get("progress")
+        if prog:
+            lines += [f"Progress: {prog['done']} of {prog['planned']} planned likelihood outputs; CPU hours recorded: "
+                      f"{prog['hours']['likelihood']} scoring likelihoods (the plan estimated {prog['estimated_hours']} "
+                      f"for all of them) and {prog['hours']['greedy']} decoding the greedy arms (not in the plan's "
+                      "estimate).", ""]
         cost = [[t, *(f"{e['seconds_per_item'][c]:.3f}" if c in e["seconds_per_item"] else "–"
                       for c in ("baseline", *MAIN))]
                 for t, e in r["tasks"].items() if "seconds_per_item" in e]
