@@ -26,13 +26,14 @@ MIN_RANK_POINTS = 3
 
 
 def spearman(a: Values, b: Values) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN below 3 pairs or for a constant input."""
+    """Spearman rank correlation (average ranks for ties); NaN below 3 pairs, for a constant input or for
+    an infinite value (:func:`pear_lens.uncertainty.why_unranked` says which); NaN pairs are left out."""
     sa = pd.Series(torch.as_tensor(a, dtype=torch.float64).flatten().numpy())
     sb = pd.Series(torch.as_tensor(b, dtype=torch.float64).flatten().numpy())
     if len(sa) != len(sb):
         raise PearLensError(f"spearman needs two equally long inputs, got {len(sa)} and {len(sb)}")
     keep = sa.notna() & sb.notna()
-    if int(keep.sum()) < MIN_RANK_POINTS:
+    if int(keep.sum()) < MIN_RANK_POINTS or not (np.isfinite(sa[keep]).all() and np.isfinite(sb[keep]).all()):
         return math.nan
     # Pearson of the ranks is Spearman's ρ; it needs no scipy.
     return float(sa[keep].rank().corr(sb[keep].rank()))

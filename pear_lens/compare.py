@@ -235,6 +235,10 @@ def compare(runs: Runs, k: int = 10, bins: int = 10) -> pd.DataFrame:
     a model has too few layers to fill them), the overlap of the bins holding
     each run's top-``k`` heads, and Spearman of the per-bin maximum Δπ (NaN
     below 3 bins).
+
+    Overlaps are NaN where a run's top ``k`` would be picked by the tie rule rather than
+    by its scores (Δπ constant over the heads, or tied across the k-th place), and Spearman
+    is NaN where a run's Δπ is constant; ``note`` then says why (empty otherwise).
     """
     loaded = load_runs(runs)
     if bins < 1:
@@ -243,18 +247,23 @@ def compare(runs: Runs, k: int = 10, bins: int = 10) -> pd.DataFrame:
     for (la, a), (lb, b) in itertools.combinations(loaded.items(), 2):
         row = {"run_a": la, "run_b": lb, "model_a": a.model, "model_b": b.model,
                "method_a": a.method, "method_b": b.method, "same_model": same_model(a, b), "k": k}
-        if row["same_model"]:
+        tied = "; ".join(f"{label}: {why}" for label, s in ((la, a), (lb, b)) if (why := s.why_top_k_undefined(_k(s, k))))
+        if row["same_model"] and not tied:
             ta, tb = set(a.top_k(_k(a, k))), set(b.top_k(_k(b, k)))
             row.update(top_k_overlap=len(ta & tb), top_k_jaccard=jaccard(ta, tb),
                        spearman_heads=spearman(a.scores, b.scores))
         else:
-            row.update(top_k_overlap=math.nan, top_k_jaccard=math.nan, spearman_heads=math.nan)
+            row.update(top_k_overlap=math.nan, top_k_jaccard=math.nan,
+                       spearman_heads=spearman(a.scores, b.scores) if row["same_model"] else math.nan)
         n_bins = pair_bins(a.n_layers, b.n_layers, bins)
-        ba, bb = top_depth_bins(a, k, n_bins), top_depth_bins(b, k, n_bins)
-        row.update(n_bins=n_bins, top_depth_bins_overlap=len(ba & bb), top_depth_bins_jaccard=jaccard(ba, bb),
-                   spearman_depth_bin_max=spearman(bin_maxima(a, n_bins), bin_maxima(b, n_bins)))
+        if tied:
+            row.update(n_bins=n_bins, top_depth_bins_overlap=math.nan, top_depth_bins_jaccard=math.nan)
+        else:
+            ba, bb = top_depth_bins(a, k, n_bins), top_depth_bins(b, k, n_bins)
+            row.update(n_bins=n_bins, top_depth_bins_overlap=len(ba & bb), top_depth_bins_jaccard=jaccard(ba, bb))
+        row.update(spearman_depth_bin_max=spearman(bin_maxima(a, n_bins), bin_maxima(b, n_bins)), note=tied)
         rows.append(row)
     columns = ["run_a", "run_b", "model_a", "model_b", "method_a", "method_b", "same_model", "k",
                "top_k_overlap", "top_k_jaccard", "spearman_heads", "n_bins", "top_depth_bins_overlap",
-               "top_depth_bins_jaccard", "spearman_depth_bin_max"]
+               "top_depth_bins_jaccard", "spearman_depth_bin_max", "note"]
     return pd.DataFrame(rows, columns=columns)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -91,11 +92,32 @@ class HeadScores:
         return int(self.scores.shape[1])
 
     def ranks(self) -> torch.Tensor:
-        """Rank of each head, 1 = largest Δπ (strongest suppression)."""
+        """Rank of each head, 1 = largest Δπ (strongest suppression); ties by
+        :data:`pear_lens.uncertainty.TIE_RULE` (the lower layer, then the lower head). Where the scores cannot
+        rank heads at all (:meth:`why_unranked`) the table of :meth:`to_dataframe` leaves ``rank`` empty."""
         order = torch.argsort(self.scores.flatten(), descending=True, stable=True)
         ranks = torch.empty_like(order)
         ranks[order] = torch.arange(1, order.numel() + 1)
         return ranks.view_as(self.scores)
+
+    def why_unranked(self) -> str:
+        """Why these scores cannot rank heads (all equal, or a NaN or infinite score), or ``""`` when they can:
+        :func:`pear_lens.uncertainty.why_unranked`."""
+        from pear_lens.uncertainty import why_unranked
+
+        return why_unranked(self.scores, "Δπ")
+
+    def why_top_k_undefined(self, k: int) -> str:
+        """Why the top ``k`` heads are picked by the tie rule rather than by Δπ, or ``""``:
+        :func:`pear_lens.uncertainty.why_top_k_undefined`."""
+        from pear_lens.uncertainty import why_top_k_undefined
+
+        return why_top_k_undefined(self.scores, k, "Δπ")
+
+    def _check_not_empty(self, what: str) -> None:
+        if self.scores.numel() == 0:
+            raise PearLensError(f"this HeadScores is empty ({self.n_layers} × {self.n_heads} heads): there is no "
+                                f"head to {what}")
 
     def top_k(self, k: int, by: str = "score", *, level: float = 0.95, n_boot: int = 2000,
               seed: int = 0) -> list[Head]:
@@ -105,6 +127,7 @@ class HeadScores:
         ``n_boot`` and ``seed``) instead: a head whose score is large but uncertain ranks below one that is
         reliably positive. PEAR ranks by the score (the default).
         """
+        self._check_not_empty("rank")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.scores.numel():
             raise PearLensError(f"k must be a whole number between 1 and {self.scores.numel()}, got {k!r}")
         if by == "score":
@@ -127,6 +150,10 @@ class HeadScores:
                      seed: int = 0) -> pd.DataFrame:
         """Tidy table: one row per head with layer, head, score, rank and the settings.
 
+        ``rank`` is :meth:`ranks`, left empty (NaN) for every head where the scores cannot rank heads
+        (:meth:`why_unranked`: all equal, or NaN or infinite): ranks 1..N drawn from ties would look like a
+        finding.
+
         With ``ci=True`` (which needs the per-prompt values) also ``ci_low``, ``ci_high`` (:meth:`ci`),
         ``p_value`` (:meth:`pvalues`), ``q_value`` (Benjamini–Hochberg over all heads), ``n_boot`` and ``level``.
         """
@@ -138,6 +165,8 @@ class HeadScores:
             "score": self.scores.flatten().numpy(),
             "rank": ranks.flatten().numpy(),
         })
+        if self.why_unranked():
+            df["rank"] = np.nan
         if ci:
             lo, hi = self.ci(level=level, n_boot=n_boot, seed=seed)
             from pear_lens.uncertainty import fdr
@@ -163,14 +192,17 @@ class HeadScores:
 
     def heatmap(self, top_k: int | None = 10, title: str | None = None, mark_significant: bool = False, *,
                 level: float = 0.95, n_boot: int = 2000, seed: int = 0):
-        """Layers × heads heatmap (plotly ``go.Figure``), diverging at 0, top-k heads marked.
+        """Layers × heads heatmap (plotly ``go.Figure``), diverging at 0, top-k heads marked (none where the top k
+        would be picked by the tie rule: :meth:`why_top_k_undefined`). An empty map is refused, saying so.
 
         With ``mark_significant``, a small black dot marks each head whose bootstrap interval (:meth:`ci` with
         ``level``, ``n_boot``, ``seed``) excludes 0; the legend and subtitle say so.
         """
         from pear_lens.drawing import delta_pi_heatmap  # plotly loads only when a figure is drawn
 
-        top = self.top_k(min(top_k, self.scores.numel())) if top_k else None
+        self._check_not_empty("draw")
+        k = min(top_k, self.scores.numel()) if top_k else 0
+        top = self.top_k(k) if k and not self.why_top_k_undefined(k) else None
         if not mark_significant:
             return delta_pi_heatmap(self.scores.numpy(), top, model=self.model, method=self.method,
                                     metric=self.metric, difference=self.difference, title=title,
@@ -189,6 +221,7 @@ class HeadScores:
         a plotly ``go.Figure``."""
         from pear_lens.drawing import caterpillar  # plotly loads only when a figure is drawn
 
+        self._check_not_empty("draw")
         heads = self.top_k(min(top, self.scores.numel()))
         lo, hi = self.ci(level=level, n_boot=n_boot, seed=seed)
         q = self.qvalues()

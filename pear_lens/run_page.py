@@ -134,9 +134,12 @@ def _scores_sections(page: _Page, run_dir: Path, out: Path, top: int, n_boot: in
         warnings.simplefilter("always")
         df = scores.to_dataframe(ci=has_intervals, n_boot=n_boot)
     columns = ["rank", "layer", "head", "score"] + (["ci_low", "ci_high", "p_value", "q_value"] if has_intervals else [])
-    ranked = df.sort_values("rank")[columns].head(top).rename(columns={"score": "Δπ"})
+    ranked = df.sort_values("rank", kind="stable")[columns].head(top).rename(columns={"score": "Δπ"})
     ranked.insert(1, "label", [f"L{l}.H{hd}" for l, hd in zip(ranked["layer"], ranked["head"])])
-    h.text(f"The top {len(ranked)} of {len(df)} heads by Δπ"
+    unranked = scores.why_unranked()
+    h.text((f"No ranking: {unranked}, so every order of the heads would be the tie rule's, not Δπ's; the first "
+            f"{len(ranked)} of {len(df)} heads in layer order" if unranked else
+            f"The top {len(ranked)} of {len(df)} heads by Δπ")
            + (f"; 95% stratified bootstrap intervals ({n_boot} resamples), t-test p and Benjamini–Hochberg q over "
               "all heads." if has_intervals else "."))
     for w in caught:

@@ -10,7 +10,7 @@ how often each head is in the top k across score maps made with different seeds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -283,9 +283,70 @@ def fdr(pvalues: Float[np.ndarray, "*shape"], alpha: float = 0.05
 # --------------------------------------------------------------------------- stability across seeds
 
 
+TIE_RULE = ("ties are ranked in flat head order, the lower layer first and then the lower head (a stable sort); "
+            "a ranking decided by this rule alone is reported as undefined, never as a finding")
+"""The one rule every ranking of heads in pear_lens follows (:meth:`HeadScores.ranks
+<pear_lens.results.HeadScores.ranks>`, :meth:`HeadScores.top_k <pear_lens.results.HeadScores.top_k>`, the
+atlas's role ranks, :func:`top_k_flat`). Rank correlations use average ranks for ties instead
+(:func:`pear_lens.agreement.spearman`), so a tie moves ρ by the same amount whichever head is listed first."""
+
+
+def why_unranked(values: Any, label: str = "the score") -> str:
+    """Why ``values`` cannot rank heads, or ``""`` when they can.
+
+    Undefined: no values, any NaN or infinite value (its place in an order is arbitrary), or every value
+    the same (every order is then the tie rule's, :data:`TIE_RULE`, not the data's).
+
+    >>> why_unranked([0.5, 0.5, 0.5], "Δπ")
+    'Δπ is the same (0.5) for all 3 heads'
+    >>> why_unranked([0.1, 0.3, 0.2])
+    ''
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        return f"{label} has no heads"
+    bad = int((~np.isfinite(v)).sum())
+    if bad:
+        return f"{label} is NaN or infinite for {bad} of {v.size} heads"
+    if v.size > 1 and bool((v == v[0]).all()):
+        return f"{label} is the same ({float(v[0]):.4g}) for all {v.size} heads"
+    return ""
+
+
+def why_top_k_undefined(values: Any, k: int, label: str = "the score", descending: bool = True) -> str:
+    """Why the top ``k`` of ``values`` is not decided by the values, or ``""``: :func:`why_unranked`, or a tie
+    across the k-th place (heads with the same value both inside and outside the top k, so the tie rule, not
+    the data, picks which are in).
+
+    >>> why_top_k_undefined([3.0, 2.0, 2.0, 1.0], 2, "Δπ")
+    'Δπ ties across the 2nd place (2 heads share 2, 1 of them inside the top 2)'
+    >>> why_top_k_undefined([3.0, 2.0, 2.0, 1.0], 3)
+    ''
+    """
+    reason = why_unranked(values, label)
+    if reason:
+        return reason
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if not 1 <= k < v.size:
+        return ""
+    ordered = np.sort(v)[::-1] if descending else np.sort(v)
+    edge = float(ordered[k - 1])
+    if float(ordered[k]) != edge:
+        return ""
+    n_tied, inside = int((v == edge).sum()), int((ordered[:k] == edge).sum())
+    return (f"{label} ties across the {_ordinal(k)} place ({n_tied} heads share {edge:.4g}, {inside} of them "
+            f"inside the top {k})")
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def top_k_flat(scores: np.ndarray, k: int) -> np.ndarray:
     """Flat indices of the ``k`` largest scores, largest first; ties keep flat index order (the rule of
-    :meth:`HeadScores.top_k <pear_lens.results.HeadScores.top_k>`: a stable descending argsort)."""
+    :meth:`HeadScores.top_k <pear_lens.results.HeadScores.top_k>`, :data:`TIE_RULE`: a
+    stable descending argsort)."""
     return np.argsort(-np.asarray(scores, dtype=np.float64).ravel(), kind="stable")[:k]
 
 
@@ -299,7 +360,11 @@ class Stability:
     mean_score: Float[np.ndarray, "n_layers n_heads"]
     """Each head's score averaged over the maps."""
     overlap: Float[np.ndarray, "n_maps n_maps"]
-    """``|A ∩ B| / k`` for the top-k sets A, B of every pair of maps (1 on the diagonal)."""
+    """``|A ∩ B| / k`` for the top-k sets A, B of every pair of maps (1 on the diagonal); NaN where
+    :attr:`undefined` is set."""
+    undefined: str = ""
+    """Why the top-k sets, and so the overlaps and top-k probabilities, are undefined (a map whose top k would
+    be picked by the tie rule: constant, or tied across the k-th place), or ``""``."""
 
     @property
     def n_maps(self) -> int:
@@ -307,7 +372,7 @@ class Stability:
 
     @property
     def mean_overlap(self) -> float:
-        """The mean of :attr:`overlap` over distinct pairs of maps."""
+        """The mean of :attr:`overlap` over distinct pairs of maps; NaN where :attr:`undefined` is set."""
         off = ~np.eye(self.n_maps, dtype=bool)
         return float(self.overlap[off].mean())
 
@@ -333,7 +398,12 @@ class Stability:
 def stability(score_maps: Sequence[np.ndarray], k: int) -> Stability:
     """Top-k stability of two or more ``[n_layers, n_heads]`` score maps of the same shape: for each head
     the fraction of maps with it in the top k (:func:`top_k_flat`'s tie rule), each map's mean, and the
-    pairwise overlap ``|A ∩ B| / k`` of the maps' top-k sets."""
+    pairwise overlap ``|A ∩ B| / k`` of the maps' top-k sets.
+
+    Where any map's top k would be picked by the tie rule rather than its scores (a constant map, or a tie
+    across the k-th place: :func:`why_top_k_undefined`), the overlaps and top-k
+    probabilities are NaN and ``undefined`` says which map and why: agreement between tie-broken sets is the
+    tie rule agreeing with itself."""
     maps = [np.asarray(m, dtype=np.float64) for m in score_maps]
     if len(maps) < 2:
         raise PearLensError(f"stability needs at least 2 score maps (one per seed), got {len(maps)}")
@@ -350,6 +420,11 @@ def stability(score_maps: Sequence[np.ndarray], k: int) -> Stability:
     for i, m in enumerate(maps):
         member[i, top_k_flat(m, k)] = True
     overlap = (member.astype(np.float64) @ member.T.astype(np.float64)) / k
-    return Stability(k=k, top_k_probability=member.mean(0).reshape(maps[0].shape),
-                     mean_score=np.mean(maps, axis=0), overlap=overlap)
+    probability = member.mean(0).reshape(maps[0].shape)
+    reasons = [f"map {i + 1}: {r}" for i, m in enumerate(maps) if (r := why_top_k_undefined(m, k, "the score"))]
+    if reasons:
+        overlap = np.full_like(overlap, np.nan)
+        probability = np.full_like(probability, np.nan)
+    return Stability(k=k, top_k_probability=probability, mean_score=np.mean(maps, axis=0), overlap=overlap,
+                     undefined="; ".join(reasons))
 

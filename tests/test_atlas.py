@@ -548,7 +548,11 @@ def test_atlas_adds_its_files_to_the_run_folder(run_dir, tmp_path, capsys):
     assert len(df) == 12 and sorted(zip(df["layer"], df["head"])) == [(l, h) for l in range(3) for h in range(4)]
     names = ["previous_token", "duplicate_token", "induction", "sink", "copy_suppression", "retrieval"]
     assert list(df.columns)[5:] == [c for n in names for c in (n, f"{n}_rank")]
-    assert np.isfinite(df.drop(columns=["layer", "head"]).to_numpy(dtype=float)).all()
+    scores = df[["relative_depth", "delta_pi", "delta_pi_rank", *names]]
+    assert np.isfinite(scores.to_numpy(dtype=float)).all()
+    for n in names:  # a score the same for every head (as a random model's may be) ranks none: issue 37, item 3
+        constant = df[n].nunique() == 1
+        assert (df[f"{n}_rank"].isna().all() if constant else df[f"{n}_rank"].notna().all()), n
     meta = json.loads((run_dir / constants.HEAD_ATLAS_JSON).read_text())
     assert meta["fingerprint"] == HeadScores.load(run_dir).fingerprint and list(meta["detectors"]) == names
     assert meta["detectors"]["retrieval"]["options"] == {"all_prompts": True}

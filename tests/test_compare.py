@@ -174,7 +174,7 @@ def test_compare_command_writes_tables_and_figure(tmp_path):
             discover_tiny(tmp_path, "gpt2_s0", "tiny-gpt2", 0)]
     out = tmp_path / "cmp"
     assert main(["compare", *runs, "--out", str(out), "--k", "3"]) == 0
-    pairs = pd.read_csv(out / constants.COMPARE_CSV)
+    pairs = pd.read_csv(out / constants.COMPARE_CSV).fillna({"note": ""})  # an empty note reads back as NaN
     expected = compare(runs, k=3)
     pd.testing.assert_frame_equal(pairs, expected, check_dtype=False)
     assert pairs.set_index(["run_a", "run_b"]).loc[("llama_s0", "gpt2_s0"), "same_model"] == False  # noqa: E712

@@ -225,7 +225,7 @@ def test_to_dataframe_with_ci_adds_the_interval_and_test_columns():
 def test_stability_on_hand_made_maps():
     a = np.array([[5.0, 4.0, 0.0], [3.0, 0.0, 0.0]])  # top 2: (0, 0), (0, 1)
     b = np.array([[5.0, 0.0, 4.0], [3.0, 0.0, 0.0]])  # top 2: (0, 0), (0, 2)
-    c = np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])  # all tied: flat index order, (0, 0), (0, 1)
+    c = np.array([[1.0, 1.0, 0.5], [0.5, 0.5, 0.2]])  # ties inside and outside the top 2 decide nothing
     st = u.stability([a, b, c], k=2)
     assert np.array_equal(st.top_k_probability, np.array([[1.0, 2 / 3, 1 / 3], [0.0, 0.0, 0.0]]))
     assert np.array_equal(st.overlap, np.array([[1.0, 0.5, 1.0], [0.5, 1.0, 0.5], [1.0, 0.5, 1.0]]))
@@ -236,7 +236,8 @@ def test_stability_on_hand_made_maps():
     assert list(df.columns) == ["layer", "head", "top_k_probability", "mean_score", "rank"]
     assert df.loc[0, "mean_score"] == pytest.approx(11 / 3) and df.loc[0, "rank"] == 1
     assert sorted(df["rank"]) == list(range(1, 7))
-    # the tie rule is HeadScores.top_k's
+    # the tie rule is HeadScores.top_k's; a map whose top k the rule alone picks: tests/test_degenerate_statistics.py
+    c = np.ones((2, 3))
     ties = make_scores(*simulate(np.random.default_rng(0), np.zeros((3, 2, 3)), np.ones((2, 3))))
     ties.scores = torch.tensor(c, dtype=torch.float32)
     assert [tuple(divmod(int(i), 3)) for i in u.top_k_flat(c, 4)] == ties.top_k(4)

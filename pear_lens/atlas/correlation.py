@@ -56,7 +56,7 @@ class RankCorrelation:
     def text(self) -> str:
         """``0.21 [0.05, 0.37]``, or the word "undefined" and why: never a NaN."""
         if np.isnan(self.rho):
-            return f"undefined ({self.undefined})"
+            return f"undefined ({self.undefined or 'ρ is not a number'})"
         if self.undefined:
             return f"{self.rho:.2f} [interval undefined: {self.undefined}]"
         return f"{self.rho:.2f} [{self.low:.2f}, {self.high:.2f}]"
@@ -102,13 +102,16 @@ def row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def why_undefined(delta: np.ndarray, score: np.ndarray, label: str) -> str:
-    """Why ρ of the two flat score maps is undefined, or ``""``."""
+    """Why ρ of the two flat score maps is undefined, or ``""``: fewer than 3 heads, a NaN or infinite score, or
+    a map the same for every head (then every head ties, and ρ's average ranks carry no order)."""
     if delta.size < MIN_HEADS:
         return f"fewer than {MIN_HEADS} heads"
-    if np.ptp(delta) == 0:
-        return "Δπ is the same for every head"
-    if np.ptp(score) == 0:
-        return f"the {label} score is the same for every head"
+    for values, name in ((delta, "Δπ"), (score, f"the {label} score")):
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            return f"{name} is NaN or infinite for {bad} of {values.size} heads"
+        if np.ptp(values) == 0:
+            return f"{name} is the same for every head"
     return ""
 
 
@@ -146,7 +149,11 @@ def rank_correlation(rho: float, delta: np.ndarray, score: np.ndarray, *, label:
 def head_score_correlation(a: "HeadScores", b: "HeadScores", *, n_boot: int = 2000, level: float = 0.95,
                            seed: int = 0, label: str = "second") -> RankCorrelation:
     """Spearman's ρ over heads of two head-score maps of one model (e.g. the proxy task's Δπ and a RAG task's
-    effect), with heads and both maps' prompts resampled as the atlas resamples Δπ and a detector."""
+    effect), with heads and both maps' prompts resampled as the atlas resamples Δπ and a detector.
+
+    Ties take average ranks (:func:`pear_lens.agreement.spearman`). Where ρ is undefined (a map constant
+    over the heads or holding a NaN or infinite score, fewer than 3 heads) the result's ``rho``, ``low`` and
+    ``high`` are NaN and ``undefined`` names why; its ``text`` reads "undefined (...)", never a NaN."""
     from pear_lens.agreement import spearman
 
     if tuple(a.scores.shape) != tuple(b.scores.shape):
@@ -154,6 +161,10 @@ def head_score_correlation(a: "HeadScores", b: "HeadScores", *, n_boot: int = 20
                             f"{tuple(b.scores.shape)}; compare maps of one model")
     x, y = a.scores.flatten(), b.scores.flatten()
     rng = np.random.default_rng(seed)
+    reason = why_undefined(x.double().numpy(), y.double().numpy(), label)
+    if reason:  # before resampling: a map of NaNs would fail there with a less useful message
+        return RankCorrelation(float("nan"), float("nan"), float("nan"), reason, Resampled.HEADS_AND_PROMPTS,
+                               n_boot, level, n_boot)
     a_reps, _ = delta_pi_replicates(a, n_boot, rng)
     b_reps, why = delta_pi_replicates(b, n_boot, rng)
     if b_reps is None:

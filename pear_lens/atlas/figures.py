@@ -26,6 +26,12 @@ def _grid(df: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _top(df: pd.DataFrame, column: str, k: int, largest: bool = True) -> pd.DataFrame:
+    """The top ``k`` rows by ``column`` (ties: :data:`pear_lens.uncertainty.TIE_RULE`); none where the tie rule
+    alone would pick them (a constant column, or a tie across the k-th place): no head is outlined then."""
+    from pear_lens.uncertainty import why_top_k_undefined
+
+    if why_top_k_undefined(df[column].to_numpy(dtype=float), k, column, descending=largest):
+        return df.head(0)
     return df.sort_values(column, ascending=not largest, kind="stable").head(k)
 
 
@@ -78,7 +84,8 @@ def atlas_scatter(df: pd.DataFrame, columns: dict[str, str], stats: pd.DataFrame
     titles = []
     for column, label in columns.items():
         s = by.loc[column]
-        titles.append(f"{label}: ρ = {s['interval']}, top-{top_k} overlap {int(s['top_k_overlap'])}")
+        overlap = "undefined" if pd.isna(s["top_k_overlap"]) else int(s["top_k_overlap"])
+        titles.append(f"{label}: ρ = {s['interval']}, top-{top_k} overlap {overlap}")
     parts = [by.loc[c] for c in columns]
     how = "; ".join(sorted({f"{100 * s['level']:.10g} % bootstrap interval (B = {int(s['n_boot'])}, "
                             f"resampled: {s['resampled']})" for s in parts}))

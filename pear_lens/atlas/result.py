@@ -27,7 +27,7 @@ from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_path, atomic_write_json, save_safetensors
 from pear_lens.results import HeadScores
 from pear_lens.runs import existing
-from pear_lens.uncertainty import MIN_BOOT
+from pear_lens.uncertainty import MIN_BOOT, why_top_k_undefined, why_unranked
 from pear_lens.heads import Head
 
 RETRIEVAL_THRESHOLD = 0.1
@@ -87,16 +87,29 @@ class HeadAtlas:
         return self.used(name).mean(0)
 
     def role_order(self, name: str, values: Tensor | None = None) -> Tensor:
-        """Flat head indices, the detector's role first (largest score, or most negative for copy suppression)."""
+        """Flat head indices, the detector's role first (largest score, or most negative for copy suppression);
+        ties by :data:`pear_lens.uncertainty.TIE_RULE` (the lower layer, then the lower head)."""
         v = (self.score(name) if values is None else values).flatten()
         return torch.argsort(v, descending=self.detectors[name]["higher_is_role"], stable=True)
+
+    def why_unranked(self, name: str) -> str:
+        """Why detector ``name``'s scores cannot rank heads (all equal, or non-finite), or ``""``."""
+        return why_unranked(self.score(name), f"the {self.detectors[name]['short']} score")
+
+    def why_top_k_undefined(self, name: str, k: int) -> str:
+        """Why detector ``name``'s top ``k`` would be picked by the tie rule rather than by its scores, or ``""``."""
+        return why_top_k_undefined(self.score(name), k, f"the {self.detectors[name]['short']} score",
+                                   descending=self.detectors[name]["higher_is_role"])
 
     def top_heads(self, name: str, k: int) -> list[Head]:
         n_heads = self.delta_pi.n_heads
         return [(int(i) // n_heads, int(i) % n_heads) for i in self.role_order(name)[:k]]
 
     def to_dataframe(self) -> pd.DataFrame:
-        """One row per head: layer, head, relative depth, Δπ and its rank, then each score and its role rank."""
+        """One row per head: layer, head, relative depth, Δπ and its rank, then each score and its role rank.
+
+        Ties rank by :data:`pear_lens.uncertainty.TIE_RULE`; a rank column is left empty (NaN) where its
+        scores cannot rank heads (all equal, or non-finite: :meth:`why_unranked`)."""
         df = self.delta_pi.to_dataframe()[["layer", "head", "score", "rank"]].rename(
             columns={"score": "delta_pi", "rank": "delta_pi_rank"})
         df.insert(2, "relative_depth", [layer_depth(int(l), self.delta_pi.n_layers) for l in df["layer"]])
@@ -104,7 +117,7 @@ class HeadAtlas:
             df[name] = self.score(name).flatten().numpy()
             ranks = torch.empty(df.shape[0], dtype=torch.long)
             ranks[self.role_order(name)] = torch.arange(1, df.shape[0] + 1)
-            df[f"{name}_rank"] = ranks.numpy()
+            df[f"{name}_rank"] = np.nan if self.why_unranked(name) else ranks.numpy()
         return df
 
     def statistics(self, top_k: int = 10, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
@@ -121,6 +134,9 @@ class HeadAtlas:
         resampled and ``note`` why. ``interval`` is the printable ρ and interval; where ρ or its interval is
         undefined (a score constant over the heads, fewer than 3 heads) it says "undefined" and why, and
         ``ci_low`` and ``ci_high`` are NaN. ``n_boot`` and ``level`` are columns, so every table states them.
+        ``overlap`` is the printable overlap; where either top ``top_k`` would be picked by the tie rule (a score
+        constant over the heads, or a tie across the ``top_k``-th place) it says "undefined" and why, and
+        ``top_k_overlap`` is NaN and ``overlap_heads`` empty.
         """
         if n_boot < MIN_BOOT:
             raise PearLensError(f"n_boot={n_boot} is too few for the tails of an interval; use n_boot >= {MIN_BOOT}")
@@ -130,6 +146,7 @@ class HeadAtlas:
         delta = self.delta_pi.scores.flatten()
         delta_np = delta.double().numpy()
         top_delta = set(self.delta_pi.top_k(top_k))
+        delta_tied = self.delta_pi.why_top_k_undefined(top_k)
         rng = np.random.default_rng(seed)
         delta_reps, why_fixed = correlation.delta_pi_replicates(self.delta_pi, n_boot, rng)
         heads = rng.integers(0, delta_np.size, size=(n_boot, delta_np.size))
@@ -144,28 +161,40 @@ class HeadAtlas:
             notes = [why_fixed] if why_fixed else []
             if corr.n_undefined and not corr.undefined:
                 notes.append(f"ρ undefined in {corr.n_undefined} of {n_boot} replicates, left out")
-            overlap = sorted(top_delta & set(self.top_heads(name, top_k)))
+            tied = delta_tied or self.why_top_k_undefined(name, top_k)
+            overlap = [] if tied else sorted(top_delta & set(self.top_heads(name, top_k)))
             rows.append({"detector": name, "short": label, "n_prompts": int(used.shape[0]),
                          "spearman": corr.rho, "ci_low": corr.low, "ci_high": corr.high, "interval": corr.text,
                          "resampled": corr.resampled.value, "n_boot": n_boot, "level": level,
-                         "note": "; ".join(notes), "top_k": top_k, "top_k_overlap": len(overlap),
+                         "note": "; ".join(notes), "top_k": top_k,
+                         "top_k_overlap": float("nan") if tied else len(overlap),
+                         "overlap": (f"top-{top_k} overlap undefined ({tied})" if tied else
+                                     f"{len(overlap)} of the top {top_k} Δπ heads in its top {top_k}"),
                          "overlap_heads": " ".join(f"L{l}.H{h}" for l, h in overlap)})
         return pd.DataFrame(rows)
 
     def roles(self, top_k: int = 10) -> pd.DataFrame:
         """The top-``top_k`` Δπ heads and the roles each holds: in a detector's top ``top_k``, and a
-        retrieval head by Wu et al.'s threshold (score > 0.1) where the retrieval score was computed."""
+        retrieval head by Wu et al.'s threshold (score > 0.1) where the retrieval score was computed.
+
+        A detector whose top ``top_k`` would be picked by the tie rule (:meth:`why_top_k_undefined`) gives no
+        role; where Δπ's own top ``top_k`` is so picked, the table is empty."""
         top_k = min(top_k, self.delta_pi.scores.numel())
         df = self.to_dataframe().set_index(["layer", "head"])
-        rows = []
+        rows: list[dict[str, Any]] = []
+        if self.delta_pi.why_top_k_undefined(top_k):
+            return pd.DataFrame(rows)
+        decided = {name for name in self.names if not self.why_top_k_undefined(name, top_k)}
         for layer, head in self.delta_pi.top_k(top_k):
             r = df.loc[(layer, head)]
-            row = {"head": f"L{layer}.H{head}", "delta_pi": float(r["delta_pi"]), "delta_pi_rank": int(r["delta_pi_rank"])}
+            row = {"head": f"L{layer}.H{head}", "delta_pi": float(r["delta_pi"]),
+                   "delta_pi_rank": int(r["delta_pi_rank"])}
             roles = []
             for name in self.names:
                 row[name] = float(r[name])
-                row[f"{name}_rank"] = int(r[f"{name}_rank"])
-                if int(r[f"{name}_rank"]) <= top_k:
+                rank = r[f"{name}_rank"]
+                row[f"{name}_rank"] = None if pd.isna(rank) else int(rank)
+                if name in decided and int(rank) <= top_k:
                     roles.append(self.detectors[name]["short"])
             if "retrieval" in self.names:
                 row["retrieval_head"] = bool(r["retrieval"] > RETRIEVAL_THRESHOLD)

@@ -25,7 +25,9 @@ def _discover(config: Any) -> None:
     from pear_lens.commands.discover import discover
 
     scores = discover(config)
-    top = ", ".join(f"L{l}.H{h}" for l, h in scores.top_k(min(5, scores.scores.numel())))
+    k = min(5, scores.scores.numel())
+    tied = scores.why_top_k_undefined(k)
+    top = f"undefined ({tied})" if tied else ", ".join(f"L{l}.H{h}" for l, h in scores.top_k(k))
     print(f"scored {scores.scores.numel()} heads of {scores.model} in {scores.extra['seconds']:.1f} s; top: {top}")
     if config.seeds:
         import json
@@ -33,8 +35,11 @@ def _discover(config: Any) -> None:
         from pear_lens.constants import STABILITY_JSON
 
         stability = json.loads((config.out / STABILITY_JSON).read_text(encoding="utf-8"))
+        mean = stability["mean_top_k_overlap"]
+        mean = ("undefined (a seed's top k is picked by ties, not by its scores)" if mean is None or mean != mean
+                else f"{mean:.2f}")
         print(f"over seeds {', '.join(map(str, config.seeds))}: mean top-{stability['k']} overlap "
-              f"{stability['mean_top_k_overlap']:.2f}; in every top {stability['k']}: "
+              f"{mean}; in every top {stability['k']}: "
               f"{', '.join(stability['heads_in_every_top_k']) or 'none'}")
     print(f"wrote {config.out}")
 
@@ -109,8 +114,7 @@ def _atlas(config: Any) -> None:
           f"{result.extra['seconds']:.1f} s")
     for name in result.names:
         s = stats.loc[name]
-        print(f"  {name}: Spearman ρ with Δπ {s['spearman']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]; "
-              f"{int(s['top_k_overlap'])} of the top {config.top_k} Δπ heads in its top {config.top_k}")
+        print(f"  {name}: Spearman ρ with Δπ {s['interval']}; {s['overlap']}")
     print(f"wrote {config.run_dir}/{{head_atlas.csv, head_atlas.json, head_atlas_prompts.safetensors, "
           f"atlas_heatmaps, atlas_scatter}}")
 
