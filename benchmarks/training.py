@@ -46,7 +46,7 @@ from pear_lens.models import load_model
 from pear_lens.proxy_task import TaskBatch, sample_batch
 from pear_lens.results import HeadScores
 from pear_lens.reweight import check_heads, copy_inputs, copy_loss, frozen, scaling_hooks
-from pear_lens.recipe import TrainConfig
+from pear_lens.recipe import DEFAULT_TOP_K, TrainConfig
 from pear_lens.runs import has_scores
 
 from _report import kept_output
@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     ap.add_argument("--heads", type=parse_heads, default=None, help="LAYER.HEAD,... instead of a run's top-k")
-    ap.add_argument("--top-k", type=int, default=TrainConfig.top_k)
+    ap.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     ap.add_argument("--batch", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--micro-batch", type=int, default=TrainConfig.micro_batch)
     ap.add_argument("--n", type=int, default=TrainConfig.n)

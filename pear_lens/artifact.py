@@ -238,7 +238,10 @@ def load_artifact(run_dir: str | Path, model: Any = None) -> Artifact:
         path=run_dir,
     )
     if model is not None:
-        if isinstance(getattr(model, "fingerprint", None), str):
+        if callable(getattr(model, "fingerprint_as", None)):  # a LoadedModel: compared in the dtype trained in
+            artifact.check_fingerprint(model.fingerprint_as(base.get("dtype")),
+                                       what=f"the weights of {getattr(model, 'name', 'this model')}")
+        elif isinstance(getattr(model, "fingerprint", None), str):
             artifact.check_fingerprint(model.fingerprint, what=f"the weights of {getattr(model, 'name', 'this model')}")
         else:
             from pear_lens.fingerprint import fingerprint

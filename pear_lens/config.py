@@ -50,7 +50,7 @@ def option(default: Any = MISSING, *, help: str | None = None, positional: bool 
            omit: tuple[str, ...] = (), cli_type: Any = None, cli: bool = True,
            variants: Callable[[], Mapping[str, type]] | None = None, selector: str | None = None,
            sections: Callable[[], Mapping[str, type]] | None = None, nargs: str | None = None,
-           flag: str | None = None) -> Any:
+           flag: str | None = None, defaults_reason: str | None = None) -> Any:
     """A config field with its command-line form.
 
     ``help`` (default: the attribute docstring); ``positional``; ``choices`` for a ``str`` field (a list, or a function returning one when the parser is built);
@@ -61,10 +61,13 @@ def option(default: Any = MISSING, *, help: str | None = None, positional: bool 
     ``nargs`` (``"+"`` or ``"*"``) takes a ``tuple[X, ...]`` field as separate values (``--seeds 0 1 2``)
     instead of a comma-separated list. ``help=""`` states that an option has no help line. ``flag``: the option's
     name on the command line when it is not the field's (``flag="task"`` gives ``--task``).
+    ``defaults_reason``: for a nested section whose default (an instance) changes some of the section class's own
+    defaults, why this command must differ; each changed option's help states it (a section that changes a
+    default without a reason is refused when the parser is built: one option, one default, or a stated reason).
     """
     meta = {"help": help, "positional": positional, "choices": choices, "prefix": prefix, "omit": tuple(omit),
             "cli_type": cli_type, "cli": cli, "variants": variants, "selector": selector, "sections": sections,
-            "nargs": nargs, "flag": flag}
+            "nargs": nargs, "flag": flag, "defaults_reason": defaults_reason}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -182,14 +185,30 @@ def _kwargs_for(cls: type, f: dataclasses.Field, typ: Any, positional: bool) -> 
 # --------------------------------------------------------------------------- dataclass -> argparse
 
 
+def changed_defaults(cls: type, base: Any) -> dict[str, tuple[Any, Any]]:
+    """``{field: (class default, this instance's value)}`` for the fields of ``base`` (an instance of the config
+    class ``cls``) that differ from ``cls``'s own defaults."""
+    if base is None:
+        return {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        own = _default_of(f)
+        if own is not MISSING and f.metadata.get("cli", True) and getattr(base, f.name) != own:
+            out[f.name] = (own, getattr(base, f.name))
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", dest: str = "",
                   base: Any = None, omit: tuple[str, ...] = (), group: Any = None,
-                  defaults_in_help: bool = True) -> None:
+                  defaults_in_help: bool = True, defaults_reason: str | None = None) -> None:
     """Add the options of config class ``cls`` to ``parser`` (see the module docstring).
 
     Every option's default is ``SUPPRESS``, so :func:`from_namespace` knows which ones were given.
     ``defaults_in_help=False`` leaves the defaults out of the help (a script whose help never showed them).
+    ``base``: an instance whose values are the defaults here; where they differ from ``cls``'s own, the help
+    says so with ``defaults_reason``.
     """
+    changed = changed_defaults(cls, base)
     hints, docs = _hints(cls), attribute_docs(cls)
     target = group or parser
     for f in dataclasses.fields(cls):
@@ -211,9 +230,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
             sub_prefix = f"{f.name}." if sub_prefix is None else sub_prefix
             title = _field_help(cls, f, docs)
             sub_group = parser.add_argument_group(f"{(prefix + f.name).replace('_', '-')} options", title)
+            sub_base = None if default is MISSING else default
+            if changed_defaults(sub, sub_base) and not meta.get("defaults_reason"):
+                raise TypeError(f"{cls.__name__}.{f.name} changes the defaults of {sub.__name__} "
+                                f"({', '.join(changed_defaults(sub, sub_base))}) without a reason: keep one default "
+                                "or give option(defaults_reason=...)")
             add_arguments(parser, sub, prefix=prefix + sub_prefix, dest=f"{dest}{f.name}.",
-                          base=None if default is MISSING else default, omit=meta.get("omit", ()), group=sub_group,
-                          defaults_in_help=defaults_in_help)
+                          base=sub_base, omit=meta.get("omit", ()), group=sub_group,
+                          defaults_in_help=defaults_in_help, defaults_reason=meta.get("defaults_reason"))
             continue
         positional = bool(meta.get("positional"))
         kwargs = _kwargs_for(cls, f, typ, positional)
@@ -222,7 +246,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
         help_text = _field_help(cls, f, docs)
         required = default is MISSING
         if defaults_in_help and not required and kwargs.get("action") != "store_true":
-            help_text += f" (default: {show(default, typ)})"
+            if f.name in changed:
+                help_text += (f" (default here: {show(default, typ)}, not {show(changed[f.name][0], typ)} as elsewhere: "
+                              f"{defaults_reason})")
+            else:
+                help_text += f" (default: {show(default, typ)})"
         if meta.get("choices"):
             choices = meta["choices"]
             kwargs["choices"] = list(choices() if callable(choices) else choices)
@@ -235,6 +263,34 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
             if "metavar" not in kwargs and kwargs.get("action") != "store_true" and "choices" not in kwargs:
                 kwargs["metavar"] = f.name.upper()
             target.add_argument(flag, dest=dest + f.name, required=required, **kwargs)
+
+
+def describe_options(cls: type, *, prefix: str = "", base: Any = None,
+                     omit: tuple[str, ...] = (), defaults_reason: str | None = None) -> list[dict[str, Any]]:
+    """Every plain option :func:`add_arguments` adds for ``cls`` (nested sections included; a scoring method's or
+    detector's own options left out), as ``{"flag", "default", "help", "reason", "positional"}``: the default as
+    the command line writes it (``required``; ``off`` for a flag) and, where a section changes it, the stated reason.
+    The docs' table of shared options is generated from it."""
+    hints, docs = _hints(cls), attribute_docs(cls)
+    changed = changed_defaults(cls, base)
+    rows: list[dict[str, Any]] = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if not meta.get("cli", True) or f.name in omit or meta.get("variants") or meta.get("sections"):
+            continue
+        typ = meta.get("cli_type") or hints[f.name]
+        default = _default_of(f, base)
+        if dataclasses.is_dataclass(_plain(typ)):
+            sub_prefix = meta.get("prefix")
+            rows += describe_options(_plain(typ), prefix=prefix + (f"{f.name}." if sub_prefix is None else sub_prefix),
+                                     base=None if default is MISSING else default, omit=meta.get("omit", ()),
+                                     defaults_reason=meta.get("defaults_reason"))
+            continue
+        flag = "--" + (prefix + (meta.get("flag") or f.name)).replace("_", "-")
+        shown = "required" if default is MISSING else "off" if _plain(typ) is bool else show(default, typ)
+        rows.append({"flag": flag, "default": shown, "help": _field_help(cls, f, docs),
+                     "reason": defaults_reason if f.name in changed else None, "positional": bool(meta.get("positional"))})
+    return rows
 
 
 def _add_variants(parser: argparse.ArgumentParser, cls: type, f: dataclasses.Field, meta: Mapping, dest: str) -> None:

@@ -12,6 +12,8 @@ SEEDS_DIR = "seeds"
 """``discover --seeds``: the scores of every further seed, ``seeds/seed_S/`` (``HeadScores.save``)."""
 STABILITY_CSV = "stability.csv"
 STABILITY_JSON = "stability.json"
+STAGES_JSON = "stages.json"
+"""Where each stage that ran the model (discover, train, ablate, atlas, eval, ...) ran it: device and dtype."""
 
 # re-weighting artifact (same run folder)
 PEAR_JSON = "pear.json"

@@ -29,6 +29,10 @@ REFERENCE_SETTINGS: tuple[tuple[int, int], ...] = ((20, 50), (40, 25), (80, 15),
 
 VocabChoice = Literal["all", "no_special"]
 
+VOCAB_HELP = ("token ids drawn: all (every id from --min-token-id up) or no_special (the same without the "
+              "tokenizer's special and added tokens)")
+"""The help of ``--vocab``, one text for discovery's proxy task and training's sequences."""
+
 
 class Batched:
     """The sizes of a batch of equal-length sequences, read off its ``tokens`` ``[batch, seq]``."""
@@ -94,10 +98,14 @@ class ProxyTask:
 
     settings: Settings = REFERENCE_SETTINGS
     """(batch N, half-length n) pairs; scores are averaged over them to remove length bias."""
-    vocab: VocabChoice | Sequence[int] = option("all", cli_type=VocabChoice)
+    vocab: VocabChoice | Sequence[int] = option("all", cli_type=VocabChoice,
+                                                help=VOCAB_HELP + "; an explicit list of ids is the Python API's "
+                                                                  "(ProxyTask(vocab=[...]))")
     """``all`` token ids of the model, ``no_special`` (drop special and added tokens), or an explicit id list."""
-    min_token_id: int = 0
-    """Smallest id drawn (the reference training data uses 2)."""
+    min_token_id: int = option(0, help="smallest token id drawn; 0 because the reference head search draws from the "
+                                       "whole vocabulary (training draws from 2, as the reference training data: "
+                                       "`pear-lens train --min-token-id`)")
+    """Smallest id drawn (the reference head search: 0; its training data: 2)."""
     prepend_bos: bool = False
     """Prepend the tokenizer's BOS token (many models behave badly without it)."""
     seed: int = 0

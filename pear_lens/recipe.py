@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 from pear_lens.config import option
 from pear_lens.errors import PearLensError
 from pear_lens.heads import Head, check_heads
-from pear_lens.proxy_task import ProxyTask
+from pear_lens.proxy_task import VOCAB_HELP, ProxyTask, VocabChoice
 from pear_lens.text_formats import Heads
 
 if TYPE_CHECKING:
@@ -30,18 +30,27 @@ DEFAULT_TOP_K = 10
 class HeadSelection:
     """Which heads to train: an explicit list, else the top K of a discovery run's Δπ (:func:`select_heads`)."""
 
-    top_k: int = option(DEFAULT_TOP_K, help="train the K heads with the largest Δπ (ignored when --heads is given)")
-    heads: Heads = option((), help="explicit heads to train, LAYER.HEAD pairs like 24.4,29.0 (overrides --top-k)")
+    top_k: int | None = option(None, help=f"train the K heads with the largest Δπ; None: {DEFAULT_TOP_K} unless --heads "
+                                          "names the heads (giving both is refused)")
+    heads: Heads = option((), help="explicit heads to train, LAYER.HEAD pairs like 24.4,29.0 (instead of --top-k)")
     select_by: Literal["score", "lower_bound"] = option(
         "score", help="rank heads for --top-k by their score (PEAR) or by the lower end of their 95 % bootstrap "
                       "interval (needs a run with per-prompt values: discovered by this version)")
 
     def __post_init__(self) -> None:
         self.heads = tuple((int(l), int(h)) for l, h in self.heads)
-        if self.top_k < 1:
+        if self.heads and self.top_k is not None:
+            raise PearLensError("give either heads or top_k (--heads or --top-k), not both: heads names the heads, "
+                                "so top_k would be ignored")
+        if self.top_k is not None and self.top_k < 1:
             raise PearLensError(f"top_k must be at least 1, got {self.top_k}")
         if self.select_by not in ("score", "lower_bound"):
             raise PearLensError(f"select_by must be 'score' or 'lower_bound', got {self.select_by!r}")
+
+    @property
+    def k(self) -> int:
+        """The number of top heads trained when no ``heads`` are given (``top_k``, else the default)."""
+        return DEFAULT_TOP_K if self.top_k is None else self.top_k
 
     @property
     def selection(self) -> "HeadSelection":
@@ -51,7 +60,8 @@ class HeadSelection:
     def to_dict(self) -> dict[str, Any]:
         # select_by is recorded only when it is not PEAR's, so records written before it existed read the same
         extra = {"select_by": self.select_by} if self.select_by != "score" else {}
-        return {"top_k": self.top_k, "heads": [list(h) for h in self.heads], **extra}
+        # top_k as it acts (the default when not given), so records read as they did when it defaulted to 10
+        return {"top_k": self.k, "heads": [list(h) for h in self.heads], **extra}
 
 
 @dataclass
@@ -72,8 +82,10 @@ class Recipe:
     batch_size: int = option(20, help="effective batch (sequences per optimizer step)")
     micro_batch: int = option(10, help="sequences per forward/backward; gradients accumulate up to --batch-size")
     n: int = option(50, help="half-length of a proxy sequence (the copy half has n tokens)")
-    min_token_id: int = option(2, help="smallest token id sampled (the reference draws from [2, vocab))")
-    vocab: str = option("all", help="token ids to sample", choices=["all", "no_special"])
+    min_token_id: int = option(2, help="smallest token id drawn; 2 because the reference training data draws from "
+                                       "[2, vocab) (discovery draws from 0, as the reference head search: "
+                                       "`pear-lens discover --min-token-id`)")
+    vocab: VocabChoice = option("all", help=VOCAB_HELP)
     prepend_bos: bool = option(False, help="prepend BOS to every sequence (the reference does not)")
     seed: int = option(0, help="seed of the training sequences; same seed, same τ")
     precision: str = option("fp32", choices=["fp32", "bf16"],
@@ -165,7 +177,7 @@ def as_recipe(recipe: Recipe | None) -> Recipe:
     if not isinstance(recipe, Recipe):
         raise PearLensError(f"recipe= must be a pear_lens Recipe (or None for the reference recipe), got "
                             f"{type(recipe).__name__}")
-    if isinstance(recipe, TrainConfig) and (recipe.heads or recipe.top_k != DEFAULT_TOP_K):
+    if isinstance(recipe, TrainConfig) and (recipe.heads or recipe.top_k is not None):
         raise PearLensError("recipe= is a TrainConfig that selects heads (heads= or top_k=), which "
                             "train_coefficients would ignore: pass config.recipe (or a Recipe) and give the heads as "
                             "heads= (e.g. select_heads(scores, config))")
@@ -180,4 +192,4 @@ def select_heads(scores: "HeadScores", config: HeadSelection) -> list[Head]:
     if config.select_by == "lower_bound" and scores.per_prompt is None:
         raise PearLensError("select_by='lower_bound' (--select-by lower_bound) needs the per-prompt values that "
                             "discovery keeps since this version; rerun `pear-lens discover` (or score_heads)")
-    return scores.top_k(config.top_k, by=config.select_by)
+    return scores.top_k(config.k, by=config.select_by)

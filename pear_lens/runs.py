@@ -18,6 +18,8 @@ Each file has one writer:
   unchecked, by :func:`read_pear_json`; its SHA-256 alone by :func:`artifact_sha256`).
 - ``training_log.csv``, ``training.html``/``.png``: :func:`write_training` (``train``).
 - ``ablation.csv``, ``ablation.html``/``.png``: :func:`write_k_sweep` (``ablate``).
+- ``stages.json``: where each stage ran the model (device, dtype), :func:`record_stage`, called by each writer
+  here and by ``atlas``; read by :func:`read_stages`.
 - ``head_atlas.*``, ``atlas_*.html``: ``pear-lens atlas`` through :meth:`HeadAtlas.save
   <pear_lens.atlas.HeadAtlas.save>`, read by :meth:`HeadAtlas.load <pear_lens.atlas.HeadAtlas.load>`.
 
@@ -72,17 +74,19 @@ def _formats(png: bool) -> list[str]:
 
 def write_run(out: Path, *, table: pd.DataFrame, scores: dict[str, Any], heatmap: "go.Figure", config: dict,
               overwrite: bool, png: bool, model_info: dict, copy_task: dict | None = None,
-              seconds: float | None = None, inputs: tuple = (), extras: Callable[[Path], None] | None = None) -> Path:
+              seconds: float | None = None, inputs: tuple = (), extras: Callable[[Path], None] | None = None,
+              placement: dict[str, str] | None = None) -> Path:
     """Write a complete discovery run folder atomically.
 
     ``table``: the scores as :meth:`HeadScores.to_dataframe <pear_lens.results.HeadScores.to_dataframe>`
     gives them; ``scores``: their :meth:`~pear_lens.results.HeadScores.metadata`; ``config``: the
     settings of the run, flat; ``extras(folder)`` writes the files of result types into the folder being built
-    (``scores/``, ``seeds/``, ``stability.*``).
+    (``scores/``, ``seeds/``, ``stability.*``); ``placement``: where the model ran (``stages.json``).
     """
     with staged_dir(out, overwrite=overwrite, kind="run", inputs=inputs) as stage:
         if extras is not None:
             extras(stage)
+        record_stage(stage, "discover", placement)
         table.to_csv(stage / constants.HEAD_SCORES_CSV, index=False)
         save_figure(heatmap, stage / constants.HEATMAP_HTML, formats=_formats(png))
         _write_info(stage, {
@@ -177,19 +181,56 @@ def scored_model(run_dir: Path) -> tuple[str, str]:
         raise PearLensError(f"{meta} is missing or unreadable; is {run_dir} a `pear-lens discover` run folder?") from None
 
 
-def run_model(info: dict[str, Any], model: "LoadedModel | None" = None) -> "LoadedModel":
+def recorded_dtype(info: dict[str, Any]) -> str:
+    """The dtype a discovery run loaded its model in (``info``: its ``discovery.json``): the model record's, else
+    the settings' (runs written before the model record kept it), else float32 (the only dtype then)."""
+    return str((info.get("model") or {}).get("dtype") or (info.get("config") or {}).get("dtype") or "float32")
+
+
+def run_model(info: dict[str, Any], model: "LoadedModel | None" = None, *, device: str | None = None,
+              dtype: str | None = None) -> "LoadedModel":
     """The model of a discovery run (``info``: its ``discovery.json``), loaded unless given, refused if its
-    weights changed since."""
+    weights changed since.
+
+    ``device`` (default CPU) and ``dtype`` (default: the dtype the run loaded the model in) say how to load it.
+    The run's fingerprint is compared with the fingerprint of the weights loaded as the run loaded them
+    (:meth:`~pear_lens.models.loaded.LoadedModel.fingerprint_as`), so a run discovered in bfloat16 and trained in
+    float32 (or the other way) is not taken for changed weights.
+    """
     from pear_lens.models.loaded import load_model
 
-    model = model or load_model(info["model"]["name"])
+    recorded = recorded_dtype(info)
+    model = model or load_model(info["model"]["name"], device=device or "cpu", dtype=dtype or recorded)
     fingerprint = info["scores"].get("fingerprint", "")
-    if fingerprint and model.fingerprint != fingerprint:
+    if fingerprint and model.fingerprint_as(recorded) != fingerprint:
         raise PearLensError(
             f"the weights of {model.name} changed since the discovery run ({fingerprint} then, "
-            f"{model.fingerprint} now); rerun `pear-lens discover` for these weights"
+            f"{model.fingerprint_as(recorded)} now, both of the weights in {recorded}); rerun `pear-lens discover` "
+            "for these weights"
         )
     return model
+
+
+def record_stage(folder: Path, stage: str, placement: dict[str, str] | None) -> None:
+    """Record in ``folder``'s ``stages.json`` where ``stage`` ran its model (``placement``:
+    :meth:`LoadedModel.placement <pear_lens.models.loaded.LoadedModel.placement>`, device and dtype) and on which
+    hardware: minutes and the last digits of results depend on them. A stage's entry replaces its earlier one;
+    ``placement=None`` records nothing."""
+    if placement is None:
+        return
+    from pear_lens.models.loaded import device_description
+
+    path = Path(folder) / constants.STAGES_JSON
+    stages = json.loads(read_text(path)) if path.exists() else {}
+    hardware = device_description(placement["device"]).removesuffix(" (fp32)")  # the dtype is recorded beside it
+    stages[stage] = {**placement, "hardware": hardware}
+    atomic_write_json(path, stages)
+
+
+def read_stages(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """``stages.json`` of a run folder: ``{stage: {"device", "dtype", "hardware"}}`` ({} before any was recorded)."""
+    path = Path(folder) / constants.STAGES_JSON
+    return json.loads(read_text(path)) if path.exists() else {}
 
 
 def warn_if_bos_differs(info: dict[str, Any], prepend_bos: bool) -> None:
@@ -282,7 +323,7 @@ def artifact_sha256(run_dir: str | Path) -> str:
 
 
 def write_training(run_dir: Path, artifact: "Artifact", log: pd.DataFrame, figure: "go.Figure",
-                   png: bool) -> "Artifact":
+                   png: bool, placement: dict[str, str] | None = None) -> "Artifact":
     """Add a training's outputs to a run folder: the log (``training_log.csv``, ``training.html``/``.png``)
     and, last, the artifact (``coefficients.safetensors`` + ``pear.json``). ``artifact.path`` is set to
     ``run_dir``."""
@@ -292,13 +333,16 @@ def write_training(run_dir: Path, artifact: "Artifact", log: pd.DataFrame, figur
         with atomic_path(stage / constants.TRAINING_CSV) as tmp:
             log.to_csv(tmp, index=False)
         save_figure(figure, stage / constants.TRAINING_HTML, formats=_formats(png))
+        record_stage(stage, "train", placement)
         artifact.save(stage)
     artifact.path = Path(run_dir)
     return artifact
 
 
-def write_k_sweep(run_dir: Path, table: pd.DataFrame, figure: "go.Figure", png: bool) -> None:
+def write_k_sweep(run_dir: Path, table: pd.DataFrame, figure: "go.Figure", png: bool,
+                  placement: dict[str, str] | None = None) -> None:
     """Add the curve over K (``ablation.csv``, ``ablation.html``/``.png``) to a run folder."""
     with staged_update(run_dir, replaced=K_SWEEP_OUTPUTS) as stage:
+        record_stage(stage, "ablate", placement)
         table.to_csv(stage / constants.K_SWEEP_CSV, index=False)
         save_figure(figure, stage / constants.K_SWEEP_HTML, formats=_formats(png))

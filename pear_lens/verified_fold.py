@@ -117,23 +117,37 @@ def changed_slices(model: "PreTrainedModel", artifact: Artifact) -> list[dict[st
     return rows
 
 
+FOLD_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+"""The default tolerance of the fold's check per dtype of the weights: the folded and the hooked model round
+differently (a scaled weight vs a scaled activation), by about the dtype's precision (on the tiny models 4e-7 of
+the largest |logit| in float32, 1e-3 in float16, 9e-3 in bfloat16); a wrong head layout moves logits by |τ - 1|."""
+
+
 def check_tolerance(tolerance: float) -> None:
     if not (math.isfinite(tolerance) and tolerance > 0):
         raise PearLensError(f"tolerance must be a positive number (a relative logit difference such as 1e-4), "
                             f"got {tolerance!r} (tolerance= in Python, --tolerance on the command line)")
 
 
-def fold_verified(run_dir: Path, tolerance: float, model: "LoadedModel | None" = None, *,
-                  artifact: "Artifact | None" = None) -> tuple["PreTrainedModel", dict[str, Any], "LoadedModel"]:
+def fold_verified(run_dir: Path, tolerance: float | None, model: "LoadedModel | None" = None, *,
+                  artifact: "Artifact | None" = None, device: str | None = None,
+                  dtype: str | None = None) -> tuple["PreTrainedModel", dict[str, Any], "LoadedModel"]:
     """Fold the artifact of ``run_dir`` into a fresh Hugging Face copy and verify it; nothing is written.
 
-    ``artifact``: that run's artifact if already loaded (read from ``run_dir`` otherwise)."""
+    ``artifact``: that run's artifact if already loaded (read from ``run_dir`` otherwise). ``model``: its base
+    model if already loaded, else loaded on ``device`` (default CPU) in ``dtype`` (default: the dtype the
+    artifact's training loaded it in, float32 for artifacts that record none); its fingerprint is compared as
+    the training computed it (:meth:`~pear_lens.models.loaded.LoadedModel.fingerprint_as`). ``tolerance``: None
+    for the loaded dtype's :data:`FOLD_TOLERANCE`."""
     from pear_lens.models.loaded import load_model
 
-    check_tolerance(tolerance)
+    if tolerance is not None:
+        check_tolerance(tolerance)
     artifact = artifact or load_artifact(run_dir)
-    model = model or load_model(artifact.base_model["name"])
-    artifact.check_fingerprint(model.fingerprint, what=f"the weights of {model.name}")
+    recorded = artifact.base_model.get("dtype")
+    model = model or load_model(artifact.base_model["name"], device=device or "cpu", dtype=dtype or recorded or "float32")
+    artifact.check_fingerprint(model.fingerprint_as(recorded or "float32"), what=f"the weights of {model.name}")
+    tolerance = FOLD_TOLERANCE.get(model.dtype, FOLD_TOLERANCE["float32"]) if tolerance is None else tolerance
     hf = model.fresh_hf()
     fold_into_hf(hf, artifact)
     measured: dict[str, float] = {}
@@ -162,6 +176,7 @@ def fold_verified(run_dir: Path, tolerance: float, model: "LoadedModel | None" =
         "verification": {**diffs, "logit_scale": scale, "tokens": "4 proxy sequences of 64 tokens, fp32",
                          "tolerance": tolerance, "tolerance_is": "relative to the largest |logit|"},
         "load_with": "transformers.AutoModelForCausalLM.from_pretrained(<this folder>)",
+        "ran_on": model.placement(),  # where the fold was verified, and the dtype of the folded weights
     }
     drop_gguf_quantizer(hf)
     return hf, note, model

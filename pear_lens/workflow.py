@@ -36,10 +36,11 @@ from pear_lens.io import atomic_write_json, atomic_write_text, check_writable_pa
 from pear_lens.figure_files import check_static_export
 from pear_lens.mediation import METHODS, method_options
 from pear_lens.metrics import Difference, Metric
+from pear_lens.models.loaded import Placement, check_device
 from pear_lens.models.registry import DEFAULT_MODEL
 from pear_lens.results import HeadScores
 from pear_lens.reweight import TrainResult, at_step_limit, step_limit, train_coefficients
-from pear_lens.recipe import DEFAULT_TOP_K, Recipe, TrainConfig, select_heads
+from pear_lens.recipe import Recipe, TrainConfig, select_heads
 from pear_lens.runs import (discovery_summary, has_artifact, run_model, warn_if_bos_differs,
                             write_run, write_training)
 from pear_lens.prompt_task import PromptTask
@@ -52,13 +53,19 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- discovery
 
 
+REPORT_K = 10
+"""The K of the top-K heads that discovery and the atlas report: outlined on figures, compared across seeds and
+detectors. (How many heads are trained is :data:`pear_lens.recipe.DEFAULT_TOP_K`.)"""
+
+
 def _method_options() -> dict[str, type]:
     return {name: m.options for name, m in METHODS.items()}
 
 
-@dataclass
-class DiscoverConfig:
-    """Settings of one discovery run (``pear-lens discover``): the proxy task, the method and its options."""
+@dataclass(kw_only=True)
+class DiscoverConfig(Placement):
+    """Settings of one discovery run (``pear-lens discover``): the proxy task, the method and its options, and
+    where the model runs (:class:`~pear_lens.models.loaded.Placement`)."""
 
     out: Path = option(help="run folder to create")
     model: str = option(DEFAULT_MODEL, help="registry name (see `pear-lens models`), local Hugging Face folder or hub id")
@@ -77,19 +84,17 @@ class DiscoverConfig:
                                          "optionally foil, corrupted and position (pear_lens.prompt_task)")
     seeds: tuple[int, ...] = option((), nargs="+",
                                     help="score the proxy task once per seed (new random sequences each) and add a "
-                                         "stability report of the top --top-k heads across the seeds "
+                                         "stability report of the top --report-k heads across the seeds "
                                          "(stability.csv/.json); the run's scores are the first seed's")
     options: Any = option(None, variants=_method_options, selector="method",
                           help="the chosen method's own options (None: its defaults)")
-    device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, ...)")
-    dtype: str = option("float32", help="dtype of the weights (bfloat16 halves GPU memory)",
-                        choices=["float32", "bfloat16", "float16"])
     device_map: str | None = option(None, help="spread a large model over several GPUs with an accelerate "
                                                "device map (auto, balanced, sequential); replaces --device")
     allow_weak_copy_task: bool = option(False, help=f"score the heads even when the model copies less than "
                                                     f"{MIN_COPY_ACCURACY:.0%} of the proxy task's tokens")
-    top_k: int = option(10, help="heads outlined on the heatmap (and the K of the --seeds stability report)")
-    overwrite: bool = option(False, help="replace RUN_DIR if it already exists")
+    report_k: int = option(REPORT_K, help="heads outlined on the heatmap, and the K of the --seeds stability "
+                                          "report (`pear-lens train --top-k` is the number of heads trained)")
+    overwrite: bool = option(False, help="replace the folder --out names if it is an earlier discovery run folder")
     no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bars")
 
@@ -120,7 +125,7 @@ def discover(config: DiscoverConfig) -> HeadScores:
     task = PromptTask.from_jsonl(config.task_file) if config.task_file is not None else config.task
     difference = config.difference or Difference(task.default_difference)
     placement = {"device_map": config.device_map} if config.device_map else {"device": config.device}
-    model = load_model(config.model, dtype=config.dtype, **placement)
+    model = load_model(config.model, dtype=config.resolved_dtype(), **placement)
     copy_task = None
     if isinstance(task, ProxyTask):
         t0 = time.perf_counter()
@@ -131,13 +136,13 @@ def discover(config: DiscoverConfig) -> HeadScores:
                         config.metric, config.method, difference=difference, seed=s, progress=not config.quiet,
                         options=options, copy_check="off") for s in seeds]
     scores = runs[0]
-    record = config_record(dataclasses.replace(config, difference=difference,
+    record = config_record(dataclasses.replace(config, difference=difference, dtype=model.dtype,
                                                task=dataclasses.replace(config.task, seed=seeds[0])), options)
     write_run(config.out, table=scores.to_dataframe(), scores=scores.metadata(),
-              heatmap=scores.heatmap(top_k=config.top_k), config=record,
+              heatmap=scores.heatmap(top_k=config.report_k), config=record,
               overwrite=config.overwrite, png=not config.no_png, model_info=model.describe(), copy_task=copy_task,
-              seconds=time.perf_counter() - start, inputs=inputs,
-              extras=lambda folder: _write_scores(folder, runs, config.top_k))
+              seconds=time.perf_counter() - start, inputs=inputs, placement=model.placement(),
+              extras=lambda folder: _write_scores(folder, runs, config.report_k))
     return scores
 
 
@@ -209,29 +214,31 @@ def build_artifact(result: TrainResult, config: TrainConfig, base_model: dict[st
 
 
 def train_into_run(run_dir: Path, train_cfg: TrainConfig, *, model: "LoadedModel | None" = None,
-                   overwrite: bool = False, png: bool = True, quiet: bool = False) -> tuple[Artifact, TrainResult]:
+                   overwrite: bool = False, png: bool = True, quiet: bool = False, device: str | None = None,
+                   dtype: str | None = None) -> tuple[Artifact, TrainResult]:
     """Train the coefficients of a discovery run and write the artifact into it.
 
-    ``model``: the run's model if already loaded (it is checked against the run's fingerprint).
+    ``model``: the run's model if already loaded (it is checked against the run's fingerprint); else it is
+    loaded on ``device`` (default CPU) in ``dtype`` (default: the dtype the discovery loaded it in,
+    :func:`pear_lens.runs.run_model`). Where it ran is recorded in the run's ``stages.json``.
     """
     run_dir = Path(run_dir)
     scores, info = HeadScores.load_run(run_dir)
     if has_artifact(run_dir) and not overwrite:
         raise PearLensError(f"{run_dir} already holds an artifact ({constants.PEAR_JSON}); pass overwrite=True "
                             "(--overwrite) to replace it")
-    if train_cfg.heads and train_cfg.top_k != DEFAULT_TOP_K:
-        raise PearLensError("give either heads or top_k (--heads or --top-k), not both (heads names the heads, "
-                            "so top_k would be ignored)")
     warn_if_bos_differs(info, train_cfg.prepend_bos)
     heads = select_heads(scores, train_cfg)  # fail on bad heads before loading the model
     check_writable_parent(run_dir, "RUN_DIR")  # the new run folder is built beside the old one
     if png:
         check_static_export()
-    model = run_model(info, model)
+    if model is None:
+        check_device(device)
+    model = run_model(info, model, device=device, dtype=dtype)
     result = train_coefficients(model, heads, train_cfg.recipe, progress=not quiet)
     message = step_limit_message(result)
     if message and not quiet:
         print(message, file=sys.stderr)
     artifact = build_artifact(result, train_cfg, model.describe(), scores, discovery_summary(info))
-    write_training(run_dir, artifact, result.to_dataframe(), result.figure(), png=png)
+    write_training(run_dir, artifact, result.to_dataframe(), result.figure(), png=png, placement=model.placement())
     return artifact, result

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{run} has no head atlas: run `pear-lens atlas {run}` or pass --compute", file=sys.stderr)
                 return 2
             from pear_lens.commands.cli import main as cli
-            if cli(["atlas", str(run), "--quiet", "--top-k", str(args.top_k), "--n-boot", str(args.n_boot)]
+            if cli(["atlas", str(run), "--quiet", "--report-k", str(args.top_k), "--n-boot", str(args.n_boot)]
                    + (["--no-png"] if args.no_png else [])):
                 return 2
         atlas = HeadAtlas.load(run)

@@ -112,7 +112,7 @@ def test_a_train_config_that_selects_heads_is_refused_as_a_recipe(model, selecti
 
 def test_a_train_config_without_a_selection_still_stands_for_its_recipe(model):
     config = TrainConfig(lr=0.1, **FAST)
-    assert config.top_k == DEFAULT_TOP_K and not config.heads
+    assert config.top_k is None and config.k == DEFAULT_TOP_K and not config.heads  # not given: the default K
     a = train_coefficients(model, [(1, 2)], config, progress=False)
     assert torch.equal(a.tau, train_coefficients(model, [(1, 2)], config.recipe, progress=False).tau)
 

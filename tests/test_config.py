@@ -39,7 +39,8 @@ class Outer:
     ks: tuple[int, ...] = option((1, 2), help="numbers")
     limit: Optional[int] = option(None, help="a limit")
     flag: bool = option(False, help="a flag")
-    inner: Inner = option(default_factory=lambda: Inner(rate=0.25), help="prefixed section")
+    inner: Inner = option(default_factory=lambda: Inner(rate=0.25), help="prefixed section",
+                          defaults_reason="a section may change its defaults, saying why")
     flat: Inner = option(default_factory=Inner, prefix="", omit=("extra",), help="unprefixed section")
 
 
@@ -63,7 +64,9 @@ def test_defaults_come_from_the_config_and_its_nested_defaults():
     assert cfg == Outer(run_dir=Path("runs/x"))
     assert cfg.inner.rate == 0.25  # the section's default instance, not Inner()'s
     text = parser.format_help()
-    assert "--inner.rate" in text and "how fast (default: 0.25)" in text and "{red,blue}" in text
+    assert "--inner.rate" in text and "{red,blue}" in text
+    # a section's own default, and why it differs from the class's (a reason is required: option(defaults_reason=))
+    assert "how fast (default here: 0.25, not 0.5 as elsewhere: a section may change" in " ".join(text.split())
     assert "--extra" not in text  # omitted from the unprefixed section
 
 

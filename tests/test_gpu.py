@@ -203,3 +203,36 @@ def test_path_patching_timing():
     print(f"\n[gpu] path scan of tiny-llama, reference settings, best of 3: "
           + ", ".join(f"{d} {s * 1e3:.1f} ms" for d, s in times.items())
           + f" (torch threads {torch.get_num_threads()})")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_every_command_runs_its_model_on_the_device_and_records_it(tmp_path, dtype):
+    """discover → train → ablate → atlas → apply → eval, each given --device (and discover --dtype, which the
+    later stages follow): every stage records the device and dtype it ran in, and none calls the weights changed."""
+    import json
+
+    from pear_lens import constants
+    from pear_lens.commands.cli import main
+    from pear_lens.runs import read_stages
+
+    run, hf, out = tmp_path / "run", tmp_path / "hf", tmp_path / "eval"
+    on = ["--device", DEVICE]
+    train = ["--steps", "2", "--batch-size", "4", "--micro-batch", "2", "--n", "8", "--quiet", "--no-png", *on]
+    assert main(["discover", "--model", "tiny-llama", "--out", str(run), "--settings", "4x8", "--dtype", dtype,
+                 "--allow-weak-copy-task", "--quiet", "--no-png", *on]) == 0
+    assert main(["train", str(run), "--top-k", "2", *train]) == 0
+    assert main(["ablate", str(run), "--k", "1,2", "--seeds", "1", "--control-steps", "2", "--n-eval", "4",
+                 *train]) == 0
+    assert main(["atlas", str(run), "--detectors", "previous_token,sink", "--quiet", "--no-png", *on]) == 0
+    assert main(["apply", str(run), "--out", str(hf), *on]) == 0
+    assert main(["eval", "--task", "kv", "--n", "2", "--n-context", "2", "--artifact", str(run), "--out", str(out),
+                 "--quiet", "--batch-size", "8", *on]) == 0
+    stages = read_stages(run)
+    assert set(stages) == {"discover", "train", "ablate", "atlas"}
+    assert {torch.device(s["device"]).type for s in stages.values()} == {torch.device(DEVICE).type}
+    assert {s["dtype"] for s in stages.values()} == {dtype}
+    note = json.loads((hf / constants.PEAR_NOTE_JSON).read_text())
+    ran = json.loads((out / constants.EVAL_JSON).read_text())["ran_on"]
+    for where in (note["ran_on"], ran):
+        assert torch.device(where["device"]).type == torch.device(DEVICE).type and where["dtype"] == dtype
+    print(f"\n[gpu] every stage on {DEVICE} in {dtype}: {stages}")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE_KEYS = ["steps", "lr", "weight_decay", "warmup_steps", "schedule_steps", "batch_size", "micro_batch", "n",
                "min_token_id", "vocab", "prepend_bos", "seed", "precision"]
-NON_DEFAULT = dict(top_k=3, heads=((2, 1), (0, 3)), steps=7, lr=0.02, weight_decay=0.1, warmup_steps=0,
+NON_DEFAULT = dict(heads=((2, 1), (0, 3)), steps=7, lr=0.02, weight_decay=0.1, warmup_steps=0,
                    schedule_steps=100, batch_size=8, micro_batch=4, n=12, min_token_id=5, vocab="no_special",
                    prepend_bos=True, seed=4, precision="bf16")
 
@@ -29,6 +29,7 @@ def old_to_dict(config: TrainConfig) -> dict:
     added later and recorded only when it is not PEAR's ``score``, so that records read as before)."""
     d = dataclasses.asdict(config)
     d["heads"] = [list(h) for h in config.heads]
+    d["top_k"] = config.k  # top_k defaulted to 10 then; None (not given) now records the 10 it acts as
     assert d.pop("select_by") == "score"
     return d
 
@@ -58,7 +59,8 @@ def test_a_selection_by_the_interval_is_recorded_and_leaves_the_recipe_alone():
     assert config.recipe.to_dict() == TrainConfig().recipe.to_dict()
 
 
-@pytest.mark.parametrize("config", [TrainConfig(), TrainConfig(**NON_DEFAULT)], ids=["default", "non-default"])
+@pytest.mark.parametrize("config", [TrainConfig(), TrainConfig(**NON_DEFAULT), TrainConfig(top_k=3)],
+                         ids=["default", "non-default", "top-k"])
 def test_train_config_dict_and_fields_are_unchanged(config):
     assert json.dumps(config.to_dict()) == json.dumps(old_to_dict(config))  # pear.json's "training" starts with it
     assert [f.name for f in dataclasses.fields(TrainConfig)] == ["top_k", "heads", "select_by", *RECIPE_KEYS]  # CLI order
@@ -100,3 +102,5 @@ def test_each_setting_is_checked_by_its_own_part():
         Recipe(lr=0.0)
     with pytest.raises(PearLensError, match="micro_batch"):
         TrainConfig(micro_batch=0)
+    with pytest.raises(PearLensError, match="not both"):  # heads and top_k contradict: one would be ignored
+        HeadSelection(top_k=10, heads=((0, 1),))

@@ -62,7 +62,7 @@ def test_a_malformed_task_file_names_each_record_and_writes_nothing(tmp_path, ca
 
 def test_discover_over_seeds_writes_a_stability_report(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["discover", "--model", "tiny-llama", "--settings", "4x6", "--seeds", "3", "4", "5", "--top-k", "3",
+    code = main(["discover", "--model", "tiny-llama", "--settings", "4x6", "--seeds", "3", "4", "5", "--report-k", "3",
                  "--out", str(out), "--no-png", "--quiet", "--allow-weak-copy-task"])
     printed = capsys.readouterr().out
     assert code == 0 and "mean top-3 overlap" in printed

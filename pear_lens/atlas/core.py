@@ -84,9 +84,11 @@ def head_atlas(
 
     model = as_loaded(model)
     chosen = check_detectors(detectors, options)
-    if delta_pi.fingerprint and delta_pi.fingerprint != model.fingerprint:
+    # compared as the scoring computed it: of the weights in the dtype they were scored in
+    same = model.fingerprint_as(delta_pi.extra.get("dtype")) if delta_pi.fingerprint else ""
+    if delta_pi.fingerprint and delta_pi.fingerprint != same:
         raise PearLensError(f"the Δπ scores were computed on other weights ({delta_pi.model}, fingerprint "
-                            f"{delta_pi.fingerprint[:16]}…) than {model.name} ({model.fingerprint[:16]}…); "
+                            f"{delta_pi.fingerprint[:16]}…) than {model.name} ({same[:16]}…); "
                             "load the model the discovery run scored")
     if tuple(delta_pi.scores.shape) != (model.n_layers, model.n_heads):
         raise PearLensError(f"the Δπ scores cover {delta_pi.n_layers} × {delta_pi.n_heads} heads but {model.name} "

@@ -15,9 +15,11 @@ from typing import Any
 from pear_lens import constants
 from pear_lens.atlas import DETECTORS, HeadAtlas, NeedleConfig
 from pear_lens.config import option
+from pear_lens.models.loaded import Placement
 from pear_lens.text_formats import Settings
 from pear_lens.errors import PearLensError
 from pear_lens.uncertainty import MIN_BOOT
+from pear_lens.workflow import REPORT_K
 
 ATLAS_FILES = (constants.HEAD_ATLAS_CSV, constants.HEAD_ATLAS_JSON, constants.HEAD_ATLAS_PROMPTS,
                constants.ATLAS_HEATMAPS_HTML, constants.ATLAS_SCATTER_HTML,
@@ -29,9 +31,9 @@ def _detector_options() -> dict[str, type]:
     return {name: d.options for name, d in DETECTORS.items()}
 
 
-@dataclass
-class AtlasConfig:
-    """Settings of ``pear-lens atlas``: the run folder, the detectors and their prompts."""
+@dataclass(kw_only=True)
+class AtlasConfig(Placement):
+    """Settings of ``pear-lens atlas``: the run folder, the detectors and their prompts, where the model runs."""
 
     run_dir: Path = option(positional=True, help="a `pear-lens discover` run folder (the atlas is added to it)")
     detectors: tuple[str, ...] = option(default_factory=lambda: tuple(DETECTORS),
@@ -44,9 +46,8 @@ class AtlasConfig:
                                                          "(same seed and BOS; default: the run's own sequences)")
     model: str | None = option(None, help="the weights to load (default: the run's model); must be the weights "
                                           "the run scored")
-    device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, ...)")
-    dtype: str = option("float32", help="dtype of the weights", choices=["float32", "bfloat16", "float16"])
-    top_k: int = option(10, help="top-K Δπ heads compared with each detector's top K, and outlined on the figures")
+    report_k: int = option(REPORT_K, help="top-K Δπ heads compared with each detector's top K, and outlined on the "
+                                          "figures (`pear-lens train --top-k` is the number of heads trained)")
     n_boot: int = option(MIN_BOOT, help=f"bootstrap replicates of each Spearman ρ's interval (at least {MIN_BOOT}); "
                                         "each resamples the heads, Δπ's prompts where the run kept per-prompt "
                                         "values, and the detector's prompts")
@@ -62,7 +63,7 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
     from pear_lens.figure_files import check_static_export, save_figure
     from pear_lens.models.loaded import check_device, load_model
     from pear_lens.results import HeadScores
-    from pear_lens.runs import scored_model
+    from pear_lens.runs import read_info, record_stage, recorded_dtype, scored_model
 
     if config.n_boot < MIN_BOOT:
         raise PearLensError(f"--n-boot must be at least {MIN_BOOT} (the interval's tails need them), "
@@ -76,21 +77,24 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
     present = [name for name in ATLAS_FILES if (run_dir / name).exists()]
     if present and not config.overwrite:
         raise PearLensError(f"{run_dir} already holds a head atlas ({present[0]}); pass --overwrite to replace it")
-    if config.top_k < 1 or config.top_k > scores.scores.numel():
-        raise PearLensError(f"--top-k must be between 1 and {scores.scores.numel()}, got {config.top_k}")
+    if config.report_k < 1 or config.report_k > scores.scores.numel():
+        raise PearLensError(f"--report-k must be between 1 and {scores.scores.numel()}, got {config.report_k}")
     check_device(config.device)
     if not config.no_png:
         check_static_export()
-    model = load_model(config.model or run_model, device=config.device, dtype=config.dtype)
-    if run_fingerprint and model.fingerprint != run_fingerprint:
+    recorded = recorded_dtype(read_info(run_dir))  # the fingerprint is compared as the run computed it
+    model = load_model(config.model or run_model, device=config.device, dtype=config.resolved_dtype(recorded))
+    if run_fingerprint and model.fingerprint_as(recorded) != run_fingerprint:
         raise PearLensError(f"{run_dir} was scored on other weights ({run_model}, fingerprint {run_fingerprint[:16]}…) "
-                            f"than {config.model or run_model} ({model.fingerprint[:16]}…); give the model the run scored")
+                            f"than {config.model or run_model} ({model.fingerprint_as(recorded)[:16]}…, in {recorded} "
+                            "as the run); give the model the run scored")
     result = head_atlas(model, scores, list(options), options, needle=config.needle,
                         proxy_settings=config.proxy_settings, progress=not config.quiet)
     formats = ["html"] + ([] if config.no_png else ["png"])
     with staged_update(run_dir, replaced=ATLAS_FILES) as stage:
-        result.save(stage, top_k=config.top_k, n_boot=config.n_boot)
-        save_figure(result.heatmaps(top_k=config.top_k), stage / constants.ATLAS_HEATMAPS_HTML, formats=formats)
-        save_figure(result.scatter(top_k=config.top_k, n_boot=config.n_boot), stage / constants.ATLAS_SCATTER_HTML,
+        record_stage(stage, "atlas", model.placement())
+        result.save(stage, top_k=config.report_k, n_boot=config.n_boot)
+        save_figure(result.heatmaps(top_k=config.report_k), stage / constants.ATLAS_HEATMAPS_HTML, formats=formats)
+        save_figure(result.scatter(top_k=config.report_k, n_boot=config.n_boot), stage / constants.ATLAS_SCATTER_HTML,
                     formats=formats)
     return result

@@ -109,7 +109,7 @@ def _atlas(config: Any) -> None:
     from pear_lens.commands.atlas import atlas
 
     result = atlas(config)
-    stats = result.statistics(config.top_k, config.n_boot).set_index("detector")
+    stats = result.statistics(config.report_k, config.n_boot).set_index("detector")
     print(f"scored {result.delta_pi.scores.numel()} heads of {result.model} with {len(result.names)} detectors in "
           f"{result.extra['seconds']:.1f} s")
     for name in result.names:
@@ -163,10 +163,18 @@ class _Parser(argparse.ArgumentParser):
 DEBUG_HELP = "show the full traceback of an error (for bug reports; or set PEAR_LENS_DEBUG=1)"
 
 
+def _version() -> str:
+    from pear_lens import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pear-lens", description=__doc__)
     # SUPPRESS: a subcommand's default must not reset a `pear-lens --debug CMD` given before it
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    parser.add_argument("--version", action="version", version=f"pear-lens {_version()}",
+                        help="print pear_lens's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, config, handler) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

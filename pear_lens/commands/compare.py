@@ -24,7 +24,7 @@ class CompareConfig:
                             "concentration figures")
     k: int = option(10, help="top-K heads per run")
     bins: int = option(10, help="relative-depth bins for comparing different models")
-    overwrite: bool = option(False, help="replace OUT if it already exists")
+    overwrite: bool = option(False, help="replace the folder --out names if it is an earlier compare folder")
     no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
 
     def __post_init__(self) -> None:

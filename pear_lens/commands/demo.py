@@ -19,25 +19,32 @@ import torch
 
 from pear_lens.config import option
 from pear_lens.io import atomic_write_json, write_marker
+from pear_lens.models.loaded import Placement
 from pear_lens.models.registry import DEFAULT_MODEL
 from pear_lens.recipe import TrainConfig
 
 DEMO_CHECK_JSON = "demo_check.json"
 
 
-@dataclass
-class DemoConfig:
-    """``pear-lens demo``: discover → train → apply → before/after check."""
+DEMO_PRECISION = "bf16 autocast, as the reference trained, keeps the demo short on a CPU"
+"""Why the demo's training precision differs from ``train``'s (stated in its ``--help``)."""
 
-    out: Path = option(Path("runs/demo"), help="run folder to create")
+
+@dataclass(kw_only=True)
+class DemoConfig(Placement):
+    """``pear-lens demo``: discover → train → apply → before/after check, every stage on ``--device`` in
+    ``--dtype``."""
+
+    out: Path = option(Path("runs/demo"), help="run folder to create; it has a default (unlike discover's --out) so "
+                                               "that `pear-lens demo` runs with no option")
     model: str = option(DEFAULT_MODEL, help="registry name, local Hugging Face folder or hub id")
     train: TrainConfig = option(default_factory=lambda: TrainConfig(precision="bf16"), prefix="",
-                                help="training of τ (bf16 autocast, as the reference, keeps the demo short on CPU)")
+                                defaults_reason=DEMO_PRECISION, help="training of τ")
     n_eval: int = option(40, help="held-out copy-task sequences for the before/after check")
     kv_items: int = option(60, help="key-value retrieval items for the before/after check (calibrated size and style)")
     allow_weak_copy_task: bool = option(False, help="discover heads even when the model copies the proxy task "
                                                     "poorly (see `pear-lens discover --help`)")
-    overwrite: bool = option(False, help="replace OUT if it is an earlier demo folder")
+    overwrite: bool = option(False, help="replace the folder --out names if it is an earlier demo folder")
     no_png: bool = option(False, help="skip static PNG figures")
     quiet: bool = option(False, help="no progress bars")
 
@@ -50,10 +57,11 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
     from pear_lens.evaluation.tasks.calibration import settings_for
     from pear_lens.evaluation.runner import evaluate
     from pear_lens.evaluation.tasks import TaskName, generate_items
+    from pear_lens.models.loaded import DTYPES
     from pear_lens.reweight import evaluate_copy_hf
 
     def load_folded() -> Any:
-        return AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+        return AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=DTYPES[model.dtype]).to(model.device).eval()
 
     conds = [C.baseline(model), C.Condition("folded", C.ConditionKind.PEAR, load_folded)]
     built = {c.label: c.build() for c in conds}  # each model loaded once, for both checks (neither changes it)
@@ -81,13 +89,15 @@ def demo(config: DemoConfig) -> dict[str, Any]:
     from pear_lens.verified_fold import fold_verified, save_folded
     from pear_lens.io import check_output, staged_dir
     from pear_lens.figure_files import check_static_export
-    from pear_lens.models.loaded import load_model
-    from pear_lens.runs import set_recorded_out
+    from pear_lens.models.loaded import check_device, load_model
+    from pear_lens.runs import record_stage, set_recorded_out
     from pear_lens.workflow import DiscoverConfig, discover, train_into_run
 
     out = Path(config.out)
     # the same rule as every command: never replace a folder pear_lens did not write (here: an earlier demo)
     check_output(out, kind="demo", inputs=(config.model,), overwrite=config.overwrite)
+    check_device(config.device)
+    dtype = config.resolved_dtype()
     if not config.no_png:
         check_static_export()
     t0 = time.perf_counter()
@@ -102,25 +112,29 @@ def demo(config: DemoConfig) -> dict[str, Any]:
         hf_dir = run / "folded_hf"
         print(f"1/4 discover: scoring every head of {config.model}", flush=True)
         discover(DiscoverConfig(out=run, model=config.model, overwrite=True, no_png=config.no_png,
-                                quiet=config.quiet, allow_weak_copy_task=config.allow_weak_copy_task))
+                                quiet=config.quiet, allow_weak_copy_task=config.allow_weak_copy_task,
+                                device=config.device, dtype=dtype))
         set_recorded_out(run, out)  # where the folder ends up, not the staging name
         lap("discover")
-        model = load_model(config.model)
+        model = load_model(config.model, device=config.device, dtype=dtype)
         train = config.train
-        print(f"2/4 train: τ for the top {train.top_k} heads, {train.steps} steps, {train.precision}", flush=True)
+        what = f"the top {train.k}" if not train.heads else f"{len(train.heads)}"
+        print(f"2/4 train: τ for {what} heads, {train.steps} steps, {train.precision}", flush=True)
         artifact, result = train_into_run(run, train, model=model, overwrite=True, png=not config.no_png,
                                           quiet=config.quiet)
         lap("train")
         print(f"3/4 apply: folding τ into a Hugging Face copy -> {out / 'folded_hf'}", flush=True)
-        hf, note, _ = fold_verified(run, 1e-4, model)
+        hf, note, _ = fold_verified(run, None, model)  # the dtype's tolerance
         note["artifact"] = str(out.resolve())
         save_folded(hf_dir, hf, model.tokenizer, note)
         write_marker(hf_dir, "folded")
+        record_stage(run, "apply", model.placement())
         lap("apply")
 
         print("4/4 check: original vs folded Hugging Face model, loaded separately", flush=True)
         batches = eval_batches(model, config.n_eval, n=50, seed=EVAL_SEED, batch=10)
         check = before_after(model, hf_dir, batches, config)
+        record_stage(run, "check", model.placement())
         lap("check")
         check.update({"heads": artifact.to_dataframe().to_dict("records"),
                       "verification": note["verification"],

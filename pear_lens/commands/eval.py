@@ -30,19 +30,21 @@ from pear_lens.evaluation.runner import EvalResult, LikelihoodResult, encode_ite
     known_facts
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
 from pear_lens.io import atomic_write_json, check_output, as_json, staged_dir
+from pear_lens.models.loaded import Placement
 from pear_lens.models.registry import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
 
 
-@dataclass
-class EvalConfig:
+@dataclass(kw_only=True)
+class EvalConfig(Placement):
     """Settings of one evaluation (``pear-lens eval``)."""
 
     out: Path = option(help="eval folder to create")
     task: str = option("kv", help="task", choices=[t.value for t in TaskName])
-    model: str = option(DEFAULT_MODEL, help="registry name (see `pear-lens models`), local Hugging Face folder or hub id")
+    model: str | None = option(None, help="registry name (see `pear-lens models`), local Hugging Face folder or hub "
+                                          f"id; None: the base model of --artifact, else {DEFAULT_MODEL}")
     artifact: Path | None = option(None, help="trained run folder: evaluate PEAR beside the baseline")
     data: Path | None = option(None, help="JSONL items in the Lost-in-the-Middle format instead of generated ones")
     n: int = option(300, help="number of items (generated, or the first N of --data)")
@@ -64,7 +66,7 @@ class EvalConfig:
                                         "accuracy change cannot come from empty answers alone")
     batch_size: int = option(16, help="prompts per generation batch")
     seed: int = option(0, help="seed of generated items and bootstrap resampling")
-    overwrite: bool = option(False, help="replace EVAL_DIR if it already exists")
+    overwrite: bool = option(False, help="replace the folder --out names if it is an earlier eval folder")
     quiet: bool = option(False, help="no progress bars")
 
 
@@ -144,13 +146,16 @@ def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
     ``cache_dir``: keep each condition's outputs there and reuse them while model weights, condition, items
     and settings are unchanged (see :func:`pear_lens.evaluation.runner.evaluate`).
     """
-    from pear_lens.models.loaded import load_model
+    from pear_lens.models.loaded import check_device, load_model
 
-    inputs = (config.artifact, config.data, config.model)  # the model may be a local folder
+    name, recorded = model_of(config)
+    inputs = (config.artifact, config.data, name)  # the model may be a local folder
     check_output(config.out, kind="eval", inputs=inputs, overwrite=config.overwrite)  # refuse before the slow part
     check_options(config)
     start = time.perf_counter()
-    model = model or load_model(config.model)
+    if model is None:
+        check_device(config.device)
+        model = load_model(name, device=config.device, dtype=config.resolved_dtype(recorded))
     settings = resolve_settings(config, model.name, model.tokenizer)
     conds = list(conditions) if conditions is not None else requested_conditions(model, config)
     items, item_info = build_items(model, config, settings)
@@ -170,10 +175,26 @@ def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
                                          cache_dir=cache_dir, cache_key={"fingerprint": model.fingerprint})
         result.info["likelihood"] = {"seconds_per_condition": likelihood.info["seconds_per_condition"],
                                      "n_clusters": likelihood.info["n_clusters"]}
-    result.info.update(items=item_info, model=model.describe(), config=as_json(asdict(config)),
-                       seconds_total=time.perf_counter() - start)
+    result.info.update(items=item_info, model=model.describe(), config=as_json(asdict(replace(config, model=name))),
+                       seconds_total=time.perf_counter() - start, ran_on=model.placement())
     write_eval_dir(result, items, config.out, overwrite=config.overwrite, inputs=inputs, likelihood=likelihood)
     return result
+
+
+def model_of(config: EvalConfig) -> tuple[str, str | None]:
+    """The model to evaluate and the dtype its record names: ``--model`` if given, else the base model (and its
+    dtype) of ``--artifact``'s training, else the default model."""
+    from pear_lens.runs import has_artifact, read_pear_json
+
+    if config.artifact is None or not has_artifact(config.artifact):
+        return config.model or DEFAULT_MODEL, None  # a missing artifact is refused with its own message later
+    try:
+        base = read_pear_json(config.artifact)["base_model"]
+        return config.model or str(base["name"]), base.get("dtype")
+    except (KeyError, TypeError, ValueError, OSError):
+        if config.model is None:
+            raise PearLensError(f"{config.artifact}'s pear.json names no base model; give --model") from None
+        return config.model, None
 
 
 def check_options(config: EvalConfig) -> None:

@@ -29,7 +29,7 @@ class EvalReportConfig:
 
     eval_dirs: tuple[Path, ...] = option(help="eval folders written by `pear-lens eval`", positional=True)
     out: Path = option(help="report folder to create")
-    overwrite: bool = option(False, help="replace REPORT_DIR if it already exists")
+    overwrite: bool = option(False, help="replace the folder --out names if it is an earlier eval-report folder")
     no_png: bool = option(False, help="skip static PNGs (they need a Chrome for kaleido)")
 
 

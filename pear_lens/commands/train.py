@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pear_lens.artifact import Artifact
 from pear_lens.config import option
+from pear_lens.models.loaded import Placement
 from pear_lens.reweight import TrainResult
 from pear_lens.recipe import TrainConfig
 from pear_lens.workflow import train_into_run
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 
 
 @dataclass(kw_only=True)
-class TrainRunConfig(TrainConfig):
-    """``pear-lens train``: the training settings plus where to read and write."""
+class TrainRunConfig(TrainConfig, Placement):
+    """``pear-lens train``: the training settings, where the model runs, and where to read and write."""
 
     run_dir: Path = option(help="discovery run folder (from `pear-lens discover`); the artifact is added to it",
                            positional=True)
@@ -38,7 +39,8 @@ class TrainRunConfig(TrainConfig):
 def train_run(config: TrainRunConfig, model: "LoadedModel | None" = None) -> tuple[Artifact, TrainResult]:
     """Train the coefficients of a discovery run and write the artifact into it.
 
-    ``model``: the run's model if already loaded (it is checked against the run's fingerprint).
+    ``model``: the run's model if already loaded (it is checked against the run's fingerprint); else it is loaded
+    on ``config.device`` in ``config.dtype`` (default: the dtype the discovery loaded it in).
     """
     return train_into_run(config.run_dir, config.train_config(), model=model, overwrite=config.overwrite,
-                          png=not config.no_png, quiet=config.quiet)
+                          png=not config.no_png, quiet=config.quiet, device=config.device, dtype=config.dtype)

@@ -257,7 +257,8 @@ def run_settings(
     return HeadScores(
         scores=per.mean(0), per_setting=per, clean_metric=cleans, model=model.name, method=method,
         metric=metric_name(metric), difference=difference.value, task=task.to_dict(), options=options,
-        fingerprint=model.fingerprint, extra={"seconds_per_setting": seconds, "seconds": sum(seconds)},
+        fingerprint=model.fingerprint,  # of the weights in model.dtype, recorded beside it
+        extra={"seconds_per_setting": seconds, "seconds": sum(seconds), "dtype": model.dtype},
         per_prompt=each, clean_per_prompt=clean_each, prompt_setting=setting_each,
     )
 

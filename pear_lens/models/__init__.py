@@ -20,6 +20,7 @@ from __future__ import annotations
 from pear_lens.models.loaded import (
     DTYPES,
     LoadedModel,
+    Placement,
     ModelLike,
     as_loaded,
     boot_bridge,
@@ -33,6 +34,6 @@ from pear_lens.models.weights import SplitGGUF, assemble_verified, cache_dir
 
 __all__ = [
     "DEFAULT_MODEL", "DTYPES", "GEMMA", "QWEN", "REGISTRY", "TINY_FAMILIES", "TINY_SEED", "TINY_VOCAB",
-    "LoadedModel", "ModelLike", "ModelSpec", "SplitGGUF", "as_loaded", "assemble_verified", "boot_bridge",
+    "LoadedModel", "ModelLike", "ModelSpec", "Placement", "SplitGGUF", "as_loaded", "assemble_verified", "boot_bridge",
     "build_tiny", "cache_dir", "check_device", "device_description", "list_models", "load_model", "tiny_tokenizer",
 ]

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 
 import torch
 
+from pear_lens.config import option
 from pear_lens.errors import ModelNotAvailable, PearLensError
 from pear_lens.fingerprint import fingerprint, fingerprint_state
 from pear_lens.models.registry import DEFAULT_MODEL, REGISTRY, ModelSpec
@@ -54,6 +55,42 @@ class LoadedModel:
     hf_id: str
     model_type: str
     _fresh: Callable[[], "PreTrainedModel"] = field(repr=False)
+    _reload: Callable[[str], "PreTrainedModel"] | None = field(default=None, repr=False)
+    """The same weights loaded (on the CPU) in another dtype, by name; None where no file names them."""
+    _fingerprints: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def dtype(self) -> str:
+        """The dtype of the weights as loaded, by name: ``float32``, ``bfloat16`` or ``float16``."""
+        return dtype_name(next(self.bridge.parameters()).dtype)
+
+    @property
+    def device(self) -> str:
+        """The device the (first) weights are on, e.g. ``cpu`` or ``cuda:0``."""
+        return str(next(self.bridge.parameters()).device)
+
+    def fingerprint_as(self, dtype: str | None) -> str:
+        """The fingerprint these weights have when loaded in ``dtype`` (None: as they are loaded now).
+
+        A fingerprint digests the weights' bytes, so the same weights read in bfloat16 and in float32 have
+        two fingerprints; a record (a discovery run, an artifact) says which dtype its fingerprint was
+        taken in, and a later stage compares the fingerprint computed the same way, so it never calls
+        unchanged weights changed. A dtype other than the loaded one costs one load of the weights on the CPU.
+        """
+        if dtype is None or dtype == self.dtype:
+            return self.fingerprint
+        check_dtype(dtype)
+        if dtype not in self._fingerprints:
+            if self._reload is None:
+                raise PearLensError(f"the record was taken of {self.name}'s weights in {dtype}, but this model object "
+                                    f"holds them in {self.dtype} and names no file to read them from in {dtype}: "
+                                    f"load it in {dtype} (dtype={dtype!r}, --dtype {dtype})")
+            self._fingerprints[dtype] = fingerprint(self._reload(dtype))
+        return self._fingerprints[dtype]
+
+    def placement(self) -> dict[str, str]:
+        """Where this model runs: ``{"device": ..., "dtype": ...}`` (what a run folder records per stage)."""
+        return {"device": self.device, "dtype": self.dtype}
 
     @property
     def cfg(self):
@@ -86,7 +123,9 @@ class LoadedModel:
         return {"name": self.name, "hf_id": self.hf_id, "revision": self.revision,
                 "fingerprint": self.fingerprint, "model_type": self.model_type,
                 "n_layers": self.n_layers, "n_heads": self.n_heads,
-                "n_kv_heads": int(getattr(self.cfg, "n_key_value_heads", None) or self.n_heads)}
+                "n_kv_heads": int(getattr(self.cfg, "n_key_value_heads", None) or self.n_heads),
+                # the fingerprint is of the weights in this dtype (fingerprint_as); the device is where they ran
+                **self.placement()}
 
 
 @contextlib.contextmanager
@@ -158,6 +197,43 @@ def _resolve(name_or_path: str) -> tuple[ModelSpec | None, Callable[..., tuple[A
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The dtypes a model's weights can be loaded in, by name."""
+
+DEFAULT_DTYPE = "float32"
+"""The dtype of a model loaded without a record that says otherwise (and of runs that recorded none)."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` as ``"bfloat16"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def check_dtype(dtype: str) -> None:
+    """Refuse a dtype name pear_lens does not load weights in, with the choices."""
+    if dtype not in DTYPES:
+        raise PearLensError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+
+
+@dataclass(kw_only=True)
+class Placement:
+    """Where a command runs its model and in which dtype it loads the weights: one declaration, one default, in
+    every command that runs a model (``--device``, ``--dtype``) and in the Python API (``device=``, ``dtype=``)."""
+
+    device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, mps); the run folder records where "
+                                     "each stage ran")
+    dtype: str | None = option(None, choices=list(DTYPES),
+                               help="dtype of the weights as loaded (bfloat16 halves GPU memory; results then carry "
+                                    "its rounding). None: float32 for a model loaded anew, and for a command that "
+                                    "reads a run or an artifact the dtype that run recorded, so the weights are "
+                                    "loaded (and fingerprinted) as they were")
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None:
+            check_dtype(self.dtype)
+
+    def resolved_dtype(self, recorded: str | None = None) -> str:
+        """The dtype to load in: the one given, else ``recorded`` (a run's), else float32."""
+        return self.dtype or recorded or DEFAULT_DTYPE
 
 
 def check_device(device: str | torch.device | None) -> None:
@@ -213,8 +289,7 @@ def load_model(
         raise PearLensError("give either device (one device) or device_map (several), not both")
     check_device(device)
     if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise PearLensError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+        check_dtype(dtype)
         dtype = DTYPES[dtype]
     spec, loader, hf_id, revision = _resolve(name_or_path)
     hf_kwargs: dict[str, Any] = {"dtype": dtype}
@@ -241,10 +316,13 @@ def load_model(
     def fresh():
         return load()[0]
 
+    def reload(other: str):  # the weights as another stage loaded them, on the CPU, for their fingerprint only
+        return loader(dtype=DTYPES[other])[0]
+
     bridge = boot_bridge(hf_model, tokenizer, hf_id)
     return LoadedModel(
         name=spec.name if spec else name_or_path, bridge=bridge, tokenizer=tokenizer,
-        fingerprint=digest, revision=revision, hf_id=hf_id, model_type=model_type, _fresh=fresh,
+        fingerprint=digest, revision=revision, hf_id=hf_id, model_type=model_type, _fresh=fresh, _reload=reload,
     )
 
 
@@ -304,9 +382,12 @@ def _from_hf(hf_model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase | 
     device = next(hf_model.parameters()).device
     pristine = copy.deepcopy(hf_model).to("cpu").eval()
     bridge = boot_bridge(copy.deepcopy(hf_model).eval(), tokenizer, name)
+    # from float32 a lower dtype is a cast, as from_pretrained(dtype=...) does it; the other way it is not
+    reload = ((lambda other: copy.deepcopy(pristine).to(DTYPES[other]))
+              if pristine.dtype == torch.float32 else None)
     return LoadedModel(
         name=name, bridge=bridge, tokenizer=tokenizer, fingerprint=digest, revision=IN_MEMORY, hf_id=name,
-        model_type=hf_model.config.model_type, _fresh=lambda: copy.deepcopy(pristine).to(device),
+        model_type=hf_model.config.model_type, _fresh=lambda: copy.deepcopy(pristine).to(device), _reload=reload,
     )
 
 
