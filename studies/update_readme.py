@@ -14,7 +14,9 @@ function ``GENERATORS[NAME]`` writes its body. The README holds the first screen
   (``studies/context_use/empty_answers.py``: greedy accuracy against empty answers);
 - docs/methods.md: ``commands`` (the command table, the scoring-method and head-detector tables, from the parser
   that the config dataclasses generate, ``pear_lens.mediation.METHODS`` and ``pear_lens.atlas.DETECTORS``);
-- docs/benchmarks.md: ``benchmarks`` (the result lines of ``figures/benchmarks/*.txt``).
+- docs/benchmarks.md: ``benchmarks`` (the result lines of ``figures/benchmarks/*.txt``);
+- docs/options.md: ``shared-options`` (every option more than one command takes, its one default and where a
+  command must differ the reason, from the config dataclasses: :func:`pear_lens.config.describe_options`).
 
 Generators write links relative to the repository root; each page gets them relative to itself. Every table
 is :func:`pear_lens.tables.markdown_table`'s.
@@ -411,6 +413,38 @@ def commands() -> str:
         markdown_table(["detector", "what it measures", "source", "options (default)"], detectors)]).rstrip("\n") + "\n"
 
 
+def shared_options() -> str:
+    """docs/options.md: every option that more than one command takes, with its one default (and, where a command
+    must differ, the default there and the reason its help states), read off the config dataclasses."""
+    from pear_lens.commands.cli import COMMANDS
+    from pear_lens.config import describe_options
+
+    uses: dict[str, dict[str, list[tuple[str, dict]]]] = {}  # flag -> help -> [(command, option)]
+    for name, (_, load, _) in COMMANDS.items():
+        if load is None:
+            continue
+        for opt in describe_options(load()):
+            if not opt["positional"]:
+                uses.setdefault(opt["flag"], {}).setdefault(opt["help"], []).append((name, opt))
+    rows = []
+    for flag, meanings in sorted(uses.items()):
+        if sum(len(used) for used in meanings.values()) < 2:
+            continue
+        helps, defaults, differs = [], [], []
+        for help_text, used in meanings.items():
+            who = "" if len(meanings) == 1 else ", ".join(f"`{c}`" for c, _ in used) + ": "
+            helps.append(who + help_text.replace("|", "\\|"))
+            plain = sorted({o["default"] for _, o in used if o["reason"] is None}, key=str)
+            # more than one is shown as it is; tests/test_device_options.py refuses it (one meaning, one default)
+            defaults.append(who + (" or ".join(f"`{d}`" for d in plain) + (" (UNEXPLAINED)" if len(plain) > 1 else "")
+                                   or "—"))
+            differs += [f"`{c}`: `{o['default']}`, because {o['reason']}" for c, o in used if o["reason"] is not None]
+        commands = ", ".join(f"`{c}`" for used in meanings.values() for c, _ in used)
+        rows.append([f"`{flag}`", commands, "<br>".join(helps), "<br>".join(defaults), "<br>".join(differs) or "—"])
+    return markdown_table(["option", "commands", "meaning", "default", "where a command differs, and why"],
+                          rows).rstrip("\n") + "\n"
+
+
 # --------------------------------------------------------------------------- placing the blocks
 
 
@@ -420,6 +454,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "confirmatory": confirmatory, "exploratory": exploratory, "k-sweep": k_sweep, "heatmaps": heatmaps,
     "families": families, "atlas": atlas, "stability": stability,
     "benchmarks": benchmarks, "commands": commands, "empty-answers": empty_answers,
+    "shared-options": shared_options,
 }
 
 
