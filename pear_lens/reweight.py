@@ -58,14 +58,20 @@ def scaling_hooks(heads: Sequence[Head], tau: Float[Tensor, " k"], n_heads: int)
 
 
 @contextlib.contextmanager
-def reweighted(model: "LoadedModel", heads: Sequence[Head], tau: Tensor | Sequence[float]) -> Iterator[Any]:
+def reweighted(model: "ModelLike", heads: Sequence[Head], tau: Tensor | Sequence[float]) -> Iterator[Any]:
     """Run ``model.bridge`` with head ``heads[i]`` scaled by ``tau[i]`` (hooked, not folded).
+
+    ``model`` is any form :func:`~pear_lens.models.loaded.as_loaded` accepts (a name or a folder is loaded
+    anew on each call: load it once with :func:`~pear_lens.models.loaded.load_model` to reuse it).
 
     >>> from pear_lens import load_model
     >>> m = load_model("tiny-llama")
     >>> with reweighted(m, [(1, 2)], [0.5]) as bridge:
     ...     logits = bridge(torch.tensor([[5, 6, 7]]))
     """
+    from pear_lens.models.loaded import as_loaded
+
+    model = as_loaded(model)
     heads = check_heads(heads, model.n_layers, model.n_heads)
     tau = torch.as_tensor(tau, dtype=torch.float32).detach()
     if tau.shape != (len(heads),):

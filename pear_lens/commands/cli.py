@@ -6,7 +6,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from pear_lens.config import add_arguments, from_namespace
-from pear_lens.errors import ManyProblems, PearLensError, debug_enabled, one_line
+from pear_lens.errors import ManyProblems, PearLensError, debug_enabled, one_line, safe_output
 
 
 def _models(_: None) -> None:
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    safe_output()  # a terminal that cannot encode τ, Δπ or ρ gets ASCII, never an error after the work is done
     parser = build_parser()
     ns = parser.parse_args(argv)
     debug = debug_enabled(getattr(ns, "debug", False))

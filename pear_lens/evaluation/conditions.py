@@ -25,7 +25,7 @@ from pear_lens.heads import Head
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from pear_lens.models.loaded import LoadedModel
+    from pear_lens.models.loaded import LoadedModel, ModelLike
 
 BASELINE = "baseline"
 
@@ -160,13 +160,16 @@ def register_intervention(name: str) -> Callable[[Intervention], Intervention]:
     return add
 
 
-def intervention(name: str, model: "LoadedModel", heads: Sequence[Head] | Mapping[Head, float] = (), *,
+def intervention(name: str, model: "ModelLike", heads: Sequence[Head] | Mapping[Head, float] = (), *,
                  label: str | None = None, **params: Any) -> Condition:
     """The condition of intervention ``name`` on ``heads`` of ``model`` (e.g. ``intervention("prune", model,
-    [(3, 1)])``, ``intervention("damp", model, heads, tau=0.7)``, ``intervention("cad", model, alpha=0.5)``)."""
+    [(3, 1)])``, ``intervention("damp", model, heads, tau=0.7)``, ``intervention("cad", model, alpha=0.5)``).
+    ``model`` is any form :func:`~pear_lens.models.loaded.as_loaded` accepts (a name, a folder, a loaded model)."""
+    from pear_lens.models.loaded import as_loaded
+
     if name not in INTERVENTIONS:
         raise PearLensError(f"no intervention named {name!r}; registered: {', '.join(sorted(INTERVENTIONS))}")
-    return INTERVENTIONS[name](model, heads, label=label, **params)
+    return INTERVENTIONS[name](as_loaded(model), heads, label=label, **params)
 
 
 def _heads_only(name: str, heads) -> list[Head]:

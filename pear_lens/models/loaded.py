@@ -326,7 +326,7 @@ def load_model(
     )
 
 
-ModelLike = Union[LoadedModel, str, "PreTrainedModel", "TransformerBridge",
+ModelLike = Union[LoadedModel, str, Path, "PreTrainedModel", "TransformerBridge",
                   tuple["PreTrainedModel", "PreTrainedTokenizerBase"]]
 """What :func:`as_loaded`, and so every function that takes a model, accepts."""
 
@@ -348,11 +348,11 @@ def as_loaded(model: ModelLike, *, tokenizer: "PreTrainedTokenizerBase | None" =
     """
     if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
         model, tokenizer = model
-    if isinstance(model, (LoadedModel, str)):
+    if isinstance(model, (LoadedModel, str, Path)):  # a Path: a local folder, as its str would be
         if tokenizer is not None:
             raise PearLensError("tokenizer= goes with a Hugging Face model object; a LoadedModel or a model name "
                                 "brings its own tokenizer, so drop tokenizer=")
-        return model if isinstance(model, LoadedModel) else load_model(model)
+        return model if isinstance(model, LoadedModel) else load_model(str(model))
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import PreTrainedModel
 

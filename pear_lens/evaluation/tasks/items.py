@@ -59,7 +59,7 @@ def read_jsonl(path: str | os.PathLike, parse: Callable[[dict[str, Any], str], T
     path = Path(path)
     if path.is_dir():
         raise PearLensError(f"dataset file {path} is a folder; --data takes a JSONL file")
-    if not path.is_file():
+    if not path.exists():  # not is_file(): a pipe, a FIFO or /dev/fd/N (`--data <(...)`) is read as a file
         raise PearLensError(f"dataset file {path} does not exist; check the --data path")
     items: list[T] = []
     try:
