@@ -268,7 +268,9 @@ def atlas() -> str:
                    if row["detector"] == "retrieval" and row.get("needle_prompts") == row.get("needle_prompts")
                    else f"{int(row['n_prompts'])} proxy sequences")
         shared = row["overlap_heads"] if isinstance(row["overlap_heads"], str) and row["overlap_heads"] else "—"
-        rows.append([row["model"], row["short"], row["interval"], int(row["top_k_overlap"]), shared, prompts])
+        overlap = row["top_k_overlap"]  # NaN where a top k would be tie-broken: pear_lens.uncertainty.TIE_RULE
+        rows.append([row["model"], row["short"], row["interval"], int(overlap) if overlap == overlap else "undefined",
+                     shared, prompts])
     out = ["`python -m studies.make_atlas` on each model's run folder (`pear-lens atlas artifacts/MODEL`): every "
            "head's Δπ beside six head scores (definitions and sources: `pear-lens atlas --help`, "
            "`pear_lens.atlas.DETECTORS`). "
