@@ -59,6 +59,7 @@ def template() -> str:
                     title=dict(font=dict(size=FONT_SIZE)))
         t.layout.xaxis, t.layout.yaxis = axis, axis
         t.layout.annotationdefaults = dict(font=dict(size=SMALL_FONT + 1))
+        t.layout.shapedefaults = dict(opacity=1.0)  # simple_white's 0.3 left reference and guide lines near invisible
         pio.templates[TEMPLATE_NAME] = t
     return TEMPLATE_NAME
 
@@ -96,7 +97,7 @@ def finish(fig: go.Figure, title: str, subtitle: str | None = None, *, width: Wi
                                                    f"{line}</span>" for line in lines)]),
                             y=1, yanchor="top", pad=dict(t=12))
     showlegend = layout.get("showlegend", True)
-    bottom = 50 + (22 * legend_rows + 10 if showlegend and "legend" not in layout else 0)
+    bottom = 50 + (22 * legend_rows + 10 if showlegend else 0)
     layout = {"legend": dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0, xanchor="left"),
               **layout}
     margin = dict(t=52 + 16 * len(lines), b=bottom)
@@ -146,11 +147,11 @@ def how_scored(method: str, metric: str, difference: str) -> str:
     return f"{METHOD_WORDS.get(method, f'{method} patching')} of the {METRIC_WORDS.get(metric, metric)}, {diff}"
 
 
-TAIL_QUANTILE = 0.98
+TAIL_QUANTILE = 0.9
 """A Δπ heatmap's colours switch to a symmetric-log scale (:func:`symlog_colours`) when the largest |Δπ| is more
 than :data:`TAIL_RATIO` times this quantile of |Δπ|: on a linear scale a few outliers leave every other head
 white (SmolLM2's heads ranked 3–10, Δπ 0.001–0.0035, on a ±0.114 scale)."""
-TAIL_RATIO = 2.0
+TAIL_RATIO = 5.0
 
 
 def heavy_tailed(z: "np.ndarray") -> bool:
@@ -166,14 +167,19 @@ def heavy_tailed(z: "np.ndarray") -> bool:
 
 
 def symlog_colours(z: "np.ndarray") -> tuple["np.ndarray", float, list[float], list[float]]:
-    """``z`` on a symmetric-log scale for colours: ``sign(z) · log10(1 + |z| / c)``, linear within ±``c`` (the
-    median nonzero |z|), so small effects get visible colour while the largest keep the ends. Returns the
-    transformed values, ``c``, and the colour bar's tick positions and the values of ``z`` they stand for."""
+    """``z`` on a symmetric-log scale for colours (:func:`symlog`)."""
+    return symlog(z)
+
+
+def symlog(z: "np.ndarray", linear: float | None = None) -> tuple["np.ndarray", float, list[float], list[float]]:
+    """``z`` on a symmetric-log scale: ``sign(z) · log10(1 + |z| / c)``, linear within ±``c`` (``linear``, else the
+    median nonzero |z|), so small effects stay apart while the largest keep the ends. Returns the transformed
+    values, ``c``, and tick positions on the transformed scale with the values of ``z`` they stand for."""
     import numpy as np
 
     z = np.asarray(z, dtype=float)
     a = np.abs(z[np.isfinite(z)])
-    c = float(np.median(a[a > 0])) if (a > 0).any() else 1.0
+    c = float(linear) if linear else float(np.median(a[a > 0])) if (a > 0).any() else 1.0
     t = np.sign(z) * np.log10(1.0 + np.abs(z) / c)
     top = float(a.max()) if a.size else 1.0
     values = [v for v in (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)

@@ -88,11 +88,11 @@ def coefficient_bars(coefficients: pd.DataFrame | Any, title: str | None = None,
         held = int(((df["tau"] - 1.0).abs() >= AT_LIMIT_SHARE * limit).sum())
         for y in (1.0 - limit, 1.0 + limit):
             fig.add_hline(y=y, line=dict(color="black", dash="dash", width=1.2))
-        fig.add_annotation(x=1, xref="paper", xanchor="right", y=1.0 - limit, yanchor="top", showarrow=False,
-                           text=f"step limit 1 − {limit:.3f}", font=dict(size=SMALL_FONT))
-        lines.append(f"dashed: τ = 1 ± {limit:.3f}, the furthest the optimiser's steps could move τ; "
-                     f"{held} of {len(df)} τ at ≥ {AT_LIMIT_SHARE:.0%} of it (held by the budget, not the loss)")
-        top = max(top, 1.0 + limit * 1.1)
+        fig.add_annotation(x=1, xref="paper", xanchor="right", y=1.0 + limit, yanchor="bottom", showarrow=False,
+                           text=f"step limit: τ = 1 ± {limit:.3f}", font=dict(size=SMALL_FONT))
+        lines.append(f"dashed: the furthest the optimiser's steps could move τ; {held} of {len(df)} τ at it "
+                     f"(≥ {AT_LIMIT_SHARE:.0%} of the way: held by the step budget, not chosen by the loss)")
+        top = max(top, 1.0 + limit * 1.25)
     px = width_px(width or ("column" if len(df) <= 8 else "full"))
     return finish(fig, title or "Learned coefficient τ per head", wrap_lines(lines, max(40, (px - 40) // 6)),
                   xaxis=dict(title="head", tickangle=-45 if len(df) > 8 else 0, categoryorder="array",

@@ -12,7 +12,7 @@ copy task the model can do, Gemma-3 with BOS). From each folder's ``head_atlas.*
   why it is undefined, ``resampled`` and ``note`` say what was resampled), how many of the top-K Δπ heads
   are in the detector's top K, and the needle copy rate behind the retrieval score;
 - ``atlas_roles.csv``: each model's top-K Δπ heads with every score, rank and role;
-- ``atlas_heatmaps_MODEL``, ``atlas_scatter_MODEL`` and ``atlas_across_models`` (HTML and PNG).
+- ``atlas_heatmaps_MODEL``, ``atlas_scatter_MODEL`` and ``atlas_across_models`` (HTML, PNG, PDF and SVG).
 
 ``studies/update_readme.py`` reads the two CSVs; nothing in the README's atlas section is typed by hand.
 """
@@ -30,7 +30,7 @@ from pear_lens.atlas.figures import atlas_across_models
 from pear_lens.errors import PearLensError
 from studies.exploratory.config import PROTOCOL_MODELS
 from pear_lens.io import atomic_path
-from pear_lens.figure_files import save_figure
+from pear_lens.figure_files import figure_formats, save_figure
 from pear_lens.uncertainty import MIN_BOOT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compute", action="store_true", help="run `pear-lens atlas` where a run has no atlas yet")
     parser.add_argument("--no-png", action="store_true")
     args = parser.parse_args(argv)
-    formats = ["html"] + ([] if args.no_png else ["png"])
+    formats = figure_formats(static=not args.no_png)
     summary, roles, tables = [], [], []
     for name in args.models:
         run = args.runs / name

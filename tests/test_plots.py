@@ -215,7 +215,7 @@ def test_coefficient_bars_draw_the_optimisers_step_limit():
     fig = plots.coefficient_bars(df, step_limit=0.2886)
     lines = sorted(round(s.y0, 4) for s in fig.layout.shapes)
     assert lines == [round(1 - 0.2886, 4), 1.0, round(1 + 0.2886, 4)]
-    assert "2 of 3 τ at" in fig.layout.title.text  # the bars held by the budget are counted
+    assert "2 of 3 τ at it" in fig.layout.title.text  # the bars held by the budget are counted
     assert fig.layout.yaxis.range[1] >= 1.2886  # the upper limit is inside the plot
 
     class Artifact:  # an artifact records the limit its training had
@@ -280,3 +280,8 @@ def test_without_a_chrome_the_html_is_written_and_one_line_says_why_not_the_rest
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(lines) == 1 and "PNG/PDF/SVG skipped" in lines[0] and "apt-get install chromium" in lines[0]
     assert ff.figure_formats() == ["html", "png", "pdf", "svg"] and ff.figure_formats(static=False) == ["html"]
+
+
+def test_reference_lines_are_drawn_opaque():
+    # simple_white draws shapes at opacity 0.3: the τ = 1 line and the concentration guides nearly vanished
+    assert pio.templates[plots.template()].layout.shapedefaults.opacity == 1.0

@@ -161,25 +161,58 @@ def verdict_rows(table: pd.DataFrame) -> pd.DataFrame:
     return markdown_rows(VERDICT_COLUMNS, (r._asdict() for r in table[table["subset"] == "all items"].itertuples()))
 
 
+MIN_BAND_CONTROLS = 10
+"""Fewer uniform controls than this are drawn one by one: a 10–90 % band needs at least ten to have a 10th and a
+90th percentile that are not simply the extremes."""
+
+
 def position_figure(pos: pd.DataFrame, title: str):
-    """Accuracy by gold position: baseline, PEAR, and the uniform controls as a median line in a 10–90 % band."""
+    """Accuracy by gold position: baseline and PEAR with 95 % bootstrap intervals (side by side at each position),
+    the uniform controls as a 10–90 % band around their median where there are at least
+    :data:`MIN_BAND_CONTROLS` of them, else one grey dot each; integer positions on the x axis, and a y range
+    fitted to the data (not 0–1), so a few points' difference is visible."""
     import plotly.graph_objects as go
 
-    from pear_lens.drawing import template
+    from pear_lens.drawing import GREY, PALETTE, finish
 
-    x = pos["gold_position"].tolist()
+    x = [int(v) for v in pos["gold_position"]]
     fig = go.Figure()
-    if "controls_q10" in pos:
+    n_ctrl = int(pos["controls_n"].iloc[0]) if "controls_n" in pos and pos["controls_n"].notna().all() else 0
+    lo, hi = int(pos["n"].min()), int(pos["n"].max())
+    lines = [f"points: accuracy of the items with the gold evidence at that position (n = {lo if lo == hi else f'{lo}–{hi}'}"
+             f" each); bars: {100 * LEVEL:.0f} % bootstrap CI (items resampled)"]
+    if n_ctrl >= MIN_BAND_CONTROLS:
         fig.add_trace(go.Scatter(x=x + x[::-1], y=(pos["controls_q90"].tolist() + pos["controls_q10"].tolist()[::-1]),
-                                 fill="toself", line=dict(width=0), fillcolor="rgba(120,120,120,0.25)",
-                                 name=f"uniform controls 10–90 % (n = {int(pos['controls_n'].iloc[0])})"))
-        fig.add_trace(go.Scatter(x=x, y=pos["controls_median"], mode="lines", line=dict(color="grey", dash="dash"),
-                                 name="uniform controls, median"))
-    fig.add_trace(go.Scatter(x=x, y=pos["baseline"], mode="lines+markers", line=dict(color="black"), name="baseline"))
-    fig.add_trace(go.Scatter(x=x, y=pos["pear"], mode="lines+markers", line=dict(color="crimson"), name="PEAR"))
-    fig.update_layout(template=template(), title=title, xaxis_title="gold position", yaxis_title="accuracy",
-                      yaxis_range=[0, 1], width=700, height=420)
-    return fig
+                                 fill="toself", mode="lines", line=dict(width=0), fillcolor="rgba(127,127,127,0.25)",
+                                 hoverinfo="skip", name=f"uniform controls: 10–90 % of {n_ctrl}"))
+        fig.add_trace(go.Scatter(x=x, y=pos["controls_median"], mode="lines", line=dict(color=GREY, dash="dash"),
+                                 name="uniform controls: median"))
+        lines.append(f"grey: {n_ctrl} uniform controls (random heads, same training), median and 10–90 % band")
+    elif n_ctrl:
+        cx = [p for p, values in zip(x, pos["controls"]) for _ in values]
+        cy = [v for values in pos["controls"] for v in values]
+        fig.add_trace(go.Scatter(x=cx, y=cy, mode="markers", marker=dict(color=GREY, size=6, symbol="circle-open"),
+                                 name=f"uniform controls, each (n = {n_ctrl})"))
+        lines.append(f"grey circles: each of {n_ctrl} uniform controls (random heads, same training); "
+                     f"too few for a band (under {MIN_BAND_CONTROLS})")
+    for shift, arm, name, colour in ((-0.08, "baseline", "baseline (the unmodified model)", "black"),
+                                     (0.08, "pear", "PEAR", PALETTE[1])):
+        y = pos[arm]
+        fig.add_trace(go.Scatter(
+            x=[p + shift for p in x], y=y, mode="lines+markers", line=dict(color=colour, width=1.5), name=name,
+            marker=dict(size=7, color=colour),
+            error_y=dict(type="data", symmetric=False, array=pos[f"{arm}_ci_high"] - y,
+                         arrayminus=y - pos[f"{arm}_ci_low"], color=colour, thickness=1.2, width=3),
+            customdata=pos[[f"{arm}_ci_low", f"{arm}_ci_high", "n"]].to_numpy(),
+            hovertemplate=f"{name}<br>position %{{x:.0f}}: %{{y:.1%}} [%{{customdata[0]:.1%}}, "
+                          "%{customdata[1]:.1%}], n = %{customdata[2]}<extra></extra>"))
+    from pear_lens.drawing import wrap
+
+    return finish(fig, title, "\n".join(wrap(line, 110) for line in lines),
+                  xaxis=dict(title="position of the gold evidence (0 = first)", tickmode="array", tickvals=x,
+                             ticktext=[str(p) for p in x], range=[min(x) - 0.4, max(x) + 0.4], zeroline=False),
+                  yaxis=dict(title="accuracy", tickformat=".0%", rangemode="normal"),
+                  legend_rows=2, height=420)
 
 
 SHOWN_ARMS = ("baseline", "pear", "fixed_damping", "pear_unclipped")
@@ -355,10 +388,10 @@ CONDITION_COLUMNS = (
 
 
 def _figure(fig: Any, out: Path, stem: str, alt: str, png: bool) -> str:
-    """Save ``fig`` as ``out/figures/STEM.html`` (and ``.png``); the report's line that shows it."""
-    from pear_lens.figure_files import save_figure
+    """Save ``fig`` as ``out/figures/STEM.html`` (and ``.png``, ``.pdf``, ``.svg``); the report's line that shows it."""
+    from pear_lens.figure_files import figure_formats, save_figure
 
-    save_figure(fig, out / "figures" / f"{stem}.html", formats=["html"] + (["png"] if png else []))
+    save_figure(fig, out / "figures" / f"{stem}.html", formats=figure_formats(static=png))
     return PROSE("figure", alt=alt, stem=stem)
 
 

@@ -26,7 +26,7 @@ from studies.confirmatory.run import (PEAR_RETRAINED, PLAN_JSON, RECORD_JSON, RE
 from pear_lens.evaluation.tasks.facts import fact_clusters
 from pear_lens.evaluation.outcomes import error_breakdown, loops, memorised_answer_rate
 from pear_lens.evaluation.runner import score_items
-from pear_lens.evaluation.stats import (controls_distribution, empirical_p, holm, mcnemar_exact,
+from pear_lens.evaluation.stats import (bootstrap_ci, controls_distribution, empirical_p, holm, mcnemar_exact,
                                         paired_cluster_bootstrap_diff, paired_diff_vs_controls)
 from pear_lens.evaluation.tasks import TaskName
 from pear_lens.evaluation.verdict import VerdictRule
@@ -331,19 +331,23 @@ def pear_retrained(run: ConfirmRun) -> dict[str, Any] | None:
 
 
 def position_table(run: ConfirmRun, task: str) -> pd.DataFrame:
-    """Accuracy by gold position: baseline, PEAR and the uniform controls' median and 10–90 % band."""
+    """Accuracy by gold position: baseline and PEAR with their 95 % bootstrap intervals (items at that position
+    resampled), and the uniform controls: each one's accuracy (``controls``, a list) and their median and
+    10–90 % quantiles."""
     items = run.items[task]
     pos = np.asarray([it.gold_position if it.gold_position is not None else -1 for it in items])
     correct = run.correct(task)
     rows = []
     for p in sorted(set(pos.tolist()) - {-1}):
         at = pos == p
-        ctrl = [correct[c][at].mean() for c in run.controls(task, UNIFORM)]
-        row = {"task": task, "gold_position": int(p), "n": int(at.sum()),
-               "baseline": correct["baseline"][at].mean(), "pear": correct["pear"][at].mean()}
+        ctrl = [float(correct[c][at].mean()) for c in run.controls(task, UNIFORM)]
+        row: dict[str, Any] = {"task": task, "gold_position": int(p), "n": int(at.sum())}
+        for arm in ("baseline", "pear"):
+            low, high = bootstrap_ci(correct[arm][at], seed=int(p))
+            row.update({arm: float(correct[arm][at].mean()), f"{arm}_ci_low": low, f"{arm}_ci_high": high})
         if ctrl:
             q10, med, q90 = np.quantile(ctrl, [0.1, 0.5, 0.9])
-            row.update(controls_median=med, controls_q10=q10, controls_q90=q90, controls_n=len(ctrl))
+            row.update(controls_median=med, controls_q10=q10, controls_q90=q90, controls_n=len(ctrl), controls=ctrl)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -8,6 +8,8 @@ relative to the model's head count (:func:`k_grid`). Controls differ from PEAR o
 """
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -86,31 +88,33 @@ def dev_table(outcomes: Sequence[dict[str, Any]], seed: int = 0) -> pd.DataFrame
                                        "ci_high"])
 
 
-def dev_accuracy_curve(df: pd.DataFrame, title: str | None = None) -> "go.Figure":
+def dev_accuracy_curve(df: pd.DataFrame, title: str | None = None, chosen: int | None = None) -> "go.Figure":
     """Dev accuracy against K, one panel per task: top-K heads beside layer-matched random K heads (95 % CIs).
 
     ``df`` is :func:`dev_table` (columns ``selection`` in ``top``,
     ``layer_matched``, ``baseline``; ``k``, ``task``, ``accuracy``, ``ci_low``, ``ci_high``, ``n``, ``steps``,
-    ``seeds``); the baseline (the unmodified model, K = 0) is a dotted line with its CI as a band.
+    ``seeds``); the baseline (the unmodified model, K = 0) is a dotted line with its CI as a grey band.
+    ``chosen`` (the K :func:`select_k` picked for the test table) is marked by a vertical line in every panel.
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from pear_lens.drawing import finish, require_columns
+    from pear_lens.drawing import GREY, PALETTE, SMALL_FONT, finish, require_columns, wrap
 
     require_columns(df, ["selection", "k", "task", "accuracy", "ci_low", "ci_high", "n", "steps"], "dev_accuracy_curve")
     tasks = list(dict.fromkeys(df["task"]))
     ks = sorted(int(k) for k in df.loc[df["k"] > 0, "k"].unique())
-    fig = make_subplots(rows=1, cols=len(tasks), shared_yaxes=True, subplot_titles=tasks)
-    styles = {"top": ("top-K by Δπ", "#b2182b", "solid"), "layer_matched": ("layer-matched random K", "grey", "dash")}
+    fig = make_subplots(rows=1, cols=len(tasks), shared_yaxes=True, subplot_titles=tasks, horizontal_spacing=0.04)
+    styles = {"top": ("top-K by Δπ", PALETTE[1], "solid"), "layer_matched": ("layer-matched random K", GREY, "dash")}
     for col, task in enumerate(tasks, start=1):
         sub = df[df["task"] == task]
         base = sub[sub["selection"] == "baseline"]
         if not base.empty and ks:
             b = base.iloc[0]
             fig.add_trace(go.Scatter(x=[ks[0], ks[-1], ks[-1], ks[0]], y=[b["ci_high"]] * 2 + [b["ci_low"]] * 2,
-                                     fill="toself", fillcolor="rgba(0,0,0,0.08)", line=dict(width=0),
-                                     hoverinfo="skip", showlegend=False), row=1, col=col)
+                                     fill="toself", mode="lines", fillcolor="rgba(0,0,0,0.10)", line=dict(width=0),
+                                     hoverinfo="skip", name="original model's 95 % CI", showlegend=col == 1),
+                          row=1, col=col)
             fig.add_trace(go.Scatter(x=[ks[0], ks[-1]], y=[b["accuracy"]] * 2, mode="lines",
                                      line=dict(color="black", dash="dot"), name=f"original model (n = {b['n']})",
                                      showlegend=col == 1), row=1, col=col)
@@ -130,7 +134,16 @@ def dev_accuracy_curve(df: pd.DataFrame, title: str | None = None) -> "go.Figure
                 customdata=part[["ci_low", "ci_high", "n"]].to_numpy(),
                 hovertemplate="K = %{x}: %{y:.1%} [%{customdata[0]:.1%}, %{customdata[1]:.1%}], "
                               "n = %{customdata[2]}<extra></extra>"), row=1, col=col)
+        if chosen is not None:
+            axis = "" if col == 1 else str(col)
+            fig.add_shape(type="line", x0=chosen, x1=chosen, xref=f"x{axis}", y0=0, y1=1, yref=f"y{axis} domain",
+                          line=dict(color="black", width=1.5, dash="longdash"), layer="above")
+            fig.add_annotation(x=math.log10(chosen), xref=f"x{axis}", y=1, yref=f"y{axis} domain",
+                               text=f" chosen K = {chosen}", showarrow=False, xanchor="left", yanchor="top",
+                               font=dict(size=SMALL_FONT, color="black"))
     fig.update_xaxes(title_text="K (heads re-weighted)", type="log", tickvals=ks, ticktext=[str(k) for k in ks])
     fig.update_yaxes(title_text="dev accuracy", tickformat=".0%", col=1)
-    return finish(fig, title or "Dev accuracy against K", "95% bootstrap CIs; K for the test table is chosen here",
-                  width=max(560, 430 * len(tasks) + 120), height=460)
+    rule = "; long dashes: the K chosen for the test table (best mean top-K dev accuracy)" if chosen else ""
+    return finish(fig, title or "Dev accuracy against K",
+                  wrap(f"error bars: 95 % bootstrap CIs (items resampled); grey band: the original model's 95 % CI{rule}", 110),
+                  width="full", height=420, legend_rows=2)

@@ -103,18 +103,37 @@ def dev_stage(model: "LoadedModel", scores: "HeadScores", mdir: Path, recipe: "R
     table = dev_table(outcomes, seed=config.dev_seed)
     chosen = select_k(table, dev_tasks)
     table.to_csv(mdir / "dev" / "dev_table.csv", index=False)
-    dev_figure(table, name, config.figures, config.no_png)
+    dev_figure(table, name, config.figures, config.no_png, chosen=chosen)
     rows = [{**r, "accuracy": round(r["accuracy"], 4), "ci_low": round(r["ci_low"], 4),
              "ci_high": round(r["ci_high"], 4)} for r in table.to_dict("records")]
     return chosen, {**plan, "chosen": chosen, "dev_items_dropped_as_test_repeats": dropped, "dev_accuracy": rows}
 
 
-def dev_figure(table: Any, name: str, figures: Path, no_png: bool) -> None:
-    """Dev accuracy against K, ``FIGURES/dev_k_NAME.html`` (and ``.png``)."""
-    from pear_lens.figure_files import save_figure
+def dev_figure(table: Any, name: str, figures: Path, no_png: bool, chosen: int | None = None) -> None:
+    """Dev accuracy against K with the ``chosen`` K marked, ``FIGURES/dev_k_NAME.html`` (and ``.png``, ``.pdf``,
+    ``.svg``)."""
+    from pear_lens.figure_files import figure_formats, save_figure
 
-    fig = dev_accuracy_curve(table, title=f"{name}: dev accuracy against K")
-    save_figure(fig, figures / f"dev_k_{name}.html", formats=["html"] + ([] if no_png else ["png"]))
+    fig = dev_accuracy_curve(table, title=f"{name}: dev accuracy against K", chosen=chosen)
+    save_figure(fig, figures / f"dev_k_{name}.html", formats=figure_formats(static=not no_png))
+
+
+def dev_figures_from_record(run_json: Path, figures: Path, no_png: bool = False) -> list[str]:
+    """Each model's dev figure redrawn from the published record alone (``figures/results/run.json``: its
+    ``k_selection`` holds the dev table, rounded, and the chosen K), for a checkout without the run folders.
+
+        python -c "from pathlib import Path; from studies.exploratory.stages import dev_figures_from_record as d; \\
+                   d(Path('figures/results/run.json'), Path('figures'))"
+    """
+    import pandas as pd
+
+    drawn = []
+    for name, record in json.loads(Path(run_json).read_text()).get("models", {}).items():
+        selection = record.get("protocol", {}).get("k_selection", {})
+        if selection.get("dev_accuracy"):
+            dev_figure(pd.DataFrame(selection["dev_accuracy"]), name, figures, no_png, chosen=selection.get("chosen"))
+            drawn.append(name)
+    return drawn
 
 
 # --------------------------------------------------------------------------- controls and the record
@@ -284,5 +303,7 @@ def redraw(config: ProtocolConfig) -> None:
     import pandas as pd
 
     report(config.runs, config.report, no_png=config.no_png)
+    tasks = [TaskName(t) for t in config.dev_tasks]
     for table in sorted(config.runs.glob("*/dev/dev_table.csv")):
-        dev_figure(pd.read_csv(table), table.parent.parent.name, config.figures, config.no_png)
+        dev = pd.read_csv(table)
+        dev_figure(dev, table.parent.parent.name, config.figures, config.no_png, chosen=select_k(dev, tasks))
