@@ -14,6 +14,9 @@ STABILITY_CSV = "stability.csv"
 STABILITY_JSON = "stability.json"
 STAGES_JSON = "stages.json"
 """Where each stage that ran the model (discover, train, ablate, atlas, eval, ...) ran it: device and dtype."""
+MANIFEST_JSON = "manifest.json"
+"""The model and weights a run folder belongs to, and each of its tables' and records' SHA-256 and row count
+(:mod:`pear_lens.manifest`)."""
 
 # re-weighting artifact (same run folder)
 PEAR_JSON = "pear.json"

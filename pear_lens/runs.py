@@ -20,6 +20,10 @@ Each file has one writer:
 - ``ablation.csv``, ``ablation.html``/``.png``: :func:`write_k_sweep` (``ablate``).
 - ``stages.json``: where each stage ran the model (device, dtype), :func:`record_stage`, called by each writer
   here and by ``atlas``; read by :func:`read_stages`.
+- ``manifest.json``: the model and weight fingerprint the folder belongs to and each table's and record's SHA-256
+  and row count (:mod:`pear_lens.manifest`), updated by every writer here for the files it writes; checked by
+  :func:`read_score_table` and :func:`read_info`, so a cut, edited or foreign file is refused (a folder without
+  one, written before it existed, is read as before).
 - ``head_atlas.*``, ``atlas_*.html``: ``pear-lens atlas`` through :meth:`HeadAtlas.save
   <pear_lens.atlas.HeadAtlas.save>`, read by :meth:`HeadAtlas.load <pear_lens.atlas.HeadAtlas.load>`.
 
@@ -42,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
-from pear_lens import constants
+from pear_lens import constants, manifest
 from pear_lens.environment import environment
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_path, atomic_write_json, read_text, staged_dir, staged_update
@@ -99,6 +103,8 @@ def write_run(out: Path, *, table: pd.DataFrame, scores: dict[str, Any], heatmap
             **({"copy_task": copy_task} if copy_task is not None else {}),
             **({"seconds": round(seconds, 2)} if seconds is not None else {}),
         })
+        _seal(stage, constants.HEAD_SCORES_CSV, constants.DISCOVERY_JSON, constants.STABILITY_CSV,
+              constants.STABILITY_JSON)
     return out
 
 
@@ -108,10 +114,28 @@ def set_recorded_out(run_dir: Path, out: Path) -> None:
     info = read_info(run_dir)
     info["config"]["out"] = str(out)
     _write_info(run_dir, info)
+    _seal(run_dir, constants.DISCOVERY_JSON)
 
 
 def _write_info(run_dir: Path, info: dict[str, Any]) -> None:
     atomic_write_json(Path(run_dir) / constants.DISCOVERY_JSON, info)
+
+
+def _seal(run_dir: Path, *names: str) -> None:
+    """List ``names`` (just written into ``run_dir``) in its ``manifest.json`` under the run's model and weights
+    (:mod:`pear_lens.manifest`), so a later read refuses them cut, edited or another run's."""
+    model, fingerprint = _owner(json.loads(read_text(Path(run_dir) / constants.DISCOVERY_JSON)))
+    manifest.seal(run_dir, names, model=model, fingerprint=fingerprint)
+
+
+def _owner(info: dict[str, Any]) -> tuple[str, str]:
+    """``(model name, weight fingerprint)`` as a run's ``discovery.json`` records them ("" where it does not)."""
+    model, scores = info.get("model"), info.get("scores")
+    return (str(model.get("name", "")) if isinstance(model, dict) else "",
+            str(scores.get("fingerprint", "")) if isinstance(scores, dict) else "")
+
+
+_FIX = "rerun `pear-lens discover`"
 
 
 # --------------------------------------------------------------------------- discovery: reading
@@ -133,7 +157,9 @@ def find_runs(folder: str | Path) -> list[Path]:
 
 
 def read_info(run_dir: str | Path) -> dict[str, Any]:
-    """``discovery.json`` of a run folder: settings, model, environment, scores' metadata, copy task."""
+    """``discovery.json`` of a run folder: settings, model, environment, scores' metadata, copy task (checked
+    against the folder's ``manifest.json`` when it has one)."""
+    manifest.check(run_dir, constants.DISCOVERY_JSON, fix=_FIX)
     return json.loads(read_text(Path(run_dir) / constants.DISCOVERY_JSON))
 
 
@@ -162,6 +188,11 @@ def read_score_table(run_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
     except (KeyError, TypeError, ValueError) as e:  # also json's, pandas' and UTF-8 decoding errors
         raise corrupt_run(run_dir, e) from None
     _check_score_table(df, csv, _model_shape(info))
+    model, fingerprint = _owner(info)
+    for name in (constants.DISCOVERY_JSON, constants.HEAD_SCORES_CSV):
+        manifest.check(run_dir, name, fix=_FIX, model=model, fingerprint=fingerprint)
+    if not csv.read_bytes().endswith(b"\n"):  # every writer ends the last row: caught without a manifest too
+        raise PearLensError(f"{csv} ends inside its last row (cut); {_FIX}")
     return df, info
 
 
@@ -335,6 +366,7 @@ def write_training(run_dir: Path, artifact: "Artifact", log: pd.DataFrame, figur
         save_figure(figure, stage / constants.TRAINING_HTML, formats=_formats(png))
         record_stage(stage, "train", placement)
         artifact.save(stage)
+        _seal(stage, constants.TRAINING_CSV)
     artifact.path = Path(run_dir)
     return artifact
 
@@ -346,3 +378,4 @@ def write_k_sweep(run_dir: Path, table: pd.DataFrame, figure: "go.Figure", png: 
         record_stage(stage, "ablate", placement)
         table.to_csv(stage / constants.K_SWEEP_CSV, index=False)
         save_figure(figure, stage / constants.K_SWEEP_HTML, formats=_formats(png))
+        _seal(stage, constants.K_SWEEP_CSV)
