@@ -8,12 +8,14 @@ always says what to do next. A value echoed in a message is cut to a readable le
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
+import io
 import os
 import re
 import sys
 import unicodedata
-from typing import Any
+from typing import Any, Iterator
 
 
 class PearLensError(ValueError):
@@ -199,6 +201,55 @@ DEBUG_VARIABLE = "PEAR_LENS_DEBUG"
 def debug_enabled(flag: bool = False) -> bool:
     """The one debug switch: ``--debug``, or ``PEAR_LENS_DEBUG`` set to anything but empty or ``0``."""
     return bool(flag) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+class _QuietWhenGone:
+    """A stdout whose reader may leave (``pear-lens ... | head -1``): once a write or flush meets a broken pipe,
+    the rest of the output is dropped, and the file descriptor is pointed at ``/dev/null`` so that the
+    interpreter's last flush finds somewhere to write."""
+
+    def __init__(self, stream: Any):
+        self._stream, self._gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self._gone = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor (a test's capture): nothing to point
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def quiet_when_gone() -> Iterator[None]:
+    """Within the block, printing to stdout never fails because its reader left (a closed pipe): the output
+    is dropped and the work goes on, so a command's exit code is its work's, not its printing's."""
+    original = sys.stdout
+    sys.stdout = _QuietWhenGone(original)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = original
 
 
 class CopyTaskTooWeak(PearLensError):

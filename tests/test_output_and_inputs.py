@@ -87,6 +87,20 @@ def test_train_on_a_latin1_terminal_succeeds_and_prints_ascii(run_dir):
     assert proc.returncode == 2 and "already holds an artifact" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_reader_that_leaves_never_turns_success_into_failure(run_dir):
+    """``pear-lens train ... | head -0``: stdout's pipe is closed before the command prints; it exited 2 with
+    "Broken pipe; check the path" after writing its artifact."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    (run_dir / constants.PEAR_JSON).unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pear_lens.commands.cli", "train", str(run_dir), "--top-k", "2",
+                             "--overwrite", *TRAIN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    proc.stdout.close()  # the reader leaves at once
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=600) == 0, err
+    assert "Broken pipe" not in err and "Exception ignored" not in err, err
+    assert json.loads((run_dir / constants.PEAR_JSON).read_text(encoding="utf-8"))["heads"]
+
+
 # --------------------------------------------------------------------------- 8. pipes, long values, model forms
 
 
