@@ -69,11 +69,15 @@ def greedy_report(folder: Path, task: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for arm in ("greedy", "greedy_no_empty"):
         correct, rows = {}, {}
+        records = {}  # by the condition label each record names (file names are slugs of it)
+        for path in sorted((folder / "outputs" / task / arm).glob("*.json")):
+            record = read_record(path)
+            records[record["key"]["condition"]["label"]] = (path, record)
         for label in ("baseline", *MAIN):
-            path = folder / "outputs" / task / arm / f"{label.replace(' ', '-')}.json"
-            if not path.is_file():
+            if label not in records:
                 continue
-            outputs = read_record(path)["value"]
+            path, record = records[label]
+            outputs = record["value"]
             if len(outputs) != len(items):
                 raise SystemExit(f"{path} holds {len(outputs)} answers, the task {len(items)}; it is not this "
                                  "study's output")

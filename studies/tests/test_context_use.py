@@ -279,7 +279,8 @@ def test_greedy_arms_are_scored_by_answer_kind_and_paired(tmp_path):
     arms = {"baseline": ["" if i < 10 else it.answers[0] for i, it in enumerate(items)],
             "PEAR": [it.answers[0] if i < 15 else other[i] for i, it in enumerate(items)]}
     for label, outs in arms.items():
-        write_record(tmp_path / "outputs" / "kv" / "greedy" / f"{label}.json", {"key": {}, "value": outs})
+        write_record(tmp_path / "outputs" / "kv" / "greedy" / f"{label}.json",
+                     {"key": {"condition": {"label": label}}, "value": outs})
     g = report.greedy_report(tmp_path, "kv")["greedy"]
     assert g["baseline"]["accuracy"] == 0.5 and g["baseline"]["kinds"]["empty"] == 0.5
     assert g["PEAR"]["accuracy"] == 0.75 and g["PEAR"]["kinds"]["other_item"] == 0.25
