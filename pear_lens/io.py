@@ -4,7 +4,7 @@ Everything pear_lens writes goes through here so that an interrupted run never
 leaves a half-written artifact: files are written to a temporary sibling and
 moved into place with ``os.replace``; whole folders are built in a temporary
 sibling (:func:`staged_dir`, :func:`staged_update`) and swapped in only when
-complete. :func:`check_output` holds the one rule about output folders: a
+complete, by one writer at a time (:mod:`pear_lens.output_lock`). :func:`check_output` holds the one rule about output folders: a
 command never writes over one of its inputs, and ``--overwrite`` replaces only a
 folder pear_lens wrote itself, of the same kind (its marker file says which).
 Figures are written by :mod:`pear_lens.figure_files`. What a run folder holds, and which call writes each of its files,
@@ -18,14 +18,14 @@ import json
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from pear_lens.errors import PearLensError
+from pear_lens.output_lock import OLD_INSIDE, old_folder, stage_folder, writing
+from pear_lens.signals import deferred
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -267,33 +267,27 @@ def normalise_permissions(root: Path) -> None:
                 os.chmod(p, FILE_MODE)
 
 
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C for the two renames of a swap (it is delivered right after)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def swap_in(stage: Path, out: Path) -> None:
-    """Move the finished folder ``stage`` to ``out`` (the old ``out`` aside first, removed only after the swap)."""
-    with _interrupts_deferred():
-        if not (out.exists() or out.is_symlink()):
-            os.replace(stage, out)
-            return
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, trash / "old")
-        try:
-            os.replace(stage, out)
-        except BaseException:
-            os.replace(trash / "old", out)  # put the old folder back
-            raise
-    shutil.rmtree(trash, ignore_errors=True)
+    """Move the finished folder ``stage`` to ``out``: the old ``out`` aside first, then ``stage`` in, then the old
+    one removed. ``out`` holds the old or the new folder at every instant a signal can reach (SIGINT and SIGTERM wait
+    for the two renames; a failure of the second puts the old folder back); only SIGKILL between the renames can
+    leave the old folder aside, and the next writer of ``out`` puts it back (:func:`pear_lens.output_lock.recover`)."""
+    trash = None
+    try:
+        with deferred():
+            if not (out.exists() or out.is_symlink()):
+                os.replace(stage, out)
+                return
+            trash = old_folder(out)
+            os.replace(out, trash / OLD_INSIDE)
+            try:
+                os.replace(stage, out)
+            except BaseException:
+                os.replace(trash / OLD_INSIDE, out)  # put the old folder back
+                raise
+    finally:
+        if trash is not None and (out.exists() or out.is_symlink()):  # never the only copy
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -304,17 +298,18 @@ def staged_dir(out: str | os.PathLike, overwrite: bool = False, *, kind: str,
     Either the finished folder (with its ``kind`` marker) appears at ``out`` or
     nothing changes there.
     """
-    out = check_output(out, kind=kind, inputs=inputs, overwrite=overwrite).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield stage
-        write_marker(stage, kind)
-        normalise_permissions(stage)
-        swap_in(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+    with writing(out):  # held already by a command line run: from its first check
+        out = check_output(out, kind=kind, inputs=inputs, overwrite=overwrite).resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = stage_folder(out)
+        try:
+            yield stage
+            write_marker(stage, kind)
+            normalise_permissions(stage)
+            swap_in(stage, out)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -324,26 +319,27 @@ def staged_update(folder: str | os.PathLike, replaced: Iterable[str]) -> Iterato
 
     A failure or Ctrl-C at any point leaves ``folder`` byte-identical.
     """
-    folder = Path(folder).resolve()
-    if not folder.is_dir():
-        raise PearLensError(f"{folder} is not a folder")
-    check_writable_parent(folder, "folder")
-    replaced = set(replaced)
-    kind = folder_kind(folder)
-    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        for child in folder.iterdir():
-            if child.name in replaced:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.copytree(child, stage / child.name, symlinks=True)
-            else:
-                shutil.copy2(child, stage / child.name, follow_symlinks=False)
-        yield stage
-        if kind is not None and not (stage / MARKER).exists():
-            write_marker(stage, kind)  # a folder from before the marker: record what it is
-        normalise_permissions(stage)
-        swap_in(stage, folder)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+    with writing(folder):  # held already by a command line run: from its first check
+        folder = Path(folder).resolve()
+        if not folder.is_dir():
+            raise PearLensError(f"{folder} is not a folder")
+        check_writable_parent(folder, "folder")
+        replaced = set(replaced)
+        kind = folder_kind(folder)
+        stage = stage_folder(folder)
+        try:
+            for child in folder.iterdir():
+                if child.name in replaced:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.copytree(child, stage / child.name, symlinks=True)
+                else:
+                    shutil.copy2(child, stage / child.name, follow_symlinks=False)
+            yield stage
+            if kind is not None and not (stage / MARKER).exists():
+                write_marker(stage, kind)  # a folder from before the marker: record what it is
+            normalise_permissions(stage)
+            swap_in(stage, folder)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)

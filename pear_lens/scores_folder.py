@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import Tensor
 from pear_lens import constants
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_json, file_sha256, normalise_permissions, save_safetensors, swap_in
+from pear_lens.output_lock import stage_folder
 
 SCORES_JSON = "scores.json"
 """The metadata of a saved scores folder (its marker: ``kind`` is :data:`SCORES_KIND`)."""
@@ -46,7 +46,7 @@ def write_scores(folder: str | Path, tensors: dict[str, Tensor], metadata: dict[
                                     "overwrite=True to replace them")
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    stage = stage_folder(out)  # named, so the next writer of `out` removes it if this run is killed
     try:
         save_safetensors(tensors, stage / SCORES_SAFETENSORS,
                          metadata={"format_version": str(constants.FORMAT_VERSION), "kind": SCORES_KIND})

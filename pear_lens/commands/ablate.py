@@ -12,13 +12,14 @@ from pathlib import Path
 import pandas as pd
 
 from pear_lens.config import option
+from pear_lens.errors import PearLensError
 from pear_lens.io import check_writable_parent
 from pear_lens.figure_files import check_static_export
 from pear_lens.k_sweep import EVAL_SEED, k_sweep
 from pear_lens.models.loaded import Placement, check_device
 from pear_lens.results import HeadScores
 from pear_lens.recipe import Recipe
-from pear_lens.runs import run_model, warn_if_bos_differs, write_k_sweep
+from pear_lens.runs import K_SWEEP_OUTPUTS, run_model, warn_if_bos_differs, write_k_sweep
 
 
 def ablate_training() -> Recipe:
@@ -46,6 +47,7 @@ class AblateConfig(Placement):
                                          "figure state it, but τ then moves less, so equal steps are the fair control)")
     n_eval: int = option(50, help="held-out proxy sequences for the evaluation (n predictions each)")
     eval_seed: int = option(EVAL_SEED, help="seed of the held-out sequences (must differ from --seed)")
+    overwrite: bool = option(False, help="replace a K sweep (ablation.*) already in RUN_DIR")
     no_png: bool = option(False, help="skip the static PNG")
     quiet: bool = option(False, help="no progress bar")
 
@@ -58,6 +60,9 @@ def ablate(config: AblateConfig) -> pd.DataFrame:
     scores, info = HeadScores.load_run(run_dir)
     warn_if_bos_differs(info, config.train.prepend_bos)
     check_writable_parent(run_dir, "RUN_DIR")  # the new run folder is built beside the old one
+    present = [name for name in K_SWEEP_OUTPUTS if (run_dir / name).exists()]
+    if present and not config.overwrite:  # before the slow part, like every command that replaces an output
+        raise PearLensError(f"{run_dir} already holds a K sweep ({present[0]}); pass --overwrite to replace it")
     check_device(config.device)
     if not config.no_png:
         check_static_export()

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pear_lens.config import add_arguments, from_namespace
 from pear_lens.errors import ManyProblems, PearLensError, debug_enabled, one_line, quiet_when_gone, safe_output
+from pear_lens.output_lock import writing
+from pear_lens.signals import exit_code, interruptions_raised
 
 
 def _models(_: None) -> None:
@@ -184,33 +189,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output(config: Any) -> Path | None:
+    """The folder (or file) ``command`` writes, held from its first check to its last write; None: it writes none."""
+    if config is None:
+        return None
+    run_dir, out = getattr(config, "run_dir", None), getattr(config, "out", None)
+    if out is None or (run_dir is not None and Path(run_dir).resolve() in Path(out).resolve().parents):
+        return None if run_dir is None else Path(run_dir)  # train, ablate, atlas; report's page inside its run
+    return Path(out)
+
+
+def _interrupted(signum: int) -> str:
+    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    # true because every command builds its output beside the old one and swaps it in whole
+    return f"{how}; nothing was left half-written and no earlier output was changed"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    safe_output()  # a terminal that cannot encode τ, Δπ or ρ gets ASCII, never an error after the work is done
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    debug = debug_enabled(getattr(ns, "debug", False))
-    _, load_config, handler = COMMANDS[ns.command]
-    try:
-        with quiet_when_gone():  # a reader that leaves (`| head`) never turns the work's success into a failure
-            handler(None if load_config is None else from_namespace(load_config(), ns))
-        return 0
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        # true because every command builds its output beside the old one and swaps it in whole
-        print(f"pear-lens {ns.command}: interrupted; nothing was left half-written and no earlier output "
-              "was changed", file=sys.stderr)
-        return 130
-    except Exception as e:  # one line, never a traceback (unless --debug)
-        if debug:
-            raise
-        if isinstance(e, ManyProblems):  # one line for each problem
-            for line in [e.summary, *e.problems]:
-                print(f"pear-lens {ns.command}: error: {one_line(PearLensError(line))[0]}", file=sys.stderr)
-            return 2
-        message, code = one_line(e)
-        print(f"pear-lens {ns.command}: error: {message}", file=sys.stderr)
-        return code
+    with interruptions_raised():  # from the first moment: Ctrl-C or SIGTERM while starting is one line too
+        command, debug = "pear-lens", debug_enabled()
+        try:
+            safe_output()  # a terminal that cannot encode τ, Δπ or ρ gets ASCII, never an error after the work is done
+            ns = build_parser().parse_args(argv)
+            command, debug = f"pear-lens {ns.command}", debug_enabled(getattr(ns, "debug", False))
+            _, load_config, handler = COMMANDS[ns.command]
+            config = None if load_config is None else from_namespace(load_config(), ns)
+            output = _output(config)
+            with writing(output, command) if output is not None else contextlib.nullcontext():
+                with quiet_when_gone():  # a reader that leaves (`| head`) never turns the work's success into a failure
+                    handler(config)
+            return 0
+        except KeyboardInterrupt as e:
+            if debug:
+                raise
+            code = exit_code(e)
+            print(f"{command}: {_interrupted(code - 128)}", file=sys.stderr)
+            return code
+        except Exception as e:  # one line, never a traceback (unless --debug)
+            if debug:
+                raise
+            if isinstance(e, ManyProblems):  # one line for each problem
+                for line in [e.summary, *e.problems]:
+                    print(f"{command}: error: {one_line(PearLensError(line))[0]}", file=sys.stderr)
+                return 2
+            message, code = one_line(e)
+            print(f"{command}: error: {message}", file=sys.stderr)
+            return code
 
 
 if __name__ == "__main__":
