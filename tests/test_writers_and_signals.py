@@ -199,6 +199,38 @@ def test_a_signal_at_any_stage_of_train_overwrite_leaves_the_run_as_it_was(run_d
     assert snapshot(tmp_path) == before  # byte-identical, no stage, old copy or lock beside it
 
 
+WRITERS = {  # other writing commands: (arguments, where the signal is sent: module, object in it (or ""), name)
+    "discover, scoring": (["discover", "--model", "tiny-llama", "--out", "{tmp}/new", "--settings", "4x8", "--quiet",
+                           "--no-png", "--allow-weak-copy-task"], ("pear_lens.mediation", "", "score_heads")),
+    "discover, writing the scores": (["discover", "--model", "tiny-llama", "--out", "{tmp}/new", "--settings", "4x8",
+                                      "--quiet", "--no-png", "--allow-weak-copy-task"],
+                                     ("pear_lens.scores_folder", "", "save_safetensors")),
+    "discover --overwrite, writing the heatmap": (["discover", "--model", "tiny-llama", "--out", "{run}", "--settings",
+                                                   "4x8", "--quiet", "--no-png", "--allow-weak-copy-task",
+                                                   "--overwrite"], ("pear_lens.runs", "", "save_figure")),
+    "atlas, running the detectors": (["atlas", "{run}", *ATLAS], ("pear_lens.atlas", "", "head_atlas")),
+    "atlas, writing its tables": (["atlas", "{run}", *ATLAS], ("pear_lens.atlas", "HeadAtlas", "save")),
+    "atlas, drawing its figures": (["atlas", "{run}", *ATLAS], ("pear_lens.figure_files", "", "save_figure")),
+    "apply, writing the model": (["apply", "{run}", "--out", "{tmp}/hf"], ("pear_lens.commands.apply", "",
+                                                                            "save_folded")),
+}
+
+
+@pytest.mark.parametrize("case", list(WRITERS))
+def test_sigterm_while_another_command_writes_leaves_everything_as_it_was(run_dir, tmp_path, capsys, monkeypatch,
+                                                                         case):
+    """SIGTERM while `atlas` wrote used to leave a hidden partial copy that nothing removed."""
+    import importlib
+
+    args, (module, inside, name) = WRITERS[case]
+    target = importlib.import_module(module)
+    monkeypatch.setattr(getattr(target, inside) if inside else target, name, _signal(signal.SIGTERM))
+    before = snapshot(tmp_path)
+    assert main([a.format(run=run_dir, tmp=tmp_path) for a in args]) == 143
+    one_line(capsys.readouterr().err, f"pear-lens {args[0]}: stopped by SIGTERM; {LINE}")
+    assert snapshot(tmp_path) == before
+
+
 def _replace_then(act: str, which: int):
     """``os.replace`` that does ``act`` right after its ``which``-th call of a swap (1: the old folder moved aside;
     the stage is moved in by the 2nd)."""
