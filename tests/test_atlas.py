@@ -3,6 +3,7 @@ TransformerLens where both run, and the command refuses bad input in one line wi
 run folder."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -579,6 +580,13 @@ def _edit_fingerprint(run: Path) -> None:
         meta = json.loads(saved.read_text())
         meta["fingerprint"] = "blake2b:" + "0" * 32
         saved.write_text(json.dumps(meta, indent=2))
+    listed = run / constants.MANIFEST_JSON
+    if listed.exists():  # the manifest too, and the hash it records of discovery.json
+        record = json.loads(listed.read_text())
+        record["key"]["fingerprint"] = "blake2b:" + "0" * 32
+        record["value"][constants.DISCOVERY_JSON] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                                     "bytes": path.stat().st_size}
+        listed.write_text(json.dumps(record))
 
 
 @pytest.mark.parametrize("case", ["other model", "edited fingerprint", "unknown detector", "option of another detector",
