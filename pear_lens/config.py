@@ -422,5 +422,53 @@ def coerce(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
         typ = _plain(hints[key])
         if _is_enum(typ):
             value = parse_member(typ, value, key)
+        elif not (value is None and _unwrap_optional(hints[key]) is not hints[key]):
+            value = checked_value(typ, value, f"{cls.__name__}.{key}")
         out[key] = value
     return out
+
+
+def check_fields(obj: Any) -> None:
+    """Check (in ``__post_init__``) that every plain-typed field of the dataclass ``obj`` holds a value of its type
+    (:func:`checked_value`): a config built in Python is held to the types its command line parses."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        if value is None and _unwrap_optional(hint) is not hint:
+            continue
+        typ = _plain(hint)
+        if not _is_enum(typ):
+            object.__setattr__(obj, f.name, checked_value(typ, value, f.name))
+
+
+_TYPE_NAMES = {bool: "a boolean (True or False)", int: "an integer", float: "a number", str: "a string"}
+
+
+def checked_value(typ: Any, value: Any, what: str) -> Any:
+    """``value`` if it is of the plain type ``typ`` (bool, int, float, str, or a tuple of one of them; an int is a
+    number too, a bool never an int), else a :class:`PearLensError` naming ``what``. The Python API's values are
+    checked as the command line's parser checks them: the string ``"false"`` is no boolean (it would act as True),
+    ``2.5`` no integer. Other types pass unchecked."""
+    import numbers
+
+    def ok(t: Any, v: Any) -> bool:
+        if t is bool:
+            return isinstance(v, bool) or type(v).__name__ == "bool_"  # NumPy's too
+        if t is int:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+        if t is float:
+            return isinstance(v, numbers.Real) and not isinstance(v, bool)
+        return isinstance(v, str)
+
+    if typ in _TYPE_NAMES:
+        if not ok(typ, value):
+            raise PearLensError(f"{what} must be {_TYPE_NAMES[typ]}, got {type(value).__name__} {value!r:.60}")
+        # NumPy's integers and booleans as plain ones (JSON records them); an int given for a float stays an int
+        return int(value) if typ is int else bool(value) if typ is bool else value
+    args = get_args(typ)
+    if get_origin(typ) is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in _TYPE_NAMES:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            noun = _TYPE_NAMES[args[0]].split(" (")[0].split(" ", 1)[1]
+            raise PearLensError(f"{what} must be a list of {noun}s, got {type(value).__name__} {value!r:.60}")
+        return tuple(checked_value(args[0], v, f"{what}[{i}]") for i, v in enumerate(value))
+    return value

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
-from pear_lens.config import option
+from pear_lens.config import check_fields, option
 from pear_lens.errors import PearLensError
 from pear_lens.heads import Head, check_heads
 from pear_lens.proxy_task import VOCAB_HELP, ProxyTask, VocabChoice
@@ -38,6 +38,7 @@ class HeadSelection:
                       "interval (needs a run with per-prompt values: discovered by this version)")
 
     def __post_init__(self) -> None:
+        check_fields(self)  # top_k=2.5 or "3" is refused here, not deep in the training
         self.heads = tuple((int(l), int(h)) for l, h in self.heads)
         if self.heads and self.top_k is not None:
             raise PearLensError("give either heads or top_k (--heads or --top-k), not both: heads names the heads, "
@@ -93,6 +94,7 @@ class Recipe:
                                        "on GPU; 2-3x faster on CPUs with AMX (evaluation and folding stay fp32)")
 
     def __post_init__(self) -> None:
+        check_fields(self)  # prepend_bos="false" would act as True, steps=2.5 fail deep in the training
         if self.precision not in ("fp32", "bf16"):
             raise PearLensError(f"unknown precision {self.precision!r}; choose 'fp32' or 'bf16'")
         for name in ("steps", "batch_size", "micro_batch", "schedule_steps"):

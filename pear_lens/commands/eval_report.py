@@ -34,10 +34,21 @@ class EvalReportConfig:
 
 
 def load_summaries(eval_dirs: Sequence[Path]) -> pd.DataFrame:
-    """The summaries of several eval folders, with each task's settings (size, prompt style) attached."""
+    """The summaries of several eval folders, with each task's settings (size, prompt style) attached.
+
+    A folder given twice (under any spelling) is refused: its results would count twice; a summary without a
+    column ``pear-lens eval`` writes is named as malformed.
+    """
+    from pear_lens.evaluation.runner import SUMMARY_COLUMNS
+
     frames = []
+    seen: dict[Path, Path] = {}
     for d in eval_dirs:
         d = Path(d)
+        if d.resolve() in seen:
+            raise PearLensError(f"the eval folder {d} is given twice ({seen[d.resolve()]} and {d}): its results would "
+                                "count twice; give each eval folder once")
+        seen[d.resolve()] = d
         path, meta = d / constants.EVAL_SUMMARY_CSV, d / constants.EVAL_JSON
         if not path.exists() or not meta.exists():
             raise PearLensError(f"{d} has no {constants.EVAL_SUMMARY_CSV}/{constants.EVAL_JSON}; "
@@ -48,6 +59,10 @@ def load_summaries(eval_dirs: Sequence[Path]) -> pd.DataFrame:
         except (ValueError, KeyError) as e:  # pandas' and json's parse errors, a non-UTF-8 file
             raise PearLensError(f"{d} holds a damaged eval folder ({' '.join(str(e).split())}); "
                                 "rerun `pear-lens eval`") from None
+        missing = [c for c in SUMMARY_COLUMNS if c not in frame.columns]
+        if missing:
+            raise PearLensError(f"{path} is malformed: it lacks the column{'s' * (len(missing) > 1)} "
+                                f"{', '.join(missing)} that `pear-lens eval` writes; rerun `pear-lens eval`")
         frame["setup"] = describe_setup(frame["task"].iloc[0] if len(frame) else "", info.get("settings", {}),
                                         info.get("items", {}))
         frames.append(frame)

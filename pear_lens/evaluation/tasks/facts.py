@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation.tasks.items import PromptText, check_answers, check_gold_position, gold_positions, read_jsonl
+from pear_lens.evaluation.tasks.items import (PromptText, check_answers, check_gold_position, gold_positions, integer,
+                                              read_jsonl, text)
 from pear_lens.evaluation.tasks.scoring import normalize_answer
 
 FACTS_FILE = "facts.json"
@@ -101,9 +102,9 @@ class ClosedBookItem:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any], where: str) -> "ClosedBookItem":
-        if not str(record["question"]).strip():
+        if not text(record["question"], "question").strip():
             raise ValueError("question is empty")
-        return cls(item_id=str(record.get("item_id", where)), question=str(record["question"]),
+        return cls(item_id=str(record.get("item_id", where)), question=record["question"],
                    answers=check_answers(record["answers"]), category=str(record.get("category", "")))
 
 
@@ -144,13 +145,14 @@ class CounterfactualItem:
         context = record["context"]
         if not isinstance(context, list) or not context or not all(isinstance(s, str) for s in context):
             raise ValueError("context must be a non-empty list of sentences")
-        pos = int(record["gold_position"])
+        pos = integer(record["gold_position"], "gold_position")
         check_gold_position(pos, len(context), where)
         answers = check_answers(record["answers"])
-        parametric = check_answers(record["parametric_answers"])
+        parametric = check_answers(record["parametric_answers"], "parametric_answers")
         if _overlaps(answers, parametric):
             raise ValueError("the counterfactual answers overlap the parametric (true) answers")
-        return cls(item_id=str(record.get("item_id", where)), question=str(record["question"]), answers=answers,
+        return cls(item_id=str(record.get("item_id", where)), question=text(record["question"], "question"),
+                   answers=answers,
                    parametric_answers=parametric, context=tuple(context), gold_position=pos,
                    category=str(record.get("category", "")))
 

@@ -87,13 +87,42 @@ def read_jsonl(path: str | os.PathLike, parse: Callable[[dict[str, Any], str], T
     return items
 
 
-def check_answers(answers: Any) -> tuple[str, ...]:
+def _shown(value: Any) -> str:
+    return f"{type(value).__name__} {json.dumps(value)[:40] if isinstance(value, (int, float, bool)) else repr(value)[:40]}"
+
+
+def text(value: Any, what: str) -> str:
+    """``value`` if it is a string, else a ``ValueError`` naming ``what`` (a number is not silently made text)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {_shown(value)}"
+                         + (f' (write it in quotes: "{value}")' if isinstance(value, (int, float)) else ""))
+    return value
+
+
+def integer(value: Any, what: str) -> int:
+    """``value`` if it is an integer (not a bool, not 0.9), else a ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, got {_shown(value)}")
+    return value
+
+
+def flag(value: Any, what: str) -> bool:
+    """``value`` if it is a JSON boolean (``"false"`` or ``0`` would act as one), else a ``ValueError``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} must be true or false, got {_shown(value)}")
+    return value
+
+
+def check_answers(answers: Any, what: str = "answers") -> tuple[str, ...]:
     """A non-empty tuple of non-empty strings, or a ``ValueError`` saying what is wrong."""
     if isinstance(answers, str):
         answers = [answers]
-    if not isinstance(answers, (list, tuple)) or not answers:
-        raise ValueError("the answer list is empty")
-    out = tuple(str(a) for a in answers)
+    if not isinstance(answers, (list, tuple)):
+        raise ValueError(f"{what} must be a string or a list of strings, got {_shown(answers)}"
+                         + (f' (write it in quotes: "{answers}")' if isinstance(answers, (int, float)) else ""))
+    if not answers:
+        raise ValueError(f"the answer list is empty ({what})")
+    out = tuple(text(a, f"{what}[{i}]") for i, a in enumerate(answers))
     if not all(a.strip() for a in out):
         raise ValueError("an answer is an empty string")
     return out

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation.tasks.items import PromptText, check_answers, check_gold_position, gold_positions, read_jsonl
+from pear_lens.evaluation.tasks.items import (PromptText, check_answers, check_gold_position, gold_positions, integer,
+                                              read_jsonl, text)
 
 INSTRUCTION = "Extract the value corresponding to the specified key in the JSON object below."
 _FORMAT = re.compile(r"^(hex|digits|alpha)(\d+)$|^uuid$")
@@ -89,8 +90,8 @@ class KVItem:
         for pair in raw:
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                 raise ValueError(f"ordered_kv_records entry {pair!r} is not a [key, value] pair")
-            records.append((str(pair[0]), str(pair[1])))
-        key, value = str(record["key"]), check_answers(record["value"])[0]
+            records.append((text(pair[0], "a key of ordered_kv_records"), text(pair[1], "a value of ordered_kv_records")))
+        key, value = text(record["key"], "key"), check_answers(record["value"], "value")[0]
         keys = [k for k, _ in records]
         if keys.count(key) != 1:
             raise ValueError(f"key {key!r} occurs {keys.count(key)} times in ordered_kv_records (needs exactly 1)")
@@ -98,8 +99,8 @@ class KVItem:
             raise ValueError(f"value {value!r} differs from the value of {key!r} in ordered_kv_records")
         item = cls(item_id=str(record.get("item_id", where)), records=tuple(records), key=key)
         if "gold_position" in record:
-            check_gold_position(int(record["gold_position"]), item.n_context, where)
-            if int(record["gold_position"]) != item.gold_position:
+            check_gold_position(integer(record["gold_position"], "gold_position"), item.n_context, where)
+            if record["gold_position"] != item.gold_position:
                 raise ValueError(f"gold_position {record['gold_position']} disagrees with the key's index {item.gold_position}")
         return item
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pear_lens.errors import PearLensError
-from pear_lens.evaluation.tasks.items import PromptText, check_answers, check_gold_position, gold_positions, read_jsonl
+from pear_lens.evaluation.tasks.items import (PromptText, check_answers, check_gold_position, flag, gold_positions,
+                                              integer, read_jsonl, text)
 
 INSTRUCTION = ("Write a high-quality answer for the given question using only the provided search results "
                "(some of which might be irrelevant).")
@@ -64,8 +65,8 @@ class MDQAItem:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any], where: str) -> "MDQAItem":
-        question = record["question"]
-        if not isinstance(question, str) or not question.strip():
+        question = text(record["question"], "question")
+        if not question.strip():
             raise ValueError("question is empty")
         answers = check_answers(record["answers"])
         raw = record["ctxs"]
@@ -76,13 +77,14 @@ class MDQAItem:
             if not isinstance(d, dict):
                 raise ValueError(f"ctxs[{j}] is not an object with title and text")
             try:
-                ctxs.append(Document(title=str(d["title"]), text=str(d["text"]), isgold=bool(d.get("isgold", False)),
-                                     hasanswer=bool(d.get("hasanswer", False))))
+                ctxs.append(Document(title=text(d["title"], f"ctxs[{j}].title"), text=text(d["text"], f"ctxs[{j}].text"),
+                                     isgold=flag(d.get("isgold", False), f"ctxs[{j}].isgold"),
+                                     hasanswer=flag(d.get("hasanswer", False), f"ctxs[{j}].hasanswer")))
             except KeyError as e:
                 raise KeyError(f"ctxs[{j}].{e.args[0]}") from None
         item = cls(item_id=str(record.get("item_id", where)), question=question, answers=answers, ctxs=tuple(ctxs))
         if record.get("gold_position") is not None:
-            pos = int(record["gold_position"])
+            pos = integer(record["gold_position"], "gold_position")
             check_gold_position(pos, item.n_context, where)
             if item.gold_position is not None and pos != item.gold_position:
                 raise ValueError(f"gold_position {pos} disagrees with the isgold/hasanswer document {item.gold_position}")
