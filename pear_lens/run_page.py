@@ -189,6 +189,18 @@ def _training_curve(log: pd.DataFrame, model: str) -> "go.Figure":
     return training_curves(loss, trajectory, heads, model)
 
 
+def _damaged(run_dir: Path, name: str, fix: str) -> str | None:
+    """Why ``run_dir/name`` differs from what its run's ``manifest.json`` records (cut, edited, another run's), or
+    None when it is as written (or the run has no manifest: written before it existed)."""
+    from pear_lens import manifest
+
+    try:
+        manifest.check(run_dir, name, fix=fix)
+    except PearLensError as e:
+        return str(e)
+    return None
+
+
 def _training_section(page: _Page, run_dir: Path, out: Path, model: str) -> Any:
     from pear_lens.artifact import load_artifact
     from pear_lens.plots import coefficient_bars
@@ -202,7 +214,10 @@ def _training_section(page: _Page, run_dir: Path, out: Path, model: str) -> Any:
         s.text(f"The artifact could not be read: {e}", "note warning")
         return None
     log_path = run_dir / constants.TRAINING_CSV
-    if log_path.is_file():
+    damaged = _damaged(run_dir, constants.TRAINING_CSV, "rerun `pear-lens train`") if log_path.is_file() else None
+    if damaged:
+        s.text(f"The training log cannot be trusted, so no training curve is drawn: {damaged}", "note warning")
+    elif log_path.is_file():
         log = pd.read_csv(log_path)
         page.figure(s, "training", lambda: _training_curve(log, model))
     else:
@@ -227,8 +242,12 @@ def _evaluation_section(page: _Page, run_dir: Path, out: Path, evals: Sequence[P
     s = page.section("evaluations", "Evaluations")
     if sweep.is_file():
         s.body.append("<h3>Re-weighting K heads (<code>pear-lens ablate</code>)</h3>")
-        table = pd.read_csv(sweep)
-        page.figure(s, "k-sweep", lambda: k_sweep_curve(table))
+        damaged = _damaged(run_dir, constants.K_SWEEP_CSV, "rerun `pear-lens ablate --overwrite`")
+        if damaged:
+            s.text(f"The K sweep cannot be trusted, so it is not drawn: {damaged}", "note warning")
+        else:
+            table = pd.read_csv(sweep)
+            page.figure(s, "k-sweep", lambda: k_sweep_curve(table))
         s.body.append(f'<p class="note">Table: {_link(sweep, out)}.</p>')
     check = None
     if demo.is_file():

@@ -116,13 +116,18 @@ def test_a_folder_written_before_manifests_still_loads(run_dir):
     assert HeadScores.load(run_dir).scores.shape == (3, 4)
 
 
-def test_later_stages_add_their_tables_to_the_manifest(run_dir):
+def test_later_stages_add_their_tables_to_the_manifest(run_dir, tmp_path):
     assert main(["train", str(run_dir), "--top-k", "2", *TRAIN]) == 0
     assert main(["ablate", str(run_dir), "--k", "1", "--seeds", "0", "--steps", "1", "--n-eval", "8", "--batch-size", "4",
                  "--micro-batch", "2", "--n", "8", "--quiet", "--no-png"]) == 0
     listed = manifest.read(run_dir)["value"]
     assert {constants.TRAINING_CSV, constants.K_SWEEP_CSV, constants.HEAD_SCORES_CSV} <= set(listed)
-    csv = run_dir / constants.TRAINING_CSV
-    csv.write_bytes(csv.read_bytes()[:-1])
-    with pytest.raises(PearLensError, match="training_log.csv"):
-        manifest.check(run_dir, constants.TRAINING_CSV, fix="rerun `pear-lens train`")
+    for name in (constants.TRAINING_CSV, constants.K_SWEEP_CSV):
+        csv = run_dir / name
+        csv.write_bytes(csv.read_bytes()[:-1])
+        with pytest.raises(PearLensError, match=name):
+            manifest.check(run_dir, name, fix="rerun the stage")
+    from pear_lens.run_page import run_report
+
+    page = run_report(run_dir, tmp_path / "page.html").read_text(encoding="utf-8")
+    assert "The training log cannot be trusted" in page and "The K sweep cannot be trusted" in page
