@@ -21,8 +21,9 @@ Each file has one writer:
 - ``stages.json``: where each stage ran the model (device, dtype), :func:`record_stage`, called by each writer
   here and by ``atlas``; read by :func:`read_stages`.
 - ``manifest.json``: the model and weight fingerprint the folder belongs to and each table's and record's SHA-256
-  and row count (:mod:`pear_lens.manifest`), updated by every writer here for the files it writes; checked by
-  :func:`read_score_table` and :func:`read_info`, so a cut, edited or foreign file is refused (a folder without
+  and row count (:mod:`pear_lens.manifest`), updated by every writer here, and by ``atlas``, for the files it
+  writes (:func:`seal_files`); checked by :func:`read_score_table`, :func:`read_info`, :meth:`HeadAtlas.load
+  <pear_lens.atlas.HeadAtlas.load>` and the run page, so a cut, edited or foreign file is refused (a folder without
   one, written before it existed, is read as before).
 - ``head_atlas.*``, ``atlas_*.html``: ``pear-lens atlas`` through :meth:`HeadAtlas.save
   <pear_lens.atlas.HeadAtlas.save>`, read by :meth:`HeadAtlas.load <pear_lens.atlas.HeadAtlas.load>`.
@@ -103,7 +104,7 @@ def write_run(out: Path, *, table: pd.DataFrame, scores: dict[str, Any], heatmap
             **({"copy_task": copy_task} if copy_task is not None else {}),
             **({"seconds": round(seconds, 2)} if seconds is not None else {}),
         })
-        _seal(stage, constants.HEAD_SCORES_CSV, constants.DISCOVERY_JSON, constants.STABILITY_CSV,
+        seal_files(stage, constants.HEAD_SCORES_CSV, constants.DISCOVERY_JSON, constants.STABILITY_CSV,
               constants.STABILITY_JSON)
     return out
 
@@ -114,16 +115,17 @@ def set_recorded_out(run_dir: Path, out: Path) -> None:
     info = read_info(run_dir)
     info["config"]["out"] = str(out)
     _write_info(run_dir, info)
-    _seal(run_dir, constants.DISCOVERY_JSON)
+    seal_files(run_dir, constants.DISCOVERY_JSON)
 
 
 def _write_info(run_dir: Path, info: dict[str, Any]) -> None:
     atomic_write_json(Path(run_dir) / constants.DISCOVERY_JSON, info)
 
 
-def _seal(run_dir: Path, *names: str) -> None:
-    """List ``names`` (just written into ``run_dir``) in its ``manifest.json`` under the run's model and weights
-    (:mod:`pear_lens.manifest`), so a later read refuses them cut, edited or another run's."""
+def seal_files(run_dir: Path, *names: str) -> None:
+    """List ``names`` (just written into ``run_dir``, by a writer here or by ``atlas``) in its ``manifest.json``
+    under the run's model and weights (:mod:`pear_lens.manifest`), so a later read refuses them cut, edited or
+    another run's."""
     model, fingerprint = _owner(json.loads(read_text(Path(run_dir) / constants.DISCOVERY_JSON)))
     manifest.seal(run_dir, names, model=model, fingerprint=fingerprint)
 
@@ -366,7 +368,7 @@ def write_training(run_dir: Path, artifact: "Artifact", log: pd.DataFrame, figur
         save_figure(figure, stage / constants.TRAINING_HTML, formats=_formats(png))
         record_stage(stage, "train", placement)
         artifact.save(stage)
-        _seal(stage, constants.TRAINING_CSV)
+        seal_files(stage, constants.TRAINING_CSV)
     artifact.path = Path(run_dir)
     return artifact
 
@@ -378,4 +380,4 @@ def write_k_sweep(run_dir: Path, table: pd.DataFrame, figure: "go.Figure", png: 
         record_stage(stage, "ablate", placement)
         table.to_csv(stage / constants.K_SWEEP_CSV, index=False)
         save_figure(figure, stage / constants.K_SWEEP_HTML, formats=_formats(png))
-        _seal(stage, constants.K_SWEEP_CSV)
+        seal_files(stage, constants.K_SWEEP_CSV)

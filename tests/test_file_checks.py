@@ -131,3 +131,16 @@ def test_later_stages_add_their_tables_to_the_manifest(run_dir, tmp_path):
 
     page = run_report(run_dir, tmp_path / "page.html").read_text(encoding="utf-8")
     assert "The training log cannot be trusted" in page and "The K sweep cannot be trusted" in page
+
+
+def test_an_edited_head_atlas_is_refused(run_dir, capsys):
+    from pear_lens.atlas import HeadAtlas
+
+    assert main(["atlas", str(run_dir), "--no-png", "--quiet", "--needle.n-prompts", "2",
+                 "--needle.haystack-tokens", "16", "--n-boot", "1000", "--detectors", "sink"]) == 0
+    assert {constants.HEAD_ATLAS_CSV, constants.HEAD_ATLAS_JSON} <= set(manifest.read(run_dir)["value"])
+    assert HeadAtlas.load(run_dir).names == ["sink"]
+    path = run_dir / constants.HEAD_ATLAS_JSON
+    path.write_text(path.read_text().replace('"sink"', '"sink" '))
+    with pytest.raises(PearLensError, match=r"head_atlas\.json is not the file written for tiny-llama"):
+        HeadAtlas.load(run_dir)

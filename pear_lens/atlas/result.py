@@ -20,7 +20,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file
 from torch import Tensor
 
-from pear_lens import constants
+from pear_lens import constants, manifest
 from pear_lens.agreement import layer_depth, spearman
 from pear_lens.atlas import correlation, figures
 from pear_lens.errors import PearLensError
@@ -247,6 +247,8 @@ class HeadAtlas:
         run_dir = Path(run_dir)
         meta_path, tensors = existing(run_dir, constants.HEAD_ATLAS_JSON, constants.HEAD_ATLAS_PROMPTS,
                                       fix=f"run `pear-lens atlas {run_dir}` first")
+        for name in (constants.HEAD_ATLAS_JSON, constants.HEAD_ATLAS_PROMPTS):  # cut, edited or another run's
+            manifest.check(run_dir, name, fix=f"rerun `pear-lens atlas {run_dir} --overwrite`")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             per_prompt = load_file(str(tensors))

@@ -63,7 +63,7 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
     from pear_lens.figure_files import check_static_export, save_figure
     from pear_lens.models.loaded import check_device, load_model
     from pear_lens.results import HeadScores
-    from pear_lens.runs import read_info, record_stage, recorded_dtype, scored_model
+    from pear_lens.runs import read_info, record_stage, recorded_dtype, scored_model, seal_files
 
     if config.n_boot < MIN_BOOT:
         raise PearLensError(f"--n-boot must be at least {MIN_BOOT} (the interval's tails need them), "
@@ -94,6 +94,7 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
     with staged_update(run_dir, replaced=ATLAS_FILES) as stage:
         record_stage(stage, "atlas", model.placement())
         result.save(stage, top_k=config.report_k, n_boot=config.n_boot)
+        seal_files(stage, constants.HEAD_ATLAS_CSV, constants.HEAD_ATLAS_JSON, constants.HEAD_ATLAS_PROMPTS)
         save_figure(result.heatmaps(top_k=config.report_k), stage / constants.ATLAS_HEATMAPS_HTML, formats=formats)
         save_figure(result.scatter(top_k=config.report_k, n_boot=config.n_boot), stage / constants.ATLAS_SCATTER_HTML,
                     formats=formats)
