@@ -13,9 +13,9 @@ from pear_lens import constants, manifest
 from pear_lens.commands.cli import main
 from pear_lens.errors import PearLensError
 from pear_lens.results import HeadScores
+from tests.cli_support import TRAIN, refused, snapshot
 
 DISCOVER = ["--settings", "4x8", "--quiet", "--no-png", "--allow-weak-copy-task"]
-TRAIN = ["--steps", "2", "--batch-size", "4", "--micro-batch", "2", "--n", "8", "--quiet", "--no-png"]
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +32,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def run_dir(runs, tmp_path) -> Path:
     return Path(shutil.copytree(runs["tiny-llama"], tmp_path / "run"))
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def refused(capsys, args, *, says: str, code: int = 2) -> str:
-    assert main([str(a) for a in args]) == code
-    err = capsys.readouterr().err
-    assert says in err and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1, err
-    return err
 
 
 def cut_inside_last_row(csv: Path) -> None:

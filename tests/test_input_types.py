@@ -16,20 +16,13 @@ from pear_lens.evaluation.tasks.facts import load_counterfactual_jsonl
 from pear_lens.evaluation.tasks.kv import load_kv_jsonl
 from pear_lens.evaluation.tasks.mdqa import load_mdqa_jsonl
 from pear_lens.recipe import TrainConfig
+from tests.cli_support import refused
 
 FAST = ["--model", "tiny-llama", "--quiet", "--batch-size", "8"]
 KV = {"ordered_kv_records": [["a", "1"], ["b", "2"]], "key": "b", "value": "2", "gold_position": 1}
 MDQA = {"question": "q?", "answers": ["x"], "ctxs": [{"title": "t", "text": "x", "isgold": True}]}
 CF = {"question": "q?", "answers": ["Lyon"], "parametric_answers": ["Paris"], "context": ["x", "y"],
       "gold_position": 1}
-
-
-def refused(capsys, args, *, says: str, code: int = 2) -> str:
-    assert main([str(a) for a in args]) == code
-    err = capsys.readouterr().err
-    assert says in err and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1, err
-    return err
 
 
 # --------------------------------------------------------------------------- the Python API

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 from pear_lens import constants
 from pear_lens.commands.cli import main
 from pear_lens.io import FILE_MODE, MARKER
+from tests.cli_support import TRAIN, discover_and_train, refused, snapshot
 
-TRAIN = ["--steps", "2", "--batch-size", "4", "--micro-batch", "2", "--n", "8", "--quiet", "--no-png"]
 EVAL = ["--model", "tiny-llama", "--quiet", "--batch-size", "8"]
 DATA = Path(__file__).parent / "data"
 
@@ -25,29 +25,12 @@ DATA = Path(__file__).parent / "data"
 def trained(tmp_path_factory) -> Path:
     """A discovery run with an artifact (tiny-llama); tests work on copies of it."""
     run = tmp_path_factory.mktemp("reliability") / "run"
-    assert main(["discover", "--model", "tiny-llama", "--out", str(run), "--settings", "4x8", "--quiet",
-                 "--no-png", "--allow-weak-copy-task"]) == 0
-    assert main(["train", str(run), "--top-k", "2", *TRAIN]) == 0
-    return run
+    return discover_and_train(run)
 
 
 @pytest.fixture
 def run_dir(trained, tmp_path) -> Path:
     return Path(shutil.copytree(trained, tmp_path / "run"))
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under ``root`` (folders as None) with its bytes."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def refused(capsys, args, *, code=2, says: str) -> str:
-    """Run the CLI, expect ``code`` and one line (no traceback) holding ``says``."""
-    assert main([str(a) for a in args]) == code
-    err = capsys.readouterr().err
-    assert says in err and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1, err
-    return err
 
 
 # --------------------------------------------------------------------------- 1. never replace what it did not write

@@ -23,8 +23,8 @@ from pear_lens import constants
 from pear_lens.commands import cli
 from pear_lens.commands.cli import main
 from pear_lens.output_lock import lock_path
+from tests.cli_support import TRAIN, discover_and_train, snapshot
 
-TRAIN = ["--steps", "2", "--batch-size", "4", "--micro-batch", "2", "--n", "8", "--quiet", "--no-png"]
 ATLAS = ["--no-png", "--quiet", "--needle.n-prompts", "2", "--needle.haystack-tokens", "16", "--n-boot", "1000",
          "--detectors", "sink"]
 LINE = "nothing was left half-written and no earlier output was changed"
@@ -34,20 +34,12 @@ LINE = "nothing was left half-written and no earlier output was changed"
 def trained(tmp_path_factory) -> Path:
     """A tiny-llama discovery run with an artifact; tests work on copies of it."""
     run = tmp_path_factory.mktemp("writers") / "run"
-    assert main(["discover", "--model", "tiny-llama", "--out", str(run), "--settings", "4x8", "--quiet",
-                 "--no-png", "--allow-weak-copy-task"]) == 0
-    assert main(["train", str(run), "--top-k", "2", *TRAIN]) == 0
-    return run
+    return discover_and_train(run)
 
 
 @pytest.fixture
 def run_dir(trained, tmp_path) -> Path:
     return Path(shutil.copytree(trained, tmp_path / "run"))
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under ``root``, hidden ones included (folders as None), with its bytes."""
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 def hidden(root: Path) -> list[str]:
