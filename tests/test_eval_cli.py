@@ -21,7 +21,7 @@ def test_eval_writes_tidy_items_summary_and_settings(tmp_path):
     out = tmp_path / "kv"
     assert run("eval", "--task", "kv", "--n", 6, "--n-context", 3, "--uniform", 0.0, "--out", out, *FAST) == 0
     assert sorted(p.name for p in out.iterdir()) == [".pear_lens.json", "eval.json", "items.csv", "items.jsonl",
-                                                     "summary.csv"]
+                                                     "manifest.json", "summary.csv"]
     items, summary = pd.read_csv(out / "items.csv"), pd.read_csv(out / "summary.csv", dtype={"gold_position": str})
     assert list(items.columns) == ITEM_COLUMNS and list(summary.columns) == SUMMARY_COLUMNS
     assert len(items) == 12 and set(items["condition"]) == {"baseline", "uniform τ=0"}

@@ -121,9 +121,23 @@ def test_eval_report_refuses_a_folder_given_twice(eval_dir, tmp_path, capsys, sp
 
 def test_eval_report_names_a_summary_without_its_task_column_as_malformed(eval_dir, tmp_path, capsys):
     broken = Path(shutil.copytree(eval_dir, tmp_path / "kv"))
+    (broken / "manifest.json").unlink()  # a folder written before manifests: the columns are checked still
     summary = pd.read_csv(broken / "summary.csv", dtype={"gold_position": str})
     summary.drop(columns=["task"]).to_csv(broken / "summary.csv", index=False)
     err = refused(capsys, ["eval-report", broken, "--out", tmp_path / "report", "--no-png"],
                   says="summary.csv is malformed: it lacks the column task")
     assert "bug" not in err
+    assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("damage", ["cut", "edited"])
+def test_eval_report_refuses_an_eval_folder_that_is_not_as_written(eval_dir, tmp_path, capsys, damage):
+    from pear_lens import manifest
+
+    broken = Path(shutil.copytree(eval_dir, tmp_path / "kv"))
+    assert set(manifest.read(broken)["value"]) >= {"summary.csv", "eval.json", "items.csv"}
+    data = (broken / "summary.csv").read_bytes()
+    (broken / "summary.csv").write_bytes(data[:-3] if damage == "cut" else data.replace(b"kv", b"mdqa", 1))
+    refused(capsys, ["eval-report", broken, "--out", tmp_path / "report", "--no-png"],
+            says="summary.csv" + (" has " if damage == "cut" else " is not the file written"))
     assert not (tmp_path / "report").exists()

@@ -29,6 +29,7 @@ from pear_lens.evaluation.tasks.prompts import PromptStyle
 from pear_lens.evaluation.runner import EvalResult, LikelihoodResult, encode_items, evaluate, evaluate_likelihood, \
     known_facts
 from pear_lens.evaluation.tasks import TASKS, TaskName, TaskSettings, generate_items
+from pear_lens import manifest
 from pear_lens.io import atomic_write_json, check_output, as_json, staged_dir
 from pear_lens.models.loaded import Placement
 from pear_lens.models.registry import DEFAULT_MODEL
@@ -243,4 +244,12 @@ def write_eval_dir(result: EvalResult, items: Sequence[Item], out: Path, *, over
         atomic_write_json(stage / constants.EVAL_JSON, {
             "format_version": constants.FORMAT_VERSION, "kind": "pear_lens evaluation",
             **result.info, "environment": environment()})
+        described = result.info.get("model") or {}
+        if described.get("name") and described.get("fingerprint"):  # read back whole by eval-report
+            manifest.seal(stage, EVAL_FILES, model=described["name"], fingerprint=described["fingerprint"])
     return out
+
+
+EVAL_FILES = (constants.EVAL_ITEMS_CSV, constants.EVAL_SUMMARY_CSV, constants.EVAL_ITEMS_JSONL,
+              constants.EVAL_LIKELIHOOD_CSV, constants.EVAL_LIKELIHOOD_SUMMARY_CSV, constants.EVAL_JSON)
+"""The files of an eval folder its manifest lists (those present)."""

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from pear_lens import constants
+from pear_lens import constants, manifest
 from pear_lens.config import option
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_text, check_output, read_text, staged_dir
@@ -53,6 +53,8 @@ def load_summaries(eval_dirs: Sequence[Path]) -> pd.DataFrame:
         if not path.exists() or not meta.exists():
             raise PearLensError(f"{d} has no {constants.EVAL_SUMMARY_CSV}/{constants.EVAL_JSON}; "
                                 "is it a `pear-lens eval` folder?")
+        for name in (constants.EVAL_SUMMARY_CSV, constants.EVAL_JSON):  # cut, edited or copied: refused whole
+            manifest.check(d, name, fix="rerun `pear-lens eval` into a new folder")
         try:
             frame = pd.read_csv(path, dtype={"gold_position": str})
             info = json.loads(read_text(meta))
