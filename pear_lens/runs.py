@@ -71,7 +71,9 @@ K_SWEEP_OUTPUTS = (constants.K_SWEEP_CSV, constants.K_SWEEP_HTML, constants.K_SW
 
 
 def _formats(png: bool) -> list[str]:
-    return ["html"] + (["png"] if png else [])
+    from pear_lens.figure_files import figure_formats
+
+    return figure_formats(static=png)  # HTML, and PNG, PDF and SVG unless --no-png
 
 
 # --------------------------------------------------------------------------- discovery: writing

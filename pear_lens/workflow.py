@@ -95,7 +95,7 @@ class DiscoverConfig(Placement):
     report_k: int = option(REPORT_K, help="heads outlined on the heatmap, and the K of the --seeds stability "
                                           "report (`pear-lens train --top-k` is the number of heads trained)")
     overwrite: bool = option(False, help="replace the folder --out names if it is an earlier discovery run folder")
-    no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
+    no_png: bool = option(False, help="skip the static figures (PNG, PDF, SVG; they need a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bars")
 
 

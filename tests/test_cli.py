@@ -26,9 +26,11 @@ def test_discover_writes_a_complete_run_folder(tmp_path):
     code, out = discover(tmp_path)
     assert code == 0
     assert {p.name for p in out.iterdir()} == {constants.HEAD_SCORES_CSV, constants.HEATMAP_HTML,
-                                               constants.HEATMAP_PNG, constants.DISCOVERY_JSON, MARKER,
+                                               constants.HEATMAP_PNG, "heatmap.pdf", "heatmap.svg",
+                                               constants.DISCOVERY_JSON, MARKER,
                                                constants.RUN_SCORES_DIR, constants.STAGES_JSON,
                                                constants.MANIFEST_JSON}
+    assert (out / "heatmap.pdf").read_bytes()[:5] == b"%PDF-" and b"<svg" in (out / "heatmap.svg").read_bytes()
     assert json.loads((out / MARKER).read_text())["kind"] == "run"
     df = pd.read_csv(out / constants.HEAD_SCORES_CSV)
     assert len(df) == 12 and {"layer", "head", "score", "rank", "method", "metric"} <= set(df.columns)

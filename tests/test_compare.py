@@ -182,7 +182,7 @@ def test_compare_command_writes_tables_and_figure(tmp_path):
     assert summary["run"].tolist() == ["llama_s0", "llama_s1", "gpt2_s0"]
     assert summary["seed"].tolist() == [0, 1, 0]
     for figure in (constants.RELATIVE_DEPTH_HTML, constants.CONCENTRATION_HTML):
-        for suffix in (".html", ".png"):
+        for suffix in (".html", ".png", ".pdf", ".svg"):
             assert (out / figure).with_suffix(suffix).stat().st_size > 1000
     # an existing output folder is refused with the fix named
     assert main(["compare", *runs, "--out", str(out)]) == 2

@@ -48,7 +48,7 @@ class AblateConfig(Placement):
     n_eval: int = option(50, help="held-out proxy sequences for the evaluation (n predictions each)")
     eval_seed: int = option(EVAL_SEED, help="seed of the held-out sequences (must differ from --seed)")
     overwrite: bool = option(False, help="replace a K sweep (ablation.*) already in RUN_DIR")
-    no_png: bool = option(False, help="skip the static PNG")
+    no_png: bool = option(False, help="skip the static figures (PNG, PDF, SVG; they need a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bar")
 
 

@@ -18,13 +18,15 @@ from pear_lens.config import option
 from pear_lens.models.loaded import Placement
 from pear_lens.text_formats import Settings
 from pear_lens.errors import PearLensError
+from pear_lens.figure_files import STATIC_FORMATS
 from pear_lens.uncertainty import MIN_BOOT
 from pear_lens.workflow import REPORT_K
 
 ATLAS_FILES = (constants.HEAD_ATLAS_CSV, constants.HEAD_ATLAS_JSON, constants.HEAD_ATLAS_PROMPTS,
                constants.ATLAS_HEATMAPS_HTML, constants.ATLAS_SCATTER_HTML,
-               Path(constants.ATLAS_HEATMAPS_HTML).with_suffix(".png").name,
-               Path(constants.ATLAS_SCATTER_HTML).with_suffix(".png").name)
+               *(Path(html).with_suffix(f".{fmt}").name for html in (constants.ATLAS_HEATMAPS_HTML,
+                                                                     constants.ATLAS_SCATTER_HTML)
+                 for fmt in STATIC_FORMATS))
 
 
 def _detector_options() -> dict[str, type]:
@@ -52,7 +54,7 @@ class AtlasConfig(Placement):
                                         "each resamples the heads, Δπ's prompts where the run kept per-prompt "
                                         "values, and the detector's prompts")
     overwrite: bool = option(False, help="replace an atlas already in RUN_DIR")
-    no_png: bool = option(False, help="skip the static PNGs (need a Chrome for kaleido)")
+    no_png: bool = option(False, help="skip the static figures (PNG, PDF, SVG; they need a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bars")
 
 
@@ -60,7 +62,7 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
     """Load the run's model, run the detectors and add the atlas files to the run folder."""
     from pear_lens.atlas import check_detectors, head_atlas
     from pear_lens.io import staged_update
-    from pear_lens.figure_files import check_static_export, save_figure
+    from pear_lens.figure_files import check_static_export, figure_formats, save_figure
     from pear_lens.models.loaded import check_device, load_model
     from pear_lens.results import HeadScores
     from pear_lens.runs import read_info, record_stage, recorded_dtype, scored_model, seal_files
@@ -90,7 +92,7 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
                             "as the run); give the model the run scored")
     result = head_atlas(model, scores, list(options), options, needle=config.needle,
                         proxy_settings=config.proxy_settings, progress=not config.quiet)
-    formats = ["html"] + ([] if config.no_png else ["png"])
+    formats = figure_formats(static=not config.no_png)
     with staged_update(run_dir, replaced=ATLAS_FILES) as stage:
         record_stage(stage, "atlas", model.placement())
         result.save(stage, top_k=config.report_k, n_boot=config.n_boot)

@@ -101,7 +101,7 @@ def _ablate(config: Any) -> None:
     df = ablate(config)
     summary = df.groupby(["selection", "k"])[["copy_accuracy", "copy_loss"]].mean()
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"wrote {config.run_dir}/{{ablation.csv, ablation.html, ablation.png}} ({df['seconds'].sum():.0f} s of training)")
+    print(f"wrote {config.run_dir}/{{ablation.csv, ablation.html, ablation.png/.pdf/.svg}} ({df['seconds'].sum():.0f} s of training)")
 
 
 def _demo(config: Any) -> None:

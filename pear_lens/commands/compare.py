@@ -25,7 +25,7 @@ class CompareConfig:
     k: int = option(10, help="top-K heads per run")
     bins: int = option(10, help="relative-depth bins for comparing different models")
     overwrite: bool = option(False, help="replace the folder --out names if it is an earlier compare folder")
-    no_png: bool = option(False, help="skip the static PNG (needs a Chrome for kaleido)")
+    no_png: bool = option(False, help="skip the static figures (PNG, PDF, SVG; they need a Chrome for kaleido)")
 
     def __post_init__(self) -> None:
         self.run_dirs = tuple(Path(p) for p in self.run_dirs)
@@ -35,7 +35,7 @@ class CompareConfig:
 def compare_runs(config: CompareConfig) -> pd.DataFrame:
     """Compare the run folders of ``config`` and write the output folder atomically."""
     from pear_lens.io import check_output, staged_dir
-    from pear_lens.figure_files import check_static_export, save_figure
+    from pear_lens.figure_files import check_static_export, figure_formats, save_figure
     from pear_lens.plots import concentration as concentration_figure
     from pear_lens.plots import relative_depth as depth_figure
 
@@ -47,7 +47,7 @@ def compare_runs(config: CompareConfig) -> pd.DataFrame:
     with staged_dir(config.out, overwrite=config.overwrite, kind="compare", inputs=config.run_dirs) as stage:
         pairs.to_csv(stage / constants.COMPARE_CSV, index=False)
         run_summary(runs, k=config.k).to_csv(stage / constants.COMPARE_SUMMARY_CSV, index=False)
-        formats = ["html"] + ([] if config.no_png else ["png"])
+        formats = figure_formats(static=not config.no_png)
         save_figure(depth_figure(heads_by_depth(runs, k=config.k)), stage / constants.RELATIVE_DEPTH_HTML,
                     formats=formats)
         save_figure(concentration_figure(concentration_curves(runs)), stage / constants.CONCENTRATION_HTML,

@@ -45,7 +45,7 @@ class DemoConfig(Placement):
     allow_weak_copy_task: bool = option(False, help="discover heads even when the model copies the proxy task "
                                                     "poorly (see `pear-lens discover --help`)")
     overwrite: bool = option(False, help="replace the folder --out names if it is an earlier demo folder")
-    no_png: bool = option(False, help="skip static PNG figures")
+    no_png: bool = option(False, help="skip the static figures (PNG, PDF, SVG; they need a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bars")
 
 

@@ -19,7 +19,7 @@ from pear_lens import constants, manifest
 from pear_lens.config import option
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_text, check_output, read_text, staged_dir
-from pear_lens.figure_files import check_static_export, save_figure
+from pear_lens.figure_files import check_static_export, figure_formats, save_figure
 from pear_lens.tables import markdown_table
 
 
@@ -30,7 +30,7 @@ class EvalReportConfig:
     eval_dirs: tuple[Path, ...] = option(help="eval folders written by `pear-lens eval`", positional=True)
     out: Path = option(help="report folder to create")
     overwrite: bool = option(False, help="replace the folder --out names if it is an earlier eval-report folder")
-    no_png: bool = option(False, help="skip static PNGs (they need a Chrome for kaleido)")
+    no_png: bool = option(False, help="skip the static figures (PNG, PDF, SVG; they need a Chrome for kaleido)")
 
 
 def load_summaries(eval_dirs: Sequence[Path]) -> pd.DataFrame:
@@ -119,5 +119,5 @@ def write_report(config: EvalReportConfig) -> Path:
                 continue  # closed-book: nothing to plot against position
             fig = accuracy_by_position(sub, title=f"{model} · {task}: accuracy by gold position (95% CI)")
             save_figure(fig, stage / "figures" / f"accuracy_{_slug(model)}_{_slug(task)}.html",
-                        formats=["html"] + ([] if config.no_png else ["png"]))
+                        formats=figure_formats(static=not config.no_png))
     return config.out

@@ -29,7 +29,7 @@ class TrainRunConfig(TrainConfig, Placement):
     run_dir: Path = option(help="discovery run folder (from `pear-lens discover`); the artifact is added to it",
                            positional=True)
     overwrite: bool = option(False, help="replace an artifact already in RUN_DIR")
-    no_png: bool = option(False, help="skip the static PNG of the training curves")
+    no_png: bool = option(False, help="skip the static figures (PNG, PDF, SVG; they need a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bar")
 
     def train_config(self) -> TrainConfig:
