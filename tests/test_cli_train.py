@@ -118,7 +118,7 @@ def test_apply_refuses_an_existing_folder(run_dir, tmp_path, capsys):
 
 
 def test_ablate_writes_the_curve(run_dir):
-    assert main(["ablate", str(run_dir), "--k", "1,2", "--seeds", "2", "--steps", "2", "--control-steps", "1",
+    assert main(["ablate", str(run_dir), "--k", "1,2", "--control-draws", "2", "--steps", "2", "--control-steps", "1",
                  "--batch-size", "2", "--micro-batch", "2", "--n", "8", "--n-eval", "6", "--quiet",
                  "--no-png"]) == 0
     df = pd.read_csv(run_dir / constants.K_SWEEP_CSV)
@@ -164,7 +164,7 @@ def test_training_warns_when_bos_differs_from_the_discovery_run(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # matching BOS: no warning
         assert main(["train", str(run), "--top-k", "2", "--prepend-bos", "--overwrite", *TRAIN]) == 0
-        assert main(["ablate", str(run), "--k", "1", "--seeds", "0", "--prepend-bos", "--steps", "1",
+        assert main(["ablate", str(run), "--k", "1", "--control-draws", "0", "--prepend-bos", "--steps", "1",
                      "--control-steps", "1", "--batch-size", "2", "--micro-batch", "2", "--n", "8",
                      "--n-eval", "2", "--quiet", "--no-png"]) == 0
     assert load_artifact(run).training["prepend_bos"] is True

@@ -106,7 +106,7 @@ def test_a_folder_written_before_manifests_still_loads(run_dir):
 
 def test_later_stages_add_their_tables_to_the_manifest(run_dir, tmp_path):
     assert main(["train", str(run_dir), "--top-k", "2", *TRAIN]) == 0
-    assert main(["ablate", str(run_dir), "--k", "1", "--seeds", "0", "--steps", "1", "--n-eval", "8", "--batch-size", "4",
+    assert main(["ablate", str(run_dir), "--k", "1", "--control-draws", "0", "--steps", "1", "--n-eval", "8", "--batch-size", "4",
                  "--micro-batch", "2", "--n", "8", "--quiet", "--no-png"]) == 0
     listed = manifest.read(run_dir)["value"]
     assert {constants.TRAINING_CSV, constants.K_SWEEP_CSV, constants.HEAD_SCORES_CSV} <= set(listed)

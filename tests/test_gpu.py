@@ -221,7 +221,7 @@ def test_every_command_runs_its_model_on_the_device_and_records_it(tmp_path, dty
     assert main(["discover", "--model", "tiny-llama", "--out", str(run), "--settings", "4x8", "--dtype", dtype,
                  "--allow-weak-copy-task", "--quiet", "--no-png", *on]) == 0
     assert main(["train", str(run), "--top-k", "2", *train]) == 0
-    assert main(["ablate", str(run), "--k", "1,2", "--seeds", "1", "--control-steps", "2", "--n-eval", "4",
+    assert main(["ablate", str(run), "--k", "1,2", "--control-draws", "1", "--control-steps", "2", "--n-eval", "4",
                  *train]) == 0
     assert main(["atlas", str(run), "--detectors", "previous_token,sink", "--quiet", "--no-png", *on]) == 0
     assert main(["apply", str(run), "--out", str(hf), *on]) == 0

@@ -113,7 +113,7 @@ def test_ablate_that_fails_while_saving_leaves_the_run(run_dir, tmp_path, capsys
 
     before = snapshot(tmp_path)
     monkeypatch.setattr(pear_lens.runs, "save_figure", _disk_full)
-    refused(capsys, ["ablate", run_dir, "--k", "1", "--seeds", "0", "--steps", "1", "--control-steps", "1",
+    refused(capsys, ["ablate", run_dir, "--k", "1", "--control-draws", "0", "--steps", "1", "--control-steps", "1",
                      "--batch-size", "2", "--micro-batch", "2", "--n", "8", "--n-eval", "2", "--quiet", "--no-png"],
             says="free some space")
     assert snapshot(tmp_path) == before

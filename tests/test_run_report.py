@@ -23,7 +23,7 @@ def build_run(folder: Path) -> tuple[Path, Path]:
     assert main(["demo", "--model", "tiny-llama", "--out", str(run), "--steps", "3", "--n-eval", "4",
                  "--kv-items", "4", "--no-png", "--quiet", "--allow-weak-copy-task"]) == 0
     assert main(["atlas", str(run), *ATLAS]) == 0
-    assert main(["ablate", str(run), "--k", "1,2", "--seeds", "1", "--steps", "1", "--control-steps", "1",
+    assert main(["ablate", str(run), "--k", "1,2", "--control-draws", "1", "--steps", "1", "--control-steps", "1",
                  "--batch-size", "2", "--micro-batch", "2", "--n", "8", "--n-eval", "4", "--quiet", "--no-png"]) == 0
     assert main(["eval", "--task", "kv", "--n", "4", "--n-context", "2", "--out", str(evals), "--model", "tiny-llama",
                  "--quiet", "--batch-size", "8"]) == 0

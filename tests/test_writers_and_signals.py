@@ -132,7 +132,7 @@ def test_a_lock_from_another_host_is_never_taken_over(run_dir, tmp_path, capsys)
 def test_ablate_replaces_its_curve_only_with_overwrite(run_dir, tmp_path, capsys):
     (run_dir / constants.K_SWEEP_CSV).write_text("an earlier curve\n")
     before = snapshot(tmp_path)
-    assert main(["ablate", str(run_dir), "--k", "1", "--seeds", "0", "--quiet", "--no-png"]) == 2
+    assert main(["ablate", str(run_dir), "--k", "1", "--control-draws", "0", "--quiet", "--no-png"]) == 2
     one_line(capsys.readouterr().err, f"already holds a K sweep ({constants.K_SWEEP_CSV}); pass --overwrite")
     assert snapshot(tmp_path) == before
 

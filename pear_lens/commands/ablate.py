@@ -28,7 +28,7 @@ def ablate_training() -> Recipe:
     return Recipe(steps=30, batch_size=10, precision="bf16")
 
 
-ABLATE_BUDGET = ("the sweep trains 1 + 2 x --seeds runs per K, so each gets half the reference budget "
+ABLATE_BUDGET = ("the sweep trains 1 + 2 x --control-draws runs per K, so each gets half the reference budget "
                  "(30 steps at batch 10) under bf16 autocast, which is 2-3x faster on CPUs with AMX")
 """Why ``ablate``'s training defaults differ from ``train``'s (stated in its ``--help``)."""
 
@@ -39,7 +39,8 @@ class AblateConfig(Placement):
 
     run_dir: Path = option(help="discovery run folder (from `pear-lens discover`)", positional=True)
     k: tuple[int, ...] = option((1, 2, 5, 10, 20, 40), help="numbers of heads to re-weight")
-    seeds: int = option(2, help="random-head draws per K (the control)")
+    control_draws: int = option(2, help="random-head sets drawn per K, each trained as the control (a count; "
+                                        "discover's --seeds is a list of proxy-task seeds)")
     train: Recipe = option(default_factory=ablate_training, prefix="", defaults_reason=ABLATE_BUDGET,
                            help="training of every run, top-K and random (the same sequences for all; "
                                 "evaluation is always fp32)")
@@ -68,7 +69,7 @@ def ablate(config: AblateConfig) -> pd.DataFrame:
         check_static_export()
     model = run_model(info, device=config.device, dtype=config.dtype)
     df = k_sweep(model, scores, config.k, train=config.train, control_steps=config.control_steps,
-                 seeds=config.seeds, n_eval=config.n_eval, eval_seed=config.eval_seed, progress=not config.quiet)
+                 seeds=config.control_draws, n_eval=config.n_eval, eval_seed=config.eval_seed, progress=not config.quiet)
     write_k_sweep(run_dir, df, figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),
                    png=not config.no_png, placement=model.placement())
     return df
