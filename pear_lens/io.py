@@ -182,6 +182,19 @@ def folder_kind(folder: str | os.PathLike) -> str | None:
     return None
 
 
+def check_distinct(paths: Iterable[str | os.PathLike], what: str) -> None:
+    """Refuse an input folder given twice under any spelling (``dir/./x``, a link): its results would count
+    twice. ``what`` names the folders in the message (e.g. "eval folder")."""
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        p = Path(p)
+        key = p.resolve()
+        if key in seen:
+            raise PearLensError(f"the {what} {p} is given twice ({seen[key]} and {p}): its results would count "
+                                f"twice; give each {what} once")
+        seen[key] = p
+
+
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent

@@ -3,6 +3,7 @@ then the whole path (run folders, `pear-lens compare`) on tiny models."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -186,6 +187,10 @@ def test_compare_command_writes_tables_and_figure(tmp_path):
             assert (out / figure).with_suffix(suffix).stat().st_size > 1000
     # an existing output folder is refused with the fix named
     assert main(["compare", *runs, "--out", str(out)]) == 2
+    # a run given twice (under another spelling) would count twice: refused before anything is written
+    again = str(Path(runs[0]).parent / "." / Path(runs[0]).name)
+    assert main(["compare", *runs, again, "--out", str(tmp_path / "twice")]) == 2
+    assert not (tmp_path / "twice").exists()
 
 
 def test_compare_reads_real_scores_of_two_methods():

@@ -34,11 +34,12 @@ class CompareConfig:
 
 def compare_runs(config: CompareConfig) -> pd.DataFrame:
     """Compare the run folders of ``config`` and write the output folder atomically."""
-    from pear_lens.io import check_output, staged_dir
+    from pear_lens.io import check_distinct, check_output, staged_dir
     from pear_lens.figure_files import check_static_export, figure_formats, save_figure
     from pear_lens.plots import concentration as concentration_figure
     from pear_lens.plots import relative_depth as depth_figure
 
+    check_distinct(config.run_dirs, "run folder")
     check_output(config.out, kind="compare", inputs=config.run_dirs, overwrite=config.overwrite)
     if not config.no_png:
         check_static_export()

@@ -18,7 +18,7 @@ import pandas as pd
 from pear_lens import constants, manifest
 from pear_lens.config import option
 from pear_lens.errors import PearLensError
-from pear_lens.io import atomic_write_text, check_output, read_text, staged_dir
+from pear_lens.io import atomic_write_text, check_distinct, check_output, read_text, staged_dir
 from pear_lens.figure_files import check_static_export, figure_formats, save_figure
 from pear_lens.tables import markdown_table
 
@@ -42,13 +42,9 @@ def load_summaries(eval_dirs: Sequence[Path]) -> pd.DataFrame:
     from pear_lens.evaluation.runner import SUMMARY_COLUMNS
 
     frames = []
-    seen: dict[Path, Path] = {}
+    check_distinct(eval_dirs, "eval folder")
     for d in eval_dirs:
         d = Path(d)
-        if d.resolve() in seen:
-            raise PearLensError(f"the eval folder {d} is given twice ({seen[d.resolve()]} and {d}): its results would "
-                                "count twice; give each eval folder once")
-        seen[d.resolve()] = d
         path, meta = d / constants.EVAL_SUMMARY_CSV, d / constants.EVAL_JSON
         if not path.exists() or not meta.exists():
             raise PearLensError(f"{d} has no {constants.EVAL_SUMMARY_CSV}/{constants.EVAL_JSON}; "
