@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from pear_lens.config import option
+from pear_lens.config import check_fields, option
 from pear_lens.text_formats import Settings
 from pear_lens.errors import PearLensError
 
@@ -114,6 +114,7 @@ class ProxyTask:
     """Optional custom filter ``(token_id, token_string) -> keep``, applied after ``vocab``."""
 
     def __post_init__(self) -> None:
+        check_fields(self)  # prepend_bos="false" would act as True, seed=1.5 draw other tokens than asked
         self.settings = tuple((int(b), int(n)) for b, n in self.settings)
         if not self.settings:
             raise PearLensError("the proxy task needs at least one (batch, n) setting")

@@ -53,6 +53,37 @@ def test_a_python_option_of_the_wrong_type_is_refused():
         assert says in line and "NEWLINE" not in line, (options, line)
 
 
+def test_the_proxy_task_and_every_command_config_check_their_types_in_python():
+    """ProxyTask and the commands' configs (all built on Placement) refuse what their command lines would."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        from pathlib import Path
+        from pear_lens import PearLensError, ProxyTask
+        from pear_lens.workflow import DiscoverConfig
+        from pear_lens.commands.eval import EvalConfig
+        cases = [lambda: ProxyTask(prepend_bos="false"), lambda: ProxyTask(seed=1.5),
+                 lambda: DiscoverConfig(out=Path("x"), report_k="10"),
+                 lambda: DiscoverConfig(out=Path("x"), allow_weak_copy_task="false"),
+                 lambda: EvalConfig(out=Path("y"), n="300")]
+        for case in cases:
+            try:
+                case(); print("accepted")
+            except PearLensError as e:
+                print("refused:", e)
+        print(ProxyTask(seed=3).seed, DiscoverConfig(out=Path("x")).report_k)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[:5] == ["refused: prepend_bos must be a boolean (True or False), got str 'false'",
+                       "refused: seed must be an integer, got float 1.5",
+                       "refused: report_k must be an integer, got str '10'",
+                       "refused: allow_weak_copy_task must be a boolean (True or False), got str 'false'",
+                       "refused: n must be an integer, got str '300'"]
+    assert out[5] == "3 10"
+
+
 @pytest.mark.parametrize("value", ["false", 0, "0"])
 def test_a_detector_flag_given_as_a_string_is_refused(value):
     from pear_lens.atlas.base import detector_options

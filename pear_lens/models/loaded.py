@@ -228,6 +228,9 @@ class Placement:
                                     "loaded (and fingerprinted) as they were")
 
     def __post_init__(self) -> None:
+        from pear_lens.config import check_fields
+
+        check_fields(self)  # a command's config built in Python is held to the types its command line parses
         if self.dtype is not None:
             check_dtype(self.dtype)
 
