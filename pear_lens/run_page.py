@@ -25,6 +25,7 @@ import pandas as pd
 from pear_lens import constants
 from pear_lens.errors import PearLensError
 from pear_lens.io import atomic_write_text, check_writable_parent, read_text
+from pear_lens.output_lock import writing
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -412,6 +413,8 @@ def run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         raise PearLensError(f"{target} exists and was not written by `pear-lens report`; choose another path or "
                             "pass --overwrite to replace it")
     check_writable_parent(target, "--out")
-    text = render_run_report(run_dir, target, evals=evals, top=top, n_boot=n_boot)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(target, text)
+    # one writer at a time, as the command line holds it: the run folder, or the --out given
+    with writing(Path(out) if out is not None else run_dir, "pear-lens report"):
+        text = render_run_report(run_dir, target, evals=evals, top=top, n_boot=n_boot)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(target, text)

@@ -105,6 +105,27 @@ def test_every_command_writing_a_held_output_is_refused(run_dir, tmp_path, capsy
     assert hidden(tmp_path) == []
 
 
+def test_the_python_run_report_is_refused_while_another_process_writes_the_run(run_dir):
+    import pear_lens as pl
+    from pear_lens.output_lock import OutputBusy
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        from pear_lens.output_lock import writing
+        with writing(sys.argv[1], "pear-lens train"):
+            print("held", flush=True)
+            sys.stdin.read()
+        """), str(run_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputBusy, match="is being written by pear-lens train"):
+            pl.run_report(run_dir)
+        assert not (run_dir / constants.RUN_REPORT_HTML).exists()
+    finally:
+        holder.communicate("", timeout=60)
+    assert pl.run_report(run_dir).is_file()  # once the other writer is done
+
+
 def _lock_of(run_dir: Path, **record) -> Path:
     path = lock_path(run_dir)
     path.write_text(json.dumps({"command": "pear-lens atlas", "started": "2026-12-06T21:00:00Z", **record}))
