@@ -165,7 +165,7 @@ def training_heads(heads: "Sequence[Any] | str | HeadScores", k: int | None,
         if (heads.n_layers, heads.n_heads) != (n_layers, n_heads):
             raise PearLensError(f"heads= is a HeadScores of a {heads.n_layers} layers × {heads.n_heads} heads model "
                                 f"({heads.model}), this model has {n_layers} × {n_heads}: score this model's heads")
-        heads = heads.top_k(k)
+        heads = _top_heads(heads, k)
     elif k is not None:
         raise PearLensError("k= picks the top heads of a HeadScores; with heads= listing the heads, leave k out")
     return check_heads(heads, n_layers, n_heads)
@@ -194,4 +194,19 @@ def select_heads(scores: "HeadScores", config: HeadSelection) -> list[Head]:
     if config.select_by == "lower_bound" and scores.per_prompt is None:
         raise PearLensError("select_by='lower_bound' (--select-by lower_bound) needs the per-prompt values that "
                             "discovery keeps since this version; rerun `pear-lens discover` (or score_heads)")
-    return scores.top_k(config.k, by=config.select_by)
+    return _top_heads(scores, config.k, by=config.select_by)
+
+
+def _top_heads(scores: "HeadScores", k: int, by: str = "score") -> list[Head]:
+    """The top ``k`` heads to train, refused when the scores cannot rank heads (all equal, or not finite): the
+    heads would be the tie rule's, not the data's; a tie across the k-th place is said in one warning."""
+    import warnings
+
+    reason = scores.why_unranked() if by == "score" else ""
+    if reason:
+        raise PearLensError(f"the heads cannot be ranked ({reason}), so a top {k} would be picked by the tie rule, "
+                            "not the scores; rescore the heads, or name the heads to train (--heads)")
+    tied = scores.why_top_k_undefined(k) if by == "score" else ""
+    if tied:
+        warnings.warn(f"the top {k} is partly the tie rule's: {tied}", stacklevel=3)
+    return scores.top_k(k, by=by)

@@ -162,3 +162,20 @@ def test_compare_names_a_run_whose_top_k_is_tie_broken():
     assert row["note"].startswith("b: Δπ is the same (0.1) for all 6 heads")
     row = compare({"a": a, "b": scores(DELTA, seed=2)}, k=2).iloc[0]
     assert row["top_k_overlap"] == 2 and row["note"] == ""
+
+
+def test_training_refuses_heads_the_scores_cannot_rank():
+    import warnings
+
+    from pear_lens.recipe import HeadSelection, select_heads
+
+    flat = scores(torch.full((2, 3), 0.25))
+    with pytest.raises(PearLensError, match="cannot be ranked .*same .*for all 6 heads.*--heads"):
+        select_heads(flat, HeadSelection(top_k=2))
+    assert select_heads(flat, HeadSelection(heads=((1, 2),))) == [(1, 2)]  # named heads need no ranking
+    tied = scores(torch.tensor([[0.3, 0.2, 0.2], [0.1, 0.0, -0.1]]))
+    with pytest.warns(UserWarning, match="partly the tie rule's"):
+        assert select_heads(tied, HeadSelection(top_k=2)) == [(0, 0), (0, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select_heads(tied, HeadSelection(top_k=3)) == [(0, 0), (0, 1), (0, 2)]
