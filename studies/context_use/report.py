@@ -131,10 +131,9 @@ def planned_conditions(model: str, model_plan: dict[str, Any]) -> int:
     task-scan heads): the main ones, one task-scan selection, the damped and pruned random controls, and the
     committed trained controls where the model has every endpoint."""
     from studies.context_use.plan import N_DAMPED, N_PRUNED
-    from studies.context_use.run import N_MAIN
+    from studies.context_use.run import N_MAIN, trained_controls
 
-    trained = (len(list((ROOT / "figures" / "results" / "confirm" / model / "tau").glob("uniform_s*.json")))
-               if model_plan.get("endpoints") == "all" else 0)
+    trained = len(trained_controls(model)) if model_plan.get("endpoints") == "all" else 0
     return N_MAIN + 1 + sum(N_DAMPED.values()) + sum(N_PRUNED.values()) + trained
 
 

@@ -112,6 +112,11 @@ def main_conditions(model, pear: cond_mod.Condition) -> list[cond_mod.Condition]
     return conds
 
 
+def trained_controls(model: str) -> list[Path]:
+    """The issue-16 study's committed trained uniform controls of ``model`` (reused, not retrained)."""
+    return sorted((ROOT / "figures" / "results" / "confirm" / model / "tau").glob("uniform_s*.json"))
+
+
 def conditions(model, plan_model: dict[str, Any], only_main: bool) -> list[cond_mod.Condition]:
     pear = cond_mod.from_artifact(model, ROOT / "artifacts" / model.name)
     heads = sorted(pear.coefficients)
@@ -131,7 +136,7 @@ def conditions(model, plan_model: dict[str, Any], only_main: bool) -> list[cond_
             d = draw_control(kinds[name], model.n_layers, model.n_heads, heads, s)
             conds.append(cond_mod.pruned(model, d.heads, f"pruned {name} s{s:02d}", seed=s, control=name))
     if plan_model["endpoints"] == "all":
-        for path in sorted((ROOT / "figures" / "results" / "confirm" / model.name / "tau").glob("uniform_s*.json")):
+        for path in trained_controls(model.name):
             rec = json.loads(path.read_text(encoding="utf-8"))
             if rec["key"]["fingerprint"] != model.fingerprint:
                 raise SystemExit(f"{path.relative_to(ROOT)} was trained on other weights; it cannot be reused")
