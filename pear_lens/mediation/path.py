@@ -71,41 +71,75 @@ def _pinning_hooks(acts: dict[str, Tensor], layer: int, heads: list[int], patch:
     return [(hooks.z(j), pinned(j)) for j in range(layer, n_layers)]
 
 
+def heads_per_pass(model: "LoadedModel", batch_size: int, readout: LinearReadout | None) -> int:
+    """Heads of one layer patched in one forward of the fast scan: all of them when the metric is read from the
+    hidden state, else as many as keep one logits tensor under :data:`MAX_LOGIT_FLOATS`."""
+    n_heads = model.n_heads
+    return n_heads if readout else max(1, min(n_heads, MAX_LOGIT_FLOATS // (batch_size * model.d_vocab)))
+
+
+@dataclass
+class CleanEnd:
+    """What the fast scan keeps of a batch's clean forward: the tokens up to ``end``, every layer's ``hook_z``
+    and ``resid_pre`` at ``end`` (and the corrupted run's ``hook_z``), and the clean metric of every prompt."""
+
+    tokens: Tensor
+    acts: dict[str, Tensor]
+    corrupt: dict[str, Tensor]
+    clean_each: Tensor
+
+
+@torch.no_grad()
+def clean_end(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation) -> CleanEnd:
+    """The fast scan's one clean forward of ``batch`` (logits at ``end`` only)."""
+    n_layers, end = model.n_layers, batch.end
+    tokens = batch.tokens[:, : end + 1]  # later positions cannot influence `end`
+    names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
+    logits, acts = capture(model.bridge, tokens, names, pos=end, logits_to_keep=1)
+    corrupt = corrupted_z(model, batch, ablation, pos=end, upto=end + 1)
+    return CleanEnd(tokens, acts, corrupt, evaluate(metric, logits[:, -1], batch))
+
+
+@torch.no_grad()
+def scan_layer(model: "LoadedModel", batch: "ScoredBatch", clean: CleanEnd, layer: int, replace: Replace,
+               readout: LinearReadout | None, metric: "Metric | MetricFn") -> Tensor:
+    """``[n_heads, batch]``: π̃ of every prompt with each head of ``layer`` patched at ``end``, from blocks
+    ``layer…`` rerun on one token per prompt (:func:`heads_per_pass` heads per forward)."""
+    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
+    end, N, acts = batch.end, batch.batch_size, clean.acts
+    name = hooks.z(layer)
+    patch = _patch_values(acts[name], replace, clean.corrupt.get(name))
+    chunk = heads_per_pass(model, N, readout)
+    out_rows = []
+    for start in range(0, n_heads, chunk):
+        heads = list(range(start, min(start + chunk, n_heads)))
+        g = len(heads)
+        with readout.hidden_states(bridge) if readout else contextlib.nullcontext():
+            out = run_from(
+                bridge, clean.tokens[:, end:end + 1].repeat(g, 1), layer,
+                acts[hooks.resid_pre(layer)][:, None].repeat(g, 1, 1),
+                _pinning_hooks(acts, layer, heads, patch, n_layers),
+            )
+        m = readout(out[:, -1], batch, g) if readout else evaluate(metric, out[:, -1], batch)
+        out_rows.append(m.view(g, N))
+    return torch.cat(out_rows)
+
+
 @torch.no_grad()
 def setting_fast(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation,
                  seed: int, bar) -> SettingScan:
-    bridge, n_layers, n_heads = model.bridge, model.n_layers, model.n_heads
-    end, N = batch.end, batch.batch_size
-    tokens = batch.tokens[:, : end + 1]  # later positions cannot influence `end`
-    names = [hooks.z(l) for l in range(n_layers)] + [hooks.resid_pre(l) for l in range(n_layers)]
-    logits, acts = capture(bridge, tokens, names, pos=end, logits_to_keep=1)
-    corrupt = corrupted_z(model, batch, ablation, pos=end, upto=end + 1)
-    clean_each = evaluate(metric, logits[:, -1], batch)
+    n_layers, n_heads, N = model.n_layers, model.n_heads, batch.batch_size
+    clean = clean_end(model, batch, metric, ablation)
     replace = replacer(ablation, N, seed)
-
-    readout = LinearReadout.for_model(bridge, metric)
-    chunk = n_heads if readout else max(1, min(n_heads, MAX_LOGIT_FLOATS // (N * model.d_vocab)))
+    readout = LinearReadout.for_model(model.bridge, metric)
     patched = torch.empty(n_layers, n_heads)
     each = torch.empty(N, n_layers, n_heads)
     for layer in range(n_layers):
-        name = hooks.z(layer)
-        patch = _patch_values(acts[name], replace, corrupt.get(name))
-        for start in range(0, n_heads, chunk):
-            heads = list(range(start, min(start + chunk, n_heads)))
-            g = len(heads)
-
-            with readout.hidden_states(bridge) if readout else contextlib.nullcontext():
-                out = run_from(
-                    bridge, tokens[:, end:end + 1].repeat(g, 1), layer,
-                    acts[hooks.resid_pre(layer)][:, None].repeat(g, 1, 1),
-                    _pinning_hooks(acts, layer, heads, patch, n_layers),
-                )
-            m = readout(out[:, -1], batch, g) if readout else evaluate(metric, out[:, -1], batch)
-            m = m.view(g, N)
-            patched[layer, heads] = m.mean(1).float().cpu()  # index_put_ wants one device
-            each[:, layer, heads] = m.t().float().cpu()
+        m = scan_layer(model, batch, clean, layer, replace, readout, metric)
+        patched[layer] = m.mean(1).float().cpu()
+        each[:, layer] = m.t().float().cpu()
         bar.update(1)
-    return SettingScan(patched, clean_each.mean().item(), each, clean_each.float().cpu())
+    return SettingScan(patched, clean.clean_each.mean().item(), each, clean.clean_each.float().cpu())
 
 
 def setting_plain(model: "LoadedModel", batch: "ScoredBatch", metric: "Metric | MetricFn", ablation: Ablation,
