@@ -154,6 +154,9 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[Any], None]]
               _atlas),
     "eval-report": ("draw accuracy-by-position curves and a results table from eval folders",
                     _config_command("pear_lens.commands.eval_report:EvalReportConfig"), _eval_report),
+    "jobs": ("say where a study's jobs stand (done, pending, running, failed); --run runs the rest on an executor "
+             "(local, submitit-local, slurm, ray)", _config_command("pear_lens.commands.jobs:JobsConfig"),
+             lambda config: __import__("pear_lens.commands.jobs", fromlist=["jobs"]).jobs(config)),
     "report": ("write one self-contained HTML page about a run folder (figures, heads, τ, settings; opens offline)", _config_command("pear_lens.commands.report:ReportConfig"), lambda config: __import__("pear_lens.commands.report", fromlist=["report"]).report(config)),
 }
 
