@@ -142,7 +142,7 @@ def evaluate(model_name: str, task: str, items: Sequence[Item], conditions: Sequ
             key = {**(cache_key or {}), "model": model_name, "task": task, "condition": cond.describe(),
                    "items": items_digest(items), "settings": settings.to_dict(), "batch_size": batch_size,
                    **({"no_empty": True} if no_empty else {})}
-            outputs, timings[cond.label], _ = cached_stage(Path(cache_dir) / f"{_slug(cond.label)}.json", key, run)
+            outputs, timings[cond.label], _ = cached_stage(Path(cache_dir) / record_names(cond.label)[0], key, run)
         for it, out, ok in zip(items, outputs, score_items(items, outputs)):
             rows.append({"model": model_name, "task": task, "condition": cond.label, "item_id": it.item_id,
                          "gold_position": it.gold_position, "n_context": it.n_context, "correct": bool(ok),
@@ -157,6 +157,11 @@ def evaluate(model_name: str, task: str, items: Sequence[Item], conditions: Sequ
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def record_names(label: str) -> tuple[str, str]:
+    """The file names a condition's records take in a ``cache_dir``: ``(greedy, likelihood)``."""
+    return f"{_slug(label)}.json", f"{_slug(label)}.likelihood.json.gz"
 
 
 def _row(keys: dict[str, Any], correct: np.ndarray, seed: int) -> dict[str, Any]:
@@ -251,7 +256,7 @@ def evaluate_likelihood(model_name: str, task: str, items: Sequence[Item], condi
             key = {**(cache_key or {}), "endpoint": "likelihood", "model": model_name, "task": task,
                    "condition": cond.describe(), "items": items_digest(items), "settings": settings.to_dict(),
                    "batch_size": batch_size}
-            scores, timings[cond.label], _ = cached_stage(Path(cache_dir) / f"{_slug(cond.label)}.likelihood.json.gz",
+            scores, timings[cond.label], _ = cached_stage(Path(cache_dir) / record_names(cond.label)[1],
                                                           key, run)
         for it, c, cl, sc in zip(items, cands, clusters, scores, strict=True):
             rows.append({"model": model_name, "task": task, "condition": cond.label, "item_id": it.item_id,

@@ -8,7 +8,10 @@ drawn and written (``MODEL/items/TASK.jsonl``), and each condition's per-item sc
 resumes from them, refusing any whose inputs changed.
 
 Run: ``python -m studies.context_use.run --model smollm2-135m-instruct`` (hours on 2 CPU cores; see the plan's
-estimate); ``--only-main`` stops before the random controls.
+estimate); ``--only-main`` stops before the random controls. Each condition and each head scan is a job
+(:mod:`pear_lens.jobs`): ``--executor ray --workers 2 --threads 1`` (or ``submitit-local``, or ``slurm``
+with ``--partition``) runs them side by side, and ``pear-lens jobs figures/results/context_use/MODEL`` says
+which are done, running, pending or failed.
 """
 from __future__ import annotations
 
@@ -146,64 +149,191 @@ def conditions(model, plan_model: dict[str, Any], only_main: bool) -> list[cond_
     return conds
 
 
+# --------------------------------------------------------------------------- the study as jobs (pear_lens.jobs)
+# Each condition is one job (its likelihood records on every task and, for the main ones, its greedy records),
+# and each head scan is one: any executor runs them (`--executor ray --workers 2`, `slurm`, ...), a job whose
+# records hold the same key is done, and a killed worker's condition is run again from scratch. The items, the
+# known facts and the seed record are written by the launcher first, in this process.
+
+
+class _Context:
+    """What every job of one model shares, built once per worker process: the model, the items, their settings."""
+
+    def __init__(self, model_name: str, batch_size: int):
+        commit = check_committed_before()
+        plan = json.loads((RESULTS / "plan.json").read_text(encoding="utf-8"))
+        self.mplan = next((m for m in plan["models"] if m["model"] == model_name), None)
+        if self.mplan is None:
+            raise SystemExit(f"{model_name} is not in the plan; the plan's models: "
+                             f"{', '.join(m['model'] for m in plan['models'])}")
+        self.model = model = load_model(model_name)
+        if model.fingerprint != self.mplan["fingerprint"]:
+            raise SystemExit(f"{model_name}'s weights are not the ones the plan was written for")
+        self.plan, self.batch_size, self.folder = plan, batch_size, RESULTS / model_name
+        self.key = {"fingerprint": model.fingerprint, "plan_commit": commit}
+        self.items: dict[TaskName, list] = {}
+        self._conds: dict[str, tuple[int, cond_mod.Condition]] | None = None
+
+    def load_items(self, draw: bool) -> None:
+        """The test items (drawn and written first when ``draw``: only the launcher draws)."""
+        if draw:
+            close_study(REGISTRY, STUDY)
+            self.items = test_items(self.model, self.plan, self.mplan, self.folder, self.batch_size)
+        else:
+            self.items = {t: TASKS_SPEC[t].load(self.folder / "items" / f"{t.value}.jsonl") for t in TASKS}
+        self.settings = {t: settings_for(self.model.name, t, self.model.tokenizer) for t in self.items}
+        self.clusters = {t: fact_clusters(v) if t in (TaskName.COUNTERFACTUAL, TaskName.CLOSED_BOOK) else None
+                         for t, v in self.items.items()}
+
+    def condition(self, label: str) -> tuple[int, cond_mod.Condition]:
+        if self._conds is None:
+            conds = conditions(self.model, self.mplan, only_main=False)
+            self._conds = {c.label: (i, c) for i, c in enumerate(conds)}
+            for task in SCANNED_FOR_HEADS:
+                cond = task_scan_condition(self.model, task, len(conds[1].coefficients), self.folder)
+                self._conds[cond.label] = (N_MAIN, cond)
+        return self._conds[label]
+
+
+_CONTEXTS: dict[tuple[str, int], _Context] = {}
+SCANNED_FOR_HEADS = (TaskName.KV, TaskName.MDQA, TaskName.COUNTERFACTUAL)
+"""The tasks whose dev scan chooses heads to prune (closed-book has no context to use)."""
+
+
+def _context(model_name: str, batch_size: int) -> _Context:
+    if (model_name, batch_size) not in _CONTEXTS:
+        ctx = _Context(model_name, batch_size)
+        ctx.load_items(draw=False)
+        _CONTEXTS[model_name, batch_size] = ctx
+    return _CONTEXTS[model_name, batch_size]
+
+
+def task_scan_condition(model, task: TaskName, k: int, folder: Path) -> cond_mod.Condition:
+    """The top ``k`` heads of the dev scan of ``task`` (saved by its scan job), pruned."""
+    from pear_lens.results import HeadScores
+
+    chosen = HeadScores.load(folder / "scans" / f"dev_{task.value}").top_k(k)
+    return cond_mod.pruned(model, chosen, task_scan_label(task), chosen_on=f"dev scan of {N_SCAN} pilot items")
+
+
+def task_scan_label(task: TaskName) -> str:
+    return f"task-scan heads pruned ({task.value})"
+
+
+def condition_tasks(ctx_items, cond: cond_mod.Condition) -> tuple[TaskName, ...]:
+    """The tasks a condition is evaluated on: a task-scan condition on its own task; CAD never on closed-book
+    (it contrasts with and without the context, and closed-book has none)."""
+    if cond.label.startswith("task-scan heads pruned ("):
+        return tuple(t for t in ctx_items if task_scan_label(t) == cond.label)
+    return tuple(t for t in ctx_items if not (t is TaskName.CLOSED_BOOK and cond.cad_alpha is not None))
+
+
+def condition_outputs(tasks, cond: cond_mod.Condition, main: bool) -> tuple[str, ...]:
+    """The records a condition's job writes, relative to the model's folder."""
+    from pear_lens.evaluation.runner import record_names
+
+    greedy, likelihood = record_names(cond.label)
+    out = []
+    for task in tasks:
+        out.append(f"outputs/{task.value}/{likelihood}")
+        if main:
+            out += [f"outputs/{task.value}/greedy/{greedy}", f"outputs/{task.value}/greedy_no_empty/{greedy}"]
+    return tuple(out)
+
+
+def condition_job(root: Path, model: str, label: str, batch_size: int) -> None:
+    """Job: one condition on every task it applies to (records resume: a record with the same key is kept)."""
+    ctx = _context(model, batch_size)
+    i, cond = ctx.condition(label)
+    shared = _Once(cond.build)  # one model per condition, shared by the tasks; built only if a task needs it
+    once = replace(cond, build=shared)
+    folder = Path(root)
+    for task in condition_tasks(ctx.items, cond):
+        items = ctx.items[task]
+        evaluate_likelihood(model, task.value, items, [once], ctx.model.tokenizer, ctx.settings[task],
+                            n_ctx=ctx.model.n_ctx, batch_size=batch_size, clusters=ctx.clusters[task],
+                            cache_dir=folder / "outputs" / task.value, cache_key=ctx.key, progress=False)
+        if ctx.mplan["endpoints"] == "all" and i < N_MAIN:
+            for no_empty in (False, True):
+                evaluate(model, task.value, items, [once], ctx.model.tokenizer, ctx.settings[task],
+                         n_ctx=ctx.model.n_ctx, batch_size=batch_size, cache_key=ctx.key, progress=False,
+                         cache_dir=folder / "outputs" / task.value / ("greedy_no_empty" if no_empty else "greedy"),
+                         no_empty=no_empty)
+
+
+def scan_job(root: Path, model: str, task: str, split: str, batch_size: int) -> None:
+    """Job: every head's effect on ``task`` over the first :data:`N_SCAN` items of the dev or test split."""
+    ctx = _context(model, batch_size)
+    t = TaskName(task)
+    items = dev_items(ctx.model, t) if split == "dev" else ctx.items[t]
+    scan(ctx.model, t, items, Path(root) / "scans" / f"{split}_{task}")
+
+
+def _cond_job(ctx: _Context, i: int, cond: cond_mod.Condition, inputs: tuple[str, ...] = ()):
+    from pear_lens.evaluation.runner import record_names
+    from pear_lens.jobs import Job
+
+    main = ctx.mplan["endpoints"] == "all" and i < N_MAIN
+    return Job(f"condition-{record_names(cond.label)[0].removesuffix('.json')}", "studies.context_use.run:condition_job",
+               {"model": ctx.model.name, "batch_size": ctx.batch_size, "label": cond.label},
+               outputs=condition_outputs(condition_tasks(ctx.items, cond), cond, main), inputs=inputs,
+               key=_job_key(ctx))
+
+
+def _job_key(ctx: _Context) -> dict[str, Any]:
+    return {**ctx.key, "items": {t.value: items_digest(v) for t, v in ctx.items.items()}}
+
+
+def first_wave(ctx: _Context) -> list:
+    """The main conditions, then every head scan (dev and test)."""
+    from pear_lens.jobs import Job
+
+    conds = conditions(ctx.model, ctx.mplan, only_main=True)
+    jobs = [_cond_job(ctx, i, c) for i, c in enumerate(conds)]
+    for task in TASKS:
+        for split in ("dev", "test") if task in SCANNED_FOR_HEADS else ("test",):
+            jobs.append(Job(f"scan-{split}_{task.value}", "studies.context_use.run:scan_job",
+                            {"model": ctx.model.name, "batch_size": ctx.batch_size, "task": task.value,
+                             "split": split}, outputs=(f"scans/{split}_{task.value}",), key=_job_key(ctx)))
+    return jobs
+
+
+def second_wave(ctx: _Context, only_main: bool) -> list:
+    """The heads each dev scan chose, pruned (their job's input: that scan), then the random controls."""
+    jobs = [_cond_job(ctx, N_MAIN, ctx.condition(task_scan_label(t))[1], inputs=(f"scans/dev_{t.value}",))
+            for t in SCANNED_FOR_HEADS]
+    if not only_main:
+        conds = conditions(ctx.model, ctx.mplan, only_main=False)
+        jobs += [_cond_job(ctx, i, c) for i, c in enumerate(conds[N_MAIN:], start=N_MAIN)]
+    return jobs
+
+
 def main(argv: list[str] | None = None) -> int:
+    from pear_lens.config import add_arguments, from_namespace
+    from pear_lens.jobs import ExecutorOptions, Study, run_study
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--only-main", action="store_true", help="stop before the random controls: the five main "
                                                              "conditions, the head scans and the task-scan heads")
+    add_arguments(ap, ExecutorOptions)
     args = ap.parse_args(argv)
-    commit = check_committed_before()
-    plan = json.loads((RESULTS / "plan.json").read_text(encoding="utf-8"))
-    mplan = next((m for m in plan["models"] if m["model"] == args.model), None)
-    if mplan is None:
-        raise SystemExit(f"{args.model} is not in the plan; the plan's models: "
-                         f"{', '.join(m['model'] for m in plan['models'])}")
-    model = load_model(args.model)
-    if model.fingerprint != mplan["fingerprint"]:
-        raise SystemExit(f"{args.model}'s weights are not the ones the plan was written for")
-    close_study(REGISTRY, STUDY)
-    folder = RESULTS / args.model
-    items = test_items(model, plan, mplan, folder, args.batch_size)
-    conds = conditions(model, mplan, args.only_main)
-    key = {"fingerprint": model.fingerprint, "plan_commit": commit}
-    settings = {t: settings_for(args.model, t, model.tokenizer) for t in items}
-    clusters = {t: fact_clusters(v) if t in (TaskName.COUNTERFACTUAL, TaskName.CLOSED_BOOK) else None
-                for t, v in items.items()}
-    for t, v in items.items():
+    opts = from_namespace(ExecutorOptions, {k: v for k, v in vars(args).items()
+                                            if k in ExecutorOptions.__dataclass_fields__})
+    ctx = _Context(args.model, args.batch_size)
+    ctx.load_items(draw=True)  # the launcher alone draws the items, before any job exists
+    _CONTEXTS[args.model, args.batch_size] = ctx  # the local executor's jobs share this model
+    for t, v in ctx.items.items():
         print(f"{args.model} · {t.value}: {len(v)} items ({items_digest(v)})", flush=True)
-    def run_condition(i: int, cond: cond_mod.Condition, tasks=tuple(items)) -> None:
-        # one model per condition, shared by the tasks (a fresh load costs seconds); built only if a task needs it
-        shared = _Once(cond.build)
-        once = replace(cond, build=shared)
-        for task in tasks:
-            if task is TaskName.CLOSED_BOOK and cond.cad_alpha is not None:
-                continue  # CAD contrasts with and without the context: closed-book has none
-            evaluate_likelihood(args.model, task.value, items[task], [once], model.tokenizer, settings[task],
-                                n_ctx=model.n_ctx, batch_size=args.batch_size, clusters=clusters[task],
-                                cache_dir=folder / "outputs" / task.value, cache_key=key, progress=False)
-            if mplan["endpoints"] == "all" and i < N_MAIN:
-                for no_empty in (False, True):
-                    evaluate(args.model, task.value, items[task], [once], model.tokenizer, settings[task],
-                             n_ctx=model.n_ctx, batch_size=args.batch_size, cache_key=key, progress=False,
-                             cache_dir=folder / "outputs" / task.value / ("greedy_no_empty" if no_empty else "greedy"),
-                             no_empty=no_empty)
-        print(f"  {cond.label}" + ("" if shared.built else " (from the committed outputs)"), flush=True)
-
-    for i, cond in enumerate(conds[:N_MAIN]):
-        run_condition(i, cond)
-    k = len(conds[1].coefficients)
-    for task in items:
-        if task is not TaskName.CLOSED_BOOK:  # the selection is for context use; closed-book has no context
-            dev = scan(model, task, dev_items(model, task), folder / "scans" / f"dev_{task.value}")
-            chosen = dev.top_k(k)
-            run_condition(N_MAIN, cond_mod.pruned(model, chosen, f"task-scan heads pruned ({task.value})",
-                                                  chosen_on=f"dev scan of {N_SCAN} pilot items"), tasks=(task,))
-        scan(model, task, items[task], folder / "scans" / f"test_{task.value}")
-    if not args.only_main:
-        for i, cond in enumerate(conds[N_MAIN:], start=N_MAIN):
-            run_condition(i, cond)
-    print(f"{args.model}: every condition done; commit {folder.relative_to(ROOT)}")
+    first = first_wave(ctx)
+    for wave in (first, None):  # the second wave's jobs read the first wave's dev scans: built after it
+        jobs = wave if wave is not None else first + second_wave(ctx, args.only_main)
+        result = run_study(Study(ctx.folder, jobs), opts)
+        print(result, flush=True)
+        if not result.status.complete:
+            return 1
+    print(f"{args.model}: every condition done; commit {ctx.folder.relative_to(ROOT)}")
     return 0
 
 

@@ -314,3 +314,27 @@ def test_the_readme_lead_follows_the_context_use_report():
     assert "smallest detectable 0.16" in text and "KV rank p 0.01 among 80" in text
     assert "context-aware decoding: PEAR below it on KV" in text
     assert "no results yet" in context_use_lines(None)[0]
+
+
+def test_each_main_condition_job_names_exactly_the_records_the_run_wrote():
+    """The jobs (pear_lens.jobs) are known done by their outputs: a job that named fewer records than its
+    condition writes would be done too early, one that named more would never be done."""
+    from types import SimpleNamespace
+
+    from studies.context_use import run
+    from studies.context_use.design import RESULTS
+
+    folder = RESULTS / "smollm2-135m-instruct"
+    items = {t: [] for t in run.TASKS}
+    ctx = SimpleNamespace(model=SimpleNamespace(name="smollm2-135m-instruct"), batch_size=16, items=items,
+                          mplan={"endpoints": "all"}, key={"fingerprint": "f", "plan_commit": "c"})
+    named = set()
+    for i, label in enumerate(run.MAIN_LABELS):
+        cond = SimpleNamespace(label=label, cad_alpha=0.5 if label.startswith("CAD") else None)
+        job = run._cond_job(ctx, i, cond)
+        assert job.fn == "studies.context_use.run:condition_job" and job.kwargs["label"] == label
+        named |= set(job.outputs)
+    written = {p.relative_to(folder).as_posix() for p in (folder / "outputs").rglob("*.json*")
+               if any(p.name.startswith(f"{n}.") for n in ("baseline", "PEAR", "PEAR-heads-damped",
+                                                             "PEAR-heads-pruned", "CAD-0.5"))}
+    assert written and written == named
