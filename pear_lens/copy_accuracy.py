@@ -51,6 +51,7 @@ class CopyEval:
         loss_sum = 0.0
         for logits, targets in outputs:
             logits = logits.float()
+            targets = targets.to(logits.device)  # under a device map the logits come off the last device
             hits = logits.argmax(-1) == targets
             correct += int(hits.sum())
             copyable += int(hits[:, 1:].sum())  # the first target starts the repeat: nothing to copy yet
@@ -79,7 +80,7 @@ def clean_copy(model: "LoadedModel", task: ProxyTask, micro_batch: int = 20) -> 
         for b in task.batches(model):
             for rows in b.tokens.split(micro_batch):
                 tokens, targets, keep = copy_inputs(TaskBatch(rows, b.n, b.offset))
-                yield model.bridge(tokens, logits_to_keep=keep), targets.to(model.cfg.device)
+                yield model.bridge(tokens, logits_to_keep=keep), targets
 
     with torch.no_grad():
         return CopyEval.of(outputs())

@@ -102,7 +102,8 @@ def copy_logits(
 def copy_loss(model: "LoadedModel", batch: TaskBatch, heads: Sequence[Head], tau: Tensor | None) -> Tensor:
     """Mean cross-entropy of the copy-half targets (the training loss)."""
     logits, targets = copy_logits(model, batch, heads, tau)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    # under a device map the logits come off the last device, the tokens went to the embedding's
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten().to(logits.device))
 
 
 @torch.no_grad()
@@ -116,10 +117,14 @@ def evaluate_copy(model: "LoadedModel", batches: Sequence[TaskBatch], heads: Seq
 @torch.no_grad()
 def evaluate_copy_hf(hf_model: Any, batches: Sequence[TaskBatch]) -> CopyEval:
     """The same for a plain Hugging Face model (an original or a folded one)."""
+    from pear_lens.models.loaded import input_device
+
+    device = input_device(hf_model)
+
     def outputs():
         for batch in batches:
             tokens, targets, keep = copy_inputs(batch)
-            yield hf_model(tokens.to(hf_model.device), logits_to_keep=keep).logits, targets.to(hf_model.device)
+            yield hf_model(tokens.to(device), logits_to_keep=keep).logits, targets
     return CopyEval.of(outputs())
 
 
@@ -249,7 +254,7 @@ def train_coefficients(model: "ModelLike", heads: "Sequence[Any] | str | HeadSco
     >>> r.tau_trajectory.shape
     torch.Size([3, 1])
     """
-    from pear_lens.models.loaded import as_loaded
+    from pear_lens.models.loaded import as_loaded, input_device
 
     model = as_loaded(model)  # a LoadedModel, a name, a Hugging Face model with its tokenizer, or a bridge
     config = as_recipe(recipe)
@@ -259,14 +264,14 @@ def train_coefficients(model: "ModelLike", heads: "Sequence[Any] | str | HeadSco
     ids = task.candidate_ids(model)
     bos = model.tokenizer.bos_token_id if config.prepend_bos else None
     gen = torch.Generator().manual_seed(config.seed)
-    device = model.cfg.device
+    device = input_device(model)  # the embedding's: with a device map the blocks sit on several devices
 
     # identity start: τ = 1 leaves every head's output unchanged, so step 0 is the original model
     tau = torch.nn.Parameter(torch.ones(len(heads)))
     opt = torch.optim.AdamW([tau], lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(config.warmup_steps, config.schedule_steps))
     def autocast() -> torch.autocast:
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
     losses, lrs, trajectory = [], [], [tau.detach().clone()]
     t0 = time.perf_counter()

@@ -257,13 +257,16 @@ def record_stage(folder: Path, stage: str, placement: dict[str, str] | None) -> 
 
     path = Path(folder) / constants.STAGES_JSON
     stages = json.loads(read_text(path)) if path.exists() else {}
-    hardware = device_description(placement["device"]).removesuffix(" (fp32)")  # the dtype is recorded beside it
+    # the dtype is recorded beside it; a device map names every device the weights were spread over
+    hardware = " + ".join(device_description(d).removesuffix(" (fp32)")
+                          for d in placement.get("devices") or [placement["device"]])
     stages[stage] = {**placement, "hardware": hardware}
     atomic_write_json(path, stages)
 
 
 def read_stages(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """``stages.json`` of a run folder: ``{stage: {"device", "dtype", "hardware"}}`` ({} before any was recorded)."""
+    """``stages.json`` of a run folder: ``{stage: {"device", "dtype", "hardware"}}``, with ``"devices"`` for a stage
+    whose device map spread the weights over several ({} before any was recorded)."""
     path = Path(folder) / constants.STAGES_JSON
     return json.loads(read_text(path)) if path.exists() else {}
 

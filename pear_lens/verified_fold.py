@@ -29,6 +29,7 @@ from pear_lens.convert import (
 from pear_lens.errors import PearLensError
 from pear_lens.fingerprint import fingerprint
 from pear_lens.io import atomic_write_json
+from pear_lens.models.loaded import input_device
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -72,7 +73,7 @@ def verify_fold(model: "LoadedModel", folded: "PreTrainedModel", artifact: Artif
         tokens = task.batches(model)[0].tokens
     with reweighted(model, artifact.heads, artifact.tau) as bridge:
         hooked = bridge(tokens).float()
-    device_tokens = tokens.to(folded.device)
+    device_tokens = tokens.to(input_device(folded))
     with attention_kernel(folded, model.bridge.original_model.config._attn_implementation):
         as_bridge = folded(device_tokens).logits.float()
     unfolded = model.fresh_hf()
@@ -84,7 +85,7 @@ def verify_fold(model: "LoadedModel", folded: "PreTrainedModel", artifact: Artif
                          ("unfolded re-weighted model", reference)):
         check_logits(logits, f"the {name}", where)
     diffs = {"vs_hooked_bridge": float((hooked - as_bridge.to(hooked.device)).abs().max()),
-             "vs_unfolded_hf": float((reference - plain).abs().max())}
+             "vs_unfolded_hf": float((reference - plain.to(reference.device)).abs().max())}
     if scale is not None:
         scale["logit_scale"] = float(hooked.abs().max())
     return diffs

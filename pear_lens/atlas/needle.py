@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pear_lens.errors import PearLensError
+from pear_lens.models.loaded import input_device
 
 if TYPE_CHECKING:
     from pear_lens.models.loaded import LoadedModel
@@ -114,7 +115,7 @@ def greedy_answers(model: "LoadedModel", prompts: list[NeedlePrompt], extra_toke
     """Each prompt's greedy continuation (the needle's length plus ``extra_tokens``), from a separate
     Hugging Face copy of the weights: the bridge rebuilds its own copy, whose ``generate`` is unusable."""
     hf = model.fresh_hf()
-    device = next(hf.parameters()).device
+    device = input_device(hf)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
     answers = []
     with torch.no_grad():

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from pear_lens.errors import PearLensError
+from pear_lens.models.loaded import input_device
 
 CAD_ALPHA = 0.5
 """Shi et al.'s α for general context-grounded tasks (their summarisation and QA default); the paper uses
@@ -85,7 +86,7 @@ class ContextAwareLogits:
 
     def __init__(self, model: Any, context_free: ContextFree, prompt_width: int, pad_token_id: int):
         self.model, self.alpha, self.prompt_width = model, float(context_free.alpha), prompt_width
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)
         ids, mask, pos = left_pad(context_free.prompts, pad_token_id)
         self._ids, self._mask, self._pos = ids.to(self.device), mask.to(self.device), pos.to(self.device)
         self._cache: Any = None

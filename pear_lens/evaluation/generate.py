@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from pear_lens.errors import PearLensError
 from pear_lens.evaluation.decoding import CAD_ALPHA, ContextAwareLogits, ContextFree, NoEmptyAnswer, left_pad
+from pear_lens.models.loaded import input_device
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -85,7 +86,7 @@ def greedy_generate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBas
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
                               eos_token_id=eos or None)
     newline, content = _token_tables(tokenizer) if stop_at_newline else (None, None)
-    device = next(model.parameters()).device
+    device = input_device(model)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     outputs: list[str] = [""] * len(prompts)
     model.eval()

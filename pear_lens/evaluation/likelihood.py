@@ -29,6 +29,7 @@ from pear_lens.evaluation.decoding import cache_arg, cache_of, cad_logits, fork_
 from pear_lens.evaluation.tasks.candidates import Candidates, answer_candidates, continuation, without_context
 from pear_lens.evaluation.tasks.items import Item
 from pear_lens.evaluation.tasks.prompts import PromptStyle, encode
+from pear_lens.models.loaded import input_device
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -72,7 +73,7 @@ def continuation_logprobs(model: "PreTrainedModel", prompts: Sequence[Sequence[i
             raise PearLensError(f"item {i}: a prompt and every candidate need at least one token")
     if batch_size < 1:
         raise PearLensError(f"batch_size must be ≥ 1, got {batch_size}")
-    device = next(model.parameters()).device
+    device = input_device(model)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     scores: list[list[float]] = [[] for _ in prompts]
     model.eval()
@@ -98,7 +99,9 @@ def continuation_logprobs(model: "PreTrainedModel", prompts: Sequence[Sequence[i
                           for cache, last, mask, pos in states]
                 combined = (cad_logits(logits[0], logits[1], alpha) if len(logits) == 2
                             else logits[0].to(torch.promote_types(logits[0].dtype, torch.float32)))
-                token_lp = combined.log_softmax(-1).gather(-1, cont[..., None])[..., 0] * cont_mask
+                # under a device map the logits come off the last device
+                at = combined.device
+                token_lp = combined.log_softmax(-1).gather(-1, cont.to(at)[..., None])[..., 0] * cont_mask.to(at)
                 for row, i in enumerate(idx):
                     if j < len(continuations[i]):
                         scores[i].append(float(token_lp[row].sum()))

@@ -58,6 +58,8 @@ class LoadedModel:
     _reload: Callable[[str], "PreTrainedModel"] | None = field(default=None, repr=False)
     """The same weights loaded (on the CPU) in another dtype, by name; None where no file names them."""
     _fingerprints: dict[str, str] = field(default_factory=dict, repr=False)
+    device_map: str | dict[str, Any] | None = None
+    """The accelerate device map the weights were loaded with (None: one device, :attr:`device`)."""
 
     @property
     def dtype(self) -> str:
@@ -66,8 +68,14 @@ class LoadedModel:
 
     @property
     def device(self) -> str:
-        """The device the (first) weights are on, e.g. ``cpu`` or ``cuda:0``."""
-        return str(next(self.bridge.parameters()).device)
+        """The device inputs go to, e.g. ``cpu`` or ``cuda:0``: the token embedding's (under a device map the
+        weights span :attr:`devices`)."""
+        return str(input_device(self.bridge))
+
+    @property
+    def devices(self) -> list[str]:
+        """Every device that holds some of the weights, in order of first use (one unless a device map split them)."""
+        return list(dict.fromkeys(str(p.device) for p in self.bridge.parameters()))
 
     def fingerprint_as(self, dtype: str | None) -> str:
         """The fingerprint these weights have when loaded in ``dtype`` (None: as they are loaded now).
@@ -88,9 +96,11 @@ class LoadedModel:
             self._fingerprints[dtype] = fingerprint(self._reload(dtype))
         return self._fingerprints[dtype]
 
-    def placement(self) -> dict[str, str]:
-        """Where this model runs: ``{"device": ..., "dtype": ...}`` (what a run folder records per stage)."""
-        return {"device": self.device, "dtype": self.dtype}
+    def placement(self) -> dict[str, Any]:
+        """Where this model runs: ``{"device": ..., "dtype": ...}`` (what a run folder records per stage), and
+        ``"devices"`` when a device map spread the weights over several."""
+        devices = self.devices
+        return {"device": self.device, "dtype": self.dtype, **({"devices": devices} if len(devices) > 1 else {})}
 
     @property
     def cfg(self):
@@ -161,6 +171,19 @@ def boot_bridge(hf_model: "PreTrainedModel", tokenizer, label: str) -> "Transfor
     for p in bridge.parameters():
         p.requires_grad_(False)
     return bridge
+
+
+def input_device(model: Any) -> torch.device:
+    """Where the input ids of ``model`` (a :class:`LoadedModel`, a ``TransformerBridge``, whose ``cfg.device``
+    TransformerLens sets to the embedding's, or a Hugging Face model) go: its token embedding's device. Under a
+    device map the weights span several devices; the logits come off the last, so targets go to ``logits.device``.
+    """
+    cfg_device = getattr(getattr(model, "cfg", None), "device", None)
+    if cfg_device is not None:
+        return torch.device(cfg_device)
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    return weight.device if isinstance(weight, torch.Tensor) else next(model.parameters()).device
 
 
 def _resolve(name_or_path: str) -> tuple[ModelSpec | None, Callable[..., tuple[Any, Any]], str, str]:
@@ -277,12 +300,11 @@ def load_model(
 ) -> LoadedModel:
     """Load a model by registry name, local folder or hub id, wrapped in a TransformerBridge.
 
-    ``device`` puts the whole model on one device (default CPU). ``device_map``
-    (``"auto"`` or an accelerate map such as ``{"model.layers.0": 0, ...}``)
-    spreads a large model over several devices instead; it is handed to
-    ``from_pretrained``, so it needs a model read from a folder or the hub (not
-    a tiny in-memory one). ``dtype`` is the weights' dtype (``bfloat16`` halves
-    memory on a GPU; scores then carry bf16 rounding). See docs/gpu.md.
+    ``device`` puts the whole model on one device (default CPU). ``device_map`` (``"auto"`` or an accelerate map
+    such as ``{"model.layers.0": 0, ...}``) spreads a large model over several devices instead; it is handed to
+    ``from_pretrained``, so it needs a model read from a folder or the hub (not a tiny in-memory one), and
+    :meth:`LoadedModel.fresh_hf` loads its copies with the same map. ``dtype`` is the weights' dtype
+    (``bfloat16`` halves memory on a GPU; scores then carry bf16 rounding). See docs/gpu.md.
 
     >>> m = load_model("tiny-llama")
     >>> m.n_layers, m.n_heads
@@ -326,6 +348,7 @@ def load_model(
     return LoadedModel(
         name=spec.name if spec else name_or_path, bridge=bridge, tokenizer=tokenizer,
         fingerprint=digest, revision=revision, hf_id=hf_id, model_type=model_type, _fresh=fresh, _reload=reload,
+        device_map=device_map,
     )
 
 
