@@ -223,11 +223,12 @@ def recorded_dtype(info: dict[str, Any]) -> str:
 
 
 def run_model(info: dict[str, Any], model: "LoadedModel | None" = None, *, device: str | None = None,
-              dtype: str | None = None) -> "LoadedModel":
+              dtype: str | None = None, device_map: "str | dict[str, Any] | None" = None) -> "LoadedModel":
     """The model of a discovery run (``info``: its ``discovery.json``), loaded unless given, refused if its
     weights changed since.
 
-    ``device`` (default CPU) and ``dtype`` (default: the dtype the run loaded the model in) say how to load it.
+    ``device`` (default CPU) or ``device_map`` (several devices), and ``dtype`` (default: the dtype the run loaded
+    the model in) say how to load it.
     The run's fingerprint is compared with the fingerprint of the weights loaded as the run loaded them
     (:meth:`~pear_lens.models.loaded.LoadedModel.fingerprint_as`), so a run discovered in bfloat16 and trained in
     float32 (or the other way) is not taken for changed weights.
@@ -235,7 +236,8 @@ def run_model(info: dict[str, Any], model: "LoadedModel | None" = None, *, devic
     from pear_lens.models.loaded import load_model
 
     recorded = recorded_dtype(info)
-    model = model or load_model(info["model"]["name"], device=device or "cpu", dtype=dtype or recorded)
+    model = model or load_model(info["model"]["name"], dtype=dtype or recorded, device_map=device_map,
+                                device=device if device_map is not None else device or "cpu")
     fingerprint = info["scores"].get("fingerprint", "")
     if fingerprint and model.fingerprint_as(recorded) != fingerprint:
         raise PearLensError(

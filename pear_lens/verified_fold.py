@@ -131,12 +131,14 @@ def check_tolerance(tolerance: float) -> None:
 
 
 def fold_verified(run_dir: Path, tolerance: float | None, model: "LoadedModel | None" = None, *,
-                  artifact: "Artifact | None" = None, device: str | None = None,
-                  dtype: str | None = None) -> tuple["PreTrainedModel", dict[str, Any], "LoadedModel"]:
+                  artifact: "Artifact | None" = None, device: str | None = None, dtype: str | None = None,
+                  device_map: "str | dict[str, Any] | None" = None,
+                  ) -> tuple["PreTrainedModel", dict[str, Any], "LoadedModel"]:
     """Fold the artifact of ``run_dir`` into a fresh Hugging Face copy and verify it; nothing is written.
 
     ``artifact``: that run's artifact if already loaded (read from ``run_dir`` otherwise). ``model``: its base
-    model if already loaded, else loaded on ``device`` (default CPU) in ``dtype`` (default: the dtype the
+    model if already loaded, else loaded on ``device`` (default CPU) or over ``device_map``'s devices (the folded
+    copy then spreads over them too) in ``dtype`` (default: the dtype the
     artifact's training loaded it in, float32 for artifacts that record none); its fingerprint is compared as
     the training computed it (:meth:`~pear_lens.models.loaded.LoadedModel.fingerprint_as`). ``tolerance``: None
     for the loaded dtype's :data:`FOLD_TOLERANCE`."""
@@ -146,7 +148,8 @@ def fold_verified(run_dir: Path, tolerance: float | None, model: "LoadedModel | 
         check_tolerance(tolerance)
     artifact = artifact or load_artifact(run_dir)
     recorded = artifact.base_model.get("dtype")
-    model = model or load_model(artifact.base_model["name"], device=device or "cpu", dtype=dtype or recorded or "float32")
+    model = model or load_model(artifact.base_model["name"], dtype=dtype or recorded or "float32",
+                                device_map=device_map, device=device if device_map is not None else device or "cpu")
     artifact.check_fingerprint(model.fingerprint_as(recorded or "float32"), what=f"the weights of {model.name}")
     tolerance = FOLD_TOLERANCE.get(model.dtype, FOLD_TOLERANCE["float32"]) if tolerance is None else tolerance
     hf = model.fresh_hf()

@@ -88,8 +88,6 @@ class DiscoverConfig(Placement):
                                          "(stability.csv/.json); the run's scores are the first seed's")
     options: Any = option(None, variants=_method_options, selector="method",
                           help="the chosen method's own options (None: its defaults)")
-    device_map: str | None = option(None, help="spread a large model over several GPUs with an accelerate "
-                                               "device map (auto, balanced, sequential); replaces --device")
     allow_weak_copy_task: bool = option(False, help=f"score the heads even when the model copies less than "
                                                     f"{MIN_COPY_ACCURACY:.0%} of the proxy task's tokens")
     report_k: int = option(REPORT_K, help="heads outlined on the heatmap, and the K of the --seeds stability "
@@ -103,18 +101,14 @@ def discover(config: DiscoverConfig) -> HeadScores:
     """Load the model, score every head, write the run folder; return the scores."""
     from pear_lens.io import check_output
     from pear_lens.mediation import score_heads
-    from pear_lens.models.loaded import check_device, load_model
+    from pear_lens.models.loaded import load_model
 
     start = time.perf_counter()
     # everything that can be checked is checked before the slow part
     inputs = (config.model, config.task_file)  # a local model folder, the task file
     check_output(config.out, kind="run", inputs=inputs, overwrite=config.overwrite)
     options = method_options(config.method, config.options)  # an option of another method: one clear line
-    if config.device_map and config.device != "cpu":
-        raise PearLensError("give either device (--device, one device) or device_map (--device-map, several), "
-                            "not both")
-    if not config.device_map:
-        check_device(config.device)
+    config.check_placement()
     if config.task_file is not None and config.seeds:
         raise PearLensError("--seeds draws new random sequences of the proxy task; a --task file's prompts are "
                             "fixed: drop one of them")
@@ -124,8 +118,7 @@ def discover(config: DiscoverConfig) -> HeadScores:
         check_static_export()
     task = PromptTask.from_jsonl(config.task_file) if config.task_file is not None else config.task
     difference = config.difference or Difference(task.default_difference)
-    placement = {"device_map": config.device_map} if config.device_map else {"device": config.device}
-    model = load_model(config.model, dtype=config.resolved_dtype(), **placement)
+    model = load_model(config.model, **config.load_options())
     copy_task = None
     if isinstance(task, ProxyTask):
         t0 = time.perf_counter()
@@ -215,12 +208,14 @@ def build_artifact(result: TrainResult, config: TrainConfig, base_model: dict[st
 
 def train_into_run(run_dir: Path, train_cfg: TrainConfig, *, model: "LoadedModel | None" = None,
                    overwrite: bool = False, png: bool = True, quiet: bool = False, device: str | None = None,
-                   dtype: str | None = None) -> tuple[Artifact, TrainResult]:
+                   dtype: str | None = None, device_map: "str | dict[str, Any] | None" = None,
+                   ) -> tuple[Artifact, TrainResult]:
     """Train the coefficients of a discovery run and write the artifact into it.
 
     ``model``: the run's model if already loaded (it is checked against the run's fingerprint); else it is
-    loaded on ``device`` (default CPU) in ``dtype`` (default: the dtype the discovery loaded it in,
-    :func:`pear_lens.runs.run_model`). Where it ran is recorded in the run's ``stages.json``.
+    loaded on ``device`` (default CPU), or over the devices of ``device_map``, in ``dtype`` (default: the dtype
+    the discovery loaded it in, :func:`pear_lens.runs.run_model`). Where it ran is recorded in the run's
+    ``stages.json``.
     """
     run_dir = Path(run_dir)
     scores, info = HeadScores.load_run(run_dir)
@@ -232,9 +227,9 @@ def train_into_run(run_dir: Path, train_cfg: TrainConfig, *, model: "LoadedModel
     check_writable_parent(run_dir, "RUN_DIR")  # the new run folder is built beside the old one
     if png:
         check_static_export()
-    if model is None:
+    if model is None and device_map is None:
         check_device(device)
-    model = run_model(info, model, device=device, dtype=dtype)
+    model = run_model(info, model, device=device, dtype=dtype, device_map=device_map)
     result = train_coefficients(model, heads, train_cfg.recipe, progress=not quiet)
     message = step_limit_message(result)
     if message and not quiet:

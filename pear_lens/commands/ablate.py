@@ -16,7 +16,7 @@ from pear_lens.errors import PearLensError
 from pear_lens.io import check_writable_parent
 from pear_lens.figure_files import check_static_export
 from pear_lens.k_sweep import EVAL_SEED, k_sweep
-from pear_lens.models.loaded import Placement, check_device
+from pear_lens.models.loaded import Placement
 from pear_lens.results import HeadScores
 from pear_lens.recipe import Recipe
 from pear_lens.runs import K_SWEEP_OUTPUTS, run_model, warn_if_bos_differs, write_k_sweep
@@ -64,10 +64,10 @@ def ablate(config: AblateConfig) -> pd.DataFrame:
     present = [name for name in K_SWEEP_OUTPUTS if (run_dir / name).exists()]
     if present and not config.overwrite:  # before the slow part, like every command that replaces an output
         raise PearLensError(f"{run_dir} already holds a K sweep ({present[0]}); pass --overwrite to replace it")
-    check_device(config.device)
+    config.check_placement()
     if not config.no_png:
         check_static_export()
-    model = run_model(info, device=config.device, dtype=config.dtype)
+    model = run_model(info, dtype=config.dtype, **config.device_options())
     df = k_sweep(model, scores, config.k, train=config.train, control_steps=config.control_steps,
                  seeds=config.control_draws, n_eval=config.n_eval, eval_seed=config.eval_seed, progress=not config.quiet)
     write_k_sweep(run_dir, df, figure(df, title=f"{model.name}: re-weighting the top-K heads vs K random heads"),

@@ -25,7 +25,8 @@ __all__ = ["ApplyConfig", "apply", "verify_fold"]  # verify_fold: re-exported fo
 @dataclass(kw_only=True)
 class ApplyConfig(Placement):
     """``pear-lens apply``: fold the artifact of RUN_DIR into a Hugging Face model folder (the model runs on
-    ``--device``, its weights in ``--dtype``, by default the artifact's; the folder is saved in that dtype)."""
+    ``--device`` or over ``--device-map``'s devices, its weights in ``--dtype``, by default the artifact's; the
+    folder is saved in that dtype)."""
 
     run_dir: Path = option(help="run folder holding the artifact (from `pear-lens train`)", positional=True)
     out: Path = option(help="Hugging Face model folder to write (loadable with AutoModelForCausalLM.from_pretrained)")
@@ -43,7 +44,7 @@ def apply(config: ApplyConfig, model: "LoadedModel | None" = None) -> dict[str, 
     inputs = (config.run_dir, artifact.base_model["name"])  # the base model may be a local folder
     check_output(config.out, kind="folded", inputs=inputs, overwrite=config.overwrite)  # before the slow part
     hf, note, model = fold_verified(config.run_dir, config.tolerance, model, artifact=artifact,
-                                    device=config.device, dtype=config.dtype)
+                                    dtype=config.dtype, **config.device_options())
     with staged_dir(config.out, overwrite=config.overwrite, kind="folded", inputs=inputs) as stage:
         save_folded(stage, hf, model.tokenizer, note)
     return note

@@ -63,7 +63,7 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
     from pear_lens.atlas import check_detectors, head_atlas
     from pear_lens.io import staged_update
     from pear_lens.figure_files import check_static_export, figure_formats, save_figure
-    from pear_lens.models.loaded import check_device, load_model
+    from pear_lens.models.loaded import load_model
     from pear_lens.results import HeadScores
     from pear_lens.runs import read_info, record_stage, recorded_dtype, scored_model, seal_files
 
@@ -81,11 +81,11 @@ def atlas(config: AtlasConfig) -> HeadAtlas:
         raise PearLensError(f"{run_dir} already holds a head atlas ({present[0]}); pass --overwrite to replace it")
     if config.report_k < 1 or config.report_k > scores.scores.numel():
         raise PearLensError(f"--report-k must be between 1 and {scores.scores.numel()}, got {config.report_k}")
-    check_device(config.device)
+    config.check_placement()
     if not config.no_png:
         check_static_export()
     recorded = recorded_dtype(read_info(run_dir))  # the fingerprint is compared as the run computed it
-    model = load_model(config.model or run_model, device=config.device, dtype=config.resolved_dtype(recorded))
+    model = load_model(config.model or run_model, **config.load_options(recorded))
     if run_fingerprint and model.fingerprint_as(recorded) != run_fingerprint:
         raise PearLensError(f"{run_dir} was scored on other weights ({run_model}, fingerprint {run_fingerprint[:16]}…) "
                             f"than {config.model or run_model} ({model.fingerprint_as(recorded)[:16]}…, in {recorded} "

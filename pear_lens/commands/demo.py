@@ -61,6 +61,9 @@ def before_after(model: Any, hf_dir: Path, batches: list, config: DemoConfig) ->
     from pear_lens.reweight import evaluate_copy_hf
 
     def load_folded() -> Any:
+        if model.device_map is not None:  # spread like the model it was folded from
+            return AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=DTYPES[model.dtype],
+                                                        device_map=model.device_map).eval()
         return AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=DTYPES[model.dtype]).to(model.device).eval()
 
     conds = [C.baseline(model), C.Condition("folded", C.ConditionKind.PEAR, load_folded)]
@@ -89,14 +92,14 @@ def demo(config: DemoConfig) -> dict[str, Any]:
     from pear_lens.verified_fold import fold_verified, save_folded
     from pear_lens.io import check_output, staged_dir
     from pear_lens.figure_files import check_static_export
-    from pear_lens.models.loaded import check_device, load_model
+    from pear_lens.models.loaded import load_model
     from pear_lens.runs import record_stage, set_recorded_out
     from pear_lens.workflow import DiscoverConfig, discover, train_into_run
 
     out = Path(config.out)
     # the same rule as every command: never replace a folder pear_lens did not write (here: an earlier demo)
     check_output(out, kind="demo", inputs=(config.model,), overwrite=config.overwrite)
-    check_device(config.device)
+    config.check_placement()
     dtype = config.resolved_dtype()
     if not config.no_png:
         check_static_export()
@@ -113,10 +116,10 @@ def demo(config: DemoConfig) -> dict[str, Any]:
         print(f"1/4 discover: scoring every head of {config.model}", flush=True)
         discover(DiscoverConfig(out=run, model=config.model, overwrite=True, no_png=config.no_png,
                                 quiet=config.quiet, allow_weak_copy_task=config.allow_weak_copy_task,
-                                device=config.device, dtype=dtype))
+                                dtype=dtype, **config.device_options()))
         set_recorded_out(run, out)  # where the folder ends up, not the staging name
         lap("discover")
-        model = load_model(config.model, device=config.device, dtype=dtype)
+        model = load_model(config.model, **config.load_options())
         train = config.train
         what = f"the top {train.k}" if not train.heads else f"{len(train.heads)}"
         print(f"2/4 train: τ for {what} heads, {train.steps} steps, {train.precision}", flush=True)

@@ -147,7 +147,7 @@ def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
     ``cache_dir``: keep each condition's outputs there and reuse them while model weights, condition, items
     and settings are unchanged (see :func:`pear_lens.evaluation.runner.evaluate`).
     """
-    from pear_lens.models.loaded import check_device, load_model
+    from pear_lens.models.loaded import load_model
 
     name, recorded = model_of(config)
     inputs = (config.artifact, config.data, name)  # the model may be a local folder
@@ -155,8 +155,8 @@ def run_eval(config: EvalConfig, *, model: "LoadedModel | None" = None,
     check_options(config)
     start = time.perf_counter()
     if model is None:
-        check_device(config.device)
-        model = load_model(name, device=config.device, dtype=config.resolved_dtype(recorded))
+        config.check_placement()
+        model = load_model(name, **config.load_options(recorded))
     settings = resolve_settings(config, model.name, model.tokenizer)
     conds = list(conditions) if conditions is not None else requested_conditions(model, config)
     items, item_info = build_items(model, config, settings)

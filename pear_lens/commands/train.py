@@ -32,6 +32,10 @@ class TrainRunConfig(TrainConfig, Placement):
     no_png: bool = option(False, help="skip the static figures (PNG, PDF, SVG; they need a Chrome for kaleido)")
     quiet: bool = option(False, help="no progress bar")
 
+    def __post_init__(self) -> None:
+        TrainConfig.__post_init__(self)  # the MRO would run only the first base's: both check their fields
+        Placement.__post_init__(self)
+
     def train_config(self) -> TrainConfig:
         return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
 
@@ -40,7 +44,8 @@ def train_run(config: TrainRunConfig, model: "LoadedModel | None" = None) -> tup
     """Train the coefficients of a discovery run and write the artifact into it.
 
     ``model``: the run's model if already loaded (it is checked against the run's fingerprint); else it is loaded
-    on ``config.device`` in ``config.dtype`` (default: the dtype the discovery loaded it in).
+    on ``config.device`` (or over ``config.device_map``'s devices) in ``config.dtype`` (default: the dtype the
+    discovery loaded it in).
     """
     return train_into_run(config.run_dir, config.train_config(), model=model, overwrite=config.overwrite,
-                          png=not config.no_png, quiet=config.quiet, device=config.device, dtype=config.dtype)
+                          png=not config.no_png, quiet=config.quiet, dtype=config.dtype, **config.device_options())

@@ -240,7 +240,8 @@ def check_dtype(dtype: str) -> None:
 @dataclass(kw_only=True)
 class Placement:
     """Where a command runs its model and in which dtype it loads the weights: one declaration, one default, in
-    every command that runs a model (``--device``, ``--dtype``) and in the Python API (``device=``, ``dtype=``)."""
+    every command that runs a model (``--device``, ``--device-map``, ``--dtype``) and in the Python API
+    (``device=``, ``device_map=``, ``dtype=``)."""
 
     device: str = option("cpu", help="device of the model (cpu, cuda, cuda:1, mps); the run folder records where "
                                      "each stage ran")
@@ -249,6 +250,11 @@ class Placement:
                                     "its rounding). None: float32 for a model loaded anew, and for a command that "
                                     "reads a run or an artifact the dtype that run recorded, so the weights are "
                                     "loaded (and fingerprinted) as they were")
+    device_map: str | dict[str, Any] | None = option(
+        None, cli_type=str,
+        help="spread a model too large for one GPU over every GPU present: an accelerate device map (auto, "
+             "balanced, balanced_low_0, sequential; a {module: device} dict in Python) handed to Hugging Face's "
+             "from_pretrained; replaces --device (docs/gpu.md)")
 
     def __post_init__(self) -> None:
         from pear_lens.config import check_fields
@@ -256,10 +262,45 @@ class Placement:
         check_fields(self)  # a command's config built in Python is held to the types its command line parses
         if self.dtype is not None:
             check_dtype(self.dtype)
+        if self.device_map is not None:
+            check_device_map(self.device_map)
+            if self.device != "cpu":  # cpu is --device's default, so it cannot tell a choice from no choice
+                raise PearLensError(f"give either --device {self.device} (one device) or --device-map (several), "
+                                    "not both (device= or device_map= in Python)")
 
     def resolved_dtype(self, recorded: str | None = None) -> str:
         """The dtype to load in: the one given, else ``recorded`` (a run's), else float32."""
         return self.dtype or recorded or DEFAULT_DTYPE
+
+    def check_placement(self) -> None:
+        """Refuse a device this torch cannot use before anything is loaded (accelerate places a device map)."""
+        if self.device_map is None:
+            check_device(self.device)
+
+    def device_options(self) -> dict[str, Any]:
+        """``{"device": ...}`` or ``{"device_map": ...}``: the keyword argument that places the model, for
+        :func:`load_model` and every function that loads one (``train_into_run``, ``fold_verified``, ...)."""
+        return {"device_map": self.device_map} if self.device_map is not None else {"device": self.device}
+
+    def load_options(self, recorded: str | None = None) -> dict[str, Any]:
+        """:func:`load_model`'s keyword arguments: :meth:`device_options` and :meth:`resolved_dtype`."""
+        return {**self.device_options(), "dtype": self.resolved_dtype(recorded)}
+
+
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+"""The device maps by name that accelerate computes from the GPUs present (and their free memory)."""
+
+
+def check_device_map(device_map: Any) -> None:
+    """Refuse what is no device map (a strategy name, a device name, or a ``{module: device}`` dict)."""
+    if isinstance(device_map, dict) or device_map in DEVICE_MAP_STRATEGIES:
+        return
+    try:
+        torch.device(device_map)
+    except (RuntimeError, TypeError):
+        raise PearLensError(f"unknown device map {device_map!r:.60}; use one of {', '.join(DEVICE_MAP_STRATEGIES)} "
+                            "(or, in Python, a {module: device} dict)") from None
+    check_device(device_map)  # a device name maps the whole model there
 
 
 def check_device(device: str | torch.device | None) -> None:
@@ -313,6 +354,8 @@ def load_model(
     if device is not None and device_map is not None:
         raise PearLensError("give either device (one device) or device_map (several), not both")
     check_device(device)
+    if device_map is not None:
+        check_device_map(device_map)
     if isinstance(dtype, str):
         check_dtype(dtype)
         dtype = DTYPES[dtype]
