@@ -7,6 +7,8 @@ PEAR retrained on this device (where the controls were trained) against the arti
     .venv/bin/python -m studies.confirm --test-seed 20261201              # fix the plans, then run (resumes)
     .venv/bin/python -m studies.confirm                                   # resume under the fixed plans
     .venv/bin/python -m studies.confirm --report-only                     # recompute the tables from the outputs
+    .venv/bin/python -m studies.confirm --executor slurm --workers 40 --partition gpu --gpus-per-worker 1
+                                                                          # each condition a job on a cluster
 
 The study's modules do the work (:mod:`studies.confirmatory.run`, :mod:`studies.confirmatory.plan`); the
 options come from :class:`studies.confirmatory.run.ConfirmConfig`.
@@ -18,11 +20,12 @@ import sys
 
 from pear_lens.config import add_arguments, from_namespace
 from pear_lens.errors import PearLensError, debug_enabled
+from pear_lens.jobs import ExecutorOptions
 from studies.confirmatory import run as CF
 from studies.confirmatory import plan as PL
 
 
-def run(config: CF.ConfirmConfig) -> int:
+def run(config: CF.ConfirmConfig, executor: ExecutorOptions | None = None) -> int:
     from pear_lens.models import load_model
 
     if config.report_only:  # numbers from the saved outputs alone: no model is loaded
@@ -63,7 +66,7 @@ def run(config: CF.ConfirmConfig) -> int:
                                 "pinned weights (make setup)")
         CF.run_model(model, plan, config.artifacts / name, mdir, progress=not config.quiet,
                      max_new=config.max_new or None, log=lambda line: print(line, flush=True),
-                     registry=config.registry, study=config.study)
+                     registry=config.registry, study=config.study, executor=executor)
         del model
         report(config)  # every finished model is in the report, even if a later one is interrupted
     return 0
@@ -79,10 +82,13 @@ def report(config: CF.ConfirmConfig):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, CF.ConfirmConfig)
+    add_arguments(parser, ExecutorOptions, group=parser.add_argument_group("executor (pear_lens.jobs: each condition is a job)"))
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (for bug reports)")
     args = parser.parse_args(argv)
     try:
-        return run(from_namespace(CF.ConfirmConfig, {k: v for k, v in vars(args).items() if k != "debug"}))
+        ex = set(ExecutorOptions.__dataclass_fields__)
+        return run(from_namespace(CF.ConfirmConfig, {k: v for k, v in vars(args).items() if k != "debug" and k not in ex}),
+                   from_namespace(ExecutorOptions, {k: v for k, v in vars(args).items() if k in ex}))
     except PearLensError as e:
         if debug_enabled(args.debug):
             raise

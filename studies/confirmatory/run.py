@@ -289,44 +289,119 @@ def evaluate_arm(model: "LoadedModel", cond: C.Condition, arm: Arm, task: TaskNa
     return True
 
 
+# --------------------------------------------------------------------------- the run as jobs (pear_lens.jobs)
+# Each planned condition is one job (its τ, when trained, and its outputs on every task it is planned for), and
+# PEAR retrained here is one more; any executor runs them. record.json, the seconds of every stage, is not written
+# by the jobs (one file shared by every job would be written by all of them): the launcher builds it afterwards
+# from the seconds each τ and output record holds, in the order of the plan.
+
+_MODELS: dict[tuple[str, str], "LoadedModel"] = {}
+"""Models loaded in this process, by (name, device): the local executor's jobs share the launcher's model."""
+
+
+def _job_model(name: str, device: str) -> "LoadedModel":
+    if (name, device) not in _MODELS:
+        from pear_lens.models import load_model
+
+        _MODELS[name, device] = load_model(name, device=device)
+    return _MODELS[name, device]
+
+
+def arm_outputs(plan: PL.ConfirmatoryPlan, arm: Arm) -> tuple[str, ...]:
+    """What an arm's job writes, relative to the model's folder: its τ (when trained) and its outputs."""
+    planned = PL.planned_conditions(plan)
+    tau = (f"tau/{arm.id}.json",) if arm.train_lr is not None else ()
+    return tau + tuple(f"outputs/{t}/{arm.id}.json.gz" for t in plan.tasks() if arm.id in planned[t])
+
+
+def arm_job(root: Path, model: str, device: str, arm_id: str, artifact_dir: str, progress: bool = False) -> None:
+    """Job: train the arm when it is trained (τ read back when saved), then generate its outputs on every task the
+    plan names for it (read back when saved under the same key)."""
+    mdir = Path(root)
+    plan, _ = PL.read_plan(mdir / PLAN_JSON)
+    lm = _job_model(model, device)
+    arm = next(a for a in arms(plan, lm.n_layers, lm.n_heads) if a.id == arm_id)
+    cond = build_condition(lm, arm, plan, Path(artifact_dir), mdir, {})
+    for task in (t for t in plan.tasks() if arm.id in PL.planned_conditions(plan)[t]):
+        items = task_items(lm, TaskName(task), plan, mdir, progress)
+        evaluate_arm(lm, cond, arm, TaskName(task), items, item_settings(lm, TaskName(task), mdir), plan, mdir, {},
+                     progress)
+
+
+def pear_retrained_job(root: Path, model: str, device: str) -> None:
+    """Job: PEAR's heads trained again on this device with the plan's recipe (:func:`retrain_pear`)."""
+    plan, _ = PL.read_plan(Path(root) / PLAN_JSON)
+    retrain_pear(_job_model(model, device), plan, Path(root), {})
+
+
+def study_jobs(plan: PL.ConfirmatoryPlan, n_layers: int, n_heads: int, artifact_dir: Path, fingerprint: str,
+               progress: bool = False) -> list:
+    """Every planned condition as a job, in the plan's order, then PEAR retrained here."""
+    from pear_lens.jobs import Job
+
+    args = {"model": plan.model, "device": plan.device}
+    inputs = (PLAN_JSON, *(f"items/{t}.jsonl.gz" for t in plan.tasks()))
+    key = {"fingerprint": fingerprint}
+    jobs = [Job(arm.id, "studies.confirmatory.run:arm_job",
+                {**args, "arm_id": arm.id, "artifact_dir": str(artifact_dir), "progress": progress},
+                outputs=arm_outputs(plan, arm), inputs=inputs, key=key)
+            for arm in arms(plan, n_layers, n_heads)]
+    jobs.append(Job(PEAR_RETRAINED, "studies.confirmatory.run:pear_retrained_job", args,
+                    outputs=(f"tau/{PEAR_RETRAINED}.json",), inputs=(PLAN_JSON,), key=key))
+    return jobs
+
+
+def build_record(plan: PL.ConfirmatoryPlan, mdir: Path, n_layers: int, n_heads: int,
+                 devices: Sequence[str]) -> dict[str, Any]:
+    """``record.json`` from the saved records: the devices, then the seconds of every training and evaluation
+    saved so far, in the order the plan runs them (each arm's training, then its tasks), PEAR retrained last."""
+    planned, seconds = PL.planned_conditions(plan), {}
+    for arm in arms(plan, n_layers, n_heads):
+        tau = mdir / "tau" / f"{arm.id}.json"
+        if arm.train_lr is not None and tau.exists():
+            seconds[f"train/{arm.id}"] = read_record(tau)["seconds"]
+        for task in (t for t in plan.tasks() if arm.id in planned[t]):
+            out = mdir / "outputs" / task / f"{arm.id}.json.gz"
+            if out.exists():
+                seconds[f"eval/{task}/{arm.id}"] = read_record(out)["seconds"]
+    if (mdir / "tau" / f"{PEAR_RETRAINED}.json").exists():
+        seconds[f"train/{PEAR_RETRAINED}"] = read_record(mdir / "tau" / f"{PEAR_RETRAINED}.json")["seconds"]
+    return {"devices": list(devices), "seconds": seconds}
+
+
 def run_model(model: "LoadedModel", plan: PL.ConfirmatoryPlan, artifact_dir: Path, mdir: Path, *,
               progress: bool = False, log: Callable[[str], None] = print, max_new: int | None = None,
-              registry: Path | None = None, study: str = "") -> dict:
-    """Every planned condition on every planned task, resuming from what ``mdir`` holds.
+              registry: Path | None = None, study: str = "", executor: Any = None) -> dict:
+    """Every planned condition on every planned task, as jobs (:func:`study_jobs`) on ``executor`` (a
+    :class:`pear_lens.jobs.ExecutorOptions`; default: in this process), resuming from what ``mdir`` holds.
 
-    ``max_new``: stop after this many newly run evaluations (None: all); the record says what is left.
-    ``registry``, ``study``: the seed registry and the plan's study, closed before its first item is drawn.
-    Returns the record (also written to ``mdir/record.json`` after every stage).
+    The items are drawn here first (never by a job). ``max_new``: run at most this many conditions not yet
+    done (None: all). ``registry``, ``study``: the seed registry and the plan's study, closed before its first
+    item is drawn. Returns the record (``mdir/record.json``, rebuilt from the saved records).
     """
+    from pear_lens.jobs import Study, run_study
+    from pear_lens.jobs.status import study_status
     from pear_lens.models.loaded import device_description
 
     record_path = mdir / RECORD_JSON
-    record = json.loads(record_path.read_text()) if record_path.exists() else {}
-    record["devices"] = list(dict.fromkeys([*record.get("devices", []), device_description(plan.device)]))
-    planned = PL.planned_conditions(plan)
-    items = {t: task_items(model, TaskName(t), plan, mdir, progress, registry, study) for t in plan.tasks()}
-    settings = {t: item_settings(model, TaskName(t), mdir) for t in plan.tasks()}  # read once, not per condition
-    ran = 0
-    for arm in arms(plan, model.n_layers, model.n_heads):
-        tasks = [t for t in plan.tasks() if arm.id in planned[t]]
-        cond = None
-        for task in tasks:
-            if max_new is not None and ran >= max_new:
-                break
-            cond = cond or build_condition(model, arm, plan, artifact_dir, mdir, record)
-            if evaluate_arm(model, cond, arm, TaskName(task), items[task], settings[task], plan, mdir, record,
-                            progress):
-                ran += 1
-                secs = record["seconds"][f"eval/{task}/{arm.id}"]
-                log(f"{plan.model} {task} {arm.id}: {secs / 60:.1f} min")
-                atomic_write_json(record_path, record)
-    if max_new is None or ran < max_new:  # the unclipped arms' criterion needs their paths: add any missing
-        for arm in arms(plan, model.n_layers, model.n_heads):
-            path = mdir / "tau" / f"{arm.id}.json"
-            if "unclipped" in arm.id and path.exists() and retrace_arm(model, arm, plan, path):
-                log(f"{plan.model} {arm.id}: training path added")
-        if retrain_pear(model, plan, mdir, record):
-            log(f"{plan.model} PEAR retrained on this device: {record['seconds'][f'train/{PEAR_RETRAINED}'] / 60:.1f} min")
+    before = json.loads(record_path.read_text()) if record_path.exists() else {}
+    devices = list(dict.fromkeys([*before.get("devices", []), device_description(plan.device)]))
+    for t in plan.tasks():
+        task_items(model, TaskName(t), plan, mdir, progress, registry, study)
+    _MODELS[plan.model, plan.device] = model
+    jobs = study_jobs(plan, model.n_layers, model.n_heads, artifact_dir, model.fingerprint, progress)
+    if max_new is not None:
+        status = {r.job: r.state for r in study_status(Study(mdir, jobs)).rows}
+        jobs = [j for j in jobs if status[j.name] == "done"] + \
+               [j for j in jobs if status[j.name] != "done"][:max_new]
+    for arm in arms(plan, model.n_layers, model.n_heads):  # a τ record saved before paths were kept: add its
+        path = mdir / "tau" / f"{arm.id}.json"  # path, before the job's receipt records the file's hash
+        if "unclipped" in arm.id and path.exists() and not (mdir / "jobs" / f"{arm.id}.json").exists() \
+                and retrace_arm(model, arm, plan, path):
+            log(f"{plan.model} {arm.id}: training path added")
+    result = run_study(Study(mdir, jobs), executor)
+    log(str(result))
+    record = build_record(plan, mdir, model.n_layers, model.n_heads, devices)
     atomic_write_json(record_path, record)
     return record
 
@@ -454,7 +529,7 @@ class ConfirmConfig:
     exploratory_record: Path = option(Path("figures/results/run.json"), help="the exploratory record (how K was chosen)")
     tasks: tuple[str, ...] = option(("kv", "mdqa", "counterfactual", "closed-book"),
                                     help="tasks of a new plan (closed-book always; a model that cannot do one leaves it out)")
-    max_new: int = option(0, help="stop each model after this many new evaluations (0: everything)")
+    max_new: int = option(0, help="stop each model after this many conditions not yet done (0: everything)")
     plan_only: bool = option(False, help="fix the plans of the models that have none (claiming the test seed) and stop: "
                                          "every plan of a study is on record before any of its results is seen")
     estimate: bool = option(False, help="only time the device and predict the minutes of every stage")

@@ -663,3 +663,31 @@ def test_the_reports_fixed_prose_is_the_templates():
     with pytest.raises(KeyError):
         W.PROSE("figure", alt="a b")  # a placeholder left unfilled is an error, not a '$stem' in the report
     assert join(["# t", "| a |\n|---|\n", "p"]) == "# t\n\n| a |\n|---|\n\np\n"
+
+
+@pytest.mark.parametrize("model, n_layers, n_heads", [("smollm2-135m-instruct", 30, 9), ("gemma-3-270m", 18, 4)])
+def test_the_record_the_jobs_leave_is_the_one_the_sequential_run_wrote(model, n_layers, n_heads):
+    """Run as jobs, the study's record.json is built from the τ and output records afterwards (no job writes a
+    file another job writes): rebuilt from the committed records it equals the committed record.json, order
+    included, so the committed study is what the job runner would have left."""
+    from studies.update_readme import ROOT
+
+    mdir = ROOT / "figures" / "results" / "confirm" / model
+    plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
+    committed = json.loads((mdir / CF.RECORD_JSON).read_text())
+    assert len(committed["seconds"]) > 100
+    rebuilt = CF.build_record(plan, mdir, n_layers, n_heads, committed["devices"])
+    assert list(rebuilt["seconds"]) == list(committed["seconds"])
+    assert rebuilt == committed
+
+
+def test_every_condition_is_one_job_naming_its_tau_and_outputs(run):
+    tmp, model, mdir = run
+    plan, _ = PL.read_plan(mdir / CF.PLAN_JSON)
+    jobs = CF.study_jobs(plan, model.n_layers, model.n_heads, tmp / "artifacts" / model.name, model.fingerprint)
+    assert [j.name for j in jobs][:-1] == [a.id for a in CF.arms(plan, model.n_layers, model.n_heads)]
+    written = {p.relative_to(mdir).as_posix() for p in [*(mdir / "tau").glob("*.json"),
+                                                         *(mdir / "outputs").rglob("*.json.gz")]}
+    assert written == {o for j in jobs for o in j.outputs}
+    receipts = {p.stem for p in (mdir / "jobs").glob("*.json") if p.name != "study.json"}
+    assert receipts == {j.name for j in jobs}  # every job ran to its receipt
