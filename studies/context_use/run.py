@@ -186,12 +186,14 @@ class _Context:
                          for t, v in self.items.items()}
 
     def condition(self, label: str) -> tuple[int, cond_mod.Condition]:
+        """The condition labelled ``label`` and its place (< N_MAIN: a main one, also decoded greedily)."""
         if self._conds is None:
             conds = conditions(self.model, self.mplan, only_main=False)
             self._conds = {c.label: (i, c) for i, c in enumerate(conds)}
-            for task in SCANNED_FOR_HEADS:
-                cond = task_scan_condition(self.model, task, len(conds[1].coefficients), self.folder)
-                self._conds[cond.label] = (N_MAIN, cond)
+        for task in SCANNED_FOR_HEADS:  # built only when asked for: it reads the task's dev scan
+            if label == task_scan_label(task) and label not in self._conds:
+                k = len(self._conds["PEAR"][1].coefficients)
+                self._conds[label] = (N_MAIN, task_scan_condition(self.model, task, k, self.folder))
         return self._conds[label]
 
 
@@ -284,12 +286,17 @@ def _job_key(ctx: _Context) -> dict[str, Any]:
     return {**ctx.key, "items": {t.value: items_digest(v) for t, v in ctx.items.items()}}
 
 
-def first_wave(ctx: _Context) -> list:
-    """The main conditions, then every head scan (dev and test)."""
+def condition_wave(ctx: _Context, only_main: bool) -> list:
+    """The main conditions, then (unless ``only_main``) the random controls: what the verdict needs, first."""
+    conds = conditions(ctx.model, ctx.mplan, only_main=only_main)
+    return [_cond_job(ctx, i, c) for i, c in enumerate(conds)]
+
+
+def scan_wave(ctx: _Context) -> list:
+    """Every head scan: dev (choosing each context task's heads) and test (beside the proxy's Δπ)."""
     from pear_lens.jobs import Job
 
-    conds = conditions(ctx.model, ctx.mplan, only_main=True)
-    jobs = [_cond_job(ctx, i, c) for i, c in enumerate(conds)]
+    jobs = []
     for task in TASKS:
         for split in ("dev", "test") if task in SCANNED_FOR_HEADS else ("test",):
             jobs.append(Job(f"scan-{split}_{task.value}", "studies.context_use.run:scan_job",
@@ -298,14 +305,10 @@ def first_wave(ctx: _Context) -> list:
     return jobs
 
 
-def second_wave(ctx: _Context, only_main: bool) -> list:
-    """The heads each dev scan chose, pruned (their job's input: that scan), then the random controls."""
-    jobs = [_cond_job(ctx, N_MAIN, ctx.condition(task_scan_label(t))[1], inputs=(f"scans/dev_{t.value}",))
+def task_scan_wave(ctx: _Context) -> list:
+    """The heads each dev scan chose, pruned (their job's input: that scan, so they come last)."""
+    return [_cond_job(ctx, N_MAIN, ctx.condition(task_scan_label(t))[1], inputs=(f"scans/dev_{t.value}",))
             for t in SCANNED_FOR_HEADS]
-    if not only_main:
-        conds = conditions(ctx.model, ctx.mplan, only_main=False)
-        jobs += [_cond_job(ctx, i, c) for i, c in enumerate(conds[N_MAIN:], start=N_MAIN)]
-    return jobs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,9 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     _CONTEXTS[args.model, args.batch_size] = ctx  # the local executor's jobs share this model
     for t, v in ctx.items.items():
         print(f"{args.model} · {t.value}: {len(v)} items ({items_digest(v)})", flush=True)
-    first = first_wave(ctx)
-    for wave in (first, None):  # the second wave's jobs read the first wave's dev scans: built after it
-        jobs = wave if wave is not None else first + second_wave(ctx, args.only_main)
+    # the conditions the verdict needs first (main, then the random controls), then the head scans (hours each on
+    # a CPU), then the conditions the dev scans choose (their jobs read the scans, so they are made after them)
+    jobs: list = []
+    for wave in (lambda: condition_wave(ctx, args.only_main), lambda: scan_wave(ctx), lambda: task_scan_wave(ctx)):
+        jobs += wave()
         result = run_study(Study(ctx.folder, jobs), opts)
         print(result, flush=True)
         if not result.status.complete:
