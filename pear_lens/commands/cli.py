@@ -124,6 +124,15 @@ def _atlas(config: Any) -> None:
           f"atlas_heatmaps, atlas_scatter}}")
 
 
+def _estimate(config: Any) -> None:
+    from pear_lens.commands.estimate import estimate
+
+    result, advice = estimate(config)
+    print(result)
+    if advice is not None:
+        print(advice)
+
+
 def _config_command(cls_path: str) -> Callable[[], type]:
     def load() -> type:
         module, name = cls_path.rsplit(":", 1)
@@ -158,6 +167,9 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[Any], None]]
              "(local, submitit-local, slurm, ray)", _config_command("pear_lens.commands.jobs:JobsConfig"),
              lambda config: __import__("pear_lens.commands.jobs", fromlist=["jobs"]).jobs(config)),
     "report": ("write one self-contained HTML page about a run folder (figures, heads, τ, settings; opens offline)", _config_command("pear_lens.commands.report:ReportConfig"), lambda config: __import__("pear_lens.commands.report", fromlist=["report"]).report(config)),
+    "estimate": ("predict the time and peak memory of the head scan, one training and an evaluation on a device "
+                 "(short probes there), and the workers a study of such jobs needs to end in time",
+                 _config_command("pear_lens.commands.estimate:EstimateConfig"), _estimate),
 }
 
 
