@@ -147,10 +147,15 @@ def test_the_report_applies_the_verdict_rule_to_the_outputs(tmp_path):
     _synthetic_study(tmp_path / "few", 1.0, n_controls=19)
     few = report.model_report(tmp_path / "few", plan)
     assert {few["tasks"][t]["verdict"] for t in ("kv", "mdqa", "counterfactual")} == {
-        "beats baseline, not random damped heads"}
+        "beats baseline; rank test underpowered: 19 damped controls allow an adjusted rank p of 0.15 at best"}
+    # 60 controls: the test can pass, and PEAR beating all of them passes it
+    _synthetic_study(tmp_path / "enough", 1.0, n_controls=60)
+    enough = report.model_report(tmp_path / "enough", plan)
+    assert {enough["tasks"][t]["verdict"] for t in ("kv", "mdqa", "counterfactual")} == {"improves context use"}
     _synthetic_study(tmp_path / "flat", 0.0)
     flat = report.model_report(tmp_path / "flat", plan)
-    assert all(flat["tasks"][t]["verdict"] in ("no detectable effect", "beats baseline, not random damped heads")
+    assert all(flat["tasks"][t]["verdict"] == "no detectable effect"
+               or flat["tasks"][t]["verdict"].startswith("beats baseline; rank test underpowered")
                for t in ("kv", "mdqa", "counterfactual"))
     _synthetic_study(tmp_path / "down", -1.0)
     down = report.model_report(tmp_path / "down", plan)
