@@ -104,7 +104,7 @@ def rates() -> Rates:
     for kind in Kind:
         for rows in (1, 8, 64):
             step = Pass(kind, rows, 16, 4, 8, logits=1)
-            calls, blocks, gflop = step.features(SHAPE)
+            calls, blocks, gflop, _ = step.features(SHAPE)
             observations.append(Observation(step, 0.01 * calls + 0.001 * blocks + 0.05 * gflop))
     return Rates(SHAPE, observations)
 

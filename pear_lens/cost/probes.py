@@ -4,8 +4,8 @@ A probe runs the very function a stage runs (the copy check, path patching's cle
 training micro-batch's forward and backward, greedy decoding and the likelihood passes, timed call by call through
 hooks on the Hugging Face model) on a few rows first (what a call costs however small) and then on as many rows as
 fill about ``budget`` seconds, never more than the work itself uses. Each observation is a :class:`Pass` with its
-seconds; :func:`fit` prices every kind as ``a × calls + b × block calls + c × GFLOP`` (non-negative least squares
-on relative error), which is what :class:`Rates` predicts any pass of that kind with. On a CUDA device each probe
+seconds; :func:`fit` prices every kind as ``a × calls + b × block calls + c × GFLOP + d × cache GB`` (non-negative
+least squares on relative error), which is what :class:`Rates` predicts any pass of that kind with. On a CUDA device each probe
 also records the memory it allocated beyond the weights (``torch.cuda.max_memory_allocated``).
 """
 from __future__ import annotations
@@ -257,7 +257,7 @@ def _logged(shape: "ModelShape", calls, total: float, later: Kind, peak: int | N
 
 
 SHORT_PROMPT = 16
-"""Tokens kept of each prompt where a probe times what follows the prompt pass (decoding steps, candidates)."""
+"""Tokens kept of each prompt where a probe times the steps after the prompt pass on a whole batch."""
 
 
 def probe_eval(hf: Any, tokenizer: Any, shape: "ModelShape", prompts: Sequence[Sequence[int]],
@@ -265,47 +265,46 @@ def probe_eval(hf: Any, tokenizer: Any, shape: "ModelShape", prompts: Sequence[S
                clock: Clock, budget: float) -> list[Observation]:
     """The evaluation's passes on the prompts of its first batch (``first``: their indices, longest first).
 
-    Prompt passes: greedy decoding of one new token, on one prompt, then on as many as fill the budget. Decoding
-    steps and, given ``candidates``, the candidate passes: on one row and on the whole batch, each prompt cut to
-    its last :data:`SHORT_PROMPT` tokens so that its prompt pass is cheap (their cost on a longer cache is the
-    attention's, which the fit prices per GFLOP)."""
+    Prompt passes and a few decoding steps on the whole cache: greedy decoding of one prompt, then of as many as
+    fill the budget. Decoding steps and, given ``candidates``, candidate passes on the whole batch too, each prompt
+    cut to its last :data:`SHORT_PROMPT` tokens so that its prompt pass is cheap (and, for the candidates, on one
+    whole prompt): what the steps cost per row and per GB of cache is fitted from both."""
     from pear_lens.evaluation.generate import greedy_generate
     from pear_lens.evaluation.likelihood import continuation_logprobs
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     short = {i: list(prompts[i])[-SHORT_PROMPT:] for i in first}
+    steps = min(max_new_tokens, 4)
 
     def timed(run: Callable[[], Any], later: Kind) -> tuple[list[Observation], float]:
         with forward_log(hf, clock) as calls:
             seconds, peak = clock.time(run)
         return _logged(shape, calls, seconds, later, peak), seconds
 
-    def prefill(rows: int) -> tuple[list[Observation], float]:
-        return timed(lambda: greedy_generate(hf, tokenizer, [prompts[i] for i in first[:rows]], max_new_tokens=1,
-                                             batch_size=rows, progress=False), Kind.DECODE)
+    def decode(texts: Sequence[Sequence[int]], new: int = steps) -> tuple[list[Observation], float]:
+        return timed(lambda: greedy_generate(hf, tokenizer, texts, max_new_tokens=new, batch_size=len(texts),
+                                             stop_at_newline=False, progress=False), Kind.DECODE)
 
-    prefill(1)  # lazy set-up (and decoding's token tables), not timed
+    def score(texts: Sequence[Sequence[int]], idx: Sequence[int]) -> list[Observation]:
+        return timed(lambda: continuation_logprobs(hf, texts, [candidates[i] for i in idx], batch_size=len(idx),
+                                                   pad_token_id=pad, progress=False), Kind.CONTINUATION)[0]
+
+    decode([prompts[first[0]]], 1)  # lazy set-up (and decoding's token tables), not timed
     out: list[Observation] = []
     sizes, times = [1], []
     while True:
-        observed, seconds = prefill(sizes[-1])
+        observed, seconds = decode([prompts[i] for i in first[:sizes[-1]]])
         out += observed
         times.append(seconds)
         nxt = _next_size(sizes, times, len(first), budget)
         if nxt is None:
             break
         sizes.append(nxt)
-    steps = min(max_new_tokens, 4)
-    for rows in sorted({1, len(first)}):
-        idx = first[:rows]
-        if steps > 1:
-            out += timed(lambda: greedy_generate(hf, tokenizer, [short[i] for i in idx], max_new_tokens=steps,
-                                                 batch_size=rows, stop_at_newline=False, progress=False),
-                         Kind.DECODE)[0]
-        if candidates is not None:
-            out += timed(lambda: continuation_logprobs(hf, [short[i] for i in idx], [candidates[i] for i in idx],
-                                                       batch_size=rows, pad_token_id=pad, progress=False),
-                         Kind.CONTINUATION)[0]
+    if len(first) > sizes[-1]:
+        out += decode([short[i] for i in first])[0]
+    if candidates is not None:
+        out += score([prompts[first[0]]], first[:1])
+        out += score([short[i] for i in first], first)
     return out
 
 
@@ -348,13 +347,13 @@ class Rates:
         return int(largest.peak_bytes * scale)
 
     def to_dict(self) -> dict[str, dict[str, float]]:
-        return {kind.value: {"s_per_call": float(c[0]), "s_per_block_call": float(c[1]), "s_per_gflop": float(c[2])}
-                for kind, c in self.coefficients.items()}
+        return {kind.value: {"s_per_call": float(c[0]), "s_per_block_call": float(c[1]), "s_per_gflop": float(c[2]),
+                             "s_per_cache_gb": float(c[3])} for kind, c in self.coefficients.items()}
 
 
 def fit(shape: "ModelShape", observations: Sequence[Observation]) -> np.ndarray:
-    """Non-negative ``(a, b, c)`` with ``seconds ≈ a × calls + b × block calls + c × GFLOP``, fitted on relative
-    error (so the small probes that show a call's fixed cost weigh as much as the large ones)."""
+    """Non-negative ``(a, b, c, d)`` with ``seconds ≈ a × calls + b × block calls + c × GFLOP + d × cache GB``,
+    fitted on relative error (so the small probes that show a call's fixed cost weigh as much as the large ones)."""
     from scipy.optimize import nnls
 
     X = np.array([o.step.features(shape) for o in observations], dtype=float)

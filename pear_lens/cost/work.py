@@ -86,10 +86,18 @@ class Pass:
         unembed = self.rows * self.logits * shape.logit_flops
         return (self.blocks + self.backward_blocks) * per_block + (2 if self.backward_blocks else 1) * unembed
 
-    def features(self, shape: "ModelShape") -> tuple[float, float, float]:
-        """What the probes' fit prices, for all ``count`` passes: calls, block calls, and GFLOP."""
+    @property
+    def on_cache(self) -> bool:
+        """The pass extends a key-value cache: every layer's keys and values are copied to append the new ones
+        and read by attention (and a candidate pass starts from a copy of the prompt's cache)."""
+        return self.kind in (Kind.DECODE, Kind.CONTINUATION)
+
+    def features(self, shape: "ModelShape") -> tuple[float, float, float, float]:
+        """What the probes' fit prices, for all ``count`` passes: calls, block calls, GFLOP, and GB of key-value
+        cache the passes move (the cost that grows with a long prompt once the FLOPs are few)."""
+        cache = self.rows * self.context * shape.kv_bytes_per_token if self.on_cache else 0.0
         return (float(self.count), float(self.count * (self.blocks + self.backward_blocks)),
-                self.count * self.flops(shape) / 1e9)
+                self.count * self.flops(shape) / 1e9, self.count * cache / 1e9)
 
     def activation_bytes(self, shape: "ModelShape", act_bytes: int) -> int:
         """Memory one such pass takes beyond the weights, at its peak (an estimate from the shapes)."""
