@@ -707,7 +707,8 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
                 continue
             extra = (f", smallest detectable {e['mde_80']:.2f}" if e.get("verdict") == "no detectable effect"
                      and "mde_80" in e else "")
-            per_task.append(f"{_TASK_NAMES[task]} {_nats(d)} ({e['verdict']}{extra})")
+            verdict = e["verdict"].split(":")[0]  # the why of an underpowered rank test is in the ranks' line
+            per_task.append(f"{_TASK_NAMES[task]} {_nats(d)} ({verdict}{extra})")
         out.append(f"- **{model}**{status}: PEAR − baseline on " + "; ".join(per_task) + ".")
         ranks = [(t, e["damped_controls"]) for t, e in r["tasks"].items() if t != "closed-book"]
         if all(c.get("rank_p") is None for _, c in ranks):
@@ -715,7 +716,9 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
         else:
             out.append("  - Against random heads damped alike: " + "; ".join(
                 f"{_TASK_NAMES[t]} rank p {c['rank_p']:.3g} among {c['n']}" for t, c in ranks
-                if c.get("rank_p") is not None) + " (Holm over the three tasks in the verdict).")
+                if c.get("rank_p") is not None) + " (Holm over the three tasks in the verdict" +
+                ("; too few controls yet for any adjusted rank p below 0.05)." if min(c["n"] for _, c in ranks)
+                 < len(ranks) / 0.05 - 1 else ")."))
         peers = [s for s in (_peer_sentence(r["tasks"], "PEAR heads damped", "untrained damping of PEAR's heads"),
                              _peer_sentence(r["tasks"], "PEAR heads pruned", "pruning them"),
                              _peer_sentence(r["tasks"], "CAD α=0.5", "context-aware decoding")) if s]
