@@ -36,7 +36,7 @@ def slow(root: Path, out: str, stall: str = "", fail: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("first half\n")  # not atomic, on purpose: a killed job's partial output
     if stall:
-        (root / f"{stall}.started").write_text(str(os.getpid()))
+        atomic_write_text(root / f"{stall}.started", str(os.getpid()))  # whole: a reader never sees it empty
         while (root / stall).exists():
             time.sleep(0.05)
     if fail:
