@@ -125,4 +125,7 @@ def test_smollm2_scores_and_fingerprint_agree_across_forms(smol):
     for form in ((hf_model.eval(), tok), bridge_of(hf_model, tok)):
         m = as_loaded(form)
         assert m.fingerprint == smol.fingerprint
-        assert torch.equal(score_heads(m, task, progress=False).scores, want.scores)
+        # the same weights, reached by another loading path: equal to float32 rounding, not always bit for bit
+        # (on some CPUs the two paths' matmuls sum in another order: 1.5e-7 apart on this AMD EPYC, where the
+        # clean metric is about 15 nats); a real disagreement (another head, another layer) is 1e-3 or more
+        torch.testing.assert_close(score_heads(m, task, progress=False).scores, want.scores, rtol=0, atol=1e-6)
