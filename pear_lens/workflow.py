@@ -88,6 +88,9 @@ class DiscoverConfig(Placement):
                                          "(stability.csv/.json); the run's scores are the first seed's")
     options: Any = option(None, variants=_method_options, selector="method",
                           help="the chosen method's own options (None: its defaults)")
+    checkpoint: Path | None = option(None, help="a folder (outside --out) each batch's scores are saved into as they "
+                                                "are made: run again with the same folder to resume a stopped scan "
+                                                "where it stopped (pear_lens.mediation.checkpoint)")
     allow_weak_copy_task: bool = option(False, help=f"score the heads even when the model copies less than "
                                                     f"{MIN_COPY_ACCURACY:.0%} of the proxy task's tokens")
     report_k: int = option(REPORT_K, help="heads outlined on the heatmap, and the K of the --seeds stability "
@@ -114,6 +117,9 @@ def discover(config: DiscoverConfig) -> HeadScores:
                             "fixed: drop one of them")
     if len(set(config.seeds)) != len(config.seeds) or len(config.seeds) == 1:
         raise PearLensError(f"--seeds needs at least 2 different seeds for a stability report, got {list(config.seeds)}")
+    if config.checkpoint is not None and config.checkpoint.resolve().is_relative_to(config.out.resolve()):
+        raise PearLensError(f"--checkpoint {config.checkpoint} is inside --out {config.out}, which is replaced whole "
+                            "when the run is written; give a folder outside it")
     if not config.no_png:
         check_static_export()
     task = PromptTask.from_jsonl(config.task_file) if config.task_file is not None else config.task
@@ -127,7 +133,7 @@ def discover(config: DiscoverConfig) -> HeadScores:
     seeds = config.seeds or (getattr(task, "seed", 0),)
     runs = [score_heads(model, dataclasses.replace(task, seed=s) if isinstance(task, ProxyTask) else task,
                         config.metric, config.method, difference=difference, seed=s, progress=not config.quiet,
-                        options=options, copy_check="off") for s in seeds]
+                        options=options, copy_check="off", checkpoint=config.checkpoint) for s in seeds]
     scores = runs[0]
     record = config_record(dataclasses.replace(config, difference=difference, dtype=model.dtype,
                                                task=dataclasses.replace(config.task, seed=seeds[0])), options)

@@ -85,11 +85,14 @@ def rag_scan_task(items: Sequence[Item], style: PromptStyle | str, tokenizer: "P
 
 
 def scan_items(model, items: Sequence[Item], style: PromptStyle | str, *, name: str, metric: str = "logit_diff",
-               progress: bool = True, seed: int = 0) -> tuple["HeadScores", RagScanTask]:
+               progress: bool = True, seed: int = 0, checkpoint=None) -> tuple["HeadScores", RagScanTask]:
     """Every head's effect (:data:`SCAN_OPTIONS`) on ``metric`` over ``items``: ``logit_diff`` (gold against
-    its competitor, items without a distinct competitor left out) or ``logprob`` (gold alone, every item)."""
+    its competitor, items without a distinct competitor left out) or ``logprob`` (gold alone, every item).
+    ``checkpoint``: a folder that keeps each prompt length's result, so a stopped scan resumes (see
+    :func:`pear_lens.mediation.score_heads`)."""
     from pear_lens.mediation import score_heads
 
     scan = rag_scan_task(items, style, model.tokenizer, name=name, foils=metric == "logit_diff")
-    scores = score_heads(model, scan.task, metric, SCAN_METHOD, progress=progress, seed=seed, **SCAN_OPTIONS)
+    scores = score_heads(model, scan.task, metric, SCAN_METHOD, progress=progress, seed=seed, checkpoint=checkpoint,
+                         **SCAN_OPTIONS)
     return scores, scan

@@ -13,6 +13,8 @@ options.
 """
 from __future__ import annotations
 
+import inspect
+import os
 import warnings
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
@@ -73,6 +75,7 @@ def score_heads(
     options: Any = None,
     tokenizer: Any = None,
     copy_check: Literal["warn", "refuse", "off"] = "warn",
+    checkpoint: "str | os.PathLike | None" = None,
     **opts: Any,
 ) -> HeadScores:
     """Score every attention head of ``model`` on ``task`` (default: PEAR's copy proxy task).
@@ -90,7 +93,8 @@ def score_heads(
     On the proxy task the unmodified model's copy accuracy is measured first, as ``pear-lens discover`` does
     (:func:`~pear_lens.copy_accuracy.check_copy_task`): heads ranked on a task the model cannot do rank noise.
     ``copy_check``: ``"warn"`` (one warning line), ``"refuse"`` (a :class:`~pear_lens.errors.CopyTaskTooWeak`) or
-    ``"off"``.
+    ``"off"``. ``checkpoint``: a folder each batch's result is saved into as it is made, so a scan stopped part way
+    resumes where it stopped when run again with the same folder (:mod:`pear_lens.mediation.checkpoint`).
 
     >>> from pear_lens import load_model, ProxyTask
     >>> scores = score_heads(load_model("tiny-llama"), ProxyTask(settings=((4, 8),)), progress=False)
@@ -116,8 +120,13 @@ def score_heads(
             raise CopyTaskTooWeak(message)
         if message:
             warnings.warn(message, WeakCopyTask, stacklevel=2)
-    return METHODS[method].fn(
+    fn = METHODS[method].fn
+    resumable = {} if checkpoint is None else {"checkpoint": checkpoint}
+    if resumable and "checkpoint" not in inspect.signature(fn).parameters:
+        raise PearLensError(f"method {method!r} cannot save a checkpoint (it was registered without the "
+                            "@scoring_method decorator that saves each batch); run it without checkpoint=")
+    return fn(
         model, task, parse_metric(metric),
         difference=parse_member(Difference, difference, "difference"),
-        seed=seed, progress=progress, options=chosen,
+        seed=seed, progress=progress, options=chosen, **resumable,
     )

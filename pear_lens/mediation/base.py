@@ -11,6 +11,7 @@ the shared code turns those into Δπ and averages over settings.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -23,6 +24,7 @@ from pear_lens import hooks
 from pear_lens.errors import PearLensError
 from pear_lens.io import as_json
 from pear_lens.mediation._forward import capture
+from pear_lens.mediation.checkpoint import ScanCheckpoint, batch_key, scan_key
 from pear_lens.metrics import Difference, Metric, MetricFn, check_metric, delta, evaluate, metric_name
 from pear_lens.results import HeadScores
 from pear_lens.vocabulary import StrEnum
@@ -215,24 +217,40 @@ def run_settings(
     progress: bool,
     steps_per_setting: int,
     batches: Sequence["ScoredBatch"] | None = None,
+    checkpoint: "str | os.PathLike | None" = None,
 ) -> HeadScores:
     """Scan every batch of the task, pool the batches of each setting, and build the :class:`HeadScores`.
 
     A setting's Δπ compares the mean π̃ and the mean π over its prompts (a setting scanned in one batch keeps
     the batch's own means, so the proxy task's scores are what they always were); the score is the mean over
-    settings. Per-prompt values are kept in the task's prompt order.
+    settings. Per-prompt values are kept in the task's prompt order. ``checkpoint``: a folder each batch's scan
+    is saved into as it is made and read back from on a later run (:mod:`pear_lens.mediation.checkpoint`).
     """
     batches = task.batches(model) if batches is None else batches
+    saved = ScanCheckpoint(checkpoint) if checkpoint is not None else None
+    key_of_scan = scan_key(model, method, options, metric) if saved is not None else ""
     scans: list[SettingScan] = []
     seconds = []
+    resumed = 0
     bar = tqdm(total=steps_per_setting * len(batches), desc=f"{method} scan", unit="layer",
                disable=not progress, leave=False)
     with bar:
         for batch in batches:
             bar.set_postfix_str(batch.label)
+            key = batch_key(key_of_scan, batch) if saved is not None else ""
+            done = saved.load(key) if saved is not None else None
+            if done is not None:
+                scans.append(SettingScan(done.patched, done.clean, done.patched_each, done.clean_each))
+                seconds.append(done.seconds)
+                resumed += 1
+                bar.update(steps_per_setting)
+                continue
             t0 = time.perf_counter()
             scans.append(per_setting(batch, bar))
             seconds.append(time.perf_counter() - t0)
+            if saved is not None:
+                new = scans[-1]
+                saved.save(key, new.patched, new.clean, new.patched_each, new.clean_each, seconds[-1])
     settings = [int(b.setting) for b in batches]
     deltas, cleans = [], []
     for s in range(max(settings) + 1):
@@ -258,7 +276,8 @@ def run_settings(
         scores=per.mean(0), per_setting=per, clean_metric=cleans, model=model.name, method=method,
         metric=metric_name(metric), difference=difference.value, task=task.to_dict(), options=options,
         fingerprint=model.fingerprint,  # of the weights in model.dtype, recorded beside it
-        extra={"seconds_per_setting": seconds, "seconds": sum(seconds), "dtype": model.dtype},
+        extra={"seconds_per_setting": seconds, "seconds": sum(seconds), "dtype": model.dtype,
+               **({"resumed_batches": resumed} if saved is not None else {})},
         per_prompt=each, clean_per_prompt=clean_each, prompt_setting=setting_each,
     )
 
@@ -287,6 +306,7 @@ def scoring_method(name: str, short: str, description: str, options_type: type, 
             seed: int = 0,
             progress: bool = True,
             options: Any = None,
+            checkpoint: "str | os.PathLike | None" = None,
         ) -> HeadScores:
             options = options or options_type()
             batches = task.batches(model)
@@ -295,7 +315,7 @@ def scoring_method(name: str, short: str, description: str, options_type: type, 
             return run_settings(model, task, metric, difference, name,
                                 lambda batch, bar: scan(model, batch, metric, options, seed, bar),
                                 options=record_options(options, **fixed, seed=seed), progress=progress,
-                                steps_per_setting=model.n_layers, batches=batches)
+                                steps_per_setting=model.n_layers, batches=batches, checkpoint=checkpoint)
 
         method.__name__, method.__qualname__ = scan.__name__, scan.__qualname__
         method.__module__, method.__doc__ = scan.__module__, scan.__doc__

@@ -86,7 +86,8 @@ def dev_items(model, task: TaskName) -> list:
 
 def scan(model, task: TaskName, task_items: list, out: Path):
     """Every head's effect on the task's first-answer-token contrast (closed-book: log-probability) over the first
-    :data:`N_SCAN` items; read back when saved."""
+    :data:`N_SCAN` items; read back when saved. Each prompt length's result is kept in ``scans/parts/NAME`` as it
+    is made (committed with the outputs), so a scan stopped by the end of a session resumes where it stopped."""
     from pear_lens.evaluation.task_scan import scan_items
     from pear_lens.results import HeadScores
 
@@ -95,7 +96,7 @@ def scan(model, task: TaskName, task_items: list, out: Path):
     style = settings_for(model.name, task, model.tokenizer).prompt_style
     metric = "logprob" if task is TaskName.CLOSED_BOOK else "logit_diff"
     scores, _ = scan_items(model, task_items[:N_SCAN], style, name=f"{task.value} ({out.name})", metric=metric,
-                           progress=False)
+                           progress=False, checkpoint=out.parent / "parts" / out.name)
     scores.save(out)
     print(f"  head scan {out.name} saved", flush=True)
     return scores
