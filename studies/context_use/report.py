@@ -150,11 +150,15 @@ def progress(folder: Path, model: str, model_plan: dict[str, Any]) -> dict[str, 
             "estimated_hours": model_plan.get("estimated_hours")}
 
 
-def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] | None = None,
+                 planned_damped: int | None = None) -> dict[str, Any]:
     """Every endpoint of one model: the primary contrast and its verdict (paired test, rank among the damped
     random controls), closed-book non-inferiority, the secondary log p(gold), the peers (damping, pruning, CAD)
-    against PEAR, PEAR's and pruning's ranks among their controls, the greedy arms, and what each cost."""
-    out: dict[str, Any] = {"tasks": {}}
+    against PEAR, PEAR's and pruning's ranks among their controls, the greedy arms, and what each cost.
+
+    ``planned_damped``: the damped controls the plan runs. While fewer are in, a verdict that rests on the rank
+    test is *interim*: the rank p of a part of the controls is a look at data still coming, not the planned test."""
+    out: dict[str, Any] = {"tasks": {}, **({"planned_damped": planned_damped} if planned_damped is not None else {})}
     power = (model_plan or {}).get("power", {})
     for task in (t.value for t in TASKS):
         frame = read_outputs(folder, task)
@@ -199,8 +203,13 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
         if e.get("secondary_logp_gold"):
             e["secondary_logp_gold"]["p_holm"] = float(p2)
         d = e["vs_baseline"].get("PEAR", {}).get("delta", np.nan)
+        n = e["damped_controls"]["n"]
+        interim = planned_damped is not None and n < planned_damped
         if np.isnan(p):
             e["verdict"] = "not evaluated yet"
+        elif p < 0.05 and d > 0 and e["rank_p_holm"] is not None and interim:
+            e["verdict"] = (f"beats baseline; rank test interim: {n} of {planned_damped} planned damped controls in "
+                            f"(adjusted rank p {r:.2g} so far)")
         elif p < 0.05 and d > 0 and e["rank_p_holm"] is not None and r < 0.05:
             e["verdict"] = "improves context use"
         elif p < 0.05 and d < 0:
@@ -210,7 +219,6 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
         elif p < 0.05 and d > 0 and len(PRIMARY) / (e["damped_controls"]["n"] + 1) >= 0.05:
             # with n controls the smallest rank p is 1/(n+1), Holm-adjusted over the tasks: a rank test that
             # cannot reach 0.05 whatever the data is pending, not a finding
-            n = e["damped_controls"]["n"]
             e["verdict"] = (f"beats baseline; rank test underpowered: {n} damped controls allow an adjusted rank p "
                             f"of {len(PRIMARY) / (n + 1):.2g} at best")
         elif p < 0.05 and d > 0:
@@ -286,13 +294,14 @@ def build() -> dict[str, Any]:
     plan = json.loads((RESULTS / "plan.json").read_text(encoding="utf-8"))
     from pear_lens.artifact import load_artifact
     from pear_lens.results import HeadScores
+    from studies.context_use.plan import N_DAMPED
 
     models = {}
     for m in plan["models"]:
         folder = RESULTS / m["model"]
         if not (folder / "items").is_dir():
             continue
-        models[m["model"]] = model_report(folder, plan, m)
+        models[m["model"]] = model_report(folder, plan, m, planned_damped=sum(N_DAMPED.values()))
         models[m["model"]]["progress"] = progress(folder, m["model"], m)
         art = ROOT / "artifacts" / m["model"]
         models[m["model"]]["scans"] = scan_summary(folder, HeadScores.load(art), load_artifact(art).heads)

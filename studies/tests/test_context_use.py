@@ -152,6 +152,12 @@ def test_the_report_applies_the_verdict_rule_to_the_outputs(tmp_path):
     _synthetic_study(tmp_path / "enough", 1.0, n_controls=60)
     enough = report.model_report(tmp_path / "enough", plan)
     assert {enough["tasks"][t]["verdict"] for t in ("kv", "mdqa", "counterfactual")} == {"improves context use"}
+    # the same 60 read while the plan's 80 are still running: an interim look, not the planned test
+    interim = report.model_report(tmp_path / "enough", plan, planned_damped=80)
+    assert {interim["tasks"][t]["verdict"] for t in ("kv", "mdqa", "counterfactual")} == {
+        "beats baseline; rank test interim: 60 of 80 planned damped controls in (adjusted rank p 0.049 so far)"}
+    assert report.model_report(tmp_path / "enough", plan, planned_damped=60)["tasks"]["kv"]["verdict"] == \
+        "improves context use"
     _synthetic_study(tmp_path / "flat", 0.0)
     flat = report.model_report(tmp_path / "flat", plan)
     assert all(flat["tasks"][t]["verdict"] == "no detectable effect"
@@ -319,6 +325,11 @@ def test_the_readme_lead_follows_the_context_use_report():
     assert "smallest detectable 0.16" in text and "KV rank p 0.01 among 80" in text
     assert "context-aware decoding: PEAR below it on KV" in text
     assert "no results yet" in context_use_lines(None)[0]
+    tasks["kv"]["damped_controls"] = {"n": 64, "rank_p": 0.01}
+    tasks["mdqa"]["damped_controls"] = {"n": 64, "rank_p": 0.5}
+    tasks["kv"]["verdict"] = "beats baseline; rank test interim: 64 of 80 planned damped controls in (adjusted ...)"
+    text = "\n".join(context_use_lines({"models": {"m": {"tasks": tasks, "planned_damped": 80}}}))
+    assert "(beats baseline; rank test interim)" in text and "interim: the plan's 80 controls are not all in" in text
 
 
 def test_each_main_condition_job_names_exactly_the_records_the_run_wrote():
