@@ -714,13 +714,16 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
         if all(c.get("rank_p") is None for _, c in ranks):
             out.append("  - Against random heads damped alike: no controls in yet.")
         else:
+            fewest = min(c["n"] for _, c in ranks)
+            if fewest < len(ranks) / 0.05 - 1:
+                why = "; too few controls yet for any adjusted rank p below 0.05"
+            elif fewest < r.get("planned_damped", 0):
+                why = f"; interim: the plan's {r['planned_damped']} controls are not all in"
+            else:
+                why = ""
             out.append("  - Against random heads damped alike: " + "; ".join(
                 f"{_TASK_NAMES[t]} rank p {c['rank_p']:.3g} among {c['n']}" for t, c in ranks
-                if c.get("rank_p") is not None) + " (Holm over the three tasks in the verdict" +
-                ("; too few controls yet for any adjusted rank p below 0.05)." if min(c["n"] for _, c in ranks)
-                 < len(ranks) / 0.05 - 1 else
-                 f"; interim: the plan's {r['planned_damped']} controls are not all in)."
-                 if min(c["n"] for _, c in ranks) < r.get("planned_damped", 0) else ")."))
+                if c.get("rank_p") is not None) + f" (Holm over the three tasks in the verdict{why}).")
         peers = [s for s in (_peer_sentence(r["tasks"], "PEAR heads damped", "untrained damping of PEAR's heads"),
                              _peer_sentence(r["tasks"], "PEAR heads pruned", "pruning them"),
                              _peer_sentence(r["tasks"], "CAD α=0.5", "context-aware decoding")) if s]

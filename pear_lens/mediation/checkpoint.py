@@ -9,10 +9,11 @@ numbers depend on: the weights as they are when the scan starts, the method, its
 later run with the same key reads the batch back instead of scanning it; anything else in the folder is left
 alone.
 
-Read back, a file is checked whole: its recorded key must be its name's, and the SHA-256 of its tensors the
-one it recorded; a cut or foreign file is refused with one line naming it (move it aside and rerun). A scan
-resumed from a checkpoint gives the same :class:`~pear_lens.results.HeadScores` as one run straight through
-(tested), its ``extra["resumed_batches"]`` saying how many batches were read back.
+Read back, a file is checked whole: its recorded key must be its name's, and the digest of its tensors
+(:func:`pear_lens.fingerprint.fingerprint_state`) the one it recorded; a cut or foreign file is refused with
+one line naming it (move it aside and rerun). A scan resumed from a checkpoint gives the same
+:class:`~pear_lens.results.HeadScores` as one run straight through (tested), its ``extra["resumed_batches"]``
+saying how many batches were read back.
 """
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import torch
 from torch import Tensor
 
 from pear_lens.errors import PearLensError
+from pear_lens.fingerprint import fingerprint_state
 from pear_lens.io import atomic_write_bytes
 from pear_lens.metrics import Metric, MetricFn, metric_name
 
@@ -66,8 +67,6 @@ def _feed(h: "hashlib._Hash", value: Any) -> None:
 def scan_key(model: "LoadedModel", method: str, options: dict[str, Any], metric: Metric | MetricFn) -> str:
     """SHA-256 (hex) of what every batch of one scan depends on: the weights as they are now (digested here,
     so weights edited in place after loading get another key), the method, its options and the metric."""
-    from pear_lens.fingerprint import fingerprint_state
-
     h = hashlib.sha256()
     _feed(h, {"format": FORMAT, "model": model.name, "weights": fingerprint_state(model.bridge.state_dict()),
               "method": method, "options": options, "metric": metric_key(metric), "n_layers": model.n_layers,
@@ -82,13 +81,6 @@ def batch_key(scan: str, batch: "ScoredBatch") -> str:
     for name in fields:
         h.update(name.encode())
         _feed(h, getattr(batch, name))
-    return h.hexdigest()
-
-
-def _digest(tensors: dict[str, Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in _TENSORS:
-        _feed(h, tensors[name])
     return h.hexdigest()
 
 
@@ -131,7 +123,7 @@ class ScanCheckpoint:
             raise PearLensError(f"scan checkpoint {path} is cut or not a checkpoint ({e}); {fix}") from None
         if meta.get("format") != FORMAT or meta.get("key") != key or set(tensors) != set(_TENSORS):
             raise PearLensError(f"scan checkpoint {path} is not the one its name says (another format or key); {fix}")
-        if meta.get("sha256") != _digest(tensors):
+        if meta.get("tensors") != fingerprint_state(tensors):
             raise PearLensError(f"scan checkpoint {path} was changed after it was written (its tensors no longer "
                                 f"hash as recorded); {fix}")
         return SavedBatch(tensors["patched"], float(meta["clean"]), tensors["patched_each"], tensors["clean_each"],
@@ -146,7 +138,7 @@ class ScanCheckpoint:
                    "patched_each": patched_each.detach().cpu().contiguous(),
                    "clean_each": clean_each.detach().cpu().contiguous()}
         meta = {"format": FORMAT, "key": key, "clean": float(clean), "seconds": float(seconds),
-                "sha256": _digest(tensors)}
+                "tensors": fingerprint_state(tensors)}
         return atomic_write_bytes(self.path(key), save(tensors, metadata={"pear_lens": json.dumps(meta)}))
 
 
