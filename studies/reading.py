@@ -709,6 +709,9 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
                      and "mde_80" in e else "")
             verdict = e["verdict"].split(":")[0]  # the why of an underpowered rank test is in the ranks' line
             per_task.append(f"{_TASK_NAMES[task]} {_nats(d)} ({verdict}{extra})")
+        if not per_task:
+            out.append(f"- **{model}**{status}: no task has both PEAR's and the baseline's outputs yet.")
+            continue
         out.append(f"- **{model}**{status}: PEAR − baseline on " + "; ".join(per_task) + ".")
         ranks = [(t, e["damped_controls"]) for t, e in r["tasks"].items() if t != "closed-book"]
         if all(c.get("rank_p") is None for _, c in ranks):

@@ -328,6 +328,9 @@ def test_head_score_correlation_is_an_interval_around_rho():
     lp, _ = scan_items(model, items, "plain", name="lp", metric="logprob", progress=False)
     # the two maps' prompts are resampled independently (as for the proxy task's and a RAG task's prompts), so
     # even a map against itself has an interval below 1: the noise of both maps' means is in it
+    assert len(lp.extra["items"]["kept"]) == 16 and lp.extra["items"]["dropped"] == []  # logprob keeps every item
+    kept, dropped = diff.extra["items"]["kept"], diff.extra["items"]["dropped"]
+    assert sorted(kept + dropped) == sorted(it.item_id for it in items) and not set(kept) & set(dropped)
     same = head_score_correlation(diff, diff, n_boot=1000)
     assert same.rho == pytest.approx(1.0) and same.low < same.high <= 1.0
     other = head_score_correlation(diff, lp, n_boot=1000)

@@ -89,10 +89,14 @@ def scan_items(model, items: Sequence[Item], style: PromptStyle | str, *, name: 
     """Every head's effect (:data:`SCAN_OPTIONS`) on ``metric`` over ``items``: ``logit_diff`` (gold against
     its competitor, items without a distinct competitor left out) or ``logprob`` (gold alone, every item).
     ``checkpoint``: a folder that keeps each prompt length's result, so a stopped scan resumes (see
-    :func:`pear_lens.mediation.score_heads`)."""
+    :func:`pear_lens.mediation.score_heads`). The scores' ``extra["items"]`` names the items kept and dropped,
+    so a saved scan says what it was computed on."""
+    import dataclasses
+
     from pear_lens.mediation import score_heads
 
     scan = rag_scan_task(items, style, model.tokenizer, name=name, foils=metric == "logit_diff")
     scores = score_heads(model, scan.task, metric, SCAN_METHOD, progress=progress, seed=seed, checkpoint=checkpoint,
                          **SCAN_OPTIONS)
-    return scores, scan
+    extra = {**scores.extra, "items": {"kept": list(scan.item_ids), "dropped": list(scan.dropped)}}
+    return dataclasses.replace(scores, extra=extra), scan

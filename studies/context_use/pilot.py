@@ -32,8 +32,8 @@ from studies.context_use.design import (DEV, DEV_SEED, REGISTRY, RESULTS, bank_f
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def known_dev_facts(model, folder: Path, batch_size: int) -> tuple[list, float]:
-    return known_bank_facts(model, DEV, folder / "known_facts.json", batch_size)
+def known_dev_facts(model, folder: Path, batch_size: int, on_mismatch: str = "recompute") -> tuple[list, float]:
+    return known_bank_facts(model, DEV, folder / "known_facts.json", batch_size, on_mismatch=on_mismatch)
 
 
 def task_items(task: TaskName, model, n: int, facts: list) -> tuple[list, list[str] | None]:

@@ -55,6 +55,13 @@ def read_outputs(folder: Path, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _n_items(folder: Path, task: str) -> int:
+    from pear_lens.evaluation.tasks import TASKS as TASKS_SPEC
+    from pear_lens.evaluation.tasks import TaskName
+
+    return len(TASKS_SPEC[TaskName(task)].load(folder / "items" / f"{task}.jsonl"))
+
+
 def greedy_report(folder: Path, task: str) -> dict[str, Any]:
     """The secondary endpoint: greedy accuracy per main condition, in both arms (as decoded, and with an empty
     answer blocked), broken down by answer kind, with the paired difference from the baseline."""
@@ -163,12 +170,18 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
     for task in (t.value for t in TASKS):
         frame = read_outputs(folder, task)
         endpoint = "logp_gold" if task == "closed-book" else "contrast"
-        conds = set(frame["condition"])
-        entry: dict[str, Any] = {"endpoint": endpoint, "n_items": int(frame["item_id"].nunique()),
-                                 "baseline_mean": float(frame[frame["condition"] == "baseline"][endpoint].mean()),
+        conds = set(frame["condition"]) if len(frame) else set()
+        entry: dict[str, Any] = {"endpoint": endpoint, "n_items": _n_items(folder, task), "baseline_mean": None,
                                  "vs_baseline": {}, "vs_pear": {}}
         if task in power:
             entry["mde_80"] = power[task]["mde_80"]
+        if "baseline" not in conds:  # every Δ is from the baseline: nothing to report before its output is in
+            why = "no baseline output yet"
+            for kind in ("damped", "pruned", "trained"):
+                entry[f"{kind}_controls"] = {"n": 0, "rank_p": None, "undefined": why}
+            out["tasks"][task] = entry
+            continue
+        entry["baseline_mean"] = float(frame[frame["condition"] == "baseline"][endpoint].mean())
         for label in [*MAIN, *sorted(c for c in conds if c.startswith("task-scan"))]:
             if label in conds:
                 entry["vs_baseline"][label] = paired(frame, label, "baseline", endpoint)
@@ -183,8 +196,10 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
                                          "damped random controls")
         entry["pruned_controls"] = _rank(delta.get("PEAR heads pruned", np.nan),
                                          control_deltas(frame, endpoint, "pruned"), "pruned random controls")
-        entry["trained_controls"] = _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "random-k"),
-                                          "trained random controls")
+        entry["trained_controls"] = (
+            _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "random-k"), "trained random controls")
+            if (model_plan or {}).get("endpoints", "all") == "all"
+            else {"n": 0, "rank_p": None, "undefined": "not planned for a likelihood-only model"})
         per_item = frame.groupby("condition")["seconds"].first()
         if "baseline" in per_item and per_item["baseline"] > 0:
             entry["seconds_per_item"] = {c: float(per_item[c]) for c in ("baseline", *MAIN)
@@ -245,11 +260,24 @@ def scan_summary(folder: Path, proxy: Any, pear_heads: list) -> dict[str, Any]:
         scan = HeadScores.load(path)
         corr = head_score_correlation(proxy, scan, n_boot=2000, seed=SEED, label=f"{task} scan")
         order = scan.top_k(scan.scores.numel())
+        items = scan.extra.get("items")
+        n_items = len(items["kept"]) if items else (None if scan.per_prompt is None else int(scan.per_prompt.shape[0]))
         out[task] = {"rho": corr.rho, "ci_low": corr.low, "ci_high": corr.high, "interval": corr.text,
                      "resampled": corr.resampled.value, "top_heads": [list(h) for h in order[:len(pear_heads)]],
                      "pear_head_ranks": sorted(order.index(tuple(h)) + 1 for h in pear_heads),
-                     "n_heads": len(order)}
+                     "n_heads": len(order), "n_items": n_items,
+                     "n_dropped": len(items["dropped"]) if items else None}
     return out
+
+
+def _resampled_text(resampled: str) -> str:
+    """What a scan's ρ interval resampled, in the report's words (the plan resamples both maps' prompts)."""
+    from pear_lens.atlas.correlation import Resampled
+
+    if resampled == Resampled.HEADS_AND_PROMPTS.value:
+        return "heads, the proxy's prompts and the task's items, as planned"
+    return ("heads and the task's items only: the proxy's Δπ is held at its scores (its artifact keeps no "
+            "per-prompt values), so the interval is narrower than the plan's, which resamples both")
 
 
 def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: dict[str, Any] | None = None):
@@ -262,7 +290,8 @@ def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: d
     from pear_lens.results import HeadScores
 
     tasks = [t.value for t in TASKS if (folder / "scans" / f"test_{t.value}" / "scores.json").is_file()]
-    titles = [f"{t}: ρ {scans[t]['interval']}" if scans and t in scans else t for t in tasks]
+    titles = [f"{t} (n {scans[t]['n_items']}): ρ {scans[t]['interval']}" if scans and t in scans else t
+              for t in tasks]
     cols = 2 if len(tasks) > 1 else 1
     rows = max(1, -(-len(tasks) // cols))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.12, vertical_spacing=0.2)
@@ -286,7 +315,8 @@ def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: d
         fig.update_yaxes(title_text="Δ when removed (nats)" if col == 1 else None, zeroline=True, row=row, col=col)
     fig.update_annotations(font_size=SMALL_FONT + 1)
     return finish(fig, f"{model}: do the proxy's heads matter on the real tasks?",
-                  "each head removed (zeroed) on 100 test items; y > 0: the task's contrast rises without it",
+                  "each head removed (zeroed) on the test items (n per panel); y > 0: the first answer token's "
+                  "logit difference (closed-book: log-probability) rises without it",
                   width="full", height=300 * rows + 140)
 
 
@@ -337,7 +367,8 @@ def markdown(report: dict[str, Any]) -> str:
     for model, r in report["models"].items():
         rows = []
         for task, e in r["tasks"].items():
-            rows.append([task, e["endpoint"], e["n_items"], f"{e['baseline_mean']:.3f}",
+            rows.append([task, e["endpoint"], e["n_items"],
+                         "–" if e["baseline_mean"] is None else f"{e['baseline_mean']:.3f}",
                          *(_fmt(e["vs_baseline"].get(c, {})) for c in MAIN), _p(e.get("p_holm")),
                          _p(e.get("rank_p_holm")), f"{e['mde_80']:.3f}" if "mde_80" in e else "–",
                          e.get("verdict", "–")])
@@ -383,9 +414,26 @@ def markdown(report: dict[str, Any]) -> str:
                       markdown_table(["task", "baseline", *MAIN], cost), ""]
         scans = r.get("scans", {})
         if scans:
-            lines += [markdown_table(["task", "Spearman ρ with proxy Δπ [95 %]", "PEAR's heads' ranks in the task scan"],
-                                     [[t, v["interval"], f"{', '.join(map(str, v['pear_head_ranks']))} of {v['n_heads']}"]
+            how = sorted({_resampled_text(v["resampled"]) for v in scans.values()})
+            lines += ["Which heads matter on the real tasks (descriptive, no verdict): each head zeroed at every "
+                      "position on the test items, its effect on the first answer token's logit difference of gold "
+                      "and competitor (closed-book: log-probability of gold); rank 1 is the head whose removal raises "
+                      "it most, the direction in which PEAR's heads lead the proxy's Δπ. Spearman's ρ over heads; "
+                      f"its 2,000 bootstrap replicates resampled {'; '.join(how)}.", "",
+                      markdown_table(["task", "items (dropped: no distinct competitor)",
+                                      "Spearman ρ with proxy Δπ [95 %]", "PEAR's heads' ranks in the task scan"],
+                                     [[t, "–" if v.get("n_items") is None else
+                                       f"{v['n_items']} ({v['n_dropped'] if v.get('n_dropped') is not None else '?'})",
+                                       v["interval"],
+                                       f"{', '.join(map(str, v['pear_head_ranks']))} of {v['n_heads']}"]
                                       for t, v in scans.items()]), ""]
+        chosen = [[t, _fmt(d), _fmt(e["vs_baseline"].get("PEAR heads pruned", {})), _fmt(e["vs_baseline"].get("PEAR", {}))]
+                  for t, e in r["tasks"].items() for label, d in e["vs_baseline"].items()
+                  if label.startswith("task-scan")]
+        if chosen:
+            lines += ["Heads chosen by each context task's dev scan (its top K, K = PEAR's), pruned, on that task's "
+                      "test items (descriptive: Δ from the baseline beside PEAR's own heads pruned and PEAR):", "",
+                      markdown_table(["task", "dev-scan heads pruned", "PEAR's heads pruned", "PEAR"], chosen), ""]
     return "\n".join(lines)
 
 

@@ -77,10 +77,11 @@ class _Once:
 
 
 def dev_items(model, task: TaskName) -> list:
-    """The pilot's dev items of ``task`` (regenerated from the dev seed and the pilot's known dev facts)."""
+    """The pilot's dev items of ``task`` (regenerated from the dev seed and the pilot's committed known dev facts:
+    refused, never probed again, if they no longer match the model or its settings, since they choose the heads)."""
     from studies.context_use.pilot import known_dev_facts, task_items
 
-    facts, _ = known_dev_facts(model, RESULTS / "pilot" / model.name, 16)
+    facts, _ = known_dev_facts(model, RESULTS / "pilot" / model.name, 16, on_mismatch="refuse")
     return task_items(task, model, N_SCAN, facts)[0]
 
 
@@ -300,9 +301,12 @@ def scan_wave(ctx: _Context) -> list:
     jobs = []
     for task in TASKS:
         for split in ("dev", "test") if task in SCANNED_FOR_HEADS else ("test",):
+            key = {**_job_key(ctx), "n_scan": N_SCAN}
+            if split == "dev":  # a dev scan is made on the pilot's items, not the test items the key names
+                key["dev_items"] = items_digest(dev_items(ctx.model, task))
             jobs.append(Job(f"scan-{split}_{task.value}", "studies.context_use.run:scan_job",
                             {"model": ctx.model.name, "batch_size": ctx.batch_size, "task": task.value,
-                             "split": split}, outputs=(f"scans/{split}_{task.value}",), key=_job_key(ctx)))
+                             "split": split}, outputs=(f"scans/{split}_{task.value}",), key=key))
     return jobs
 
 

@@ -169,6 +169,29 @@ def test_the_report_applies_the_verdict_rule_to_the_outputs(tmp_path):
     assert down["tasks"]["closed-book"]["verdict"] == "not shown retained"
 
 
+def test_a_model_whose_items_are_in_but_not_its_outputs_is_reported_as_not_evaluated(tmp_path):
+    """The launcher writes every task's items before the first job ends: the report (which covers every model)
+    must still build, naming the tasks without a baseline as not evaluated, and the README lead says so."""
+    from studies.context_use import report
+    from studies.reading import context_use_lines
+
+    _synthetic_study(tmp_path, 0.5, n_controls=3)
+    outputs = sorted((tmp_path / "outputs").glob("*/*.likelihood.json.gz"))
+    for path in outputs:
+        if not (path.parent.name == "kv" and path.name.startswith("baseline")):
+            path.unlink()  # kv's baseline alone is in, as when a model's first job has just ended
+    r = report.model_report(tmp_path, {"ni_margin_nats": 0.1}, {"endpoints": "likelihood only"})
+    assert {t: e["verdict"] for t, e in r["tasks"].items() if "verdict" in e} == {
+        "kv": "not evaluated yet", "mdqa": "not evaluated yet", "counterfactual": "not evaluated yet"}
+    assert r["tasks"]["mdqa"]["baseline_mean"] is None and r["tasks"]["mdqa"]["n_items"] == 40
+    assert r["tasks"]["mdqa"]["damped_controls"]["undefined"] == "no baseline output yet"
+    assert r["tasks"]["kv"]["trained_controls"]["undefined"] == "not planned for a likelihood-only model"
+    text = report.markdown({"models": {"m": r}})
+    assert "| mdqa | contrast | 40 | – |" in text
+    lead = context_use_lines({"models": {"m": r}})
+    assert lead[-1] == "- **m**: no task has both PEAR's and the baseline's outputs yet."
+
+
 def test_the_report_is_regenerated_byte_for_byte_from_the_outputs(tmp_path):
     from studies.context_use import report
 
@@ -201,6 +224,9 @@ def test_the_headline_reads_the_empty_answer_share_off_the_record():
 
 
 def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
+    import dataclasses
+
+    from pear_lens.results import HeadScores
     from pear_lens.evaluation.task_scan import scan_items
     from pear_lens.mediation import score_heads
     from studies.context_use import report
@@ -217,6 +243,14 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     kv = out["kv"]
     assert kv["n_heads"] == 12 and len(kv["pear_head_ranks"]) == 2 and all(1 <= r <= 12 for r in kv["pear_head_ranks"])
     assert kv["ci_low"] <= kv["rho"] <= kv["ci_high"]
+    assert kv["n_items"] + kv["n_dropped"] == 12 and kv["n_items"] == len(HeadScores.load(
+        tmp_path / "scans" / "test_kv").extra["items"]["kept"])  # a saved scan names the items it was made on
+    text = report.markdown({"models": {"m": {"tasks": {}, "scans": out}}})
+    assert f"| kv | {kv['n_items']} ({kv['n_dropped']}) |" in text and "as planned" in text
+    # a proxy without per-prompt Δπ (the committed artifacts): the narrower interval is named, not hidden
+    fixed = dataclasses.replace(proxy, per_prompt=None, clean_per_prompt=None, prompt_setting=None)
+    held = report.scan_summary(tmp_path, fixed, pear)
+    assert "narrower than the plan's" in report.markdown({"models": {"m": {"tasks": {}, "scans": held}}})
     fig = report.scan_figure(tmp_path, proxy, pear, "tiny-llama")
     stars = [t for t in fig.data if t.name == "PEAR's heads"]
     assert len(stars) == 1 and len(stars[0].x) == 2
@@ -354,3 +388,35 @@ def test_each_main_condition_job_names_exactly_the_records_the_run_wrote():
                if any(p.name.startswith(f"{n}.") for n in ("baseline", "PEAR", "PEAR-heads-damped",
                                                              "PEAR-heads-pruned", "CAD-0.5"))}
     assert written and written == named
+
+
+def test_a_dev_scan_job_is_keyed_by_the_dev_items_it_scans(monkeypatch):
+    """A dev scan chooses the heads the task-scan conditions prune, from the pilot's dev items, not the test items
+    the condition jobs' key names: its key holds those dev items' digest (a changed dev set is a new job), and the
+    dev items' known facts are read from the pilot's committed record, refused rather than probed again."""
+    from types import SimpleNamespace
+
+    from studies.context_use import pilot, run
+
+    asked = []
+
+    def known(model, folder, batch_size, on_mismatch="recompute"):
+        asked.append(on_mismatch)
+        from pear_lens.evaluation.tasks.facts import load_facts
+
+        return load_facts(fact_bank.OUT)[:40], 0.0
+
+    monkeypatch.setattr(pilot, "known_dev_facts", known)
+    monkeypatch.setattr(pilot, "task_items", lambda task, model, n, facts: (
+        [SimpleNamespace(item_id=f"{task.value}-{i}", to_dict=lambda i=i: {"i": i}) for i in range(n)], None))
+    monkeypatch.setattr(run, "items_digest", lambda items: "|".join(it.item_id for it in items)[:40])
+    ctx = SimpleNamespace(model=SimpleNamespace(name="m"), batch_size=16, items={t: [] for t in run.TASKS},
+                          key={"fingerprint": "f", "plan_commit": "c"})
+    jobs = {j.name: j for j in run.scan_wave(ctx)}
+    assert sorted(jobs) == sorted(["scan-dev_kv", "scan-test_kv", "scan-dev_mdqa", "scan-test_mdqa",
+                                   "scan-dev_counterfactual", "scan-test_counterfactual", "scan-test_closed-book"])
+    assert set(asked) == {"refuse"}
+    for task in ("kv", "mdqa", "counterfactual"):
+        dev, test = jobs[f"scan-dev_{task}"].key, jobs[f"scan-test_{task}"].key
+        assert dev["dev_items"].startswith(f"{task}-0|") and "dev_items" not in test
+        assert dev["n_scan"] == test["n_scan"] == run.N_SCAN
