@@ -95,12 +95,18 @@ class PromptTask:
     makes exactly one token (a leading space matters) or as an id. ``corrupted``: prompts of the same token
     length, for ``ablation='corrupted'``. ``positions``: the scored token of each prompt (default -1: the last);
     the answer is the token that should follow it.
+
+    ``max_batch``: at most this many prompts in one batch (the prompts of one length are split, in order). A scan
+    with a ``checkpoint`` saves each batch as it is made, so a long scan of many prompts of one length resumes
+    within that length; scores are the same, since a setting's means pool its batches by prompt count. The
+    ablations that draw on the batch (``mean``, ``resample``) would then draw on part of a length's prompts, so
+    they refuse a task with ``max_batch``.
     """
 
     def __init__(self, prompts: Sequence[Prompt] | Tensor, answers: Sequence[Token | None] | Tensor,
                  foils: Sequence[Token] | Tensor | None = None, corrupted: Sequence[Prompt] | Tensor | None = None,
                  positions: Sequence[Any] | int | None = None, *, name: str = "custom",
-                 add_special_tokens: bool = True):
+                 add_special_tokens: bool = True, max_batch: int | None = None):
         self.prompts = self._rows(prompts, "prompts")
         n = len(self.prompts)
         if n == 0:
@@ -122,6 +128,10 @@ class PromptTask:
                     raise PearLensError(f"prompt {i}: position {describe_value(p)} is not a whole number")
         self.name = str(name)
         self.add_special_tokens = bool(add_special_tokens)
+        if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+            raise PearLensError(f"max_batch must be a whole number of at least 1 (or None for one batch per "
+                                f"length), got {describe_value(max_batch)}")
+        self.max_batch = max_batch
         self.labels: list[str] | None = None
         """Where each prompt came from (``file.jsonl:LINE``), for messages; None for prompts from Python."""
 
@@ -230,14 +240,16 @@ class PromptTask:
         return item
 
     def batches(self, model: "LoadedModel") -> list[PromptBatch]:
-        """One batch per scored length, prompts in the task's order within each (every prompt checked first)."""
+        """One batch per scored length (split into batches of at most ``max_batch`` when given), prompts in the
+        task's order within each (every prompt checked first)."""
         items = self.encoded(model)
         device = model.cfg.device
         lengths: dict[int, list[int]] = {}
         for i, item in enumerate(items):
             lengths.setdefault(len(item["tokens"]), []).append(i)
+        step = self.max_batch or len(items)
         out = []
-        for rows in lengths.values():
+        for rows in (part[j:j + step] for part in lengths.values() for j in range(0, len(part), step)):
             def stack(key: str, rows: list[int] = rows) -> Tensor:
                 return torch.tensor([items[i][key] for i in rows], dtype=torch.long, device=device)
             out.append(PromptBatch(
@@ -276,12 +288,15 @@ class PromptTask:
     def to_dict(self) -> dict[str, Any]:
         """What a result records of the task: its name, size, digest and items (enough to rebuild it)."""
         return {"kind": "prompts", "name": self.name, "n_prompts": len(self), "digest": self.digest(),
-                "add_special_tokens": self.add_special_tokens, "items": self._items()}
+                "add_special_tokens": self.add_special_tokens,
+                **({"max_batch": self.max_batch} if self.max_batch is not None else {}), "items": self._items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PromptTask":
-        return cls.from_records(d["items"], name=d.get("name", "custom"),
+        task = cls.from_records(d["items"], name=d.get("name", "custom"),
                                 add_special_tokens=d.get("add_special_tokens", True))
+        task.max_batch = d.get("max_batch")
+        return task
 
     @classmethod
     def from_records(cls, records: Sequence[Any], *, name: str = "custom",

@@ -202,6 +202,37 @@ def test_prompts_of_different_lengths_pool_over_all_prompts_in_the_users_order()
     close(got.scores, got.per_prompt.double().mean(0).float() - got.clean_per_prompt.mean())
 
 
+def test_max_batch_splits_a_length_and_changes_no_score(tmp_path):
+    """A length's prompts split into batches of at most max_batch: the same scores and per-prompt values (zero
+    ablation draws on no other prompt), each batch checkpointed on its own, and the split kept in the record."""
+    model = tiny("llama")
+    gen = torch.Generator().manual_seed(7)
+    prompts = [torch.randint(4, 60, (n,), generator=gen).tolist() for n in (6, 6, 6, 6, 6, 8, 8)]
+    answers = torch.randint(4, 60, (7,), generator=gen).tolist()
+    whole = PromptTask(prompts, answers)
+    split = PromptTask(prompts, answers, max_batch=2)
+    assert [b.batch_size for b in whole.batches(model)] == [5, 2]
+    assert [b.batch_size for b in split.batches(model)] == [2, 2, 1, 2]
+    a = score_heads(model, whole, "logprob", "activation", ablation="zero", progress=False)
+    b = score_heads(model, split, "logprob", "activation", ablation="zero", progress=False,
+                    checkpoint=tmp_path / "parts")
+    close(a.scores, b.scores)
+    close(a.per_prompt, b.per_prompt)
+    assert len(list((tmp_path / "parts").glob("*.safetensors"))) == 4
+    assert b.task["max_batch"] == 2 and PromptTask.from_dict(b.task).max_batch == 2 and "max_batch" not in a.task
+    again = score_heads(model, split, "logprob", "activation", ablation="zero", progress=False,
+                        checkpoint=tmp_path / "parts")
+    assert again.extra["resumed_batches"] == 4 and torch.equal(again.scores, b.scores)
+    for ablation in ("mean", "resample"):  # they would draw on part of a length's prompts: refused
+        with pytest.raises(PearLensError) as e:
+            score_heads(model, split, "logprob", "activation", ablation=ablation, progress=False)
+        assert "max_batch" in one_line(e)
+    for bad in (0, -1, True):
+        with pytest.raises(PearLensError) as e:
+            PromptTask(prompts, answers, max_batch=bad)
+        assert "max_batch" in one_line(e)
+
+
 def test_a_scored_position_inside_the_prompt_cuts_it_there():
     model = tiny("llama")
     task = random_task(model, seed=6, corrupted=False, foils=False)

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 SCAN_METHOD = "activation"
 SCAN_OPTIONS = {"ablation": Ablation.ZERO, "positions": Positions.ALL}
+SCAN_MAX_BATCH = 8
+"""Prompts per batch of a RAG scan: items of one length (all of a KV task's) are split, so a checkpointed scan
+saves its work every few items rather than once per length (zero ablation makes the scores the same)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def rag_scan_task(items: Sequence[Item], style: PromptStyle | str, tokenizer: "P
     if not prompts:
         raise PearLensError(f"{name}: no item has a competitor whose first token differs from the gold answer's; "
                             "scan it with foils=False and the logprob metric")
-    task = PromptTask(prompts, answers, foils=foil_ids if foils else None, name=name)
+    task = PromptTask(prompts, answers, foils=foil_ids if foils else None, name=name, max_batch=SCAN_MAX_BATCH)
     return RagScanTask(task, tuple(kept), tuple(dropped))
 
 

@@ -112,8 +112,14 @@ def replacer(ablation: Ablation, batch_size: int, seed: int) -> Replace:
     return lambda z, corrupt=None: ablate(z, ablation, perm, corrupt)
 
 
-def check_batches(batches: Sequence["ScoredBatch"], ablation: Ablation) -> None:
-    """Refuse, before any scoring, a batch the ablation cannot use (one line with the fix)."""
+def check_batches(batches: Sequence["ScoredBatch"], ablation: Ablation, max_batch: int | None = None) -> None:
+    """Refuse, before any scoring, a batch the ablation cannot use (one line with the fix); ``max_batch``: the
+    task's (a task that splits the prompts of one length into several batches)."""
+    if ablation in (Ablation.MEAN, Ablation.RESAMPLE) and max_batch is not None:
+        raise PearLensError(
+            f"{ablation.value} ablation draws on all the prompts of one length, and this task splits them into "
+            f"batches of at most {max_batch}; build the task without max_batch, or use ablation='zero' or 'corrupted'"
+        )
     if ablation in (Ablation.MEAN, Ablation.RESAMPLE):
         small = [b.batch_size for b in batches if b.batch_size < 2]
         if small:
@@ -310,7 +316,7 @@ def scoring_method(name: str, short: str, description: str, options_type: type, 
         ) -> HeadScores:
             options = options or options_type()
             batches = task.batches(model)
-            check_batches(batches, options.ablation)
+            check_batches(batches, options.ablation, getattr(task, "max_batch", None))
             check_metric(metric, batches[0])
             return run_settings(model, task, metric, difference, name,
                                 lambda batch, bar: scan(model, batch, metric, options, seed, bar),
