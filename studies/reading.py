@@ -727,6 +727,11 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
             out.append("  - Against random heads damped alike: " + "; ".join(
                 f"{_TASK_NAMES[t]} rank p {c['rank_p']:.3g} among {c['n']}" for t, c in ranks
                 if c.get("rank_p") is not None) + f" (Holm over the three tasks in the verdict{why}).")
+        trained = [(t, e["trained_controls"]) for t, e in r["tasks"].items()
+                   if t != "closed-book" and e.get("trained_controls", {}).get("rank_p") is not None]
+        if trained:
+            out.append("  - Against random heads trained like PEAR (descriptive, not adjusted): " + "; ".join(
+                f"{_TASK_NAMES[t]} rank p {c['rank_p']:.3g} among {c['n']}" for t, c in trained) + ".")
         peers = [s for s in (_peer_sentence(r["tasks"], "PEAR heads damped", "untrained damping of PEAR's heads"),
                              _peer_sentence(r["tasks"], "PEAR heads pruned", "pruning them"),
                              _peer_sentence(r["tasks"], "CAD α=0.5", "context-aware decoding")) if s]

@@ -358,6 +358,10 @@ def test_the_readme_lead_follows_the_context_use_report():
     assert "provisional: 3 of 9" in text and "KV +0.100 nats [+0.050, +0.150] (improves context use)" in text
     assert "smallest detectable 0.16" in text and "KV rank p 0.01 among 80" in text
     assert "context-aware decoding: PEAR below it on KV" in text
+    assert "trained like PEAR" not in text  # no trained controls in the record: no sentence about them
+    tasks["kv"]["trained_controls"] = {"n": 19, "rank_p": 0.1}
+    text = "\n".join(context_use_lines({"models": {"m": {"tasks": tasks}}}))
+    assert "Against random heads trained like PEAR (descriptive, not adjusted): KV rank p 0.1 among 19." in text
     assert "no results yet" in context_use_lines(None)[0]
     tasks["kv"]["damped_controls"] = {"n": 64, "rank_p": 0.01}
     tasks["mdqa"]["damped_controls"] = {"n": 64, "rank_p": 0.5}
