@@ -179,3 +179,43 @@ def test_scores_are_reproducible():
     a = score_heads(tiny("bloom"), TASK, ablation="resample", progress=False)
     b = score_heads(tiny("bloom"), TASK, ablation="resample", progress=False)
     assert torch.equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("method, opts", [("path", {}), ("activation", {"ablation": "zero", "positions": "end"})])
+def test_rescore_rebuilds_the_scan_with_per_prompt_values(tmp_path, method, opts):
+    """Scores that lost their per-prompt values (a discovery run's head_scores.csv) are rescanned exactly: same
+    task, method, metric, options and seed give the same scores, now with prompts to resample."""
+    import dataclasses
+
+    from pear_lens.mediation import rescore
+    from pear_lens.prompt_task import PromptTask
+    from pear_lens.results import HeadScores
+
+    model = tiny("llama")
+    ids = torch.randint(4, model.d_vocab, (5, 6), generator=torch.Generator().manual_seed(1))
+    tasks = [ProxyTask(settings=((4, 6), (3, 8)), seed=3), PromptTask(ids, ids[:, 0], foils=ids[:, 1], name="mine")]
+    for task in tasks:
+        full = score_heads(model, task, "logit_diff" if isinstance(task, PromptTask) else "logit_minus_mean", method,
+                           progress=False, copy_check="off", seed=2, **opts)
+        bare = dataclasses.replace(full, per_prompt=None, clean_per_prompt=None, prompt_setting=None)
+        folder = tmp_path / f"{method}-{type(task).__name__}"
+        bare.save(folder)
+        again = rescore(model, HeadScores.load(folder), progress=False)
+        assert torch.equal(again.scores, full.scores)
+        assert torch.equal(again.per_prompt, full.per_prompt)
+        assert again.options == full.options and again.task == full.task
+        lo, hi = again.ci(n_boot=1000)
+        assert lo.shape == full.scores.shape and bool((lo <= hi).all())
+
+
+def test_rescore_refuses_scores_of_other_weights():
+    import dataclasses
+
+    from pear_lens.mediation import rescore
+
+    model = tiny("llama")
+    scores = score_heads(model, ProxyTask(settings=((4, 6),)), progress=False, copy_check="off")
+    with pytest.raises(PearLensError, match="other weights"):
+        rescore(model, dataclasses.replace(scores, fingerprint="blake2b:0000"), progress=False)
+    with pytest.raises(PearLensError, match="not registered"):
+        rescore(model, dataclasses.replace(scores, method="nope"), progress=False)

@@ -41,7 +41,7 @@ class WeakCopyTask(UserWarning):
 
 
 __all__ = ["WeakCopyTask", "METHODS", "Ablation", "ActivationOptions", "AttributionOptions", "Implementation", "Method", "NoOptions",
-           "PathOptions", "Positions", "method_options", "record_options", "register", "score_heads"]
+           "PathOptions", "Positions", "method_options", "record_options", "register", "rescore", "score_heads"]
 
 
 def method_options(method: str, options: Any = None, **opts: Any) -> Any:
@@ -130,3 +130,41 @@ def score_heads(
         difference=parse_member(Difference, difference, "difference"),
         seed=seed, progress=progress, options=chosen, **resumable,
     )
+
+
+def rescore(model: Any, scores: HeadScores, *, progress: bool = True, tokenizer: Any = None,
+            checkpoint: "str | os.PathLike | None" = None) -> HeadScores:
+    """The scan that made ``scores`` run again on ``model``: same task (rebuilt from its record), method, metric,
+    difference, options and seed. The result keeps every prompt's values, which scores loaded from a discovery
+    run's ``head_scores.csv``, or made before pear_lens kept them, lack (so intervals and tests need this).
+
+    Refused in one line when ``model`` is not the weights the scores were made on (their fingerprints differ),
+    or when the task cannot be rebuilt (a custom ``vocab_filter`` function). The scores it gives are those of
+    this machine: on other hardware or another dtype they differ from ``scores`` by float rounding, which the
+    caller can measure (``(new.scores - scores.scores).abs().max()``).
+    """
+    from pear_lens.models.loaded import as_loaded
+    from pear_lens.prompt_task import PromptTask
+    from pear_lens.proxy_task import ProxyTask
+
+    loaded = as_loaded(model, tokenizer=tokenizer)
+    if scores.fingerprint and loaded.fingerprint and scores.fingerprint != loaded.fingerprint:
+        raise PearLensError(f"these scores were made on other weights ({scores.fingerprint}) than {loaded.name}'s "
+                            f"({loaded.fingerprint}); rescore them with the model they were made on")
+    record = dict(scores.task)
+    task = PromptTask.from_dict(record) if record.get("kind") == "prompts" else ProxyTask.from_dict(record)
+    if scores.method not in METHODS:
+        raise PearLensError(f"these scores were made by method {scores.method!r}, which is not registered here; "
+                            f"register it, or rescore with one of: {', '.join(METHODS)}")
+    import dataclasses
+
+    # the record holds the options the method takes and what it fixes itself (path: positions=end; the seed)
+    taken = {f.name for f in dataclasses.fields(METHODS[scores.method].options)}
+    options = {k: v for k, v in scores.options.items() if k in taken}
+    new = score_heads(loaded, task, scores.metric, scores.method, difference=scores.difference,
+                      seed=int(scores.options.get("seed", 0)), progress=progress, options=options, copy_check="off",
+                      checkpoint=checkpoint)
+    if new.options != scores.options:
+        raise PearLensError(f"the rescan recorded options {new.options}, not the scores' {scores.options}: "
+                            f"method {scores.method!r} has changed since; score the heads afresh")
+    return new
