@@ -239,7 +239,8 @@ class HeadScores:
         if self.per_prompt is None:
             raise PearLensError(
                 "this HeadScores has no per-prompt values (made before pear_lens kept them, after version 0.1.0, "
-                "or loaded from a discovery run folder's head_scores.csv); rescore it to get intervals and tests")
+                "or loaded from a discovery run folder's head_scores.csv); rescore it to get intervals and tests: "
+                "pear_lens.mediation.rescore(model, scores)")
         covered = set(self.prompt_setting.unique().tolist())
         missing = sorted(set(range(self.per_setting.shape[0])) - covered)
         if missing:
