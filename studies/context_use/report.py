@@ -247,6 +247,15 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
     return out
 
 
+def proxy_map(folder: Path, artifact: Path) -> Any:
+    """The proxy Δπ the scans are read against: the study's rescan of the artifact's proxy scan (``scans/proxy``,
+    with per-prompt values, so ρ's interval resamples the proxy's prompts too) once saved, else the artifact's."""
+    from pear_lens.results import HeadScores
+
+    rescan = folder / "scans" / "proxy"
+    return HeadScores.load(rescan if (rescan / "scores.json").is_file() else artifact)
+
+
 def scan_summary(folder: Path, proxy: Any, pear_heads: list) -> dict[str, Any]:
     """Per task: Spearman's ρ of the task scan with the proxy Δπ (interval), and where PEAR's heads rank in it."""
     from pear_lens.atlas.correlation import head_score_correlation
@@ -323,7 +332,6 @@ def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: d
 def build() -> dict[str, Any]:
     plan = json.loads((RESULTS / "plan.json").read_text(encoding="utf-8"))
     from pear_lens.artifact import load_artifact
-    from pear_lens.results import HeadScores
     from studies.context_use.plan import N_DAMPED
 
     models = {}
@@ -334,7 +342,10 @@ def build() -> dict[str, Any]:
         models[m["model"]] = model_report(folder, plan, m, planned_damped=sum(N_DAMPED.values()))
         models[m["model"]]["progress"] = progress(folder, m["model"], m)
         art = ROOT / "artifacts" / m["model"]
-        models[m["model"]]["scans"] = scan_summary(folder, HeadScores.load(art), load_artifact(art).heads)
+        proxy = proxy_map(folder, art)
+        models[m["model"]]["scans"] = scan_summary(folder, proxy, load_artifact(art).heads)
+        if "vs_artifact" in proxy.extra:
+            models[m["model"]]["proxy_rescan"] = proxy.extra["vs_artifact"]
     return {"plan_written_at": plan["written_at"], "models": models}
 
 
@@ -427,6 +438,13 @@ def markdown(report: dict[str, Any]) -> str:
                                        v["interval"],
                                        f"{', '.join(map(str, v['pear_head_ranks']))} of {v['n_heads']}"]
                                       for t, v in scans.items()]), ""]
+            rescan = r.get("proxy_rescan")
+            if rescan:
+                lines += [f"The proxy Δπ here is {rescan['artifact']}'s proxy scan run again on this machine with every "
+                          f"prompt's values kept: its largest difference from the artifact's scores is "
+                          f"{rescan['max_abs_difference']:.2g} (the largest score is {rescan['largest_abs_score']:.3g}); "
+                          f"its top {rescan['top_k']} heads are "
+                          f"{'the same as' if rescan['same_top_k'] else 'not the same as'} the artifact's.", ""]
         chosen = [[t, _fmt(d), _fmt(e["vs_baseline"].get("PEAR heads pruned", {})), _fmt(e["vs_baseline"].get("PEAR", {}))]
                   for t, e in r["tasks"].items() for label, d in e["vs_baseline"].items()
                   if label.startswith("task-scan")]
@@ -454,13 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_figures:
         from pear_lens.artifact import load_artifact
         from pear_lens.figure_files import save_figure
-        from pear_lens.results import HeadScores
 
         for model in report["models"]:
             art = ROOT / "artifacts" / model
             if not report["models"][model].get("scans"):
                 continue
-            fig = scan_figure(RESULTS / model, HeadScores.load(art), load_artifact(art).heads, model,
+            fig = scan_figure(RESULTS / model, proxy_map(RESULTS / model, art), load_artifact(art).heads, model,
                               report["models"][model]["scans"])
             save_figure(fig, ROOT / "figures" / f"task_scan_{model}.html", formats=("html", "png", "pdf", "svg"))
     print(markdown(report))

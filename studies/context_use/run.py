@@ -103,6 +103,30 @@ def scan(model, task: TaskName, task_items: list, out: Path):
     return scores
 
 
+def proxy_rescan(model, out: Path):
+    """The proxy Δπ that chose PEAR's heads (``artifacts/MODEL``), scanned again on this machine with every prompt's
+    values kept, so a task scan's ρ with it can resample the proxy's prompts as the plan says (the artifact keeps
+    only the scores). Its ``extra["vs_artifact"]`` says how far it is from the artifact's scores (float rounding of
+    another device) and whether it ranks the same top heads; read back when saved."""
+    from pear_lens.artifact import load_artifact
+    from pear_lens.mediation import rescore
+    from pear_lens.results import HeadScores
+
+    if (out / "scores.json").is_file():
+        return HeadScores.load(out)
+    art = ROOT / "artifacts" / model.name
+    old = HeadScores.load(art)
+    new = rescore(model, old, progress=False, checkpoint=out.parent / "parts" / out.name)
+    k = len(load_artifact(art).heads)
+    vs = {"artifact": f"artifacts/{model.name}", "max_abs_difference": float((new.scores - old.scores).abs().max()),
+          "largest_abs_score": float(old.scores.abs().max()), "top_k": k,
+          "same_top_k": sorted(new.top_k(k)) == sorted(old.top_k(k))}
+    new = replace(new, extra={**new.extra, "vs_artifact": vs})
+    new.save(out)
+    print(f"  proxy rescan saved ({vs})", flush=True)
+    return new
+
+
 MAIN_LABELS = ("baseline", "PEAR", "PEAR heads damped", "PEAR heads pruned", f"CAD α={CAD_ALPHA:g}")
 """The main conditions, in the order the run evaluates them (these are also decoded greedily)."""
 
@@ -273,6 +297,11 @@ def scan_job(root: Path, model: str, task: str, split: str, batch_size: int) -> 
     scan(ctx.model, t, items, Path(root) / "scans" / f"{split}_{task}")
 
 
+def proxy_job(root: Path, model: str, batch_size: int) -> None:
+    """Job: the proxy Δπ again with per-prompt values (:func:`proxy_rescan`): minutes, so it comes first."""
+    proxy_rescan(_context(model, batch_size).model, Path(root) / "scans" / "proxy")
+
+
 def _cond_job(ctx: _Context, i: int, cond: cond_mod.Condition, inputs: tuple[str, ...] = ()):
     from pear_lens.evaluation.runner import record_names
     from pear_lens.jobs import Job
@@ -295,10 +324,16 @@ def condition_wave(ctx: _Context, only_main: bool) -> list:
 
 
 def scan_wave(ctx: _Context) -> list:
-    """Every head scan: dev (choosing each context task's heads) and test (beside the proxy's Δπ)."""
+    """The proxy's Δπ with per-prompt values, then every head scan: dev (choosing each context task's heads) and
+    test (beside the proxy's Δπ)."""
     from pear_lens.jobs import Job
 
-    jobs = []
+    from pear_lens.io import file_sha256
+
+    art = ROOT / "artifacts" / ctx.model.name
+    jobs = [Job("scan-proxy", "studies.context_use.run:proxy_job", {"model": ctx.model.name,
+                                                                   "batch_size": ctx.batch_size},
+                outputs=("scans/proxy",), key={**ctx.key, "artifact": file_sha256(art / "head_scores.csv")})]
     for task in TASKS:
         for split in ("dev", "test") if task in SCANNED_FOR_HEADS else ("test",):
             key = {**_job_key(ctx), "n_scan": N_SCAN}

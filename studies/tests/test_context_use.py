@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from pear_lens.evaluation.tasks.facts import generate_counterfactual, load_facts
 from studies.context_use import fact_bank
@@ -251,6 +252,17 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     fixed = dataclasses.replace(proxy, per_prompt=None, clean_per_prompt=None, prompt_setting=None)
     held = report.scan_summary(tmp_path, fixed, pear)
     assert "narrower than the plan's" in report.markdown({"models": {"m": {"tasks": {}, "scans": held}}})
+    # the study's rescan of the proxy (scans/proxy, with per-prompt values) is preferred to the artifact's scores
+    art = tmp_path / "artifact"
+    fixed.save(art)
+    assert report.proxy_map(tmp_path, art).per_prompt is None
+    proxy.save(tmp_path / "scans" / "proxy")
+    assert torch.equal(report.proxy_map(tmp_path, art).per_prompt, proxy.per_prompt)
+    assert report.scan_summary(tmp_path, report.proxy_map(tmp_path, art), pear)["kv"]["resampled"] == kv["resampled"]
+    said = report.markdown({"models": {"m": {"tasks": {}, "scans": out, "proxy_rescan": {
+        "artifact": "artifacts/m", "max_abs_difference": 3e-7, "largest_abs_score": 0.5, "top_k": 2,
+        "same_top_k": False}}}})
+    assert "run again on this machine" in said and "3e-07" in said and "not the same as the artifact's" in said
     fig = report.scan_figure(tmp_path, proxy, pear, "tiny-llama")
     stars = [t for t in fig.data if t.name == "PEAR's heads"]
     assert len(stars) == 1 and len(stars[0].x) == 2
@@ -414,11 +426,17 @@ def test_a_dev_scan_job_is_keyed_by_the_dev_items_it_scans(monkeypatch):
     monkeypatch.setattr(pilot, "task_items", lambda task, model, n, facts: (
         [SimpleNamespace(item_id=f"{task.value}-{i}", to_dict=lambda i=i: {"i": i}) for i in range(n)], None))
     monkeypatch.setattr(run, "items_digest", lambda items: "|".join(it.item_id for it in items)[:40])
-    ctx = SimpleNamespace(model=SimpleNamespace(name="m"), batch_size=16, items={t: [] for t in run.TASKS},
-                          key={"fingerprint": "f", "plan_commit": "c"})
+    ctx = SimpleNamespace(model=SimpleNamespace(name="smollm2-135m-instruct"), batch_size=16,
+                          items={t: [] for t in run.TASKS}, key={"fingerprint": "f", "plan_commit": "c"})
     jobs = {j.name: j for j in run.scan_wave(ctx)}
-    assert sorted(jobs) == sorted(["scan-dev_kv", "scan-test_kv", "scan-dev_mdqa", "scan-test_mdqa",
+    assert sorted(jobs) == sorted(["scan-proxy", "scan-dev_kv", "scan-test_kv", "scan-dev_mdqa", "scan-test_mdqa",
                                    "scan-dev_counterfactual", "scan-test_counterfactual", "scan-test_closed-book"])
+    # the proxy rescan is keyed by the artifact scores it repeats: a new discovery is a new rescan
+    from pear_lens.io import file_sha256
+
+    assert jobs["scan-proxy"].key["artifact"] == file_sha256(run.ROOT / "artifacts" / "smollm2-135m-instruct"
+                                                             / "head_scores.csv")
+    assert list(jobs)[0] == "scan-proxy"  # minutes, before the scans of hours
     assert set(asked) == {"refuse"}
     for task in ("kv", "mdqa", "counterfactual"):
         dev, test = jobs[f"scan-dev_{task}"].key, jobs[f"scan-test_{task}"].key
