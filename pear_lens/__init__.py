@@ -29,6 +29,7 @@ _LAZY = {
     "Difference": "pear_lens.metrics",
     "HeadScores": "pear_lens.results",
     "score_heads": "pear_lens.mediation",
+    "rescore": "pear_lens.mediation",
     "METHODS": "pear_lens.mediation",
     "PearLensError": "pear_lens.errors",
     "TrainConfig": "pear_lens.recipe",

@@ -214,3 +214,5 @@ def test_every_public_function_that_takes_a_model_takes_a_name(run_dir, tmp_path
     with pl.reweighted(tmp_path / "folder", [(1, 2)], [0.5]) as bridge:
         assert torch.allclose(bridge(tokens), by_object, atol=1e-5)
     assert pl.intervention("prune", "tiny-llama", [(1, 2)]).label == "1 heads pruned"
+    again = pl.rescore("tiny-llama", scores, progress=False)  # a discovery run's scores, rescanned by name
+    assert again.per_prompt is not None and again.scores.shape == scores.scores.shape
