@@ -219,3 +219,27 @@ def test_rescore_refuses_scores_of_other_weights():
         rescore(model, dataclasses.replace(scores, fingerprint="blake2b:0000"), progress=False)
     with pytest.raises(PearLensError, match="not registered"):
         rescore(model, dataclasses.replace(scores, method="nope"), progress=False)
+    with pytest.raises(PearLensError, match="no fingerprint"):
+        rescore(model, dataclasses.replace(scores, fingerprint=""), progress=False)
+    with pytest.raises(PearLensError, match="your own metric"):
+        rescore(model, dataclasses.replace(scores, metric="custom:mine"), progress=False)
+
+
+def test_rescore_takes_the_same_weights_in_another_dtype_for_the_same():
+    """A fingerprint digests the weights' bytes as loaded: scores made in bfloat16 are rescanned by the float32
+    model when told the dtype they were made in (a discovery run records it), not refused as other weights."""
+    import dataclasses
+
+    from pear_lens.mediation import rescore
+    from pear_lens.models import load_model
+
+    half = load_model("tiny-llama", dtype="bfloat16")
+    scores = score_heads(half, ProxyTask(settings=((4, 6),)), progress=False, copy_check="off")
+    full = tiny("llama")
+    assert scores.extra["dtype"] == "bfloat16"  # score_heads records it: read from there
+    assert rescore(full, scores, progress=False).per_prompt is not None
+    bare = dataclasses.replace(scores, extra={})  # a head_scores.csv keeps no dtype: name it, or be refused
+    with pytest.raises(PearLensError, match="other weights"):
+        rescore(full, bare, progress=False)
+    again = rescore(full, bare, dtype="bfloat16", progress=False)
+    assert again.per_prompt is not None and again.fingerprint == full.fingerprint

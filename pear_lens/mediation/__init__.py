@@ -132,39 +132,54 @@ def score_heads(
     )
 
 
-def rescore(model: Any, scores: HeadScores, *, progress: bool = True, tokenizer: Any = None,
-            checkpoint: "str | os.PathLike | None" = None) -> HeadScores:
+def rescore(model: Any, scores: HeadScores, *, dtype: str | None = None, progress: bool = True,
+            tokenizer: Any = None, checkpoint: "str | os.PathLike | None" = None) -> HeadScores:
     """The scan that made ``scores`` run again on ``model``: same task (rebuilt from its record), method, metric,
     difference, options and seed. The result keeps every prompt's values, which scores loaded from a discovery
     run's ``head_scores.csv``, or made before pear_lens kept them, lack (so intervals and tests need this).
 
-    Refused in one line when ``model`` is not the weights the scores were made on (their fingerprints differ),
-    or when the task cannot be rebuilt (a custom ``vocab_filter`` function). The scores it gives are those of
-    this machine: on other hardware or another dtype they differ from ``scores`` by float rounding, which the
-    caller can measure (``(new.scores - scores.scores).abs().max()``).
+    Refused in one line when ``model`` is not the weights the scores were made on: their fingerprint is compared
+    with the model's taken in ``dtype``, the dtype the scores' model was loaded in (default: ``extra["dtype"]``,
+    else the model's own; a discovery run records it, :func:`pear_lens.runs.recorded_dtype`), so the same weights
+    in another dtype are not taken for others. Scores without a fingerprint cannot be checked and are refused too.
+    Also refused: a task that cannot be rebuilt (a custom ``vocab_filter``), a custom metric (pass the callable to
+    :func:`score_heads` again) and an unregistered method. The new scores are those of this device and dtype: they
+    differ from ``scores`` by float rounding, which the caller can measure (``(new.scores -
+    scores.scores).abs().max()``).
     """
+    import dataclasses
+
     from pear_lens.models.loaded import as_loaded
     from pear_lens.prompt_task import PromptTask
     from pear_lens.proxy_task import ProxyTask
 
-    loaded = as_loaded(model, tokenizer=tokenizer)
-    if scores.fingerprint and loaded.fingerprint and scores.fingerprint != loaded.fingerprint:
-        raise PearLensError(f"these scores were made on other weights ({scores.fingerprint}) than {loaded.name}'s "
-                            f"({loaded.fingerprint}); rescore them with the model they were made on")
-    record = dict(scores.task)
-    task = PromptTask.from_dict(record) if record.get("kind") == "prompts" else ProxyTask.from_dict(record)
+    if not scores.fingerprint:
+        raise PearLensError("these scores name no weights (no fingerprint), so a rescan could not be checked "
+                            "against them; score the heads afresh with score_heads")
     if scores.method not in METHODS:
         raise PearLensError(f"these scores were made by method {scores.method!r}, which is not registered here; "
                             f"register it, or rescore with one of: {', '.join(METHODS)}")
-    import dataclasses
-
+    if scores.metric.startswith("custom:"):
+        raise PearLensError(f"these scores were made with your own metric ({scores.metric}), which a record cannot "
+                            "restore; call score_heads with it again")
+    record = dict(scores.task)
+    if record.get("kind", "proxy") not in ("prompts", "proxy"):
+        raise PearLensError(f"these scores' task is of kind {record.get('kind')!r}, which rescore cannot rebuild; "
+                            "score the heads afresh with score_heads")
+    loaded = as_loaded(model, tokenizer=tokenizer)
+    recorded = dtype or scores.extra.get("dtype")
+    if loaded.fingerprint_as(recorded) != scores.fingerprint:
+        raise PearLensError(f"these scores were made on other weights ({scores.fingerprint}) than {loaded.name}'s "
+                            f"({loaded.fingerprint_as(recorded)}, in {recorded or loaded.dtype}); rescore them with "
+                            "the model they were made on, or name the dtype they were made in (dtype=)")
+    task = PromptTask.from_dict(record) if record.get("kind") == "prompts" else ProxyTask.from_dict(record)
     # the record holds the options the method takes and what it fixes itself (path: positions=end; the seed)
     taken = {f.name for f in dataclasses.fields(METHODS[scores.method].options)}
     options = {k: v for k, v in scores.options.items() if k in taken}
-    new = score_heads(loaded, task, scores.metric, scores.method, difference=scores.difference,
-                      seed=int(scores.options.get("seed", 0)), progress=progress, options=options, copy_check="off",
-                      checkpoint=checkpoint)
-    if new.options != scores.options:
+    seed = int(scores.options.get("seed", 0))
+    new = score_heads(loaded, task, scores.metric, scores.method, difference=scores.difference, seed=seed,
+                      progress=progress, options=options, copy_check="off", checkpoint=checkpoint)
+    if new.options != {"seed": seed, **scores.options}:  # records from before the seed was kept lack it
         raise PearLensError(f"the rescan recorded options {new.options}, not the scores' {scores.options}: "
                             f"method {scores.method!r} has changed since; score the heads afresh")
     return new
