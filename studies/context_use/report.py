@@ -26,7 +26,7 @@ from pear_lens.tables import markdown_table
 from studies.context_use.design import RESULTS
 
 ROOT = RESULTS.parents[2]
-from studies.context_use.run import TASKS
+from studies.context_use.run import PROXY_JOB, TASKS
 
 PRIMARY = ("kv", "mdqa", "counterfactual")
 MAIN = ("PEAR", "PEAR heads damped", "PEAR heads pruned", "CAD α=0.5")
@@ -247,13 +247,34 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
     return out
 
 
-def proxy_map(folder: Path, artifact: Path) -> Any:
-    """The proxy Δπ the scans are read against: the study's rescan of the artifact's proxy scan (``scans/proxy``,
-    with per-prompt values, so ρ's interval resamples the proxy's prompts too) once saved, else the artifact's."""
+def proxy_map(folder: Path, artifact: Path, pear_heads: list) -> tuple[Any, dict[str, Any] | None]:
+    """The proxy Δπ the scans are read against, and what the report says of it.
+
+    The study's rescan of the artifact's proxy scan (``scans/proxy``, with per-prompt values, so ρ's interval
+    resamples the proxy's prompts too) where its job's receipt says it was made from the artifact as it is now
+    (the sha256 of its ``head_scores.csv``) and the folder is the one the receipt hashed; else the artifact's own
+    scores (then the interval holds the proxy's prompts fixed, and the table says so). The note compares the two
+    maps as they are read: the largest difference, and whether the rescan's top K are PEAR's heads."""
+    from pear_lens.io import file_sha256
+    from pear_lens.jobs.job import tree_sha256
     from pear_lens.results import HeadScores
 
+    old = HeadScores.load(artifact)
     rescan = folder / "scans" / "proxy"
-    return HeadScores.load(rescan if (rescan / "scores.json").is_file() else artifact)
+    if not (rescan / "scores.json").is_file():
+        return old, None
+    receipt_file = folder / "jobs" / f"{PROXY_JOB}.json"
+    receipt = json.loads(receipt_file.read_text(encoding="utf-8")) if receipt_file.is_file() else {}
+    made_from = receipt.get("key", {}).get("artifact")
+    if made_from != file_sha256(artifact / "head_scores.csv") or \
+            receipt.get("outputs", {}).get("scans/proxy") != tree_sha256(rescan):
+        return old, {"stale": True, "artifact": f"artifacts/{artifact.name}"}
+    new = HeadScores.load(rescan)
+    k = len(pear_heads)
+    return new, {"stale": False, "artifact": f"artifacts/{artifact.name}", "dtype": new.extra.get("dtype"),
+                 "max_abs_difference": float((new.scores - old.scores).abs().max()),
+                 "largest_abs_score": float(old.scores.abs().max()), "top_k": k,
+                 "same_top_k": sorted(map(tuple, new.top_k(k))) == sorted(map(tuple, pear_heads))}
 
 
 def scan_summary(folder: Path, proxy: Any, pear_heads: list) -> dict[str, Any]:
@@ -285,8 +306,9 @@ def _resampled_text(resampled: str) -> str:
 
     if resampled == Resampled.HEADS_AND_PROMPTS.value:
         return "heads, the proxy's prompts and the task's items, as planned"
-    return ("heads and the task's items only: the proxy's Δπ is held at its scores (its artifact keeps no "
-            "per-prompt values), so the interval is narrower than the plan's, which resamples both")
+    return ("heads and the task's items only: the proxy's Δπ is held at its scores (the artifact keeps no "
+            "per-prompt values, and no current rescan of it with them was read), so the interval is narrower than "
+            "the plan's, which resamples both")
 
 
 def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: dict[str, Any] | None = None):
@@ -342,10 +364,11 @@ def build() -> dict[str, Any]:
         models[m["model"]] = model_report(folder, plan, m, planned_damped=sum(N_DAMPED.values()))
         models[m["model"]]["progress"] = progress(folder, m["model"], m)
         art = ROOT / "artifacts" / m["model"]
-        proxy = proxy_map(folder, art)
-        models[m["model"]]["scans"] = scan_summary(folder, proxy, load_artifact(art).heads)
-        if "vs_artifact" in proxy.extra:
-            models[m["model"]]["proxy_rescan"] = proxy.extra["vs_artifact"]
+        heads = load_artifact(art).heads
+        proxy, note = proxy_map(folder, art, heads)
+        models[m["model"]]["scans"] = scan_summary(folder, proxy, heads)
+        if note:
+            models[m["model"]]["proxy_rescan"] = note
     return {"plan_written_at": plan["written_at"], "models": models}
 
 
@@ -439,12 +462,16 @@ def markdown(report: dict[str, Any]) -> str:
                                        f"{', '.join(map(str, v['pear_head_ranks']))} of {v['n_heads']}"]
                                       for t, v in scans.items()]), ""]
             rescan = r.get("proxy_rescan")
-            if rescan:
-                lines += [f"The proxy Δπ here is {rescan['artifact']}'s proxy scan run again on this machine with every "
-                          f"prompt's values kept: its largest difference from the artifact's scores is "
-                          f"{rescan['max_abs_difference']:.2g} (the largest score is {rescan['largest_abs_score']:.3g}); "
-                          f"its top {rescan['top_k']} heads are "
-                          f"{'the same as' if rescan['same_top_k'] else 'not the same as'} the artifact's.", ""]
+            if rescan and rescan["stale"]:
+                lines += [f"The study's rescan of the proxy Δπ was made from another {rescan['artifact']} than the "
+                          "one committed now, so it is not used: rerun its job (scan-proxy) to resample the proxy's "
+                          "prompts.", ""]
+            elif rescan:
+                lines += [f"The proxy Δπ here is {rescan['artifact']}'s proxy scan run again by the study "
+                          f"({rescan['dtype']}) with every prompt's values kept: its largest difference from the "
+                          f"artifact's scores is {rescan['max_abs_difference']:.2g} (the largest score is "
+                          f"{rescan['largest_abs_score']:.3g}); its top {rescan['top_k']} heads are "
+                          f"{'' if rescan['same_top_k'] else 'not '}PEAR's heads.", ""]
         chosen = [[t, _fmt(d), _fmt(e["vs_baseline"].get("PEAR heads pruned", {})), _fmt(e["vs_baseline"].get("PEAR", {}))]
                   for t, e in r["tasks"].items() for label, d in e["vs_baseline"].items()
                   if label.startswith("task-scan")]
@@ -477,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
             art = ROOT / "artifacts" / model
             if not report["models"][model].get("scans"):
                 continue
-            fig = scan_figure(RESULTS / model, proxy_map(RESULTS / model, art), load_artifact(art).heads, model,
+            heads = load_artifact(art).heads
+            fig = scan_figure(RESULTS / model, proxy_map(RESULTS / model, art, heads)[0], heads, model,
                               report["models"][model]["scans"])
             save_figure(fig, ROOT / "figures" / f"task_scan_{model}.html", formats=("html", "png", "pdf", "svg"))
     print(markdown(report))

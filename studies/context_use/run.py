@@ -104,26 +104,20 @@ def scan(model, task: TaskName, task_items: list, out: Path):
 
 
 def proxy_rescan(model, out: Path):
-    """The proxy Δπ that chose PEAR's heads (``artifacts/MODEL``), scanned again on this machine with every prompt's
-    values kept, so a task scan's ρ with it can resample the proxy's prompts as the plan says (the artifact keeps
-    only the scores). Its ``extra["vs_artifact"]`` says how far it is from the artifact's scores (float rounding of
-    another device) and whether it ranks the same top heads; read back when saved."""
-    from pear_lens.artifact import load_artifact
+    """The proxy Δπ that chose PEAR's heads (``artifacts/MODEL``), scanned again with every prompt's values kept,
+    so a task scan's ρ with it can resample the proxy's prompts as the plan says (the artifact keeps only the
+    scores); read back when saved. The report checks it against the artifact (:func:`report.proxy_map`)."""
     from pear_lens.mediation import rescore
     from pear_lens.results import HeadScores
+    from pear_lens.runs import recorded_dtype
 
     if (out / "scores.json").is_file():
         return HeadScores.load(out)
-    art = ROOT / "artifacts" / model.name
-    old = HeadScores.load(art)
-    new = rescore(model, old, progress=False, checkpoint=out.parent / "parts" / out.name)
-    k = len(load_artifact(art).heads)
-    vs = {"artifact": f"artifacts/{model.name}", "max_abs_difference": float((new.scores - old.scores).abs().max()),
-          "largest_abs_score": float(old.scores.abs().max()), "top_k": k,
-          "same_top_k": sorted(new.top_k(k)) == sorted(old.top_k(k))}
-    new = replace(new, extra={**new.extra, "vs_artifact": vs})
+    old, info = HeadScores.load_run(ROOT / "artifacts" / model.name)
+    new = rescore(model, old, dtype=recorded_dtype(info), progress=False, checkpoint=out.parent / "parts" / out.name)
     new.save(out)
-    print(f"  proxy rescan saved ({vs})", flush=True)
+    print(f"  proxy rescan saved: largest difference from the artifact {float((new.scores - old.scores).abs().max()):.2g}",
+          flush=True)
     return new
 
 
@@ -297,6 +291,9 @@ def scan_job(root: Path, model: str, task: str, split: str, batch_size: int) -> 
     scan(ctx.model, t, items, Path(root) / "scans" / f"{split}_{task}")
 
 
+PROXY_JOB = "scan-proxy"
+
+
 def proxy_job(root: Path, model: str, batch_size: int) -> None:
     """Job: the proxy Δπ again with per-prompt values (:func:`proxy_rescan`): minutes, so it comes first."""
     proxy_rescan(_context(model, batch_size).model, Path(root) / "scans" / "proxy")
@@ -331,7 +328,7 @@ def scan_wave(ctx: _Context) -> list:
     from pear_lens.io import file_sha256
 
     art = ROOT / "artifacts" / ctx.model.name
-    jobs = [Job("scan-proxy", "studies.context_use.run:proxy_job", {"model": ctx.model.name,
+    jobs = [Job(PROXY_JOB, "studies.context_use.run:proxy_job", {"model": ctx.model.name,
                                                                    "batch_size": ctx.batch_size},
                 outputs=("scans/proxy",), key={**ctx.key, "artifact": file_sha256(art / "head_scores.csv")})]
     for task in TASKS:

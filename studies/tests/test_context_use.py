@@ -230,7 +230,7 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     from pear_lens.results import HeadScores
     from pear_lens.evaluation.task_scan import scan_items
     from pear_lens.mediation import score_heads
-    from studies.context_use import report
+    from studies.context_use import report, run
     from tests.conftest import tiny
     from tests.test_likelihood import _word_items
 
@@ -253,16 +253,36 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     held = report.scan_summary(tmp_path, fixed, pear)
     assert "narrower than the plan's" in report.markdown({"models": {"m": {"tasks": {}, "scans": held}}})
     # the study's rescan of the proxy (scans/proxy, with per-prompt values) is preferred to the artifact's scores
+    # where its job's receipt says it was made from the artifact as it is now, and from nothing else
+    from pear_lens.io import file_sha256
+    from pear_lens.jobs.job import tree_sha256
+
     art = tmp_path / "artifact"
     fixed.save(art)
-    assert report.proxy_map(tmp_path, art).per_prompt is None
-    proxy.save(tmp_path / "scans" / "proxy")
-    assert torch.equal(report.proxy_map(tmp_path, art).per_prompt, proxy.per_prompt)
-    assert report.scan_summary(tmp_path, report.proxy_map(tmp_path, art), pear)["kv"]["resampled"] == kv["resampled"]
+    (art / "head_scores.csv").write_text("layer,head,score\n", encoding="utf-8")
+    used, note = report.proxy_map(tmp_path, art, pear)  # no rescan yet: the artifact's, nothing to say
+    assert used.per_prompt is None and note is None
+    rescan = tmp_path / "scans" / "proxy"
+    proxy.save(rescan)
+    receipt = tmp_path / "jobs" / f"{run.PROXY_JOB}.json"
+    receipt.parent.mkdir()
+
+    def write_receipt(artifact_sha):
+        receipt.write_text(json.dumps({"key": {"artifact": artifact_sha},
+                                       "outputs": {"scans/proxy": tree_sha256(rescan)}}), encoding="utf-8")
+
+    write_receipt(file_sha256(art / "head_scores.csv"))
+    used, note = report.proxy_map(tmp_path, art, pear)
+    assert torch.equal(used.per_prompt, proxy.per_prompt) and note["stale"] is False
+    assert note["max_abs_difference"] == 0.0 and note["same_top_k"] == (sorted(proxy.top_k(2)) == sorted(pear))
+    assert report.scan_summary(tmp_path, used, pear)["kv"]["resampled"] == kv["resampled"]
     said = report.markdown({"models": {"m": {"tasks": {}, "scans": out, "proxy_rescan": {
-        "artifact": "artifacts/m", "max_abs_difference": 3e-7, "largest_abs_score": 0.5, "top_k": 2,
-        "same_top_k": False}}}})
-    assert "run again on this machine" in said and "3e-07" in said and "not the same as the artifact's" in said
+        **note, "max_abs_difference": 3e-7, "same_top_k": False}}}})
+    assert "run again by the study" in said and "3e-07" in said and "not PEAR's heads" in said
+    write_receipt("0" * 64)  # made from another artifact: not used, and said
+    used, note = report.proxy_map(tmp_path, art, pear)
+    assert used.per_prompt is None and note["stale"] is True
+    assert "not used" in report.markdown({"models": {"m": {"tasks": {}, "scans": out, "proxy_rescan": note}}})
     fig = report.scan_figure(tmp_path, proxy, pear, "tiny-llama")
     stars = [t for t in fig.data if t.name == "PEAR's heads"]
     assert len(stars) == 1 and len(stars[0].x) == 2
