@@ -145,8 +145,9 @@ def planned_conditions(model: str, model_plan: dict[str, Any]) -> int:
 
 
 def progress(folder: Path, model: str, model_plan: dict[str, Any]) -> dict[str, Any]:
-    """Likelihood outputs written against those the plan calls for, over every task, and the CPU hours the
-    outputs recorded so far against the plan's estimate (which counted the likelihood passes only)."""
+    """Likelihood outputs written against those the plan calls for, over every task, and the hours the outputs
+    recorded so far (wall clock, not CPU time) against the plan's estimate (which counted the likelihood passes
+    only)."""
     per_task = planned_conditions(model, model_plan)
     planned = per_task * 3 + per_task - 2  # closed-book: no CAD, no task-scan selection
     likelihood = sorted((folder / "outputs").glob("*/*.likelihood.json.gz"))
@@ -435,16 +436,18 @@ def markdown(report: dict[str, Any]) -> str:
                                      greedy_rows), ""]
         prog = r.get("progress")
         if prog:
-            lines += [f"Progress: {prog['done']} of {prog['planned']} planned likelihood outputs; CPU hours recorded: "
-                      f"{prog['hours']['likelihood']} scoring likelihoods (the plan estimated {prog['estimated_hours']} "
-                      f"for all of them) and {prog['hours']['greedy']} decoding the greedy arms (not in the plan's "
-                      "estimate).", ""]
+            lines += [f"Progress: {prog['done']} of {prog['planned']} planned likelihood outputs; hours the outputs "
+                      f"recorded (wall clock, one thread each on a shared two-core machine, so work running beside a "
+                      f"job lengthens it): {prog['hours']['likelihood']} scoring likelihoods (the plan estimated "
+                      f"{prog['estimated_hours']} for all of them) and {prog['hours']['greedy']} decoding the greedy "
+                      "arms (not in the plan's estimate).", ""]
         cost = [[t, *(f"{e['seconds_per_item'][c]:.3f}" if c in e["seconds_per_item"] else "–"
                       for c in ("baseline", *MAIN))]
                 for t, e in r["tasks"].items() if "seconds_per_item" in e]
         if cost:
-            lines += ["Cost: seconds per item of the likelihood scoring on this machine (CAD scores each candidate "
-                      "with and without the context: two passes).", "",
+            lines += ["Cost: seconds per item of the likelihood scoring on this machine, wall clock as the outputs "
+                      "recorded it (inflated by any work running beside it; CAD scores each candidate with and "
+                      "without the context: two passes).", "",
                       markdown_table(["task", "baseline", *MAIN], cost), ""]
         scans = r.get("scans", {})
         if scans:
