@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pear_lens.evaluation.stats import empirical_p, holm, paired_cluster_bootstrap_diff
+from pear_lens.evaluation.stats import N_RESAMPLES, empirical_p, holm, paired_cluster_bootstrap_diff
 from pear_lens.evaluation.tasks.facts import fact_clusters
 from pear_lens.io import atomic_write_text
 from pear_lens.stage_cache import read_record
@@ -215,9 +215,11 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
     for t, p, r, p2 in zip(PRIMARY, holm(raw), holm([np.nan if x is None else x for x in ranks]), holm(secondary)):
         e = out["tasks"][t]
         e["p_holm"] = None if np.isnan(p) else float(p)
+        e["p_at_floor"] = at_floor(e["vs_baseline"].get("PEAR", {}).get("p"))
         e["rank_p_holm"] = None if np.isnan(r) else float(r)
         if e.get("secondary_logp_gold"):
             e["secondary_logp_gold"]["p_holm"] = float(p2)
+            e["secondary_logp_gold"]["p_at_floor"] = at_floor(e["secondary_logp_gold"].get("p"))
         d = e["vs_baseline"].get("PEAR", {}).get("delta", np.nan)
         n = e["damped_controls"]["n"]
         interim = planned_damped is not None and n < planned_damped
@@ -389,14 +391,22 @@ def _rank_text(r: dict[str, Any]) -> str:
     return f"p {r['rank_p']:.3g} among {r['n']} (median Δ {r['median']:+.3f})"
 
 
-def _p(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3g}"
+def at_floor(p: float | None) -> bool:
+    """Whether a bootstrap p is the smallest its resamples can give, 2/(1 + N_RESAMPLES): no resample crossed 0,
+    so the p is an upper bound (the table prints it as ≤), not a measured value."""
+    return bool(p is not None and np.isfinite(p) and np.isclose(p, 2.0 / (1 + N_RESAMPLES)))
+
+
+def _p(x: float | None, floor: bool = False) -> str:
+    return "–" if x is None else f"{'≤ ' if floor else ''}{x:.3g}"
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Context-use study: results", "",
              "Δ = condition − baseline in mean nats (contrast on KV, MDQA and counterfactual; log p(true answer) "
-             "closed-book), 95 % cluster-bootstrap intervals; p Holm-adjusted over the three context tasks; rank p "
+             "closed-book), 95 % cluster-bootstrap intervals; p Holm-adjusted over the three context tasks (≤: no "
+             f"bootstrap resample crossed 0, so the p is the floor its {N_RESAMPLES:,} resamples allow, an upper "
+             "bound); rank p "
              "against the damped random controls. The smallest effect each task could detect at 80 % power is the "
              "plan's, from the pilot.", ""]
     for model, r in report["models"].items():
@@ -404,7 +414,7 @@ def markdown(report: dict[str, Any]) -> str:
         for task, e in r["tasks"].items():
             rows.append([task, e["endpoint"], e["n_items"],
                          "–" if e["baseline_mean"] is None else f"{e['baseline_mean']:.3f}",
-                         *(_fmt(e["vs_baseline"].get(c, {})) for c in MAIN), _p(e.get("p_holm")),
+                         *(_fmt(e["vs_baseline"].get(c, {})) for c in MAIN), _p(e.get("p_holm"), e.get("p_at_floor", False)),
                          _p(e.get("rank_p_holm")), f"{e['mde_80']:.3f}" if "mde_80" in e else "–",
                          e.get("verdict", "–")])
         lines += [f"## {model}", "", markdown_table(["task", "endpoint", "n", "baseline", *MAIN, "p (Holm)",
@@ -420,7 +430,8 @@ def markdown(report: dict[str, Any]) -> str:
                   markdown_table(["task", *(f"PEAR − {c}" for c in MAIN[1:]), "secondary log p(gold)", "p (Holm)"],
                                  [[t, *(_fmt(e["vs_pear"].get(c, {})) for c in MAIN[1:]),
                                    _fmt(e.get("secondary_logp_gold", {})),
-                                   _p(e.get("secondary_logp_gold", {}).get("p_holm"))]
+                                   _p(e.get("secondary_logp_gold", {}).get("p_holm"),
+                                      e.get("secondary_logp_gold", {}).get("p_at_floor", False))]
                                   for t, e in r["tasks"].items()]), ""]
         greedy_rows = []
         for t, e in r["tasks"].items():

@@ -144,6 +144,9 @@ def test_the_report_applies_the_verdict_rule_to_the_outputs(tmp_path):
         assert e["vs_baseline"]["PEAR"]["delta"] == pytest.approx(1.0, abs=0.3)
         assert e["verdict"] == "improves context use"
     assert up["tasks"]["closed-book"]["verdict"] == "retained"
+    # an effect of 1 nat: no bootstrap resample crosses 0, so p is the resampling floor, printed as a bound
+    assert up["tasks"]["kv"]["p_at_floor"] is True
+    assert f"| ≤ {up['tasks']['kv']['p_holm']:.3g} |" in report.markdown({"models": {"m": up}})
     # 19 controls, as the issue-16 study had: PEAR beats all of them and still cannot pass the rank test
     _synthetic_study(tmp_path / "few", 1.0, n_controls=19)
     few = report.model_report(tmp_path / "few", plan)
@@ -168,6 +171,9 @@ def test_the_report_applies_the_verdict_rule_to_the_outputs(tmp_path):
     down = report.model_report(tmp_path / "down", plan)
     assert {down["tasks"][t]["verdict"] for t in ("kv", "mdqa", "counterfactual")} == {"hurts context use"}
     assert down["tasks"]["closed-book"]["verdict"] == "not shown retained"
+    flat_kv = flat["tasks"]["kv"]  # no effect: a p off the floor, printed as it is
+    assert flat_kv["p_at_floor"] is False and flat_kv["p_holm"] > 0.01
+    assert f"| {flat_kv['p_holm']:.3g} |" in report.markdown({"models": {"m": flat}})
 
 
 def test_a_model_whose_items_are_in_but_not_its_outputs_is_reported_as_not_evaluated(tmp_path):
