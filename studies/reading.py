@@ -683,6 +683,12 @@ def _peer_sentence(tasks: dict[str, Any], label: str, name: str) -> str | None:
     return f"{name}: PEAR {' and '.join(parts) if parts else 'indistinguishable from it'} ({len(got)} tasks)"
 
 
+def _rank_list(ranks: list[tuple[str, dict[str, Any]]]) -> str:
+    """``KV rank p 0.1 among 19; ...`` for the tasks whose rank p is defined."""
+    return "; ".join(f"{_TASK_NAMES[t]} rank p {c['rank_p']:.3g} among {c['n']}" for t, c in ranks
+                     if c.get("rank_p") is not None)
+
+
 def context_use_lines(report: dict[str, Any] | None) -> list[str]:
     """The README's first lines: what PEAR does to context use, read off the context-use study's report
     (``figures/results/context_use/report.json``, :mod:`studies.context_use.report`) — per model the primary
@@ -724,14 +730,13 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
                 why = f"; interim: the plan's {r['planned_damped']} controls are not all in"
             else:
                 why = ""
-            out.append("  - Against random heads damped alike: " + "; ".join(
-                f"{_TASK_NAMES[t]} rank p {c['rank_p']:.3g} among {c['n']}" for t, c in ranks
-                if c.get("rank_p") is not None) + f" (Holm over the three tasks in the verdict{why}).")
+            out.append("  - Against random heads damped alike: " + _rank_list(ranks)
+                       + f" (Holm over the three tasks in the verdict{why}).")
         trained = [(t, e["trained_controls"]) for t, e in r["tasks"].items()
                    if t != "closed-book" and e.get("trained_controls", {}).get("rank_p") is not None]
         if trained:
-            out.append("  - Against random heads trained like PEAR (descriptive, not adjusted): " + "; ".join(
-                f"{_TASK_NAMES[t]} rank p {c['rank_p']:.3g} among {c['n']}" for t, c in trained) + ".")
+            out.append("  - Against random heads trained like PEAR (descriptive, not adjusted): "
+                       + _rank_list(trained) + ".")
         peers = [s for s in (_peer_sentence(r["tasks"], "PEAR heads damped", "untrained damping of PEAR's heads"),
                              _peer_sentence(r["tasks"], "PEAR heads pruned", "pruning them"),
                              _peer_sentence(r["tasks"], "CAD α=0.5", "context-aware decoding")) if s]

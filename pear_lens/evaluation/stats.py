@@ -124,6 +124,9 @@ class BootstrapDiff:
     n_items: int
     n_clusters: int
     """Resampling units; equal to ``n_items`` when items are independent."""
+    p_at_floor: bool = False
+    """No resample fell on the far side of 0: ``p_value`` is the smallest the resamples allow, an upper bound
+    rather than a measured value."""
 
 
 def _cluster_index(clusters: "np.ndarray | Sequence[str] | Sequence[int] | None", n: int) -> tuple[np.ndarray, int]:
@@ -180,7 +183,7 @@ def _diff(per_item: np.ndarray, clusters, n_resamples: int, level: float, seed: 
     low, high = _interval(draws, level)
     below, above = np.sum(draws <= 0), np.sum(draws >= 0)
     p = min(1.0, 2.0 * (1 + min(below, above)) / (1 + n_resamples))
-    return BootstrapDiff(float(per_item.mean()), low, high, p, int(per_item.size), g)
+    return BootstrapDiff(float(per_item.mean()), low, high, p, int(per_item.size), g, bool(min(below, above) == 0))
 
 
 def paired_cluster_bootstrap_diff(a: Bool[np.ndarray, " n"] | Float[np.ndarray, " n"],

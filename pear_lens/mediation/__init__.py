@@ -168,9 +168,10 @@ def rescore(model: Any, scores: HeadScores, *, dtype: str | None = None, progres
                             "score the heads afresh with score_heads")
     loaded = as_loaded(model, tokenizer=tokenizer)
     recorded = dtype or scores.extra.get("dtype")
-    if loaded.fingerprint_as(recorded) != scores.fingerprint:
+    now = loaded.fingerprint_as(recorded)
+    if now != scores.fingerprint:
         raise PearLensError(f"these scores were made on other weights ({scores.fingerprint}) than {loaded.name}'s "
-                            f"({loaded.fingerprint_as(recorded)}, in {recorded or loaded.dtype}); rescore them with "
+                            f"({now}, in {recorded or loaded.dtype}); rescore them with "
                             "the model they were made on, or name the dtype they were made in (dtype=)")
     task = PromptTask.from_dict(record) if record.get("kind") == "prompts" else ProxyTask.from_dict(record)
     # the record holds the options the method takes and what it fixes itself (path: positions=end; the seed)

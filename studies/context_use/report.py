@@ -117,8 +117,8 @@ def paired(frame: pd.DataFrame, a: str, b: str, endpoint: str) -> dict[str, Any]
         return {}
     wide = wide[[a, b]].dropna().reset_index()
     d = paired_cluster_bootstrap_diff(wide[a].to_numpy(), wide[b].to_numpy(), wide["cluster"].to_numpy(), seed=SEED)
-    return {"delta": d.estimate, "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value, "n": d.n_items,
-            "n_clusters": d.n_clusters}
+    return {"delta": d.estimate, "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value,
+            "p_at_floor": d.p_at_floor, "n": d.n_items, "n_clusters": d.n_clusters}
 
 
 CONTROL_PREFIX = {"damped": "damped ", "pruned": "pruned ", "random-k": "trained uniform "}
@@ -215,11 +215,10 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
     for t, p, r, p2 in zip(PRIMARY, holm(raw), holm([np.nan if x is None else x for x in ranks]), holm(secondary)):
         e = out["tasks"][t]
         e["p_holm"] = None if np.isnan(p) else float(p)
-        e["p_at_floor"] = at_floor(e["vs_baseline"].get("PEAR", {}).get("p"))
+        e["p_at_floor"] = e["vs_baseline"].get("PEAR", {}).get("p_at_floor", False)
         e["rank_p_holm"] = None if np.isnan(r) else float(r)
         if e.get("secondary_logp_gold"):
             e["secondary_logp_gold"]["p_holm"] = float(p2)
-            e["secondary_logp_gold"]["p_at_floor"] = at_floor(e["secondary_logp_gold"].get("p"))
         d = e["vs_baseline"].get("PEAR", {}).get("delta", np.nan)
         n = e["damped_controls"]["n"]
         interim = planned_damped is not None and n < planned_damped
@@ -391,13 +390,8 @@ def _rank_text(r: dict[str, Any]) -> str:
     return f"p {r['rank_p']:.3g} among {r['n']} (median Δ {r['median']:+.3f})"
 
 
-def at_floor(p: float | None) -> bool:
-    """Whether a bootstrap p is the smallest its resamples can give, 2/(1 + N_RESAMPLES): no resample crossed 0,
-    so the p is an upper bound (the table prints it as ≤), not a measured value."""
-    return bool(p is not None and np.isfinite(p) and np.isclose(p, 2.0 / (1 + N_RESAMPLES)))
-
-
 def _p(x: float | None, floor: bool = False) -> str:
+    """A p as printed; ``floor``: the bootstrap's smallest (no resample crossed 0), printed as the bound it is."""
     return "–" if x is None else f"{'≤ ' if floor else ''}{x:.3g}"
 
 

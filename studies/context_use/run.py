@@ -323,9 +323,8 @@ def condition_wave(ctx: _Context, only_main: bool) -> list:
 def scan_wave(ctx: _Context) -> list:
     """The proxy's Δπ with per-prompt values, then every head scan: dev (choosing each context task's heads) and
     test (beside the proxy's Δπ)."""
-    from pear_lens.jobs import Job
-
     from pear_lens.io import file_sha256
+    from pear_lens.jobs import Job
 
     art = ROOT / "artifacts" / ctx.model.name
     jobs = [Job(PROXY_JOB, "studies.context_use.run:proxy_job", {"model": ctx.model.name,
