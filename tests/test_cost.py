@@ -85,6 +85,47 @@ def test_the_likelihood_counts_a_prompt_pass_per_batch_and_a_pass_per_longer_can
     assert count(passes, Kind.PREFILL) == 2 and batches_of([3, 2, 4, 1], 2) == [[2, 0], [1, 3]]
 
 
+def test_context_aware_likelihood_counts_every_pass_again_on_the_context_free_prompts():
+    from pear_lens.evaluation.likelihood import continuation_logprobs
+
+    model = tiny("llama")
+    hf = model.fresh_hf()
+    prompts = [[5, 6, 7, 20, 21], [8, 9, 22], [10, 11, 12, 13], [14, 23]]
+    free = [[5, 6], [8], [10, 11, 12], [14]]
+    candidates = [[[1, 2], [3]], [[4]], [[5, 6, 7], [8], [9, 10]], [[11]]]
+    lengths, cands = [len(p) for p in prompts], [[len(c) for c in cs] for cs in candidates]
+    passes = likelihood_passes(ModelShape.of(model), lengths, cands, batch_size=2,
+                               context_free_lengths=[len(f) for f in free])
+    with Forwards(hf) as seen:
+        continuation_logprobs(hf, prompts, candidates, batch_size=2, context_free=free, alpha=0.5, progress=False)
+    assert seen.n == sum(p.count for p in passes)
+    plain = likelihood_passes(ModelShape.of(model), lengths, cands, batch_size=2)
+    assert sum(p.count for p in passes) == 2 * sum(p.count for p in plain)
+    # batches [0, 2] and [1, 3]: prompt passes 5 and 3 tokens wide with the context, 3 and 1 without
+    assert {p.tokens: p.count for p in passes if p.kind is Kind.PREFILL} == {5: 1, 3: 2, 1: 1}
+
+
+def test_context_aware_decoding_runs_every_decoding_pass_twice():
+    from pear_lens.evaluation.generate import greedy_generate
+
+    model = tiny("llama")
+    hf = model.fresh_hf()
+    prompts = [[5, 6, 7, 20, 21], [8, 9, 22], [10, 11, 12, 13]]
+    free = [[5, 6], [8], [10, 11, 12]]
+    seen_counts = []
+    for context_free in (None, free):  # α = 0: the same tokens either way, so the same number of steps
+        with Forwards(hf) as seen:
+            out = greedy_generate(hf, model.tokenizer, prompts, max_new_tokens=4, batch_size=2, progress=False,
+                                  context_free=context_free, cad_alpha=0.0, stop_at_newline=False)
+        seen_counts.append((seen.n, out))
+    (plain_n, plain_out), (cad_n, cad_out) = seen_counts
+    assert cad_out == plain_out and cad_n == 2 * plain_n
+    one = generation_passes(SHAPE, [5, 3, 4], 2, 4)
+    two = generation_passes(SHAPE, [5, 3, 4], 2, 4, context_free_lengths=[2, 1, 3])
+    assert sum(p.count for p in two) == 2 * sum(p.count for p in one)
+    assert count(two, Kind.DECODE) == 2 * count(one, Kind.DECODE)
+
+
 def test_decoding_steps_follow_the_gold_answer_and_never_pass_the_limit():
     assert decode_steps(12, None) == 11
     assert decode_steps(12, [3, 1]) == 4  # 3 tokens, what closes the answer and the line break: 5 new tokens
@@ -210,6 +251,19 @@ def test_the_estimate_prices_every_stage_and_says_what(estimate):
     assert set(estimate.rates) >= {"copy_check", "scan_clean", "scan_layer", "train_step", "prefill", "decode", "build"}
     with pytest.raises(PearLensError, match="no stage 'atlas'"):
         estimate.stage("atlas")
+
+
+def test_the_estimate_prices_context_aware_decoding_as_a_condition_run_twice():
+    base = dict(n=4, batch_size=2, conditions=1, likelihood=True)
+    plain, cad = (estimate_cost(tiny("llama"), stages=("eval",), evaluation=EvalWork(**base, cad=c), budget=0.02)
+                  for c in (False, True))
+    assert set(cad.stage("eval").parts) == {"build", "generate", "generate (CAD)", "likelihood", "likelihood (CAD)"}
+    assert count(cad.stage("eval").passes, Kind.BUILD) == 4  # the condition and CAD, each built for both endpoints
+    assert cad.stage("eval").parts["generate (CAD)"] > plain.stage("eval").parts["generate"]
+    assert cad.stage("eval").parts["likelihood (CAD)"] > plain.stage("eval").parts["likelihood"]
+    assert "CAD runs every pass again on the context-free prompts" in cad.stage("eval").what
+    with pytest.raises(PearLensError, match="closed-book task has none"):
+        EvalWork(task="closed-book", cad=True)
 
 
 def test_the_advice_prices_a_job_at_its_stage(estimate):

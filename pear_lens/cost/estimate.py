@@ -45,6 +45,8 @@ class EvalWork:
     conditions: int = option(2, help="conditions evaluated, each on every item (baseline and PEAR: 2)")
     likelihood: bool = option(False, help="also the teacher-forced likelihood endpoints "
                                           "(`pear-lens eval --likelihood`)")
+    cad: bool = option(False, help="also context-aware decoding (`pear-lens eval --cad`): one more condition, "
+                                   "each of whose passes runs again on the context-free prompt")
     seed: int = option(0, help="seed of the generated items (`pear-lens eval --seed`)")
 
     def __post_init__(self) -> None:
@@ -53,6 +55,9 @@ class EvalWork:
         for name in ("n", "batch_size", "conditions"):
             if getattr(self, name) < 1:
                 raise PearLensError(f"eval {name} must be at least 1, got {getattr(self, name)}")
+        if self.cad and TaskName.parse(self.task) is TaskName.CLOSED_BOOK:
+            raise PearLensError("eval.cad contrasts the model with and without the context; the closed-book task has "
+                                "none: leave out --eval.cad or choose another --eval.task")
 
 
 @dataclass(frozen=True)
@@ -262,7 +267,8 @@ def _eval_plan(model: "LoadedModel", shape: ModelShape, work: EvalWork, clock: C
     from pear_lens.evaluation.tasks import generate_items
     from pear_lens.evaluation.tasks.calibration import settings_for
     from pear_lens.evaluation.tasks.facts import closed_book_items, load_facts
-    from pear_lens.evaluation.tasks.prompts import PromptStyle
+    from pear_lens.evaluation.tasks.candidates import without_context
+    from pear_lens.evaluation.tasks.prompts import PromptStyle, encode
 
     name = TaskName.parse(work.task)
     settings = settings_for(model.name, name, model.tokenizer)
@@ -272,16 +278,26 @@ def _eval_plan(model: "LoadedModel", shape: ModelShape, work: EvalWork, clock: C
     prompts = encode_items(items, style, model.tokenizer, n_ctx=model.n_ctx, max_new_tokens=settings.max_new_tokens)
     lengths = [len(p) for p in prompts]
     answers = _answer_tokens(items, style, model.tokenizer)
+    # context-aware decoding's second side: each item asked without its context
+    free = ([len(encode(without_context(it), style, model.tokenizer)) for it in items] if work.cad else None)
     # each condition's model is built afresh for decoding and again for the likelihood endpoints
-    builds = work.conditions * (2 if work.likelihood else 1)
+    builds = (work.conditions + work.cad) * (2 if work.likelihood else 1)
     parts = {"build": [Pass(Kind.BUILD, 0, 0, 0, 0, count=builds)],
              "generate": generation_passes(shape, lengths, work.batch_size, settings.max_new_tokens, work.conditions,
                                            answers)}
     longest = {"generate": generation_passes(shape, lengths, work.batch_size, settings.max_new_tokens,
                                              work.conditions)}
-    what = (f"{name.value}, {len(items)} items x {work.conditions} conditions in batches of {work.batch_size} "
+    if free is not None:
+        parts["generate (CAD)"] = generation_passes(shape, lengths, work.batch_size, settings.max_new_tokens,
+                                                    answer_tokens=answers, context_free_lengths=free)
+        longest["generate (CAD)"] = generation_passes(shape, lengths, work.batch_size, settings.max_new_tokens,
+                                                      context_free_lengths=free)
+    what = (f"{name.value}, {len(items)} items x {work.conditions} conditions{' and CAD' if work.cad else ''} in "
+            f"batches of {work.batch_size} "
             f"({style.value} prompts of {min(lengths)}-{max(lengths)} tokens), greedy decoding expected to stop "
             f"after the gold answer's length (at most {settings.max_new_tokens} new tokens)")
+    if free is not None:
+        what += f"; CAD runs every pass again on the context-free prompts ({min(free)}-{max(free)} tokens)"
     if name is TaskName.COUNTERFACTUAL:  # the baseline's closed-book check picks the facts it knows
         cb = settings_for(model.name, TaskName.CLOSED_BOOK, model.tokenizer)
         cb_items, cb_style = closed_book_items(facts), PromptStyle.parse(cb.prompt_style)
@@ -295,8 +311,11 @@ def _eval_plan(model: "LoadedModel", shape: ModelShape, work: EvalWork, clock: C
     candidates = None
     if work.likelihood:
         candidates = encode_candidates(items, style, model.tokenizer)[1]
-        parts["likelihood"] = likelihood_passes(shape, lengths, [[len(c) for c in cs] for cs in candidates],
-                                                work.batch_size, work.conditions)
+        cand_lengths = [[len(c) for c in cs] for cs in candidates]
+        parts["likelihood"] = likelihood_passes(shape, lengths, cand_lengths, work.batch_size, work.conditions)
+        if free is not None:
+            parts["likelihood (CAD)"] = likelihood_passes(shape, lengths, cand_lengths, work.batch_size,
+                                                          context_free_lengths=free)
         what += f"; likelihood of {sum(len(c) for c in candidates)} candidate answers"
     before = _allocated(clock)
     t0 = time.perf_counter()

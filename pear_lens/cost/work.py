@@ -13,7 +13,8 @@ The lists mirror the code:
 - an evaluation (:mod:`pear_lens.evaluation`): per condition and batch of prompts (longest first), one prompt
   pass and one-token steps of greedy decoding until the batch's answers end (expected: the longest gold answer
   and what closes it; at most ``max_new_tokens``); the likelihood endpoints add one prompt pass per batch and one
-  pass per candidate answer longer than one token.
+  pass per candidate answer longer than one token; context-aware decoding (CAD) runs each of these passes again
+  on the context-free prompts.
 
 How many seconds a pass of each kind takes is the probes' business (:mod:`pear_lens.cost.probes`).
 """
@@ -179,36 +180,48 @@ def decode_steps(max_new_tokens: int, answer_tokens: Sequence[int] | None) -> in
 
 def generation_passes(shape: "ModelShape", prompt_lengths: Sequence[int], batch_size: int,
                       max_new_tokens: int, conditions: int = 1,
-                      answer_tokens: Sequence[int] | None = None) -> list[Pass]:
+                      answer_tokens: Sequence[int] | None = None,
+                      context_free_lengths: Sequence[int] | None = None) -> list[Pass]:
     """Greedy decoding of every prompt once per condition (:func:`pear_lens.evaluation.generate.greedy_generate`):
     per batch one prompt pass and the decoding steps of :func:`decode_steps` (a batch stops once every answer has
-    ended its first line; ``answer_tokens``: each item's gold answer in tokens, None for the upper bound)."""
+    ended its first line; ``answer_tokens``: each item's gold answer in tokens, None for the upper bound).
+
+    With ``context_free_lengths`` (each item's context-free prompt, in tokens) decoding is context-aware: the
+    batch's context-free prompts get their own prompt pass and one single-token pass per decoding step
+    (:class:`pear_lens.evaluation.decoding.ContextAwareLogits`), so every pass runs twice."""
     passes = []
     for idx in batches_of(prompt_lengths, batch_size):
-        width = max(prompt_lengths[i] for i in idx)
-        passes.append(Pass(Kind.PREFILL, len(idx), width, shape.n_layers, width / 2, logits=1, count=conditions))
         steps = decode_steps(max_new_tokens, None if answer_tokens is None else [answer_tokens[i] for i in idx])
-        if steps:
-            passes.append(Pass(Kind.DECODE, len(idx), 1, shape.n_layers, width + 1 + steps / 2, logits=1,
-                               count=steps * conditions))
+        sides = [prompt_lengths] + ([context_free_lengths] if context_free_lengths is not None else [])
+        for lengths in sides:
+            width = max(lengths[i] for i in idx)
+            passes.append(Pass(Kind.PREFILL, len(idx), width, shape.n_layers, width / 2, logits=1, count=conditions))
+            if steps:
+                passes.append(Pass(Kind.DECODE, len(idx), 1, shape.n_layers, width + 1 + steps / 2, logits=1,
+                                   count=steps * conditions))
     return _merged(passes)
 
 
 def likelihood_passes(shape: "ModelShape", prompt_lengths: Sequence[int],
-                      candidate_lengths: Sequence[Sequence[int]], batch_size: int, conditions: int = 1) -> list[Pass]:
+                      candidate_lengths: Sequence[Sequence[int]], batch_size: int, conditions: int = 1,
+                      context_free_lengths: Sequence[int] | None = None) -> list[Pass]:
     """Teacher-forced scores of every item's candidates once per condition
     (:func:`pear_lens.evaluation.likelihood.continuation_logprobs`): per batch one prompt pass, then for the j-th
-    candidates of its items one pass over all but their last token (none when every one is a single token)."""
+    candidates of its items one pass over all but their last token (none when every one is a single token).
+    With ``context_free_lengths`` (context-aware decoding's scores) each of these passes runs again on the
+    context-free prompts."""
     passes = []
     for idx in batches_of(prompt_lengths, batch_size):
-        width = max(prompt_lengths[i] for i in idx)
-        passes.append(Pass(Kind.PREFILL, len(idx), width, shape.n_layers, width / 2, logits=1, count=conditions))
-        for j in range(max(len(candidate_lengths[i]) for i in idx)):
-            longest = max(candidate_lengths[i][j] if j < len(candidate_lengths[i]) else 1 for i in idx)
-            if longest > 1:
-                fed = longest - 1
-                passes.append(Pass(Kind.CONTINUATION, len(idx), fed, shape.n_layers, width + fed / 2, logits=fed,
-                                   count=conditions))
+        sides = [prompt_lengths] + ([context_free_lengths] if context_free_lengths is not None else [])
+        for lengths in sides:
+            width = max(lengths[i] for i in idx)
+            passes.append(Pass(Kind.PREFILL, len(idx), width, shape.n_layers, width / 2, logits=1, count=conditions))
+            for j in range(max(len(candidate_lengths[i]) for i in idx)):
+                longest = max(candidate_lengths[i][j] if j < len(candidate_lengths[i]) else 1 for i in idx)
+                if longest > 1:
+                    fed = longest - 1
+                    passes.append(Pass(Kind.CONTINUATION, len(idx), fed, shape.n_layers, width + fed / 2,
+                                       logits=fed, count=conditions))
     return _merged(passes)
 
 
