@@ -689,6 +689,37 @@ def _rank_list(ranks: list[tuple[str, dict[str, Any]]]) -> str:
                      if c.get("rank_p") is not None)
 
 
+def _verdict_phrase(e: dict[str, Any]) -> str:
+    """A task's verdict as the README gives it: the plan's word and, where the word alone would mislead, why
+    (a passed paired test whose rank test is still waiting, an interval excluding 0 without Holm's adjustment)."""
+    verdict, why = e["verdict"], e.get("verdict_why", "")
+    if verdict == "pending":
+        return "pending: rank test interim" if "interim" in why else "pending: no random control in yet"
+    if verdict != "no detectable effect":
+        return verdict
+    if "rank" in why:
+        return "no detectable effect: the paired test passed, the rank test did not"
+    if "interval excludes 0" in why:
+        return f"no detectable effect: Holm p {e['p_holm']:.2g}"
+    return f"no detectable effect, smallest detectable {e['mde_80']:.2f}" if "mde_80" in e else verdict
+
+
+def _status(r: dict[str, Any]) -> str:
+    """`` *provisional: 145 of 498 planned outputs in*``, or, once every verdict is the plan's final one, that the
+    outputs still missing are descriptive."""
+    prog = r.get("progress", {})
+    if not prog or prog["done"] >= prog["planned"]:
+        return ""
+    primary = [e for t, e in r["tasks"].items() if t != "closed-book"]
+    planned = r.get("planned_damped")
+    final = (planned is not None and all(e.get("verdict") not in ("pending", "not evaluated yet") for e in primary)
+             and all(e["damped_controls"]["n"] >= planned for e in primary))
+    if final:
+        return (f" *verdicts final; {prog['done']} of {prog['planned']} planned outputs in, the missing ones "
+                "descriptive*")
+    return f" *provisional: {prog['done']} of {prog['planned']} planned outputs in*"
+
+
 def context_use_lines(report: dict[str, Any] | None) -> list[str]:
     """The README's first lines: what PEAR does to context use, read off the context-use study's report
     (``figures/results/context_use/report.json``, :mod:`studies.context_use.report`) — per model the primary
@@ -703,18 +734,12 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
            "earlier study asked, under a plan committed before any item "
            "([results](docs/results.md#context-use-study)).", ""]
     for model, r in report["models"].items():
-        prog = r.get("progress", {})
-        status = (f" *provisional: {prog['done']} of {prog['planned']} planned outputs in*"
-                  if prog and prog["done"] < prog["planned"] else "")
         per_task = []
         for task, e in r["tasks"].items():
             d = e["vs_baseline"].get("PEAR")
-            if not d:
-                continue
-            extra = (f", smallest detectable {e['mde_80']:.2f}" if e.get("verdict") == "no detectable effect"
-                     and "mde_80" in e else "")
-            verdict = e["verdict"].split(":")[0]  # the why of an underpowered rank test is in the ranks' line
-            per_task.append(f"{_TASK_NAMES[task]} {_nats(d)} ({verdict}{extra})")
+            if d:
+                per_task.append(f"{_TASK_NAMES[task]} {_nats(d)} ({_verdict_phrase(e)})")
+        status = _status(r)
         if not per_task:
             out.append(f"- **{model}**{status}: no task has both PEAR's and the baseline's outputs yet.")
             continue

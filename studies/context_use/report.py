@@ -125,12 +125,35 @@ CONTROL_PREFIX = {"damped": "damped ", "pruned": "pruned ", "random-k": "trained
 """The random controls' labels by condition kind (the run names them so; PEAR's own heads are not controls)."""
 
 
-def control_deltas(frame: pd.DataFrame, endpoint: str, kind: str) -> np.ndarray:
-    """Each random control's mean Δ from the baseline, for the controls of one condition kind."""
+def control_deltas(frame: pd.DataFrame, endpoint: str, kind: str, complete: set[str] | None = None) -> np.ndarray:
+    """Each random control's mean Δ from the baseline, for the controls of one condition kind (only those in
+    ``complete``, where given: the controls whose outputs are in on every task)."""
     means = frame.groupby("condition")[endpoint].mean()
     labels = sorted({c for c, k in zip(frame["condition"], frame["kind"])
-                     if k == kind and c.startswith(CONTROL_PREFIX[kind])})
+                     if k == kind and c.startswith(CONTROL_PREFIX[kind]) and (complete is None or c in complete)})
     return np.asarray([means[c] - means["baseline"] for c in labels], dtype=np.float64)
+
+
+def complete_controls(frames: dict[str, pd.DataFrame]) -> set[str]:
+    """The conditions whose outputs are in on every task: a control still running has written some tasks and
+    not others, and the tasks of one Holm family are ranked against one set of controls."""
+    sets = [set(f["condition"]) if len(f) else set() for f in frames.values()]
+    return set.intersection(*sets) if sets else set()
+
+
+def holm_over_family(raw: list[float]) -> list[float]:
+    """Holm over the whole planned family: a task whose p is not in yet counts as p = 1 (so an early look
+    adjusts over as many tests as the plan's, not fewer); its own adjusted p stays undefined (NaN)."""
+    adjusted = holm([1.0 if np.isnan(x) else x for x in raw])
+    return [np.nan if np.isnan(x) else a for x, a in zip(raw, adjusted)]
+
+
+def _control_kinds(complete: set[str]) -> str:
+    """``32 uniform, 0 layer-matched``: the damped controls in on every task, by how their heads were drawn."""
+    from studies.context_use.plan import N_DAMPED
+
+    labels = {c for c in complete if c.startswith(CONTROL_PREFIX["damped"])}
+    return ", ".join(f"{sum(c.startswith(f'damped {kind} ') for c in labels)} {kind}" for kind in N_DAMPED)
 
 
 def planned_conditions(model: str, model_plan: dict[str, Any]) -> int:
@@ -158,6 +181,40 @@ def progress(folder: Path, model: str, model_plan: dict[str, Any]) -> dict[str, 
             "estimated_hours": model_plan.get("estimated_hours")}
 
 
+VERDICTS = ("improves context use", "hurts context use", "no detectable effect", "pending", "not evaluated yet")
+"""The plan's three verdicts, and the two states before one can be given."""
+
+
+def _verdict(e: dict[str, Any], p: float, r: float, planned_damped: int | None, kinds: str) -> tuple[str, str]:
+    """The plan's verdict on one context task, and why where the word alone would mislead: ``p`` and ``r`` the
+    Holm-adjusted paired and rank p (NaN: not in yet). Improves: paired p < 0.05 with Δ > 0 and rank p < 0.05;
+    hurts: paired p < 0.05 with Δ < 0; else no detectable effect. While the rank test waits on controls the
+    plan runs, a passed paired test is *pending*, not a verdict."""
+    d = e["vs_baseline"].get("PEAR", {})
+    n = e["damped_controls"]["n"]
+    if np.isnan(p):
+        return "not evaluated yet", ""
+    if p < 0.05 and d["delta"] < 0:
+        return "hurts context use", ""
+    if p < 0.05:
+        if np.isnan(r):
+            return "pending", "the paired test passed; no damped control is in yet"
+        if planned_damped is not None and n < planned_damped:
+            return "pending", (f"the paired test passed; rank test interim: {n} of {planned_damped} planned damped "
+                               f"controls in ({kinds}), adjusted rank p {r:.2g} so far")
+        if r < 0.05:
+            return "improves context use", ""
+        best = len(PRIMARY) / (n + 1)
+        if best >= 0.05:
+            return "no detectable effect", (f"the paired test passed, but {n} damped controls allow an adjusted "
+                                            f"rank p of {best:.2g} at best")
+        return "no detectable effect", f"the paired test passed, the rank test did not (adjusted rank p {r:.2g})"
+    if d["ci_low"] > 0 or d["ci_high"] < 0:
+        return "no detectable effect", (f"the 95 % interval excludes 0, but it is not adjusted for the three tasks; "
+                                        f"the Holm-adjusted p is {p:.2g}")
+    return "no detectable effect", ""
+
+
 def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] | None = None,
                  planned_damped: int | None = None) -> dict[str, Any]:
     """Every endpoint of one model: the primary contrast and its verdict (paired test, rank among the damped
@@ -168,8 +225,9 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
     test is *interim*: the rank p of a part of the controls is a look at data still coming, not the planned test."""
     out: dict[str, Any] = {"tasks": {}, **({"planned_damped": planned_damped} if planned_damped is not None else {})}
     power = (model_plan or {}).get("power", {})
-    for task in (t.value for t in TASKS):
-        frame = read_outputs(folder, task)
+    frames = {t.value: read_outputs(folder, t.value) for t in TASKS}
+    complete = complete_controls(frames)
+    for task, frame in frames.items():
         endpoint = "logp_gold" if task == "closed-book" else "contrast"
         conds = set(frame["condition"]) if len(frame) else set()
         entry: dict[str, Any] = {"endpoint": endpoint, "n_items": _n_items(folder, task), "baseline_mean": None,
@@ -193,12 +251,12 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
             entry["secondary_logp_gold"] = paired(frame, "PEAR", "baseline", "logp_gold")
         means = frame.groupby("condition")[endpoint].mean()
         delta = {c: float(means[c] - means["baseline"]) for c in ("PEAR", "PEAR heads pruned") if c in conds}
-        entry["damped_controls"] = _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "damped"),
+        entry["damped_controls"] = _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "damped", complete),
                                          "damped random controls")
         entry["pruned_controls"] = _rank(delta.get("PEAR heads pruned", np.nan),
-                                         control_deltas(frame, endpoint, "pruned"), "pruned random controls")
+                                         control_deltas(frame, endpoint, "pruned", complete), "pruned random controls")
         entry["trained_controls"] = (
-            _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "random-k"), "trained random controls")
+            _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "random-k", complete), "trained random controls")
             if (model_plan or {}).get("endpoints", "all") == "all"
             else {"n": 0, "rank_p": None, "undefined": "not planned for a likelihood-only model"})
         per_item = frame.groupby("condition")["seconds"].first()
@@ -212,36 +270,18 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
     raw = [out["tasks"][t]["vs_baseline"].get("PEAR", {}).get("p", np.nan) for t in PRIMARY]
     ranks = [out["tasks"][t]["damped_controls"]["rank_p"] for t in PRIMARY]
     secondary = [out["tasks"][t].get("secondary_logp_gold", {}).get("p", np.nan) for t in PRIMARY]
-    for t, p, r, p2 in zip(PRIMARY, holm(raw), holm([np.nan if x is None else x for x in ranks]), holm(secondary)):
+    for t, p, r, p2 in zip(PRIMARY, holm_over_family(raw),
+                           holm_over_family([np.nan if x is None else x for x in ranks]),
+                           holm_over_family(secondary)):
         e = out["tasks"][t]
         e["p_holm"] = None if np.isnan(p) else float(p)
         e["p_at_floor"] = e["vs_baseline"].get("PEAR", {}).get("p_at_floor", False)
         e["rank_p_holm"] = None if np.isnan(r) else float(r)
         if e.get("secondary_logp_gold"):
-            e["secondary_logp_gold"]["p_holm"] = float(p2)
-        d = e["vs_baseline"].get("PEAR", {}).get("delta", np.nan)
-        n = e["damped_controls"]["n"]
-        interim = planned_damped is not None and n < planned_damped
-        if np.isnan(p):
-            e["verdict"] = "not evaluated yet"
-        elif p < 0.05 and d > 0 and e["rank_p_holm"] is not None and interim:
-            e["verdict"] = (f"beats baseline; rank test interim: {n} of {planned_damped} planned damped controls in "
-                            f"(adjusted rank p {r:.2g} so far)")
-        elif p < 0.05 and d > 0 and e["rank_p_holm"] is not None and r < 0.05:
-            e["verdict"] = "improves context use"
-        elif p < 0.05 and d < 0:
-            e["verdict"] = "hurts context use"
-        elif p < 0.05 and d > 0 and e["rank_p_holm"] is None:
-            e["verdict"] = "beats baseline; rank test pending"
-        elif p < 0.05 and d > 0 and len(PRIMARY) / (e["damped_controls"]["n"] + 1) >= 0.05:
-            # with n controls the smallest rank p is 1/(n+1), Holm-adjusted over the tasks: a rank test that
-            # cannot reach 0.05 whatever the data is pending, not a finding
-            e["verdict"] = (f"beats baseline; rank test underpowered: {n} damped controls allow an adjusted rank p "
-                            f"of {len(PRIMARY) / (n + 1):.2g} at best")
-        elif p < 0.05 and d > 0:
-            e["verdict"] = "beats baseline, not random damped heads"
-        else:
-            e["verdict"] = "no detectable effect"
+            e["secondary_logp_gold"]["p_holm"] = None if np.isnan(p2) else float(p2)
+        e["verdict"], why = _verdict(e, p, r, planned_damped, _control_kinds(complete))
+        if why:
+            e["verdict_why"] = why
     cb = out["tasks"]["closed-book"]["vs_baseline"].get("PEAR", {})
     if cb:
         out["tasks"]["closed-book"]["verdict"] = ("retained" if cb["ci_low"] > -plan["ni_margin_nats"]
@@ -353,19 +393,22 @@ def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: d
                   width="full", height=300 * rows + 140)
 
 
-def build() -> dict[str, Any]:
-    plan = json.loads((RESULTS / "plan.json").read_text(encoding="utf-8"))
+def build(root: Path = ROOT) -> dict[str, Any]:
+    """The report of the study's outputs in the checkout at ``root`` (its ``figures/results/context_use`` and
+    ``artifacts``)."""
+    results = root / RESULTS.relative_to(ROOT)
+    plan = json.loads((results / "plan.json").read_text(encoding="utf-8"))
     from pear_lens.artifact import load_artifact
     from studies.context_use.plan import N_DAMPED
 
     models = {}
     for m in plan["models"]:
-        folder = RESULTS / m["model"]
+        folder = results / m["model"]
         if not (folder / "items").is_dir():
             continue
         models[m["model"]] = model_report(folder, plan, m, planned_damped=sum(N_DAMPED.values()))
         models[m["model"]]["progress"] = progress(folder, m["model"], m)
-        art = ROOT / "artifacts" / m["model"]
+        art = root / "artifacts" / m["model"]
         heads = load_artifact(art).heads
         proxy, note = proxy_map(folder, art, heads)
         models[m["model"]]["scans"] = scan_summary(folder, proxy, heads)
@@ -398,10 +441,12 @@ def _p(x: float | None, floor: bool = False) -> str:
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Context-use study: results", "",
              "Δ = condition − baseline in mean nats (contrast on KV, MDQA and counterfactual; log p(true answer) "
-             "closed-book), 95 % cluster-bootstrap intervals; p Holm-adjusted over the three context tasks (≤: no "
+             "closed-book), 95 % cluster-bootstrap intervals, not adjusted for the number of tasks; p Holm-adjusted "
+             "over the three context tasks, a task not in yet counted as p = 1 (≤: no "
              f"bootstrap resample crossed 0, so the p is the floor its {N_RESAMPLES:,} resamples allow, an upper "
-             "bound); rank p "
-             "against the damped random controls. The smallest effect each task could detect at 80 % power is the "
+             "bound); rank p against the damped random controls whose outputs are in on every task, Holm-adjusted "
+             "alike. Verdicts follow the plan's rule; *pending* means the paired test passed while the rank test "
+             "waits on the plan's controls. The smallest effect each task could detect at 80 % power is the "
              "plan's, from the pilot.", ""]
     for model, r in report["models"].items():
         rows = []
@@ -410,11 +455,12 @@ def markdown(report: dict[str, Any]) -> str:
                          "–" if e["baseline_mean"] is None else f"{e['baseline_mean']:.3f}",
                          *(_fmt(e["vs_baseline"].get(c, {})) for c in MAIN), _p(e.get("p_holm"), e.get("p_at_floor", False)),
                          _p(e.get("rank_p_holm")), f"{e['mde_80']:.3f}" if "mde_80" in e else "–",
-                         e.get("verdict", "–")])
+                         e.get("verdict", "–") + (f" ({e['verdict_why']})" if e.get("verdict_why") else "")])
         lines += [f"## {model}", "", markdown_table(["task", "endpoint", "n", "baseline", *MAIN, "p (Holm)",
                                                      "rank p (Holm)", "smallest effect at 80 %", "verdict"], rows), ""]
-        lines += ["Against controls (one-sided rank p of the condition's Δ among the controls' Δ, unadjusted for the "
-                  "trained and pruned rows, which are descriptive):", "",
+        lines += ["Against controls (one-sided rank p of the condition's Δ among the controls' Δ, all unadjusted: the "
+                  "verdict's Holm-adjusted rank p is in the table above; closed-book's ranks and the trained and "
+                  "pruned columns are descriptive):", "",
                   markdown_table(["task", "PEAR among damped random heads", "PEAR among trained random heads",
                                   "PEAR's heads pruned among random heads pruned"],
                                  [[t, _rank_text(e["damped_controls"]), _rank_text(e["trained_controls"]),
@@ -494,10 +540,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare with the written report instead of writing")
     ap.add_argument("--no-figures", action="store_true", help="the numbers only")
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout whose outputs and report are read (with "
+                                                           "--check; default: this one)")
     args = ap.parse_args(argv)
-    report = build()
-    files = {RESULTS / "report.json": json.dumps(report, ensure_ascii=False, indent=1, allow_nan=True) + "\n",
-             RESULTS / "report.md": markdown(report)}
+    if args.root != ROOT and not args.check:
+        raise SystemExit("--root is for --check: the report is written only into this checkout")
+    report = build(args.root)
+    results = args.root / RESULTS.relative_to(ROOT)
+    files = {results / "report.json": json.dumps(report, ensure_ascii=False, indent=1, allow_nan=True) + "\n",
+             results / "report.md": markdown(report)}
     if args.check:
         stale = [p.name for p, text in files.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
         print("report current" if not stale else f"report NOT current: {', '.join(stale)}")
