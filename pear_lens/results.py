@@ -293,6 +293,46 @@ class HeadScores:
         order = torch.argsort(self.scores.flatten(), descending=True, stable=True)
         return [(int(i) // self.n_heads, int(i) % self.n_heads) for i in order if reject[int(i)]]
 
+    def with_prompt_values(self, rescan: "HeadScores", tolerance: float = 1e-4) -> "HeadScores":
+        """These scores with the per-prompt values of ``rescan`` (:func:`pear_lens.rescore` of them), for scores
+        that lost theirs (a discovery run's ``head_scores.csv``, a run from before pear_lens kept them).
+
+        The scores, settings' scores, record and fingerprint stay these; the rescan brings only every prompt's
+        values, so intervals and tests can resample the prompts. Refused unless the rescan is of the same scan
+        (weights, method, metric, difference, task) and reproduces every score within ``tolerance`` times the
+        largest |score| (another device or batch shape changes the last digits, nothing more). ``extra["rescored"]``
+        records the largest difference, so a reader can see how far the prompts' means sit from the scores.
+        """
+        import dataclasses
+
+        if rescan.per_prompt is None:
+            raise PearLensError("the rescan keeps no per-prompt values either; make it with pear_lens.rescore")
+        # a fingerprint digests the weights in the dtype they were loaded in: the same weights rescanned in another
+        # dtype (which pear_lens.rescore checked) have another, so the fingerprints are compared within one dtype
+        dtypes = (self.extra.get("dtype"), rescan.extra.get("dtype"))
+        same_dtype = None in dtypes or dtypes[0] == dtypes[1]
+        checks = {"weights": not same_dtype or self.fingerprint == rescan.fingerprint,
+                  "model": self.model == rescan.model, "method": self.method == rescan.method,
+                  "metric": self.metric == rescan.metric, "difference": self.difference == rescan.difference,
+                  "task": all(rescan.task.get(k) == v for k, v in self.task.items()),
+                  "head grid": rescan.scores.shape == self.scores.shape}
+        if not all(checks.values()):
+            what = [name for name, ok in checks.items() if not ok]
+            raise PearLensError(f"the rescan is not of these scores (its {', '.join(what)} differ); rescan them with "
+                                "pear_lens.rescore")
+        if not tolerance >= 0:
+            raise PearLensError(f"tolerance must be a fraction ≥ 0 of the largest |score|, got {tolerance}")
+        largest = float(self.scores.abs().max())
+        gap = float((rescan.scores - self.scores).abs().max())
+        if gap > tolerance * largest:
+            raise PearLensError(f"the rescan does not reproduce these scores: largest difference {gap:.3g}, more than "
+                                f"{tolerance:g} of the largest |score| {largest:.3g}; other weights, code or settings "
+                                "made one of them (raise the tolerance only if you know why they differ)")
+        record = {"max_abs_difference": gap, "largest_abs_score": largest, "tolerance": tolerance,
+                  "dtype": rescan.extra.get("dtype"), "seconds": rescan.extra.get("seconds")}
+        return dataclasses.replace(self, per_prompt=rescan.per_prompt, clean_per_prompt=rescan.clean_per_prompt,
+                                   prompt_setting=rescan.prompt_setting, extra={**self.extra, "rescored": record})
+
     def stability(self, others: Sequence["HeadScores"], k: int) -> "Stability":
         """Top-k stability of this map and ``others`` (the same model, method, metric and difference, other
         seeds): :func:`pear_lens.uncertainty.stability`, this map first."""

@@ -124,6 +124,17 @@ def _atlas(config: Any) -> None:
           f"atlas_heatmaps, atlas_scatter}}")
 
 
+def _rescore(config: Any) -> None:
+    from pear_lens.commands.rescore import rescore_run
+
+    added = rescore_run(config)
+    r = added.extra["rescored"]
+    print(f"rescanned {added.scores.numel()} heads of {added.model} on {added.per_prompt.shape[0]} prompts in "
+          f"{r['seconds']:.1f} s; largest difference from the run's scores {r['max_abs_difference']:.2g} (largest "
+          f"|score| {r['largest_abs_score']:.3g})")
+    print(f"wrote {config.run_dir}/scores/ (the run's scores with every prompt's values)")
+
+
 def _estimate(config: Any) -> None:
     from pear_lens.commands.estimate import estimate
 
@@ -161,6 +172,9 @@ COMMANDS: dict[str, tuple[str, Callable[[], type] | None, Callable[[Any], None]]
     "atlas": ("put every head's Δπ beside known head roles (induction, retrieval, copy suppression, ...) "
               "and add head_atlas.csv to a run folder", _config_command("pear_lens.commands.atlas:AtlasConfig"),
               _atlas),
+    "rescore": ("add every prompt's Δπ to a discovery run that kept only its scores (an older run), by rerunning "
+                "its scan on the same weights, so intervals resample its prompts",
+                _config_command("pear_lens.commands.rescore:RescoreConfig"), _rescore),
     "eval-report": ("draw accuracy-by-position curves and a results table from eval folders",
                     _config_command("pear_lens.commands.eval_report:EvalReportConfig"), _eval_report),
     "jobs": ("say where a study's jobs stand (done, pending, running, failed); --run runs the rest on an executor "
