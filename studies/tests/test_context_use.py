@@ -440,6 +440,7 @@ def test_ranks_among_no_or_broken_controls_are_named_undefined():
     assert _rank(0.3, np.array([]), "damped controls")["undefined"] == "no damped controls in the outputs yet"
     assert _rank(float("nan"), np.array([0.1, 0.2]), "x")["rank_p"] is None
     assert _rank(0.3, np.array([0.1, 0.2, 0.4]), "x")["rank_p"] == pytest.approx(2 / 4)
+    assert _rank(0.2, np.array([0.1, 0.2, 0.4]), "x")["rank_p"] == pytest.approx(3 / 4)  # a tie counts against PEAR
 
 
 def test_the_readme_lead_follows_the_context_use_report():
