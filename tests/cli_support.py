@@ -10,10 +10,16 @@ TRAIN = ["--steps", "2", "--batch-size", "4", "--micro-batch", "2", "--n", "8", 
 """A training of a few seconds on a tiny model."""
 
 
+def discover(run: Path, model: str = "tiny-llama", settings: str = "4x8") -> Path:
+    """A discovery run of ``model`` on the proxy ``settings``, in ``run`` (seconds on a tiny model)."""
+    assert main(["discover", "--model", model, "--out", str(run), "--settings", settings, "--quiet",
+                 "--no-png", "--allow-weak-copy-task"]) == 0
+    return run
+
+
 def discover_and_train(run: Path, model: str = "tiny-llama") -> Path:
     """A discovery run of ``model`` with an artifact of its top two heads, in ``run``."""
-    assert main(["discover", "--model", model, "--out", str(run), "--settings", "4x8", "--quiet",
-                 "--no-png", "--allow-weak-copy-task"]) == 0
+    discover(run, model)
     assert main(["train", str(run), "--top-k", "2", *TRAIN]) == 0
     return run
 

@@ -27,6 +27,7 @@ from pear_lens.errors import PearLensError
 from pear_lens.proxy_task import ProxyTask
 from pear_lens.results import HeadScores
 
+from .cli_support import discover
 from .conftest import tiny
 from .test_reliability import refused, snapshot
 
@@ -522,10 +523,7 @@ def test_head_atlas_refuses_scores_of_other_weights():
 @pytest.fixture(scope="module")
 def discovered(tmp_path_factory) -> Path:
     """A tiny-llama discovery run; tests work on copies of it."""
-    run = tmp_path_factory.mktemp("atlas") / "run"
-    assert main(["discover", "--out", str(run), "--model", "tiny-llama", "--settings", "4x8", "--no-png",
-                 "--quiet", "--allow-weak-copy-task"]) == 0
-    return run
+    return discover(tmp_path_factory.mktemp("atlas") / "run")
 
 
 @pytest.fixture

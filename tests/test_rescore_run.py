@@ -14,17 +14,14 @@ from pear_lens.commands.cli import main
 from pear_lens.errors import PearLensError
 from pear_lens.results import HeadScores
 
-from .cli_support import refused, snapshot
+from .cli_support import discover, refused, snapshot
 from .conftest import tiny
 
 
 @pytest.fixture(scope="module")
 def discovered(tmp_path_factory) -> Path:
     """A tiny-llama discovery run as pear_lens writes it today (with ``scores/``)."""
-    run = tmp_path_factory.mktemp("rescore") / "run"
-    assert main(["discover", "--out", str(run), "--model", "tiny-llama", "--settings", "4x8,3x6", "--no-png",
-                 "--quiet", "--allow-weak-copy-task"]) == 0
-    return run
+    return discover(tmp_path_factory.mktemp("rescore") / "run", settings="4x8,3x6")
 
 
 @pytest.fixture
