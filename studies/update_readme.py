@@ -304,7 +304,7 @@ def _atlas_resampling(summary) -> str:
 
     boots = "/".join(str(int(b)) for b in summary["n_boot"].unique())
     drawn = "; ".join(f"{what}{which(rows)}" for what, rows in summary.groupby("resampled", sort=False))
-    notes = summary.assign(note=summary["note"].fillna("")).query("note != ''")
+    notes = summary.assign(note=summary["note"].astype(object).fillna("")).query("note != ''")
     why = "".join(f"; {note}{which(rows)}" for note, rows in notes.groupby("note", sort=False))
     return f"Each interval's {boots} bootstrap replicates resampled {drawn}{why}."
 

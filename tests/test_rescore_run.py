@@ -95,3 +95,21 @@ def test_bad_input_is_one_line_and_writes_nothing(old_run, tmp_path, capsys, arg
     before = snapshot(tmp_path)
     refused(capsys, [str(old_run) if a == "RUN" else a for a in args], says=says)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"])
+def test_each_published_run_s_prompt_values_reproduce_its_scores(name):
+    """The committed artifacts were rescored (``pear-lens rescore artifacts/MODEL``): their per-prompt values
+    give back the published scores within the difference the rescan recorded, which is float rounding."""
+    import numpy as np
+
+    from pear_lens.uncertainty import score_statistic
+
+    run = Path(__file__).resolve().parents[1] / "artifacts" / name
+    scores = HeadScores.load(run)
+    assert scores.per_prompt is not None and scores.per_prompt.shape[0] == 240
+    again = score_statistic(scores.per_prompt.numpy(), scores.clean_per_prompt.numpy(),
+                            scores.prompt_setting.numpy(), scores.difference)
+    recorded = scores.extra["rescored"]
+    gap = float(np.abs(again - scores.scores.double().numpy()).max())
+    assert gap <= recorded["max_abs_difference"] + 1e-6 and gap <= 1e-4 * recorded["largest_abs_score"] + 1e-6
