@@ -8,13 +8,15 @@ for exactly the work measured:
    :func:`pear_lens.score_heads`) on a reduced proxy task (``--settings``);
 2. train: :func:`pear_lens.train_coefficients` on the scan's top ``--top-k`` heads with a short recipe;
 3. eval: the baseline's greedy decoding and likelihood endpoints on ``--n`` generated items of ``--task``
-   (:func:`pear_lens.evaluation.runner.evaluate` and ``evaluate_likelihood``, each building the condition's model).
+   (:func:`pear_lens.evaluation.runner.evaluate` and ``evaluate_likelihood``, each building the condition's model),
+   then the same for context-aware decoding (``EvalWork(cad=True)``: every pass again on the context-free
+   prompts), each part compared on its own.
 
 Per model and stage it prints the predicted and measured seconds and their ratio (predicted / measured; each part's
 too), and the last line is ``estimate_vs_measured=X``: the worst ``max(pred/meas, meas/pred)`` over every model and
 stage (the target is 1.5 or less). The model loads are timed too but not compared (they are not in the stages).
 
-    python benchmarks/estimate.py   # about 12 minutes on 2 busy cores; kept in figures/benchmarks/estimate.txt
+    python benchmarks/estimate.py   # about 15 minutes on 2 busy cores; kept in figures/benchmarks/estimate.txt
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from _report import Report, timed
 from pear_lens import ProxyTask, Recipe, load_model, score_heads, train_coefficients
 from pear_lens.copy_accuracy import clean_copy
 from pear_lens.cost import EvalWork, estimate_cost
-from pear_lens.evaluation.conditions import baseline
+from pear_lens.evaluation.conditions import baseline, context_aware
 from pear_lens.evaluation.runner import evaluate, evaluate_likelihood
 from pear_lens.evaluation.tasks import TaskName, generate_items
 from pear_lens.evaluation.tasks.calibration import settings_for
@@ -60,7 +62,7 @@ def run_model(name: str, args: argparse.Namespace, report: Report) -> list[float
     task = ProxyTask(settings=settings)
     recipe = Recipe(steps=args.steps, batch_size=args.batch, micro_batch=args.micro_batch, n=args.half)
     work = EvalWork(task=args.task, n=max(2, args.n // divide), batch_size=max(1, args.eval_batch // divide),
-                    conditions=1, likelihood=True)
+                    conditions=1, likelihood=True, cad=TaskName.parse(args.task) is not TaskName.CLOSED_BOOK)
     worst = []
 
     est = estimate_cost(model, task=task, stages=("scan",), budget=args.budget)
@@ -87,12 +89,18 @@ def run_model(name: str, args: argparse.Namespace, report: Report) -> list[float
                                       **kw))
     _, t_lik = timed(lambda: evaluate_likelihood(model.name, work.task, items, [baseline(model)], model.tokenizer,
                                                  settings_, **kw))
+    measured = {"generate": t_gen, "likelihood": t_lik}
+    if work.cad:
+        cad = [context_aware(model)]
+        measured["generate (CAD)"] = timed(lambda: evaluate(model.name, work.task, items, cad, model.tokenizer,
+                                                            settings_, **kw))[1]
+        measured["likelihood (CAD)"] = timed(lambda: evaluate_likelihood(model.name, work.task, items, cad,
+                                                                         model.tokenizer, settings_, **kw))[1]
     s = est.stage("eval")
     report(f"  eval work: {s.what} (probes {est.probe_seconds:.1f} s)")
-    build = s.parts["build"] / 2  # built once for decoding, once for the likelihood endpoints
-    worst.append(stage_line(report, name, "eval", s.seconds, t_gen + t_lik,
-                            {"decoding and its build": (s.parts["generate"] + build, t_gen),
-                             "likelihood and its build": (s.parts["likelihood"] + build, t_lik)}))
+    build = s.parts["build"] / (2 * (work.conditions + work.cad))  # each condition built for decoding and likelihood
+    worst.append(stage_line(report, name, "eval", s.seconds, sum(measured.values()),
+                            {f"{part} and its build": (s.parts[part] + build, t) for part, t in measured.items()}))
     return worst
 
 
