@@ -689,19 +689,24 @@ def _rank_list(ranks: list[tuple[str, dict[str, Any]]]) -> str:
                      if c.get("rank_p") is not None)
 
 
+_REASON_PHRASES = {"no-controls": "pending: no random control in yet",
+                   "rank-interim": "pending: rank test interim",
+                   "rank-underpowered": "no detectable effect: too few random controls for the rank test",
+                   "rank-failed": "no detectable effect: the paired test passed, the rank test did not"}
+"""How the README says each of the report's verdict reasons (``verdict_reason``) it words the same for any data."""
+
+
 def _verdict_phrase(e: dict[str, Any]) -> str:
-    """A task's verdict as the README gives it: the plan's word and, where the word alone would mislead, why
-    (a passed paired test whose rank test is still waiting, an interval excluding 0 without Holm's adjustment)."""
-    verdict, why = e["verdict"], e.get("verdict_why", "")
-    if verdict == "pending":
-        return "pending: rank test interim" if "interim" in why else "pending: no random control in yet"
-    if verdict != "no detectable effect":
-        return verdict
-    if "rank" in why:
-        return "no detectable effect: the paired test passed, the rank test did not"
-    if "interval excludes 0" in why:
+    """A task's verdict as the README gives it: the plan's word and, where the report gives a reason (a passed
+    paired test whose rank test is waiting or failed, an interval excluding 0 without Holm's adjustment), why."""
+    reason = e.get("verdict_reason", "")
+    if reason == "unadjusted-interval":
         return f"no detectable effect: Holm p {e['p_holm']:.2g}"
-    return f"no detectable effect, smallest detectable {e['mde_80']:.2f}" if "mde_80" in e else verdict
+    if reason:
+        return _REASON_PHRASES[reason]
+    if e["verdict"] == "no detectable effect" and "mde_80" in e:
+        return f"no detectable effect, smallest detectable {e['mde_80']:.2f}"
+    return e["verdict"]
 
 
 def _status(r: dict[str, Any]) -> str:

@@ -125,12 +125,12 @@ CONTROL_PREFIX = {"damped": "damped ", "pruned": "pruned ", "random-k": "trained
 """The random controls' labels by condition kind (the run names them so; PEAR's own heads are not controls)."""
 
 
-def control_deltas(frame: pd.DataFrame, endpoint: str, kind: str, complete: set[str] | None = None) -> np.ndarray:
-    """Each random control's mean Δ from the baseline, for the controls of one condition kind (only those in
-    ``complete``, where given: the controls whose outputs are in on every task)."""
+def control_deltas(frame: pd.DataFrame, endpoint: str, kind: str, complete: set[str]) -> np.ndarray:
+    """Each random control's mean Δ from the baseline, for the controls of one condition kind that are in
+    ``complete`` (:func:`complete_controls`: those whose outputs are in on every task)."""
     means = frame.groupby("condition")[endpoint].mean()
     labels = sorted({c for c, k in zip(frame["condition"], frame["kind"])
-                     if k == kind and c.startswith(CONTROL_PREFIX[kind]) and (complete is None or c in complete)})
+                     if k == kind and c.startswith(CONTROL_PREFIX[kind]) and c in complete})
     return np.asarray([means[c] - means["baseline"] for c in labels], dtype=np.float64)
 
 
@@ -181,38 +181,38 @@ def progress(folder: Path, model: str, model_plan: dict[str, Any]) -> dict[str, 
             "estimated_hours": model_plan.get("estimated_hours")}
 
 
-VERDICTS = ("improves context use", "hurts context use", "no detectable effect", "pending", "not evaluated yet")
-"""The plan's three verdicts, and the two states before one can be given."""
-
-
-def _verdict(e: dict[str, Any], p: float, r: float, planned_damped: int | None, kinds: str) -> tuple[str, str]:
-    """The plan's verdict on one context task, and why where the word alone would mislead: ``p`` and ``r`` the
-    Holm-adjusted paired and rank p (NaN: not in yet). Improves: paired p < 0.05 with Δ > 0 and rank p < 0.05;
-    hurts: paired p < 0.05 with Δ < 0; else no detectable effect. While the rank test waits on controls the
-    plan runs, a passed paired test is *pending*, not a verdict."""
+def _verdict(e: dict[str, Any], p: float, r: float, planned_damped: int | None, kinds: str) -> tuple[str, str, str]:
+    """The plan's verdict on one context task, ``(verdict, reason, why)``: ``p`` and ``r`` the Holm-adjusted
+    paired and rank p (NaN: not in yet). Improves: paired p < 0.05 with Δ > 0 and rank p < 0.05; hurts: paired
+    p < 0.05 with Δ < 0; else no detectable effect. While the rank test waits on controls the plan runs, a
+    passed paired test is *pending*, not a verdict. ``reason`` names, where the word alone would mislead, why
+    (``no-controls``, ``rank-interim``, ``rank-underpowered``, ``rank-failed``, ``unadjusted-interval``; "" where
+    the word says it all) and ``why`` says it in words."""
     d = e["vs_baseline"].get("PEAR", {})
     n = e["damped_controls"]["n"]
     if np.isnan(p):
-        return "not evaluated yet", ""
+        return "not evaluated yet", "", ""
     if p < 0.05 and d["delta"] < 0:
-        return "hurts context use", ""
+        return "hurts context use", "", ""
     if p < 0.05:
         if np.isnan(r):
-            return "pending", "the paired test passed; no damped control is in yet"
+            return "pending", "no-controls", "the paired test passed; no damped control is in yet"
         if planned_damped is not None and n < planned_damped:
-            return "pending", (f"the paired test passed; rank test interim: {n} of {planned_damped} planned damped "
-                               f"controls in ({kinds}), adjusted rank p {r:.2g} so far")
+            return "pending", "rank-interim", (f"the paired test passed; rank test interim: {n} of {planned_damped} "
+                                               f"planned damped controls in ({kinds}), adjusted rank p {r:.2g} so far")
         if r < 0.05:
-            return "improves context use", ""
+            return "improves context use", "", ""
         best = len(PRIMARY) / (n + 1)
         if best >= 0.05:
-            return "no detectable effect", (f"the paired test passed, but {n} damped controls allow an adjusted "
-                                            f"rank p of {best:.2g} at best")
-        return "no detectable effect", f"the paired test passed, the rank test did not (adjusted rank p {r:.2g})"
+            return "no detectable effect", "rank-underpowered", (f"the paired test passed, but {n} damped controls "
+                                                                 f"allow an adjusted rank p of {best:.2g} at best")
+        return "no detectable effect", "rank-failed", (f"the paired test passed, the rank test did not (adjusted "
+                                                       f"rank p {r:.2g})")
     if d["ci_low"] > 0 or d["ci_high"] < 0:
-        return "no detectable effect", (f"the 95 % interval excludes 0, but it is not adjusted for the three tasks; "
-                                        f"the Holm-adjusted p is {p:.2g}")
-    return "no detectable effect", ""
+        return "no detectable effect", "unadjusted-interval", (f"the 95 % interval excludes 0, but it is not "
+                                                               f"adjusted for the three tasks; the Holm-adjusted p "
+                                                               f"is {p:.2g}")
+    return "no detectable effect", "", ""
 
 
 def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] | None = None,
@@ -251,12 +251,13 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
             entry["secondary_logp_gold"] = paired(frame, "PEAR", "baseline", "logp_gold")
         means = frame.groupby("condition")[endpoint].mean()
         delta = {c: float(means[c] - means["baseline"]) for c in ("PEAR", "PEAR heads pruned") if c in conds}
-        entry["damped_controls"] = _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "damped", complete),
-                                         "damped random controls")
+        entry["damped_controls"] = _rank(delta.get("PEAR", np.nan),
+                                         control_deltas(frame, endpoint, "damped", complete), "damped random controls")
         entry["pruned_controls"] = _rank(delta.get("PEAR heads pruned", np.nan),
                                          control_deltas(frame, endpoint, "pruned", complete), "pruned random controls")
         entry["trained_controls"] = (
-            _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "random-k", complete), "trained random controls")
+            _rank(delta.get("PEAR", np.nan), control_deltas(frame, endpoint, "random-k", complete),
+                  "trained random controls")
             if (model_plan or {}).get("endpoints", "all") == "all"
             else {"n": 0, "rank_p": None, "undefined": "not planned for a likelihood-only model"})
         per_item = frame.groupby("condition")["seconds"].first()
@@ -279,9 +280,9 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
         e["rank_p_holm"] = None if np.isnan(r) else float(r)
         if e.get("secondary_logp_gold"):
             e["secondary_logp_gold"]["p_holm"] = None if np.isnan(p2) else float(p2)
-        e["verdict"], why = _verdict(e, p, r, planned_damped, _control_kinds(complete))
-        if why:
-            e["verdict_why"] = why
+        e["verdict"], reason, why = _verdict(e, p, r, planned_damped, _control_kinds(complete))
+        if reason:
+            e["verdict_reason"], e["verdict_why"] = reason, why
     cb = out["tasks"]["closed-book"]["vs_baseline"].get("PEAR", {})
     if cb:
         out["tasks"]["closed-book"]["verdict"] = ("retained" if cb["ci_low"] > -plan["ni_margin_nats"]
@@ -393,10 +394,15 @@ def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: d
                   width="full", height=300 * rows + 140)
 
 
+def results_of(root: Path) -> Path:
+    """The study's results folder in the checkout at ``root``."""
+    return root / RESULTS.relative_to(ROOT)
+
+
 def build(root: Path = ROOT) -> dict[str, Any]:
     """The report of the study's outputs in the checkout at ``root`` (its ``figures/results/context_use`` and
     ``artifacts``)."""
-    results = root / RESULTS.relative_to(ROOT)
+    results = results_of(root)
     plan = json.loads((results / "plan.json").read_text(encoding="utf-8"))
     from pear_lens.artifact import load_artifact
     from studies.context_use.plan import N_DAMPED
@@ -453,7 +459,8 @@ def markdown(report: dict[str, Any]) -> str:
         for task, e in r["tasks"].items():
             rows.append([task, e["endpoint"], e["n_items"],
                          "–" if e["baseline_mean"] is None else f"{e['baseline_mean']:.3f}",
-                         *(_fmt(e["vs_baseline"].get(c, {})) for c in MAIN), _p(e.get("p_holm"), e.get("p_at_floor", False)),
+                         *(_fmt(e["vs_baseline"].get(c, {})) for c in MAIN),
+                         _p(e.get("p_holm"), e.get("p_at_floor", False)),
                          _p(e.get("rank_p_holm")), f"{e['mde_80']:.3f}" if "mde_80" in e else "–",
                          e.get("verdict", "–") + (f" ({e['verdict_why']})" if e.get("verdict_why") else "")])
         lines += [f"## {model}", "", markdown_table(["task", "endpoint", "n", "baseline", *MAIN, "p (Holm)",
@@ -546,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.root != ROOT and not args.check:
         raise SystemExit("--root is for --check: the report is written only into this checkout")
     report = build(args.root)
-    results = args.root / RESULTS.relative_to(ROOT)
+    results = results_of(args.root)
     files = {results / "report.json": json.dumps(report, ensure_ascii=False, indent=1, allow_nan=True) + "\n",
              results / "report.md": markdown(report)}
     if args.check:

@@ -154,25 +154,26 @@ def test_the_report_applies_the_verdict_rule_to_the_outputs(tmp_path):
     # 19 controls, as the issue-16 study had: PEAR beats all of them and still cannot pass the rank test
     _synthetic_study(tmp_path / "few", 1.0, n_controls=19)
     few = report.model_report(tmp_path / "few", plan)
-    assert {(few["tasks"][t]["verdict"], few["tasks"][t]["verdict_why"]) for t in ("kv", "mdqa", "counterfactual")} \
-        == {("no detectable effect", "the paired test passed, but 19 damped controls allow an adjusted rank p of "
-                                     "0.15 at best")}
+    assert {(few["tasks"][t]["verdict"], few["tasks"][t]["verdict_reason"], few["tasks"][t]["verdict_why"])
+            for t in ("kv", "mdqa", "counterfactual")} == {
+        ("no detectable effect", "rank-underpowered",
+         "the paired test passed, but 19 damped controls allow an adjusted rank p of 0.15 at best")}
     # 60 controls: the test can pass, and PEAR beating all of them passes it
     _synthetic_study(tmp_path / "enough", 1.0, n_controls=60)
     enough = report.model_report(tmp_path / "enough", plan)
     assert {enough["tasks"][t]["verdict"] for t in ("kv", "mdqa", "counterfactual")} == {"improves context use"}
     # the same 60 read while the plan's 80 are still running: an interim look, not the planned test
     interim = report.model_report(tmp_path / "enough", plan, planned_damped=80)
-    assert {(interim["tasks"][t]["verdict"], interim["tasks"][t]["verdict_why"])
+    assert {(interim["tasks"][t]["verdict"], interim["tasks"][t]["verdict_reason"], interim["tasks"][t]["verdict_why"])
             for t in ("kv", "mdqa", "counterfactual")} == {
-        ("pending", "the paired test passed; rank test interim: 60 of 80 planned damped controls in (60 uniform, "
-                    "0 layer-matched), adjusted rank p 0.049 so far")}
+        ("pending", "rank-interim", "the paired test passed; rank test interim: 60 of 80 planned damped controls in "
+                                    "(60 uniform, 0 layer-matched), adjusted rank p 0.049 so far")}
     assert report.model_report(tmp_path / "enough", plan, planned_damped=60)["tasks"]["kv"]["verdict"] == \
         "improves context use"
     _synthetic_study(tmp_path / "flat", 0.0)
     flat = report.model_report(tmp_path / "flat", plan)
     assert {flat["tasks"][t]["verdict"] for t in ("kv", "mdqa", "counterfactual")} == {"no detectable effect"}
-    assert not any("paired test passed" in flat["tasks"][t].get("verdict_why", "")
+    assert not any(flat["tasks"][t].get("verdict_reason", "").startswith("rank")
                    for t in ("kv", "mdqa", "counterfactual"))
     _synthetic_study(tmp_path / "down", -1.0)
     down = report.model_report(tmp_path / "down", plan)
@@ -465,17 +466,16 @@ def test_the_readme_lead_follows_the_context_use_report():
     assert "no results yet" in context_use_lines(None)[0]
     tasks["kv"]["damped_controls"] = {"n": 64, "rank_p": 0.01}
     tasks["mdqa"]["damped_controls"] = {"n": 64, "rank_p": 0.5}
-    tasks["kv"]["verdict"] = "pending"
-    tasks["kv"]["verdict_why"] = "the paired test passed; rank test interim: 64 of 80 planned damped controls in ..."
+    tasks["kv"].update(verdict="pending", verdict_reason="rank-interim")
     text = "\n".join(context_use_lines({"models": {"m": {"tasks": tasks, "planned_damped": 80}}}))
     assert "(pending: rank test interim)" in text and "interim: the plan's 80 controls are not all in" in text
     # an interval excluding 0 whose Holm-adjusted p is not below 0.05: the README says why it is no effect
     tasks["mdqa"].update(vs_baseline={"PEAR": d(-0.1, -0.19, -0.01)}, p_holm=0.074,
-                         verdict_why="the 95 % interval excludes 0, but ...")
+                         verdict_reason="unadjusted-interval")
     text = "\n".join(context_use_lines({"models": {"m": {"tasks": tasks}}}))
     assert "MDQA -0.100 nats [-0.190, -0.010] (no detectable effect: Holm p 0.074)" in text
     # every verdict final while descriptive outputs are still missing: the status says so
-    tasks["kv"].update(verdict="improves context use", verdict_why="", damped_controls={"n": 80, "rank_p": 0.01})
+    tasks["kv"].update(verdict="improves context use", verdict_reason="", damped_controls={"n": 80, "rank_p": 0.01})
     tasks["mdqa"]["damped_controls"] = {"n": 80, "rank_p": 0.5}
     text = "\n".join(context_use_lines({"models": {"m": {"tasks": tasks, "planned_damped": 80,
                                                           "progress": {"done": 8, "planned": 9}}}}))
