@@ -26,7 +26,7 @@ from pear_lens.tables import markdown_table
 from studies.context_use.design import RESULTS
 
 ROOT = RESULTS.parents[2]
-from studies.context_use.run import PROXY_JOB, TASKS
+from studies.context_use.run import TASKS
 
 PRIMARY = ("kv", "mdqa", "counterfactual")
 MAIN = ("PEAR", "PEAR heads damped", "PEAR heads pruned", "CAD α=0.5")
@@ -290,34 +290,19 @@ def model_report(folder: Path, plan: dict[str, Any], model_plan: dict[str, Any] 
     return out
 
 
-def proxy_map(folder: Path, artifact: Path, pear_heads: list) -> tuple[Any, dict[str, Any] | None]:
-    """The proxy Δπ the scans are read against, and what the report says of it.
-
-    The study's rescan of the artifact's proxy scan (``scans/proxy``, with per-prompt values, so ρ's interval
-    resamples the proxy's prompts too) where its job's receipt says it was made from the artifact as it is now
-    (the sha256 of its ``head_scores.csv``) and the folder is the one the receipt hashed; else the artifact's own
-    scores (then the interval holds the proxy's prompts fixed, and the table says so). The note compares the two
-    maps as they are read: the largest difference, and whether the rescan's top K are PEAR's heads."""
-    from pear_lens.io import file_sha256
-    from pear_lens.jobs.job import tree_sha256
+def proxy_map(artifact: Path) -> tuple[Any, dict[str, Any]]:
+    """The proxy Δπ the scans are read against: the artifact's own scores (``artifacts/MODEL``, as the plan says),
+    with every prompt's values where ``pear-lens rescore`` added them (``scores/``, checked there against the
+    published scores), so ρ's interval resamples the proxy's prompts too; else the scores alone (then the interval
+    holds the proxy's prompts fixed, and the table says so). The note says which, and what the rescore measured."""
     from pear_lens.results import HeadScores
 
-    old = HeadScores.load(artifact)
-    rescan = folder / "scans" / "proxy"
-    if not (rescan / "scores.json").is_file():
-        return old, None
-    receipt_file = folder / "jobs" / f"{PROXY_JOB}.json"
-    receipt = json.loads(receipt_file.read_text(encoding="utf-8")) if receipt_file.is_file() else {}
-    made_from = receipt.get("key", {}).get("artifact")
-    if made_from != file_sha256(artifact / "head_scores.csv") or \
-            receipt.get("outputs", {}).get("scans/proxy") != tree_sha256(rescan):
-        return old, {"stale": True, "artifact": f"artifacts/{artifact.name}"}
-    new = HeadScores.load(rescan)
-    k = len(pear_heads)
-    return new, {"stale": False, "artifact": f"artifacts/{artifact.name}", "dtype": new.extra.get("dtype"),
-                 "max_abs_difference": float((new.scores - old.scores).abs().max()),
-                 "largest_abs_score": float(old.scores.abs().max()), "top_k": k,
-                 "same_top_k": sorted(map(tuple, new.top_k(k))) == sorted(map(tuple, pear_heads))}
+    scores, _ = HeadScores.load_run(artifact)
+    rescored = scores.extra.get("rescored") if scores.per_prompt is not None else None
+    note = {"artifact": f"artifacts/{artifact.name}", "per_prompt": scores.per_prompt is not None}
+    if rescored:
+        note.update({k: rescored[k] for k in ("max_abs_difference", "largest_abs_score", "dtype")})
+    return scores, note
 
 
 def scan_summary(folder: Path, proxy: Any, pear_heads: list) -> dict[str, Any]:
@@ -350,8 +335,8 @@ def _resampled_text(resampled: str) -> str:
     if resampled == Resampled.HEADS_AND_PROMPTS.value:
         return "heads, the proxy's prompts and the task's items, as planned"
     return ("heads and the task's items only: the proxy's Δπ is held at its scores (the artifact keeps no "
-            "per-prompt values, and no current rescan of it with them was read), so the interval is narrower than "
-            "the plan's, which resamples both")
+            "per-prompt values: pear-lens rescore adds them), so the interval is narrower than the plan's, which "
+            "resamples both")
 
 
 def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: dict[str, Any] | None = None):
@@ -416,10 +401,8 @@ def build(root: Path = ROOT) -> dict[str, Any]:
         models[m["model"]]["progress"] = progress(folder, m["model"], m)
         art = root / "artifacts" / m["model"]
         heads = load_artifact(art).heads
-        proxy, note = proxy_map(folder, art, heads)
+        proxy, models[m["model"]]["proxy"] = proxy_map(art)
         models[m["model"]]["scans"] = scan_summary(folder, proxy, heads)
-        if note:
-            models[m["model"]]["proxy_rescan"] = note
     return {"plan_written_at": plan["written_at"], "models": models}
 
 
@@ -522,17 +505,12 @@ def markdown(report: dict[str, Any]) -> str:
                                        v["interval"],
                                        f"{', '.join(map(str, v['pear_head_ranks']))} of {v['n_heads']}"]
                                       for t, v in scans.items()]), ""]
-            rescan = r.get("proxy_rescan")
-            if rescan and rescan["stale"]:
-                lines += [f"The study's rescan of the proxy Δπ was made from another {rescan['artifact']} than the "
-                          "one committed now, so it is not used: rerun its job (scan-proxy) to resample the proxy's "
-                          "prompts.", ""]
-            elif rescan:
-                lines += [f"The proxy Δπ here is {rescan['artifact']}'s proxy scan run again by the study "
-                          f"({rescan['dtype']}) with every prompt's values kept: its largest difference from the "
-                          f"artifact's scores is {rescan['max_abs_difference']:.2g} (the largest score is "
-                          f"{rescan['largest_abs_score']:.3g}); its top {rescan['top_k']} heads are "
-                          f"{'' if rescan['same_top_k'] else 'not '}PEAR's heads.", ""]
+            proxy = r.get("proxy", {})
+            if proxy.get("max_abs_difference") is not None:
+                lines += [f"The proxy Δπ is {proxy['artifact']}'s published scores, with every prompt's values from "
+                          f"its rescan (pear-lens rescore, {proxy['dtype']}): the rescan's largest difference from "
+                          f"the published scores is {proxy['max_abs_difference']:.2g} (the largest score is "
+                          f"{proxy['largest_abs_score']:.3g}).", ""]
         chosen = [[t, _fmt(d), _fmt(e["vs_baseline"].get("PEAR heads pruned", {})), _fmt(e["vs_baseline"].get("PEAR", {}))]
                   for t, e in r["tasks"].items() for label, d in e["vs_baseline"].items()
                   if label.startswith("task-scan")]
@@ -570,8 +548,7 @@ def main(argv: list[str] | None = None) -> int:
             art = ROOT / "artifacts" / model
             if not report["models"][model].get("scans"):
                 continue
-            heads = load_artifact(art).heads
-            fig = scan_figure(RESULTS / model, proxy_map(RESULTS / model, art, heads)[0], heads, model,
+            fig = scan_figure(RESULTS / model, proxy_map(art)[0], load_artifact(art).heads, model,
                               report["models"][model]["scans"])
             save_figure(fig, ROOT / "figures" / f"task_scan_{model}.html", formats=("html", "png", "pdf", "svg"))
     print(markdown(report))

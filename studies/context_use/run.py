@@ -103,24 +103,6 @@ def scan(model, task: TaskName, task_items: list, out: Path):
     return scores
 
 
-def proxy_rescan(model, out: Path):
-    """The proxy Δπ that chose PEAR's heads (``artifacts/MODEL``), scanned again with every prompt's values kept,
-    so a task scan's ρ with it can resample the proxy's prompts as the plan says (the artifact keeps only the
-    scores); read back when saved. The report checks it against the artifact (:func:`report.proxy_map`)."""
-    from pear_lens.mediation import rescore
-    from pear_lens.results import HeadScores
-    from pear_lens.runs import recorded_dtype
-
-    if (out / "scores.json").is_file():
-        return HeadScores.load(out)
-    old, info = HeadScores.load_run(ROOT / "artifacts" / model.name)
-    new = rescore(model, old, dtype=recorded_dtype(info), progress=False, checkpoint=out.parent / "parts" / out.name)
-    new.save(out)
-    print(f"  proxy rescan saved: largest difference from the artifact {float((new.scores - old.scores).abs().max()):.2g}",
-          flush=True)
-    return new
-
-
 MAIN_LABELS = ("baseline", "PEAR", "PEAR heads damped", "PEAR heads pruned", f"CAD α={CAD_ALPHA:g}")
 """The main conditions, in the order the run evaluates them (these are also decoded greedily)."""
 
@@ -291,14 +273,6 @@ def scan_job(root: Path, model: str, task: str, split: str, batch_size: int) -> 
     scan(ctx.model, t, items, Path(root) / "scans" / f"{split}_{task}")
 
 
-PROXY_JOB = "scan-proxy"
-
-
-def proxy_job(root: Path, model: str, batch_size: int) -> None:
-    """Job: the proxy Δπ again with per-prompt values (:func:`proxy_rescan`): minutes, so it comes first."""
-    proxy_rescan(_context(model, batch_size).model, Path(root) / "scans" / "proxy")
-
-
 def _cond_job(ctx: _Context, i: int, cond: cond_mod.Condition, inputs: tuple[str, ...] = ()):
     from pear_lens.evaluation.runner import record_names
     from pear_lens.jobs import Job
@@ -321,15 +295,11 @@ def condition_wave(ctx: _Context, only_main: bool) -> list:
 
 
 def scan_wave(ctx: _Context) -> list:
-    """The proxy's Δπ with per-prompt values, then every head scan: dev (choosing each context task's heads) and
-    test (beside the proxy's Δπ)."""
-    from pear_lens.io import file_sha256
+    """Every head scan: dev (choosing each context task's heads) and test (read beside the proxy's Δπ, which is the
+    artifact's own: ``artifacts/MODEL/scores``, its per-prompt values added by ``pear-lens rescore``)."""
     from pear_lens.jobs import Job
 
-    art = ROOT / "artifacts" / ctx.model.name
-    jobs = [Job(PROXY_JOB, "studies.context_use.run:proxy_job", {"model": ctx.model.name,
-                                                                   "batch_size": ctx.batch_size},
-                outputs=("scans/proxy",), key={**ctx.key, "artifact": file_sha256(art / "head_scores.csv")})]
+    jobs = []
     for task in TASKS:
         for split in ("dev", "test") if task in SCANNED_FOR_HEADS else ("test",):
             key = {**_job_key(ctx), "n_scan": N_SCAN}

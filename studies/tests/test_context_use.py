@@ -286,7 +286,7 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     from pear_lens.results import HeadScores
     from pear_lens.evaluation.task_scan import scan_items
     from pear_lens.mediation import score_heads
-    from studies.context_use import report, run
+    from studies.context_use import report
     from tests.conftest import tiny
     from tests.test_likelihood import _word_items
 
@@ -308,37 +308,28 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     fixed = dataclasses.replace(proxy, per_prompt=None, clean_per_prompt=None, prompt_setting=None)
     held = report.scan_summary(tmp_path, fixed, pear)
     assert "narrower than the plan's" in report.markdown({"models": {"m": {"tasks": {}, "scans": held}}})
-    # the study's rescan of the proxy (scans/proxy, with per-prompt values) is preferred to the artifact's scores
-    # where its job's receipt says it was made from the artifact as it is now, and from nothing else
-    from pear_lens.io import file_sha256
-    from pear_lens.jobs.job import tree_sha256
+    # the proxy map is the artifact's own: its published scores, with per-prompt values where the run kept them or
+    # pear-lens rescore added them (the committed artifacts were written before runs kept them)
+    import shutil
 
-    art = tmp_path / "artifact"
-    fixed.save(art)
-    (art / "head_scores.csv").write_text("layer,head,score\n", encoding="utf-8")
-    used, note = report.proxy_map(tmp_path, art, pear)  # no rescan yet: the artifact's, nothing to say
-    assert used.per_prompt is None and note is None
-    rescan = tmp_path / "scans" / "proxy"
-    proxy.save(rescan)
-    receipt = tmp_path / "jobs" / f"{run.PROXY_JOB}.json"
-    receipt.parent.mkdir()
+    from pear_lens import constants
+    from pear_lens.commands.cli import main as cli
+    from tests.cli_support import discover
 
-    def write_receipt(artifact_sha):
-        receipt.write_text(json.dumps({"key": {"artifact": artifact_sha},
-                                       "outputs": {"scans/proxy": tree_sha256(rescan)}}), encoding="utf-8")
-
-    write_receipt(file_sha256(art / "head_scores.csv"))
-    used, note = report.proxy_map(tmp_path, art, pear)
-    assert torch.equal(used.per_prompt, proxy.per_prompt) and note["stale"] is False
-    assert note["max_abs_difference"] == 0.0 and note["same_top_k"] == (sorted(proxy.top_k(2)) == sorted(pear))
-    assert report.scan_summary(tmp_path, used, pear)["kv"]["resampled"] == kv["resampled"]
-    said = report.markdown({"models": {"m": {"tasks": {}, "scans": out, "proxy_rescan": {
-        **note, "max_abs_difference": 3e-7, "same_top_k": False}}}})
-    assert "run again by the study" in said and "3e-07" in said and "not PEAR's heads" in said
-    write_receipt("0" * 64)  # made from another artifact: not used, and said
-    used, note = report.proxy_map(tmp_path, art, pear)
-    assert used.per_prompt is None and note["stale"] is True
-    assert "not used" in report.markdown({"models": {"m": {"tasks": {}, "scans": out, "proxy_rescan": note}}})
+    art = discover(tmp_path / "art")
+    used, note = report.proxy_map(art)
+    assert used.per_prompt is not None and note == {"artifact": "artifacts/art", "per_prompt": True}
+    shutil.rmtree(art / constants.RUN_SCORES_DIR)
+    used, note = report.proxy_map(art)
+    assert used.per_prompt is None and note == {"artifact": "artifacts/art", "per_prompt": False}
+    assert "narrower than the plan's" in report.markdown({"models": {"m": {"tasks": {}, "proxy": note, "scans":
+                                                                         report.scan_summary(tmp_path, used, pear)}}})
+    assert cli(["rescore", str(art), "--quiet"]) == 0
+    used, note = report.proxy_map(art)
+    assert used.per_prompt is not None and note["per_prompt"] is True and note["max_abs_difference"] == 0.0
+    said = report.markdown({"models": {"m": {"tasks": {}, "scans": report.scan_summary(tmp_path, used, pear),
+                                             "proxy": {**note, "max_abs_difference": 3e-7}}}})
+    assert "as planned" in said and "artifacts/art's published scores" in said and "3e-07" in said
     fig = report.scan_figure(tmp_path, proxy, pear, "tiny-llama")
     stars = [t for t in fig.data if t.name == "PEAR's heads"]
     assert len(stars) == 1 and len(stars[0].x) == 2
@@ -529,14 +520,8 @@ def test_a_dev_scan_job_is_keyed_by_the_dev_items_it_scans(monkeypatch):
     ctx = SimpleNamespace(model=SimpleNamespace(name="smollm2-135m-instruct"), batch_size=16,
                           items={t: [] for t in run.TASKS}, key={"fingerprint": "f", "plan_commit": "c"})
     jobs = {j.name: j for j in run.scan_wave(ctx)}
-    assert sorted(jobs) == sorted(["scan-proxy", "scan-dev_kv", "scan-test_kv", "scan-dev_mdqa", "scan-test_mdqa",
+    assert sorted(jobs) == sorted(["scan-dev_kv", "scan-test_kv", "scan-dev_mdqa", "scan-test_mdqa",
                                    "scan-dev_counterfactual", "scan-test_counterfactual", "scan-test_closed-book"])
-    # the proxy rescan is keyed by the artifact scores it repeats: a new discovery is a new rescan
-    from pear_lens.io import file_sha256
-
-    assert jobs["scan-proxy"].key["artifact"] == file_sha256(run.ROOT / "artifacts" / "smollm2-135m-instruct"
-                                                             / "head_scores.csv")
-    assert list(jobs)[0] == "scan-proxy"  # minutes, before the scans of hours
     assert set(asked) == {"refuse"}
     for task in ("kv", "mdqa", "counterfactual"):
         dev, test = jobs[f"scan-dev_{task}"].key, jobs[f"scan-test_{task}"].key
