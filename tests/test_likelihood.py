@@ -335,3 +335,46 @@ def test_head_score_correlation_is_an_interval_around_rho():
     assert same.rho == pytest.approx(1.0) and same.low < same.high <= 1.0
     other = head_score_correlation(diff, lp, n_boot=1000)
     assert other.low <= other.rho <= other.high and other.high - other.low > 0.05
+
+
+def test_paired_correlation_draws_the_shared_prompts_once_for_both_maps():
+    """Two methods on one task's items: resampled together, a map against itself is exactly [1, 1] (independent
+    resampling puts both maps' prompt noise in the interval); maps of other prompts cannot be paired."""
+    from pear_lens.atlas.correlation import Resampled, head_score_correlation
+    from pear_lens.errors import PearLensError
+    from pear_lens.evaluation.task_scan import scan_items
+
+    model = tiny("llama")
+    items = _word_items(16)
+    exact, _ = scan_items(model, items, "plain", name="kv", progress=False)
+    same = head_score_correlation(exact, exact, n_boot=500, paired=True)
+    assert (same.rho, same.low, same.high) == pytest.approx((1.0, 1.0, 1.0))
+    assert same.resampled is Resampled.HEADS_AND_SHARED_PROMPTS
+    apart = head_score_correlation(exact, exact, n_boot=500)
+    assert apart.low < 0.99 and apart.resampled is Resampled.HEADS_AND_PROMPTS
+    approx, _ = scan_items(model, items, "plain", name="kv", method="attribution", progress=False)
+    both = head_score_correlation(exact, approx, n_boot=500, paired=True)
+    assert both.low <= both.rho <= both.high and both.high - both.low > 0  # methods differ: an interval of width
+    fewer, _ = scan_items(model, items[:8], "plain", name="kv", method="attribution", progress=False)
+    with pytest.raises(PearLensError, match="did not score the same prompts"):
+        head_score_correlation(exact, fewer, n_boot=100, paired=True)
+
+
+def test_the_attribution_scan_estimates_the_exact_zero_ablation_on_the_same_items():
+    """``method="attribution"`` is the linear estimate of the exact scan: same items, metric, ablation and
+    positions, scores close where the ablation is small (a head's first-order effect), its per-prompt values kept;
+    an unknown method is refused in one line."""
+    from pear_lens.errors import PearLensError
+    from pear_lens.evaluation.task_scan import SCAN_OPTIONS, scan_items
+
+    model = tiny("llama")
+    items = _word_items(12)
+    exact, e_scan = scan_items(model, items, "plain", name="kv", progress=False)
+    approx, a_scan = scan_items(model, items, "plain", name="kv", method="attribution", max_batch=3, progress=False)
+    assert e_scan.item_ids == a_scan.item_ids and approx.method == "attribution" and exact.method == "activation"
+    assert approx.options["ablation"] == SCAN_OPTIONS["ablation"].value == exact.options["ablation"]
+    assert approx.per_prompt.shape == exact.per_prompt.shape
+    rho = float(np.corrcoef(exact.scores.flatten(), approx.scores.flatten())[0, 1])
+    assert rho > 0.9, rho  # a random tiny model's heads are small perturbations: the linear estimate follows them
+    with pytest.raises(PearLensError, match="one of activation, attribution"):
+        scan_items(model, items, "plain", name="kv", method="path", progress=False)

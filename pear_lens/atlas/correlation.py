@@ -9,6 +9,7 @@ variability that matters and gives intervals a few hundredths wide.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ class Resampled(StrEnum):
 
     HEADS_AND_PROMPTS = "heads, Δπ prompts, detector prompts"
     """Heads, the detector's prompts and Δπ's prompts (within each proxy-task setting)."""
+    HEADS_AND_SHARED_PROMPTS = "heads, shared prompts"
+    """Heads and the prompts both maps scored, drawn once for both (``paired``: two methods on one task)."""
     HEADS_AND_DETECTOR_PROMPTS = "heads, detector prompts"
     """Heads and the detector's prompts; Δπ held at its scores, because its per-prompt values are missing
     (a run from before pear_lens kept them) or cannot be resampled (the statistics' note says why)."""
@@ -147,9 +150,13 @@ def rank_correlation(rho: float, delta: np.ndarray, score: np.ndarray, *, label:
 
 
 def head_score_correlation(a: "HeadScores", b: "HeadScores", *, n_boot: int = 2000, level: float = 0.95,
-                           seed: int = 0, label: str = "second") -> RankCorrelation:
+                           seed: int = 0, label: str = "second", paired: bool = False) -> RankCorrelation:
     """Spearman's ρ over heads of two head-score maps of one model (e.g. the proxy task's Δπ and a RAG task's
     effect), with heads and both maps' prompts resampled as the atlas resamples Δπ and a detector.
+
+    ``paired``: the two maps scored the same prompts (a scan and its approximation: two methods on one task), so
+    each replicate draws the prompts once for both; the interval then measures how the maps differ on those
+    prompts, not how two independent draws of them would (a map paired with itself gives [1, 1]).
 
     Ties take average ranks (:func:`pear_lens.agreement.spearman`). Where ρ is undefined (a map constant
     over the heads or holding a NaN or infinite score, fewer than 3 heads) the result's ``rho``, ``low`` and
@@ -165,10 +172,32 @@ def head_score_correlation(a: "HeadScores", b: "HeadScores", *, n_boot: int = 20
     if reason:  # before resampling: a map of NaNs would fail there with a less useful message
         return RankCorrelation(float("nan"), float("nan"), float("nan"), reason, Resampled.HEADS_AND_PROMPTS,
                                n_boot, level, n_boot)
-    a_reps, _ = delta_pi_replicates(a, n_boot, rng)
-    b_reps, why = delta_pi_replicates(b, n_boot, rng)
+    if paired:
+        _check_paired(a, b, label)
+        draw = int(rng.integers(2**63))  # one seed for both: the same prompts in every replicate
+        a_reps, why_a = delta_pi_replicates(a, n_boot, np.random.default_rng(draw))
+        b_reps, why = delta_pi_replicates(b, n_boot, np.random.default_rng(draw))
+        if a_reps is None:
+            raise PearLensError(f"the first map cannot be resampled with the {label} map: {why_a}")
+    else:
+        a_reps, _ = delta_pi_replicates(a, n_boot, rng)
+        b_reps, why = delta_pi_replicates(b, n_boot, rng)
     if b_reps is None:
         raise PearLensError(f"the {label} map cannot be resampled: {why}")
     heads = rng.integers(0, x.numel(), size=(n_boot, x.numel()))
-    return rank_correlation(spearman(x, y), x.double().numpy(), y.double().numpy(), label=label,
-                            delta_reps=a_reps, score_reps=b_reps, heads=heads, level=level)
+    out = rank_correlation(spearman(x, y), x.double().numpy(), y.double().numpy(), label=label,
+                           delta_reps=a_reps, score_reps=b_reps, heads=heads, level=level)
+    return dataclasses.replace(out, resampled=Resampled.HEADS_AND_SHARED_PROMPTS) if paired else out
+
+
+def _check_paired(a: "HeadScores", b: "HeadScores", label: str) -> None:
+    """Refuse to pair maps that did not score the same prompts in the same settings (their per-prompt values'
+    shapes and their prompts' settings must agree)."""
+    import torch
+
+    same = (a.per_prompt is not None and b.per_prompt is not None
+            and tuple(a.per_prompt.shape) == tuple(b.per_prompt.shape)
+            and torch.equal(a.prompt_setting, b.prompt_setting))
+    if not same:
+        raise PearLensError(f"the {label} map did not score the same prompts as the first (per-prompt values and "
+                            "their settings must agree to pair them); compare them with paired=False")

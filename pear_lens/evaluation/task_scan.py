@@ -13,6 +13,12 @@ ablation at every position): RAG prompts differ in length, and mean ablation rep
 mean over prompts *of one length*, which for a prompt alone of its length is the prompt's own output (no
 effect). Zeroing a head everywhere is exactly pruning it, so a head's scan effect is what pruning that head
 alone does to the first answer token (tested against :func:`pear_lens.evaluation.conditions.pruned`).
+
+The exact scan reruns, per head, every later layer at every position: about ``n_heads · (n_layers + 1) / 2``
+forward passes per item, hours per hundred long prompts on a CPU for a 0.5B model. ``method="attribution"``
+estimates the same zero ablation at every position from one forward and one backward pass per batch
+(:mod:`pear_lens.mediation.attribution`, a linear approximation): check it against the exact scan on items of
+your own (:func:`pear_lens.atlas.correlation.head_score_correlation`) before reading it alone.
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
     from pear_lens.results import HeadScores
 
 SCAN_METHOD = "activation"
+SCAN_METHODS = ("activation", "attribution")
+"""The exact scan and its one-pass linear estimate, both with :data:`SCAN_OPTIONS`."""
 SCAN_OPTIONS = {"ablation": Ablation.ZERO, "positions": Positions.ALL}
 SCAN_MAX_BATCH = 8
 """Prompts per batch of a RAG scan: items of one length (all of a KV task's) are split, so a checkpointed scan
@@ -57,9 +65,9 @@ def _first_token(tokenizer, text: str) -> int:
 
 
 def rag_scan_task(items: Sequence[Item], style: PromptStyle | str, tokenizer: "PreTrainedTokenizerBase", *,
-                  name: str, foils: bool = True) -> RagScanTask:
+                  name: str, foils: bool = True, max_batch: int = SCAN_MAX_BATCH) -> RagScanTask:
     """``items`` as prompts scored at their last token (see the module); ``foils=False`` keeps every item and
-    scores the gold answer alone (for ``logprob``)."""
+    scores the gold answer alone (for ``logprob``); ``max_batch`` prompts at most per batch."""
     style = PromptStyle.parse(style)
     prompts, answers, foil_ids, kept, dropped = [], [], [], [], []
     for it in items:
@@ -83,23 +91,27 @@ def rag_scan_task(items: Sequence[Item], style: PromptStyle | str, tokenizer: "P
     if not prompts:
         raise PearLensError(f"{name}: no item has a competitor whose first token differs from the gold answer's; "
                             "scan it with foils=False and the logprob metric")
-    task = PromptTask(prompts, answers, foils=foil_ids if foils else None, name=name, max_batch=SCAN_MAX_BATCH)
+    task = PromptTask(prompts, answers, foils=foil_ids if foils else None, name=name, max_batch=max_batch)
     return RagScanTask(task, tuple(kept), tuple(dropped))
 
 
 def scan_items(model, items: Sequence[Item], style: PromptStyle | str, *, name: str, metric: str = "logit_diff",
-               progress: bool = True, seed: int = 0, checkpoint=None) -> tuple["HeadScores", RagScanTask]:
+               method: str = SCAN_METHOD, max_batch: int = SCAN_MAX_BATCH, progress: bool = True, seed: int = 0,
+               checkpoint=None) -> tuple["HeadScores", RagScanTask]:
     """Every head's effect (:data:`SCAN_OPTIONS`) on ``metric`` over ``items``: ``logit_diff`` (gold against
     its competitor, items without a distinct competitor left out) or ``logprob`` (gold alone, every item).
-    ``checkpoint``: a folder that keeps each prompt length's result, so a stopped scan resumes (see
-    :func:`pear_lens.mediation.score_heads`). The scores' ``extra["items"]`` names the items kept and dropped,
-    so a saved scan says what it was computed on."""
+    ``method``: ``activation`` (exact) or ``attribution`` (its one-pass estimate, see the module); ``max_batch``:
+    prompts per batch (a backward pass over long prompts needs a smaller one). ``checkpoint``: a folder that keeps
+    each batch's result, so a stopped scan resumes (see :func:`pear_lens.mediation.score_heads`). The scores'
+    ``extra["items"]`` names the items kept and dropped, so a saved scan says what it was computed on."""
     import dataclasses
 
     from pear_lens.mediation import score_heads
 
-    scan = rag_scan_task(items, style, model.tokenizer, name=name, foils=metric == "logit_diff")
-    scores = score_heads(model, scan.task, metric, SCAN_METHOD, progress=progress, seed=seed, checkpoint=checkpoint,
+    if method not in SCAN_METHODS:
+        raise PearLensError(f"a RAG scan's method is one of {', '.join(SCAN_METHODS)}, got {method!r}")
+    scan = rag_scan_task(items, style, model.tokenizer, name=name, foils=metric == "logit_diff", max_batch=max_batch)
+    scores = score_heads(model, scan.task, metric, method, progress=progress, seed=seed, checkpoint=checkpoint,
                          **SCAN_OPTIONS)
     extra = {**scores.extra, "items": {"kept": list(scan.item_ids), "dropped": list(scan.dropped)}}
     return dataclasses.replace(scores, extra=extra), scan
