@@ -29,6 +29,8 @@ ROOT = RESULTS.parents[2]
 from studies.context_use.run import TASKS
 
 PRIMARY = ("kv", "mdqa", "counterfactual")
+AMENDMENT_FILE = "amendment_1.json"
+"""Amendment 1 (:mod:`studies.context_use.amendment`): Qwen2.5's scans by attribution, and their checks."""
 MAIN = ("PEAR", "PEAR heads damped", "PEAR heads pruned", "CAD α=0.5")
 SEED = 0
 
@@ -320,12 +322,47 @@ def scan_summary(folder: Path, proxy: Any, pear_heads: list) -> dict[str, Any]:
         order = scan.top_k(scan.scores.numel())
         items = scan.extra.get("items")
         n_items = len(items["kept"]) if items else (None if scan.per_prompt is None else int(scan.per_prompt.shape[0]))
-        out[task] = {"rho": corr.rho, "ci_low": corr.low, "ci_high": corr.high, "interval": corr.text,
-                     "resampled": corr.resampled.value, "top_heads": [list(h) for h in order[:len(pear_heads)]],
+        out[task] = {"method": scan.method, "rho": corr.rho, "ci_low": corr.low, "ci_high": corr.high,
+                     "interval": corr.text, "resampled": corr.resampled.value,
+                     "top_heads": [list(h) for h in order[:len(pear_heads)]],
                      "pear_head_ranks": sorted(order.index(tuple(h)) + 1 for h in pear_heads),
                      "n_heads": len(order), "n_items": n_items,
                      "n_dropped": len(items["dropped"]) if items else None}
     return out
+
+
+def check_summary(folder: Path) -> dict[str, Any]:
+    """Per task with an attribution check (amendment 1): Spearman's ρ over heads of the exact scan and attribution
+    on the same items (``scans/check/activation_TASK``, or the planned exact ``scans/test_TASK``, beside
+    ``scans/check/attribution_TASK``), the items resampled once for both (paired)."""
+    from pear_lens.atlas.correlation import head_score_correlation
+    from pear_lens.results import HeadScores
+
+    out = {}
+    for task in (t.value for t in TASKS):
+        approx_dir = folder / "scans" / "check" / f"attribution_{task}"
+        exact_dir = next((d for d in (folder / "scans" / "check" / f"activation_{task}", folder / "scans" / f"test_{task}")
+                          if (d / "scores.json").is_file()), None)
+        if not (approx_dir / "scores.json").is_file() or exact_dir is None:
+            continue
+        exact, approx = HeadScores.load(exact_dir), HeadScores.load(approx_dir)
+        if exact.method != "activation" or approx.method != "attribution":
+            raise SystemExit(f"{exact_dir} and {approx_dir} are not an exact scan and its attribution check")
+        if exact.extra["items"] != approx.extra["items"]:
+            raise SystemExit(f"{exact_dir} and {approx_dir} were made on different items; rerun the check")
+        corr = head_score_correlation(exact, approx, n_boot=2000, seed=SEED, label=f"{task} attribution", paired=True)
+        out[task] = {"n_items": len(exact.extra["items"]["kept"]), "rho": corr.rho, "ci_low": corr.low,
+                     "ci_high": corr.high, "interval": corr.text, "exact": exact_dir.relative_to(folder).as_posix()}
+    return out
+
+
+def attribution_standing(checks: dict[str, Any], checked_tasks: list[str], floor: float) -> str:
+    """Amendment 1's reading rule for a model scanned by attribution: ``validated`` when every checked task's
+    paired ρ interval has its lower end at ``floor`` or above, ``pending`` while a check is missing, else
+    ``not validated`` (a NaN lower end, an undefined interval, fails)."""
+    if any(t not in checks for t in checked_tasks):
+        return "pending"
+    return "validated" if all(checks[t]["ci_low"] >= floor for t in checked_tasks) else "not validated"
 
 
 def _resampled_text(resampled: str) -> str:
@@ -349,6 +386,7 @@ def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: d
     from pear_lens.results import HeadScores
 
     tasks = [t.value for t in TASKS if (folder / "scans" / f"test_{t.value}" / "scores.json").is_file()]
+    estimated = any(v.get("method") == "attribution" for v in (scans or {}).values())
     titles = [f"{t} (n {scans[t]['n_items']}): ρ {scans[t]['interval']}" if scans and t in scans else t
               for t in tasks]
     cols = 2 if len(tasks) > 1 else 1
@@ -374,8 +412,9 @@ def scan_figure(folder: Path, proxy: Any, pear_heads: list, model: str, scans: d
         fig.update_yaxes(title_text="Δ when removed (nats)" if col == 1 else None, zeroline=True, row=row, col=col)
     fig.update_annotations(font_size=SMALL_FONT + 1)
     return finish(fig, f"{model}: do the proxy's heads matter on the real tasks?",
-                  "each head removed (zeroed) on the test items (n per panel); y > 0: the first answer token's "
-                  "logit difference (closed-book: log-probability) rises without it",
+                  ("each head removed (zeroed) on the test items (n per panel)" if not estimated else
+                   "each head's removal (zeroed) on the test items (n per panel), estimated by attribution patching")
+                  + "; y > 0: the first answer token's logit difference (closed-book: log-probability) rises without it",
                   width="full", height=300 * rows + 140)
 
 
@@ -389,6 +428,7 @@ def build(root: Path = ROOT) -> dict[str, Any]:
     ``artifacts``)."""
     results = results_of(root)
     plan = json.loads((results / "plan.json").read_text(encoding="utf-8"))
+    amended = json.loads((results / AMENDMENT_FILE).read_text(encoding="utf-8"))
     from pear_lens.artifact import load_artifact
     from studies.context_use.plan import N_DAMPED
 
@@ -403,7 +443,27 @@ def build(root: Path = ROOT) -> dict[str, Any]:
         heads = load_artifact(art).heads
         proxy, models[m["model"]]["proxy"] = proxy_map(art)
         models[m["model"]]["scans"] = scan_summary(folder, proxy, heads)
+        models[m["model"]]["attribution_checks"] = check_summary(folder)
+        if amended["scan_methods"][m["model"]] == "attribution":
+            check = amended["checks"][m["model"]]
+            models[m["model"]]["attribution_standing"] = attribution_standing(
+                models[m["model"]]["attribution_checks"], check["tasks"], amended["rho_floor"])
     return {"plan_written_at": plan["written_at"], "models": models}
+
+
+ATTRIBUTION_STANDING = {
+    "validated": "every checked task's interval lies at or above the amendment's floor, so the attribution scans "
+                 "stand for the planned exact ones",
+    "pending": "a check is not in yet, so the attribution scans are read as unchecked until it is",
+    "not validated": "a checked task's interval reaches below the amendment's floor, so the attribution scans are "
+                     "not validated on this model and nothing is read from them"}
+
+
+def _method_text(method: str, standing: str | None) -> str:
+    if method == "activation":
+        return "exact"
+    return {"validated": "attribution (checked)", "pending": "attribution (check pending)"}.get(
+        standing or "", "attribution patching, not validated on this model")
 
 
 def _fmt(d: dict[str, Any]) -> str:
@@ -498,9 +558,10 @@ def markdown(report: dict[str, Any]) -> str:
                       "and competitor (closed-book: log-probability of gold); rank 1 is the head whose removal raises "
                       "it most, the direction in which PEAR's heads lead the proxy's Δπ. Spearman's ρ over heads; "
                       f"its 2,000 bootstrap replicates resampled {'; '.join(how)}.", "",
-                      markdown_table(["task", "items (dropped: no distinct competitor)",
+                      markdown_table(["task", "method", "items (dropped: no distinct competitor)",
                                       "Spearman ρ with proxy Δπ [95 %]", "PEAR's heads' ranks in the task scan"],
-                                     [[t, "–" if v.get("n_items") is None else
+                                     [[t, _method_text(v.get("method", "activation"), r.get("attribution_standing")),
+                                       "–" if v.get("n_items") is None else
                                        f"{v['n_items']} ({v['n_dropped'] if v.get('n_dropped') is not None else '?'})",
                                        v["interval"],
                                        f"{', '.join(map(str, v['pear_head_ranks']))} of {v['n_heads']}"]
@@ -511,6 +572,14 @@ def markdown(report: dict[str, Any]) -> str:
                           f"its rescan (pear-lens rescore, {proxy['dtype']}): the rescan's largest difference from "
                           f"the published scores is {proxy['max_abs_difference']:.2g} (the largest score is "
                           f"{proxy['largest_abs_score']:.3g}).", ""]
+        checks = r.get("attribution_checks", {})
+        if checks:
+            lines += ["Attribution patching against the exact scan (amendment 1): Spearman's ρ over heads of the two "
+                      "scans of the same test items, its 2,000 bootstrap replicates resampling the heads and those "
+                      "items, drawn once for both scans." + (f" Reading rule: {ATTRIBUTION_STANDING[r['attribution_standing']]}."
+                                                            if r.get("attribution_standing") else ""), "",
+                      markdown_table(["task", "items", "exact scan", "Spearman ρ, exact against attribution [95 %]"],
+                                     [[t, v["n_items"], v["exact"], v["interval"]] for t, v in checks.items()]), ""]
         chosen = [[t, _fmt(d), _fmt(e["vs_baseline"].get("PEAR heads pruned", {})), _fmt(e["vs_baseline"].get("PEAR", {}))]
                   for t, e in r["tasks"].items() for label, d in e["vs_baseline"].items()
                   if label.startswith("task-scan")]

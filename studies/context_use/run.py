@@ -85,10 +85,11 @@ def dev_items(model, task: TaskName) -> list:
     return task_items(task, model, N_SCAN, facts)[0]
 
 
-def scan(model, task: TaskName, task_items: list, out: Path):
+def scan(model, task: TaskName, task_items: list, out: Path, method: str = "activation", n_items: int = N_SCAN):
     """Every head's effect on the task's first-answer-token contrast (closed-book: log-probability) over the first
-    :data:`N_SCAN` items; read back when saved. Each prompt length's result is kept in ``scans/parts/NAME`` as it
-    is made (committed with the outputs), so a scan stopped by the end of a session resumes where it stopped."""
+    ``n_items`` items, by ``method`` (the exact scan, or attribution where the amendment says); read back when saved.
+    Each batch's result is kept in ``parts/NAME`` beside it as it is made (committed with the outputs), so a scan
+    stopped by the end of a session resumes where it stopped."""
     from pear_lens.evaluation.task_scan import scan_items
     from pear_lens.results import HeadScores
 
@@ -96,8 +97,8 @@ def scan(model, task: TaskName, task_items: list, out: Path):
         return HeadScores.load(out)
     style = settings_for(model.name, task, model.tokenizer).prompt_style
     metric = "logprob" if task is TaskName.CLOSED_BOOK else "logit_diff"
-    scores, _ = scan_items(model, task_items[:N_SCAN], style, name=f"{task.value} ({out.name})", metric=metric,
-                           progress=False, checkpoint=out.parent / "parts" / out.name)
+    scores, _ = scan_items(model, task_items[:n_items], style, name=f"{task.value} ({out.name})", metric=metric,
+                           method=method, progress=False, checkpoint=out.parent / "parts" / out.name)
     scores.save(out)
     print(f"  head scan {out.name} saved", flush=True)
     return scores
@@ -216,8 +217,9 @@ def task_scan_condition(model, task: TaskName, k: int, folder: Path) -> cond_mod
     """The top ``k`` heads of the dev scan of ``task`` (saved by its scan job), pruned."""
     from pear_lens.results import HeadScores
 
-    chosen = HeadScores.load(folder / "scans" / f"dev_{task.value}").top_k(k)
-    return cond_mod.pruned(model, chosen, task_scan_label(task), chosen_on=f"dev scan of {N_SCAN} pilot items")
+    dev = HeadScores.load(folder / "scans" / f"dev_{task.value}")
+    return cond_mod.pruned(model, dev.top_k(k), task_scan_label(task),
+                           chosen_on=f"dev scan ({dev.method}) of {N_SCAN} pilot items")
 
 
 def task_scan_label(task: TaskName) -> str:
@@ -265,12 +267,19 @@ def condition_job(root: Path, model: str, label: str, batch_size: int) -> None:
                          no_empty=no_empty)
 
 
-def scan_job(root: Path, model: str, task: str, split: str, batch_size: int) -> None:
-    """Job: every head's effect on ``task`` over the first :data:`N_SCAN` items of the dev or test split."""
+def scan_job(root: Path, model: str, task: str, split: str, batch_size: int, method: str = "activation",
+             n_items: int = N_SCAN) -> None:
+    """Job: every head's effect on ``task`` over the first ``n_items`` items of the dev or test split by ``method``;
+    split ``check``: the test items, scanned by a second method as the amendment's check (``scans/check/``)."""
     ctx = _context(model, batch_size)
     t = TaskName(task)
     items = dev_items(ctx.model, t) if split == "dev" else ctx.items[t]
-    scan(ctx.model, t, items, Path(root) / "scans" / f"{split}_{task}")
+    scan(ctx.model, t, items, Path(root) / "scans" / scan_folder(split, task, method), method, n_items)
+
+
+def scan_folder(split: str, task: str, method: str) -> str:
+    """Where a scan is saved under ``scans/``: ``SPLIT_TASK``, or ``check/METHOD_TASK`` for a check."""
+    return f"check/{method}_{task}" if split == "check" else f"{split}_{task}"
 
 
 def _cond_job(ctx: _Context, i: int, cond: cond_mod.Condition, inputs: tuple[str, ...] = ()):
@@ -296,19 +305,34 @@ def condition_wave(ctx: _Context, only_main: bool) -> list:
 
 def scan_wave(ctx: _Context) -> list:
     """Every head scan: dev (choosing each context task's heads) and test (read beside the proxy's Δπ, which is the
-    artifact's own: ``artifacts/MODEL/scores``, its per-prompt values added by ``pear-lens rescore``)."""
+    artifact's own: ``artifacts/MODEL/scores``, its per-prompt values added by ``pear-lens rescore``), by the method
+    the committed amendment gives the model, and the amendment's checks; attribution's (minutes) first."""
     from pear_lens.jobs import Job
+    from studies.context_use import amendment
 
+    methods, checks = amendment.scan_methods(), amendment.checks()
+    if ctx.model.name not in methods:
+        raise SystemExit(f"the amendment gives {ctx.model.name} no scan method")
     jobs = []
+
+    def add(task: TaskName, split: str, method: str, n_items: int, **extra_key) -> None:
+        key = {**_job_key(ctx), "n_scan": n_items, "method": method, **extra_key}
+        jobs.append(Job(f"scan-{scan_folder(split, task.value, method).replace('/', '-')}",
+                        "studies.context_use.run:scan_job",
+                        {"model": ctx.model.name, "batch_size": ctx.batch_size, "task": task.value, "split": split,
+                         "method": method, "n_items": n_items},
+                        outputs=(f"scans/{scan_folder(split, task.value, method)}",), key=key))
+
     for task in TASKS:
         for split in ("dev", "test") if task in SCANNED_FOR_HEADS else ("test",):
-            key = {**_job_key(ctx), "n_scan": N_SCAN}
-            if split == "dev":  # a dev scan is made on the pilot's items, not the test items the key names
-                key["dev_items"] = items_digest(dev_items(ctx.model, task))
-            jobs.append(Job(f"scan-{split}_{task.value}", "studies.context_use.run:scan_job",
-                            {"model": ctx.model.name, "batch_size": ctx.batch_size, "task": task.value,
-                             "split": split}, outputs=(f"scans/{split}_{task.value}",), key=key))
-    return jobs
+            # a dev scan is made on the pilot's items, not the test items the key names
+            extra = {"dev_items": items_digest(dev_items(ctx.model, task))} if split == "dev" else {}
+            add(task, split, methods[ctx.model.name], N_SCAN, **extra)
+    check = checks[ctx.model.name]
+    for method in check["methods"]:
+        for task in check["tasks"]:
+            add(TaskName(task), "check", method, check["n_items"])
+    return sorted(jobs, key=lambda j: j.kwargs["method"] != "attribution")  # stable: the plan's order within
 
 
 def task_scan_wave(ctx: _Context) -> list:

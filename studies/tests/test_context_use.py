@@ -101,6 +101,55 @@ def test_the_plan_was_committed_alone_before_any_item_of_the_study():
         _git("merge-base", "--is-ancestor", commit, first[-1])  # raises unless the plan came first
 
 
+def test_the_amendment_was_committed_alone_after_the_plan_and_before_any_scan_it_changes():
+    """Amendment 1 (Qwen2.5's scans by attribution): its commit holds its two files only, descends from the
+    plan's, and comes before every Qwen2.5 scan output; the committed file says what the code that runs says."""
+    import json
+
+    from studies.context_use import amendment, design
+
+    rel = amendment.AMENDMENT.relative_to(fact_bank.ROOT)
+    added = _git("log", "--format=%H", "--diff-filter=A", "--", str(rel)).split()
+    if not added:
+        pytest.skip("the amendment is not committed yet")
+    commit = added[-1]
+    assert set(_git("show", "--name-only", "--format=", commit).split()) == {str(rel), str(rel.with_suffix(".md"))}
+    plan_rel = (design.RESULTS / "plan.json").relative_to(fact_bank.ROOT)
+    plan_commit = _git("log", "--format=%H", "--diff-filter=A", "--", str(plan_rel)).split()[-1]
+    _git("merge-base", "--is-ancestor", plan_commit, commit)
+    for path in sorted(p for p in (design.RESULTS / amendment.QWEN / "scans").rglob("*") if p.is_file()):
+        first = _git("log", "--format=%H", "--diff-filter=A", "--", str(path.relative_to(fact_bank.ROOT))).split()
+        if first:
+            assert first[-1] != commit
+            _git("merge-base", "--is-ancestor", commit, first[-1])  # raises unless the amendment came first
+    said = json.loads(amendment.AMENDMENT.read_text(encoding="utf-8"))
+    assert said["scan_methods"] == amendment.SCAN_METHODS and said["checks"] == amendment.CHECKS
+    assert said["rho_floor"] == amendment.RHO_FLOOR and said["reading_rule"] == amendment.READING_RULE
+
+
+def test_an_amendment_is_written_once_and_only_before_the_scans_it_changes(tmp_path, monkeypatch):
+    from studies.context_use import amendment
+
+    monkeypatch.setattr(amendment, "RESULTS", tmp_path)
+    monkeypatch.setattr(amendment, "AMENDMENT", tmp_path / "amendment_1.json")
+    made = tmp_path / amendment.QWEN / "scans" / "test_kv"
+    made.mkdir(parents=True)
+    (made / "scores.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(SystemExit, match="must come first"):
+        amendment.main([])
+    (tmp_path / "amendment_1.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(SystemExit, match="written once"):
+        amendment.main([])
+
+
+def test_the_amendment_s_cost_counts_the_exact_scan_s_passes():
+    """The exact scan reruns each head's layer and every later one: n_heads · (n_layers + 1) / 2 passes per item."""
+    from studies.context_use import amendment
+
+    assert amendment.heads_reruns(1, 1) == 1  # one layer, one head: the one pass
+    assert amendment.heads_reruns(24, 14) == 175 and amendment.heads_reruns(30, 9) == 139.5
+
+
 def _synthetic_study(folder, pear_shift: float, n_controls: int = 19, closed_book_shift: float | None = None):
     """Items and per-item outputs as the run writes them: PEAR shifted by ``pear_shift`` nats on every item
     (closed-book by ``closed_book_shift`` where given)."""
@@ -303,7 +352,7 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     assert kv["n_items"] + kv["n_dropped"] == 12 and kv["n_items"] == len(HeadScores.load(
         tmp_path / "scans" / "test_kv").extra["items"]["kept"])  # a saved scan names the items it was made on
     text = report.markdown({"models": {"m": {"tasks": {}, "scans": out}}})
-    assert f"| kv | {kv['n_items']} ({kv['n_dropped']}) |" in text and "as planned" in text
+    assert f"| kv | exact | {kv['n_items']} ({kv['n_dropped']}) |" in text and "as planned" in text
     # a proxy without per-prompt Δπ (the committed artifacts): the narrower interval is named, not hidden
     fixed = dataclasses.replace(proxy, per_prompt=None, clean_per_prompt=None, prompt_setting=None)
     held = report.scan_summary(tmp_path, fixed, pear)
@@ -333,6 +382,54 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     fig = report.scan_figure(tmp_path, proxy, pear, "tiny-llama")
     stars = [t for t in fig.data if t.name == "PEAR's heads"]
     assert len(stars) == 1 and len(stars[0].x) == 2
+
+
+def test_attribution_checks_pair_the_two_methods_and_the_reading_rule_follows_them(tmp_path):
+    """Amendment 1: attribution is read against the exact scan of the same items (paired ρ), from a planned exact
+    test scan or a check's own exact scan; the rule for a model scanned by attribution is pending until every
+    checked task is in, validated only when every interval's lower end reaches the floor; scans of other items
+    are refused."""
+    from studies.context_use import report
+    from pear_lens.evaluation.task_scan import scan_items
+    from tests.conftest import tiny
+    from tests.test_likelihood import _word_items
+
+    model = tiny("llama")
+    items = _word_items(12)
+    for method, where in (("activation", "test_kv"), ("attribution", "check/attribution_kv"),
+                          ("activation", "check/activation_closed-book"), ("attribution", "check/attribution_closed-book")):
+        metric = "logprob" if "closed-book" in where else "logit_diff"
+        scan, _ = scan_items(model, items, "plain", name=where, metric=metric, method=method, progress=False)
+        scan.save(tmp_path / "scans" / where)
+    checks = report.check_summary(tmp_path)
+    assert list(checks) == ["kv", "closed-book"]
+    assert checks["kv"]["exact"] == "scans/test_kv" and checks["closed-book"]["exact"] == "scans/check/activation_closed-book"
+    for v in checks.values():
+        assert v["ci_low"] <= v["rho"] <= v["ci_high"] and v["rho"] > 0.5  # the estimate follows the exact scan here
+    assert checks["closed-book"]["n_items"] == 12
+    low = min(v["ci_low"] for v in checks.values())
+    assert report.attribution_standing(checks, ["kv", "closed-book"], low) == "validated"
+    assert report.attribution_standing(checks, ["kv", "closed-book"], low + 1e-9) == "not validated"
+    assert report.attribution_standing(checks, ["kv", "counterfactual"], 0.0) == "pending"
+    nan = {"kv": {**checks["kv"], "ci_low": float("nan")}}
+    assert report.attribution_standing(nan, ["kv"], 0.0) == "not validated"  # an undefined interval fails the rule
+    r = {"tasks": {}, "attribution_checks": checks, "attribution_standing": "not validated",
+         "scans": {"kv": {"method": "attribution", "n_items": 12, "n_dropped": 0, "interval": "0.10 [0.00, 0.20]",
+                          "resampled": "heads, Δπ prompts, detector prompts", "pear_head_ranks": [1, 2], "n_heads": 12}}}
+    text = report.markdown({"models": {"m": r}})
+    assert "| kv | attribution patching, not validated on this model |" in text and "nothing is read" in text
+    assert "| closed-book | 12 | scans/check/activation_closed-book |" in text
+    pending = report.markdown({"models": {"m": {**r, "attribution_standing": "pending"}}})
+    assert "| kv | attribution (check pending) |" in pending
+    # a check made on other items than the exact scan it is read against is refused, not correlated
+    fewer, _ = scan_items(model, items[:8], "plain", name="x", method="attribution", progress=False)
+    other = tmp_path / "other"
+    (other / "scans" / "check").mkdir(parents=True)
+    fewer.save(other / "scans" / "check" / "attribution_kv")
+    scan, _ = scan_items(model, items, "plain", name="x", progress=False)
+    scan.save(other / "scans" / "test_kv")
+    with pytest.raises(SystemExit, match="different items"):
+        report.check_summary(other)
 
 
 def test_the_run_evaluates_the_five_main_conditions_the_plan_names():
@@ -519,11 +616,24 @@ def test_a_dev_scan_job_is_keyed_by_the_dev_items_it_scans(monkeypatch):
     monkeypatch.setattr(run, "items_digest", lambda items: "|".join(it.item_id for it in items)[:40])
     ctx = SimpleNamespace(model=SimpleNamespace(name="smollm2-135m-instruct"), batch_size=16,
                           items={t: [] for t in run.TASKS}, key={"fingerprint": "f", "plan_commit": "c"})
-    jobs = {j.name: j for j in run.scan_wave(ctx)}
-    assert sorted(jobs) == sorted(["scan-dev_kv", "scan-test_kv", "scan-dev_mdqa", "scan-test_mdqa",
-                                   "scan-dev_counterfactual", "scan-test_counterfactual", "scan-test_closed-book"])
+    wave = run.scan_wave(ctx)
+    jobs = {j.name: j for j in wave}
+    planned = ["scan-dev_kv", "scan-test_kv", "scan-dev_mdqa", "scan-test_mdqa", "scan-dev_counterfactual",
+               "scan-test_counterfactual", "scan-test_closed-book"]
+    checks = [f"scan-check-attribution_{t}" for t in ("kv", "mdqa", "counterfactual", "closed-book")]
+    assert [j.name for j in wave] == checks + planned  # attribution's minutes before the exact scan's hours
     assert set(asked) == {"refuse"}
     for task in ("kv", "mdqa", "counterfactual"):
         dev, test = jobs[f"scan-dev_{task}"].key, jobs[f"scan-test_{task}"].key
         assert dev["dev_items"].startswith(f"{task}-0|") and "dev_items" not in test
-        assert dev["n_scan"] == test["n_scan"] == run.N_SCAN
+        assert dev["n_scan"] == test["n_scan"] == run.N_SCAN and dev["method"] == test["method"] == "activation"
+    check = jobs["scan-check-attribution_kv"]
+    assert check.outputs == ("scans/check/attribution_kv",) and check.kwargs["split"] == "check"
+    assert check.key["n_scan"] == run.N_SCAN and check.key["method"] == "attribution"  # the planned scan's items
+    # Qwen2.5 (amendment 1): its planned scans by attribution; exact and attribution checks on 10 items of two tasks
+    ctx.model.name = "qwen2.5-coder-0.5b-instruct"
+    wave = run.scan_wave(ctx)
+    assert {j.kwargs["method"] for j in wave if j.kwargs["split"] != "check"} == {"attribution"}
+    checked = {(j.kwargs["method"], j.kwargs["task"], j.kwargs["n_items"]) for j in wave if j.kwargs["split"] == "check"}
+    assert checked == {(m, t, 10) for m in ("activation", "attribution") for t in ("counterfactual", "closed-book")}
+    assert [j.kwargs["method"] for j in wave][-2:] == ["activation", "activation"]  # the exact checks last
