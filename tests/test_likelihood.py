@@ -337,6 +337,12 @@ def test_head_score_correlation_is_an_interval_around_rho():
     assert other.low <= other.rho <= other.high and other.high - other.low > 0.05
 
 
+def _unpaired(a, b):
+    from pear_lens.atlas.correlation import head_score_correlation
+
+    return head_score_correlation(a, b, n_boot=500)
+
+
 def test_paired_correlation_draws_the_shared_prompts_once_for_both_maps():
     """Two methods on one task's items: resampled together, a map against itself is exactly [1, 1] (independent
     resampling puts both maps' prompt noise in the interval); maps of other prompts cannot be paired."""
@@ -352,12 +358,18 @@ def test_paired_correlation_draws_the_shared_prompts_once_for_both_maps():
     assert same.resampled is Resampled.HEADS_AND_SHARED_PROMPTS
     apart = head_score_correlation(exact, exact, n_boot=500)
     assert apart.low < 0.99 and apart.resampled is Resampled.HEADS_AND_PROMPTS
-    approx, _ = scan_items(model, items, "plain", name="kv", method="attribution", progress=False)
+    approx, _ = scan_items(model, items, "plain", name="kv", method="attribution", max_batch=3, progress=False)
+    assert torch.allclose(exact.clean_per_prompt, approx.clean_per_prompt)  # batches differ, prompts line up
     both = head_score_correlation(exact, approx, n_boot=500, paired=True)
-    assert both.low <= both.rho <= both.high and both.high - both.low > 0  # methods differ: an interval of width
+    assert 0.5 < both.rho < 1.0 and both.low <= both.rho <= both.high  # two methods, close but not equal
+    assert both.low > _unpaired(exact, approx).low  # pairing takes the shared prompts' noise out
     fewer, _ = scan_items(model, items[:8], "plain", name="kv", method="attribution", progress=False)
     with pytest.raises(PearLensError, match="did not score the same prompts"):
         head_score_correlation(exact, fewer, n_boot=100, paired=True)
+    others, _ = scan_items(model, _word_items(32)[16:], "plain", name="kv", method="attribution", progress=False)
+    assert others.per_prompt.shape == exact.per_prompt.shape  # as many prompts, other ones: refused as well
+    with pytest.raises(PearLensError, match="did not score the same prompts"):
+        head_score_correlation(exact, others, n_boot=100, paired=True)
 
 
 def test_the_attribution_scan_estimates_the_exact_zero_ablation_on_the_same_items():
@@ -378,3 +390,31 @@ def test_the_attribution_scan_estimates_the_exact_zero_ablation_on_the_same_item
     assert rho > 0.9, rho  # a random tiny model's heads are small perturbations: the linear estimate follows them
     with pytest.raises(PearLensError, match="one of activation, attribution"):
         scan_items(model, items, "plain", name="kv", method="path", progress=False)
+
+
+def test_a_scan_item_whose_competitors_share_its_first_token_is_scored_where_they_part():
+    """Where no competitor's first token differs (numbers after a space on Gemma's and Qwen's tokenizers), the
+    shared tokens are teacher-forced and the item is scored at the first token the gold answer and its first
+    parting competitor do not share; an item with a differing first token is scored there as before; an item whose
+    competitors never part from the gold answer at a token both have is dropped."""
+    from pear_lens.evaluation.task_scan import rag_scan_task, scan_items
+    from pear_lens.evaluation.tasks.prompts import encode
+
+    model, tok = tiny("llama"), tiny("llama").tokenizer
+    late = _WordItem("late", "w5 w6 w7 w8 w9 w10 w11 w12", "w7 w9", ("w7", "w7 w11"))
+    first = _WordItem("first", "w5 w6 w7 w8 w9 w10 w11 w12", "w7 w9", ("w30 w9",))
+    never = _WordItem("never", "w5 w6 w7 w8 w9 w10 w11 w12", "w7 w9", ("w7", "w7 w9"))
+    scan = rag_scan_task([late, first, never], "plain", tok, name="parts")
+    assert scan.item_ids == ("late", "first") and scan.dropped == ("never",) and scan.after_shared_prefix == ("late",)
+    gold, alt = (tok(f" {t}", add_special_tokens=False)["input_ids"] for t in ("w7 w9", "w7 w11"))
+    c = next(i for i, (g, a) in enumerate(zip(gold, alt)) if g != a)
+    assert c >= 1  # the two answers share their first token(s): the old rule dropped this item
+    prompt = encode(late.prompt(), PromptStyle.PLAIN, tok)
+    assert list(scan.task.prompts[0]) == [*prompt, *gold[:c]]
+    assert int(scan.task.answers[0]) == gold[c] and int(scan.task.foils[0]) == alt[c]
+    assert int(scan.task.answers[1]) == tok(" w7", add_special_tokens=False)["input_ids"][0]  # scored at token one
+    scores, _ = scan_items(model, [late, first, never], "plain", name="parts", progress=False)
+    assert scores.extra["items"]["after_shared_prefix"] == ["late"]
+    with torch.no_grad():
+        logits = model.fresh_hf()(torch.tensor([[*prompt, *gold[:c]]])).logits[0, -1]
+    assert float(scores.clean_per_prompt[0]) == pytest.approx(float(logits[gold[c]] - logits[alt[c]]), abs=1e-4)

@@ -170,7 +170,8 @@ def head_score_correlation(a: "HeadScores", b: "HeadScores", *, n_boot: int = 20
     rng = np.random.default_rng(seed)
     reason = why_undefined(x.double().numpy(), y.double().numpy(), label)
     if reason:  # before resampling: a map of NaNs would fail there with a less useful message
-        return RankCorrelation(float("nan"), float("nan"), float("nan"), reason, Resampled.HEADS_AND_PROMPTS,
+        return RankCorrelation(float("nan"), float("nan"), float("nan"), reason,
+                               Resampled.HEADS_AND_SHARED_PROMPTS if paired else Resampled.HEADS_AND_PROMPTS,
                                n_boot, level, n_boot)
     if paired:
         _check_paired(a, b, label)
@@ -191,13 +192,18 @@ def head_score_correlation(a: "HeadScores", b: "HeadScores", *, n_boot: int = 20
 
 
 def _check_paired(a: "HeadScores", b: "HeadScores", label: str) -> None:
-    """Refuse to pair maps that did not score the same prompts in the same settings (their per-prompt values'
-    shapes and their prompts' settings must agree)."""
+    """Refuse to pair maps that did not score the same prompts in the same settings: their per-prompt values'
+    shapes and their prompts' settings must agree, their tasks' digests (prompts, answers, foils, positions) where
+    both record one, and every prompt's clean metric (the unmodified model's value of each prompt, in order)."""
     import torch
 
     same = (a.per_prompt is not None and b.per_prompt is not None
             and tuple(a.per_prompt.shape) == tuple(b.per_prompt.shape)
-            and torch.equal(a.prompt_setting, b.prompt_setting))
+            and torch.equal(a.prompt_setting, b.prompt_setting)
+            and torch.allclose(a.clean_per_prompt, b.clean_per_prompt, rtol=1e-4, atol=1e-5))
+    digests = (a.task.get("digest"), b.task.get("digest")) if isinstance(a.task, dict) and isinstance(b.task, dict) \
+        else (None, None)
+    same = same and (None in digests or digests[0] == digests[1])
     if not same:
         raise PearLensError(f"the {label} map did not score the same prompts as the first (per-prompt values and "
                             "their settings must agree to pair them); compare them with paired=False")

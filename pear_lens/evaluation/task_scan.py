@@ -8,6 +8,12 @@ another document's answer, the memorised answer) whose first token differs. With
 every head's effect is its effect on the gold-versus-competitor contrast of the answer's first token; with
 ``logprob`` on the gold answer's first-token log-probability.
 
+Where no competitor's first token differs (a tokenizer that gives a number's leading space a token of its own
+starts every KV value alike), the item is scored where the gold answer and its first competitor part: the tokens
+they share are appended to the prompt (teacher-forced) and the next token of each is the answer and the foil.
+The scan names those items (``extra["items"]["after_shared_prefix"]``); an item is dropped only when no
+competitor parts from the gold answer at a token both have.
+
 A head's effect is its **total effect when removed** (:data:`SCAN_OPTIONS`: activation patching with zero
 ablation at every position): RAG prompts differ in length, and mean ablation replaces a head's output by its
 mean over prompts *of one length*, which for a prompt alone of its length is the prompt's own output (no
@@ -54,14 +60,33 @@ class RagScanTask:
     item_ids: tuple[str, ...]
     """The items in the task, in its prompt order."""
     dropped: tuple[str, ...]
-    """Items left out: with foils, those whose every competitor starts with the gold answer's first token."""
+    """Items left out: with foils, those where no competitor parts from the gold answer at a token both have."""
+    after_shared_prefix: tuple[str, ...] = ()
+    """Items scored after the tokens the gold answer shares with its first competitor (no competitor's first
+    token differed)."""
 
 
-def _first_token(tokenizer, text: str) -> int:
+def _answer_tokens(tokenizer, text: str) -> list[int]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if not ids:
         raise PearLensError(f"the answer {text!r} is no token at all for this tokenizer")
-    return int(ids[0])
+    return [int(i) for i in ids]
+
+
+def _parting(gold: list[int], alternatives: list[list[int]]) -> tuple[list[int], int, int] | None:
+    """``(shared, gold_token, foil_token)``: the first competitor whose first token differs, scored at the first
+    token (nothing shared); else the first that parts from the gold answer at a token both have, scored there;
+    ``None`` when none does."""
+    for alt in alternatives:
+        if alt[0] != gold[0]:
+            return [], gold[0], alt[0]
+    for alt in alternatives:
+        c = 0
+        while c < min(len(gold), len(alt)) and gold[c] == alt[c]:
+            c += 1
+        if c < len(gold) and c < len(alt):
+            return gold[:c], gold[c], alt[c]
+    return None
 
 
 def rag_scan_task(items: Sequence[Item], style: PromptStyle | str, tokenizer: "PreTrainedTokenizerBase", *,
@@ -69,30 +94,30 @@ def rag_scan_task(items: Sequence[Item], style: PromptStyle | str, tokenizer: "P
     """``items`` as prompts scored at their last token (see the module); ``foils=False`` keeps every item and
     scores the gold answer alone (for ``logprob``); ``max_batch`` prompts at most per batch."""
     style = PromptStyle.parse(style)
-    prompts, answers, foil_ids, kept, dropped = [], [], [], [], []
+    prompts, answers, foil_ids, kept, dropped, later = [], [], [], [], [], []
     for it in items:
         prompt = it.prompt()
         cands = answer_candidates(it)
-        gold = _first_token(tokenizer, continuation(cands.gold, prompt, style))
-        foil = None
+        gold_ids = _answer_tokens(tokenizer, continuation(cands.gold, prompt, style))
+        shared, gold = [], gold_ids[0]
         if foils:
-            for alt in cands.alternatives:
-                tok = _first_token(tokenizer, continuation(alt, prompt, style))
-                if tok != gold:
-                    foil = tok
-                    break
-            if foil is None:
+            parted = _parting(gold_ids, [_answer_tokens(tokenizer, continuation(alt, prompt, style))
+                                         for alt in cands.alternatives])
+            if parted is None:
                 dropped.append(it.item_id)
                 continue
+            shared, gold, foil = parted
             foil_ids.append(foil)
-        prompts.append(encode(prompt, style, tokenizer))
+            if shared:
+                later.append(it.item_id)
+        prompts.append([*encode(prompt, style, tokenizer), *shared])
         answers.append(gold)
         kept.append(it.item_id)
     if not prompts:
-        raise PearLensError(f"{name}: no item has a competitor whose first token differs from the gold answer's; "
+        raise PearLensError(f"{name}: no item has a competitor that parts from the gold answer at a token both have; "
                             "scan it with foils=False and the logprob metric")
     task = PromptTask(prompts, answers, foils=foil_ids if foils else None, name=name, max_batch=max_batch)
-    return RagScanTask(task, tuple(kept), tuple(dropped))
+    return RagScanTask(task, tuple(kept), tuple(dropped), tuple(later))
 
 
 def scan_items(model, items: Sequence[Item], style: PromptStyle | str, *, name: str, metric: str = "logit_diff",
@@ -113,5 +138,6 @@ def scan_items(model, items: Sequence[Item], style: PromptStyle | str, *, name: 
     scan = rag_scan_task(items, style, model.tokenizer, name=name, foils=metric == "logit_diff", max_batch=max_batch)
     scores = score_heads(model, scan.task, metric, method, progress=progress, seed=seed, checkpoint=checkpoint,
                          **SCAN_OPTIONS)
-    extra = {**scores.extra, "items": {"kept": list(scan.item_ids), "dropped": list(scan.dropped)}}
+    extra = {**scores.extra, "items": {"kept": list(scan.item_ids), "dropped": list(scan.dropped),
+                                       "after_shared_prefix": list(scan.after_shared_prefix)}}
     return dataclasses.replace(scores, extra=extra), scan
