@@ -198,14 +198,15 @@ def purpose(models: list[str]) -> str:
 
 
 def check_committed_before(plan_path: Path = RESULTS / "plan.json") -> str:
-    """The commit that added the plan, refusing a plan that is not committed or that changed since."""
+    """The commit that added the plan (or an amendment), refusing one that is not committed or that changed since."""
     rel = plan_path.relative_to(ROOT)
     out = subprocess.run(["git", "log", "--format=%H", "--diff-filter=A", "--", str(rel)], cwd=ROOT,
                          capture_output=True, text=True, check=False).stdout.split()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", str(rel)], cwd=ROOT, capture_output=True,
                            text=True, check=False).stdout.strip()
     if not out or dirty:
-        raise SystemExit(f"{rel} is not committed as it is; commit the plan on its own before drawing any item")
+        raise SystemExit(f"{rel} is not committed as it is; commit it on its own before anything that follows it "
+                         "(a plan before its items, an amendment before the outputs it changes)")
     return out[-1]
 
 

@@ -26,11 +26,10 @@ from pear_lens.tables import markdown_table
 from studies.context_use.design import RESULTS
 
 ROOT = RESULTS.parents[2]
+from studies.context_use import amendment
 from studies.context_use.run import TASKS
 
 PRIMARY = ("kv", "mdqa", "counterfactual")
-AMENDMENT_FILE = "amendment_1.json"
-"""Amendment 1 (:mod:`studies.context_use.amendment`): Qwen2.5's scans by attribution, and their checks."""
 MAIN = ("PEAR", "PEAR heads damped", "PEAR heads pruned", "CAD α=0.5")
 SEED = 0
 
@@ -327,42 +326,50 @@ def scan_summary(folder: Path, proxy: Any, pear_heads: list) -> dict[str, Any]:
                      "top_heads": [list(h) for h in order[:len(pear_heads)]],
                      "pear_head_ranks": sorted(order.index(tuple(h)) + 1 for h in pear_heads),
                      "n_heads": len(order), "n_items": n_items,
-                     "n_dropped": len(items["dropped"]) if items else None}
+                     "n_dropped": len(items["dropped"]) if items else None,
+                     "n_after_shared_prefix": len(items.get("after_shared_prefix", [])) if items else None}
     return out
 
 
-def check_summary(folder: Path) -> dict[str, Any]:
-    """Per task with an attribution check (amendment 1): Spearman's ρ over heads of the exact scan and attribution
-    on the same items (``scans/check/activation_TASK``, or the planned exact ``scans/test_TASK``, beside
-    ``scans/check/attribution_TASK``), the items resampled once for both (paired)."""
+def check_summary(folder: Path, k: int) -> dict[str, Any]:
+    """Per task with an attribution check (amendments 1 and 2): Spearman's ρ over heads of the exact scan and
+    attribution on the same items (``scans/check/activation_TASK``, or the planned ``scans/test_TASK`` where it
+    is exact, beside ``scans/check/attribution_TASK``), the items resampled once for both (paired), and the share
+    of the exact scan's top ``k`` heads that attribution also ranks in its top ``k``."""
     from pear_lens.atlas.correlation import head_score_correlation
     from pear_lens.results import HeadScores
 
     out = {}
     for task in (t.value for t in TASKS):
         approx_dir = folder / "scans" / "check" / f"attribution_{task}"
-        exact_dir = next((d for d in (folder / "scans" / "check" / f"activation_{task}", folder / "scans" / f"test_{task}")
-                          if (d / "scores.json").is_file()), None)
-        if not (approx_dir / "scores.json").is_file() or exact_dir is None:
+        if not (approx_dir / "scores.json").is_file():
             continue
-        exact, approx = HeadScores.load(exact_dir), HeadScores.load(approx_dir)
-        if exact.method != "activation" or approx.method != "attribution":
-            raise SystemExit(f"{exact_dir} and {approx_dir} are not an exact scan and its attribution check")
+        exact = None  # the check's own exact scan, else the planned test scan where it is exact (not Qwen2.5's)
+        for d in (folder / "scans" / "check" / f"activation_{task}", folder / "scans" / f"test_{task}"):
+            if (d / "scores.json").is_file() and (scan := HeadScores.load(d)).method == "activation":
+                exact, exact_dir = scan, d
+                break
+        if exact is None:
+            continue  # its exact side is not in yet
+        approx = HeadScores.load(approx_dir)
+        if approx.method != "attribution":
+            raise SystemExit(f"{approx_dir} is not an attribution scan; it cannot be the check")
         if exact.extra["items"] != approx.extra["items"]:
             raise SystemExit(f"{exact_dir} and {approx_dir} were made on different items; rerun the check")
         corr = head_score_correlation(exact, approx, n_boot=2000, seed=SEED, label=f"{task} attribution", paired=True)
+        overlap = len(set(map(tuple, exact.top_k(k))) & set(map(tuple, approx.top_k(k)))) / k
         out[task] = {"n_items": len(exact.extra["items"]["kept"]), "rho": corr.rho, "ci_low": corr.low,
-                     "ci_high": corr.high, "interval": corr.text, "exact": exact_dir.relative_to(folder).as_posix()}
+                     "ci_high": corr.high, "interval": corr.text, "exact": exact_dir.relative_to(folder).as_posix(),
+                     "top_k": k, "top_k_overlap": overlap}
     return out
 
 
-def attribution_standing(checks: dict[str, Any], checked_tasks: list[str], floor: float) -> str:
-    """Amendment 1's reading rule for a model scanned by attribution: ``validated`` when every checked task's
-    paired ρ interval has its lower end at ``floor`` or above, ``pending`` while a check is missing, else
-    ``not validated`` (a NaN lower end, an undefined interval, fails)."""
-    if any(t not in checks for t in checked_tasks):
-        return "pending"
-    return "validated" if all(checks[t]["ci_low"] >= floor for t in checked_tasks) else "not validated"
+def attribution_standing(checks: dict[str, Any], checked_tasks: list[str], floor: float) -> dict[str, str]:
+    """The amendments' reading rule, per task of a model scanned by attribution: ``validated`` when the task's
+    paired ρ interval has its lower end at ``floor`` or above, ``not validated`` when it is below or undefined
+    (NaN), ``pending`` while the task's check is not in."""
+    return {t: "pending" if t not in checks else "validated" if checks[t]["ci_low"] >= floor else "not validated"
+            for t in checked_tasks}
 
 
 def _resampled_text(resampled: str) -> str:
@@ -428,8 +435,9 @@ def build(root: Path = ROOT) -> dict[str, Any]:
     ``artifacts``)."""
     results = results_of(root)
     plan = json.loads((results / "plan.json").read_text(encoding="utf-8"))
-    amended = json.loads((results / AMENDMENT_FILE).read_text(encoding="utf-8"))
+    amended = amendment.read(results)
     from pear_lens.artifact import load_artifact
+    from pear_lens.results import HeadScores
     from studies.context_use.plan import N_DAMPED
 
     models = {}
@@ -443,23 +451,26 @@ def build(root: Path = ROOT) -> dict[str, Any]:
         heads = load_artifact(art).heads
         proxy, models[m["model"]]["proxy"] = proxy_map(art)
         models[m["model"]]["scans"] = scan_summary(folder, proxy, heads)
-        models[m["model"]]["attribution_checks"] = check_summary(folder)
+        models[m["model"]]["attribution_checks"] = check_summary(folder, len(heads))
+        models[m["model"]]["dev_scan_methods"] = {
+            t.value: HeadScores.load(folder / "scans" / f"dev_{t.value}").method for t in TASKS
+            if (folder / "scans" / f"dev_{t.value}" / "scores.json").is_file()}
         if amended["scan_methods"][m["model"]] == "attribution":
-            check = amended["checks"][m["model"]]
             models[m["model"]]["attribution_standing"] = attribution_standing(
-                models[m["model"]]["attribution_checks"], check["tasks"], amended["rho_floor"])
+                models[m["model"]]["attribution_checks"], amended["checks"][m["model"]]["tasks"], amended["rho_floor"])
+            models[m["model"]]["rho_floor"] = amended["rho_floor"]
     return {"plan_written_at": plan["written_at"], "models": models}
 
 
 ATTRIBUTION_STANDING = {
-    "validated": "every checked task's interval lies at or above the amendment's floor, so the attribution scans "
-                 "stand for the planned exact ones",
-    "pending": "a check is not in yet, so the attribution scans are read as unchecked until it is",
-    "not validated": "a checked task's interval reaches below the amendment's floor, so the attribution scans are "
-                     "not validated on this model and nothing is read from them"}
+    "validated": "checked (its scans stand for the exact ones)",
+    "pending": "check pending (its scans are not read until it is in)",
+    "not validated": "not validated (its interval is below the floor or undefined: nothing is read from its scans "
+                     "or from the heads its dev scan chose)"}
 
 
 def _method_text(method: str, standing: str | None) -> str:
+    """A scan's method as the tables name it, with the amendments' rule where it is attribution."""
     if method == "activation":
         return "exact"
     return {"validated": "attribution (checked)", "pending": "attribution (check pending)"}.get(
@@ -558,11 +569,13 @@ def markdown(report: dict[str, Any]) -> str:
                       "and competitor (closed-book: log-probability of gold); rank 1 is the head whose removal raises "
                       "it most, the direction in which PEAR's heads lead the proxy's Δπ. Spearman's ρ over heads; "
                       f"its 2,000 bootstrap replicates resampled {'; '.join(how)}.", "",
-                      markdown_table(["task", "method", "items (dropped: no distinct competitor)",
+                      markdown_table(["task", "method", "items (left out; scored after a shared prefix)",
                                       "Spearman ρ with proxy Δπ [95 %]", "PEAR's heads' ranks in the task scan"],
-                                     [[t, _method_text(v.get("method", "activation"), r.get("attribution_standing")),
+                                     [[t, _method_text(v.get("method", "activation"),
+                                                       r.get("attribution_standing", {}).get(t)),
                                        "–" if v.get("n_items") is None else
-                                       f"{v['n_items']} ({v['n_dropped'] if v.get('n_dropped') is not None else '?'})",
+                                       f"{v['n_items']} ({v['n_dropped'] if v.get('n_dropped') is not None else '?'}; "
+                                       f"{v.get('n_after_shared_prefix') if v.get('n_after_shared_prefix') is not None else '?'})",
                                        v["interval"],
                                        f"{', '.join(map(str, v['pear_head_ranks']))} of {v['n_heads']}"]
                                       for t, v in scans.items()]), ""]
@@ -573,20 +586,32 @@ def markdown(report: dict[str, Any]) -> str:
                           f"the published scores is {proxy['max_abs_difference']:.2g} (the largest score is "
                           f"{proxy['largest_abs_score']:.3g}).", ""]
         checks = r.get("attribution_checks", {})
-        if checks:
-            lines += ["Attribution patching against the exact scan (amendment 1): Spearman's ρ over heads of the two "
-                      "scans of the same test items, its 2,000 bootstrap replicates resampling the heads and those "
-                      "items, drawn once for both scans." + (f" Reading rule: {ATTRIBUTION_STANDING[r['attribution_standing']]}."
-                                                            if r.get("attribution_standing") else ""), "",
-                      markdown_table(["task", "items", "exact scan", "Spearman ρ, exact against attribution [95 %]"],
-                                     [[t, v["n_items"], v["exact"], v["interval"]] for t, v in checks.items()]), ""]
-        chosen = [[t, _fmt(d), _fmt(e["vs_baseline"].get("PEAR heads pruned", {})), _fmt(e["vs_baseline"].get("PEAR", {}))]
+        standing = r.get("attribution_standing", {})
+        if checks or standing:
+            rule = (f" This model's scans are by attribution; by the amendments' rule a task's scans stand for the "
+                    f"exact ones when its interval's lower end is at least {r['rho_floor']:g}: "
+                    + "; ".join(f"{t} {ATTRIBUTION_STANDING[v]}" for t, v in standing.items()) + "."
+                    if standing else " The planned scans here are exact; these checks say how far attribution "
+                    "follows them, and do not change the rule for a model scanned by attribution.")
+            lines += ["Attribution patching against the exact scan (amendments 1 and 2): Spearman's ρ over heads of "
+                      "the two scans of the same test items, its 2,000 bootstrap replicates resampling the heads and "
+                      "those items, drawn once for both scans; top-K overlap: the share of the exact scan's top K "
+                      "heads (K = PEAR's) that attribution also ranks in its top K." + rule, "",
+                      markdown_table(["task", "items", "exact scan", "Spearman ρ, exact against attribution [95 %]",
+                                      "top-K overlap"],
+                                     [[t, v["n_items"], v["exact"], v["interval"],
+                                       f"{v['top_k_overlap'] * v['top_k']:.0f} of {v['top_k']}"]
+                                      for t, v in checks.items()]), ""]
+        chosen = [[t, _method_text(r.get("dev_scan_methods", {}).get(t, "activation"),
+                                   r.get("attribution_standing", {}).get(t)),
+                   _fmt(d), _fmt(e["vs_baseline"].get("PEAR heads pruned", {})), _fmt(e["vs_baseline"].get("PEAR", {}))]
                   for t, e in r["tasks"].items() for label, d in e["vs_baseline"].items()
                   if label.startswith("task-scan")]
         if chosen:
             lines += ["Heads chosen by each context task's dev scan (its top K, K = PEAR's), pruned, on that task's "
                       "test items (descriptive: Δ from the baseline beside PEAR's own heads pruned and PEAR):", "",
-                      markdown_table(["task", "dev-scan heads pruned", "PEAR's heads pruned", "PEAR"], chosen), ""]
+                      markdown_table(["task", "dev scan", "dev-scan heads pruned", "PEAR's heads pruned", "PEAR"],
+                                     chosen), ""]
     return "\n".join(lines)
 
 

@@ -94,7 +94,13 @@ def scan(model, task: TaskName, task_items: list, out: Path, method: str = "acti
     from pear_lens.results import HeadScores
 
     if (out / "scores.json").is_file():
-        return HeadScores.load(out)
+        saved = HeadScores.load(out)
+        items = saved.extra.get("items", {})
+        if saved.method != method or len(items.get("kept", [])) + len(items.get("dropped", [])) != min(
+                n_items, len(task_items)):
+            raise SystemExit(f"{out} holds a {saved.method} scan of other items than this job's {method} scan of "
+                             f"{n_items}; move it aside to rescan")
+        return saved
     style = settings_for(model.name, task, model.tokenizer).prompt_style
     metric = "logprob" if task is TaskName.CLOSED_BOOK else "logit_diff"
     scores, _ = scan_items(model, task_items[:n_items], style, name=f"{task.value} ({out.name})", metric=metric,

@@ -101,30 +101,42 @@ def test_the_plan_was_committed_alone_before_any_item_of_the_study():
         _git("merge-base", "--is-ancestor", commit, first[-1])  # raises unless the plan came first
 
 
-def test_the_amendment_was_committed_alone_after_the_plan_and_before_any_scan_it_changes():
-    """Amendment 1 (Qwen2.5's scans by attribution): its commit holds its two files only, descends from the
-    plan's, and comes before every Qwen2.5 scan output; the committed file says what the code that runs says."""
+def test_the_amendments_were_committed_alone_in_order_before_any_scan_they_change():
+    """Amendments 1 and 2 (Qwen2.5's scans by attribution; its checks on every task, the rule per task): each one's
+    commit holds its two files only and descends from the plan's and the one before; every Qwen2.5 scan output
+    comes after both; the committed files say what the code that runs says."""
     import json
 
     from studies.context_use import amendment, design
 
-    rel = amendment.AMENDMENT.relative_to(fact_bank.ROOT)
-    added = _git("log", "--format=%H", "--diff-filter=A", "--", str(rel)).split()
-    if not added:
-        pytest.skip("the amendment is not committed yet")
-    commit = added[-1]
-    assert set(_git("show", "--name-only", "--format=", commit).split()) == {str(rel), str(rel.with_suffix(".md"))}
+    commits = []
+    for path in amendment.AMENDMENTS:
+        rel = path.relative_to(fact_bank.ROOT)
+        added = _git("log", "--format=%H", "--diff-filter=A", "--", str(rel)).split()
+        if not added:
+            pytest.skip(f"{rel.name} is not committed yet")
+        commit = added[-1]
+        assert set(_git("show", "--name-only", "--format=", commit).split()) == {str(rel), str(rel.with_suffix(".md"))}
+        commits.append(commit)
     plan_rel = (design.RESULTS / "plan.json").relative_to(fact_bank.ROOT)
     plan_commit = _git("log", "--format=%H", "--diff-filter=A", "--", str(plan_rel)).split()[-1]
-    _git("merge-base", "--is-ancestor", plan_commit, commit)
+    for before, after in zip([plan_commit, *commits], commits):
+        _git("merge-base", "--is-ancestor", before, after)  # raises unless in this order
     for path in sorted(p for p in (design.RESULTS / amendment.QWEN / "scans").rglob("*") if p.is_file()):
         first = _git("log", "--format=%H", "--diff-filter=A", "--", str(path.relative_to(fact_bank.ROOT))).split()
         if first:
-            assert first[-1] != commit
-            _git("merge-base", "--is-ancestor", commit, first[-1])  # raises unless the amendment came first
-    said = json.loads(amendment.AMENDMENT.read_text(encoding="utf-8"))
-    assert said["scan_methods"] == amendment.SCAN_METHODS and said["checks"] == amendment.CHECKS
-    assert said["rho_floor"] == amendment.RHO_FLOOR and said["reading_rule"] == amendment.READING_RULE
+            assert first[-1] not in commits
+            _git("merge-base", "--is-ancestor", commits[-1], first[-1])  # raises unless the amendments came first
+    one, two = (json.loads(p.read_text(encoding="utf-8")) for p in amendment.AMENDMENTS)
+    assert one["scan_methods"] == amendment.SCAN_METHODS and one["checks"] == amendment.CHECKS_1
+    assert one["rho_floor"] == amendment.RHO_FLOOR and one["reading_rule"] == amendment.READING_RULE_1
+    assert two["replaces"] == {"checks": amendment.CHECKS, "reading_rule": amendment.READING_RULE,
+                               "rho_floor": amendment.RHO_FLOOR, "scan_position": amendment.SCAN_POSITION}
+    for row in two["scored_position"]:  # the amended rule leaves out no more than the plan's, and says how many
+        assert row["dropped_as_planned"] == row["after_shared_prefix"] + row["dropped"] <= row["items"]
+    design_now = amendment.load()
+    assert design_now["checks"] == amendment.CHECKS and design_now["numbers"] == [1, 2]
+    assert design_now["checks"][amendment.QWEN]["tasks"] == list(amendment.SCANNED_TASKS)  # every task checked
 
 
 def test_an_amendment_is_written_once_and_only_before_the_scans_it_changes(tmp_path, monkeypatch):
@@ -136,10 +148,16 @@ def test_an_amendment_is_written_once_and_only_before_the_scans_it_changes(tmp_p
     made.mkdir(parents=True)
     (made / "scores.json").write_text("{}", encoding="utf-8")
     with pytest.raises(SystemExit, match="must come first"):
-        amendment.main([])
+        amendment.main(["--number", "1"])
+    (made / "scores.json").unlink()
+    with pytest.raises(SystemExit, match="amendment_1.json is missing"):
+        amendment.main(["--number", "2"])  # in order
     (tmp_path / "amendment_1.json").write_text("{}", encoding="utf-8")
     with pytest.raises(SystemExit, match="written once"):
-        amendment.main([])
+        amendment.main(["--number", "1"])
+    (made / "part.safetensors").write_bytes(b"")  # a part of a scan is a scan begun: too late as well
+    with pytest.raises(SystemExit, match="must come first"):
+        amendment.main(["--number", "2"])
 
 
 def test_the_amendment_s_cost_counts_the_exact_scan_s_passes():
@@ -352,7 +370,7 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
     assert kv["n_items"] + kv["n_dropped"] == 12 and kv["n_items"] == len(HeadScores.load(
         tmp_path / "scans" / "test_kv").extra["items"]["kept"])  # a saved scan names the items it was made on
     text = report.markdown({"models": {"m": {"tasks": {}, "scans": out}}})
-    assert f"| kv | exact | {kv['n_items']} ({kv['n_dropped']}) |" in text and "as planned" in text
+    assert f"| kv | exact | {kv['n_items']} ({kv['n_dropped']}; {kv['n_after_shared_prefix']}) |" in text and "as planned" in text
     # a proxy without per-prompt Δπ (the committed artifacts): the narrower interval is named, not hidden
     fixed = dataclasses.replace(proxy, per_prompt=None, clean_per_prompt=None, prompt_setting=None)
     held = report.scan_summary(tmp_path, fixed, pear)
@@ -385,9 +403,10 @@ def test_the_scan_summary_and_figure_from_saved_scans(tmp_path):
 
 
 def test_attribution_checks_pair_the_two_methods_and_the_reading_rule_follows_them(tmp_path):
-    """Amendment 1: attribution is read against the exact scan of the same items (paired ρ), from a planned exact
-    test scan or a check's own exact scan; the rule for a model scanned by attribution is pending until every
-    checked task is in, validated only when every interval's lower end reaches the floor; scans of other items
+    """Amendments 1 and 2: attribution is read against the exact scan of the same items (paired ρ, top-K overlap),
+    from a planned exact test scan or a check's own exact scan; Qwen2.5's layout (its planned test scan made by
+    attribution, its exact check not in yet) leaves the task pending instead of failing; the rule is per task:
+    validated only when the interval's lower end reaches the floor, an undefined one fails; scans of other items
     are refused."""
     from studies.context_use import report
     from pear_lens.evaluation.task_scan import scan_items
@@ -397,30 +416,35 @@ def test_attribution_checks_pair_the_two_methods_and_the_reading_rule_follows_th
     model = tiny("llama")
     items = _word_items(12)
     for method, where in (("activation", "test_kv"), ("attribution", "check/attribution_kv"),
-                          ("activation", "check/activation_closed-book"), ("attribution", "check/attribution_closed-book")):
+                          ("activation", "check/activation_closed-book"), ("attribution", "check/attribution_closed-book"),
+                          ("attribution", "test_counterfactual"), ("attribution", "check/attribution_counterfactual")):
         metric = "logprob" if "closed-book" in where else "logit_diff"
         scan, _ = scan_items(model, items, "plain", name=where, metric=metric, method=method, progress=False)
         scan.save(tmp_path / "scans" / where)
-    checks = report.check_summary(tmp_path)
-    assert list(checks) == ["kv", "closed-book"]
+    checks = report.check_summary(tmp_path, k=3)
+    assert list(checks) == ["kv", "closed-book"]  # counterfactual: attribution on both sides, its exact check not in
     assert checks["kv"]["exact"] == "scans/test_kv" and checks["closed-book"]["exact"] == "scans/check/activation_closed-book"
     for v in checks.values():
         assert v["ci_low"] <= v["rho"] <= v["ci_high"] and v["rho"] > 0.5  # the estimate follows the exact scan here
+        assert v["top_k"] == 3 and v["top_k_overlap"] in (0, 1 / 3, 2 / 3, 1)
     assert checks["closed-book"]["n_items"] == 12
-    low = min(v["ci_low"] for v in checks.values())
-    assert report.attribution_standing(checks, ["kv", "closed-book"], low) == "validated"
-    assert report.attribution_standing(checks, ["kv", "closed-book"], low + 1e-9) == "not validated"
-    assert report.attribution_standing(checks, ["kv", "counterfactual"], 0.0) == "pending"
+    tasks = ["kv", "closed-book", "counterfactual"]
+    lows = {t: checks[t]["ci_low"] for t in ("kv", "closed-book")}
+    floor = max(lows.values())  # the higher lower end passes, the other does not: the rule is per task
+    first = min(lows, key=lows.get)
+    assert report.attribution_standing(checks, tasks, floor) == {
+        **{t: "validated" if t != first else "not validated" for t in lows}, "counterfactual": "pending"}
     nan = {"kv": {**checks["kv"], "ci_low": float("nan")}}
-    assert report.attribution_standing(nan, ["kv"], 0.0) == "not validated"  # an undefined interval fails the rule
-    r = {"tasks": {}, "attribution_checks": checks, "attribution_standing": "not validated",
-         "scans": {"kv": {"method": "attribution", "n_items": 12, "n_dropped": 0, "interval": "0.10 [0.00, 0.20]",
-                          "resampled": "heads, Δπ prompts, detector prompts", "pear_head_ranks": [1, 2], "n_heads": 12}}}
+    assert report.attribution_standing(nan, ["kv"], 0.0) == {"kv": "not validated"}  # an undefined interval fails
+    standing = {"kv": "not validated", "closed-book": "validated", "counterfactual": "pending"}
+    scans = {t: {"method": "attribution", "n_items": 12, "n_dropped": 0, "interval": "0.10 [0.00, 0.20]",
+                 "resampled": "heads, Δπ prompts, detector prompts", "pear_head_ranks": [1, 2], "n_heads": 12}
+             for t in standing}
+    r = {"tasks": {}, "attribution_checks": checks, "attribution_standing": standing, "rho_floor": 0.7, "scans": scans}
     text = report.markdown({"models": {"m": r}})
     assert "| kv | attribution patching, not validated on this model |" in text and "nothing is read" in text
-    assert "| closed-book | 12 | scans/check/activation_closed-book |" in text
-    pending = report.markdown({"models": {"m": {**r, "attribution_standing": "pending"}}})
-    assert "| kv | attribution (check pending) |" in pending
+    assert "| closed-book | attribution (checked) |" in text and "| counterfactual | attribution (check pending) |" in text
+    assert "| closed-book | 12 | scans/check/activation_closed-book |" in text and "at least 0.7" in text
     # a check made on other items than the exact scan it is read against is refused, not correlated
     fewer, _ = scan_items(model, items[:8], "plain", name="x", method="attribution", progress=False)
     other = tmp_path / "other"
@@ -429,7 +453,7 @@ def test_attribution_checks_pair_the_two_methods_and_the_reading_rule_follows_th
     scan, _ = scan_items(model, items, "plain", name="x", progress=False)
     scan.save(other / "scans" / "test_kv")
     with pytest.raises(SystemExit, match="different items"):
-        report.check_summary(other)
+        report.check_summary(other, k=3)
 
 
 def test_the_run_evaluates_the_five_main_conditions_the_plan_names():
@@ -630,10 +654,10 @@ def test_a_dev_scan_job_is_keyed_by_the_dev_items_it_scans(monkeypatch):
     check = jobs["scan-check-attribution_kv"]
     assert check.outputs == ("scans/check/attribution_kv",) and check.kwargs["split"] == "check"
     assert check.key["n_scan"] == run.N_SCAN and check.key["method"] == "attribution"  # the planned scan's items
-    # Qwen2.5 (amendment 1): its planned scans by attribution; exact and attribution checks on 10 items of two tasks
+    # Qwen2.5 (amendments 1, 2): its planned scans by attribution; exact and attribution checks on 10 items of each task
     ctx.model.name = "qwen2.5-coder-0.5b-instruct"
     wave = run.scan_wave(ctx)
     assert {j.kwargs["method"] for j in wave if j.kwargs["split"] != "check"} == {"attribution"}
     checked = {(j.kwargs["method"], j.kwargs["task"], j.kwargs["n_items"]) for j in wave if j.kwargs["split"] == "check"}
-    assert checked == {(m, t, 10) for m in ("activation", "attribution") for t in ("counterfactual", "closed-book")}
-    assert [j.kwargs["method"] for j in wave][-2:] == ["activation", "activation"]  # the exact checks last
+    assert checked == {(m, t, 10) for m in ("activation", "attribution") for t in ("kv", "mdqa", "counterfactual", "closed-book")}
+    assert [j.kwargs["method"] for j in wave][-4:] == ["activation"] * 4  # the exact checks last
