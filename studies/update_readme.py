@@ -110,9 +110,12 @@ def context_use() -> str:
     body = path.read_text().split("\n", 2)[2].strip("\n").replace("\n## ", "\n### ")
     figs = [f"![{png.stem}](figures/{png.name})" for png in sorted((ROOT / "figures").glob("task_scan_*.png"))]
     return (f"The plan: [`figures/results/context_use/plan.md`](figures/results/context_use/plan.md), and its "
-            "amendment, committed before the scans it changes: "
+            "amendments, each committed on its own before the scans it changes: "
             "[`amendment_1.md`](figures/results/context_use/amendment_1.md) (Qwen2.5's head scans by attribution "
-            "patching, checked against the exact scan). Every number "
+            "patching, checked against the exact scan) and "
+            "[`amendment_2.md`](figures/results/context_use/amendment_2.md) (those checks on every task, the "
+            "rule for reading them per task, and where an item whose competitors share a first token is scored). "
+            "Every number "
             "below is recomputed from the committed per-item outputs by `python -m studies.context_use.report`.\n\n"
             + body + "\n" + ("\n" + "\n\n".join(figs) + "\n" if figs else ""))
 
