@@ -316,16 +316,6 @@ def load() -> dict[str, Any]:
     return read(RESULTS)
 
 
-def scan_methods() -> dict[str, str]:
-    """Each model's scan method, from the committed amendments."""
-    return load()["scan_methods"]
-
-
-def checks() -> dict[str, dict[str, Any]]:
-    """Each model's check scans, from the committed amendments."""
-    return load()["checks"]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--number", type=int, choices=(1, 2), required=True)

@@ -316,7 +316,8 @@ def scan_wave(ctx: _Context) -> list:
     from pear_lens.jobs import Job
     from studies.context_use import amendment
 
-    methods, checks = amendment.scan_methods(), amendment.checks()
+    amended = amendment.load()  # every amendment checked against git once, for the whole wave
+    methods, checks = amended["scan_methods"], amended["checks"]
     if ctx.model.name not in methods:
         raise SystemExit(f"the amendment gives {ctx.model.name} no scan method")
     jobs = []
