@@ -772,4 +772,41 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
                              _peer_sentence(r["tasks"], "CAD α=0.5", "context-aware decoding")) if s]
         if peers:
             out.append("  - Peers (PEAR − peer, 95 % interval excluding 0): " + "; ".join(peers) + ".")
+        out += _scan_lines(r)
     return out
+
+
+_UNREAD = {"pending": "attribution check pending", "not validated": "attribution not validated"}
+"""Why a task's scan is not read (the amendments' rule for a model scanned by attribution)."""
+
+
+def _scan_lines(r: dict[str, Any]) -> list[str]:
+    """Do the proxy's heads matter on the real tasks: per task with a test scan, Spearman's ρ of the proxy Δπ with
+    the heads' effects on the task and how many of PEAR's K heads are among the task's top K; then the task's own
+    top K (from its dev scan) pruned, beside PEAR's heads pruned. A task scanned by attribution is read only once
+    its check validates it (amendments 1 and 2); until then its line names why it is not read."""
+    scans, standing = r.get("scans", {}), r.get("attribution_standing", {})
+    if not scans:
+        return []
+    lines = ["  - Do the proxy's heads matter on the real tasks? Per task (descriptive): Spearman ρ over heads of the "
+             "proxy Δπ with each head's effect when removed (test items); PEAR's heads among the task's top K; the "
+             "task's own top K (by its dev scan) pruned, beside PEAR's heads pruned."]
+    for task, e in r["tasks"].items():
+        v = scans.get(task)
+        if why := _UNREAD.get(standing.get(task, "")):  # its scans (test and dev) are by attribution
+            lines.append(f"    - {_TASK_NAMES[task]}: {why}, not read yet.")
+            continue
+        parts = []
+        if v:
+            k = len(v["pear_head_ranks"])
+            top = sum(rank <= k for rank in v["pear_head_ranks"])
+            parts.append(f"ρ {v['interval']}" + (" by attribution (checked)" if v.get("method") == "attribution"
+                                                 else "") + f"; {top} of PEAR's {k} heads in its top {k}")
+        own = e["vs_baseline"].get(f"task-scan heads pruned ({task})")
+        if own:
+            pruned = e["vs_baseline"].get("PEAR heads pruned")
+            parts.append(f"its own top K pruned {_nats(own)}"
+                         + (f" (PEAR's heads pruned {_nats(pruned)})" if pruned else ""))
+        if parts:
+            lines.append(f"    - {_TASK_NAMES[task]}: " + "; ".join(parts) + ".")
+    return lines

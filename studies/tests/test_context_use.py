@@ -661,3 +661,37 @@ def test_a_dev_scan_job_is_keyed_by_the_dev_items_it_scans(monkeypatch):
     checked = {(j.kwargs["method"], j.kwargs["task"], j.kwargs["n_items"]) for j in wave if j.kwargs["split"] == "check"}
     assert checked == {(m, t, 10) for m in ("activation", "attribution") for t in ("kv", "mdqa", "counterfactual", "closed-book")}
     assert [j.kwargs["method"] for j in wave][-4:] == ["activation"] * 4  # the exact checks last
+
+
+def test_the_readme_lead_reads_the_head_scans_only_where_the_amendments_let_it():
+    """Exact scans and validated attribution scans are read (ρ with the proxy and PEAR's heads in the task's top
+    K); a pending or failed attribution check is named instead of its ρ, and the dev-scan heads of such a task
+    are not read either."""
+    from studies.reading import context_use_lines
+
+    d = lambda x, lo, hi: {"delta": x, "ci_low": lo, "ci_high": hi}  # noqa: E731
+    none = {"n": 0, "rank_p": None, "undefined": "no controls"}
+    tasks = {t: {"vs_baseline": {"PEAR": d(0.1, 0.05, 0.15), "PEAR heads pruned": d(0.02, -0.01, 0.05),
+                                 f"task-scan heads pruned ({t})": d(0.3, 0.2, 0.4)},
+                 "verdict": "no detectable effect", "damped_controls": none, "vs_pear": {}}
+             for t in ("kv", "mdqa", "counterfactual")}
+    scan = lambda method, ranks: {"method": method, "interval": "0.42 [0.30, 0.55]",  # noqa: E731
+                                  "pear_head_ranks": ranks, "n_heads": 270}
+    r = {"tasks": tasks, "scans": {"kv": scan("activation", [1, 2, 40]), "mdqa": scan("activation", [5, 9, 100])}}
+    lines = context_use_lines({"models": {"m": r}})
+    text = "\n".join(lines)
+    assert ("    - KV: ρ 0.42 [0.30, 0.55]; 2 of PEAR's 3 heads in its top 3; its own top K pruned +0.300 nats "
+            "[+0.200, +0.400] (PEAR's heads pruned +0.020 nats [-0.010, +0.050]).") in lines
+    assert "    - MDQA: ρ 0.42 [0.30, 0.55]; 0 of PEAR's 3 heads in its top 3; its own" in text
+    assert "    - counterfactual: its own top K pruned +0.300" in text  # its dev scan's heads are in, its test scan not
+    assert max(map(len, lines)) <= 400
+    # a model scanned by attribution: read once validated, named while pending or not validated
+    r["scans"] = {"kv": scan("attribution", [1, 2, 3]), "mdqa": scan("attribution", [4, 5, 6]),
+                  "counterfactual": scan("attribution", [7, 8, 9])}
+    r["attribution_standing"] = {"kv": "validated", "mdqa": "pending", "counterfactual": "not validated"}
+    lines = context_use_lines({"models": {"m": r}})
+    assert "    - KV: ρ 0.42 [0.30, 0.55] by attribution (checked); 3 of PEAR's 3 heads in its top 3; its own" in \
+        "\n".join(lines)
+    assert "    - MDQA: attribution check pending, not read yet." in lines
+    assert "    - counterfactual: attribution not validated, not read yet." in lines
+    assert "Do the proxy's heads matter" not in "\n".join(context_use_lines({"models": {"m": {"tasks": tasks}}}))
