@@ -737,7 +737,7 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
     out = ["**Does PEAR make these models use their context?** The context-use study measures it directly: the "
            "log-probability contrast of the context's answer against its competitors, teacher-forced, on facts no "
            "earlier study asked, under a plan committed before any item "
-           "([results](docs/results.md#context-use-study)).", ""]
+           "([results](docs/results.md#context-use-study)).", *_verdict_summary(report["models"]), ""]
     for model, r in report["models"].items():
         per_task = []
         for task, e in r["tasks"].items():
@@ -773,6 +773,34 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
         if peers:
             out.append("  - Peers (PEAR − peer, 95 % interval excluding 0): " + "; ".join(peers) + ".")
         out += _scan_lines(r)
+    return out
+
+
+_SUMMARY_ORDER = ("improves context use", "hurts context use", "no detectable effect", "pending", "not evaluated yet")
+
+
+def _verdict_summary(models: dict[str, Any]) -> list[str]:
+    """The verdicts in two sentences, each model-task pair under its verdict (context tasks; a line per verdict,
+    one paragraph in Markdown), then closed-book's non-inferiority per model: what a reader takes away before the
+    per-model numbers."""
+    by: dict[str, dict[str, list[str]]] = {v: {} for v in _SUMMARY_ORDER}
+    kept: dict[str, list[str]] = {"retained": [], "not shown retained": []}
+    for model, r in models.items():
+        for task, e in r["tasks"].items():
+            if task == "closed-book":
+                if e.get("verdict") in kept:
+                    kept[e["verdict"]].append(model)
+            elif e.get("verdict") in by:
+                by[e["verdict"]].setdefault(model, []).append(_TASK_NAMES[task])
+    groups = [f"{v}{' (the rank test waits on controls the plan runs)' if v == 'pending' else ''} on "
+              + ", ".join(f"{m} ({', '.join(ts)})" for m, ts in got.items())
+              for v, got in by.items() if got]
+    if not groups:
+        return []
+    out = ["", "In the plan's words, PEAR's verdicts so far:", *(g + ";" for g in groups[:-1]), groups[-1] + "."]
+    if any(kept.values()):
+        out.append("Closed-book knowledge (non-inferiority): " + "; ".join(
+            f"{v} on {', '.join(ms)}" for v, ms in kept.items() if ms) + ".")
     return out
 
 

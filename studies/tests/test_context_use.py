@@ -695,3 +695,25 @@ def test_the_readme_lead_reads_the_head_scans_only_where_the_amendments_let_it()
     assert "    - MDQA: attribution check pending, not read yet." in lines
     assert "    - counterfactual: attribution not validated, not read yet." in lines
     assert "Do the proxy's heads matter" not in "\n".join(context_use_lines({"models": {"m": {"tasks": tasks}}}))
+
+
+def test_the_readme_lead_opens_with_every_verdict_grouped():
+    """Two sentences before the per-model numbers: each model-task pair under its verdict, then closed-book."""
+    from studies.reading import context_use_lines
+
+    e = lambda verdict: {"vs_baseline": {}, "verdict": verdict, "vs_pear": {},  # noqa: E731
+                         "damped_controls": {"n": 0, "rank_p": None}}
+    models = {"a": {"tasks": {"kv": e("improves context use"), "mdqa": e("no detectable effect"),
+                              "counterfactual": e("hurts context use"), "closed-book": e("not shown retained")}},
+              "b": {"tasks": {"kv": e("pending"), "mdqa": e("no detectable effect"),
+                              "counterfactual": e("no detectable effect"), "closed-book": e("retained")}}}
+    lines = context_use_lines({"models": models})
+    assert lines[2:8] == ["In the plan's words, PEAR's verdicts so far:", "improves context use on a (KV);",
+                          "hurts context use on a (counterfactual);",
+                          "no detectable effect on a (MDQA), b (MDQA, counterfactual);",
+                          "pending (the rank test waits on controls the plan runs) on b (KV).",
+                          "Closed-book knowledge (non-inferiority): retained on b; not shown retained on a."]
+    for m in models.values():
+        for t in m["tasks"].values():
+            t.pop("verdict")
+    assert "verdicts so far" not in "\n".join(context_use_lines({"models": models}))
