@@ -767,22 +767,25 @@ def context_use_lines(report: dict[str, Any] | None) -> list[str]:
         if trained:
             out.append("  - Against random heads trained like PEAR (descriptive, not adjusted): "
                        + _rank_list(trained) + ".")
-        peers = [s for s in (_peer_sentence(r["tasks"], "PEAR heads damped", "untrained damping of PEAR's heads"),
-                             _peer_sentence(r["tasks"], "PEAR heads pruned", "pruning them"),
-                             _peer_sentence(r["tasks"], "CAD α=0.5", "context-aware decoding")) if s]
+        peers = [s for s in (_peer_sentence(r["tasks"], label, name) for label, name, _ in _PEERS) if s]
         if peers:
             out.append("  - Peers (PEAR − peer, 95 % interval excluding 0): " + "; ".join(peers) + ".")
         out += _scan_lines(r)
     return out
 
 
+_PEERS = (("PEAR heads damped", "untrained damping of PEAR's heads", "untrained damping of its heads"),
+          ("PEAR heads pruned", "pruning them", "pruning its heads"),
+          ("CAD α=0.5", "context-aware decoding", "context-aware decoding"))
+"""Each peer's condition label, its name in a model's bullet, and in the lead's summary."""
+
 _SUMMARY_ORDER = ("improves context use", "hurts context use", "no detectable effect", "pending", "not evaluated yet")
 
 
 def _verdict_summary(models: dict[str, Any]) -> list[str]:
-    """The verdicts in two sentences, each model-task pair under its verdict (context tasks; a line per verdict,
-    one paragraph in Markdown), then closed-book's non-inferiority per model: what a reader takes away before the
-    per-model numbers."""
+    """The verdicts in three sentences, each model-task pair under its verdict (context tasks; a line per verdict,
+    one paragraph in Markdown), closed-book's non-inferiority per model, and how PEAR compares with each peer over
+    the context tasks: what a reader takes away before the per-model numbers."""
     by: dict[str, dict[str, list[str]]] = {v: {} for v in _SUMMARY_ORDER}
     kept: dict[str, list[str]] = {"retained": [], "not shown retained": []}
     for model, r in models.items():
@@ -801,6 +804,17 @@ def _verdict_summary(models: dict[str, Any]) -> list[str]:
     if any(kept.values()):
         out.append("Closed-book knowledge (non-inferiority): " + "; ".join(
             f"{v} on {', '.join(ms)}" for v, ms in kept.items() if ms) + ".")
+    peers = []
+    for label, _, name in _PEERS:
+        got = [e["vs_pear"][label] for r in models.values() for t, e in r["tasks"].items()
+               if t != "closed-book" and e.get("vs_pear", {}).get(label)]
+        if got:
+            above, below = sum(d["ci_low"] > 0 for d in got), sum(d["ci_high"] < 0 for d in got)
+            peers.append(f"{name}: PEAR higher on {above}, lower on {below}, neither on {len(got) - above - below}"
+                         f" of {len(got)}")
+    if peers:
+        out.append("Against its peers (model-task pairs where the unadjusted 95 % interval of PEAR − peer excludes 0): "
+                   + "; ".join(peers) + ".")
     return out
 
 

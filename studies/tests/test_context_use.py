@@ -713,6 +713,16 @@ def test_the_readme_lead_opens_with_every_verdict_grouped():
                           "no detectable effect on a (MDQA), b (MDQA, counterfactual);",
                           "pending (the rank test waits on controls the plan runs) on b (KV).",
                           "Closed-book knowledge (non-inferiority): retained on b; not shown retained on a."]
+    assert not any(line.startswith("Against its peers") for line in lines)  # no peer in the record: no sentence
+    d = lambda lo, hi: {"delta": (lo + hi) / 2, "ci_low": lo, "ci_high": hi}  # noqa: E731
+    models["a"]["tasks"]["kv"]["vs_pear"] = {"CAD α=0.5": d(-0.3, -0.1), "PEAR heads pruned": d(0.1, 0.2)}
+    models["a"]["tasks"]["mdqa"]["vs_pear"] = {"CAD α=0.5": d(-0.3, 0.1)}
+    models["b"]["tasks"]["kv"]["vs_pear"] = {"CAD α=0.5": d(0.1, 0.2)}
+    models["b"]["tasks"]["closed-book"]["vs_pear"] = {"PEAR heads pruned": d(-0.3, -0.1)}  # not a context task
+    assert context_use_lines({"models": models})[8] == (
+        "Against its peers (model-task pairs where the unadjusted 95 % interval of PEAR − peer excludes 0): pruning its heads: "
+        "PEAR higher on 1, lower on 0, neither on 0 of 1; context-aware decoding: PEAR higher on 1, lower on 1, "
+        "neither on 1 of 3.")
     for m in models.values():
         for t in m["tasks"].values():
             t.pop("verdict")
