@@ -671,13 +671,18 @@ def _nats(d: dict[str, Any]) -> str:
     return f"{d['delta']:+.3f} nats [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
 
 
+def _side(d: dict[str, Any]) -> str | None:
+    """``above`` or ``below`` where a difference's 95 % interval excludes 0 (PEAR − peer: PEAR higher or lower)."""
+    return "above" if d["ci_low"] > 0 else "below" if d["ci_high"] < 0 else None
+
+
 def _peer_sentence(tasks: dict[str, Any], label: str, name: str) -> str | None:
     """How PEAR compares with one peer over the context tasks: where the interval of PEAR − peer excludes 0."""
     got = {t: e["vs_pear"][label] for t, e in tasks.items() if t != "closed-book" and e["vs_pear"].get(label)}
     if not got:
         return None
-    above = [_TASK_NAMES[t] for t, d in got.items() if d["ci_low"] > 0]
-    below = [_TASK_NAMES[t] for t, d in got.items() if d["ci_high"] < 0]
+    above = [_TASK_NAMES[t] for t, d in got.items() if _side(d) == "above"]
+    below = [_TASK_NAMES[t] for t, d in got.items() if _side(d) == "below"]
     parts = ([f"above it on {', '.join(above)}"] if above else []) + ([f"below it on {', '.join(below)}"] if below
                                                                        else [])
     return f"{name}: PEAR {' and '.join(parts) if parts else 'indistinguishable from it'} ({len(got)} tasks)"
@@ -809,7 +814,8 @@ def _verdict_summary(models: dict[str, Any]) -> list[str]:
         got = [e["vs_pear"][label] for r in models.values() for t, e in r["tasks"].items()
                if t != "closed-book" and e.get("vs_pear", {}).get(label)]
         if got:
-            above, below = sum(d["ci_low"] > 0 for d in got), sum(d["ci_high"] < 0 for d in got)
+            sides = [_side(d) for d in got]
+            above, below = sides.count("above"), sides.count("below")
             peers.append(f"{name}: PEAR higher on {above}, lower on {below}, neither on {len(got) - above - below}"
                          f" of {len(got)}")
     if peers:
